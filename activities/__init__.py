@@ -1,0 +1,1 @@
+"""The syscall boundary: activities that decide, audit, and call the kernel's managers."""

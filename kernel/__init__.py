@@ -1,0 +1,1 @@
+"""The kernel: managers behind the syscall interface, plain asyncio Python."""

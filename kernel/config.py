@@ -1,0 +1,170 @@
+"""One settings model for the kernel: a `kernos.toml` file and `KERNOS_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from kernos.kernel.errors import ConfigError
+from kernos.kernel.syscalls import SyscallLimits, check_name
+
+DEFAULT_CONFIG_FILE = "kernos.toml"
+
+
+class TemporalSettings(BaseModel):
+    """Where the Temporal service is."""
+
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    ui_url: str = "http://localhost:8233"
+    agent_task_queue: str = "kernos.agents"
+    kernel_task_queue: str = "kernos.kernel"
+    llm_queue_prefix: str = "llm."
+    """LLM pool queues are `<prefix><model>`; kernels sharing a namespace use distinct prefixes."""
+
+
+class DatabaseSettings(BaseModel):
+    """The kernel's PostgreSQL: only kernel workers and the operator's CLI hold this DSN."""
+
+    dsn: SecretStr | None = None
+    pool_min: int = Field(default=1, ge=0)
+    pool_max: int = Field(default=8, ge=1)
+
+
+class LLMInstance(BaseModel):
+    """One LLM server the kernel dispatches to."""
+
+    name: str
+    kind: Literal["openai", "scripted"] = "openai"
+    """`openai`: any OpenAI-compatible server; `scripted`: the in-package test backend."""
+    model: str
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    slots: int = Field(default=4, ge=1)
+    """Concurrent generations this instance's worker takes (its measured saturation)."""
+    script: list[str] | None = None
+    """Replies of a `scripted` instance, in order; without one it echoes."""
+
+    @field_validator("name", "model")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return check_name("LLM instance name or model", value)
+
+
+class PolicySettings(BaseModel):
+    """The Casbin model and policy the access manager enforces."""
+
+    model_path: Path | None = None
+    policy_path: Path | None = None
+
+    def resolved_model_path(self) -> Path:
+        """The configured model file, or the packaged default."""
+        return self.model_path or Path(str(resources.files("kernos.policies") / "model.conf"))
+
+    def resolved_policy_path(self) -> Path:
+        """The configured policy file, or the packaged default."""
+        return self.policy_path or Path(str(resources.files("kernos.policies") / "policy.csv"))
+
+
+def _default_llm() -> list[LLMInstance]:
+    return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
+
+
+def _default_agents() -> dict[str, str]:
+    return {"planner": "kernos.examples.planner:PlannerAgent"}
+
+
+class Settings(BaseSettings):
+    """Everything the kernel, its workers and its CLI read: file, then environment, then code."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KERNOS_", env_nested_delimiter="__", extra="forbid"
+    )
+    config_file: ClassVar[Path | None] = None
+
+    temporal: TemporalSettings = TemporalSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    llm: list[LLMInstance] = Field(default_factory=_default_llm)
+    default_model: str | None = None
+    """The model of runs that name none; the first LLM instance's model if unset."""
+    agents: dict[str, str] = Field(default_factory=_default_agents)
+    """Agent name -> `module:Class`; the agent worker loads these, admission checks against them."""
+    policy: PolicySettings = PolicySettings()
+    limits: SyscallLimits = SyscallLimits()
+    max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)
+    """Largest task a run may carry: it travels in Temporal payloads, capped at 2 MiB."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Code overrides the environment, which overrides the file."""
+        path = cls.config_file or Path(os.environ.get("KERNOS_CONFIG", DEFAULT_CONFIG_FILE))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=path),
+        )
+
+    def model_for(self, requested: str | None) -> str:
+        """The model a run uses: the requested one or the default."""
+        model = requested or self.default_model or (self.llm[0].model if self.llm else None)
+        if model is None:
+            raise ConfigError("no LLM instance is configured: add one under [[llm]]")
+        return model
+
+    def models(self) -> list[str]:
+        """Every model some configured instance serves."""
+        return sorted({instance.model for instance in self.llm})
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as JSON-ready data, secrets masked."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        if self.database.dsn is not None:
+            data["database"]["dsn"] = mask_dsn(self.database.dsn.get_secret_value())
+        return data
+
+
+def mask_dsn(dsn: str) -> str:
+    """Hide the password in a PostgreSQL URL or key=value DSN."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    words = ["password=********" if word.startswith("password=") else word for word in dsn.split()]
+    return " ".join(words)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from `config_file` (or `$KERNOS_CONFIG`, or ./kernos.toml) and the env."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {str(config_file)!r} does not exist")
+    Settings.config_file = config_file
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+    except ValueError as exc:  # a malformed TOML file
+        raise ConfigError(f"cannot read settings: {exc}") from exc
+    finally:
+        Settings.config_file = None

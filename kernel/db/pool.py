@@ -1,0 +1,30 @@
+"""The kernel's connection pool (psycopg 3)."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from kernos.kernel.config import DatabaseSettings
+from kernos.kernel.errors import ConfigError
+
+Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
+
+async def open_pool(settings: DatabaseSettings) -> Pool:
+    """Open a pool on the kernel's DSN; rows come back as dicts."""
+    if settings.dsn is None:
+        raise ConfigError(
+            "no database DSN: set [database] dsn in kernos.toml or KERNOS_DATABASE__DSN"
+        )
+    pool: Pool = AsyncConnectionPool(
+        settings.dsn.get_secret_value(),
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        connection_class=AsyncConnection[DictRow],
+        open=False,
+    )
+    await pool.open(wait=True, timeout=15)
+    return pool

@@ -1,0 +1,103 @@
+"""The kernel's error hierarchy: every error names the bad value and what would be valid."""
+
+from __future__ import annotations
+
+
+class KernosWarning(UserWarning):
+    """A warning raised by kernos itself (tests turn these into errors)."""
+
+
+class KernosError(Exception):
+    """Root of every error that kernos raises on purpose."""
+
+    #: Whether retrying the same request can succeed; read at the activity edge.
+    retryable: bool = False
+
+
+class InvalidRequest(KernosError, ValueError):
+    """A request that can never succeed as written: fix the input."""
+
+
+class InvalidRunSpec(InvalidRequest):
+    """A run specification that fails validation (empty task, bad priority, bad names)."""
+
+
+class UnknownAgent(InvalidRequest):
+    """An agent name that no worker registers."""
+
+    def __init__(self, name: str, registered: list[str]) -> None:
+        self.name = name
+        self.registered = sorted(registered)
+        listed = ", ".join(self.registered) or "none"
+        super().__init__(f"unknown agent {name!r}; registered agents: {listed}")
+
+
+class UnknownModel(InvalidRequest):
+    """A model that no configured LLM instance serves."""
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        self.model = model
+        self.known = sorted(known)
+        listed = ", ".join(self.known) or "none"
+        super().__init__(f"unknown model {model!r}; configured models: {listed}")
+
+
+class PayloadTooLarge(InvalidRequest):
+    """A payload over a named size limit."""
+
+    def __init__(self, what: str, size: int, limit: int, setting: str) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes ({setting})")
+
+
+class RunNotFound(KernosError, LookupError):
+    """A run id that the kernel has no record of."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id {run_id!r}")
+
+
+class AccessDenied(KernosError, PermissionError):
+    """The access manager refused a syscall; the refusal is in the audit log."""
+
+
+class ConfigError(KernosError):
+    """Settings that cannot work (a missing DSN, a malformed file)."""
+
+
+class PolicyError(ConfigError):
+    """A malformed Casbin model or policy file; the message names the file and line."""
+
+
+class LLMError(KernosError):
+    """A failure of an LLM server, translated at the activity edge."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class LLMBadRequest(LLMError):
+    """The server rejected the request (4xx): retrying the same request cannot help."""
+
+    retryable = False
+
+
+class ContextTooLong(LLMBadRequest):
+    """The prompt and requested output do not fit the model's context window."""
+
+
+class LLMRateLimited(LLMError):
+    """The server is overloaded (429); retry after its delay."""
+
+
+class LLMUnavailable(LLMError):
+    """The server is unreachable, timed out or failed (5xx); Temporal retries."""
+
+
+class ScriptExhausted(LLMBadRequest):
+    """The scripted backend was asked for more replies than its script holds."""

@@ -1,0 +1,64 @@
+"""Who is calling: the identity of a syscall's caller.
+
+It comes from Temporal's record of the activity and the kernel's record of the run, never from
+anything the agent's code sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from kernos.kernel.access import Subject
+from kernos.kernel.errors import AccessDenied, RunNotFound
+from kernos.kernel.runs import RunRecord, RunStore
+
+FirstRunLookup = Callable[[str, str], Awaitable[str]]
+"""(workflow id, execution run id) -> the first execution's run id of that chain."""
+
+
+class IdentityResolver:
+    """Maps an activity's workflow execution to the run record it belongs to."""
+
+    def __init__(self, runs: RunStore, first_run_of: FirstRunLookup) -> None:
+        self._runs = runs
+        self._first_run_of = first_run_of
+        # Verified (workflow id, execution run id) pairs: a chain never changes its first run.
+        self._verified: dict[tuple[str, str], str] = {}
+
+    async def resolve(self, workflow_id: str, execution_run_id: str) -> tuple[Subject, RunRecord]:
+        """The subject of a syscall, or AccessDenied naming why there is none."""
+        try:
+            record = await self._runs.get(workflow_id)
+        except RunNotFound:
+            raise AccessDenied(
+                f"workflow {workflow_id!r} is not a run the kernel admitted"
+            ) from None
+        first = await self._first_execution(workflow_id, execution_run_id, record)
+        if first != record.first_execution_run_id:
+            raise AccessDenied(
+                f"workflow {workflow_id!r} execution {execution_run_id!r} does not belong to "
+                f"the admitted run (first execution {record.first_execution_run_id!r})"
+            )
+        if record.finished:
+            raise AccessDenied(f"run {workflow_id!r} is {record.status}; it makes no syscalls")
+        subject = Subject(
+            run_id=record.run_id, tenant=record.tenant, user=record.user, agent=record.agent
+        )
+        return subject, record
+
+    async def _first_execution(
+        self, workflow_id: str, execution_run_id: str, record: RunRecord
+    ) -> str:
+        if execution_run_id == record.first_execution_run_id:
+            return execution_run_id
+        cached = self._verified.get((workflow_id, execution_run_id))
+        if cached is not None:
+            return cached
+        first = await self._first_run_of(workflow_id, execution_run_id)
+        if record.first_execution_run_id is None:
+            # The client that admitted the run has not bound it yet (a race with the first
+            # syscall): Temporal's answer is authoritative, the workflow id being the kernel's.
+            first = await self._runs.bind(workflow_id, first)
+            record.first_execution_run_id = first
+        self._verified[(workflow_id, execution_run_id)] = first
+        return first

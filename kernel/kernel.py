@@ -1,0 +1,44 @@
+"""The kernel's managers, opened together for a kernel worker or the operator's CLI."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+
+from kernos.kernel.access import AccessManager
+from kernos.kernel.audit import AuditLog
+from kernos.kernel.config import Settings
+from kernos.kernel.db.pool import Pool, open_pool
+from kernos.kernel.identity import IdentityResolver
+from kernos.kernel.runs import RunStore
+
+
+class Kernel:
+    """Access manager, audit log, run records and identity, on one connection pool."""
+
+    def __init__(self, settings: Settings, pool: Pool, client: Client) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.client = client
+        self.access = AccessManager(
+            settings.policy.resolved_model_path(), settings.policy.resolved_policy_path()
+        )
+        self.runs = RunStore(pool)
+        self.audit = AuditLog(pool)
+        self.identity = IdentityResolver(self.runs, self._first_run_of)
+
+    @classmethod
+    async def open(cls, settings: Settings, client: Client) -> Kernel:
+        """Load policies (failing fast on a malformed file), then open the database pool."""
+        AccessManager(settings.policy.resolved_model_path(), settings.policy.resolved_policy_path())
+        pool = await open_pool(settings.database)
+        return cls(settings, pool, client)
+
+    async def _first_run_of(self, workflow_id: str, execution_run_id: str) -> str:
+        handle = self.client.get_workflow_handle(workflow_id, run_id=execution_run_id)
+        description = await handle.describe()
+        first = description.raw_description.workflow_execution_info.first_run_id
+        return first or execution_run_id
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self.pool.close()

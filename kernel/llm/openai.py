@@ -1,0 +1,146 @@
+"""Any OpenAI-compatible server (llama.cpp, vLLM, hosted APIs) over `/v1/chat/completions`.
+
+Streaming with httpx; no retries of its own (Temporal's retry policy is the one retry loop).
+Token counts come from the server's `usage`; where a server sends none, output tokens are
+counted as streamed chunks and input tokens as unknown (0).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from kernos.kernel.errors import (
+    ContextTooLong,
+    LLMBadRequest,
+    LLMError,
+    LLMRateLimited,
+    LLMUnavailable,
+)
+from kernos.kernel.llm.base import Progress
+from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
+
+_CONTEXT_WORDS = ("context length", "context window", "context size", "too long", "exceeds")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from LLM servers; Temporal's backoff applies
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:500]
+    if isinstance(error, str):
+        return error[:500]
+    return json.dumps(body)[:500]
+
+
+def error_for_status(server: str, response: httpx.Response) -> LLMError:
+    """Translate an HTTP error response into the kernel's LLM error."""
+    status = response.status_code
+    reason = _reason(response)
+    message = f"{server} answered {status}: {reason}"
+    if status == 429:
+        return LLMRateLimited(message, retry_after_s=_retry_after(response))
+    if status == 408 or status >= 500:
+        return LLMUnavailable(message, retry_after_s=_retry_after(response))
+    lowered = reason.lower()
+    if "context" in lowered and any(word in lowered for word in _CONTEXT_WORDS):
+        return ContextTooLong(message)
+    return LLMBadRequest(message)
+
+
+class OpenAIBackend:
+    """Chat completions on an OpenAI-compatible server."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        read_timeout_s: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(connect=5.0, read=read_timeout_s, write=30.0, pool=30.0),
+            transport=transport,
+        )
+
+    def _body(self, request: LLMRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": [message.model_dump() for message in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        body.update(request.sampling.model_dump(exclude_none=True))
+        return body
+
+    async def chat(self, request: LLMRequest, progress: Progress) -> LLMResponse:
+        """Stream a chat completion, reporting progress as text arrives."""
+        where = f"LLM server {self.name} ({self.base_url})"
+        parts: list[str] = []
+        usage: TokenUsage | None = None
+        finish_reason: str | None = None
+        try:
+            async with self._client.stream(
+                "POST", "/v1/chat/completions", json=self._body(request)
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_for_status(where, response)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if chunk.get("error"):
+                        raise LLMUnavailable(f"{where} failed mid-stream: {chunk['error']}")
+                    for choice in chunk.get("choices") or []:
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            parts.append(content)
+                            progress("".join(parts))
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                    if chunk.get("usage"):
+                        usage = TokenUsage(
+                            input_tokens=chunk["usage"].get("prompt_tokens") or 0,
+                            output_tokens=chunk["usage"].get("completion_tokens") or 0,
+                        )
+        except httpx.TimeoutException as exc:
+            raise LLMUnavailable(f"{where} timed out: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise LLMUnavailable(f"cannot reach {where}: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise LLMUnavailable(f"{where} sent a malformed stream chunk: {exc}") from exc
+        return LLMResponse(
+            text="".join(parts),
+            model=request.model,
+            usage=usage or TokenUsage(output_tokens=len(parts)),
+            finish_reason=finish_reason,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client's connections."""
+        await self._client.aclose()

@@ -1,0 +1,19 @@
+"""Builds a backend for each configured LLM instance."""
+
+from __future__ import annotations
+
+from kernos.kernel.config import LLMInstance
+from kernos.kernel.errors import ConfigError
+from kernos.kernel.llm.base import LLMBackend
+from kernos.kernel.llm.openai import OpenAIBackend
+from kernos.kernel.llm.scripted import ScriptedBackend
+
+
+def build_backend(instance: LLMInstance) -> LLMBackend:
+    """The backend that serves `instance`, by its kind."""
+    if instance.kind == "scripted":
+        return ScriptedBackend(instance.script)
+    if instance.base_url is None:
+        raise ConfigError(f"LLM instance {instance.name!r} of kind openai needs a base_url")
+    api_key = instance.api_key.get_secret_value() if instance.api_key else None
+    return OpenAIBackend(instance.name, instance.base_url, api_key=api_key)

@@ -1,0 +1,128 @@
+"""The kernel's record of runs: written at admission, read to know who a syscall's caller is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from kernos.kernel.db.pool import Pool
+from kernos.kernel.errors import RunNotFound
+from kernos.kernel.syscalls import RunOutcome, RunSpec
+
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+class RunRecord(BaseModel):
+    """One row of `runs`: the identity every syscall of the run is judged by."""
+
+    run_id: str
+    first_execution_run_id: str | None
+    tenant: str
+    user: str
+    agent: str
+    priority: int
+    model: str
+    spec: RunSpec
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    output: str | None
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended; a finished run's syscalls are denied."""
+        return self.status in FINISHED
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RunRecord:
+        """Build from a `runs` row."""
+        return cls(user=row["user_name"], **{k: v for k, v in row.items() if k != "user_name"})
+
+
+class RunStore:
+    """Reads and writes the `runs` table."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def admit(self, run_id: str, spec: RunSpec) -> None:
+        """Record a run before its workflow starts."""
+        assert spec.model is not None, "admission fills in the model"
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO runs (run_id, tenant, user_name, agent, priority, model, spec)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    run_id,
+                    spec.tenant,
+                    spec.user,
+                    spec.agent,
+                    spec.priority,
+                    spec.model,
+                    spec.model_dump_json(),
+                ),
+            )
+
+    async def forget(self, run_id: str) -> None:
+        """Remove the record of a run whose workflow never started."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM runs WHERE run_id = %s AND first_execution_run_id IS NULL",
+                (run_id,),
+            )
+
+    async def bind(self, run_id: str, first_execution_run_id: str) -> str:
+        """Bind the record to its workflow's first execution; return the bound id."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE runs SET first_execution_run_id = %s, status = CASE status"
+                " WHEN 'admitted' THEN 'running' ELSE status END"
+                " WHERE run_id = %s AND first_execution_run_id IS NULL",
+                (first_execution_run_id, run_id),
+            )
+            del cursor
+        record = await self.get(run_id)
+        assert record.first_execution_run_id is not None
+        return record.first_execution_run_id
+
+    async def get(self, run_id: str) -> RunRecord:
+        """The record of `run_id`, or RunNotFound."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute("SELECT * FROM runs WHERE run_id = %s", (run_id,))
+            row = await cursor.fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return RunRecord.from_row(row)
+
+    async def recent(self, *, limit: int = 50, tenant: str | None = None) -> list[RunRecord]:
+        """The newest runs first."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT * FROM runs WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+                " ORDER BY created_at DESC LIMIT %(limit)s",
+                {"tenant": tenant, "limit": limit},
+            )
+            rows = await cursor.fetchall()
+        return [RunRecord.from_row(row) for row in rows]
+
+    async def finish(self, run_id: str, outcome: RunOutcome) -> None:
+        """Record how a run ended; from then on its syscalls are denied."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE runs SET status = %s, output = %s, error = %s, finished_at = now(),"
+                " input_tokens = %s, output_tokens = %s"
+                " WHERE run_id = %s AND finished_at IS NULL",
+                (
+                    outcome.status,
+                    outcome.output,
+                    outcome.error,
+                    outcome.usage.input_tokens,
+                    outcome.usage.output_tokens,
+                    run_id,
+                ),
+            )

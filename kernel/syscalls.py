@@ -1,0 +1,169 @@
+"""The kernel's ABI: every syscall's request and response, and a run's specification."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+#: Names of tenants, users and agents: they appear in paths, policies and search attributes.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+Priority = Annotated[int, Field(ge=1, le=5)]
+"""Temporal's priority key: 1 runs first, 5 last, 3 is the default."""
+
+
+def check_name(kind: str, value: str) -> str:
+    """Return `value` if it is a safe name, else raise ValueError naming the rule."""
+    if not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{kind} {value!r} is not a valid name: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+class RunSpec(BaseModel):
+    """What a client asks the kernel to run: an agent, its task, and on whose behalf."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str
+    task: str
+    tenant: str = "default"
+    user: str = "operator"
+    priority: Priority = 3
+    model: str | None = None
+    """The LLM model the agent's calls use unless they name another; the kernel fills it in."""
+
+    @field_validator("agent", "tenant", "user")
+    @classmethod
+    def _safe_name(cls, value: str, info: ValidationInfo) -> str:
+        return check_name(info.field_name or "name", value)
+
+    @field_validator("task")
+    @classmethod
+    def _non_empty_task(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("task is empty: give the agent something to do")
+        return value
+
+
+class SyscallLimits(BaseModel):
+    """Timeouts and retry bounds of a run's syscalls, in seconds; fixed at admission."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    llm_start_to_close_s: float = Field(default=600.0, gt=0)
+    llm_heartbeat_s: float = Field(default=30.0, gt=0)
+    kernel_start_to_close_s: float = Field(default=30.0, gt=0)
+    retry_initial_interval_s: float = Field(default=1.0, gt=0)
+    retry_max_interval_s: float = Field(default=30.0, gt=0)
+
+
+class RunInput(BaseModel):
+    """The input of the `AgentRun` workflow, written by the kernel at admission."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    spec: RunSpec
+    limits: SyscallLimits = SyscallLimits()
+    kernel_task_queue: str = "kernos.kernel"
+    llm_queue_prefix: str = "llm."
+
+
+class RunResult(BaseModel):
+    """What a finished run returns."""
+
+    run_id: str
+    output: str
+    usage: TokenUsage
+    syscalls: int
+
+
+class Message(BaseModel):
+    """One chat message in OpenAI's format."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class Sampling(BaseModel):
+    """Sampling parameters; None leaves the server's default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class TokenUsage(BaseModel):
+    """Tokens a generation consumed, as the server counted them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
+
+class SyscallRequest(BaseModel):
+    """Base of every syscall request: it names its syscall and the resource it touches."""
+
+    syscall: ClassVar[str]
+
+    def resource(self) -> str:
+        """The resource that the access manager decides on, e.g. `llm:gemma`."""
+        raise NotImplementedError
+
+
+class LLMRequest(SyscallRequest):
+    """`llm.chat`: generate the next assistant message."""
+
+    syscall: ClassVar[str] = "llm.chat"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    sampling: Sampling = Sampling()
+
+    def resource(self) -> str:
+        """The model, as `llm:<model>`."""
+        return f"llm:{self.model}"
+
+
+class LLMResponse(BaseModel):
+    """The result of `llm.chat`."""
+
+    text: str
+    model: str
+    usage: TokenUsage
+    finish_reason: str | None = None
+
+
+class RunOutcome(BaseModel):
+    """`run.finish`: how a run ended, recorded by the kernel."""
+
+    status: Literal["completed", "failed", "cancelled"]
+    output: str | None = None
+    error: str | None = None
+    usage: TokenUsage = TokenUsage()
+    syscalls: int = 0
+
+
+RunResult.model_rebuild()

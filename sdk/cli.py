@@ -1,0 +1,275 @@
+"""The `kernos` command: admission, inspection and workers, for operators on the kernel host."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from temporalio.service import RPCError
+
+from kernos.client import KernosClient, RunView, check_spec, connect_temporal
+from kernos.kernel.config import Settings, load_settings
+from kernos.kernel.db.migrate import upgrade
+from kernos.kernel.errors import ConfigError, KernosError
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+async def _with_client(settings: Settings, body: Callable[[KernosClient], Awaitable[int]]) -> int:
+    client = await KernosClient.connect(settings)
+    try:
+        return await body(client)
+    finally:
+        await client.close()
+
+
+def _view_json(view: RunView) -> dict[str, Any]:
+    record = view.record
+    return {
+        "run_id": record.run_id,
+        "status": view.status,
+        "agent": record.agent,
+        "tenant": record.tenant,
+        "user": record.user,
+        "priority": record.priority,
+        "model": record.model,
+        "created_at": record.created_at.isoformat(),
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "waiting_on": view.waiting_on,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "output": record.output,
+        "error": record.error,
+    }
+
+
+async def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the effective settings, secrets masked."""
+    _print_json(settings.masked())
+    return 0
+
+
+async def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply pending schema migrations."""
+    if settings.database.dsn is None:
+        raise ConfigError("no database DSN: set [database] dsn or KERNOS_DATABASE__DSN")
+    applied = await upgrade(settings.database.dsn.get_secret_value())
+    print("applied: " + ", ".join(applied) if applied else "the schema is up to date")
+    return 0
+
+
+async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Run workers until SIGINT or SIGTERM."""
+    from kernos.worker import WorkerGroup
+
+    client = await connect_temporal(settings)
+    group = await WorkerGroup.create(client, settings, args.kind)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    running = asyncio.create_task(group.run())
+    print(f"kernos worker ({args.kind}) polling {settings.temporal.address}", flush=True)
+    await asyncio.wait(
+        [running, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+    )
+    await group.shutdown()
+    await running
+    return 0
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Submit a run; wait for its result unless --no-wait."""
+    spec: dict[str, Any] = {
+        "agent": args.agent,
+        "task": args.task,
+        "tenant": args.tenant,
+        "user": args.user,
+        "priority": args.priority,
+        "model": args.model,
+    }
+
+    # Bad input is refused before anything is contacted.
+    checked = check_spec(settings, {k: v for k, v in spec.items() if v is not None})
+
+    async def body(client: KernosClient) -> int:
+        handle = await client.submit(checked)
+        if args.no_wait:
+            _print_json({"run_id": handle.run_id}) if args.json else print(handle.run_id)
+            return 0
+        if not args.json:
+            print(f"run {handle.run_id}", file=sys.stderr, flush=True)
+        result = await handle.result()
+        if args.json:
+            _print_json(
+                {
+                    "run_id": result.run_id,
+                    "status": "completed",
+                    "output": result.output,
+                    "syscalls": result.syscalls,
+                    "usage": result.usage.model_dump(),
+                }
+            )
+        else:
+            print(result.output)
+            print(
+                f"run {result.run_id}: {result.syscalls} syscalls, "
+                f"{result.usage.input_tokens} input + {result.usage.output_tokens} output tokens",
+                file=sys.stderr,
+            )
+        return 0
+
+    return await _with_client(settings, body)
+
+
+async def cmd_ps(settings: Settings, args: argparse.Namespace) -> int:
+    """List runs, newest first."""
+
+    async def body(client: KernosClient) -> int:
+        views = await client.list_runs(limit=args.limit, tenant=args.tenant)
+        if args.json:
+            _print_json({"runs": [_view_json(view) for view in views]})
+            return 0
+        print(f"{'RUN':<26} {'STATUS':<10} {'AGENT':<12} {'TENANT/USER':<24} {'TOKENS':>8}  NOTE")
+        for view in views:
+            record = view.record
+            tokens = record.input_tokens + record.output_tokens
+            note = view.waiting_on or record.error or ""
+            print(
+                f"{record.run_id:<26} {view.status:<10} {record.agent:<12} "
+                f"{record.tenant + '/' + record.user:<24} {tokens:>8}  {note}"
+            )
+        return 0
+
+    return await _with_client(settings, body)
+
+
+async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    """Show one run: status, each syscall with its decision and tokens, the result."""
+
+    async def body(client: KernosClient) -> int:
+        view = await client.show(args.run_id)
+        data = _view_json(view)
+        data["syscalls"] = [call.model_dump() for call in view.syscalls]
+        if args.json:
+            _print_json(data)
+            return 0
+        for key in ("run_id", "status", "agent", "tenant", "user", "priority", "model"):
+            print(f"{key + ':':<14}{data[key]}")
+        if view.waiting_on:
+            print(f"{'waiting on:':<14}{view.waiting_on}")
+        print(f"{'tokens:':<14}{data['input_tokens']} input, {data['output_tokens']} output")
+        print("syscalls:")
+        for call in view.syscalls:
+            tokens = (
+                f"{call.input_tokens}+{call.output_tokens} tokens"
+                if call.input_tokens is not None
+                else ""
+            )
+            outcome = call.outcome or ("-" if call.decision == "deny" else "in flight")
+            print(
+                f"  {call.syscall:<10} {call.resource:<24} attempt {call.attempt:<3} "
+                f"{call.decision:<6} {outcome:<10} {tokens}"
+                + (f"  {call.error_type}" if call.error_type else "")
+                + (f"  ({call.reason})" if call.reason else "")
+            )
+        if view.record.output is not None:
+            print(f"output:\n{view.record.output}")
+        if view.record.error:
+            print(f"error: {view.record.error}")
+        return 0
+
+    return await _with_client(settings, body)
+
+
+async def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    """Cancel a run."""
+
+    async def body(client: KernosClient) -> int:
+        await client.runs.get(args.run_id)
+        await client.handle(args.run_id).cancel()
+        print(f"cancellation requested for {args.run_id}")
+        return 0
+
+    return await _with_client(settings, body)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `kernos`."""
+    parser = argparse.ArgumentParser(prog="kernos", description=__doc__)
+    parser.add_argument("--config", type=Path, help="settings file (default: ./kernos.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    config = commands.add_parser("config", help="print the effective settings, secrets masked")
+    config.set_defaults(handler=cmd_config)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply pending migrations").set_defaults(
+        handler=cmd_db_upgrade
+    )
+
+    worker = commands.add_parser("worker", help="run agent and/or kernel workers")
+    worker.add_argument("--kind", choices=["agent", "kernel", "all"], default="all")
+    worker.set_defaults(handler=cmd_worker)
+
+    run = commands.add_parser("run", help="run an agent on a task")
+    run.add_argument("agent")
+    run.add_argument("task")
+    run.add_argument("--tenant")
+    run.add_argument("--user")
+    run.add_argument("--priority", type=int, help="1 (first) to 5 (last); default 3")
+    run.add_argument("--model")
+    run.add_argument("--no-wait", action="store_true", help="print the run id and return")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(handler=cmd_run)
+
+    ps = commands.add_parser("ps", help="list runs")
+    ps.add_argument("--limit", type=int, default=20)
+    ps.add_argument("--tenant")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(handler=cmd_ps)
+
+    show = commands.add_parser("show", help="show a run and its syscalls")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_show)
+
+    cancel = commands.add_parser("cancel", help="cancel a run")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(handler=cmd_cancel)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: every error is one line on stderr and a non-zero exit, never a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        status: int = asyncio.run(args.handler(settings, args))
+    except KernosError as exc:
+        print(f"kernos: error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"kernos: error: cannot reach the database: {reason}", file=sys.stderr)
+        return 1
+    except RPCError as exc:
+        print(f"kernos: error: Temporal refused: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""`KernosClient`: admission of runs, on the kernel host with the operator's credentials."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from kernos.kernel import visibility
+from kernos.kernel.config import Settings, load_settings
+from kernos.kernel.db.pool import Pool, open_pool
+from kernos.kernel.errors import (
+    InvalidRunSpec,
+    KernosError,
+    PayloadTooLarge,
+    UnknownAgent,
+    UnknownModel,
+)
+from kernos.kernel.runs import RunRecord, RunStore
+from kernos.kernel.syscalls import RunInput, RunResult, RunSpec
+
+
+class RunFailed(KernosError):
+    """A run ended in failure; `error_type` names the agent's or kernel's error."""
+
+    def __init__(self, run_id: str, error_type: str, message: str) -> None:
+        self.run_id = run_id
+        self.error_type = error_type
+        super().__init__(f"run {run_id} failed: {error_type}: {message}")
+
+
+class SyscallView(BaseModel):
+    """One syscall attempt of a run, as `kernos show` lists it."""
+
+    at: str
+    syscall: str
+    resource: str
+    attempt: int
+    decision: str
+    rule: str | None
+    reason: str | None
+    outcome: str | None
+    error_type: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    duration_ms: float | None
+
+
+class RunView(BaseModel):
+    """A run as the operator sees it: the kernel's record and Temporal's live state."""
+
+    record: RunRecord
+    temporal_status: str | None
+    waiting_on: str | None
+    """What a running run is waiting for, e.g. a syscall being retried."""
+    syscalls: list[SyscallView] = []
+
+    @property
+    def status(self) -> str:
+        """The kernel's status, refined by Temporal's for runs still going."""
+        if self.record.finished or self.temporal_status is None:
+            return self.record.status
+        if self.temporal_status != "RUNNING":
+            return self.temporal_status.lower()
+        return "waiting" if self.waiting_on else "running"
+
+
+class RunHandle:
+    """A submitted run."""
+
+    def __init__(self, client: KernosClient, run_id: str) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    @property
+    def _workflow(self) -> WorkflowHandle[Any, RunResult]:
+        return self._client.temporal.get_workflow_handle(self.run_id, result_type=RunResult)
+
+    async def result(self) -> RunResult:
+        """Wait for the run to finish; RunFailed if it failed."""
+        try:
+            return await self._workflow.result()
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            error_type = getattr(cause, "type", None) or type(cause).__name__
+            message = getattr(cause, "message", None) or str(cause)
+            raise RunFailed(self.run_id, error_type, message) from exc
+
+    async def cancel(self) -> None:
+        """Ask the run to stop; an in-flight generation is aborted on its server."""
+        await self._workflow.cancel()
+
+
+class KernosClient:
+    """Submits, lists and inspects runs; the kernel writes each run's record, then starts it."""
+
+    def __init__(self, settings: Settings, temporal: Client, pool: Pool) -> None:
+        self.settings = settings
+        self.temporal = temporal
+        self.pool = pool
+        self.runs = RunStore(pool)
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> KernosClient:
+        """Connect to Temporal and to the kernel's database."""
+        settings = settings or load_settings()
+        temporal = await connect_temporal(settings)
+        pool = await open_pool(settings.database)
+        return cls(settings, temporal, pool)
+
+    async def close(self) -> None:
+        """Release the database pool."""
+        await self.pool.close()
+
+    async def __aenter__(self) -> KernosClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def validate(self, spec: RunSpec | dict[str, Any]) -> RunSpec:
+        """Check a spec against this kernel's agents, models and limits; fill in the model."""
+        return check_spec(self.settings, spec)
+
+    async def submit(self, spec: RunSpec | dict[str, Any]) -> RunHandle:
+        """Admit a run: validate, record it, start its workflow; nothing is left on failure."""
+        checked = self.validate(spec)
+        run_id = f"run-{uuid.uuid4().hex[:20]}"
+        await self.runs.admit(run_id, checked)
+        try:
+            handle = await self.temporal.start_workflow(
+                "AgentRun",
+                RunInput(
+                    run_id=run_id,
+                    spec=checked,
+                    limits=self.settings.limits,
+                    kernel_task_queue=self.settings.temporal.kernel_task_queue,
+                    llm_queue_prefix=self.settings.temporal.llm_queue_prefix,
+                ),
+                id=run_id,
+                task_queue=self.settings.temporal.agent_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(visibility.AGENT, checked.agent),
+                        SearchAttributePair(visibility.TENANT, checked.tenant),
+                        SearchAttributePair(visibility.STATUS, "running"),
+                    ]
+                ),
+                static_summary=f"{checked.agent} for {checked.tenant}/{checked.user}",
+            )
+        except BaseException:
+            await self.runs.forget(run_id)
+            raise
+        assert handle.first_execution_run_id is not None
+        await self.runs.bind(run_id, handle.first_execution_run_id)
+        return RunHandle(self, run_id)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on an existing run."""
+        return RunHandle(self, run_id)
+
+    async def list_runs(self, *, limit: int = 50, tenant: str | None = None) -> list[RunView]:
+        """The newest runs, with live state for those still going."""
+        return [
+            await self._view(record)
+            for record in await self.runs.recent(limit=limit, tenant=tenant)
+        ]
+
+    async def show(self, run_id: str) -> RunView:
+        """One run with every syscall attempt, its decision and its tokens."""
+        view = await self._view(await self.runs.get(run_id))
+        view.syscalls = await self._syscalls(run_id)
+        return view
+
+    async def _view(self, record: RunRecord) -> RunView:
+        if record.finished:
+            return RunView(record=record, temporal_status=None, waiting_on=None)
+        try:
+            description = await self.temporal.get_workflow_handle(record.run_id).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return RunView(record=record, temporal_status="NOT_FOUND", waiting_on=None)
+        status = description.status or WorkflowExecutionStatus.RUNNING
+        waiting = None
+        for pending in description.raw_description.pending_activities:
+            if pending.attempt > 1:
+                failure = pending.last_failure.message if pending.HasField("last_failure") else ""
+                waiting = f"{pending.activity_type.name} retrying (attempt {pending.attempt})" + (
+                    f": {failure}" if failure else ""
+                )
+        return RunView(record=record, temporal_status=status.name, waiting_on=waiting)
+
+    async def _syscalls(self, run_id: str) -> list[SyscallView]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT a.at::text AS at, a.syscall, a.resource, a.attempt, a.decision, a.rule,"
+                " a.reason, r.outcome, r.error_type, r.input_tokens, r.output_tokens,"
+                " r.duration_ms FROM audit a LEFT JOIN syscall_results r USING"
+                " (workflow_id, execution_run_id, activity_id, attempt)"
+                " WHERE a.run_id = %s ORDER BY a.id",
+                (run_id,),
+            )
+            rows = await cursor.fetchall()
+        return [SyscallView.model_validate(row) for row in rows]
+
+
+def check_spec(settings: Settings, spec: RunSpec | dict[str, Any]) -> RunSpec:
+    """Validate a run's spec against `settings` (no I/O); return it with its model filled in."""
+    try:
+        parsed = RunSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise InvalidRunSpec(_first_error(exc)) from exc
+    if parsed.agent not in settings.agents:
+        raise UnknownAgent(parsed.agent, list(settings.agents))
+    model = settings.model_for(parsed.model)
+    if model not in settings.models():
+        raise UnknownModel(model, settings.models())
+    size = len(parsed.task.encode("utf-8"))
+    if size > settings.max_task_bytes:
+        raise PayloadTooLarge("the task", size, settings.max_task_bytes, "max_task_bytes")
+    return parsed.model_copy(update={"model": model})
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    """A Temporal client with the pydantic data converter, so payloads read as JSON."""
+    try:
+        return await Client.connect(
+            settings.temporal.address,
+            namespace=settings.temporal.namespace,
+            data_converter=pydantic_data_converter,
+        )
+    except RuntimeError as exc:
+        raise KernosError(
+            f"cannot reach Temporal at {settings.temporal.address} "
+            f"(setting temporal.address): {exc}"
+        ) from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

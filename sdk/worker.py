@@ -1,0 +1,75 @@
+"""Running workers: agent workers, kernel workers, or both in one process for development."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Literal
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from kernos.activities.worker import KernelWorkers
+from kernos.kernel.config import Settings
+from kernos.kernel.llm.base import LLMBackend
+from kernos.workflows.worker import agent_worker
+
+WorkerKind = Literal["agent", "kernel", "all"]
+
+
+class WorkerGroup:
+    """The workers of one process, started and stopped together."""
+
+    def __init__(self, agent: Worker | None, kernel: KernelWorkers | None) -> None:
+        self.agent = agent
+        self.kernel = kernel
+
+    @classmethod
+    async def create(
+        cls,
+        client: Client,
+        settings: Settings,
+        kind: WorkerKind = "all",
+        *,
+        backends: Mapping[str, LLMBackend] | None = None,
+        agents: dict[str, str] | None = None,
+    ) -> WorkerGroup:
+        """Build the workers of `kind`; a bad policy or agent path fails here, before polling."""
+        agent = agent_worker(client, settings, agents=agents) if kind in ("agent", "all") else None
+        kernel = None
+        if kind in ("kernel", "all"):
+            kernel = await KernelWorkers.create(client, settings, backends=backends)
+        return cls(agent, kernel)
+
+    async def run(self) -> None:
+        """Poll until shut down."""
+        tasks = []
+        if self.agent is not None:
+            tasks.append(self.agent.run())
+        if self.kernel is not None:
+            tasks.append(self.kernel.run())
+        await asyncio.gather(*tasks)
+
+    async def shutdown(self) -> None:
+        """Stop every worker of the group."""
+        if self.agent is not None:
+            await self.agent.shutdown()
+        if self.kernel is not None:
+            await self.kernel.shutdown()
+
+
+class RunningWorkers:
+    """`async with RunningWorkers(...)`: workers polling in the background of this process."""
+
+    def __init__(self, group: WorkerGroup) -> None:
+        self.group = group
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> WorkerGroup:
+        self._task = asyncio.create_task(self.group.run())
+        return self.group
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.group.shutdown()
+        if self._task is not None:
+            await self._task

@@ -1,0 +1,60 @@
+"""Agents used by the tests; imported inside the workflow sandbox like any user's agent."""
+
+from __future__ import annotations
+
+from kernos import AccessDenied, Agent
+
+
+class EchoAgent(Agent):
+    """One syscall; returns the model's text."""
+
+    name = "echo"
+
+    async def run(self, task: str) -> str:
+        reply = await self.llm.chat([{"role": "user", "content": task}])
+        return reply.text
+
+
+class StepsAgent(Agent):
+    """As many syscalls as the task says, one after the other."""
+
+    name = "steps"
+
+    async def run(self, task: str) -> str:
+        replies = []
+        for step in range(int(task)):
+            reply = await self.llm.chat([{"role": "user", "content": f"step {step}"}])
+            replies.append(reply.text)
+        return " | ".join(replies)
+
+
+class ForbiddenModelAgent(Agent):
+    """Asks for a model the policy denies, and reports the denial."""
+
+    name = "forbidden"
+
+    async def run(self, task: str) -> str:
+        try:
+            await self.llm.chat([{"role": "user", "content": task}], model="secret")
+        except AccessDenied as exc:
+            return f"denied: {exc}"
+        return "allowed"
+
+
+class BuggyAgent(Agent):
+    """Fails with a plain Python error after one syscall."""
+
+    name = "buggy"
+
+    async def run(self, task: str) -> str:
+        await self.llm.chat([{"role": "user", "content": task}])
+        raise ZeroDivisionError("the agent divided by zero")
+
+
+AGENTS = {
+    "echo": "tests.agents:EchoAgent",
+    "steps": "tests.agents:StepsAgent",
+    "forbidden": "tests.agents:ForbiddenModelAgent",
+    "buggy": "tests.agents:BuggyAgent",
+    "planner": "kernos.examples.planner:PlannerAgent",
+}

@@ -1,0 +1,102 @@
+"""Session fixtures: the real Temporal dev server and real PostgreSQL, on free ports."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from kernos import KernosClient, Settings, load_settings
+from kernos.client import connect_temporal
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.db import upgrade
+from kernos.kernel.llm.base import LLMBackend
+from kernos.worker import RunningWorkers, WorkerGroup
+from tests.agents import AGENTS
+
+# Tests never read a developer's ./kernos.toml: settings come from the fixtures alone.
+_EMPTY_CONFIG = Path(tempfile.mkdtemp(prefix="kernos-test-")) / "kernos.toml"
+_EMPTY_CONFIG.write_text("")
+os.environ["KERNOS_CONFIG"] = str(_EMPTY_CONFIG)
+for _name in [
+    name for name in os.environ if name.startswith("KERNOS_") and name != "KERNOS_CONFIG"
+]:
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres.start(tmp_path_factory.mktemp("pg") / "data")
+    await upgrade(server.dsn())
+    yield server
+    server.stop(delete=True)
+
+
+@pytest.fixture(scope="session")
+async def temporal() -> AsyncIterator[TemporalDevServer]:
+    server = await TemporalDevServer.start(headless=True)
+    yield server
+    server.stop()
+
+
+def make_settings(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, **overrides: Any
+) -> Settings:
+    """Settings on the session's servers, with task queues of this test's own."""
+    unique = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "temporal": {
+            "address": temporal.address,
+            "agent_task_queue": f"agents-{unique}",
+            "kernel_task_queue": f"kernel-{unique}",
+            "llm_queue_prefix": f"llm-{unique}.",
+        },
+        "database": {"dsn": postgres.dsn()},
+        "agents": AGENTS,
+        "limits": {"retry_initial_interval_s": 0.2, "retry_max_interval_s": 1.0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(temporal: TemporalDevServer, postgres: EmbeddedPostgres) -> Settings:
+    return make_settings(temporal, postgres)
+
+
+@pytest.fixture
+async def temporal_client(settings: Settings) -> Client:
+    return await connect_temporal(settings)
+
+
+@pytest.fixture
+async def kernos_client(settings: Settings) -> AsyncIterator[KernosClient]:
+    client = await KernosClient.connect(settings)
+    yield client
+    await client.close()
+
+
+@asynccontextmanager
+async def workers(
+    settings: Settings,
+    *,
+    backends: Mapping[str, LLMBackend] | None = None,
+    kind: str = "all",
+) -> AsyncIterator[WorkerGroup]:
+    """Agent and kernel workers polling in this process for the duration of the block."""
+    client = await connect_temporal(settings)
+    group = await WorkerGroup.create(client, settings, kind, backends=backends)  # type: ignore[arg-type]
+    async with RunningWorkers(group) as running:
+        yield running

@@ -1,0 +1,1 @@
+"""Workflow code: deterministic, no I/O; every request to the kernel is an activity."""

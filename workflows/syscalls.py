@@ -1,0 +1,93 @@
+"""The workflow side of syscalls: each becomes an activity, dispatched by the scheduler."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from kernos.kernel import errors, scheduler
+    from kernos.kernel.syscalls import (
+        LLMRequest,
+        LLMResponse,
+        RunInput,
+        RunOutcome,
+        TokenUsage,
+    )
+
+#: Kernel errors that cross the activity boundary back into agent code, by type name.
+_RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.AccessDenied,
+        errors.InvalidRequest,
+        errors.LLMBadRequest,
+        errors.ContextTooLong,
+        errors.LLMRateLimited,
+        errors.LLMUnavailable,
+        errors.ScriptExhausted,
+    )
+}
+
+
+def _translate(exc: ActivityError) -> BaseException:
+    """The kernel error an activity failure stands for, or the failure itself."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.type in _RAISED_IN_AGENT:
+        return _RAISED_IN_AGENT[cause.type](cause.message)
+    return exc
+
+
+class SyscallDispatcher:
+    """Turns an agent's requests into activities, and keeps the run's token count."""
+
+    def __init__(self, run: RunInput) -> None:
+        self.run = run
+        self.usage = TokenUsage()
+        self.syscalls = 0
+        self._retry = RetryPolicy(
+            initial_interval=timedelta(seconds=run.limits.retry_initial_interval_s),
+            maximum_interval=timedelta(seconds=run.limits.retry_max_interval_s),
+        )
+
+    async def llm_chat(self, request: LLMRequest) -> LLMResponse:
+        """`llm.chat` on the request's model pool, at the run's priority."""
+        dispatch = scheduler.dispatch_llm(self.run, request.model)
+        limits = self.run.limits
+        try:
+            response: LLMResponse = await workflow.execute_activity(
+                "llm.chat",
+                request,
+                result_type=LLMResponse,
+                task_queue=dispatch.task_queue,
+                priority=dispatch.priority,
+                start_to_close_timeout=timedelta(seconds=limits.llm_start_to_close_s),
+                heartbeat_timeout=timedelta(seconds=limits.llm_heartbeat_s),
+                retry_policy=self._retry,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"llm.chat {request.model}, {len(request.messages)} messages",
+            )
+        except ActivityError as exc:
+            raise _translate(exc) from exc
+        self.syscalls += 1
+        self.usage = self.usage + response.usage
+        workflow.set_current_details(
+            f"**{self.run.spec.agent}** for `{self.run.spec.tenant}/{self.run.spec.user}`: "
+            f"{self.syscalls} syscalls, {self.usage.input_tokens} input and "
+            f"{self.usage.output_tokens} output tokens so far"
+        )
+        return response
+
+    async def finish(self, outcome: RunOutcome) -> None:
+        """`run.finish`: the kernel records the outcome."""
+        await workflow.execute_activity(
+            "run.finish",
+            outcome,
+            task_queue=self.run.kernel_task_queue,
+            start_to_close_timeout=timedelta(seconds=self.run.limits.kernel_start_to_close_s),
+            retry_policy=self._retry,
+            summary=f"run.finish {outcome.status}",
+        )

@@ -1,0 +1,49 @@
+"""Agent workers: they run agents' workflow code and hold no credentials."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from kernos.kernel.config import Settings
+from kernos.workflows import registry
+from kernos.workflows.agent_run import AgentRun
+
+# kernos itself and the libraries it imports are deterministic where workflows use them; agents'
+# own modules are not passed through, so they are imported, and checked, inside the sandbox.
+PASSTHROUGH = (
+    "kernos",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
+    "httpx",
+    "psycopg",
+    "psycopg_pool",
+    "casbin",
+    "annotated_types",
+    "typing_extensions",
+)
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox with kernos's modules passed through."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+def agent_worker(
+    client: Client, settings: Settings, *, agents: dict[str, str] | None = None
+) -> Worker:
+    """A worker for `AgentRun` with the configured agents registered."""
+    registry.register(agents if agents is not None else settings.agents)
+    return Worker(
+        client,
+        task_queue=settings.temporal.agent_task_queue,
+        workflows=[AgentRun],
+        workflow_runner=sandbox_runner(),
+        # A dead worker's runs move to another within seconds, not the default ten.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+    )
