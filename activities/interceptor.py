@@ -16,6 +16,7 @@ from kernos.activities.errors import to_application_error
 from kernos.kernel.access import Decision
 from kernos.kernel.audit import AttemptKey
 from kernos.kernel.errors import AccessDenied, KernosError
+from kernos.kernel.identity import CallerDenied
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.syscalls import LLMResponse, SyscallRequest, TokenUsage
 
@@ -55,10 +56,10 @@ class _SyscallInbound(ActivityInboundInterceptor):
                 subject, _ = await self.kernel.identity.resolve(
                     key.workflow_id, key.execution_run_id
                 )
-            except AccessDenied as denied:
+            except CallerDenied as denied:
                 if syscall not in LIFECYCLE:
                     await self.kernel.audit.record_decision(
-                        key, None, syscall, resource, Decision(False, None), str(denied)
+                        key, denied.subject, syscall, resource, Decision(False, None), str(denied)
                     )
                 raise
             if syscall in LIFECYCLE:
@@ -95,4 +96,8 @@ class _SyscallInbound(ActivityInboundInterceptor):
                     duration_ms=(time.monotonic() - started) * 1000,
                 )
         except KernosError as exc:
-            raise to_application_error(exc) from exc
+            # Not chained: the server drops a pending activity's failure past a few KiB (it
+            # shows "Failure exceeds size limit" instead), and a chain of HTTP-client stack
+            # traces gets there. The message carries the cause; the worker's log has the trace.
+            activity.logger.info("syscall %s failed: %r", syscall, exc, exc_info=exc)
+            raise to_application_error(exc) from None

@@ -16,6 +16,15 @@ FirstRunLookup = Callable[[str, str], Awaitable[str]]
 """(workflow id, execution run id) -> the first execution's run id of that chain."""
 
 
+class CallerDenied(AccessDenied):
+    """A syscall from a workflow that is not (or no longer) a live admitted run."""
+
+    def __init__(self, message: str, subject: Subject | None = None) -> None:
+        super().__init__(message)
+        #: The run's recorded identity, where there is a record, for the audit row.
+        self.subject = subject
+
+
 class IdentityResolver:
     """Maps an activity's workflow execution to the run record it belongs to."""
 
@@ -30,20 +39,23 @@ class IdentityResolver:
         try:
             record = await self._runs.get(workflow_id)
         except RunNotFound:
-            raise AccessDenied(
+            raise CallerDenied(
                 f"workflow {workflow_id!r} is not a run the kernel admitted"
             ) from None
-        first = await self._first_execution(workflow_id, execution_run_id, record)
-        if first != record.first_execution_run_id:
-            raise AccessDenied(
-                f"workflow {workflow_id!r} execution {execution_run_id!r} does not belong to "
-                f"the admitted run (first execution {record.first_execution_run_id!r})"
-            )
-        if record.finished:
-            raise AccessDenied(f"run {workflow_id!r} is {record.status}; it makes no syscalls")
         subject = Subject(
             run_id=record.run_id, tenant=record.tenant, user=record.user, agent=record.agent
         )
+        first = await self._first_execution(workflow_id, execution_run_id, record)
+        if first != record.first_execution_run_id:
+            raise CallerDenied(
+                f"workflow {workflow_id!r} execution {execution_run_id!r} does not belong to "
+                f"the admitted run (first execution {record.first_execution_run_id!r})",
+                subject,
+            )
+        if record.finished:
+            raise CallerDenied(
+                f"run {workflow_id!r} is {record.status}; it makes no syscalls", subject
+            )
         return subject, record
 
     async def _first_execution(

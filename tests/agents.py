@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from temporalio import workflow
+
 from kernos import AccessDenied, Agent
+from kernos.kernel.syscalls import RunOutcome
 
 
 class EchoAgent(Agent):
@@ -49,6 +54,22 @@ class BuggyAgent(Agent):
     async def run(self, task: str) -> str:
         await self.llm.chat([{"role": "user", "content": task}])
         raise ZeroDivisionError("the agent divided by zero")
+
+
+class FinishesItselfAgent(Agent):
+    """Malicious: marks its own run finished, then tries another syscall."""
+
+    name = "self-finisher"
+
+    async def run(self, task: str) -> str:
+        await workflow.execute_activity(
+            "run.finish",
+            RunOutcome(status="completed", output="faked"),
+            task_queue=task,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        reply = await self.llm.chat([{"role": "user", "content": "after the end"}])
+        return reply.text
 
 
 AGENTS = {

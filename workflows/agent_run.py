@@ -6,7 +6,12 @@ import asyncio
 from typing import NoReturn
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from kernos.kernel import visibility
@@ -44,7 +49,8 @@ class AgentRun:
             if not is_cancelled_exception(exc):
                 await self._fail(dispatcher, exc)
             await self._end(dispatcher, RunOutcome(status="cancelled", error="cancelled"))
-            raise
+            # Raised as asyncio's error, the run closes as Canceled rather than Failed.
+            raise asyncio.CancelledError("the run was cancelled") from exc
         except Exception as exc:  # noqa: BLE001 - any bug in agent code ends the run, named
             await self._fail(dispatcher, exc)
         await self._end(dispatcher, RunOutcome(status="completed", output=output))
@@ -62,4 +68,9 @@ class AgentRun:
             update={"usage": dispatcher.usage, "syscalls": dispatcher.syscalls}
         )
         workflow.upsert_search_attributes([visibility.STATUS.value_set(outcome.status)])
-        await dispatcher.finish(outcome)
+        try:
+            await dispatcher.finish(outcome)
+        except ActivityError as exc:
+            # Only a refusal gets here (the retry policy is unbounded): a run the kernel never
+            # admitted has nothing to record, and its own error is the one worth reporting.
+            workflow.logger.warning("the kernel did not record the outcome: %s", exc.cause)

@@ -33,12 +33,12 @@ _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
 }
 
 
-def _translate(exc: ActivityError) -> BaseException:
-    """The kernel error an activity failure stands for, or the failure itself."""
+def _translate(exc: ActivityError) -> errors.KernosError | None:
+    """The kernel error an activity failure stands for, if it is one agents may catch."""
     cause = exc.cause
     if isinstance(cause, ApplicationError) and cause.type in _RAISED_IN_AGENT:
         return _RAISED_IN_AGENT[cause.type](cause.message)
-    return exc
+    return None
 
 
 class SyscallDispatcher:
@@ -71,7 +71,10 @@ class SyscallDispatcher:
                 summary=f"llm.chat {request.model}, {len(request.messages)} messages",
             )
         except ActivityError as exc:
-            raise _translate(exc) from exc
+            translated = _translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
         self.syscalls += 1
         self.usage = self.usage + response.usage
         workflow.set_current_details(

@@ -1,0 +1,81 @@
+"""Settings: a TOML file, KERNOS_* variables over it, secrets masked when printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kernos import ConfigError, load_settings
+from kernos.kernel.config import mask_dsn
+
+TOML = """
+default_model = "gemma"
+
+[temporal]
+address = "temporal.internal:7233"
+
+[database]
+dsn = "postgresql://kernos:s3cret@db/kernos"
+
+[[llm]]
+name = "local"
+model = "gemma"
+base_url = "http://127.0.0.1:8080"
+api_key = "sk-abc"
+slots = 8
+"""
+
+
+def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "kernos.toml"
+    path.write_text(TOML)
+    monkeypatch.setenv("KERNOS_TEMPORAL__NAMESPACE", "prod")
+    monkeypatch.setenv("KERNOS_TEMPORAL__ADDRESS", "other:7233")
+    settings = load_settings(path)
+    assert settings.temporal.address == "other:7233"
+    assert settings.temporal.namespace == "prod"
+    assert settings.llm[0].slots == 8
+    assert settings.model_for(None) == "gemma"
+    assert settings.models() == ["gemma"]
+
+
+def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text(TOML)
+    monkeypatch.setenv("KERNOS_CONFIG", str(path))
+    assert load_settings().temporal.address == "temporal.internal:7233"
+
+
+def test_secrets_are_masked(tmp_path: Path) -> None:
+    path = tmp_path / "kernos.toml"
+    path.write_text(TOML)
+    masked = load_settings(path).masked()
+    text = repr(masked)
+    assert "s3cret" not in text
+    assert "sk-abc" not in text
+    assert masked["database"]["dsn"] == "postgresql://kernos:********@db/kernos"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://u:pw@h:5432/d", "postgresql://u:********@h:5432/d"),
+        ("postgresql://u@h/d", "postgresql://u@h/d"),
+        ("host=h user=u password=pw dbname=d", "host=h user=u password=******** dbname=d"),
+    ],
+)
+def test_mask_dsn(dsn: str, shown: str) -> None:
+    assert mask_dsn(dsn) == shown
+
+
+def test_bad_settings_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "kernos.toml"
+    path.write_text('[[llm]]\nname = "x"\nmodel = "m"\nslots = 0\n')
+    with pytest.raises(ConfigError, match=r"invalid setting llm\.0\.slots"):
+        load_settings(path)
+    path.write_text("[temporal\n")
+    with pytest.raises(ConfigError, match="cannot read settings"):
+        load_settings(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")

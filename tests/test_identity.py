@@ -1,0 +1,57 @@
+"""Identity comes from the kernel's record of the run, not from what agent code sends."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowFailureError
+
+from kernos import KernosClient, RunFailed, RunSpec, Settings
+from kernos.kernel.syscalls import RunInput
+from tests.conftest import workers
+
+
+async def test_unadmitted_workflow_is_denied_and_audited(
+    settings: Settings, kernos_client: KernosClient
+) -> None:
+    # Agent code (or anyone with Temporal access) starts AgentRun without the kernel's admission.
+    spec = RunSpec(agent="echo", task="hi", tenant="acme", user="root", model="scripted")
+    async with workers(settings):
+        handle = await kernos_client.temporal.start_workflow(
+            "AgentRun",
+            RunInput(
+                run_id="run-forged",
+                spec=spec,
+                kernel_task_queue=settings.temporal.kernel_task_queue,
+                llm_queue_prefix=settings.temporal.llm_queue_prefix,
+            ),
+            id=f"forged-{settings.temporal.agent_task_queue}",
+            task_queue=settings.temporal.agent_task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert "is not a run the kernel admitted" in str(failed.value.cause)
+    async with kernos_client.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT run_id, tenant, decision, reason FROM audit WHERE workflow_id = %s",
+            (handle.id,),
+        )
+        rows = await cursor.fetchall()
+    assert len(rows) == 1
+    assert rows[0]["run_id"] is None  # the forged tenant and user were never believed
+    assert rows[0]["tenant"] is None
+    assert rows[0]["decision"] == "deny"
+
+
+async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
+    agents = {**settings.agents, "self-finisher": "tests.agents:FinishesItselfAgent"}
+    settings = settings.model_copy(update={"agents": agents})
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(
+            RunSpec(agent="self-finisher", task=settings.temporal.kernel_task_queue)
+        )
+        with pytest.raises(RunFailed) as failed:
+            await handle.result()
+        view = await client.show(handle.run_id)
+    assert failed.value.error_type == "AccessDenied"
+    assert "is completed; it makes no syscalls" in str(failed.value)
+    assert [(c.syscall, c.decision) for c in view.syscalls] == [("llm.chat", "deny")]

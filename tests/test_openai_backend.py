@@ -1,0 +1,118 @@
+"""The OpenAI-compatible backend and the error mapping at the activity edge (unit)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from kernos import (
+    ContextTooLong,
+    LLMBadRequest,
+    LLMRateLimited,
+    LLMRequest,
+    LLMUnavailable,
+    Message,
+)
+from kernos.activities.errors import to_application_error
+from kernos.kernel.llm.openai import OpenAIBackend
+
+REQUEST = LLMRequest(model="m", messages=[Message(role="user", content="hi")])
+
+
+def sse(*chunks: dict[str, object]) -> bytes:
+    body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks)
+    return (body + "data: [DONE]\n\n").encode()
+
+
+def backend(handler: httpx.MockTransport) -> OpenAIBackend:
+    return OpenAIBackend("test", "http://llm.test", transport=handler)
+
+
+async def test_streams_text_and_usage() -> None:
+    seen: list[dict[str, object]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(
+            200,
+            content=sse(
+                {"choices": [{"delta": {"content": "Hel"}}]},
+                {"choices": [{"delta": {"content": "lo"}, "finish_reason": "stop"}]},
+                {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}},
+            ),
+        )
+
+    progress: list[str] = []
+    llm = backend(httpx.MockTransport(handle))
+    response = await llm.chat(REQUEST, progress.append)
+    await llm.aclose()
+    assert response.text == "Hello"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (5, 2)
+    assert response.finish_reason == "stop"
+    assert progress == ["Hel", "Hello"]
+    assert seen[0]["stream"] is True
+    assert "temperature" not in seen[0]  # unset sampling leaves the server's default
+
+
+async def test_usage_missing_counts_chunks() -> None:
+    transport = httpx.MockTransport(
+        lambda _: httpx.Response(200, content=sse({"choices": [{"delta": {"content": "a"}}]}))
+    )
+    response = await backend(transport).chat(REQUEST, lambda _: None)
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "error", "retryable", "delay"),
+    [
+        (400, {"error": {"message": "bad temperature"}}, {}, LLMBadRequest, False, None),
+        (
+            400,
+            {"error": {"message": "the request exceeds the available context size"}},
+            {},
+            ContextTooLong,
+            False,
+            None,
+        ),
+        (404, {"error": "model not found"}, {}, LLMBadRequest, False, None),
+        (429, {"error": {"message": "slow down"}}, {"retry-after": "7"}, LLMRateLimited, True, 7),
+        (500, {"error": {"message": "boom"}}, {}, LLMUnavailable, True, None),
+        (503, {"error": {"message": "loading"}}, {"retry-after": "2"}, LLMUnavailable, True, 2),
+    ],
+)
+async def test_http_errors_are_translated(
+    status: int,
+    body: dict[str, object],
+    headers: dict[str, str],
+    error: type[Exception],
+    retryable: bool,
+    delay: int | None,
+) -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, json=body, headers=headers))
+    with pytest.raises(error) as caught:
+        await backend(transport).chat(REQUEST, lambda _: None)
+    message = str(caught.value)
+    assert f"answered {status}" in message
+    failure = to_application_error(caught.value)  # type: ignore[arg-type]
+    assert failure.type == error.__name__
+    assert failure.non_retryable is (not retryable)
+    assert failure.next_retry_delay == (timedelta(seconds=delay) if delay else None)
+    reason = body["error"]["message"] if isinstance(body["error"], dict) else body["error"]
+    assert str(reason) in failure.message
+
+
+async def test_unreachable_server_is_retryable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(LLMUnavailable, match="cannot reach LLM server test"):
+        await backend(httpx.MockTransport(refuse)).chat(REQUEST, lambda _: None)
+
+
+async def test_malformed_stream_is_retryable() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, content=b"data: {nope\n\n"))
+    with pytest.raises(LLMUnavailable, match="malformed stream chunk"):
+        await backend(transport).chat(REQUEST, lambda _: None)

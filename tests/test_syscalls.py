@@ -1,0 +1,62 @@
+"""The ABI's validation: bad input is named, never half-accepted."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from kernos import LLMRequest, Message, RunSpec, TokenUsage
+
+
+def test_defaults() -> None:
+    spec = RunSpec(agent="planner", task="do it")
+    assert (spec.tenant, spec.user, spec.priority, spec.model) == ("default", "operator", 3, None)
+
+
+@pytest.mark.parametrize("task", ["", "   ", "\n\t"])
+def test_empty_task_is_refused(task: str) -> None:
+    with pytest.raises(ValidationError, match="task is empty"):
+        RunSpec(agent="planner", task=task)
+
+
+@pytest.mark.parametrize("priority", [0, 6, -1, 100])
+def test_priority_outside_temporal_range(priority: int) -> None:
+    with pytest.raises(ValidationError, match="priority"):
+        RunSpec(agent="planner", task="t", priority=priority)
+
+
+@pytest.mark.parametrize("priority", ["high", "1.5", None])
+def test_priority_not_a_number(priority: object) -> None:
+    with pytest.raises(ValidationError, match="priority"):
+        RunSpec.model_validate({"agent": "planner", "task": "t", "priority": priority})
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../etc", "a/b", "a\\b", "tab\there", "nul\x00", "new\nline", "", ".hidden", "x" * 65, "é"],
+)
+@pytest.mark.parametrize("field", ["tenant", "user", "agent"])
+def test_unsafe_names(field: str, name: str) -> None:
+    with pytest.raises(ValidationError, match=f"{field} .* is not a valid name"):
+        RunSpec.model_validate({"agent": "planner", "task": "t", field: name})
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        RunSpec.model_validate({"agent": "planner", "task": "t", "tenant_id": "x"})
+
+
+def test_llm_request_names_its_resource() -> None:
+    request = LLMRequest(model="gemma", messages=[Message(role="user", content="hi")])
+    assert request.resource() == "llm:gemma"
+    assert LLMRequest.syscall == "llm.chat"
+
+
+def test_llm_request_needs_a_message() -> None:
+    with pytest.raises(ValidationError, match="messages"):
+        LLMRequest(model="gemma", messages=[])
+
+
+def test_usage_adds_up() -> None:
+    total = TokenUsage(input_tokens=3, output_tokens=4) + TokenUsage(input_tokens=1)
+    assert (total.input_tokens, total.output_tokens, total.total_tokens) == (4, 4, 8)
