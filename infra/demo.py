@@ -8,12 +8,12 @@ answer, run id and tokens, and stops everything it started.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 from kernos.client import KernosClient, connect_temporal
 from kernos.infra.ports import port_in_use
 from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.process import exit_process
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import load_settings
 from kernos.kernel.db import upgrade
@@ -64,4 +64,4 @@ async def main() -> int:
 
 if __name__ == "__main__":
     STATE.mkdir(exist_ok=True)
-    sys.exit(asyncio.run(main()))
+    exit_process(asyncio.run(main()))

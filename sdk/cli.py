@@ -15,6 +15,7 @@ import psycopg
 from temporalio.service import RPCError
 
 from kernos.client import KernosClient, RunView, check_spec, connect_temporal
+from kernos.infra.process import exit_process
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.migrate import upgrade
 from kernos.kernel.errors import ConfigError, KernosError
@@ -271,5 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def entry() -> None:
+    """The console script: `main`, then an exit the Temporal client cannot turn into a crash."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

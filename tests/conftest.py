@@ -16,6 +16,7 @@ from temporalio.client import Client
 from kernos import KernosClient, Settings, load_settings
 from kernos.client import connect_temporal
 from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.process import exit_process
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.db import upgrade
 from kernos.kernel.llm.base import LLMBackend
@@ -100,3 +101,18 @@ async def workers(
     group = await WorkerGroup.create(client, settings, kind, backends=backends)  # type: ignore[arg-type]
     async with RunningWorkers(group) as running:
         yield running
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Servers and clients are closed by the fixtures; what is left is the interpreter's
+    # finalisation, where Temporal's core can abort: end with pytest's own status instead.
+    if _exit_status:
+        exit_process(_exit_status[-1])

@@ -18,8 +18,13 @@ async def open_pool(settings: DatabaseSettings) -> Pool:
         raise ConfigError(
             "no database DSN: set [database] dsn in kernos.toml or KERNOS_DATABASE__DSN"
         )
+    dsn = settings.dsn.get_secret_value()
+    # One plain connection first: a wrong password or host fails now, with the server's reason,
+    # rather than after the pool's timeout of retrying in the background.
+    probe = await AsyncConnection.connect(dsn, connect_timeout=10)
+    await probe.close()
     pool: Pool = AsyncConnectionPool(
-        settings.dsn.get_secret_value(),
+        dsn,
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         kwargs={"row_factory": dict_row, "autocommit": True},

@@ -1,0 +1,94 @@
+"""Workers as separate processes, configured through a kernos.toml, as operators run them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from kernos import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def to_toml(settings: Settings) -> str:
+    """The settings as a kernos.toml, secrets included (tests only)."""
+    data = settings.model_dump(mode="json", exclude_none=True)
+    assert settings.database.dsn is not None
+    data["database"]["dsn"] = settings.database.dsn.get_secret_value()
+    lines: list[str] = []
+    tables = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            continue
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, table in tables:
+        lines.append(f"\n[{key}]")
+        lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+    for instance in data["llm"]:
+        lines.append("\n[[llm]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in instance.items()]
+    return "\n".join(lines) + "\n"
+
+
+def environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNOS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class WorkerProcess:
+    """`kernos worker --kind KIND` in its own process."""
+
+    def __init__(self, config: Path, kind: str, log: Path) -> None:
+        self.config = config
+        self.kind = kind
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, ready_timeout_s: float = 60.0) -> WorkerProcess:
+        output = self.log.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kernos.cli", "--config", str(self.config),
+            "worker", "--kind", self.kind,
+            stdout=asyncio.subprocess.PIPE, stderr=output, env=environment(),
+        )  # fmt: skip
+        output.close()
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), ready_timeout_s)
+        if b"polling" not in line:
+            raise AssertionError(f"worker did not start: {line!r}; see {self.log}")
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 30)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()

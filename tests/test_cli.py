@@ -1,0 +1,145 @@
+"""The `kernos` command as an operator uses it: one-line errors, JSON listings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from kernos import Settings
+from tests.conftest import workers
+from tests.processes import environment, to_toml
+
+
+async def kernos(config: Path | None, *args: str) -> tuple[int, str, str]:
+    prefix = ["--config", str(config)] if config else []
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kernos.cli", *prefix, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment(),
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def config_file(settings: Settings, tmp_path: Path, **changes: Any) -> Path:
+    path = tmp_path / "kernos.toml"
+    path.write_text(to_toml(settings.model_copy(update=changes)))
+    return path
+
+
+def assert_one_line_error(code: int, err: str, message: str) -> None:
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert err.startswith("kernos: error: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+async def test_run_ps_show(settings: Settings, tmp_path: Path) -> None:
+    config = config_file(settings, tmp_path)
+    async with workers(settings):
+        code, out, err = await kernos(config, "run", "echo", "hello there", "--json")
+        assert code == 0, err
+        done = json.loads(out)
+        assert done["status"] == "completed"
+        assert done["output"] == "scripted reply 1 to: hello there"
+        assert done["usage"]["output_tokens"] == 6
+
+        code, out, err = await kernos(
+            config, "run", "planner", "plan it", "--tenant", "acme", "--priority", "1",
+            "--no-wait", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        run_id = json.loads(out)["run_id"]
+        await settings_client_wait(settings, run_id)
+
+    code, out, _ = await kernos(config, "ps", "--json")
+    assert code == 0
+    runs = {run["run_id"]: run for run in json.loads(out)["runs"]}
+    assert runs[done["run_id"]]["status"] == "completed"
+    assert runs[run_id]["tenant"] == "acme"
+    assert runs[run_id]["priority"] == 1
+
+    code, out, _ = await kernos(config, "show", run_id, "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["status"] == "completed"
+    assert [(s["syscall"], s["decision"], s["outcome"]) for s in shown["syscalls"]] == [
+        ("llm.chat", "allow", "ok"),
+        ("llm.chat", "allow", "ok"),
+    ]
+    code, out, _ = await kernos(config, "show", run_id)
+    assert code == 0
+    assert "llm:scripted" in out
+    assert "status:       completed" in out
+
+
+async def settings_client_wait(settings: Settings, run_id: str) -> None:
+    from kernos import KernosClient
+
+    async with await KernosClient.connect(settings) as client:
+        await client.handle(run_id).result()
+
+
+async def test_errors_are_one_line(settings: Settings, tmp_path: Path) -> None:
+    config = config_file(settings, tmp_path)
+    cases = [
+        (("show", "run-nope"), "no run with id 'run-nope'"),
+        (("cancel", "run-nope"), "no run with id 'run-nope'"),
+        (("run", "nobody", "x"), "unknown agent 'nobody'; registered agents: buggy, echo"),
+        (("run", "echo", "x", "--priority", "9"), "priority: Input should be less than or"),
+        (("run", "echo", " "), "task: task is empty"),
+        (("run", "echo", "x", "--tenant", "../x"), "tenant '../x' is not a valid name"),
+    ]
+    for args, message in cases:
+        code, _, err = await kernos(config, *args)
+        assert_one_line_error(code, err, message)
+
+    code, _, err = await kernos(tmp_path / "missing.toml", "ps")
+    assert_one_line_error(code, err, "missing.toml' does not exist")
+
+    code, _, err = await kernos(config, "run", "echo", "x", "--priority", "high")
+    assert code == 2
+    assert "invalid int value: 'high'" in err
+
+
+async def test_unreachable_services_are_named(settings: Settings, tmp_path: Path) -> None:
+    assert settings.database.dsn is not None
+    wrong = settings.database.dsn.get_secret_value().replace("kernos:", "kernos:x", 1)
+    config = config_file(
+        settings, tmp_path, database=settings.database.model_copy(update={"dsn": SecretStr(wrong)})
+    )
+    code, _, err = await kernos(config, "ps")
+    assert_one_line_error(code, err, "cannot reach the database: ")
+    assert "password authentication failed" in err
+
+    config = config_file(
+        settings,
+        tmp_path,
+        temporal=settings.temporal.model_copy(update={"address": "127.0.0.1:1"}),
+    )
+    code, _, err = await kernos(config, "ps")
+    assert_one_line_error(code, err, "cannot reach Temporal at 127.0.0.1:1")
+
+
+async def test_config_masks_secrets(settings: Settings, tmp_path: Path) -> None:
+    config = config_file(settings, tmp_path)
+    code, out, _ = await kernos(config, "config")
+    assert code == 0
+    shown = json.loads(out)
+    assert settings.database.dsn is not None
+    password = settings.database.dsn.get_secret_value().split(":")[2].split("@")[0]
+    assert password not in out
+    assert ":********@" in shown["database"]["dsn"]
+    assert shown["temporal"]["address"] == settings.temporal.address
+
+
+async def test_db_upgrade_is_idempotent(settings: Settings, tmp_path: Path) -> None:
+    code, out, err = await kernos(config_file(settings, tmp_path), "db", "upgrade")
+    assert code == 0, err
+    assert out.strip() == "the schema is up to date"

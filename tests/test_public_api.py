@@ -1,0 +1,34 @@
+"""The public API: one import, every name in __all__ real and documented."""
+
+from __future__ import annotations
+
+import kernos
+
+
+def test_every_exported_name_exists_and_is_documented() -> None:
+    for name in kernos.__all__:
+        value = getattr(kernos, name)
+        assert value.__doc__, f"kernos.{name} has no docstring"
+
+
+def test_errors_share_one_root() -> None:
+    errors = [getattr(kernos, n) for n in kernos.__all__ if n.endswith(("Error", "Denied"))]
+    assert errors
+    for error in errors:
+        assert issubclass(error, kernos.KernosError), error
+
+
+async def test_scripted_backend_counts_and_runs_out() -> None:
+    backend = kernos.ScriptedBackend(["one", lambda request: request.messages[-1].content[::-1]])
+    request = kernos.LLMRequest(model="m", messages=[kernos.Message(role="user", content="abc")])
+    seen: list[str] = []
+    assert (await backend.chat(request, seen.append)).text == "one"
+    assert (await backend.chat(request, seen.append)).text == "cba"
+    assert backend.calls == 2
+    assert seen == ["one", "cba"]
+    try:
+        await backend.chat(request, seen.append)
+    except kernos.LLMBadRequest as exc:
+        assert "the script has 2 replies and call 3 asked for more" in str(exc)
+    else:
+        raise AssertionError("a third call should exhaust the script")
