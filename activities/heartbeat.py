@@ -23,7 +23,8 @@ async def heartbeating() -> AsyncIterator[_Beat]:
     """Heartbeat the latest reported progress every third of the heartbeat timeout.
 
     A server that is slow to send its first token still gets a live activity, and the worker
-    learns of a cancellation within a heartbeat interval.
+    learns of a cancellation within a heartbeat interval. The first beat waits an interval too:
+    a generation that ends sooner needs none, and a beat is a round trip to the server.
     """
     timeout = activity.info().heartbeat_timeout
     interval = timeout.total_seconds() / 3 if timeout else 10.0
@@ -31,8 +32,8 @@ async def heartbeating() -> AsyncIterator[_Beat]:
 
     async def loop() -> None:
         while True:
-            activity.heartbeat(beat.details)
             await asyncio.sleep(interval)
+            activity.heartbeat(beat.details)
 
     task = asyncio.create_task(loop())
     try:

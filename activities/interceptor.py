@@ -53,28 +53,21 @@ class _SyscallInbound(ActivityInboundInterceptor):
         resource = request.resource() if isinstance(request, SyscallRequest) else syscall
         try:
             try:
-                subject, _ = await self.kernel.identity.resolve(
-                    key.workflow_id, key.execution_run_id
-                )
+                subject = await self.kernel.identity.resolve(key.workflow_id, key.execution_run_id)
             except CallerDenied as denied:
                 if syscall not in LIFECYCLE:
                     await self.kernel.audit.record_decision(
-                        key, denied.subject, syscall, resource, Decision(False, None), str(denied)
+                        key, denied.subject, syscall, resource, Decision(False, None, str(denied))
                     )
                 raise
             if syscall in LIFECYCLE:
                 return await super().execute_activity(input)
             decision = self.kernel.access.decide(subject, syscall, resource)
-            reason = None if decision.allowed else "denied by policy"
-            await self.kernel.audit.record_decision(
-                key, subject, syscall, resource, decision, reason
+            decision = await self.kernel.audit.record_decision(
+                key, subject, syscall, resource, decision
             )
             if not decision.allowed:
-                raise AccessDenied(
-                    f"{syscall} on {resource} denied for user {subject.user!r} running agent "
-                    f"{subject.agent!r} in tenant {subject.tenant!r}"
-                    + (f" (rule: {decision.rule})" if decision.rule else " (no rule allows it)")
-                )
+                raise AccessDenied(decision.reason or f"{syscall} on {resource} denied")
             started = time.monotonic()
             error_type: str | None = None
             usage = TokenUsage()

@@ -30,6 +30,7 @@ class Decision:
 
     allowed: bool
     rule: str | None
+    reason: str | None = None
 
     @property
     def word(self) -> str:
@@ -84,4 +85,11 @@ class AccessManager:
             subject.user, subject.agent, subject.tenant, resource, syscall
         )
         rule = ", ".join(explain) if explain else None
-        return Decision(allowed=bool(allowed), rule=rule)
+        if allowed:
+            return Decision(allowed=True, rule=rule)
+        reason = (
+            f"{syscall} on {resource} denied for user {subject.user!r} running agent "
+            f"{subject.agent!r} in tenant {subject.tenant!r} "
+            + (f"(rule: {rule})" if rule else "(no rule allows it)")
+        )
+        return Decision(allowed=False, rule=rule, reason=reason)

@@ -19,6 +19,28 @@ class AttemptKey:
     attempt: int
 
 
+# The decision and the run's liveness, in one statement: a run that finished between the policy
+# check and this insert is denied here, and the row says so.
+_DECIDE = """
+INSERT INTO audit (workflow_id, execution_run_id, activity_id, attempt, run_id, tenant,
+                   user_name, agent, syscall, resource, decision, rule, reason)
+SELECT %(wid)s, %(rid)s, %(aid)s, %(attempt)s, r.run_id, r.tenant, r.user_name, r.agent,
+       %(syscall)s, %(resource)s,
+       CASE WHEN r.finished_at IS NULL THEN %(decision)s ELSE 'deny' END,
+       CASE WHEN r.finished_at IS NULL THEN %(rule)s END,
+       CASE WHEN r.finished_at IS NULL THEN %(reason)s::text
+            ELSE format('run %%L is %%s; it makes no syscalls', r.run_id, r.status) END
+FROM runs r WHERE r.run_id = %(run)s
+ON CONFLICT (workflow_id, execution_run_id, activity_id, attempt) DO NOTHING
+RETURNING decision, rule, reason
+"""
+_DECIDED = """
+SELECT decision, rule, reason FROM audit
+WHERE workflow_id = %(wid)s AND execution_run_id = %(rid)s AND activity_id = %(aid)s
+  AND attempt = %(attempt)s
+"""
+
+
 class AuditLog:
     """Writes decisions and outcomes; a redelivered attempt writes nothing twice."""
 
@@ -32,29 +54,56 @@ class AuditLog:
         syscall: str,
         resource: str,
         decision: Decision,
-        reason: str | None = None,
+    ) -> Decision:
+        """Append the decision on one syscall attempt; return the decision that stands.
+
+        For a known subject the run's liveness is checked in the same statement: a run that has
+        finished gets a denial, recorded as such, whatever the policy said.
+        """
+        if subject is None:
+            await self._insert_unattributed(key, syscall, resource, decision)
+            return decision
+        params = {
+            "wid": key.workflow_id,
+            "rid": key.execution_run_id,
+            "aid": key.activity_id,
+            "attempt": key.attempt,
+            "syscall": syscall,
+            "resource": resource,
+            "decision": decision.word,
+            "rule": decision.rule,
+            "reason": decision.reason,
+            "run": subject.run_id,
+        }
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_DECIDE, params)
+            row = await cursor.fetchone()
+            if row is None:  # this attempt was decided before (a redelivery): that stands
+                cursor = await conn.execute(_DECIDED, params)
+                row = await cursor.fetchone()
+        if row is None:
+            return Decision(False, None, f"run {subject.run_id!r} has no record")
+        return Decision(row["decision"] == "allow", row["rule"], row["reason"])
+
+    async def _insert_unattributed(
+        self, key: AttemptKey, syscall: str, resource: str, decision: Decision
     ) -> None:
-        """Append the decision on one syscall attempt."""
         async with self._pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO audit (workflow_id, execution_run_id, activity_id, attempt,"
-                " run_id, tenant, user_name, agent, syscall, resource, decision, rule, reason)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " syscall, resource, decision, rule, reason)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (workflow_id, execution_run_id, activity_id, attempt) DO NOTHING",
                 (
                     key.workflow_id,
                     key.execution_run_id,
                     key.activity_id,
                     key.attempt,
-                    subject.run_id if subject else None,
-                    subject.tenant if subject else None,
-                    subject.user if subject else None,
-                    subject.agent if subject else None,
                     syscall,
                     resource,
                     decision.word,
                     decision.rule,
-                    reason,
+                    decision.reason,
                 ),
             )
 

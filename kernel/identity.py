@@ -6,6 +6,7 @@ anything the agent's code sends.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from kernos.kernel.access import Subject
@@ -28,14 +29,24 @@ class CallerDenied(AccessDenied):
 class IdentityResolver:
     """Maps an activity's workflow execution to the run record it belongs to."""
 
-    def __init__(self, runs: RunStore, first_run_of: FirstRunLookup) -> None:
+    def __init__(
+        self, runs: RunStore, first_run_of: FirstRunLookup, *, cache_size: int = 10_000
+    ) -> None:
         self._runs = runs
         self._first_run_of = first_run_of
-        # Verified (workflow id, execution run id) pairs: a chain never changes its first run.
-        self._verified: dict[tuple[str, str], str] = {}
+        self._cache_size = cache_size
+        # A run's tenant, user, agent and first execution never change once bound, so a verified
+        # execution's subject is cached; whether the run is still live is not cached: the audit
+        # statement checks it with every decision (kernel.audit).
+        self._subjects: OrderedDict[tuple[str, str], Subject] = OrderedDict()
 
-    async def resolve(self, workflow_id: str, execution_run_id: str) -> tuple[Subject, RunRecord]:
-        """The subject of a syscall, or AccessDenied naming why there is none."""
+    async def resolve(self, workflow_id: str, execution_run_id: str) -> Subject:
+        """The subject of a syscall, or CallerDenied naming why there is none."""
+        key = (workflow_id, execution_run_id)
+        subject = self._subjects.get(key)
+        if subject is not None:
+            self._subjects.move_to_end(key)
+            return subject
         try:
             record = await self._runs.get(workflow_id)
         except RunNotFound:
@@ -53,24 +64,26 @@ class IdentityResolver:
                 subject,
             )
         if record.finished:
-            raise CallerDenied(
-                f"run {workflow_id!r} is {record.status}; it makes no syscalls", subject
-            )
-        return subject, record
+            raise CallerDenied(finished_message(record.run_id, record.status), subject)
+        self._subjects[key] = subject
+        if len(self._subjects) > self._cache_size:
+            self._subjects.popitem(last=False)
+        return subject
 
     async def _first_execution(
         self, workflow_id: str, execution_run_id: str, record: RunRecord
     ) -> str:
         if execution_run_id == record.first_execution_run_id:
             return execution_run_id
-        cached = self._verified.get((workflow_id, execution_run_id))
-        if cached is not None:
-            return cached
         first = await self._first_run_of(workflow_id, execution_run_id)
         if record.first_execution_run_id is None:
             # The client that admitted the run has not bound it yet (a race with the first
             # syscall): Temporal's answer is authoritative, the workflow id being the kernel's.
             first = await self._runs.bind(workflow_id, first)
             record.first_execution_run_id = first
-        self._verified[(workflow_id, execution_run_id)] = first
         return first
+
+
+def finished_message(run_id: str, status: str) -> str:
+    """Why a finished run's syscall is denied."""
+    return f"run {run_id!r} is {status}; it makes no syscalls"

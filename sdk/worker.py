@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Mapping
 from typing import Literal
 
@@ -11,6 +12,7 @@ from temporalio.worker import Worker
 
 from kernos.activities.worker import KernelWorkers
 from kernos.kernel.config import Settings
+from kernos.kernel.errors import KernosWarning
 from kernos.kernel.llm.base import LLMBackend
 from kernos.workflows.worker import agent_worker
 
@@ -35,6 +37,13 @@ class WorkerGroup:
         agents: dict[str, str] | None = None,
     ) -> WorkerGroup:
         """Build the workers of `kind`; a bad policy or agent path fails here, before polling."""
+        if kind == "agent" and settings.database.dsn is not None:
+            warnings.warn(
+                "this agent worker was given a database DSN it does not need: agent code is "
+                "untrusted, so give agent workers a configuration without [database] dsn",
+                KernosWarning,
+                stacklevel=2,
+            )
         agent = agent_worker(client, settings, agents=agents) if kind in ("agent", "all") else None
         kernel = None
         if kind in ("kernel", "all"):

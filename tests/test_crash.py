@@ -10,6 +10,7 @@ from pathlib import Path
 from kernos import KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import DatabaseSettings
 from tests.conftest import make_settings
 from tests.fake_openai import FakeOpenAIServer
 from tests.processes import WorkerProcess, to_toml
@@ -37,7 +38,13 @@ async def test_workers_killed_mid_syscall(
         )
         config = tmp_path / "kernos.toml"
         config.write_text(to_toml(settings))
-        agent = await WorkerProcess(config, "agent", tmp_path / "agent.log").start()
+        # Agent workers get no credentials: no DSN, no LLM servers, just Temporal and agents.
+        agent_config = tmp_path / "agent.toml"
+        agent_config.write_text(
+            to_toml(settings.model_copy(update={"database": DatabaseSettings(), "llm": []}))
+        )
+        assert "postgresql" not in agent_config.read_text()
+        agent = await WorkerProcess(agent_config, "agent", tmp_path / "agent.log").start()
         kernel = await WorkerProcess(config, "kernel", tmp_path / "kernel-1.log").start()
         replacements: list[WorkerProcess] = []
         try:
@@ -62,7 +69,7 @@ async def test_workers_killed_mid_syscall(
                 await until(lambda: len(sent(2)) == 1 and not sent(2)[0])
                 agent.kill()
                 replacements.append(
-                    await WorkerProcess(config, "agent", tmp_path / "agent-2.log").start()
+                    await WorkerProcess(agent_config, "agent", tmp_path / "agent-2.log").start()
                 )
                 result = await asyncio.wait_for(handle.result(), 120)
                 view = await client.show(handle.run_id)

@@ -1,0 +1,59 @@
+"""Workloads for bench/syscall_overhead.py: the same loop of N calls, through kernos and bare."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity, workflow
+
+from kernos import Agent
+from kernos.kernel.llm.base import Progress
+from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
+
+
+class LoopAgent(Agent):
+    """`task` no-op LLM syscalls in a row."""
+
+    name = "loop"
+
+    async def run(self, task: str) -> str:
+        for _ in range(int(task)):
+            await self.llm.chat([{"role": "user", "content": "x"}])
+        return "done"
+
+
+@workflow.defn(name="RawLoop")
+class RawLoop:
+    """The same loop as plain Temporal: a workflow calling a no-op activity N times."""
+
+    @workflow.run
+    async def run(self, n: int, activity_queue: str | None) -> str:
+        """`n` activities on `activity_queue` (None: the workflow's own, eagerly dispatched)."""
+        request = LLMRequest(model="noop", messages=[Message(role="user", content="x")])
+        for _ in range(n):
+            await workflow.execute_activity(
+                "raw.noop",
+                request,
+                task_queue=activity_queue,
+                result_type=LLMResponse,
+                start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=timedelta(seconds=30),
+            )
+        return "done"
+
+
+@activity.defn(name="raw.noop")
+async def raw_noop(request: LLMRequest) -> LLMResponse:
+    """Answers at once, like the no-op backend."""
+    return LLMResponse(text="", model=request.model, usage=TokenUsage())
+
+
+class NoopBackend:
+    """An LLM backend that answers at once: what is left is the kernel's own cost."""
+
+    async def chat(self, request: LLMRequest, progress: Progress) -> LLMResponse:
+        """Return an empty answer."""
+        return LLMResponse(text="", model=request.model, usage=TokenUsage())
+
+    async def aclose(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,178 @@
+"""What a syscall through the kernel costs over a bare Temporal activity.
+
+All sides run on the same Temporal dev server (in memory, the dynamic config that `kernos`
+starts it with), with the same payloads, data converter and workflow sandbox; the LLM backend
+answers at once. Three ways to make the same call:
+
+- kernel: `self.llm.chat` in an agent: the activity runs on a kernel worker, on the model's
+  queue, through the access interceptor (identity from the runs table, the Casbin decision, the
+  audit row, the result row) with its heartbeat;
+- raw: a bare workflow calling a no-op activity on a worker and queue of its own: the kernel's
+  topology without the kernel (the agent worker never runs syscalls: it holds no credentials);
+- raw, eager: the activity on the workflow's own worker and queue, so Temporal dispatches it
+  eagerly; a shape the kernel cannot take without giving agent code the credentials.
+
+Figures, in ms per syscall:
+- sequential: one run at a time, 1 s apart; the marginal cost of one more syscall,
+  (T(41 syscalls) - T(1 syscall)) / 40, so a run's admission and end are not counted;
+- back to back: the same with no pause between runs;
+- parallel: 50 runs of 10 syscalls at once; wall time per syscall.
+
+Run: `make bench` (writes bench/results/syscall_overhead.json).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bench_workloads import NoopBackend, RawLoop, raw_noop
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from kernos import KernosClient, RunSpec
+from kernos.client import connect_temporal
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.process import exit_process
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import load_settings
+from kernos.kernel.db import upgrade
+from kernos.worker import RunningWorkers, WorkerGroup
+from kernos.workflows.worker import sandbox_runner
+
+RESULTS = Path(__file__).parent / "results" / "syscall_overhead.json"
+LONG = 41
+REPEATS = 7
+PARALLEL_RUNS = 50
+PARALLEL_SYSCALLS = 10
+
+Runner = Callable[[int], Awaitable[None]]
+
+
+async def timed(run: Runner, syscalls: int) -> float:
+    started = time.perf_counter()
+    await run(syscalls)
+    return time.perf_counter() - started
+
+
+async def marginal_ms(runs: dict[str, Runner], pause_s: float) -> dict[str, float]:
+    """Median over repeats of the cost of one more syscall, per side, interleaved."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(REPEATS):
+        for name, run in runs.items():  # interleaved: drift on a shared machine hits all sides
+            await asyncio.sleep(pause_s)
+            short = await timed(run, 1)
+            await asyncio.sleep(pause_s)
+            long = await timed(run, LONG)
+            samples[name].append((long - short) / (LONG - 1) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+async def parallel_ms(run: Runner) -> float:
+    """Wall time per syscall with many runs at once."""
+    await asyncio.sleep(1.0)
+    started = time.perf_counter()
+    await asyncio.gather(*(run(PARALLEL_SYSCALLS) for _ in range(PARALLEL_RUNS)))
+    return (time.perf_counter() - started) / (PARALLEL_RUNS * PARALLEL_SYSCALLS) * 1000
+
+
+def row(figures: dict[str, float]) -> dict[str, float]:
+    return {
+        "kernel_ms": round(figures["kernel"], 2),
+        "raw_temporal_ms": round(figures["raw"], 2),
+        "ratio": round(figures["kernel"] / figures["raw"], 3),
+        "raw_eager_ms": round(figures["raw_eager"], 2),
+        "ratio_to_eager": round(figures["kernel"] / figures["raw_eager"], 3),
+    }
+
+
+async def measure(kernos: KernosClient, raw_client: Client) -> dict[str, dict[str, float]]:
+    async def kernel(syscalls: int) -> None:
+        handle = await kernos.submit(RunSpec(agent="loop", task=str(syscalls)))
+        await handle.result()
+
+    def raw_on(queue: str | None) -> Runner:
+        async def raw(syscalls: int) -> None:
+            await raw_client.execute_workflow(
+                "RawLoop", args=[syscalls, queue], id=f"raw-{uuid.uuid4().hex}", task_queue="raw"
+            )
+
+        return raw
+
+    runs = {"kernel": kernel, "raw": raw_on("raw-activities"), "raw_eager": raw_on(None)}
+    for run in runs.values():
+        await run(2)  # warm up
+    return {
+        "sequential": row(await marginal_ms(runs, 1.0)),
+        "back_to_back": row(await marginal_ms(runs, 0.0)),
+        "parallel": row({name: await parallel_ms(run) for name, run in runs.items()}),
+    }
+
+
+async def main() -> int:
+    postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
+    temporal = await TemporalDevServer.start(headless=True)
+    try:
+        await upgrade(postgres.dsn())
+        settings = load_settings(
+            temporal={"address": temporal.address},
+            database={"dsn": postgres.dsn()},
+            llm=[{"name": "noop", "kind": "scripted", "model": "noop", "slots": 64}],
+            agents={"loop": "bench_workloads:LoopAgent"},
+        )
+        raw_client = await connect_temporal(settings)
+        raw_workers = [
+            Worker(
+                raw_client,
+                task_queue="raw",
+                workflows=[RawLoop],
+                activities=[raw_noop],
+                workflow_runner=sandbox_runner(),
+            ),
+            Worker(raw_client, task_queue="raw-activities", activities=[raw_noop]),
+        ]
+        group = await WorkerGroup.create(
+            await connect_temporal(settings), settings, backends={"noop": NoopBackend()}
+        )
+        polling = [asyncio.create_task(worker.run()) for worker in raw_workers]
+        async with RunningWorkers(group), await KernosClient.connect(settings) as kernos:
+            figures = await measure(kernos, raw_client)
+        for worker in raw_workers:
+            await worker.shutdown()
+        await asyncio.gather(*polling)
+    finally:
+        temporal.stop()
+        postgres.stop(delete=True)
+
+    result: dict[str, object] = {
+        **figures["sequential"],
+        "back_to_back": figures["back_to_back"],
+        "parallel": {"runs": PARALLEL_RUNS, "syscalls_per_run": PARALLEL_SYSCALLS}
+        | figures["parallel"],
+        "method": f"median of {REPEATS} marginal costs ({LONG} vs 1 syscalls); "
+        "raw = activity on its own worker and queue; raw_eager = on the workflow's worker",
+    }
+    print(f"{'ms per syscall':<32}{'kernel':>9}{'raw':>9}{'ratio':>8}{'eager':>9}{'ratio':>8}")
+    for label, key in (("sequential (1 s apart)", "sequential"), ("back to back", "back_to_back"),
+                       (f"parallel ({PARALLEL_RUNS} runs)", "parallel")):  # fmt: skip
+        f = figures[key]
+        print(
+            f"{label:<32}{f['kernel_ms']:>9.2f}{f['raw_temporal_ms']:>9.2f}{f['ratio']:>8.3f}"
+            f"{f['raw_eager_ms']:>9.2f}{f['ratio_to_eager']:>8.3f}"
+        )
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    exit_process(asyncio.run(main()))
