@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from opentelemetry import trace
 from temporalio import activity
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -65,6 +66,16 @@ class _SyscallInbound(ActivityInboundInterceptor):
             decision = self.kernel.access.decide(subject, syscall, resource)
             decision = await self.kernel.audit.record_decision(
                 key, subject, syscall, resource, decision
+            )
+            trace.get_current_span().set_attributes(
+                {
+                    "kernos.run_id": subject.run_id,
+                    "kernos.tenant": subject.tenant,
+                    "kernos.user": subject.user,
+                    "kernos.agent": subject.agent,
+                    "kernos.resource": resource,
+                    "kernos.decision": decision.word,
+                }
             )
             if not decision.allowed:
                 raise AccessDenied(decision.reason or f"{syscall} on {resource} denied")

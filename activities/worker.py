@@ -53,7 +53,7 @@ class KernelWorkers:
                 Worker(
                     client,
                     task_queue=llm_task_queue(settings.temporal.llm_queue_prefix, instance.model),
-                    activities=[LLMActivities(backend).chat],
+                    activities=[LLMActivities(backend, provider=instance.kind).chat],
                     interceptors=interceptors,
                     max_concurrent_activities=instance.slots,
                     identity=f"{client.identity}/{instance.name}",

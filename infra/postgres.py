@@ -8,7 +8,10 @@ a process without the kernel's credentials really has no access.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -16,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import psycopg
 from psycopg import sql
 
+from kernos.infra.daemons import alive
 from kernos.kernel.errors import ConfigError
 
 KERNEL_ROLE = "kernos"
@@ -42,6 +46,11 @@ class EmbeddedPostgres:
         self._server = server
         self.data_dir = data_dir
         self.credentials = credentials
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid."""
+        return postmaster_pid(self.data_dir)
 
     @property
     def socket_dir(self) -> str:
@@ -121,3 +130,26 @@ class EmbeddedPostgres:
             self.data_dir.with_name(self.data_dir.name + ".credentials.json").unlink(
                 missing_ok=True
             )
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid of the server running on `data_dir`, from its postmaster.pid."""
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def stop_cluster(data_dir: Path, timeout_s: float = 30.0) -> bool:
+    """Fast-shut-down the server on `data_dir`, by its pid; whether one was running."""
+    pid = postmaster_pid(data_dir)
+    if pid is None or not alive(pid):
+        return False
+    os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown: roll back, checkpoint, exit
+    deadline = time.monotonic() + timeout_s
+    while alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    return True

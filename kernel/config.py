@@ -77,6 +77,46 @@ class PolicySettings(BaseModel):
         return self.policy_path or Path(str(resources.files("kernos.policies") / "policy.csv"))
 
 
+class EmbeddedSettings(BaseModel):
+    """The embedded development stack that `kernos up` starts (state under `state_dir`)."""
+
+    temporal_port: int = Field(default=7233, ge=1, le=65535)
+    ui_port: int = Field(default=8233, ge=1, le=65535)
+    llm_port: int = Field(default=8080, ge=1, le=65535)
+    llm_slots: int = Field(default=4, ge=1, le=64)
+    llm_context: int = Field(default=4096, ge=512)
+    """Context of the whole server; llama.cpp splits it evenly over the slots."""
+    llm_threads: int = Field(default=2, ge=1)
+    postgres_port: int | None = Field(default=None, ge=1, le=65535)
+    """A TCP port for PostgreSQL besides its socket; none by default."""
+
+
+class TelemetrySettings(BaseModel):
+    """Where traces go: an OTLP/HTTP endpoint, a JSON-lines file, both or neither."""
+
+    otlp_endpoint: str | None = None
+    """e.g. http://collector:4318/v1/traces"""
+    spans_file: Path | None = None
+    """Spans appended as JSON lines; `kernos up` sets .kernos/spans.jsonl for `kernos trace`."""
+    service_name: str = "kernos"
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any exporter is configured."""
+        return bool(self.otlp_endpoint or self.spans_file)
+
+
+def state_dir() -> Path:
+    """Where the embedded stack keeps its state: `$KERNOS_STATE_DIR` or ./.kernos."""
+    return Path(os.environ.get("KERNOS_STATE_DIR", ".kernos"))
+
+
+#: Settings `kernos up` writes for everyone on this host: addresses and LLM servers, no secrets.
+STACK_FILE = "stack.toml"
+#: The kernel's credentials on this host (mode 0600); agent workers never load it.
+CREDENTIALS_FILE = "kernel.toml"
+
+
 def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
@@ -92,6 +132,7 @@ class Settings(BaseSettings):
         env_prefix="KERNOS_", env_nested_delimiter="__", extra="forbid"
     )
     config_file: ClassVar[Path | None] = None
+    with_credentials: ClassVar[bool] = True
 
     temporal: TemporalSettings = TemporalSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -102,6 +143,8 @@ class Settings(BaseSettings):
     """Agent name -> `module:Class`; the agent worker loads these, admission checks against them."""
     policy: PolicySettings = PolicySettings()
     limits: SyscallLimits = SyscallLimits()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)
     """Largest task a run may carry: it travels in Temporal payloads, capped at 2 MiB."""
 
@@ -114,12 +157,20 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Code overrides the environment, which overrides the file."""
+        """Code over environment over the user's file over what `kernos up` wrote."""
         path = cls.config_file or Path(os.environ.get("KERNOS_CONFIG", DEFAULT_CONFIG_FILE))
+        stack = [state_dir() / STACK_FILE]
+        if cls.with_credentials:
+            stack.append(state_dir() / CREDENTIALS_FILE)
         return (
             init_settings,
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=path),
+            *(
+                TomlConfigSettingsSource(settings_cls, toml_file=file)
+                for file in reversed(stack)
+                if file.is_file()
+            ),
         )
 
     def model_for(self, requested: str | None) -> str:
@@ -153,11 +204,18 @@ def mask_dsn(dsn: str) -> str:
     return " ".join(words)
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings from `config_file` (or `$KERNOS_CONFIG`, or ./kernos.toml) and the env."""
+def load_settings(
+    config_file: Path | None = None, *, credentials: bool = True, **overrides: Any
+) -> Settings:
+    """Read settings from `config_file` (or `$KERNOS_CONFIG`, or ./kernos.toml) and the env.
+
+    Beneath them lie the files `kernos up` writes; with `credentials=False` (agent workers) the
+    kernel's credentials file is not read.
+    """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {str(config_file)!r} does not exist")
     Settings.config_file = config_file
+    Settings.with_credentials = credentials
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -168,3 +226,4 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"cannot read settings: {exc}") from exc
     finally:
         Settings.config_file = None
+        Settings.with_credentials = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -132,6 +132,15 @@ class SyscallRequest(BaseModel):
         raise NotImplementedError
 
 
+class JSONSchemaFormat(BaseModel):
+    """Constrain the answer to JSON that validates against `json_schema`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    json_schema: dict[str, Any]
+
+
 class LLMRequest(SyscallRequest):
     """`llm.chat`: generate the next assistant message."""
 
@@ -141,6 +150,7 @@ class LLMRequest(SyscallRequest):
     model: str
     messages: list[Message] = Field(min_length=1)
     sampling: Sampling = Sampling()
+    response_format: JSONSchemaFormat | None = None
 
     def resource(self) -> str:
         """The model, as `llm:<model>`."""

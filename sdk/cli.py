@@ -16,7 +16,9 @@ from temporalio.service import RPCError
 
 from kernos.client import KernosClient, RunView, check_spec, connect_temporal
 from kernos.infra.process import exit_process
-from kernos.kernel.config import Settings, load_settings
+from kernos.infra.stack import ComponentStatus
+from kernos.kernel import telemetry
+from kernos.kernel.config import Settings, load_settings, state_dir
 from kernos.kernel.db.migrate import upgrade
 from kernos.kernel.errors import ConfigError, KernosError
 
@@ -31,6 +33,11 @@ async def _with_client(settings: Settings, body: Callable[[KernosClient], Awaita
         return await body(client)
     finally:
         await client.close()
+
+
+def _ui_link(settings: Settings, run_id: str) -> str:
+    base = settings.temporal.ui_url.rstrip("/")
+    return f"{base}/namespaces/{settings.temporal.namespace}/workflows/{run_id}"
 
 
 def _view_json(view: RunView) -> dict[str, Any]:
@@ -72,7 +79,7 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Run workers until SIGINT or SIGTERM."""
     from kernos.worker import WorkerGroup
 
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, f"{args.kind}-worker")
     group = await WorkerGroup.create(client, settings, args.kind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,7 +115,11 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             _print_json({"run_id": handle.run_id}) if args.json else print(handle.run_id)
             return 0
         if not args.json:
-            print(f"run {handle.run_id}", file=sys.stderr, flush=True)
+            print(
+                f"run {handle.run_id}: {_ui_link(settings, handle.run_id)}",
+                file=sys.stderr,
+                flush=True,
+            )
         result = await handle.result()
         if args.json:
             _print_json(
@@ -124,7 +135,8 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             print(result.output)
             print(
                 f"run {result.run_id}: {result.syscalls} syscalls, "
-                f"{result.usage.input_tokens} input + {result.usage.output_tokens} output tokens",
+                f"{result.usage.input_tokens} input + {result.usage.output_tokens} output tokens\n"
+                f"in the Temporal UI: {_ui_link(settings, result.run_id)}",
                 file=sys.stderr,
             )
         return 0
@@ -204,6 +216,81 @@ async def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_client(settings, body)
 
 
+def _status_table(components: list[ComponentStatus]) -> None:
+    print(f"{'COMPONENT':<15}{'HEALTHY':<9}{'PID':>8}  ADDRESS")
+    for c in components:
+        extra = f"  slots {c.load}/{c.slots} busy" if c.slots is not None else ""
+        pid = str(c.pid) if c.pid else "-"
+        print(f"{c.name:<15}{'yes' if c.healthy else 'no':<9}{pid:>8}  {c.address}{extra}")
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Start the embedded stack (or reuse what runs)."""
+    from kernos.infra import stack
+
+    components = await stack.up(settings, state_dir())
+    if args.json:
+        _print_json({"components": [c.model_dump() for c in components]})
+    else:
+        _status_table(components)
+        print(f"Temporal UI: http://127.0.0.1:{settings.embedded.ui_port}")
+    return 0 if all(c.healthy for c in components) else 1
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Report each component of the embedded stack."""
+    from kernos.infra import stack
+
+    components = await stack.status(state_dir())
+    if args.json:
+        _print_json({"components": [c.model_dump() for c in components]})
+    else:
+        _status_table(components)
+    return 0 if all(c.healthy for c in components) else 3
+
+
+async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    """Stop what `kernos up` started."""
+    from kernos.infra import stack
+
+    stopped = stack.down(state_dir())
+    print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+async def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the end of a component's log."""
+    from kernos.infra import stack
+
+    logs = {c.name: c.log for c in await stack.status(state_dir()) if c.log}
+    if args.component not in logs:
+        known = ", ".join(sorted(logs)) or "none (is the stack up?)"
+        raise ConfigError(f"no log for component {args.component!r}; components: {known}")
+    print("\n".join(await asyncio.to_thread(_tail, Path(logs[args.component]), args.lines)))
+    return 0
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else []
+
+
+async def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a run's spans as a tree."""
+    path = settings.telemetry.spans_file
+    if path is None:
+        raise ConfigError(
+            "no spans file: set telemetry.spans_file (`kernos up` sets it for the embedded stack)"
+        )
+    spans = await asyncio.to_thread(telemetry.run_spans, path, args.run_id)
+    if not spans:
+        raise ConfigError(f"no spans of run {args.run_id!r} in {path}")
+    if args.json:
+        _print_json({"spans": spans})
+    else:
+        print("\n".join(telemetry.render_tree(spans)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `kernos`."""
     parser = argparse.ArgumentParser(prog="kernos", description=__doc__)
@@ -248,6 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run_id")
     cancel.set_defaults(handler=cmd_cancel)
+
+    up = commands.add_parser("up", help="start the embedded stack (state in ./.kernos)")
+    up.add_argument("--json", action="store_true")
+    up.set_defaults(handler=cmd_up)
+    status = commands.add_parser("status", help="health of the embedded stack's components")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+    down = commands.add_parser("down", help="stop what `kernos up` started")
+    down.set_defaults(handler=cmd_down)
+    trace = commands.add_parser("trace", help="a run's spans as a tree")
+    trace.add_argument("run_id")
+    trace.add_argument("--json", action="store_true")
+    trace.set_defaults(handler=cmd_trace)
+    logs = commands.add_parser("logs", help="the end of a component's log")
+    logs.add_argument("component", nargs="?", default="kernel-worker")
+    logs.add_argument("--lines", type=int, default=100)
+    logs.set_defaults(handler=cmd_logs)
     return parser
 
 
@@ -255,8 +359,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: every error is one line on stderr and a non-zero exit, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
-        status: int = asyncio.run(args.handler(settings, args))
+        # Agent workers run untrusted code: they never read the kernel's credentials file.
+        agent_worker = args.command == "worker" and args.kind == "agent"
+        settings = load_settings(args.config, credentials=not agent_worker)
+        try:
+            status: int = asyncio.run(args.handler(settings, args))
+        finally:
+            telemetry.flush()
     except KernosError as exc:
         print(f"kernos: error: {exc}", file=sys.stderr)
         return 1

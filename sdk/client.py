@@ -21,7 +21,7 @@ from temporalio.common import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
-from kernos.kernel import visibility
+from kernos.kernel import telemetry, visibility
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.errors import (
@@ -239,13 +239,14 @@ def check_spec(settings: Settings, spec: RunSpec | dict[str, Any]) -> RunSpec:
     return parsed.model_copy(update={"model": model})
 
 
-async def connect_temporal(settings: Settings) -> Client:
-    """A Temporal client with the pydantic data converter, so payloads read as JSON."""
+async def connect_temporal(settings: Settings, component: str = "client") -> Client:
+    """A Temporal client with the pydantic data converter (payloads read as JSON) and tracing."""
     try:
         return await Client.connect(
             settings.temporal.address,
             namespace=settings.temporal.namespace,
             data_converter=pydantic_data_converter,
+            plugins=telemetry.configure(settings.telemetry, component),
         )
     except RuntimeError as exc:
         raise KernosError(

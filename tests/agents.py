@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import BaseModel
 from temporalio import workflow
 
 from kernos import AccessDenied, Agent
@@ -72,10 +73,47 @@ class FinishesItselfAgent(Agent):
         return reply.text
 
 
+class City(BaseModel):
+    """What ExtractAgent asks the model for."""
+
+    name: str
+    country: str
+    population: int
+
+
+class ExtractAgent(Agent):
+    """Asks for JSON constrained to City's schema; returns it as JSON text."""
+
+    name = "extract"
+
+    async def run(self, task: str) -> str:
+        city = await self.llm.structured(
+            [{"role": "user", "content": f"Describe {task} as JSON."}], City, max_tokens=96
+        )
+        return city.model_dump_json()
+
+
+class ShortStepsAgent(Agent):
+    """Like StepsAgent, with answers capped at 48 tokens (for a real, rambling model)."""
+
+    name = "short-steps"
+
+    async def run(self, task: str) -> str:
+        replies = []
+        for step in range(int(task)):
+            reply = await self.llm.chat(
+                [{"role": "user", "content": f"Count to {step + 3}."}], max_tokens=48
+            )
+            replies.append(reply.text)
+        return " | ".join(replies)
+
+
 AGENTS = {
     "echo": "tests.agents:EchoAgent",
     "steps": "tests.agents:StepsAgent",
     "forbidden": "tests.agents:ForbiddenModelAgent",
     "buggy": "tests.agents:BuggyAgent",
     "planner": "kernos.examples.planner:PlannerAgent",
+    "extract": "tests.agents:ExtractAgent",
+    "short-steps": "tests.agents:ShortStepsAgent",
 }

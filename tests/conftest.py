@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -15,6 +17,9 @@ from temporalio.client import Client
 
 from kernos import KernosClient, Settings, load_settings
 from kernos.client import connect_temporal
+from kernos.infra.daemons import stop
+from kernos.infra.llama import LlamaServer, local_model
+from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.process import exit_process
 from kernos.infra.temporal_dev import TemporalDevServer
@@ -31,6 +36,8 @@ for _name in [
     name for name in os.environ if name.startswith("KERNOS_") and name != "KERNOS_CONFIG"
 ]:
     del os.environ[_name]
+# Nor what a `kernos up` in this checkout wrote under ./.kernos.
+os.environ["KERNOS_STATE_DIR"] = str(_EMPTY_CONFIG.parent / "state")
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +123,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     # finalisation, where Temporal's core can abort: end with pytest's own status instead.
     if _exit_status:
         exit_process(_exit_status[-1])
+
+
+MODELS = Path.home() / ".cache" / "kernos" / "models"
+
+
+@pytest.fixture(scope="session")
+async def llama(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LlamaServer]:
+    """The real llama.cpp server with the packaged Gemma 3 270M model (CPU)."""
+    model = local_model(MODELS)
+    server = await LlamaServer.start(
+        model,
+        port=free_port(),
+        slots=4,
+        context=4096,
+        log_file=tmp_path_factory.mktemp("llama") / "llama.log",
+    )
+    yield server
+    stop(server.pid)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _report_leftover_tasks() -> AsyncIterator[None]:
+    yield
+    current = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is not current:
+            print("LEFTOVER", task.get_name(), task.get_coro(), file=sys.stderr)

@@ -51,7 +51,11 @@ def to_toml(settings: Settings) -> str:
 
 
 def environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNOS_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KERNOS_") or k == "KERNOS_STATE_DIR"
+    }
     env["PYTHONPATH"] = str(ROOT)
     return env
 

@@ -38,7 +38,8 @@ async def counts(client: KernosClient) -> tuple[int, int]:
         (
             {"agent": "nobody", "task": "t"},
             UnknownAgent,
-            "unknown agent 'nobody'; registered agents: buggy, echo, forbidden, planner, steps",
+            "unknown agent 'nobody'; registered agents: buggy, echo, extract, forbidden, planner, "
+            "short-steps, steps",
         ),
         ({"agent": "echo", "task": "  "}, InvalidRunSpec, "task: task is empty"),
         ({"agent": "echo", "task": "t", "priority": 7}, InvalidRunSpec, "priority: Input should"),

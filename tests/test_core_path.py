@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from kernos import KernosClient, RunSpec, ScriptedBackend, Settings
 from kernos.kernel import visibility
 from tests.conftest import workers
@@ -59,6 +62,15 @@ async def test_search_attributes_follow_the_run(
     assert attributes.get(visibility.AGENT) == "echo"
     assert attributes.get(visibility.TENANT) == "tenant-sa"
     assert attributes.get(visibility.STATUS) == "completed"
+
+    # What an operator types: `temporal workflow list --query "KernosTenant='tenant-sa'"`.
+    query = "KernosTenant='tenant-sa' AND KernosAgent='echo' AND KernosStatus='completed'"
+    deadline = time.monotonic() + 30
+    found: list[str] = []
+    while handle.run_id not in found:  # visibility is eventually consistent
+        assert time.monotonic() < deadline, "the run never showed up in the query"
+        await asyncio.sleep(0.2)
+        found = [wf.id async for wf in kernos_client.temporal.list_workflows(query)]
 
 
 async def test_agent_bug_fails_the_run_with_its_error(

@@ -93,6 +93,15 @@ class OpenAIBackend:
             "stream_options": {"include_usage": True},
         }
         body.update(request.sampling.model_dump(exclude_none=True))
+        if request.response_format is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.response_format.name,
+                    "schema": request.response_format.json_schema,
+                    "strict": True,
+                },
+            }
         return body
 
     async def chat(self, request: LLMRequest, progress: Progress) -> LLMResponse:

@@ -1,0 +1,282 @@
+"""The embedded stack: `kernos up`, `status` and `down`.
+
+Temporal's dev server (SQLite file), PostgreSQL with pgvector (password authentication),
+llama.cpp's server with the packaged model, and agent and kernel workers as separate processes,
+all on this host, with state, pids and logs under the state directory (./.kernos).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel
+from temporalio.client import Client
+
+from kernos.infra.daemons import alive, spawn, stop
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer, health, local_model, slot_load
+from kernos.infra.ports import port_in_use
+from kernos.infra.postgres import EmbeddedPostgres, postmaster_pid, stop_cluster
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import CREDENTIALS_FILE, STACK_FILE, Settings
+from kernos.kernel.db import upgrade
+from kernos.kernel.errors import ConfigError
+
+COMPONENTS = ("postgres", "temporal", "llm", "kernel-worker", "agent-worker")
+_STATE = "stack.json"
+
+
+class ComponentState(BaseModel):
+    """What `up` started: enough to find it, check it and stop it."""
+
+    name: str
+    pid: int | None
+    address: str
+    log: str
+
+
+class StackState(BaseModel):
+    """`<state dir>/stack.json`."""
+
+    components: dict[str, ComponentState] = {}
+
+
+class ComponentStatus(BaseModel):
+    """One line of `kernos status`."""
+
+    name: str
+    pid: int | None
+    address: str
+    healthy: bool
+    log: str
+    slots: int | None = None
+    load: int | None = None
+    """Slots generating right now (LLM server only)."""
+
+
+def _read_state(state: Path) -> StackState:
+    path = state / _STATE
+    if not path.is_file():
+        return StackState()
+    return StackState.model_validate_json(path.read_text())
+
+
+def _write_state(state: Path, stack: StackState) -> None:
+    (state / _STATE).write_text(stack.model_dump_json(indent=2))
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _write_settings(
+    state: Path, settings: Settings, temporal: str, ui: str, llm: str, dsn: str
+) -> None:
+    stack = "\n".join(
+        [
+            "# Written by `kernos up`: where the embedded stack's services are. No secrets.",
+            f"default_model = {_toml(MODEL_ALIAS)}",
+            "",
+            "[temporal]",
+            f"address = {_toml(temporal)}",
+            f"ui_url = {_toml(ui)}",
+            "",
+            "[[llm]]",
+            'name = "local"',
+            'kind = "openai"',
+            f"model = {_toml(MODEL_ALIAS)}",
+            f"base_url = {_toml(llm)}",
+            f"slots = {settings.embedded.llm_slots}",
+            "",
+            "[telemetry]",
+            f"spans_file = {_toml(str(state / 'spans.jsonl'))}",
+            "",
+        ]
+    )
+    (state / STACK_FILE).write_text(stack)
+    credentials = state / CREDENTIALS_FILE
+    credentials.touch(mode=0o600)
+    credentials.chmod(0o600)
+    credentials.write_text(
+        "# Written by `kernos up`: the kernel's credentials. Agent workers never read this.\n"
+        f"[database]\ndsn = {_toml(dsn)}\n"
+    )
+
+
+async def _temporal_healthy(address: str) -> bool:
+    try:
+        await asyncio.wait_for(Client.connect(address), 5)
+    except (RuntimeError, TimeoutError):
+        return False
+    return True
+
+
+async def _postgres_healthy(dsn: str | None) -> bool:
+    if dsn is None:
+        return False
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=3)
+    except psycopg.Error:
+        return False
+    await conn.close()
+    return True
+
+
+def _check_port(port: int, what: str, setting: str) -> None:
+    if port_in_use(port):
+        env = "KERNOS_" + setting.upper().replace(".", "__")
+        raise ConfigError(
+            f"port {port} for {what} is already in use (setting {setting}, {env}): "
+            "stop what uses it or choose another port"
+        )
+
+
+async def _start_worker(state: Path, kind: str, timeout_s: float = 60.0) -> ComponentState:
+    log = state / "logs" / f"{kind}-worker.log"
+    env = {**os.environ, "KERNOS_STATE_DIR": str(state)}
+    start_size = log.stat().st_size if log.exists() else 0
+    args = [sys.executable, "-m", "kernos.cli", "worker", "--kind", kind]
+    process = await asyncio.to_thread(spawn, args, log, env)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log.read_bytes()[start_size:].decode(errors="replace")
+        if "polling" in text:
+            break
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process.pid)
+            last = text.strip().splitlines()[-1:] or ["no output"]
+            raise ConfigError(f"the {kind} worker did not start: {last[0]} (log: {log})")
+        await asyncio.sleep(0.1)
+    return ComponentState(
+        name=f"{kind}-worker", pid=process.pid, address=f"{kind} worker", log=str(log)
+    )
+
+
+async def up(settings: Settings, state: Path) -> list[ComponentStatus]:
+    """Start what is not running; reuse what is. Idempotent."""
+    state = state.resolve()
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    stack = _read_state(state)
+    embedded = settings.embedded
+    running = {c.name: c for c in await status(state)}
+    # Every port is checked before anything starts, so a clash leaves nothing half up.
+    if not running.get("temporal", _DOWN).healthy:
+        _check_port(embedded.temporal_port, "Temporal", "embedded.temporal_port")
+        _check_port(embedded.ui_port, "the Temporal UI", "embedded.ui_port")
+    if not running.get("llm", _DOWN).healthy:
+        _check_port(embedded.llm_port, "the LLM server", "embedded.llm_port")
+
+    postgres = EmbeddedPostgres.start(state / "postgres", keep_running=True)
+    await upgrade(postgres.dsn())
+    stack.components["postgres"] = ComponentState(
+        name="postgres",
+        pid=postgres.pid,
+        address=f"unix socket in {postgres.socket_dir}",
+        log=str(state / "postgres" / "log"),
+    )
+    _write_state(state, stack)
+
+    temporal_address = f"127.0.0.1:{embedded.temporal_port}"
+    ui_url = f"http://127.0.0.1:{embedded.ui_port}"
+    if not running.get("temporal", _DOWN).healthy:
+        temporal = await TemporalDevServer.start(
+            port=embedded.temporal_port,
+            ui_port=embedded.ui_port,
+            db_file=state / "temporal.db",
+            log_file=state / "logs" / "temporal.log",
+        )
+        stack.components["temporal"] = ComponentState(
+            name="temporal",
+            pid=temporal.process.pid,
+            address=f"{temporal_address} (UI {ui_url})",
+            log=str(state / "logs" / "temporal.log"),
+        )
+        _write_state(state, stack)
+
+    llm_url = f"http://127.0.0.1:{embedded.llm_port}"
+    if not running.get("llm", _DOWN).healthy:
+        model = await asyncio.to_thread(local_model, state / "models")
+        llama = await LlamaServer.start(
+            model,
+            port=embedded.llm_port,
+            slots=embedded.llm_slots,
+            context=embedded.llm_context,
+            threads=embedded.llm_threads,
+            log_file=state / "logs" / "llm.log",
+        )
+        stack.components["llm"] = ComponentState(
+            name="llm", pid=llama.pid, address=llm_url, log=str(state / "logs" / "llm.log")
+        )
+    _write_settings(state, settings, temporal_address, ui_url, llm_url, postgres.dsn())
+    _write_state(state, stack)
+
+    for kind in ("kernel", "agent"):
+        name = f"{kind}-worker"
+        if not running.get(name, _DOWN).healthy:
+            stack.components[name] = await _start_worker(state, kind)
+            _write_state(state, stack)
+    return await status(state)
+
+
+_DOWN = ComponentStatus(name="", pid=None, address="", healthy=False, log="")
+
+
+async def status(state: Path) -> list[ComponentStatus]:
+    """Each component's health, address and pid; the LLM server's slots and load."""
+    state = state.resolve()
+    stack = _read_state(state)
+    dsn = None
+    credentials = state / CREDENTIALS_FILE
+    if credentials.is_file():
+        import tomllib
+
+        dsn = tomllib.loads(credentials.read_text()).get("database", {}).get("dsn")
+    result = []
+    for name in COMPONENTS:
+        component = stack.components.get(name)
+        if component is None:
+            result.append(ComponentStatus(name=name, pid=None, address="", healthy=False, log=""))
+            continue
+        pid = postmaster_pid(state / "postgres") if name == "postgres" else component.pid
+        healthy = alive(pid)
+        entry = ComponentStatus(
+            name=name, pid=pid, address=component.address, healthy=healthy, log=component.log
+        )
+        if healthy and name == "postgres":
+            entry.healthy = await _postgres_healthy(dsn)
+        elif healthy and name == "temporal":
+            entry.healthy = await _temporal_healthy(component.address.split(" ")[0])
+        elif healthy and name == "llm":
+            entry.healthy = await health(component.address)
+            load = await slot_load(component.address)
+            if load is not None:
+                entry.slots, entry.load = load.slots, load.busy
+        result.append(entry)
+    return result
+
+
+def down(state: Path) -> list[str]:
+    """Stop, by pid, what `up` started; return the names of what was stopped."""
+    state = state.resolve()
+    stack = _read_state(state)
+    stopped = []
+    for name in reversed(COMPONENTS):
+        component = stack.components.get(name)
+        if component is None:
+            continue
+        if name == "postgres":
+            if stop_cluster(state / "postgres"):
+                stopped.append(name)
+        elif component.pid is not None and alive(component.pid):
+            stop(component.pid)
+            stopped.append(name)
+        del stack.components[name]
+    _write_state(state, stack)
+    return stopped

@@ -1,0 +1,86 @@
+"""Integration with the real llama.cpp server and a real (small) model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from kernos import KernosClient, RunSpec, Settings
+from kernos.infra.daemons import kill, stop
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model, slot_load
+from kernos.infra.ports import free_port
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from tests.agents import City
+from tests.conftest import MODELS, make_settings, workers
+
+
+def llama_settings(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer
+) -> Settings:
+    instance = {"name": "local", "model": MODEL_ALIAS, "base_url": llama.base_url, "slots": 4}
+    return make_settings(temporal, postgres, llm=[instance])
+
+
+async def test_example_agent_on_the_local_model(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer
+) -> None:
+    settings = llama_settings(temporal, postgres, llama)
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="planner", task="Name a primary colour."))
+        result = await asyncio.wait_for(handle.result(), 120)
+        view = await client.show(handle.run_id)
+    assert result.output.strip()
+    assert result.syscalls == 2
+    # Tokens as the server counted them: the plan's 128-token cap bounds the first answer.
+    assert result.usage.input_tokens > 20
+    assert 0 < result.usage.output_tokens <= 128 + 256
+    assert [c.outcome for c in view.syscalls] == ["ok", "ok"]
+    assert all((c.output_tokens or 0) > 0 for c in view.syscalls)
+
+
+async def test_constrained_json_parses(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer
+) -> None:
+    settings = llama_settings(temporal, postgres, llama)
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="extract", task="Paris"))
+        result = await asyncio.wait_for(handle.result(), 120)
+    city = City.model_validate_json(result.output)  # a base model, yet valid JSON for the schema
+    assert isinstance(city.population, int)
+
+
+async def test_server_killed_mid_run_then_restarted(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    log = tmp_path / "llama.log"
+    model = local_model(MODELS)
+    port = free_port()
+    server = await LlamaServer.start(model, port=port, slots=2, context=2048, log_file=log)
+    settings = make_settings(
+        temporal,
+        postgres,
+        llm=[{"name": "local", "model": MODEL_ALIAS, "base_url": server.base_url, "slots": 2}],
+    )
+    try:
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            handle = await client.submit(RunSpec(agent="short-steps", task="4"))
+            deadline = time.monotonic() + 60
+            while True:  # wait for a generation in progress, then kill the server under it
+                load = await slot_load(server.base_url)
+                if load is not None and load.busy:
+                    break
+                assert time.monotonic() < deadline, "no generation started"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(kill, server.pid)
+            await asyncio.sleep(1.0)
+            server = await LlamaServer.start(model, port=port, slots=2, context=2048, log_file=log)
+            result = await asyncio.wait_for(handle.result(), 180)
+            view = await client.show(handle.run_id)
+    finally:
+        stop(server.pid)
+    assert result.syscalls == 4
+    assert len(result.output.split(" | ")) == 4
+    failed = [c for c in view.syscalls if c.outcome == "error"]
+    assert failed and all(c.error_type == "LLMUnavailable" for c in failed)

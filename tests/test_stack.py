@@ -1,0 +1,108 @@
+"""`kernos up` / `status` / `down` in a temporary directory, as a newcomer runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+from kernos.infra.daemons import alive, kill
+from kernos.infra.ports import free_port
+from tests.processes import environment
+
+
+async def kernos(cwd: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kernos.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    env = environment()
+    env["KERNOS_STATE_DIR"] = str(tmp_path / ".kernos")
+    env["KERNOS_CONFIG"] = str(tmp_path / "kernos.toml")  # absent: the stack's files only
+    env["KERNOS_EMBEDDED__TEMPORAL_PORT"] = str(free_port())
+    env["KERNOS_EMBEDDED__UI_PORT"] = str(free_port())
+    env["KERNOS_EMBEDDED__LLM_PORT"] = str(free_port())
+    env["KERNOS_EMBEDDED__LLM_SLOTS"] = "2"
+    env["KERNOS_EMBEDDED__LLM_CONTEXT"] = "2048"
+    return env
+
+
+async def test_up_status_run_crash_down(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    code, out, err = await kernos(tmp_path, env, "up", "--json")
+    try:
+        assert code == 0, err + out
+        components = {c["name"]: c for c in json.loads(out)["components"]}
+        assert set(components) == {"postgres", "temporal", "llm", "kernel-worker", "agent-worker"}
+        assert all(c["healthy"] and c["pid"] for c in components.values()), components
+        assert components["llm"]["slots"] == 2
+        assert components["llm"]["load"] == 0
+
+        # A second `up` reuses everything.
+        code, out, err = await kernos(tmp_path, env, "up", "--json")
+        assert code == 0, err
+        again = {c["name"]: c["pid"] for c in json.loads(out)["components"]}
+        assert again == {name: c["pid"] for name, c in components.items()}
+
+        # The agent worker never got the kernel's credentials.
+        agent_log = Path(components["agent-worker"]["log"]).read_text()
+        assert "DSN" not in agent_log
+        credentials = tmp_path / ".kernos" / "kernel.toml"
+        assert credentials.stat().st_mode & 0o077 == 0
+
+        # A run starts; the Temporal server is killed under it and brought back by `up`.
+        code, out, err = await kernos(
+            tmp_path, env, "run", "planner", "Name a fruit.", "--no-wait", "--json"
+        )
+        assert code == 0, err
+        run_id = json.loads(out)["run_id"]
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(kill, components["temporal"]["pid"])
+        code, out, err = await kernos(tmp_path, env, "up", "--json")
+        assert code == 0, err
+        deadline = time.monotonic() + 180
+        while True:
+            code, out, err = await kernos(tmp_path, env, "show", run_id, "--json")
+            if code == 0 and json.loads(out)["status"] == "completed":
+                break
+            assert time.monotonic() < deadline, f"the run did not complete: {out}{err}"
+            await asyncio.sleep(1.0)
+        shown = json.loads(out)
+        assert shown["output"].strip()
+        assert shown["output_tokens"] > 0
+
+        code, out, _ = await kernos(tmp_path, env, "logs", "llm", "--lines", "5")
+        assert code == 0
+        assert out.strip()
+    finally:
+        code, out, err = await kernos(tmp_path, env, "down")
+    assert code == 0, err
+    assert "stopped:" in out
+    code, out, _ = await kernos(tmp_path, env, "status", "--json")
+    assert code == 3
+    after = json.loads(out)["components"]
+    assert not any(c["healthy"] for c in after)
+    pids = [c["pid"] for c in components.values()]
+    assert not any(alive(pid) for pid in pids)
+
+
+async def test_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(env["KERNOS_EMBEDDED__TEMPORAL_PORT"])))
+        taken.listen()
+        code, _, err = await kernos(tmp_path, env, "up")
+    assert code == 1
+    assert err.startswith(f"kernos: error: port {env['KERNOS_EMBEDDED__TEMPORAL_PORT']} for")
+    assert "embedded.temporal_port" in err
+    assert "KERNOS_EMBEDDED__TEMPORAL_PORT" in err
+    assert not (tmp_path / ".kernos" / "postgres").exists()

@@ -1,0 +1,54 @@
+"""Spans for a run and its syscalls, linked from client to kernel worker, GenAI conventions."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from kernos import KernosClient, RunSpec
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel import telemetry
+from tests.conftest import make_settings, workers
+
+# One tracer provider per process: every test that traces shares this file.
+SPANS = Path(tempfile.mkdtemp(prefix="kernos-spans-")) / "spans.jsonl"
+
+
+async def test_run_is_one_linked_trace(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres, telemetry={"spans_file": str(SPANS)})
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="planner", task="trace me", tenant="acme"))
+        result = await handle.result()
+    telemetry.flush()
+
+    spans = telemetry.run_spans(SPANS, handle.run_id)
+    assert len({span["trace_id"] for span in spans}) == 1, "client, workflow and activities link"
+    names = [span["name"] for span in spans]
+    assert "StartWorkflow:AgentRun" in names
+    assert "RunWorkflow:AgentRun" in names
+    assert names.count("StartActivity:llm.chat") == 2
+    assert names.count("RunActivity:llm.chat") == 2
+    chats = [span for span in spans if span["name"] == "chat scripted"]
+    assert len(chats) == 2
+    for chat in chats:
+        attributes = chat["attributes"]
+        assert attributes["gen_ai.operation.name"] == "chat"
+        assert attributes["gen_ai.provider.name"] == "scripted"
+        assert attributes["gen_ai.request.model"] == "scripted"
+        assert attributes["gen_ai.usage.output_tokens"] > 0
+    assert sum(c["attributes"]["gen_ai.usage.output_tokens"] for c in chats) == (
+        result.usage.output_tokens
+    )
+    by_id = {span["span_id"]: span for span in spans}
+    for chat in chats:  # the GenAI span sits under the kernel worker's activity span
+        parent = by_id[chat["parent_id"]]
+        assert parent["name"] == "RunActivity:llm.chat"
+        assert parent["attributes"]["kernos.decision"] == "allow"
+        assert parent["attributes"]["kernos.tenant"] == "acme"
+
+    tree = telemetry.render_tree(spans)
+    assert tree[0].startswith("StartWorkflow:AgentRun")
+    assert any(line.startswith("    ") and "chat scripted" in line for line in tree)
