@@ -47,6 +47,7 @@ test: lint pytest
 
 bench: install
 	$(BIN)/python bench/syscall_overhead.py
+	$(BIN)/python bench/llm_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

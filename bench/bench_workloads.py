@@ -57,3 +57,15 @@ class NoopBackend:
 
     async def aclose(self) -> None:
         """Nothing to close."""
+
+
+class OneChatAgent(Agent):
+    """One LLM syscall of a fixed length: the unit of bench/llm_throughput.py."""
+
+    name = "one-chat"
+
+    async def run(self, task: str) -> str:
+        reply = await self.llm.chat(
+            [{"role": "user", "content": task}], max_tokens=64, temperature=0.8, seed=1
+        )
+        return str(reply.usage.output_tokens)

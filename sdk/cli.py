@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from temporalio.service import RPCError
 
-from kernos.client import KernosClient, RunView, check_spec, connect_temporal
+from kernos.client import KernosClient, RunView, check_spec, connect_temporal, ui_url
 from kernos.infra.process import exit_process
 from kernos.infra.stack import ComponentStatus
 from kernos.kernel import telemetry
@@ -33,11 +33,6 @@ async def _with_client(settings: Settings, body: Callable[[KernosClient], Awaita
         return await body(client)
     finally:
         await client.close()
-
-
-def _ui_link(settings: Settings, run_id: str) -> str:
-    base = settings.temporal.ui_url.rstrip("/")
-    return f"{base}/namespaces/{settings.temporal.namespace}/workflows/{run_id}"
 
 
 def _view_json(view: RunView) -> dict[str, Any]:
@@ -112,11 +107,14 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     async def body(client: KernosClient) -> int:
         handle = await client.submit(checked)
         if args.no_wait:
-            _print_json({"run_id": handle.run_id}) if args.json else print(handle.run_id)
+            if args.json:
+                _print_json({"run_id": handle.run_id, "ui_url": handle.ui_url()})
+            else:
+                print(handle.run_id)
             return 0
         if not args.json:
             print(
-                f"run {handle.run_id}: {_ui_link(settings, handle.run_id)}",
+                f"run {handle.run_id}: {handle.ui_url()}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -125,6 +123,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             _print_json(
                 {
                     "run_id": result.run_id,
+                    "ui_url": handle.ui_url(),
                     "status": "completed",
                     "output": result.output,
                     "syscalls": result.syscalls,
@@ -136,7 +135,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             print(
                 f"run {result.run_id}: {result.syscalls} syscalls, "
                 f"{result.usage.input_tokens} input + {result.usage.output_tokens} output tokens\n"
-                f"in the Temporal UI: {_ui_link(settings, result.run_id)}",
+                f"in the Temporal UI: {handle.ui_url()}",
                 file=sys.stderr,
             )
         return 0
@@ -172,12 +171,14 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     async def body(client: KernosClient) -> int:
         view = await client.show(args.run_id)
         data = _view_json(view)
+        data["ui_url"] = ui_url(settings, view.record.run_id, view.record.first_execution_run_id)
         data["syscalls"] = [call.model_dump() for call in view.syscalls]
         if args.json:
             _print_json(data)
             return 0
         for key in ("run_id", "status", "agent", "tenant", "user", "priority", "model"):
             print(f"{key + ':':<14}{data[key]}")
+        print(f"{'UI:':<14}{data['ui_url']}")
         if view.waiting_on:
             print(f"{'waiting on:':<14}{view.waiting_on}")
         print(f"{'tokens:':<14}{data['input_tokens']} input, {data['output_tokens']} output")

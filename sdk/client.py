@@ -83,9 +83,15 @@ class RunView(BaseModel):
 class RunHandle:
     """A submitted run."""
 
-    def __init__(self, client: KernosClient, run_id: str) -> None:
+    def __init__(self, client: KernosClient, run_id: str, execution_id: str | None = None) -> None:
         self._client = client
         self.run_id = run_id
+        #: Temporal's run id of the run's first execution, where known.
+        self.execution_id = execution_id
+
+    def ui_url(self) -> str:
+        """The run in the Temporal UI."""
+        return ui_url(self._client.settings, self.run_id, self.execution_id)
 
     @property
     def _workflow(self) -> WorkflowHandle[Any, RunResult]:
@@ -170,7 +176,7 @@ class KernosClient:
             raise
         assert handle.first_execution_run_id is not None
         await self.runs.bind(run_id, handle.first_execution_run_id)
-        return RunHandle(self, run_id)
+        return RunHandle(self, run_id, handle.first_execution_run_id)
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""
@@ -220,6 +226,14 @@ class KernosClient:
             )
             rows = await cursor.fetchall()
         return [SyscallView.model_validate(row) for row in rows]
+
+
+def ui_url(settings: Settings, run_id: str, execution_id: str | None = None) -> str:
+    """Where the Temporal UI shows a run (its first execution's history, when known)."""
+    base = f"{settings.temporal.ui_url.rstrip('/')}/namespaces/{settings.temporal.namespace}"
+    if execution_id is None:
+        return f"{base}/workflows/{run_id}"
+    return f"{base}/workflows/{run_id}/{execution_id}/history"
 
 
 def check_spec(settings: Settings, spec: RunSpec | dict[str, Any]) -> RunSpec:

@@ -49,6 +49,9 @@ async def test_run_ps_show(settings: Settings, tmp_path: Path) -> None:
         assert done["status"] == "completed"
         assert done["output"] == "scripted reply 1 to: hello there"
         assert done["usage"]["output_tokens"] == 6
+        base = f"{settings.temporal.ui_url}/namespaces/default/workflows/{done['run_id']}/"
+        assert done["ui_url"].startswith(base)
+        assert done["ui_url"].endswith("/history")
 
         code, out, err = await kernos(
             config, "run", "planner", "plan it", "--tenant", "acme", "--priority", "1",
@@ -69,6 +72,8 @@ async def test_run_ps_show(settings: Settings, tmp_path: Path) -> None:
     assert code == 0
     shown = json.loads(out)
     assert shown["status"] == "completed"
+    assert f"/namespaces/default/workflows/{run_id}/" in shown["ui_url"]
+    assert shown["ui_url"].endswith("/history")
     assert [(s["syscall"], s["decision"], s["outcome"]) for s in shown["syscalls"]] == [
         ("llm.chat", "allow", "ok"),
         ("llm.chat", "allow", "ok"),
