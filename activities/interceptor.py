@@ -16,13 +16,15 @@ from temporalio.worker import (
 from kernos.activities.errors import to_application_error
 from kernos.kernel.access import Decision
 from kernos.kernel.audit import AttemptKey
-from kernos.kernel.errors import AccessDenied, KernosError
+from kernos.kernel.errors import AccessDenied, KernosError, TokenBudgetExceeded
 from kernos.kernel.identity import CallerDenied
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.syscalls import LLMResponse, SyscallRequest, TokenUsage
 
 #: Activities that are the kernel's own bookkeeping of a run: identity-checked, not policy-checked.
 LIFECYCLE = frozenset({"run.finish"})
+#: Syscalls that spend tokens, and so are refused once the tenant's budget is used.
+METERED = frozenset({"llm.chat"})
 
 
 class SyscallInterceptor(Interceptor):
@@ -58,14 +60,18 @@ class _SyscallInbound(ActivityInboundInterceptor):
             except CallerDenied as denied:
                 if syscall not in LIFECYCLE:
                     await self.kernel.audit.record_decision(
-                        key, denied.subject, syscall, resource, Decision(False, None, str(denied))
+                        key,
+                        denied.subject,
+                        syscall,
+                        resource,
+                        Decision(False, None, str(denied), basis="identity"),
                     )
                 raise
             if syscall in LIFECYCLE:
                 return await super().execute_activity(input)
             decision = self.kernel.access.decide(subject, syscall, resource)
             decision = await self.kernel.audit.record_decision(
-                key, subject, syscall, resource, decision
+                key, subject, syscall, resource, decision, metered=syscall in METERED
             )
             trace.get_current_span().set_attributes(
                 {
@@ -78,7 +84,12 @@ class _SyscallInbound(ActivityInboundInterceptor):
                 }
             )
             if not decision.allowed:
-                raise AccessDenied(decision.reason or f"{syscall} on {resource} denied")
+                reason = decision.reason or f"{syscall} on {resource} denied"
+                if decision.rule is None and reason.startswith(
+                    f"tenant {subject.tenant!r} has used"
+                ):
+                    raise TokenBudgetExceeded(reason)
+                raise AccessDenied(reason)
             started = time.monotonic()
             error_type: str | None = None
             usage = TokenUsage()
@@ -93,7 +104,7 @@ class _SyscallInbound(ActivityInboundInterceptor):
             finally:
                 await self.kernel.audit.record_result(
                     key,
-                    subject.run_id,
+                    subject,
                     syscall,
                     error_type=error_type,
                     usage=usage,

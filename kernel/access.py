@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import casbin
 
@@ -31,6 +32,8 @@ class Decision:
     allowed: bool
     rule: str | None
     reason: str | None = None
+    basis: Literal["policy", "identity", "finished", "budget"] = "policy"
+    """What the decision rested on: the policy, or the kernel's own checks."""
 
     @property
     def word(self) -> str:

@@ -21,21 +21,41 @@ class AttemptKey:
 
 # The decision and the run's liveness, in one statement: a run that finished between the policy
 # check and this insert is denied here, and the row says so.
+# A metered syscall (one that spends tokens) is also checked against the tenant's budget here;
+# in-flight generations are not counted, so a tenant can overshoot by what is in flight.
 _DECIDE = """
+WITH verdict AS (
+    SELECT r.run_id, r.tenant, r.user_name, r.agent,
+           CASE
+               WHEN r.finished_at IS NOT NULL THEN 'finished'
+               WHEN %(metered)s AND b.max_tokens IS NOT NULL
+                    AND coalesce(u.input_tokens + u.output_tokens, 0) >= b.max_tokens
+                   THEN 'budget'
+           END AS refusal,
+           format('run %%L is %%s; it makes no syscalls', r.run_id, r.status) AS finished,
+           format('tenant %%L has used %%s tokens of its budget of %%s',
+                  r.tenant, coalesce(u.input_tokens + u.output_tokens, 0), b.max_tokens)
+               AS over_budget
+    FROM runs r
+    LEFT JOIN tenant_budgets b ON b.tenant = r.tenant
+    LEFT JOIN tenant_usage u ON u.tenant = r.tenant
+    WHERE r.run_id = %(run)s
+)
 INSERT INTO audit (workflow_id, execution_run_id, activity_id, attempt, run_id, tenant,
-                   user_name, agent, syscall, resource, decision, rule, reason)
-SELECT %(wid)s, %(rid)s, %(aid)s, %(attempt)s, r.run_id, r.tenant, r.user_name, r.agent,
+                   user_name, agent, syscall, resource, decision, rule, reason, basis)
+SELECT %(wid)s, %(rid)s, %(aid)s, %(attempt)s, v.run_id, v.tenant, v.user_name, v.agent,
        %(syscall)s, %(resource)s,
-       CASE WHEN r.finished_at IS NULL THEN %(decision)s ELSE 'deny' END,
-       CASE WHEN r.finished_at IS NULL THEN %(rule)s END,
-       CASE WHEN r.finished_at IS NULL THEN %(reason)s::text
-            ELSE format('run %%L is %%s; it makes no syscalls', r.run_id, r.status) END
-FROM runs r WHERE r.run_id = %(run)s
+       CASE WHEN v.refusal IS NULL THEN %(decision)s ELSE 'deny' END,
+       CASE WHEN v.refusal IS NULL THEN %(rule)s END,
+       CASE v.refusal WHEN 'finished' THEN v.finished WHEN 'budget' THEN v.over_budget
+            ELSE %(reason)s::text END,
+       coalesce(v.refusal, %(basis)s)
+FROM verdict v
 ON CONFLICT (workflow_id, execution_run_id, activity_id, attempt) DO NOTHING
-RETURNING decision, rule, reason
+RETURNING decision, rule, reason, basis
 """
 _DECIDED = """
-SELECT decision, rule, reason FROM audit
+SELECT decision, rule, reason, basis FROM audit
 WHERE workflow_id = %(wid)s AND execution_run_id = %(rid)s AND activity_id = %(aid)s
   AND attempt = %(attempt)s
 """
@@ -54,11 +74,14 @@ class AuditLog:
         syscall: str,
         resource: str,
         decision: Decision,
+        *,
+        metered: bool = False,
     ) -> Decision:
         """Append the decision on one syscall attempt; return the decision that stands.
 
-        For a known subject the run's liveness is checked in the same statement: a run that has
-        finished gets a denial, recorded as such, whatever the policy said.
+        For a known subject the run's liveness (and, for a `metered` syscall, the tenant's token
+        budget) is checked in the same statement: a run that has finished, or a tenant over its
+        budget, gets a denial recorded as such, whatever the policy said.
         """
         if subject is None:
             await self._insert_unattributed(key, syscall, resource, decision)
@@ -73,7 +96,9 @@ class AuditLog:
             "decision": decision.word,
             "rule": decision.rule,
             "reason": decision.reason,
+            "basis": decision.basis,
             "run": subject.run_id,
+            "metered": metered,
         }
         async with self._pool.connection() as conn:
             cursor = await conn.execute(_DECIDE, params)
@@ -82,8 +107,8 @@ class AuditLog:
                 cursor = await conn.execute(_DECIDED, params)
                 row = await cursor.fetchone()
         if row is None:
-            return Decision(False, None, f"run {subject.run_id!r} has no record")
-        return Decision(row["decision"] == "allow", row["rule"], row["reason"])
+            return Decision(False, None, f"run {subject.run_id!r} has no record", "identity")
+        return Decision(row["decision"] == "allow", row["rule"], row["reason"], row["basis"])
 
     async def _insert_unattributed(
         self, key: AttemptKey, syscall: str, resource: str, decision: Decision
@@ -91,8 +116,8 @@ class AuditLog:
         async with self._pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO audit (workflow_id, execution_run_id, activity_id, attempt,"
-                " syscall, resource, decision, rule, reason)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " syscall, resource, decision, rule, reason, basis)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (workflow_id, execution_run_id, activity_id, attempt) DO NOTHING",
                 (
                     key.workflow_id,
@@ -104,37 +129,60 @@ class AuditLog:
                     decision.word,
                     decision.rule,
                     decision.reason,
+                    decision.basis,
                 ),
             )
 
     async def record_result(
         self,
         key: AttemptKey,
-        run_id: str,
+        subject: Subject,
         syscall: str,
         *,
         error_type: str | None,
         usage: TokenUsage,
         duration_ms: float,
     ) -> None:
-        """Record what an allowed syscall attempt came to, with the tokens it used."""
+        """Record what an allowed syscall attempt came to, and add its tokens to the tenant's.
+
+        One statement: the tenant's total moves only when the result row is new, so a
+        redelivered attempt is never counted twice.
+        """
         async with self._pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO syscall_results (workflow_id, execution_run_id, activity_id,"
-                " attempt, run_id, syscall, outcome, error_type, input_tokens, output_tokens,"
-                " duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (
-                    key.workflow_id,
-                    key.execution_run_id,
-                    key.activity_id,
-                    key.attempt,
-                    run_id,
-                    syscall,
-                    "ok" if error_type is None else "error",
-                    error_type,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    duration_ms,
-                ),
+                _RESULT,
+                {
+                    "wid": key.workflow_id,
+                    "rid": key.execution_run_id,
+                    "aid": key.activity_id,
+                    "attempt": key.attempt,
+                    "run": subject.run_id,
+                    "tenant": subject.tenant,
+                    "syscall": syscall,
+                    "outcome": "ok" if error_type is None else "error",
+                    "error_type": error_type,
+                    "input": usage.input_tokens,
+                    "output": usage.output_tokens,
+                    "duration_ms": duration_ms,
+                },
             )
+
+
+_RESULT = """
+WITH result AS (
+    INSERT INTO syscall_results (workflow_id, execution_run_id, activity_id, attempt, run_id,
+                                 tenant, syscall, outcome, error_type, input_tokens,
+                                 output_tokens, duration_ms)
+    VALUES (%(wid)s, %(rid)s, %(aid)s, %(attempt)s, %(run)s, %(tenant)s, %(syscall)s,
+            %(outcome)s, %(error_type)s, %(input)s, %(output)s, %(duration_ms)s)
+    ON CONFLICT DO NOTHING
+    RETURNING tenant, input_tokens, output_tokens
+)
+INSERT INTO tenant_usage AS u (tenant, input_tokens, output_tokens, syscalls)
+SELECT tenant, input_tokens, output_tokens, 1 FROM result
+ON CONFLICT (tenant) DO UPDATE SET
+    input_tokens = u.input_tokens + EXCLUDED.input_tokens,
+    output_tokens = u.output_tokens + EXCLUDED.output_tokens,
+    syscalls = u.syscalls + 1,
+    updated_at = now()
+"""

@@ -63,6 +63,10 @@ class AccessDenied(KernosError, PermissionError):
     """The access manager refused a syscall; the refusal is in the audit log."""
 
 
+class TokenBudgetExceeded(AccessDenied):
+    """The tenant has used its token budget; LLM syscalls are refused until it is raised."""
+
+
 class ConfigError(KernosError):
     """Settings that cannot work (a missing DSN, a malformed file)."""
 

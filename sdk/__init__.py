@@ -4,7 +4,7 @@ Agent authors subclass `Agent`; client code submits runs with `KernosClient`.
 """
 
 from kernos.agent import LLM, Agent
-from kernos.client import KernosClient, RunFailed, RunHandle, RunView
+from kernos.client import KernosClient, RunFailed, RunHandle, RunView, TenantUsage
 from kernos.kernel.config import LLMInstance, Settings, load_settings
 from kernos.kernel.errors import (
     AccessDenied,
@@ -21,6 +21,7 @@ from kernos.kernel.errors import (
     PayloadTooLarge,
     PolicyError,
     RunNotFound,
+    TokenBudgetExceeded,
     UnknownAgent,
     UnknownModel,
 )
@@ -65,6 +66,8 @@ __all__ = [
     "Sampling",
     "ScriptedBackend",
     "Settings",
+    "TenantUsage",
+    "TokenBudgetExceeded",
     "TokenUsage",
     "UnknownAgent",
     "UnknownModel",

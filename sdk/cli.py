@@ -275,6 +275,41 @@ def _tail(path: Path, lines: int) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else []
 
 
+async def cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
+    """Tokens per tenant, with budgets."""
+
+    async def body(client: KernosClient) -> int:
+        rows = await client.usage(args.tenant)
+        if args.json:
+            _print_json({"tenants": [row.model_dump() for row in rows]})
+            return 0
+        print(f"{'TENANT':<24}{'INPUT':>12}{'OUTPUT':>12}{'SYSCALLS':>10}{'BUDGET':>14}")
+        for row in rows:
+            budget = str(row.max_tokens) if row.max_tokens is not None else "-"
+            print(
+                f"{row.tenant:<24}{row.input_tokens:>12}{row.output_tokens:>12}"
+                f"{row.syscalls:>10}{budget:>14}"
+            )
+        return 0
+
+    return await _with_client(settings, body)
+
+
+async def cmd_budget(settings: Settings, args: argparse.Namespace) -> int:
+    """Set or clear a tenant's token budget."""
+
+    async def body(client: KernosClient) -> int:
+        limit = None if args.budget_command == "clear" else args.tokens
+        await client.set_budget(args.tenant, limit)
+        print(
+            f"tenant {args.tenant}: "
+            + (f"budget of {limit} tokens" if limit is not None else "no budget")
+        )
+        return 0
+
+    return await _with_client(settings, body)
+
+
 async def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
     """Print a run's spans as a tree."""
     path = settings.telemetry.spans_file
@@ -336,6 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run_id")
     cancel.set_defaults(handler=cmd_cancel)
+
+    usage = commands.add_parser("usage", help="tokens per tenant, with budgets")
+    usage.add_argument("--tenant")
+    usage.add_argument("--json", action="store_true")
+    usage.set_defaults(handler=cmd_usage)
+    budget = commands.add_parser("budget", help="a tenant's token budget")
+    budget_commands = budget.add_subparsers(dest="budget_command", required=True)
+    budget_set = budget_commands.add_parser("set", help="cap a tenant's tokens (input + output)")
+    budget_set.add_argument("tenant")
+    budget_set.add_argument("tokens", type=int)
+    budget_set.set_defaults(handler=cmd_budget)
+    budget_clear = budget_commands.add_parser("clear", help="lift a tenant's cap")
+    budget_clear.add_argument("tenant")
+    budget_clear.set_defaults(handler=cmd_budget)
 
     up = commands.add_parser("up", help="start the embedded stack (state in ./.kernos)")
     up.add_argument("--json", action="store_true")

@@ -25,6 +25,7 @@ from kernos.kernel import telemetry, visibility
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.errors import (
+    InvalidRequest,
     InvalidRunSpec,
     KernosError,
     PayloadTooLarge,
@@ -32,7 +33,7 @@ from kernos.kernel.errors import (
     UnknownModel,
 )
 from kernos.kernel.runs import RunRecord, RunStore
-from kernos.kernel.syscalls import RunInput, RunResult, RunSpec
+from kernos.kernel.syscalls import RunInput, RunResult, RunSpec, check_name
 
 
 class RunFailed(KernosError):
@@ -78,6 +79,21 @@ class RunView(BaseModel):
         if self.temporal_status != "RUNNING":
             return self.temporal_status.lower()
         return "waiting" if self.waiting_on else "running"
+
+
+class TenantUsage(BaseModel):
+    """Tokens a tenant's runs have used, and its budget if it has one."""
+
+    tenant: str
+    input_tokens: int
+    output_tokens: int
+    syscalls: int
+    max_tokens: int | None
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
 
 
 class RunHandle:
@@ -194,6 +210,41 @@ class KernosClient:
         view = await self._view(await self.runs.get(run_id))
         view.syscalls = await self._syscalls(run_id)
         return view
+
+    async def usage(self, tenant: str | None = None) -> list[TenantUsage]:
+        """Tokens per tenant (every tenant with usage or a budget, or just `tenant`)."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT coalesce(u.tenant, b.tenant) AS tenant,"
+                " coalesce(u.input_tokens, 0) AS input_tokens,"
+                " coalesce(u.output_tokens, 0) AS output_tokens,"
+                " coalesce(u.syscalls, 0) AS syscalls, b.max_tokens"
+                " FROM tenant_usage u FULL JOIN tenant_budgets b ON b.tenant = u.tenant"
+                " WHERE %(tenant)s::text IS NULL OR coalesce(u.tenant, b.tenant) = %(tenant)s"
+                " ORDER BY 1",
+                {"tenant": tenant},
+            )
+            rows = await cursor.fetchall()
+        return [TenantUsage.model_validate(row) for row in rows]
+
+    async def set_budget(self, tenant: str, max_tokens: int | None) -> None:
+        """Cap a tenant's tokens (input plus output), or lift the cap with None."""
+        try:
+            check_name("tenant", tenant)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        async with self.pool.connection() as conn:
+            if max_tokens is None:
+                await conn.execute("DELETE FROM tenant_budgets WHERE tenant = %s", (tenant,))
+                return
+            if max_tokens < 1:
+                raise InvalidRequest(f"a token budget must be at least 1, not {max_tokens}")
+            await conn.execute(
+                "INSERT INTO tenant_budgets (tenant, max_tokens) VALUES (%s, %s)"
+                " ON CONFLICT (tenant) DO UPDATE SET max_tokens = EXCLUDED.max_tokens,"
+                " set_at = now()",
+                (tenant, max_tokens),
+            )
 
     async def _view(self, record: RunRecord) -> RunView:
         if record.finished:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,23 @@ async def test_db_upgrade_is_idempotent(settings: Settings, tmp_path: Path) -> N
     code, out, err = await kernos(config_file(settings, tmp_path), "db", "upgrade")
     assert code == 0, err
     assert out.strip() == "the schema is up to date"
+
+
+async def test_usage_and_budget(settings: Settings, tmp_path: Path) -> None:
+    config = config_file(settings, tmp_path)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    code, out, err = await kernos(config, "budget", "set", name, "500")
+    assert code == 0, err
+    assert out.strip() == f"tenant {name}: budget of 500 tokens"
+    code, out, _ = await kernos(config, "usage", "--tenant", name, "--json")
+    assert code == 0
+    assert json.loads(out)["tenants"] == [
+        {"tenant": name, "input_tokens": 0, "output_tokens": 0, "syscalls": 0, "max_tokens": 500}
+    ]
+    code, _, err = await kernos(config, "budget", "set", name, "0")
+    assert_one_line_error(code, err, "a token budget must be at least 1, not 0")
+    code, out, _ = await kernos(config, "budget", "clear", name)
+    assert code == 0
+    assert out.strip() == f"tenant {name}: no budget"
+    code, out, _ = await kernos(config, "usage", "--tenant", name, "--json")
+    assert json.loads(out)["tenants"] == []

@@ -23,6 +23,7 @@ _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
     cls.__name__: cls
     for cls in (
         errors.AccessDenied,
+        errors.TokenBudgetExceeded,
         errors.InvalidRequest,
         errors.LLMBadRequest,
         errors.ContextTooLong,

@@ -1,0 +1,110 @@
+"""Token accounting per run and tenant, and per-tenant budgets."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from kernos import (
+    InvalidRequest,
+    KernosClient,
+    RunFailed,
+    RunSpec,
+    ScriptedBackend,
+    Settings,
+)
+from kernos.kernel.access import Subject
+from kernos.kernel.audit import AttemptKey, AuditLog
+from kernos.kernel.syscalls import TokenUsage
+from tests.conftest import workers
+
+
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def test_usage_adds_up_per_tenant(settings: Settings, kernos_client: KernosClient) -> None:
+    name = tenant()
+    async with workers(settings):
+        results = [
+            await (await kernos_client.submit(RunSpec(agent="steps", task=n, tenant=name))).result()
+            for n in ("2", "3")
+        ]
+    [usage] = await kernos_client.usage(name)
+    assert usage.syscalls == 5
+    assert usage.input_tokens == sum(r.usage.input_tokens for r in results)
+    assert usage.output_tokens == sum(r.usage.output_tokens for r in results)
+    assert usage.max_tokens is None
+    async with kernos_client.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT sum(input_tokens) AS i, sum(output_tokens) AS o FROM syscall_results"
+            " WHERE tenant = %s",
+            (name,),
+        )
+        ledger = await cursor.fetchone()
+    assert ledger is not None
+    assert (ledger["i"], ledger["o"]) == (usage.input_tokens, usage.output_tokens)
+
+
+async def test_a_redelivered_result_counts_once(kernos_client: KernosClient) -> None:
+    name = tenant()
+    audit = AuditLog(kernos_client.pool)
+    subject = Subject(run_id=f"run-{name}", tenant=name, user="u", agent="a")
+    key = AttemptKey("wf", "exec", "1", 1)
+    for _ in range(2):
+        await audit.record_result(
+            AttemptKey(f"wf-{name}", key.execution_run_id, key.activity_id, key.attempt),
+            subject,
+            "llm.chat",
+            error_type=None,
+            usage=TokenUsage(input_tokens=5, output_tokens=7),
+            duration_ms=1.0,
+        )
+    [usage] = await kernos_client.usage(name)
+    assert (usage.input_tokens, usage.output_tokens, usage.syscalls) == (5, 7, 1)
+
+
+async def test_budget_refuses_syscalls_once_spent(settings: Settings) -> None:
+    name = tenant()
+    backend = ScriptedBackend()
+    async with (
+        workers(settings, backends={"scripted": backend}),
+        await KernosClient.connect(settings) as client,
+    ):
+        # Each step here costs 2 input + 6 output tokens: two fit under 10, a third does not.
+        await client.set_budget(name, 10)
+        handle = await client.submit(RunSpec(agent="steps", task="5", tenant=name))
+        with pytest.raises(RunFailed) as failed:
+            await handle.result()
+        view = await client.show(handle.run_id)
+        [usage] = await client.usage(name)
+        async with client.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT basis FROM audit WHERE run_id = %s ORDER BY id", (handle.run_id,)
+            )
+            bases = [row["basis"] for row in await cursor.fetchall()]
+        # Lifting the budget lets the tenant's next run through.
+        await client.set_budget(name, None)
+        again = await client.submit(RunSpec(agent="steps", task="1", tenant=name))
+        result = await again.result()
+
+    assert failed.value.error_type == "TokenBudgetExceeded"
+    assert f"tenant '{name}' has used 16 tokens of its budget of 10" in str(failed.value)
+    assert backend.calls == 2 + 1  # the refused syscall never reached the model
+    assert [(c.decision, c.outcome) for c in view.syscalls] == [
+        ("allow", "ok"),
+        ("allow", "ok"),
+        ("deny", None),
+    ]
+    assert bases == ["policy", "policy", "budget"]
+    assert usage.total_tokens == 16
+    assert usage.max_tokens == 10
+    assert result.syscalls == 1
+
+
+async def test_budget_input_is_checked(kernos_client: KernosClient) -> None:
+    with pytest.raises(InvalidRequest, match="at least 1, not 0"):
+        await kernos_client.set_budget("acme", 0)
+    with pytest.raises(InvalidRequest, match=r"tenant '\.\./x' is not a valid name"):
+        await kernos_client.set_budget("../x", 5)
