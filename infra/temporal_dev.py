@@ -21,6 +21,8 @@ DYNAMIC_CONFIG = (
     # Kernel queues use one partition, so that priority order holds across the whole queue.
     "matching.numTaskqueueReadPartitions=1",
     "matching.numTaskqueueWritePartitions=1",
+    # Fairness keys (the `fair` policy: tenants share dispatches by weight) are off by default.
+    "matching.enableFairness=true",
     # The history service loads new transfer tasks (every activity and workflow task passes
     # through one) at most this many times a second; at the default of 20, a run that starts
     # right after another waits ~50 ms for each syscall and each workflow task (measured:

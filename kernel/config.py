@@ -17,7 +17,7 @@ from pydantic_settings import (
 )
 
 from kernos.kernel.errors import ConfigError
-from kernos.kernel.syscalls import SyscallLimits, check_name
+from kernos.kernel.syscalls import Policy, Scheduling, SyscallLimits, check_name
 
 DEFAULT_CONFIG_FILE = "kernos.toml"
 
@@ -117,6 +117,29 @@ STACK_FILE = "stack.toml"
 CREDENTIALS_FILE = "kernel.toml"
 
 
+class SchedulerSettings(BaseModel):
+    """The default scheduling policy, and tenants' weights under `fair`."""
+
+    policy: Policy = "priority"
+    tenant_weights: dict[str, float] = {}
+    """Tenant -> fairness weight (default 1.0); under `fair` a tenant with weight 2 gets twice
+    the dispatches of a tenant with weight 1 while both have work waiting."""
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
+        for tenant, weight in weights.items():
+            if weight <= 0:
+                raise ValueError(f"the weight of tenant {tenant!r} must be positive, not {weight}")
+        return weights
+
+    def scheduling(self, policy: Policy | None, tenant: str) -> Scheduling:
+        """How a run of `tenant` is scheduled (its own policy, else the default)."""
+        return Scheduling(
+            policy=policy or self.policy, fairness_weight=self.tenant_weights.get(tenant, 1.0)
+        )
+
+
 def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
@@ -143,6 +166,7 @@ class Settings(BaseSettings):
     """Agent name -> `module:Class`; the agent worker loads these, admission checks against them."""
     policy: PolicySettings = PolicySettings()
     limits: SyscallLimits = SyscallLimits()
+    scheduler: SchedulerSettings = SchedulerSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)

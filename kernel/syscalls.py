@@ -13,6 +13,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Priority = Annotated[int, Field(ge=1, le=5)]
 """Temporal's priority key: 1 runs first, 5 last, 3 is the default."""
 
+Policy = Literal["fifo", "priority", "fair"]
+"""How a run's LLM syscalls are ordered in their model's queue (kernel.scheduler)."""
+
 
 def check_name(kind: str, value: str) -> str:
     """Return `value` if it is a safe name, else raise ValueError naming the rule."""
@@ -36,6 +39,8 @@ class RunSpec(BaseModel):
     priority: Priority = 3
     model: str | None = None
     """The LLM model the agent's calls use unless they name another; the kernel fills it in."""
+    policy: Policy | None = None
+    """The scheduling policy of this run; the kernel's default if unset."""
 
     @field_validator("agent", "tenant", "user")
     @classmethod
@@ -62,6 +67,16 @@ class SyscallLimits(BaseModel):
     retry_max_interval_s: float = Field(default=30.0, gt=0)
 
 
+class Scheduling(BaseModel):
+    """How the scheduler dispatches a run's syscalls; fixed at admission."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy: Policy = "priority"
+    fairness_weight: float = Field(default=1.0, gt=0)
+    """The run's tenant's share under `fair`, relative to other tenants' weights."""
+
+
 class RunInput(BaseModel):
     """The input of the `AgentRun` workflow, written by the kernel at admission."""
 
@@ -72,6 +87,7 @@ class RunInput(BaseModel):
     limits: SyscallLimits = SyscallLimits()
     kernel_task_queue: str = "kernos.kernel"
     llm_queue_prefix: str = "llm."
+    scheduling: Scheduling = Scheduling()
 
 
 class RunResult(BaseModel):

@@ -99,6 +99,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         "user": args.user,
         "priority": args.priority,
         "model": args.model,
+        "policy": args.policy,
     }
 
     # Bad input is refused before anything is contacted.
@@ -353,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--user")
     run.add_argument("--priority", type=int, help="1 (first) to 5 (last); default 3")
     run.add_argument("--model")
+    run.add_argument(
+        "--policy", choices=["fifo", "priority", "fair"], help="scheduling (default: settings)"
+    )
     run.add_argument("--no-wait", action="store_true", help="print the run id and return")
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=cmd_run)

@@ -173,6 +173,7 @@ class KernosClient:
                     limits=self.settings.limits,
                     kernel_task_queue=self.settings.temporal.kernel_task_queue,
                     llm_queue_prefix=self.settings.temporal.llm_queue_prefix,
+                    scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
                 ),
                 id=run_id,
                 task_queue=self.settings.temporal.agent_task_queue,

@@ -1,0 +1,100 @@
+"""Scheduling policies order a model's queue; each test has a FIFO control that orders it not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from temporalio.common import Priority
+
+from kernos import ConfigError, KernosClient, RunSpec, load_settings
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.scheduler import priority_of
+from kernos.kernel.syscalls import Policy, RunInput, Scheduling
+from tests.conftest import make_settings, workers
+from tests.fake_openai import FakeOpenAIServer
+
+
+async def served_order(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, queued: list[dict[str, Any]]
+) -> list[str]:
+    """Occupy a one-slot model with a long request, queue `queued` behind it, return the order
+    in which the server then received their requests."""
+
+    def reply(body: dict[str, Any]) -> str:
+        last = str(body["messages"][-1]["content"])
+        return "busy " * (40 if last == "blocker" else 2)
+
+    async with FakeOpenAIServer(reply, token_delay_s=0.05) as server:
+        settings = make_settings(
+            temporal,
+            postgres,
+            llm=[{"name": "one", "model": "one", "base_url": server.base_url, "slots": 1}],
+        )
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            blocker = await client.submit(RunSpec(agent="echo", task="blocker"))
+            deadline = time.monotonic() + 30
+            while not server.requests:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            handles = [await client.submit(spec) for spec in queued]
+            for handle in [blocker, *handles]:
+                await handle.result()
+    return [str(r.body["messages"][-1]["content"]) for r in server.requests[1:]]
+
+
+async def test_priority_runs_first(temporal: TemporalDevServer, postgres: EmbeddedPostgres) -> None:
+    def queue(policy: str) -> list[dict[str, Any]]:
+        lows = [
+            {"agent": "echo", "task": f"low{i}", "priority": 5, "policy": policy} for i in range(3)
+        ]
+        return [*lows, {"agent": "echo", "task": "high", "priority": 1, "policy": policy}]
+
+    # The high-priority run was queued last: only its priority can put it first.
+    by_priority = await served_order(temporal, postgres, queue("priority"))
+    assert by_priority[0] == "high", by_priority
+    in_arrival = await served_order(temporal, postgres, queue("fifo"))
+    assert in_arrival[-1] == "high", in_arrival
+
+
+async def test_fair_shares_between_tenants(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    def queue(policy: str) -> list[dict[str, Any]]:
+        heavy = [{"agent": "echo", "task": f"a{i}", "tenant": "heavy", "policy": policy}
+                 for i in range(6)]  # fmt: skip
+        light = [{"agent": "echo", "task": f"b{i}", "tenant": "light", "policy": policy}
+                 for i in range(2)]  # fmt: skip
+        return heavy + light
+
+    fair = await served_order(temporal, postgres, queue("fair"))
+    # The light tenant's two runs are served among the first four, not after the heavy backlog.
+    assert {"b0", "b1"} <= set(fair[:4]), fair
+    fifo = await served_order(temporal, postgres, queue("fifo"))
+    assert set(fifo[-2:]) == {"b0", "b1"}, fifo
+
+
+def test_policies_map_to_temporal_priority() -> None:
+    spec = RunSpec(agent="a", task="t", tenant="acme", priority=2)
+
+    def priority(policy: Policy) -> Priority:
+        return priority_of(
+            RunInput(run_id="r", spec=spec, scheduling=Scheduling(policy=policy, fairness_weight=2))
+        )
+
+    assert priority("fifo") == Priority.default
+    assert priority("priority") == Priority(priority_key=2)
+    assert priority("fair") == Priority(priority_key=2, fairness_key="acme", fairness_weight=2.0)
+
+
+def test_scheduler_settings() -> None:
+    scheduler = load_settings(scheduler={"policy": "fair", "tenant_weights": {"acme": 3}}).scheduler
+    assert scheduler.scheduling(None, "acme") == Scheduling(policy="fair", fairness_weight=3.0)
+    assert scheduler.scheduling("fifo", "other") == Scheduling(policy="fifo", fairness_weight=1.0)
+    with pytest.raises(ConfigError, match="the weight of tenant 'acme' must be positive, not 0"):
+        load_settings(scheduler={"tenant_weights": {"acme": 0}})
+    with pytest.raises(ConfigError, match=r"scheduler\.policy"):
+        load_settings(scheduler={"policy": "lottery"})
