@@ -311,6 +311,44 @@ async def cmd_budget(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_client(settings, body)
 
 
+async def cmd_instances(settings: Settings, args: argparse.Namespace) -> int:
+    """Each LLM instance's health, running and queued work."""
+    from kernos.kernel.llm.probe import probe
+
+    statuses = await asyncio.gather(*(probe(instance) for instance in settings.llm))
+    if args.json:
+        _print_json({"instances": [status.model_dump() for status in statuses]})
+        return 0
+    print(f"{'INSTANCE':<14}{'KIND':<10}{'MODEL':<18}{'HEALTHY':<9}{'SLOTS':>6}{'RUNNING':>9}"
+          f"{'QUEUED':>8}  URL")  # fmt: skip
+    for st in statuses:
+        running = "-" if st.running is None else str(st.running)
+        queued = "-" if st.queued is None else str(st.queued)
+        print(
+            f"{st.name:<14}{st.kind:<10}{st.model:<18}{'yes' if st.healthy else 'no':<9}"
+            f"{st.slots:>6}{running:>9}{queued:>8}  {st.base_url or ''} {st.detail}".rstrip()
+        )
+    return 0
+
+
+async def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
+    """Each kernel task queue's backlog and pollers."""
+    from kernos.kernel.queues import describe_queues
+
+    queues = await describe_queues(await connect_temporal(settings), settings)
+    if args.json:
+        _print_json({"queues": [queue.model_dump() for queue in queues]})
+        return 0
+    print(f"{'QUEUE':<28}{'KIND':<10}{'BACKLOG':>8}{'AGE S':>8}{'POLLERS':>9}  BY PRIORITY")
+    for q in queues:
+        by_priority = " ".join(f"{k}:{v}" for k, v in sorted(q.backlog_by_priority.items()))
+        print(
+            f"{q.name:<28}{q.kind:<10}{q.backlog:>8}{q.backlog_age_s:>8.1f}{q.pollers:>9}  "
+            f"{by_priority}".rstrip()
+        )
+    return 0
+
+
 async def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
     """Print a run's spans as a tree."""
     path = settings.telemetry.spans_file
@@ -375,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run_id")
     cancel.set_defaults(handler=cmd_cancel)
+
+    instances = commands.add_parser("instances", help="LLM instances: health, running, queued")
+    instances.add_argument("--json", action="store_true")
+    instances.set_defaults(handler=cmd_instances)
+    queues = commands.add_parser("queues", help="task queues: backlog and pollers")
+    queues.add_argument("--json", action="store_true")
+    queues.set_defaults(handler=cmd_queues)
 
     usage = commands.add_parser("usage", help="tokens per tenant, with budgets")
     usage.add_argument("--tenant")

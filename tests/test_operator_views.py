@@ -1,0 +1,68 @@
+"""`kernos instances` and `kernos queues`: what each server and queue is doing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from kernos import KernosClient, LLMInstance, RunSpec
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer
+from kernos.infra.ports import free_port
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.llm.probe import probe
+from kernos.kernel.queues import describe_queues
+from tests.conftest import make_settings, workers
+from tests.fake_openai import FakeOpenAIServer
+from tests.test_cli import config_file, kernos
+
+
+async def test_instances_are_probed(llama: LlamaServer) -> None:
+    live = await probe(LLMInstance(name="local", model=MODEL_ALIAS, base_url=llama.base_url))
+    assert live.healthy
+    assert live.server_slots == 4
+    assert live.running == 0
+    assert live.queued == 0
+    dead = await probe(
+        LLMInstance(name="gone", model="m", base_url=f"http://127.0.0.1:{free_port()}")
+    )
+    assert not dead.healthy
+    assert dead.detail == "unreachable: ConnectError"
+    scripted = await probe(LLMInstance(name="s", kind="scripted", model="s"))
+    assert scripted.healthy
+
+
+async def test_queues_show_the_backlog(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    async with FakeOpenAIServer(lambda _: "busy " * 60, token_delay_s=0.05) as server:
+        settings = make_settings(
+            temporal,
+            postgres,
+            llm=[{"name": "one", "model": "one", "base_url": server.base_url, "slots": 1}],
+        )
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            handles = [
+                await client.submit(RunSpec(agent="echo", task=f"t{i}", priority=p))
+                for i, p in enumerate((3, 1, 5, 5))
+            ]
+            deadline = time.monotonic() + 30
+            while True:  # Temporal's queue statistics are approximate and refreshed lazily
+                queues = {q.name: q for q in await describe_queues(client.temporal, settings)}
+                llm = queues[f"{settings.temporal.llm_queue_prefix}one"]
+                if llm.backlog >= 2:
+                    break
+                assert time.monotonic() < deadline, llm
+                await asyncio.sleep(0.2)
+            code, out, err = await kernos(config_file(settings, tmp_path), "queues", "--json")
+            for handle in handles:
+                await handle.cancel()
+    assert llm.kind == "activity"
+    assert llm.pollers >= 1
+    assert set(llm.backlog_by_priority) <= {1, 3, 5}
+    assert queues[settings.temporal.agent_task_queue].kind == "workflow"
+    assert code == 0, err
+    listed = {q["name"] for q in json.loads(out)["queues"]}
+    assert listed == set(queues)
