@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio import activity
 
 
@@ -33,7 +34,9 @@ async def heartbeating() -> AsyncIterator[_Beat]:
     async def loop() -> None:
         while True:
             await asyncio.sleep(interval)
-            activity.heartbeat(beat.details)
+            details = beat.details
+            # Serialised when sent, not per token: a long generation reports often.
+            activity.heartbeat(details.model_dump() if isinstance(details, BaseModel) else details)
 
     task = asyncio.create_task(loop())
     try:

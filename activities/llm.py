@@ -7,9 +7,18 @@ from opentelemetry.trace import SpanKind
 from temporalio import activity
 
 from kernos.activities.heartbeat import heartbeating
-from kernos.kernel.llm.base import LLMBackend
+from kernos.kernel.llm.base import LLMBackend, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse
 from kernos.kernel.telemetry import TRACER
+
+
+def _last_snapshot() -> Snapshot | None:
+    """What an interrupted earlier attempt of this activity had generated, from its heartbeat."""
+    details = activity.info().heartbeat_details
+    if not details or not isinstance(details[0], dict):
+        return None
+    snapshot = Snapshot.model_validate(details[0])
+    return snapshot if snapshot.tokens else None
 
 
 class LLMActivities:
@@ -36,11 +45,12 @@ class LLMActivities:
         with tracer.start_as_current_span(
             f"chat {request.model}", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
+            resume = _last_snapshot()
+            if resume is not None:
+                span.set_attribute("kernos.resumed_tokens", len(resume.tokens))
             try:
                 async with heartbeating() as beat:
-                    response = await self.backend.chat(
-                        request, lambda text: beat({"chars": len(text)})
-                    )
+                    response = await self.backend.chat(request, beat, resume)
             except Exception as exc:
                 span.set_attribute("error.type", type(exc).__name__)
                 raise

@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 from kernos import Agent
-from kernos.kernel.llm.base import Progress
+from kernos.kernel.llm.base import Progress, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
 
 
@@ -51,7 +51,9 @@ async def raw_noop(request: LLMRequest) -> LLMResponse:
 class NoopBackend:
     """An LLM backend that answers at once: what is left is the kernel's own cost."""
 
-    async def chat(self, request: LLMRequest, progress: Progress) -> LLMResponse:
+    async def chat(
+        self, request: LLMRequest, progress: Progress, resume: Snapshot | None = None
+    ) -> LLMResponse:
         """Return an empty answer."""
         return LLMResponse(text="", model=request.model, usage=TokenUsage())
 

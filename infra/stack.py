@@ -95,7 +95,7 @@ def _write_settings(
             "",
             "[[llm]]",
             'name = "local"',
-            'kind = "openai"',
+            'kind = "llamacpp"',
             f"model = {_toml(MODEL_ALIAS)}",
             f"base_url = {_toml(llm)}",
             f"slots = {settings.embedded.llm_slots}",

@@ -46,8 +46,9 @@ class LLMInstance(BaseModel):
     """One LLM server the kernel dispatches to."""
 
     name: str
-    kind: Literal["openai", "scripted"] = "openai"
-    """`openai`: any OpenAI-compatible server; `scripted`: the in-package test backend."""
+    kind: Literal["openai", "llamacpp", "scripted"] = "openai"
+    """`openai`: any OpenAI-compatible server; `llamacpp`: llama.cpp's server, whose native
+    endpoints let a generation resume exactly; `scripted`: the in-package test backend."""
     model: str
     base_url: str | None = None
     api_key: SecretStr | None = None

@@ -180,6 +180,8 @@ class LLMResponse(BaseModel):
     model: str
     usage: TokenUsage
     finish_reason: str | None = None
+    resumed_from: int = 0
+    """Output tokens carried over from an interrupted attempt (0: generated in one go)."""
 
 
 class RunOutcome(BaseModel):

@@ -108,6 +108,18 @@ class ShortStepsAgent(Agent):
         return " | ".join(replies)
 
 
+class LongAnswerAgent(Agent):
+    """One long greedy generation; reports how much of it came from an earlier attempt."""
+
+    name = "long-answer"
+
+    async def run(self, task: str) -> str:
+        reply = await self.llm.chat(
+            [{"role": "user", "content": task}], max_tokens=160, temperature=0.0
+        )
+        return f"{reply.resumed_from} {reply.usage.output_tokens} {reply.text}"
+
+
 AGENTS = {
     "echo": "tests.agents:EchoAgent",
     "steps": "tests.agents:StepsAgent",
@@ -116,4 +128,5 @@ AGENTS = {
     "planner": "kernos.examples.planner:PlannerAgent",
     "extract": "tests.agents:ExtractAgent",
     "short-steps": "tests.agents:ShortStepsAgent",
+    "long-answer": "tests.agents:LongAnswerAgent",
 }

@@ -21,6 +21,7 @@ from kernos import (
 from kernos.client import connect_temporal
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.worker import WorkerGroup
+from tests.agents import AGENTS
 
 
 async def counts(client: KernosClient) -> tuple[int, int]:
@@ -38,8 +39,7 @@ async def counts(client: KernosClient) -> tuple[int, int]:
         (
             {"agent": "nobody", "task": "t"},
             UnknownAgent,
-            "unknown agent 'nobody'; registered agents: buggy, echo, extract, forbidden, planner, "
-            "short-steps, steps",
+            "unknown agent 'nobody'; registered agents: " + ", ".join(sorted(AGENTS)),
         ),
         ({"agent": "echo", "task": "  "}, InvalidRunSpec, "task: task is empty"),
         ({"agent": "echo", "task": "t", "priority": 7}, InvalidRunSpec, "priority: Input should"),

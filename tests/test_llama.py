@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from kernos import KernosClient, RunSpec, Settings
 from kernos.infra.daemons import kill, stop
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model, slot_load
@@ -17,16 +19,20 @@ from tests.conftest import MODELS, make_settings, workers
 
 
 def llama_settings(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, kind: str
 ) -> Settings:
-    instance = {"name": "local", "model": MODEL_ALIAS, "base_url": llama.base_url, "slots": 4}
+    instance = {
+        "name": "local", "kind": kind, "model": MODEL_ALIAS, "base_url": llama.base_url,
+        "slots": 4,
+    }  # fmt: skip
     return make_settings(temporal, postgres, llm=[instance])
 
 
+@pytest.mark.parametrize("kind", ["llamacpp", "openai"])
 async def test_example_agent_on_the_local_model(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, kind: str
 ) -> None:
-    settings = llama_settings(temporal, postgres, llama)
+    settings = llama_settings(temporal, postgres, llama, kind)
     async with workers(settings), await KernosClient.connect(settings) as client:
         handle = await client.submit(RunSpec(agent="planner", task="Name a primary colour."))
         result = await asyncio.wait_for(handle.result(), 120)
@@ -40,10 +46,11 @@ async def test_example_agent_on_the_local_model(
     assert all((c.output_tokens or 0) > 0 for c in view.syscalls)
 
 
+@pytest.mark.parametrize("kind", ["llamacpp", "openai"])
 async def test_constrained_json_parses(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, kind: str
 ) -> None:
-    settings = llama_settings(temporal, postgres, llama)
+    settings = llama_settings(temporal, postgres, llama, kind)
     async with workers(settings), await KernosClient.connect(settings) as client:
         handle = await client.submit(RunSpec(agent="extract", task="Paris"))
         result = await asyncio.wait_for(handle.result(), 120)
@@ -61,7 +68,15 @@ async def test_server_killed_mid_run_then_restarted(
     settings = make_settings(
         temporal,
         postgres,
-        llm=[{"name": "local", "model": MODEL_ALIAS, "base_url": server.base_url, "slots": 2}],
+        llm=[
+            {
+                "name": "local",
+                "kind": "llamacpp",
+                "model": MODEL_ALIAS,
+                "base_url": server.base_url,
+                "slots": 2,
+            }
+        ],
     )
     try:
         async with workers(settings), await KernosClient.connect(settings) as client:

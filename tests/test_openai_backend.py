@@ -17,6 +17,7 @@ from kernos import (
     Message,
 )
 from kernos.activities.errors import to_application_error
+from kernos.kernel.llm.base import Snapshot
 from kernos.kernel.llm.openai import OpenAIBackend
 
 REQUEST = LLMRequest(model="m", messages=[Message(role="user", content="hi")])
@@ -45,14 +46,14 @@ async def test_streams_text_and_usage() -> None:
             ),
         )
 
-    progress: list[str] = []
+    progress: list[Snapshot] = []
     llm = backend(httpx.MockTransport(handle))
     response = await llm.chat(REQUEST, progress.append)
     await llm.aclose()
     assert response.text == "Hello"
     assert (response.usage.input_tokens, response.usage.output_tokens) == (5, 2)
     assert response.finish_reason == "stop"
-    assert progress == ["Hel", "Hello"]
+    assert [snapshot.text for snapshot in progress] == ["Hel", "Hello"]
     assert seen[0]["stream"] is True
     assert "temperature" not in seen[0]  # unset sampling leaves the server's default
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import kernos
+import kernos.kernel.llm.base
 
 
 def test_every_exported_name_exists_and_is_documented() -> None:
@@ -21,11 +22,11 @@ def test_errors_share_one_root() -> None:
 async def test_scripted_backend_counts_and_runs_out() -> None:
     backend = kernos.ScriptedBackend(["one", lambda request: request.messages[-1].content[::-1]])
     request = kernos.LLMRequest(model="m", messages=[kernos.Message(role="user", content="abc")])
-    seen: list[str] = []
+    seen: list[kernos.kernel.llm.base.Snapshot] = []
     assert (await backend.chat(request, seen.append)).text == "one"
     assert (await backend.chat(request, seen.append)).text == "cba"
     assert backend.calls == 2
-    assert seen == ["one", "cba"]
+    assert [snapshot.text for snapshot in seen] == ["one", "cba"]
     try:
         await backend.chat(request, seen.append)
     except kernos.LLMBadRequest as exc:

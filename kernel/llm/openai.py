@@ -1,8 +1,9 @@
-"""Any OpenAI-compatible server (llama.cpp, vLLM, hosted APIs) over `/v1/chat/completions`.
+"""Any OpenAI-compatible server (vLLM, hosted APIs, ...) over `/v1/chat/completions`.
 
 Streaming with httpx; no retries of its own (Temporal's retry policy is the one retry loop).
 Token counts come from the server's `usage`; where a server sends none, output tokens are
-counted as streamed chunks and input tokens as unknown (0).
+counted as streamed chunks and input tokens as unknown (0). The chat API has no way to continue
+a half-written answer, so a retried generation starts over here; the `llamacpp` kind resumes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from kernos.kernel.errors import (
     LLMRateLimited,
     LLMUnavailable,
 )
-from kernos.kernel.llm.base import Progress
+from kernos.kernel.llm.base import Progress, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 _CONTEXT_WORDS = ("context length", "context window", "context size", "too long", "exceeds")
@@ -104,8 +105,10 @@ class OpenAIBackend:
             }
         return body
 
-    async def chat(self, request: LLMRequest, progress: Progress) -> LLMResponse:
-        """Stream a chat completion, reporting progress as text arrives."""
+    async def chat(
+        self, request: LLMRequest, progress: Progress, resume: Snapshot | None = None
+    ) -> LLMResponse:
+        """Stream a chat completion, reporting progress as text arrives (from the start)."""
         where = f"LLM server {self.name} ({self.base_url})"
         parts: list[str] = []
         usage: TokenUsage | None = None
@@ -130,7 +133,7 @@ class OpenAIBackend:
                         content = (choice.get("delta") or {}).get("content")
                         if content:
                             parts.append(content)
-                            progress("".join(parts))
+                            progress(Snapshot(text="".join(parts)))
                         finish_reason = choice.get("finish_reason") or finish_reason
                     if chunk.get("usage"):
                         usage = TokenUsage(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kernos.kernel.config import LLMInstance
 from kernos.kernel.errors import ConfigError
 from kernos.kernel.llm.base import LLMBackend
+from kernos.kernel.llm.llamacpp import LlamaCppBackend
 from kernos.kernel.llm.openai import OpenAIBackend
 from kernos.kernel.llm.scripted import ScriptedBackend
 
@@ -14,6 +15,10 @@ def build_backend(instance: LLMInstance) -> LLMBackend:
     if instance.kind == "scripted":
         return ScriptedBackend(instance.script)
     if instance.base_url is None:
-        raise ConfigError(f"LLM instance {instance.name!r} of kind openai needs a base_url")
+        raise ConfigError(
+            f"LLM instance {instance.name!r} of kind {instance.kind} needs a base_url"
+        )
     api_key = instance.api_key.get_secret_value() if instance.api_key else None
+    if instance.kind == "llamacpp":
+        return LlamaCppBackend(instance.name, instance.base_url, api_key=api_key)
     return OpenAIBackend(instance.name, instance.base_url, api_key=api_key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from kernos.kernel.errors import ScriptExhausted
-from kernos.kernel.llm.base import Progress
+from kernos.kernel.llm.base import Progress, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 Reply = str | Callable[[LLMRequest], str]
@@ -28,8 +28,10 @@ class ScriptedBackend:
         self.calls = 0
         self.requests: list[LLMRequest] = []
 
-    async def chat(self, request: LLMRequest, progress: Progress) -> LLMResponse:
-        """Reply with the next entry of the script."""
+    async def chat(
+        self, request: LLMRequest, progress: Progress, resume: Snapshot | None = None
+    ) -> LLMResponse:
+        """Reply with the next entry of the script (whole: there is nothing to resume)."""
         index = self.calls
         self.calls += 1
         self.requests.append(request)
@@ -42,7 +44,7 @@ class ScriptedBackend:
             raise ScriptExhausted(
                 f"the script has {len(self._script)} replies and call {index + 1} asked for more"
             )
-        progress(text)
+        progress(Snapshot(text=text))
         prompt = " ".join(message.content for message in request.messages)
         return LLMResponse(
             text=text,

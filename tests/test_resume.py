@@ -1,0 +1,103 @@
+"""A generation survives an interruption: it resumes from its token ids, not from the start."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from kernos import KernosClient, LLMRequest, Message, RunSpec, Sampling
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import DatabaseSettings
+from kernos.kernel.llm.base import Snapshot
+from kernos.kernel.llm.llamacpp import LlamaCppBackend
+from tests.conftest import make_settings
+from tests.processes import WorkerProcess, to_toml
+
+QUESTION = "List the planets of the solar system, one per line, with a fact about each."
+
+
+def request(max_tokens: int) -> LLMRequest:
+    return LLMRequest(
+        model=MODEL_ALIAS,
+        messages=[Message(role="user", content=QUESTION)],
+        sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
+    )
+
+
+async def generate(
+    backend: LlamaCppBackend, max_tokens: int, resume: Snapshot | None = None
+) -> tuple[list[int], str, int]:
+    last: list[Snapshot] = []
+    response = await backend.chat(request(max_tokens), last.append, resume)
+    tokens = list(last[-1].tokens) if last else []
+    return tokens, response.text, response.resumed_from
+
+
+async def test_resumed_generation_equals_uninterrupted(llama: LlamaServer) -> None:
+    backend = LlamaCppBackend("local", llama.base_url)
+    try:
+        whole, whole_text, _ = await generate(backend, 48)
+        assert len(whole) > 20, "the model stopped too early for this test"
+        head, head_text, _ = await generate(backend, 16)  # suspended at 16 tokens
+        assert head == whole[:16]
+        resumed, resumed_text, resumed_from = await generate(
+            backend, 48, Snapshot(text=head_text, tokens=head)
+        )
+    finally:
+        await backend.aclose()
+    assert resumed_from == 16
+    assert resumed == whole  # token for token
+    assert resumed_text == whole_text
+
+
+async def test_kernel_worker_killed_mid_generation_resumes(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        temporal,
+        postgres,
+        llm=[
+            {
+                "name": "local",
+                "kind": "llamacpp",
+                "model": MODEL_ALIAS,
+                "base_url": llama.base_url,
+                "slots": 1,
+            }
+        ],
+        limits={"llm_heartbeat_s": 1.5},
+    )
+    config = tmp_path / "kernos.toml"
+    config.write_text(to_toml(settings))
+    agent_config = tmp_path / "agent.toml"
+    agent_config.write_text(
+        to_toml(settings.model_copy(update={"database": DatabaseSettings(), "llm": []}))
+    )
+    agent = await WorkerProcess(agent_config, "agent", tmp_path / "agent.log").start()
+    kernel = await WorkerProcess(config, "kernel", tmp_path / "kernel-1.log").start()
+    replacement: WorkerProcess | None = None
+    try:
+        async with await KernosClient.connect(settings) as client:
+            handle = await client.submit(RunSpec(agent="long-answer", task=QUESTION))
+            async with httpx.AsyncClient(base_url=llama.base_url) as http:
+                deadline = time.monotonic() + 60
+                while not any(s["is_processing"] for s in (await http.get("/slots")).json()):
+                    assert time.monotonic() < deadline, "the generation never started"
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.5)  # well past the first heartbeat (every 0.5 s)
+            kernel.kill()
+            replacement = await WorkerProcess(config, "kernel", tmp_path / "kernel-2.log").start()
+            result = await asyncio.wait_for(handle.result(), 120)
+            view = await client.show(handle.run_id)
+    finally:
+        for process in (agent, kernel, replacement):
+            if process is not None:
+                await process.stop()
+    resumed_from, output_tokens, _ = result.output.split(" ", 2)
+    assert 0 < int(resumed_from) < int(output_tokens), result.output
+    assert [(c.attempt, c.outcome) for c in view.syscalls] == [(1, None), (2, "ok")]
