@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kernos import Settings
+from kernos.kernel.config import DatabaseSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,3 +101,14 @@ class WorkerProcess:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+def write_worker_configs(settings: Settings, directory: Path) -> tuple[Path, Path]:
+    """A kernel worker's kernos.toml, and an agent worker's with no DSN and no LLM servers."""
+    kernel = directory / "kernos.toml"
+    kernel.write_text(to_toml(settings))
+    agent = directory / "agent.toml"
+    agent.write_text(
+        to_toml(settings.model_copy(update={"database": DatabaseSettings(), "llm": []}))
+    )
+    return kernel, agent

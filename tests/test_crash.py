@@ -10,10 +10,9 @@ from pathlib import Path
 from kernos import KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.config import DatabaseSettings
 from tests.conftest import make_settings
 from tests.fake_openai import FakeOpenAIServer
-from tests.processes import WorkerProcess, to_toml
+from tests.processes import WorkerProcess, write_worker_configs
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -36,13 +35,7 @@ async def test_workers_killed_mid_syscall(
             llm=[{"name": "slow", "kind": "openai", "model": "slow", "base_url": server.base_url}],
             limits={"llm_heartbeat_s": 2.0},
         )
-        config = tmp_path / "kernos.toml"
-        config.write_text(to_toml(settings))
-        # Agent workers get no credentials: no DSN, no LLM servers, just Temporal and agents.
-        agent_config = tmp_path / "agent.toml"
-        agent_config.write_text(
-            to_toml(settings.model_copy(update={"database": DatabaseSettings(), "llm": []}))
-        )
+        config, agent_config = write_worker_configs(settings, tmp_path)
         assert "postgresql" not in agent_config.read_text()
         agent = await WorkerProcess(agent_config, "agent", tmp_path / "agent.log").start()
         kernel = await WorkerProcess(config, "kernel", tmp_path / "kernel-1.log").start()

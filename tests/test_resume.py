@@ -12,11 +12,10 @@ from kernos import KernosClient, LLMRequest, Message, RunSpec, Sampling
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.llm.base import Snapshot
 from kernos.kernel.llm.llamacpp import LlamaCppBackend
 from tests.conftest import make_settings
-from tests.processes import WorkerProcess, to_toml
+from tests.processes import WorkerProcess, write_worker_configs
 
 QUESTION = "List the planets of the solar system, one per line, with a fact about each."
 
@@ -72,12 +71,7 @@ async def test_kernel_worker_killed_mid_generation_resumes(
         ],
         limits={"llm_heartbeat_s": 1.5},
     )
-    config = tmp_path / "kernos.toml"
-    config.write_text(to_toml(settings))
-    agent_config = tmp_path / "agent.toml"
-    agent_config.write_text(
-        to_toml(settings.model_copy(update={"database": DatabaseSettings(), "llm": []}))
-    )
+    config, agent_config = write_worker_configs(settings, tmp_path)
     agent = await WorkerProcess(agent_config, "agent", tmp_path / "agent.log").start()
     kernel = await WorkerProcess(config, "kernel", tmp_path / "kernel-1.log").start()
     replacement: WorkerProcess | None = None

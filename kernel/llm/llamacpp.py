@@ -16,37 +16,17 @@ import httpx
 
 from kernos.kernel.errors import LLMUnavailable
 from kernos.kernel.llm.base import Progress, Snapshot
-from kernos.kernel.llm.openai import error_for_status
+from kernos.kernel.llm.http import HTTPBackend, error_for_status
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(HTTPBackend):
     """A llama.cpp `llama-server`."""
-
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        read_timeout_s: float = 120.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._where = f"LLM server {name} ({self.base_url})"
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(connect=5.0, read=read_timeout_s, write=30.0, pool=30.0),
-            transport=transport,
-        )
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         response = await self._client.post(path, json=body)
         if response.status_code >= 400:
-            raise error_for_status(self._where, response)
+            raise error_for_status(self.where, response)
         return response.json()
 
     async def prompt_tokens(self, request: LLMRequest) -> list[int]:
@@ -97,9 +77,9 @@ class LlamaCppBackend:
                 detokenized = await self._post("/detokenize", {"tokens": done.tokens})
                 done.text = str(detokenized["content"])
         except httpx.TimeoutException as exc:
-            raise LLMUnavailable(f"{self._where} timed out: {type(exc).__name__}") from exc
+            raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
-            raise LLMUnavailable(f"cannot reach {self._where}: {exc}") from exc
+            raise LLMUnavailable(f"cannot reach {self.where}: {exc}") from exc
         return LLMResponse(
             text=done.text,
             model=request.model,
@@ -121,16 +101,16 @@ class LlamaCppBackend:
         async with self._client.stream("POST", "/completion", json=body) as response:
             if response.status_code >= 400:
                 await response.aread()
-                raise error_for_status(self._where, response)
+                raise error_for_status(self.where, response)
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 try:
                     chunk = json.loads(line[5:])
                 except json.JSONDecodeError as exc:
-                    raise LLMUnavailable(f"{self._where} sent a malformed chunk: {exc}") from exc
+                    raise LLMUnavailable(f"{self.where} sent a malformed chunk: {exc}") from exc
                 if chunk.get("error"):
-                    raise LLMUnavailable(f"{self._where} failed mid-stream: {chunk['error']}")
+                    raise LLMUnavailable(f"{self.where} failed mid-stream: {chunk['error']}")
                 tokens = chunk.get("tokens") or []
                 if tokens or chunk.get("content"):
                     done.tokens.extend(int(token) for token in tokens)
@@ -140,7 +120,3 @@ class LlamaCppBackend:
                     finish = "length" if chunk.get("stop_type") == "limit" else "stop"
                     break
         return finish
-
-    async def aclose(self) -> None:
-        """Close the HTTP client's connections."""
-        await self._client.aclose()
