@@ -4,35 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from temporalio.service import RPCError
 
+from kernos.cli_admin import cmd_budget, cmd_instances, cmd_queues, cmd_usage
+from kernos.cli_output import print_json, with_client
+from kernos.cli_stack import cmd_down, cmd_logs, cmd_status, cmd_trace, cmd_up
 from kernos.client import KernosClient, RunView, check_spec, connect_temporal, ui_url
 from kernos.infra.process import exit_process
-from kernos.infra.stack import ComponentStatus
 from kernos.kernel import telemetry
-from kernos.kernel.config import Settings, load_settings, state_dir
+from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.migrate import upgrade
 from kernos.kernel.errors import ConfigError, KernosError
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-async def _with_client(settings: Settings, body: Callable[[KernosClient], Awaitable[int]]) -> int:
-    client = await KernosClient.connect(settings)
-    try:
-        return await body(client)
-    finally:
-        await client.close()
 
 
 def _view_json(view: RunView) -> dict[str, Any]:
@@ -57,7 +46,7 @@ def _view_json(view: RunView) -> dict[str, Any]:
 
 async def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     """Print the effective settings, secrets masked."""
-    _print_json(settings.masked())
+    print_json(settings.masked())
     return 0
 
 
@@ -109,7 +98,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         handle = await client.submit(checked)
         if args.no_wait:
             if args.json:
-                _print_json({"run_id": handle.run_id, "ui_url": handle.ui_url()})
+                print_json({"run_id": handle.run_id, "ui_url": handle.ui_url()})
             else:
                 print(handle.run_id)
             return 0
@@ -121,7 +110,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             )
         result = await handle.result()
         if args.json:
-            _print_json(
+            print_json(
                 {
                     "run_id": result.run_id,
                     "ui_url": handle.ui_url(),
@@ -141,7 +130,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             )
         return 0
 
-    return await _with_client(settings, body)
+    return await with_client(settings, body)
 
 
 async def cmd_ps(settings: Settings, args: argparse.Namespace) -> int:
@@ -150,7 +139,7 @@ async def cmd_ps(settings: Settings, args: argparse.Namespace) -> int:
     async def body(client: KernosClient) -> int:
         views = await client.list_runs(limit=args.limit, tenant=args.tenant)
         if args.json:
-            _print_json({"runs": [_view_json(view) for view in views]})
+            print_json({"runs": [_view_json(view) for view in views]})
             return 0
         print(f"{'RUN':<26} {'STATUS':<10} {'AGENT':<12} {'TENANT/USER':<24} {'TOKENS':>8}  NOTE")
         for view in views:
@@ -163,7 +152,7 @@ async def cmd_ps(settings: Settings, args: argparse.Namespace) -> int:
             )
         return 0
 
-    return await _with_client(settings, body)
+    return await with_client(settings, body)
 
 
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
@@ -175,7 +164,7 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         data["ui_url"] = ui_url(settings, view.record.run_id, view.record.first_execution_run_id)
         data["syscalls"] = [call.model_dump() for call in view.syscalls]
         if args.json:
-            _print_json(data)
+            print_json(data)
             return 0
         for key in ("run_id", "status", "agent", "tenant", "user", "priority", "model"):
             print(f"{key + ':':<14}{data[key]}")
@@ -203,7 +192,7 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: {view.record.error}")
         return 0
 
-    return await _with_client(settings, body)
+    return await with_client(settings, body)
 
 
 async def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
@@ -215,155 +204,7 @@ async def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
         print(f"cancellation requested for {args.run_id}")
         return 0
 
-    return await _with_client(settings, body)
-
-
-def _status_table(components: list[ComponentStatus]) -> None:
-    print(f"{'COMPONENT':<15}{'HEALTHY':<9}{'PID':>8}  ADDRESS")
-    for c in components:
-        extra = f"  slots {c.load}/{c.slots} busy" if c.slots is not None else ""
-        pid = str(c.pid) if c.pid else "-"
-        print(f"{c.name:<15}{'yes' if c.healthy else 'no':<9}{pid:>8}  {c.address}{extra}")
-
-
-async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    """Start the embedded stack (or reuse what runs)."""
-    from kernos.infra import stack
-
-    components = await stack.up(settings, state_dir())
-    if args.json:
-        _print_json({"components": [c.model_dump() for c in components]})
-    else:
-        _status_table(components)
-        print(f"Temporal UI: http://127.0.0.1:{settings.embedded.ui_port}")
-    return 0 if all(c.healthy for c in components) else 1
-
-
-async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    """Report each component of the embedded stack."""
-    from kernos.infra import stack
-
-    components = await stack.status(state_dir())
-    if args.json:
-        _print_json({"components": [c.model_dump() for c in components]})
-    else:
-        _status_table(components)
-    return 0 if all(c.healthy for c in components) else 3
-
-
-async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
-    """Stop what `kernos up` started."""
-    from kernos.infra import stack
-
-    stopped = stack.down(state_dir())
-    print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
-    return 0
-
-
-async def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
-    """Print the end of a component's log."""
-    from kernos.infra import stack
-
-    logs = {c.name: c.log for c in await stack.status(state_dir()) if c.log}
-    if args.component not in logs:
-        known = ", ".join(sorted(logs)) or "none (is the stack up?)"
-        raise ConfigError(f"no log for component {args.component!r}; components: {known}")
-    print("\n".join(await asyncio.to_thread(_tail, Path(logs[args.component]), args.lines)))
-    return 0
-
-
-def _tail(path: Path, lines: int) -> list[str]:
-    return path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else []
-
-
-async def cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
-    """Tokens per tenant, with budgets."""
-
-    async def body(client: KernosClient) -> int:
-        rows = await client.usage(args.tenant)
-        if args.json:
-            _print_json({"tenants": [row.model_dump() for row in rows]})
-            return 0
-        print(f"{'TENANT':<24}{'INPUT':>12}{'OUTPUT':>12}{'SYSCALLS':>10}{'BUDGET':>14}")
-        for row in rows:
-            budget = str(row.max_tokens) if row.max_tokens is not None else "-"
-            print(
-                f"{row.tenant:<24}{row.input_tokens:>12}{row.output_tokens:>12}"
-                f"{row.syscalls:>10}{budget:>14}"
-            )
-        return 0
-
-    return await _with_client(settings, body)
-
-
-async def cmd_budget(settings: Settings, args: argparse.Namespace) -> int:
-    """Set or clear a tenant's token budget."""
-
-    async def body(client: KernosClient) -> int:
-        limit = None if args.budget_command == "clear" else args.tokens
-        await client.set_budget(args.tenant, limit)
-        print(
-            f"tenant {args.tenant}: "
-            + (f"budget of {limit} tokens" if limit is not None else "no budget")
-        )
-        return 0
-
-    return await _with_client(settings, body)
-
-
-async def cmd_instances(settings: Settings, args: argparse.Namespace) -> int:
-    """Each LLM instance's health, running and queued work."""
-    from kernos.kernel.llm.probe import probe
-
-    statuses = await asyncio.gather(*(probe(instance) for instance in settings.llm))
-    if args.json:
-        _print_json({"instances": [status.model_dump() for status in statuses]})
-        return 0
-    print(f"{'INSTANCE':<14}{'KIND':<10}{'MODEL':<18}{'HEALTHY':<9}{'SLOTS':>6}{'RUNNING':>9}"
-          f"{'QUEUED':>8}  URL")  # fmt: skip
-    for st in statuses:
-        running = "-" if st.running is None else str(st.running)
-        queued = "-" if st.queued is None else str(st.queued)
-        print(
-            f"{st.name:<14}{st.kind:<10}{st.model:<18}{'yes' if st.healthy else 'no':<9}"
-            f"{st.slots:>6}{running:>9}{queued:>8}  {st.base_url or ''} {st.detail}".rstrip()
-        )
-    return 0
-
-
-async def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
-    """Each kernel task queue's backlog and pollers."""
-    from kernos.kernel.queues import describe_queues
-
-    queues = await describe_queues(await connect_temporal(settings), settings)
-    if args.json:
-        _print_json({"queues": [queue.model_dump() for queue in queues]})
-        return 0
-    print(f"{'QUEUE':<28}{'KIND':<10}{'BACKLOG':>8}{'AGE S':>8}{'POLLERS':>9}  BY PRIORITY")
-    for q in queues:
-        by_priority = " ".join(f"{k}:{v}" for k, v in sorted(q.backlog_by_priority.items()))
-        print(
-            f"{q.name:<28}{q.kind:<10}{q.backlog:>8}{q.backlog_age_s:>8.1f}{q.pollers:>9}  "
-            f"{by_priority}".rstrip()
-        )
-    return 0
-
-
-async def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
-    """Print a run's spans as a tree."""
-    path = settings.telemetry.spans_file
-    if path is None:
-        raise ConfigError(
-            "no spans file: set telemetry.spans_file (`kernos up` sets it for the embedded stack)"
-        )
-    spans = await asyncio.to_thread(telemetry.run_spans, path, args.run_id)
-    if not spans:
-        raise ConfigError(f"no spans of run {args.run_id!r} in {path}")
-    if args.json:
-        _print_json({"spans": spans})
-    else:
-        print("\n".join(telemetry.render_tree(spans)))
-    return 0
+    return await with_client(settings, body)
 
 
 def build_parser() -> argparse.ArgumentParser:

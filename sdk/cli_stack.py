@@ -1,0 +1,88 @@
+"""`kernos up`, `status`, `down`, `logs` and `trace`: the embedded stack on this host."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from kernos.cli_output import print_json
+from kernos.infra.stack import ComponentStatus
+from kernos.kernel import telemetry
+from kernos.kernel.config import Settings, state_dir
+from kernos.kernel.errors import ConfigError
+
+
+def _status_table(components: list[ComponentStatus]) -> None:
+    print(f"{'COMPONENT':<15}{'HEALTHY':<9}{'PID':>8}  ADDRESS")
+    for c in components:
+        extra = f"  slots {c.load}/{c.slots} busy" if c.slots is not None else ""
+        pid = str(c.pid) if c.pid else "-"
+        print(f"{c.name:<15}{'yes' if c.healthy else 'no':<9}{pid:>8}  {c.address}{extra}")
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Start the embedded stack (or reuse what runs)."""
+    from kernos.infra import stack
+
+    components = await stack.up(settings, state_dir())
+    if args.json:
+        print_json({"components": [c.model_dump() for c in components]})
+    else:
+        _status_table(components)
+        print(f"Temporal UI: http://127.0.0.1:{settings.embedded.ui_port}")
+    return 0 if all(c.healthy for c in components) else 1
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Report each component of the embedded stack."""
+    from kernos.infra import stack
+
+    components = await stack.status(state_dir())
+    if args.json:
+        print_json({"components": [c.model_dump() for c in components]})
+    else:
+        _status_table(components)
+    return 0 if all(c.healthy for c in components) else 3
+
+
+async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    """Stop what `kernos up` started."""
+    from kernos.infra import stack
+
+    stopped = stack.down(state_dir())
+    print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+async def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the end of a component's log."""
+    from kernos.infra import stack
+
+    logs = {c.name: c.log for c in await stack.status(state_dir()) if c.log}
+    if args.component not in logs:
+        known = ", ".join(sorted(logs)) or "none (is the stack up?)"
+        raise ConfigError(f"no log for component {args.component!r}; components: {known}")
+    print("\n".join(await asyncio.to_thread(_tail, Path(logs[args.component]), args.lines)))
+    return 0
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else []
+
+
+async def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a run's spans as a tree."""
+    path = settings.telemetry.spans_file
+    if path is None:
+        raise ConfigError(
+            "no spans file: set telemetry.spans_file (`kernos up` sets it for the embedded stack)"
+        )
+    spans = await asyncio.to_thread(telemetry.run_spans, path, args.run_id)
+    if not spans:
+        raise ConfigError(f"no spans of run {args.run_id!r} in {path}")
+    if args.json:
+        print_json({"spans": spans})
+    else:
+        print("\n".join(telemetry.render_tree(spans)))
+    return 0
