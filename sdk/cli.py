@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from temporalio.service import RPCError
 
-from kernos.cli_admin import cmd_budget, cmd_instances, cmd_queues, cmd_usage
+from kernos.cli_admin import cmd_budget, cmd_instances, cmd_llm_serve, cmd_queues, cmd_usage
 from kernos.cli_output import print_json, with_client
 from kernos.cli_stack import cmd_down, cmd_logs, cmd_status, cmd_trace, cmd_up
 from kernos.client import KernosClient, RunView, check_spec, connect_temporal, ui_url
@@ -261,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     queues = commands.add_parser("queues", help="task queues: backlog and pollers")
     queues.add_argument("--json", action="store_true")
     queues.set_defaults(handler=cmd_queues)
+
+    llm = commands.add_parser("llm", help="LLM servers")
+    llm_commands = llm.add_subparsers(dest="llm_command", required=True)
+    serve = llm_commands.add_parser(
+        "serve", help="start an SGLang server (GPU host) with the flags the kernel relies on"
+    )
+    serve.add_argument("--kind", choices=["sglang"], default="sglang")
+    serve.add_argument("--model", required=True, help="model path or Hugging Face id")
+    serve.add_argument("--name", required=True, help="the model name runs ask for")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=30000)
+    serve.add_argument("--slots", type=int, help="max running requests (the instance's slots)")
+    serve.add_argument("--context-length", type=int)
+    serve.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
+    serve.set_defaults(handler=cmd_llm_serve)
 
     usage = commands.add_parser("usage", help="tokens per tenant, with budgets")
     usage.add_argument("--tenant")

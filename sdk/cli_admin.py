@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 
 from kernos.cli_output import print_json, with_client
 from kernos.client import KernosClient, connect_temporal
@@ -81,3 +83,22 @@ async def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
             f"{by_priority}".rstrip()
         )
     return 0
+
+
+async def cmd_llm_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Start an LLM server with the flags the kernel relies on (or print its command)."""
+    from kernos.infra.sglang import launch_command, require_sglang
+
+    command = launch_command(
+        args.model,
+        served_name=args.name,
+        port=args.port,
+        host=args.host,
+        max_running_requests=args.slots,
+        context_length=args.context_length,
+    )
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    require_sglang()
+    os.execv(command[0], command)  # the server takes this process's place

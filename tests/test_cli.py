@@ -169,3 +169,21 @@ async def test_usage_and_budget(settings: Settings, tmp_path: Path) -> None:
     assert out.strip() == f"tenant {name}: no budget"
     code, out, _ = await kernos(config, "usage", "--tenant", name, "--json")
     assert json.loads(out)["tenants"] == []
+
+
+async def test_llm_serve_sglang(settings: Settings, tmp_path: Path) -> None:
+    config = config_file(settings, tmp_path)
+    args = ("llm", "serve", "--kind", "sglang", "--model", "/models/qwen", "--name", "qwen",
+            "--port", "30001", "--slots", "64")  # fmt: skip
+    code, out, err = await kernos(config, *args, "--dry-run")
+    assert code == 0, err
+    command = out.split()
+    assert command[1:3] == ["-m", "sglang.launch_server"]
+    for flag in ("--enable-priority-scheduling", "--schedule-low-priority-values-first",
+                 "--enable-metrics"):  # fmt: skip
+        assert flag in command
+    assert command[command.index("--port") + 1] == "30001"
+    assert command[command.index("--max-running-requests") + 1] == "64"
+    assert command[command.index("--served-model-name") + 1] == "qwen"
+    code, _, err = await kernos(config, *args)  # SGLang is not installed on this CPU host
+    assert_one_line_error(code, err, "SGLang is not installed here")
