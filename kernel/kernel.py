@@ -15,13 +15,13 @@ from kernos.kernel.runs import RunStore
 class Kernel:
     """Access manager, audit log, run records and identity, on one connection pool."""
 
-    def __init__(self, settings: Settings, pool: Pool, client: Client) -> None:
+    def __init__(
+        self, settings: Settings, pool: Pool, client: Client, access: AccessManager
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.client = client
-        self.access = AccessManager(
-            settings.policy.resolved_model_path(), settings.policy.resolved_policy_path()
-        )
+        self.access = access
         self.runs = RunStore(pool)
         self.audit = AuditLog(pool)
         self.identity = IdentityResolver(self.runs, self._first_run_of)
@@ -29,9 +29,11 @@ class Kernel:
     @classmethod
     async def open(cls, settings: Settings, client: Client) -> Kernel:
         """Load policies (failing fast on a malformed file), then open the database pool."""
-        AccessManager(settings.policy.resolved_model_path(), settings.policy.resolved_policy_path())
+        access = AccessManager(
+            settings.policy.resolved_model_path(), settings.policy.resolved_policy_path()
+        )
         pool = await open_pool(settings.database)
-        return cls(settings, pool, client)
+        return cls(settings, pool, client, access)
 
     async def _first_run_of(self, workflow_id: str, execution_run_id: str) -> str:
         handle = self.client.get_workflow_handle(workflow_id, run_id=execution_run_id)

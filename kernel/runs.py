@@ -79,13 +79,12 @@ class RunStore:
     async def bind(self, run_id: str, first_execution_run_id: str) -> str:
         """Bind the record to its workflow's first execution; return the bound id."""
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
+            await conn.execute(
                 "UPDATE runs SET first_execution_run_id = %s, status = CASE status"
                 " WHEN 'admitted' THEN 'running' ELSE status END"
                 " WHERE run_id = %s AND first_execution_run_id IS NULL",
                 (first_execution_run_id, run_id),
             )
-            del cursor
         record = await self.get(run_id)
         assert record.first_execution_run_id is not None
         return record.first_execution_run_id
@@ -111,18 +110,24 @@ class RunStore:
         return [RunRecord.from_row(row) for row in rows]
 
     async def finish(self, run_id: str, outcome: RunOutcome) -> None:
-        """Record how a run ended; from then on its syscalls are denied."""
+        """Record how a run ended; from then on its syscalls are denied.
+
+        The run's tokens are the kernel's own count (its `syscall_results`), not the usage the
+        workflow reports: that comes from agent code, which could report anything.
+        """
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE runs SET status = %s, output = %s, error = %s, finished_at = now(),"
-                " input_tokens = %s, output_tokens = %s"
-                " WHERE run_id = %s AND finished_at IS NULL",
-                (
-                    outcome.status,
-                    outcome.output,
-                    outcome.error,
-                    outcome.usage.input_tokens,
-                    outcome.usage.output_tokens,
-                    run_id,
-                ),
+                "UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s,"
+                " finished_at = now(),"
+                " input_tokens = (SELECT coalesce(sum(input_tokens), 0) FROM syscall_results"
+                "                 WHERE run_id = %(run)s),"
+                " output_tokens = (SELECT coalesce(sum(output_tokens), 0) FROM syscall_results"
+                "                  WHERE run_id = %(run)s)"
+                " WHERE run_id = %(run)s AND finished_at IS NULL",
+                {
+                    "status": outcome.status,
+                    "output": outcome.output,
+                    "error": outcome.error,
+                    "run": run_id,
+                },
             )

@@ -191,6 +191,7 @@ class RunOutcome(BaseModel):
     output: str | None = None
     error: str | None = None
     usage: TokenUsage = TokenUsage()
+    """What the workflow counted; shown in its history, not trusted (the kernel counts)."""
     syscalls: int = 0
 
 

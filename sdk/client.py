@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -201,10 +202,8 @@ class KernosClient:
 
     async def list_runs(self, *, limit: int = 50, tenant: str | None = None) -> list[RunView]:
         """The newest runs, with live state for those still going."""
-        return [
-            await self._view(record)
-            for record in await self.runs.recent(limit=limit, tenant=tenant)
-        ]
+        records = await self.runs.recent(limit=limit, tenant=tenant)
+        return list(await asyncio.gather(*(self._view(record) for record in records)))
 
     async def show(self, run_id: str) -> RunView:
         """One run with every syscall attempt, its decision and its tokens."""

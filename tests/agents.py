@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from kernos import AccessDenied, Agent
-from kernos.kernel.syscalls import RunOutcome
+from kernos.kernel.syscalls import RunOutcome, TokenUsage
 
 
 class EchoAgent(Agent):
@@ -65,7 +65,11 @@ class FinishesItselfAgent(Agent):
     async def run(self, task: str) -> str:
         await workflow.execute_activity(
             "run.finish",
-            RunOutcome(status="completed", output="faked"),
+            RunOutcome(
+                status="completed",
+                output="faked",
+                usage=TokenUsage(input_tokens=10**9, output_tokens=10**9),
+            ),
             task_queue=task,
             start_to_close_timeout=timedelta(seconds=10),
         )

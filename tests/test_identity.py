@@ -55,3 +55,5 @@ async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
     assert failed.value.error_type == "AccessDenied"
     assert "is completed; it makes no syscalls" in str(failed.value)
     assert [(c.syscall, c.decision) for c in view.syscalls] == [("llm.chat", "deny")]
+    # The tokens it claimed in its own outcome are not the kernel's count.
+    assert (view.record.input_tokens, view.record.output_tokens) == (0, 0)
