@@ -48,6 +48,7 @@ test: lint pytest
 bench: install
 	$(BIN)/python bench/syscall_overhead.py
 	$(BIN)/python bench/llm_throughput.py
+	$(BIN)/python bench/transfer_poll_rate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

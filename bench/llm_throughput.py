@@ -10,15 +10,14 @@ Run: `python bench/llm_throughput.py` (writes bench/results/llm_throughput.json)
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from bench_results import run_benchmark, write_results
 
 from kernos import KernosClient, RunSpec
 from kernos.client import connect_temporal
@@ -26,13 +25,11 @@ from kernos.infra.daemons import stop
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model
 from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
-from kernos.infra.process import exit_process
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import load_settings
 from kernos.kernel.db import upgrade
 from kernos.worker import RunningWorkers, WorkerGroup
 
-RESULTS = Path(__file__).parent / "results" / "llm_throughput.json"
 SLOTS = 4
 ROUNDS = 3
 PROMPT = "Write a short story about a lighthouse keeper."
@@ -75,7 +72,7 @@ async def through_kernel(client: KernosClient, concurrency: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-async def main() -> int:
+async def main() -> None:
     work = Path(tempfile.mkdtemp())
     model = local_model(Path.home() / ".cache" / "kernos" / "models")
     llama = await LlamaServer.start(
@@ -119,12 +116,8 @@ async def main() -> int:
     for label, key in (("llama-server directly", "direct"), ("through kernos", "kernel")):
         row = figures[key]
         print(f"{label:<28}{row['1']:>14.1f}{row[str(SLOTS)]:>14.1f}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
-    return 0
+    write_results("llm_throughput", result)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
-    exit_process(asyncio.run(main()))
+    run_benchmark(main)

@@ -24,15 +24,14 @@ Run: `make bench` (writes bench/results/syscall_overhead.json).
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench_results import run_benchmark, write_results
 from bench_workloads import NoopBackend, RawLoop, raw_noop
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -40,14 +39,12 @@ from temporalio.worker import Worker
 from kernos import KernosClient, RunSpec
 from kernos.client import connect_temporal
 from kernos.infra.postgres import EmbeddedPostgres
-from kernos.infra.process import exit_process
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import load_settings
 from kernos.kernel.db import upgrade
 from kernos.worker import RunningWorkers, WorkerGroup
 from kernos.workflows.worker import sandbox_runner
 
-RESULTS = Path(__file__).parent / "results" / "syscall_overhead.json"
 LONG = 41
 REPEATS = 7
 PARALLEL_RUNS = 50
@@ -62,9 +59,13 @@ async def timed(run: Runner, syscalls: int) -> float:
     return time.perf_counter() - started
 
 
-async def marginal_ms(runs: dict[str, Runner], pause_s: float) -> dict[str, float]:
-    """Median over repeats of the cost of one more syscall, per side, interleaved."""
+async def marginal_ms(
+    runs: dict[str, Runner], pause_s: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Medians over repeats, per side, interleaved: the cost of one more syscall, and of a
+    whole run with one syscall (from submission to its result)."""
     samples: dict[str, list[float]] = {name: [] for name in runs}
+    shorts: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(REPEATS):
         for name, run in runs.items():  # interleaved: drift on a shared machine hits all sides
             await asyncio.sleep(pause_s)
@@ -72,7 +73,12 @@ async def marginal_ms(runs: dict[str, Runner], pause_s: float) -> dict[str, floa
             await asyncio.sleep(pause_s)
             long = await timed(run, LONG)
             samples[name].append((long - short) / (LONG - 1) * 1000)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            shorts[name].append(short * 1000)
+    median = statistics.median
+    return (
+        {name: median(values) for name, values in samples.items()},
+        {name: median(values) for name, values in shorts.items()},
+    )
 
 
 async def parallel_ms(run: Runner) -> float:
@@ -109,14 +115,17 @@ async def measure(kernos: KernosClient, raw_client: Client) -> dict[str, dict[st
     runs = {"kernel": kernel, "raw": raw_on("raw-activities"), "raw_eager": raw_on(None)}
     for run in runs.values():
         await run(2)  # warm up
+    sequential, whole_runs = await marginal_ms(runs, 1.0)
+    back_to_back, _ = await marginal_ms(runs, 0.0)
     return {
-        "sequential": row(await marginal_ms(runs, 1.0)),
-        "back_to_back": row(await marginal_ms(runs, 0.0)),
+        "sequential": row(sequential),
+        "back_to_back": row(back_to_back),
         "parallel": row({name: await parallel_ms(run) for name, run in runs.items()}),
+        "run_with_one_syscall": {f"{k}_ms": round(v, 1) for k, v in whole_runs.items()},
     }
 
 
-async def main() -> int:
+async def main() -> None:
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     temporal = await TemporalDevServer.start(headless=True)
     try:
@@ -156,6 +165,7 @@ async def main() -> int:
         "back_to_back": figures["back_to_back"],
         "parallel": {"runs": PARALLEL_RUNS, "syscalls_per_run": PARALLEL_SYSCALLS}
         | figures["parallel"],
+        "run_with_one_syscall": figures["run_with_one_syscall"],
         "method": f"median of {REPEATS} marginal costs ({LONG} vs 1 syscalls); "
         "raw = activity on its own worker and queue; raw_eager = on the workflow's worker",
     }
@@ -167,12 +177,13 @@ async def main() -> int:
             f"{label:<32}{f['kernel_ms']:>9.2f}{f['raw_temporal_ms']:>9.2f}{f['ratio']:>8.3f}"
             f"{f['raw_eager_ms']:>9.2f}{f['ratio_to_eager']:>8.3f}"
         )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
-    return 0
+    whole = figures["run_with_one_syscall"]
+    print(
+        f"a whole run with one syscall, submission to result: kernel {whole['kernel_ms']} ms, "
+        f"raw {whole['raw_ms']} ms, raw eager {whole['raw_eager_ms']} ms"
+    )
+    write_results("syscall_overhead", result)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
-    exit_process(asyncio.run(main()))
+    run_benchmark(main)

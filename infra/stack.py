@@ -64,6 +64,10 @@ class ComponentStatus(BaseModel):
     """Slots generating right now (LLM server only)."""
 
 
+#: What `status` says of a component that `up` never started.
+_DOWN = ComponentStatus(name="", pid=None, address="", healthy=False, log="")
+
+
 def _read_state(state: Path) -> StackState:
     path = state / _STATE
     if not path.is_file():
@@ -236,9 +240,6 @@ async def up(settings: Settings, state: Path) -> list[ComponentStatus]:
             stack.components[name] = await _start_worker(state, kind)
             _write_state(state, stack)
     return await status(state)
-
-
-_DOWN = ComponentStatus(name="", pid=None, address="", healthy=False, log="")
 
 
 async def status(state: Path) -> list[ComponentStatus]:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from temporalio.client import Client
@@ -70,6 +71,7 @@ class TemporalDevServer:
         log_file: Path | None = None,
         headless: bool = False,
         ready_timeout_s: float = 60.0,
+        dynamic_config: Sequence[str] = DYNAMIC_CONFIG,
     ) -> TemporalDevServer:
         """Start the server with kernos's search attributes and wait until it answers."""
         port = port or free_port()
@@ -91,7 +93,7 @@ class TemporalDevServer:
             "warn",
             *visibility.dev_server_flags(),
         ]
-        for value in DYNAMIC_CONFIG:
+        for value in dynamic_config:
             args += ["--dynamic-config-value", value]
         if db_file is not None:
             args += ["--db-filename", str(db_file)]
