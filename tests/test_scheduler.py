@@ -26,7 +26,7 @@ async def served_order(
 
     def reply(body: dict[str, Any]) -> str:
         last = str(body["messages"][-1]["content"])
-        return "busy " * (40 if last == "blocker" else 2)
+        return "busy " * (80 if last == "blocker" else 2)
 
     async with FakeOpenAIServer(reply, token_delay_s=0.05) as server:
         settings = make_settings(
@@ -40,7 +40,16 @@ async def served_order(
             while not server.requests:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.02)
-            handles = [await client.submit(spec) for spec in queued]
+            handles = []
+            for spec in queued:
+                handle = await client.submit(spec)
+                handles.append(handle)
+                # Arrival order is submission order only once each syscall is in the queue:
+                # runs' workflow tasks run concurrently and could schedule out of order.
+                workflow = client.temporal.get_workflow_handle(handle.run_id)
+                while not (await workflow.describe()).raw_description.pending_activities:
+                    assert time.monotonic() < deadline, "the syscall never reached the queue"
+                    await asyncio.sleep(0.02)
             for handle in [blocker, *handles]:
                 await handle.result()
     return [str(r.body["messages"][-1]["content"]) for r in server.requests[1:]]
@@ -57,7 +66,7 @@ async def test_priority_runs_first(temporal: TemporalDevServer, postgres: Embedd
     by_priority = await served_order(temporal, postgres, queue("priority"))
     assert by_priority[0] == "high", by_priority
     in_arrival = await served_order(temporal, postgres, queue("fifo"))
-    assert in_arrival[-1] == "high", in_arrival
+    assert in_arrival == ["low0", "low1", "low2", "high"]
 
 
 async def test_fair_shares_between_tenants(
@@ -74,7 +83,7 @@ async def test_fair_shares_between_tenants(
     # The light tenant's two runs are served among the first four, not after the heavy backlog.
     assert {"b0", "b1"} <= set(fair[:4]), fair
     fifo = await served_order(temporal, postgres, queue("fifo"))
-    assert set(fifo[-2:]) == {"b0", "b1"}, fifo
+    assert fifo == ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1"]
 
 
 def test_policies_map_to_temporal_priority() -> None:
