@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 from kernos import Agent
-from kernos.kernel.llm.base import Progress, Snapshot
+from kernos.kernel.llm.base import Placement, Progress, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
 
 
@@ -52,7 +52,11 @@ class NoopBackend:
     """An LLM backend that answers at once: what is left is the kernel's own cost."""
 
     async def chat(
-        self, request: LLMRequest, progress: Progress, resume: Snapshot | None = None
+        self,
+        request: LLMRequest,
+        progress: Progress,
+        resume: Snapshot | None = None,
+        placement: Placement | None = None,
     ) -> LLMResponse:
         """Return an empty answer."""
         return LLMResponse(text="", model=request.model, usage=TokenUsage())

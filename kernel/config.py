@@ -46,14 +46,17 @@ class LLMInstance(BaseModel):
     """One LLM server the kernel dispatches to."""
 
     name: str
-    kind: Literal["openai", "llamacpp", "scripted"] = "openai"
-    """`openai`: any OpenAI-compatible server; `llamacpp`: llama.cpp's server, whose native
-    endpoints let a generation resume exactly; `scripted`: the in-package test backend."""
+    kind: Literal["openai", "llamacpp", "sglang", "scripted"] = "openai"
+    """`openai`: any OpenAI-compatible server; `llamacpp` and `sglang`: servers whose native
+    endpoints take token ids, so a generation resumes exactly; `scripted`: the test backend."""
     model: str
     base_url: str | None = None
     api_key: SecretStr | None = None
     slots: int = Field(default=4, ge=1)
     """Concurrent generations this instance's worker takes (its measured saturation)."""
+    priority_scheduling: bool = True
+    """`sglang`: the server runs with `--enable-priority-scheduling
+    --schedule-low-priority-values-first`, so runs' priorities are forwarded."""
     script: list[str] | None = None
     """Replies of a `scripted` instance, in order; without one it echoes."""
 
@@ -122,6 +125,8 @@ class SchedulerSettings(BaseModel):
     """The default scheduling policy, and tenants' weights under `fair`."""
 
     policy: Policy = "priority"
+    slice_tokens: int = Field(default=256, ge=1)
+    """Under `rr`, a generation yields its slot after this many tokens and queues again."""
     tenant_weights: dict[str, float] = {}
     """Tenant -> fairness weight (default 1.0); under `fair` a tenant with weight 2 gets twice
     the dispatches of a tenant with weight 1 while both have work waiting."""

@@ -40,6 +40,14 @@ for _name in [
 os.environ["KERNOS_STATE_DIR"] = str(_EMPTY_CONFIG.parent / "state")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--sglang-url",
+        default=None,
+        help="run the SGLang conformance tests against this server instead of the fake",
+    )
+
+
 @pytest.fixture(scope="session")
 async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedPostgres]:
     server = EmbeddedPostgres.start(tmp_path_factory.mktemp("pg") / "data")

@@ -4,10 +4,11 @@ be told to fail, to be slow, or to go away."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.fake_http import EventStream, JSONResponse, MiniHTTPServer, Request
 
 
 @dataclass
@@ -46,31 +47,18 @@ class FakeOpenAIServer:
         self.token_delay_s = token_delay_s
         self.requests: list[Recorded] = []
         self.failures: list[Failure] = []
-        self._port = port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        self.http = MiniHTTPServer({("POST", "/v1/chat/completions"): self._chat}, port=port)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.http.base_url
 
     async def start(self) -> FakeOpenAIServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self._port)
-        self._port = self.port
+        await self.http.start()
         return self
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
+        await self.http.stop()
 
     async def __aenter__(self) -> FakeOpenAIServer:
         return await self.start()
@@ -81,76 +69,31 @@ class FakeOpenAIServer:
     def completed(self) -> list[Recorded]:
         return [r for r in self.requests if r.completed]
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            request_line = await reader.readline()
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode().partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body_bytes = await reader.readexactly(int(headers.get("content-length", "0")))
-            if not request_line.startswith(b"POST /v1/chat/completions"):
-                await self._respond(writer, 404, {"error": {"message": "not found"}})
-                return
-            body = json.loads(body_bytes)
-            record = Recorded(body)
-            self.requests.append(record)
-            if self.failures:
-                failure = self.failures.pop(0)
-                await self._respond(
-                    writer, failure.status, {"error": {"message": failure.message}}, failure.headers
-                )
-                return
-            await self._stream(reader, writer, record)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+    async def _chat(self, request: Request) -> JSONResponse | EventStream:
+        record = Recorded(request.body)
+        self.requests.append(record)
+        if self.failures:
+            failure = self.failures.pop(0)
+            return JSONResponse(
+                {"error": {"message": failure.message}}, failure.status, failure.headers
+            )
 
-    async def _respond(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        payload: dict[str, Any],
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        data = json.dumps(payload).encode()
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n{extra}Connection: close\r\n\r\n".encode()
-            + data
-        )
-        await writer.drain()
-
-    async def _stream(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: Recorded
-    ) -> None:
-        text = self.reply(record.body)
-        words = text.split(" ")
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
-        )
-        try:
-            for index, word in enumerate(words):
-                if self.token_delay_s:
-                    await asyncio.sleep(self.token_delay_s)
-                piece = word if index == 0 else " " + word
-                chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-                writer.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                await writer.drain()
-                if reader.at_eof():
-                    raise ConnectionResetError("client went away")
-            prompt = sum(len(m["content"].split()) for m in record.body["messages"])
-            final = {
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": len(words)},
-            }
-            writer.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
-            await writer.drain()
-            record.completed = True
-        except ConnectionError:
+        def aborted() -> None:
             record.aborted = True
-            raise
+
+        return EventStream(self._stream(record), on_disconnect=aborted)
+
+    async def _stream(self, record: Recorded) -> AsyncIterator[Any]:
+        words = self.reply(record.body).split(" ")
+        for index, word in enumerate(words):
+            if self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
+            piece = word if index == 0 else " " + word
+            yield {"choices": [{"index": 0, "delta": {"content": piece}}]}
+        prompt = sum(len(m["content"].split()) for m in record.body["messages"])
+        yield {
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": len(words)},
+        }
+        yield "[DONE]"
+        record.completed = True

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from kernos.kernel.syscalls import LLMRequest, LLMResponse
+
+#: The finish reason of a generation stopped at the end of its time slice, to be continued.
+SLICE_END = "slice"
 
 
 class Snapshot(BaseModel):
@@ -22,11 +25,28 @@ Progress = Callable[[Snapshot], None]
 """Called with the generation so far, so the activity can heartbeat it."""
 
 
+class Placement(BaseModel):
+    """How the kernel runs one generation on a server: its id there, urgency and slice."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str | None = None
+    """The server's request id (SGLang's `rid`), so a cancelled generation can be aborted."""
+    priority: int | None = Field(default=None, ge=1, le=5)
+    """Temporal's priority key (1 first), forwarded to servers that schedule by priority."""
+    slice_tokens: int | None = Field(default=None, ge=1)
+    """Stop after this many new tokens with finish reason `slice` (round-robin)."""
+
+
 class LLMBackend(Protocol):
     """A server kind the kernel can generate with."""
 
     async def chat(
-        self, request: LLMRequest, progress: Progress, resume: Snapshot | None = None
+        self,
+        request: LLMRequest,
+        progress: Progress,
+        resume: Snapshot | None = None,
+        placement: Placement | None = None,
     ) -> LLMResponse:
         """Generate the next assistant message, continuing `resume` where the backend can.
 
@@ -37,3 +57,16 @@ class LLMBackend(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+def token_budget(
+    max_tokens: int | None, generated: int, slice_tokens: int | None
+) -> tuple[int | None, bool]:
+    """How many new tokens the next request may generate, and whether the slice is the bound.
+
+    `None` means no bound of the kernel's: the server's own limit applies.
+    """
+    remaining = None if max_tokens is None else max(0, max_tokens - generated)
+    if slice_tokens is not None and (remaining is None or slice_tokens < remaining):
+        return slice_tokens, True
+    return remaining, False

@@ -2,7 +2,7 @@
 
 `/apply-template` renders the chat with the model's template, `/tokenize` turns it into ids, and
 `/completion` generates from `prompt ids + ids generated so far`, streaming each piece's ids. An
-interrupted generation (a worker crash, later a time slice) continues from its snapshot with
+interrupted generation (a worker crash, the end of a time slice) continues from its snapshot with
 nothing re-tokenised at the cut; with greedy decoding the result equals an uninterrupted one,
 token for token. The prompt cache (`cache_prompt`) makes the resumed prefill cheap.
 """
@@ -12,31 +12,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-
 from kernos.kernel.errors import LLMUnavailable
-from kernos.kernel.llm.base import Progress, Snapshot
-from kernos.kernel.llm.http import HTTPBackend, error_for_status
-from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
+from kernos.kernel.llm.base import Placement, Progress, Snapshot
+from kernos.kernel.llm.http import error_for_status
+from kernos.kernel.llm.resumable import ResumableBackend
+from kernos.kernel.syscalls import LLMRequest, TokenUsage
 
 
-class LlamaCppBackend(HTTPBackend):
+class LlamaCppBackend(ResumableBackend):
     """A llama.cpp `llama-server`."""
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = await self._client.post(path, json=body)
-        if response.status_code >= 400:
-            raise error_for_status(self.where, response)
-        return response.json()
+    async def prompt_tokens(self, request: LLMRequest) -> tuple[list[int], int | None]:
+        """The request's messages in the model's chat template, as token ids.
 
-    async def prompt_tokens(self, request: LLMRequest) -> list[int]:
-        """The request's messages in the model's chat template, as token ids."""
+        The window is left to the server: a slot's context is not the model's, and an
+        overlong prompt gets the server's own error, which names both sizes.
+        """
         messages = [message.model_dump() for message in request.messages]
         rendered = await self._post("/apply-template", {"messages": messages})
         tokenized = await self._post(
             "/tokenize", {"content": rendered["prompt"], "add_special": True, "parse_special": True}
         )
-        return [int(token) for token in tokenized["tokens"]]
+        return [int(token) for token in tokenized["tokens"]], None
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        """The text of `tokens`, from `/detokenize`."""
+        return str((await self._post("/detokenize", {"tokens": tokens}))["content"])
 
     def _body(self, request: LLMRequest, prompt: list[int], remaining: int) -> dict[str, Any]:
         sampling = request.sampling
@@ -59,44 +60,18 @@ class LlamaCppBackend(HTTPBackend):
             body["json_schema"] = request.response_format.json_schema
         return body
 
-    async def chat(
-        self, request: LLMRequest, progress: Progress, resume: Snapshot | None = None
-    ) -> LLMResponse:
-        """Generate, continuing `resume` (its token ids go after the prompt) if given."""
-        done = resume.model_copy(deep=True) if resume is not None else Snapshot()
-        resumed_from = len(done.tokens)
-        limit = request.sampling.max_tokens
-        try:
-            prompt = await self.prompt_tokens(request)
-            finish: str | None = "length" if limit is not None and resumed_from >= limit else None
-            if finish is None:
-                remaining = limit - resumed_from if limit is not None else -1
-                finish = await self._stream(request, prompt, done, remaining, progress)
-            if resumed_from:
-                # The cut may have fallen inside a character the server had not yet emitted.
-                detokenized = await self._post("/detokenize", {"tokens": done.tokens})
-                done.text = str(detokenized["content"])
-        except httpx.TimeoutException as exc:
-            raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise LLMUnavailable(f"cannot reach {self.where}: {exc}") from exc
-        return LLMResponse(
-            text=done.text,
-            model=request.model,
-            usage=TokenUsage(input_tokens=len(prompt), output_tokens=len(done.tokens)),
-            finish_reason=finish,
-            resumed_from=resumed_from,
-        )
-
-    async def _stream(
+    async def generate(
         self,
         request: LLMRequest,
-        prompt: list[int],
+        input_ids: list[int],
+        max_new: int | None,
         done: Snapshot,
-        remaining: int,
+        placement: Placement,
         progress: Progress,
+        usage: TokenUsage,
     ) -> str | None:
-        body = self._body(request, prompt + done.tokens, remaining)
+        """Stream `/completion` from the ids (n_predict -1: until the model stops)."""
+        body = self._body(request, input_ids, -1 if max_new is None else max_new)
         finish = None
         async with self._client.stream("POST", "/completion", json=body) as response:
             if response.status_code >= 400:
@@ -117,6 +92,8 @@ class LlamaCppBackend(HTTPBackend):
                     done.text += chunk.get("content") or ""
                     progress(done)
                 if chunk.get("stop"):
+                    timings = chunk.get("timings") or {}
+                    usage.cached_input_tokens = int(timings.get("cache_n") or 0)
                     finish = "length" if chunk.get("stop_type") == "limit" else "stop"
                     break
         return finish

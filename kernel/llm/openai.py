@@ -3,7 +3,8 @@
 Streaming with httpx; no retries of its own (Temporal's retry policy is the one retry loop).
 Token counts come from the server's `usage`; where a server sends none, output tokens are
 counted as streamed chunks and input tokens as unknown (0). The chat API has no way to continue
-a half-written answer, so a retried generation starts over here; the `llamacpp` kind resumes.
+a half-written answer, so a retried generation starts over here, and a round-robin time slice
+does not apply (the generation runs to its end); the `llamacpp` and `sglang` kinds resume.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 
 from kernos.kernel.errors import LLMUnavailable
-from kernos.kernel.llm.base import Progress, Snapshot
+from kernos.kernel.llm.base import Placement, Progress, Snapshot
 from kernos.kernel.llm.http import HTTPBackend, error_for_status
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
@@ -42,7 +43,11 @@ class OpenAIBackend(HTTPBackend):
         return body
 
     async def chat(
-        self, request: LLMRequest, progress: Progress, resume: Snapshot | None = None
+        self,
+        request: LLMRequest,
+        progress: Progress,
+        resume: Snapshot | None = None,
+        placement: Placement | None = None,
     ) -> LLMResponse:
         """Stream a chat completion, reporting progress as text arrives (from the start)."""
         where = self.where

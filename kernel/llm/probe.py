@@ -27,7 +27,9 @@ class InstanceStatus(BaseModel):
     running: int | None = None
     queued: int | None = None
     server_slots: int | None = None
-    """Parallel slots the server itself reports (llama.cpp's /slots)."""
+    """Parallel slots the server itself reports (llama.cpp's /slots, SGLang's /v1/loads)."""
+    cache_hit_rate: float | None = None
+    """The share of prompt tokens served from the prefix cache (SGLang)."""
     detail: str = ""
 
 
@@ -72,6 +74,8 @@ async def probe(instance: LLMInstance, timeout_s: float = 3.0) -> InstanceStatus
         if isinstance(metrics, httpx.Response) and metrics.status_code == 200:
             status.running = _gauge(metrics.text, _RUNNING)
             status.queued = _gauge(metrics.text, _QUEUED)
+        if instance.kind == "sglang":
+            await _sglang_loads(client, status)
         if isinstance(slots, httpx.Response) and slots.status_code == 200:
             listed = slots.json()
             if isinstance(listed, list):
@@ -79,6 +83,22 @@ async def probe(instance: LLMInstance, timeout_s: float = 3.0) -> InstanceStatus
                 if status.running is None:
                     status.running = sum(1 for slot in listed if slot.get("is_processing"))
     return status
+
+
+async def _sglang_loads(client: httpx.AsyncClient, status: InstanceStatus) -> None:
+    """Running and waiting requests summed over SGLang's data-parallel ranks (`/v1/loads`)."""
+    loads = await _get(client, "/v1/loads?include=core")
+    if not isinstance(loads, httpx.Response) or loads.status_code != 200:
+        return
+    ranks = loads.json().get("loads") or []
+    if not ranks:
+        return
+    status.running = sum(int(rank.get("num_running_reqs", 0)) for rank in ranks)
+    status.queued = sum(int(rank.get("num_waiting_reqs", 0)) for rank in ranks)
+    status.server_slots = sum(int(rank.get("max_running_requests", 0)) for rank in ranks) or None
+    status.cache_hit_rate = sum(float(rank.get("cache_hit_rate", 0.0)) for rank in ranks) / len(
+        ranks
+    )
 
 
 async def _get(client: httpx.AsyncClient, path: str) -> httpx.Response | BaseException:

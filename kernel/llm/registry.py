@@ -8,6 +8,7 @@ from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.llm.llamacpp import LlamaCppBackend
 from kernos.kernel.llm.openai import OpenAIBackend
 from kernos.kernel.llm.scripted import ScriptedBackend
+from kernos.kernel.llm.sglang import SGLangBackend
 
 
 def build_backend(instance: LLMInstance) -> LLMBackend:
@@ -19,6 +20,13 @@ def build_backend(instance: LLMInstance) -> LLMBackend:
             f"LLM instance {instance.name!r} of kind {instance.kind} needs a base_url"
         )
     api_key = instance.api_key.get_secret_value() if instance.api_key else None
+    if instance.kind == "sglang":
+        return SGLangBackend(
+            instance.name,
+            instance.base_url,
+            api_key=api_key,
+            priority_scheduling=instance.priority_scheduling,
+        )
     if instance.kind == "llamacpp":
         return LlamaCppBackend(instance.name, instance.base_url, api_key=api_key)
     return OpenAIBackend(instance.name, instance.base_url, api_key=api_key)

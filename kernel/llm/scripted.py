@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from kernos.kernel.errors import ScriptExhausted
-from kernos.kernel.llm.base import Progress, Snapshot
+from kernos.kernel.llm.base import Placement, Progress, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 Reply = str | Callable[[LLMRequest], str]
@@ -29,7 +29,11 @@ class ScriptedBackend:
         self.requests: list[LLMRequest] = []
 
     async def chat(
-        self, request: LLMRequest, progress: Progress, resume: Snapshot | None = None
+        self,
+        request: LLMRequest,
+        progress: Progress,
+        resume: Snapshot | None = None,
+        placement: Placement | None = None,
     ) -> LLMResponse:
         """Reply with the next entry of the script (whole: there is nothing to resume)."""
         index = self.calls

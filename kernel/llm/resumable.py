@@ -1,0 +1,103 @@
+"""What the servers that take token ids share: a generation that resumes from its ids.
+
+The prompt is rendered and tokenized by the server, generation continues from `prompt ids +
+ids generated so far`, so nothing is re-tokenised at a cut (a crash, or the end of a time
+slice), and with greedy decoding a resumed generation equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from kernos.kernel.errors import ContextTooLong, LLMUnavailable
+from kernos.kernel.llm.base import SLICE_END, Placement, Progress, Snapshot, token_budget
+from kernos.kernel.llm.http import HTTPBackend, error_for_status
+from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
+
+
+class ResumableBackend(HTTPBackend):
+    """A server with tokenize, detokenize and generate-from-ids endpoints."""
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        response = await self._client.post(path, json=body)
+        if response.status_code >= 400:
+            raise error_for_status(self.where, response)
+        return response.json()
+
+    async def prompt_tokens(self, request: LLMRequest) -> tuple[list[int], int | None]:
+        """The messages in the model's chat template as ids, and the context window if known."""
+        raise NotImplementedError
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        """The text of `tokens`."""
+        raise NotImplementedError
+
+    async def generate(
+        self,
+        request: LLMRequest,
+        input_ids: list[int],
+        max_new: int | None,
+        done: Snapshot,
+        placement: Placement,
+        progress: Progress,
+        usage: TokenUsage,
+    ) -> str | None:
+        """Stream up to `max_new` ids (None: until the model stops) onto `done`.
+
+        Report progress as ids arrive, set `usage.cached_input_tokens`, and return the
+        server's finish reason.
+        """
+        raise NotImplementedError
+
+    async def chat(
+        self,
+        request: LLMRequest,
+        progress: Progress,
+        resume: Snapshot | None = None,
+        placement: Placement | None = None,
+    ) -> LLMResponse:
+        """Generate, continuing `resume` (its ids go after the prompt's) if given."""
+        placement = placement or Placement()
+        done = resume.model_copy(deep=True) if resume is not None else Snapshot()
+        resumed_from = len(done.tokens)
+        budget, sliced = token_budget(
+            request.sampling.max_tokens, resumed_from, placement.slice_tokens
+        )
+        try:
+            prompt, window = await self.prompt_tokens(request)
+            usage = TokenUsage(input_tokens=len(prompt) + resumed_from)
+            if window is not None:
+                room = window - usage.input_tokens
+                if room <= 0:
+                    generated = f" plus {resumed_from} generated" if resumed_from else ""
+                    raise ContextTooLong(
+                        f"{self.where}: the prompt is {len(prompt)} tokens{generated}, and the "
+                        f"model's context window is {window} tokens"
+                    )
+                if budget is None or room < budget:
+                    budget, sliced = room, False
+            finish: str | None = "length"
+            if budget != 0:
+                input_ids = prompt + done.tokens
+                finish = await self.generate(
+                    request, input_ids, budget, done, placement, progress, usage
+                )
+                if finish == "length" and sliced:
+                    finish = SLICE_END
+            if resumed_from:
+                # The cut may have fallen inside a character the server had not yet emitted.
+                done.text = await self.detokenize(done.tokens)
+        except httpx.TimeoutException as exc:
+            raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise LLMUnavailable(f"cannot reach {self.where}: {exc}") from exc
+        usage.output_tokens = len(done.tokens)
+        return LLMResponse(
+            text=done.text,
+            model=request.model,
+            usage=usage,
+            finish_reason=finish,
+            resumed_from=resumed_from,
+        )
