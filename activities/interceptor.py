@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
@@ -14,7 +15,7 @@ from temporalio.worker import (
 )
 
 from kernos.activities.errors import to_application_error
-from kernos.kernel.access import Decision
+from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
 from kernos.kernel.errors import AccessDenied, KernosError, TokenBudgetExceeded
 from kernos.kernel.identity import CallerDenied
@@ -24,7 +25,15 @@ from kernos.kernel.syscalls import LLMResponse, SyscallRequest, TokenUsage
 #: Activities that are the kernel's own bookkeeping of a run: identity-checked, not policy-checked.
 LIFECYCLE = frozenset({"run.finish"})
 #: Syscalls that spend tokens, and so are refused once the tenant's budget is used.
-METERED = frozenset({"llm.chat"})
+METERED = frozenset({"llm.chat", "llm.continue"})
+
+#: The run on whose behalf the current activity runs, as the kernel resolved it.
+CALLER: ContextVar[Subject] = ContextVar("kernos_caller")
+
+
+def caller() -> Subject:
+    """The current syscall's caller; only set inside a kernel activity."""
+    return CALLER.get()
 
 
 class SyscallInterceptor(Interceptor):
@@ -67,6 +76,7 @@ class _SyscallInbound(ActivityInboundInterceptor):
                         Decision(False, None, str(denied), basis="identity"),
                     )
                 raise
+            CALLER.set(subject)
             if syscall in LIFECYCLE:
                 return await super().execute_activity(input)
             decision = self.kernel.access.decide(subject, syscall, resource)

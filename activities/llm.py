@@ -1,14 +1,18 @@
-"""`llm.chat`: a generation on one LLM instance."""
+"""`llm.chat` and `llm.continue`: generations on one LLM instance, sliced under round-robin."""
 
 from __future__ import annotations
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 from temporalio import activity
 
 from kernos.activities.heartbeat import heartbeating
-from kernos.kernel.llm.base import LLMBackend, Snapshot
-from kernos.kernel.syscalls import LLMRequest, LLMResponse
+from kernos.activities.interceptor import caller
+from kernos.kernel.config import SchedulerSettings
+from kernos.kernel.generations import GenerationStore
+from kernos.kernel.llm.base import SLICE_END, LLMBackend, Placement, Snapshot
+from kernos.kernel.runs import RunStore
+from kernos.kernel.syscalls import LLMContinuation, LLMRequest, LLMResponse, TokenUsage
 from kernos.kernel.telemetry import TRACER
 
 
@@ -21,16 +25,128 @@ def _last_snapshot() -> Snapshot | None:
     return snapshot if snapshot.tokens else None
 
 
-class LLMActivities:
-    """The LLM syscalls of one instance; its worker polls the model's pool queue."""
+def _activity_key() -> str:
+    info = activity.info()
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
 
-    def __init__(self, backend: LLMBackend, provider: str = "openai") -> None:
+
+class LLMActivities:
+    """The LLM syscalls of one instance; its worker polls the model's pool queue.
+
+    How a generation is placed on the server comes from the kernel's record of the run, not
+    from the workflow: its policy (a time slice under `rr`) and its priority.
+    """
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        runs: RunStore,
+        generations: GenerationStore,
+        scheduler: SchedulerSettings,
+        provider: str = "openai",
+    ) -> None:
         self.backend = backend
+        self.runs = runs
+        self.generations = generations
+        self.scheduler = scheduler
         self.provider = provider
+        self._placements: dict[str, tuple[int | None, int | None]] = {}
+
+    async def _placement(self, run_id: str) -> Placement:
+        known = self._placements.get(run_id)
+        if known is None:
+            record = await self.runs.get(run_id)
+            policy = record.spec.policy or self.scheduler.policy
+            known = (
+                record.priority if policy in ("priority", "fair") else None,
+                self.scheduler.slice_tokens if policy == "rr" else None,
+            )
+            if len(self._placements) > 10_000:
+                self._placements.clear()
+            self._placements[run_id] = known
+        info = activity.info()
+        return Placement(
+            request_id=f"{_activity_key()}/{info.attempt}".replace("/", "-"),
+            priority=known[0],
+            slice_tokens=known[1],
+        )
 
     @activity.defn(name="llm.chat")
     async def chat(self, request: LLMRequest) -> LLMResponse:
-        """Generate the next assistant message, heartbeating the partial text."""
+        """Generate the next assistant message, heartbeating the partial output."""
+        run_id = caller().run_id
+        response, snapshot = await self._generate(request, _last_snapshot(), run_id)
+        if response.finish_reason != SLICE_END:
+            return response
+        key = _activity_key()
+        await self.generations.save(
+            key, run_id, request, snapshot, charged_before=0, written_by=key
+        )
+        return response.model_copy(update={"continuation": key})
+
+    @activity.defn(name="llm.continue")
+    async def continue_(self, continuation: LLMContinuation) -> LLMResponse:
+        """Continue a generation suspended at the end of its slice, for one more slice."""
+        run_id = caller().run_id
+        key = _activity_key()
+        suspended = await self.generations.load(continuation.generation, run_id)
+        stored = suspended.snapshot
+        beat = _last_snapshot()
+        resume = beat if beat is not None and len(beat.tokens) > len(stored.tokens) else stored
+        charged = suspended.charged_for(key)
+        response, snapshot = await self._generate(suspended.request, resume, run_id)
+        # Earlier slices were charged for their tokens, and this one's prompt is mostly cached.
+        usage = TokenUsage(
+            input_tokens=response.usage.input_tokens,
+            output_tokens=max(0, response.usage.output_tokens - charged),
+            cached_input_tokens=response.usage.cached_input_tokens,
+        )
+        sliced = response.finish_reason == SLICE_END
+        await self.generations.save(
+            continuation.generation,
+            run_id,
+            suspended.request,
+            snapshot,
+            charged_before=charged,
+            written_by=key,
+            finished=not sliced,
+        )
+        update: dict[str, object] = {"usage": usage, "resumed_from": len(stored.tokens)}
+        if sliced:
+            # The history takes this slice's text only; the whole text comes once, at the end.
+            update |= {
+                "text": snapshot.text[len(stored.text) :],
+                "continuation": continuation.generation,
+            }
+        return response.model_copy(update=update)
+
+    async def _generate(
+        self, request: LLMRequest, resume: Snapshot | None, run_id: str
+    ) -> tuple[LLMResponse, Snapshot]:
+        tracer = trace.get_tracer(TRACER)
+        with tracer.start_as_current_span(
+            f"chat {request.model}", kind=SpanKind.CLIENT, attributes=self._attributes(request)
+        ) as span:
+            if resume is not None:
+                span.set_attribute("kernos.resumed_tokens", len(resume.tokens))
+            placement = await self._placement(run_id)
+            last = resume.model_copy(deep=True) if resume is not None else Snapshot()
+            try:
+                async with heartbeating() as beat:
+
+                    def progress(snapshot: Snapshot) -> None:
+                        nonlocal last
+                        last = snapshot
+                        beat(snapshot)
+
+                    response = await self.backend.chat(request, progress, resume, placement)
+            except Exception as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+            _record_response(span, response)
+            return response, last.model_copy(update={"text": response.text})
+
+    def _attributes(self, request: LLMRequest) -> dict[str, str | int | float]:
         attributes: dict[str, str | int | float] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": self.provider,
@@ -41,26 +157,16 @@ class LLMActivities:
             attributes["gen_ai.request.max_tokens"] = sampling.max_tokens
         if sampling.temperature is not None:
             attributes["gen_ai.request.temperature"] = sampling.temperature
-        tracer = trace.get_tracer(TRACER)
-        with tracer.start_as_current_span(
-            f"chat {request.model}", kind=SpanKind.CLIENT, attributes=attributes
-        ) as span:
-            resume = _last_snapshot()
-            if resume is not None:
-                span.set_attribute("kernos.resumed_tokens", len(resume.tokens))
-            try:
-                async with heartbeating() as beat:
-                    response = await self.backend.chat(request, beat, resume)
-            except Exception as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                raise
-            span.set_attributes(
-                {
-                    "gen_ai.response.model": response.model,
-                    "gen_ai.usage.input_tokens": response.usage.input_tokens,
-                    "gen_ai.usage.output_tokens": response.usage.output_tokens,
-                }
-            )
-            if response.finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
-            return response
+        return attributes
+
+
+def _record_response(span: Span, response: LLMResponse) -> None:
+    span.set_attributes(
+        {
+            "gen_ai.response.model": response.model,
+            "gen_ai.usage.input_tokens": response.usage.input_tokens,
+            "gen_ai.usage.output_tokens": response.usage.output_tokens,
+        }
+    )
+    if response.finish_reason:
+        span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])

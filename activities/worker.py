@@ -12,6 +12,7 @@ from kernos.activities.interceptor import SyscallInterceptor
 from kernos.activities.llm import LLMActivities
 from kernos.activities.runs import RunActivities
 from kernos.kernel.config import Settings
+from kernos.kernel.generations import GenerationStore
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.llm.registry import build_backend
@@ -49,11 +50,18 @@ class KernelWorkers:
         for instance in settings.llm:
             backend = (backends or {}).get(instance.name) or build_backend(instance)
             built.append(backend)
+            llm = LLMActivities(
+                backend,
+                kernel.runs,
+                GenerationStore(kernel.pool),
+                settings.scheduler,
+                provider=instance.kind,
+            )
             workers.append(
                 Worker(
                     client,
                     task_queue=llm_task_queue(settings.temporal.llm_queue_prefix, instance.model),
-                    activities=[LLMActivities(backend, provider=instance.kind).chat],
+                    activities=[llm.chat, llm.continue_],
                     interceptors=interceptors,
                     max_concurrent_activities=instance.slots,
                     identity=f"{client.identity}/{instance.name}",

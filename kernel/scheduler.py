@@ -5,6 +5,8 @@ slots, so a busy instance takes no more work. Within the queue, the run's policy
 with Temporal's own semantics (the kernel queues use one partition, so they hold queue-wide):
 
 - `fifo`: every task at the default priority, in arrival order;
+- `rr`: as `fifo`, but a generation yields its slot at the end of each time slice (the kernel's
+  `scheduler.slice_tokens`), and its continuation queues again at the back;
 - `priority`: the run's priority key, 1 first (Temporal's meaning), then arrival order;
 - `fair`: priority first, then tenants share dispatches by their fairness weights (the tenant
   is the fairness key), so one tenant's backlog cannot starve another's.
@@ -35,7 +37,7 @@ def llm_task_queue(prefix: str, model: str) -> str:
 def priority_of(run: RunInput) -> Priority:
     """The Temporal priority of a run's syscalls under its policy."""
     policy = run.scheduling.policy
-    if policy == "fifo":
+    if policy in ("fifo", "rr"):
         return Priority.default
     if policy == "priority":
         return Priority(priority_key=run.spec.priority)

@@ -13,7 +13,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Priority = Annotated[int, Field(ge=1, le=5)]
 """Temporal's priority key: 1 runs first, 5 last, 3 is the default."""
 
-Policy = Literal["fifo", "priority", "fair"]
+Policy = Literal["fifo", "rr", "priority", "fair"]
 """How a run's LLM syscalls are ordered in their model's queue (kernel.scheduler)."""
 
 
@@ -125,6 +125,8 @@ class TokenUsage(BaseModel):
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    """Input tokens the server did not recompute (its prefix cache); part of `input_tokens`."""
 
     @property
     def total_tokens(self) -> int:
@@ -135,6 +137,7 @@ class TokenUsage(BaseModel):
         return TokenUsage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
         )
 
 
@@ -182,6 +185,23 @@ class LLMResponse(BaseModel):
     finish_reason: str | None = None
     resumed_from: int = 0
     """Output tokens carried over from an interrupted attempt (0: generated in one go)."""
+    continuation: str | None = None
+    """Set when the generation stopped at the end of its time slice (finish reason `slice`):
+    the suspended generation to continue with `llm.continue`; `text` is then this slice's."""
+
+
+class LLMContinuation(SyscallRequest):
+    """`llm.continue`: resume a generation suspended at the end of its time slice."""
+
+    syscall: ClassVar[str] = "llm.continue"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    generation: str = Field(min_length=1, max_length=512)
+
+    def resource(self) -> str:
+        """The model, as `llm:<model>`: continuing is generating."""
+        return f"llm:{self.model}"
 
 
 class RunOutcome(BaseModel):

@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, help="1 (first) to 5 (last); default 3")
     run.add_argument("--model")
     run.add_argument(
-        "--policy", choices=["fifo", "priority", "fair"], help="scheduling (default: settings)"
+        "--policy",
+        choices=["fifo", "rr", "priority", "fair"],
+        help="scheduling (default: settings)",
     )
     run.add_argument("--no-wait", action="store_true", help="print the run id and return")
     run.add_argument("--json", action="store_true")

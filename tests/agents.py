@@ -6,9 +6,11 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 from kernos import AccessDenied, Agent
-from kernos.kernel.syscalls import RunOutcome, TokenUsage
+from kernos.kernel.syscalls import LLMContinuation, LLMResponse, RunOutcome, TokenUsage
 
 
 class EchoAgent(Agent):
@@ -124,6 +126,40 @@ class LongAnswerAgent(Agent):
         return f"{reply.resumed_from} {reply.usage.output_tokens} {reply.text}"
 
 
+class LengthAgent(Agent):
+    """One greedy generation of the length the task starts with: `"<max_tokens> <prompt>"`."""
+
+    name = "length"
+
+    async def run(self, task: str) -> str:
+        limit, _, prompt = task.partition(" ")
+        reply = await self.llm.chat(
+            [{"role": "user", "content": prompt}], max_tokens=int(limit), temperature=0.0
+        )
+        return f"{reply.usage.output_tokens} {reply.text}"
+
+
+class HijackAgent(Agent):
+    """Malicious: continues a generation by name, as `"<llm queue> <model> <generation>"`."""
+
+    name = "hijack"
+
+    async def run(self, task: str) -> str:
+        queue, model, generation = task.split(" ")
+        try:
+            reply = await workflow.execute_activity(
+                "llm.continue",
+                LLMContinuation(model=model, generation=generation),
+                result_type=LLMResponse,
+                task_queue=queue,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError as exc:
+            return f"denied: {exc.cause}"
+        return f"continued: {reply.text}"
+
+
 AGENTS = {
     "echo": "tests.agents:EchoAgent",
     "steps": "tests.agents:StepsAgent",
@@ -133,4 +169,6 @@ AGENTS = {
     "extract": "tests.agents:ExtractAgent",
     "short-steps": "tests.agents:ShortStepsAgent",
     "long-answer": "tests.agents:LongAnswerAgent",
+    "length": "tests.agents:LengthAgent",
+    "hijack": "tests.agents:HijackAgent",
 }

@@ -23,7 +23,7 @@ def test_default_policy_allows_llm_chat() -> None:
     access = AccessManager(policy.resolved_model_path(), policy.resolved_policy_path())
     decision = access.decide(ALICE, "llm.chat", "llm:gemma")
     assert decision.allowed
-    assert decision.rule == "*, *, *, llm:*, llm.chat, allow"
+    assert decision.rule == "*, *, *, llm:*, llm.*, allow"
 
 
 def test_deny_by_default(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -14,10 +15,21 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.llm.base import Snapshot
 from kernos.kernel.llm.llamacpp import LlamaCppBackend
-from tests.conftest import make_settings
+from tests.conftest import make_settings, workers
 from tests.processes import WorkerProcess, write_worker_configs
 
 QUESTION = "List the planets of the solar system, one per line, with a fact about each."
+
+
+def local_instance(llama: LlamaServer) -> dict[str, object]:
+    """The llama.cpp fixture as a one-slot instance."""
+    return {
+        "name": "local",
+        "kind": "llamacpp",
+        "model": MODEL_ALIAS,
+        "base_url": llama.base_url,
+        "slots": 1,
+    }
 
 
 def request(max_tokens: int) -> LLMRequest:
@@ -60,15 +72,7 @@ async def test_kernel_worker_killed_mid_generation_resumes(
     settings = make_settings(
         temporal,
         postgres,
-        llm=[
-            {
-                "name": "local",
-                "kind": "llamacpp",
-                "model": MODEL_ALIAS,
-                "base_url": llama.base_url,
-                "slots": 1,
-            }
-        ],
+        llm=[local_instance(llama)],
         limits={"llm_heartbeat_s": 1.5},
     )
     config, agent_config = write_worker_configs(settings, tmp_path)
@@ -95,3 +99,31 @@ async def test_kernel_worker_killed_mid_generation_resumes(
     resumed_from, output_tokens, _ = result.output.split(" ", 2)
     assert 0 < int(resumed_from) < int(output_tokens), result.output
     assert [(c.attempt, c.outcome) for c in view.syscalls] == [(1, None), (2, "ok")]
+
+
+async def test_round_robin_slices_on_llama_equal_one_generation(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer
+) -> None:
+    """Under `rr` the generation is cut every 8 tokens and resumed from its ids: greedy output
+    equals the uninterrupted run's, and each continuation's prefix comes from the prompt cache."""
+    outputs = {}
+    for policy in ("fifo", "rr"):
+        settings = make_settings(
+            temporal,
+            postgres,
+            llm=[local_instance(llama)],
+            scheduler={"policy": policy, "slice_tokens": 8},
+        )
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            handle = await client.submit(RunSpec(agent="length", task=f"40 {QUESTION}"))
+            outputs[policy] = (await handle.result()).output
+            history = await client.temporal.get_workflow_handle(handle.run_id).fetch_history()
+    payloads = [
+        e.activity_task_completed_event_attributes.result.payloads[0].data
+        for e in history.events
+        if e.HasField("activity_task_completed_event_attributes")
+    ]
+    slices = [json.loads(data) for data in payloads if data.startswith(b"{")]
+    assert len(slices) == 5
+    assert outputs["rr"] == outputs["fifo"]
+    assert all(s["usage"]["cached_input_tokens"] > 0 for s in slices[1:]), slices

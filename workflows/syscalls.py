@@ -11,6 +11,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from kernos.kernel import errors, scheduler
     from kernos.kernel.syscalls import (
+        LLMContinuation,
         LLMRequest,
         LLMResponse,
         RunInput,
@@ -55,12 +56,31 @@ class SyscallDispatcher:
         )
 
     async def llm_chat(self, request: LLMRequest) -> LLMResponse:
-        """`llm.chat` on the request's model pool, at the run's priority."""
-        dispatch = scheduler.dispatch_llm(self.run, request.model)
+        """`llm.chat` on the request's model pool, at the run's priority.
+
+        Under round-robin the kernel stops the generation at the end of each time slice; the
+        continuation (`llm.continue`, naming the suspended generation) queues again behind
+        whatever waits, until the generation ends.
+        """
+        summary = f"llm.chat {request.model}, {len(request.messages)} messages"
+        response = await self._llm("llm.chat", request, request.model, summary)
+        slices, usage = 1, response.usage
+        while response.continuation is not None:
+            slices += 1
+            continuation = LLMContinuation(model=request.model, generation=response.continuation)
+            summary = f"llm.continue {request.model}, slice {slices}"
+            response = await self._llm("llm.continue", continuation, request.model, summary)
+            usage = usage + response.usage
+        return response if slices == 1 else response.model_copy(update={"usage": usage})
+
+    async def _llm(
+        self, syscall: str, request: LLMRequest | LLMContinuation, model: str, summary: str
+    ) -> LLMResponse:
+        dispatch = scheduler.dispatch_llm(self.run, model)
         limits = self.run.limits
         try:
             response: LLMResponse = await workflow.execute_activity(
-                "llm.chat",
+                syscall,
                 request,
                 result_type=LLMResponse,
                 task_queue=dispatch.task_queue,
@@ -69,7 +89,7 @@ class SyscallDispatcher:
                 heartbeat_timeout=timedelta(seconds=limits.llm_heartbeat_s),
                 retry_policy=self._retry,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"llm.chat {request.model}, {len(request.messages)} messages",
+                summary=summary,
             )
         except ActivityError as exc:
             translated = _translate(exc)
