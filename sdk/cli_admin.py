@@ -56,14 +56,16 @@ async def cmd_instances(settings: Settings, args: argparse.Namespace) -> int:
         print_json({"instances": [status.model_dump() for status in statuses]})
         return 0
     print(f"{'INSTANCE':<14}{'KIND':<10}{'MODEL':<18}{'HEALTHY':<9}{'SLOTS':>6}{'RUNNING':>9}"
-          f"{'QUEUED':>8}  URL")  # fmt: skip
+          f"{'QUEUED':>8}{'CACHE':>7}  URL")  # fmt: skip
     for st in statuses:
         running = "-" if st.running is None else str(st.running)
         queued = "-" if st.queued is None else str(st.queued)
-        print(
+        cache = "-" if st.cache_hit_rate is None else f"{st.cache_hit_rate:.0%}"
+        line = (
             f"{st.name:<14}{st.kind:<10}{st.model:<18}{'yes' if st.healthy else 'no':<9}"
-            f"{st.slots:>6}{running:>9}{queued:>8}  {st.base_url or ''} {st.detail}".rstrip()
+            f"{st.slots:>6}{running:>9}{queued:>8}{cache:>7}  {st.base_url or ''} {st.detail}"
         )
+        print(line.rstrip())
     return 0
 
 

@@ -16,6 +16,7 @@ from kernos.kernel.llm.probe import probe
 from kernos.kernel.queues import describe_queues
 from tests.conftest import make_settings, workers
 from tests.fake_openai import FakeOpenAIServer
+from tests.fake_sglang import FakeSGLangServer
 from tests.test_cli import config_file, kernos
 
 
@@ -66,3 +67,21 @@ async def test_queues_show_the_backlog(
     assert code == 0, err
     listed = {q["name"] for q in json.loads(out)["queues"]}
     assert listed == set(queues)
+
+
+async def test_instances_lists_an_sglang_server(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    async with FakeSGLangServer(max_running_requests=6) as server:
+        settings = make_settings(
+            temporal,
+            postgres,
+            llm=[{"name": "gpu0", "kind": "sglang", "model": "m", "base_url": server.base_url}],
+        )
+        code, out, err = await kernos(config_file(settings, tmp_path), "instances")
+    assert code == 0, err
+    header, line = out.splitlines()[:2]
+    assert header.split()[:8] == [
+        "INSTANCE", "KIND", "MODEL", "HEALTHY", "SLOTS", "RUNNING", "QUEUED", "CACHE",
+    ]  # fmt: skip
+    assert line.split()[:8] == ["gpu0", "sglang", "m", "yes", "4", "0", "0", "0%"]
