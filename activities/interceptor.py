@@ -20,12 +20,12 @@ from kernos.kernel.audit import AttemptKey
 from kernos.kernel.errors import AccessDenied, KernosError, TokenBudgetExceeded
 from kernos.kernel.identity import CallerDenied
 from kernos.kernel.kernel import Kernel
-from kernos.kernel.syscalls import LLMResponse, SyscallRequest, TokenUsage
+from kernos.kernel.syscalls import SyscallRequest, TokenUsage
 
 #: Activities that are the kernel's own bookkeeping of a run: identity-checked, not policy-checked.
 LIFECYCLE = frozenset({"run.finish"})
 #: Syscalls that spend tokens, and so are refused once the tenant's budget is used.
-METERED = frozenset({"llm.chat", "llm.continue"})
+METERED = frozenset({"llm.chat", "llm.continue", "llm.compact"})
 
 #: The run on whose behalf the current activity runs, as the kernel resolved it.
 CALLER: ContextVar[Subject] = ContextVar("kernos_caller")
@@ -105,7 +105,7 @@ class _SyscallInbound(ActivityInboundInterceptor):
             usage = TokenUsage()
             try:
                 result = await super().execute_activity(input)
-                if isinstance(result, LLMResponse):
+                if isinstance(getattr(result, "usage", None), TokenUsage):
                     usage = result.usage
                 return result
             except BaseException as exc:

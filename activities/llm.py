@@ -6,13 +6,22 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from temporalio import activity
 
+from kernos.activities.context import ContextManager, activity_key
 from kernos.activities.heartbeat import heartbeating
 from kernos.activities.interceptor import caller
 from kernos.kernel.config import SchedulerSettings
+from kernos.kernel.errors import ContextTooLong
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.llm.base import SLICE_END, LLMBackend, Placement, Snapshot
 from kernos.kernel.runs import RunStore
-from kernos.kernel.syscalls import LLMContinuation, LLMRequest, LLMResponse, TokenUsage
+from kernos.kernel.syscalls import (
+    Compaction,
+    CompactRequest,
+    LLMContinuation,
+    LLMRequest,
+    LLMResponse,
+    TokenUsage,
+)
 from kernos.kernel.telemetry import TRACER
 
 
@@ -23,11 +32,6 @@ def _last_snapshot() -> Snapshot | None:
         return None
     snapshot = Snapshot.model_validate(details[0])
     return snapshot if snapshot.tokens else None
-
-
-def _activity_key() -> str:
-    info = activity.info()
-    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
 
 
 class LLMActivities:
@@ -43,12 +47,14 @@ class LLMActivities:
         runs: RunStore,
         generations: GenerationStore,
         scheduler: SchedulerSettings,
+        context: ContextManager,
         provider: str = "openai",
     ) -> None:
         self.backend = backend
         self.runs = runs
         self.generations = generations
         self.scheduler = scheduler
+        self.context = context
         self.provider = provider
         self._placements: dict[str, tuple[int | None, int | None]] = {}
 
@@ -66,7 +72,7 @@ class LLMActivities:
             self._placements[run_id] = known
         info = activity.info()
         return Placement(
-            request_id=f"{_activity_key()}/{info.attempt}".replace("/", "-"),
+            request_id=f"{activity_key()}/{info.attempt}".replace("/", "-"),
             priority=known[0],
             slice_tokens=known[1],
         )
@@ -75,12 +81,18 @@ class LLMActivities:
     async def chat(self, request: LLMRequest) -> LLMResponse:
         """Generate the next assistant message, heartbeating the partial output."""
         run_id = caller().run_id
-        response, snapshot = await self._generate(request, _last_snapshot(), run_id)
+        key = activity_key()
+        resolved = await self.context.resolve(request, run_id, key)
+        try:
+            response, snapshot = await self._generate(resolved, _last_snapshot(), run_id)
+        except ContextTooLong:
+            if request.conversation is None:
+                raise
+            raise await self.context.too_long(request, resolved) from None
         if response.finish_reason != SLICE_END:
-            return response
-        key = _activity_key()
+            return await self.context.conclude(resolved, response, run_id, key)
         await self.generations.save(
-            key, run_id, request, snapshot, charged_before=0, written_by=key
+            key, run_id, resolved, snapshot, charged_before=0, written_by=key
         )
         return response.model_copy(update={"continuation": key})
 
@@ -88,7 +100,7 @@ class LLMActivities:
     async def continue_(self, continuation: LLMContinuation) -> LLMResponse:
         """Continue a generation suspended at the end of its slice, for one more slice."""
         run_id = caller().run_id
-        key = _activity_key()
+        key = activity_key()
         suspended = await self.generations.load(continuation.generation, run_id)
         stored = suspended.snapshot
         beat = _last_snapshot()
@@ -111,6 +123,11 @@ class LLMActivities:
             written_by=key,
             finished=not sliced,
         )
+        if not sliced:
+            # The reply goes into the conversation as the first slice's, whichever slice ends it.
+            response = await self.context.conclude(
+                suspended.request, response, run_id, continuation.generation
+            )
         update: dict[str, object] = {"usage": usage, "resumed_from": len(stored.tokens)}
         if sliced:
             # The history takes this slice's text only; the whole text comes once, at the end.
@@ -119,6 +136,12 @@ class LLMActivities:
                 "continuation": continuation.generation,
             }
         return response.model_copy(update=update)
+
+    @activity.defn(name="llm.compact")
+    async def compact(self, request: CompactRequest) -> Compaction:
+        """Summarise a conversation's older turns in their place (the context manager's rule)."""
+        async with heartbeating() as beat:
+            return await self.context.compact(request, caller().run_id, activity_key(), beat)
 
     async def _generate(
         self, request: LLMRequest, resume: Snapshot | None, run_id: str

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from kernos.activities.context import ContextManager, ConversationActivities
 from kernos.activities.interceptor import SyscallInterceptor
 from kernos.activities.llm import LLMActivities
 from kernos.activities.runs import RunActivities
 from kernos.kernel.config import Settings
+from kernos.kernel.conversations import ConversationStore
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.llm.base import LLMBackend
@@ -37,12 +39,16 @@ class KernelWorkers:
     ) -> KernelWorkers:
         """Open the kernel and build its workers; `backends` overrides instances by name."""
         kernel = await Kernel.open(settings, client)
+        conversations = ConversationStore(kernel.pool)
         interceptors = [SyscallInterceptor(kernel)]
         workers = [
             Worker(
                 client,
                 task_queue=settings.temporal.kernel_task_queue,
-                activities=[RunActivities(kernel).finish],
+                activities=[
+                    RunActivities(kernel).finish,
+                    ConversationActivities(conversations).open,
+                ],
                 interceptors=interceptors,
             )
         ]
@@ -55,13 +61,14 @@ class KernelWorkers:
                 kernel.runs,
                 GenerationStore(kernel.pool),
                 settings.scheduler,
+                ContextManager(backend, conversations, settings.context, instance.context_window),
                 provider=instance.kind,
             )
             workers.append(
                 Worker(
                     client,
                     task_queue=llm_task_queue(settings.temporal.llm_queue_prefix, instance.model),
-                    activities=[llm.chat, llm.continue_],
+                    activities=[llm.chat, llm.continue_, llm.compact],
                     interceptors=interceptors,
                     max_concurrent_activities=instance.slots,
                     identity=f"{client.identity}/{instance.name}",

@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 from kernos import Agent
-from kernos.kernel.llm.base import Placement, Progress, Snapshot
+from kernos.kernel.llm.base import Placement, Progress, PromptSize, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
 
 
@@ -60,6 +60,10 @@ class NoopBackend:
     ) -> LLMResponse:
         """Return an empty answer."""
         return LLMResponse(text="", model=request.model, usage=TokenUsage())
+
+    async def measure(self, request: LLMRequest) -> PromptSize:
+        """Nothing is counted."""
+        return PromptSize()
 
     async def aclose(self) -> None:
         """Nothing to close."""

@@ -54,6 +54,9 @@ class LLMInstance(BaseModel):
     api_key: SecretStr | None = None
     slots: int = Field(default=4, ge=1)
     """Concurrent generations this instance's worker takes (its measured saturation)."""
+    context_window: int | None = Field(default=None, ge=16)
+    """Tokens the model sees at once. `llamacpp` and `sglang` servers report it themselves
+    (a slot's context, the model's length); set it for `openai` and `scripted` instances."""
     priority_scheduling: bool = True
     """`sglang`: the server runs with `--enable-priority-scheduling
     --schedule-low-priority-values-first`, so runs' priorities are forwarded."""
@@ -146,6 +149,15 @@ class SchedulerSettings(BaseModel):
         )
 
 
+class ContextSettings(BaseModel):
+    """The context manager's rule for conversations that outgrow the model's window."""
+
+    compact_ratio: float = Field(default=0.75, gt=0.0, lt=1.0)
+    """Past this share of the context window a conversation's oldest turns are summarised."""
+    summary_tokens: int = Field(default=256, ge=16)
+    """The longest summary the model is asked for."""
+
+
 def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
@@ -173,6 +185,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     limits: SyscallLimits = SyscallLimits()
     scheduler: SchedulerSettings = SchedulerSettings()
+    context: ContextSettings = ContextSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)

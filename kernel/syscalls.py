@@ -65,6 +65,9 @@ class SyscallLimits(BaseModel):
     kernel_start_to_close_s: float = Field(default=30.0, gt=0)
     retry_initial_interval_s: float = Field(default=1.0, gt=0)
     retry_max_interval_s: float = Field(default=30.0, gt=0)
+    continue_as_new_events: int = Field(default=10_000, ge=20)
+    """A step agent's run continues as new past this many history events, or sooner when
+    Temporal suggests it (Temporal's own limits are 51,200 events and 50 MiB)."""
 
 
 class Scheduling(BaseModel):
@@ -75,6 +78,19 @@ class Scheduling(BaseModel):
     policy: Policy = "priority"
     fairness_weight: float = Field(default=1.0, gt=0)
     """The run's tenant's share under `fair`, relative to other tenants' weights."""
+
+
+class Carried(BaseModel):
+    """What a step agent's run carries into its next execution when it continues as new."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: dict[str, Any]
+    steps: int
+    syscalls: int
+    usage: TokenUsage
+    executions: int = 1
+    """Executions of the run so far, this one's predecessors included."""
 
 
 class RunInput(BaseModel):
@@ -88,6 +104,8 @@ class RunInput(BaseModel):
     kernel_task_queue: str = "kernos.kernel"
     llm_queue_prefix: str = "llm."
     scheduling: Scheduling = Scheduling()
+    carried: Carried | None = None
+    """Set by the run itself when it continues as new; never by a client."""
 
 
 class RunResult(BaseModel):
@@ -168,8 +186,12 @@ class LLMRequest(SyscallRequest):
 
     model: str
     messages: list[Message] = Field(min_length=1)
+    """The messages to generate from; with a `conversation`, the new turn to append to it."""
     sampling: Sampling = Sampling()
     response_format: JSONSchemaFormat | None = None
+    conversation: str | None = None
+    """A conversation of this run (`conversation.open`): the model sees all of it, then
+    `messages`; both `messages` and the reply are appended to it."""
 
     def resource(self) -> str:
         """The model, as `llm:<model>`."""
@@ -188,6 +210,57 @@ class LLMResponse(BaseModel):
     continuation: str | None = None
     """Set when the generation stopped at the end of its time slice (finish reason `slice`):
     the suspended generation to continue with `llm.continue`; `text` is then this slice's."""
+    context_tokens: int | None = None
+    """In a conversation: its tokens in the model's context, the reply included."""
+    compact_at: int | None = None
+    """In a conversation: past this many tokens the kernel's rule is to compact it."""
+
+
+class ConversationOpen(SyscallRequest):
+    """`conversation.open`: start a conversation kept by the kernel."""
+
+    syscall: ClassVar[str] = "conversation.open"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    system: str | None = None
+
+    def resource(self) -> str:
+        """A new conversation."""
+        return "conversation:new"
+
+
+class ConversationRef(BaseModel):
+    """A conversation, as agent state holds it: by reference, never by content."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    model: str
+
+
+class CompactRequest(SyscallRequest):
+    """`llm.compact`: summarise a conversation's oldest turns and put the summary in their place."""
+
+    syscall: ClassVar[str] = "llm.compact"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    conversation: str
+    model: str
+
+    def resource(self) -> str:
+        """The model that writes the summary."""
+        return f"llm:{self.model}"
+
+
+class Compaction(BaseModel):
+    """What `llm.compact` did."""
+
+    summarized: int
+    """Messages replaced by the summary (0: nothing old enough to compact)."""
+    tokens_before: int
+    tokens_after: int
+    usage: TokenUsage = TokenUsage()
 
 
 class LLMContinuation(SyscallRequest):
@@ -216,3 +289,5 @@ class RunOutcome(BaseModel):
 
 
 RunResult.model_rebuild()
+Carried.model_rebuild()
+RunInput.model_rebuild()

@@ -3,7 +3,7 @@
 Agent authors subclass `Agent`; client code submits runs with `KernosClient`.
 """
 
-from kernos.agent import LLM, Agent
+from kernos.agent import LLM, Agent, Conversations, Done, StepAgent
 from kernos.client import KernosClient, RunFailed, RunHandle, RunView, TenantUsage
 from kernos.kernel.config import LLMInstance, Settings, load_settings
 from kernos.kernel.errors import (
@@ -27,6 +27,7 @@ from kernos.kernel.errors import (
 )
 from kernos.kernel.llm.scripted import ScriptedBackend
 from kernos.kernel.syscalls import (
+    ConversationRef,
     LLMRequest,
     LLMResponse,
     Message,
@@ -42,6 +43,9 @@ __all__ = [
     "Agent",
     "ConfigError",
     "ContextTooLong",
+    "ConversationRef",
+    "Conversations",
+    "Done",
     "InvalidRequest",
     "InvalidRunSpec",
     "KernosClient",
@@ -66,6 +70,7 @@ __all__ = [
     "Sampling",
     "ScriptedBackend",
     "Settings",
+    "StepAgent",
     "TenantUsage",
     "TokenBudgetExceeded",
     "TokenUsage",

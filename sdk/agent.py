@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from kernos.kernel.errors import InvalidRequest
 from kernos.kernel.syscalls import (
+    CompactRequest,
+    ConversationOpen,
+    ConversationRef,
     JSONSchemaFormat,
     LLMRequest,
     LLMResponse,
@@ -38,15 +41,40 @@ class LLM:
         stop: list[str] | None = None,
         seed: int | None = None,
         response_format: JSONSchemaFormat | None = None,
+        conversation: ConversationRef | None = None,
     ) -> LLMResponse:
-        """Generate the next assistant message for `messages` (dicts or Message)."""
+        """Generate the next assistant message for `messages` (dicts or Message).
+
+        With a `conversation`, `messages` are its new turn: the model sees the whole
+        conversation, the kernel keeps both the turn and the reply, and once the conversation
+        passes the kernel's threshold its older turns are compacted (`llm.compact`).
+        """
+        default = conversation.model if conversation else self._dispatcher.run.spec.model
         request = LLMRequest(
-            model=model or self._dispatcher.run.spec.model or "",
+            model=model or default or "",
             messages=[m if isinstance(m, Message) else Message.model_validate(m) for m in messages],
             sampling=Sampling(temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed),
             response_format=response_format,
+            conversation=conversation.id if conversation else None,
         )
-        return await self._dispatcher.llm_chat(request)
+        response = await self._dispatcher.llm_chat(request)
+        if (
+            conversation is not None
+            and response.compact_at is not None
+            and (response.context_tokens or 0) >= response.compact_at
+        ):
+            await self._dispatcher.llm_compact(
+                CompactRequest(conversation=conversation.id, model=request.model)
+            )
+        return response
+
+    async def say(
+        self, conversation: ConversationRef, text: str, *, max_tokens: int | None = None
+    ) -> LLMResponse:
+        """The user's turn `text` in `conversation`, and the model's reply."""
+        return await self.chat(
+            [{"role": "user", "content": text}], conversation=conversation, max_tokens=max_tokens
+        )
 
     async def structured(
         self,
@@ -77,6 +105,20 @@ class LLM:
             ) from exc
 
 
+class Conversations:
+    """Conversations kept by the kernel: the agent holds a reference, never the messages."""
+
+    def __init__(self, dispatcher: SyscallDispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    async def open(self, *, system: str | None = None, model: str | None = None) -> ConversationRef:
+        """Start a conversation with an optional system prompt, on `model` (the run's default)."""
+        chosen = model or self._dispatcher.run.spec.model or ""
+        return await self._dispatcher.conversation_open(
+            ConversationOpen(model=chosen, system=system)
+        )
+
+
 class Agent:
     """An agent: deterministic code whose every request for a resource is a syscall.
 
@@ -89,9 +131,39 @@ class Agent:
 
     def __init__(self, dispatcher: SyscallDispatcher) -> None:
         self.llm = LLM(dispatcher)
+        self.conversations = Conversations(dispatcher)
         self.run_id: str = dispatcher.run.run_id
         self.spec: RunSpec = dispatcher.run.spec
 
     async def run(self, task: str) -> str:
         """Carry out `task` and return the answer."""
         raise NotImplementedError(f"{type(self).__name__} does not implement run()")
+
+
+State = TypeVar("State", bound=BaseModel)
+
+
+class Done(BaseModel):
+    """What a step agent's `step` returns when the run is over."""
+
+    output: str
+
+
+class StepAgent(Agent, Generic[State]):
+    """A long-lived agent: its state is a pydantic model, advanced one step at a time.
+
+    Between steps the kernel may continue the run as new (when Temporal suggests it, or past
+    the kernel's `limits.continue_as_new_events`), carrying the state: everything the agent
+    needs must be in it, conversations by reference (`ConversationRef`). Set `state_model`,
+    implement `start` (the first state) and `step` (the next state, or `Done`).
+    """
+
+    state_model: ClassVar[type[BaseModel]]
+
+    async def start(self, task: str) -> State:
+        """The state the run begins in."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement start()")
+
+    async def step(self, state: State) -> State | Done:
+        """Advance by one step: the next state, or Done with the run's output."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement step()")

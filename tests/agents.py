@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from kernos import AccessDenied, Agent
+from kernos import AccessDenied, Agent, ContextTooLong, ConversationRef, Done, StepAgent
 from kernos.kernel.syscalls import LLMContinuation, LLMResponse, RunOutcome, TokenUsage
 
 
@@ -160,6 +160,53 @@ class HijackAgent(Agent):
         return f"continued: {reply.text}"
 
 
+class Diary(BaseModel):
+    """DiaryAgent's state: everything it knows between steps."""
+
+    conversation: ConversationRef
+    entries: int
+    replies: list[str] = []
+
+
+class DiaryAgent(StepAgent[Diary]):
+    """A long-lived agent: one diary entry per step in one conversation, `task` entries."""
+
+    name = "diary"
+    state_model = Diary
+
+    async def start(self, task: str) -> Diary:
+        conversation = await self.conversations.open(system="You keep a diary.")
+        return Diary(conversation=conversation, entries=int(task))
+
+    async def step(self, state: Diary) -> Diary | Done:
+        number = len(state.replies)
+        reply = await self.llm.say(
+            state.conversation, f"entry {number}: " + "busy day " * 8, max_tokens=24
+        )
+        replies = [*state.replies, reply.text]
+        if len(replies) == state.entries:
+            return Done(output="\n".join(replies))
+        return state.model_copy(update={"replies": replies})
+
+
+class ChatterAgent(Agent):
+    """One turn in a conversation: a new one, or (`"<id> <model> <text>"`) someone else's."""
+
+    name = "chatter"
+
+    async def run(self, task: str) -> str:
+        if task.startswith("conv-"):
+            conversation_id, model, text = task.split(" ", 2)
+            conversation = ConversationRef(id=conversation_id, model=model)
+        else:
+            conversation, text = await self.conversations.open(system="Be brief."), task
+        try:
+            reply = await self.llm.say(conversation, text, max_tokens=16)
+        except (AccessDenied, ContextTooLong) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return f"{conversation.id} {reply.context_tokens} {reply.text}"
+
+
 AGENTS = {
     "echo": "tests.agents:EchoAgent",
     "steps": "tests.agents:StepsAgent",
@@ -171,4 +218,6 @@ AGENTS = {
     "long-answer": "tests.agents:LongAnswerAgent",
     "length": "tests.agents:LengthAgent",
     "hijack": "tests.agents:HijackAgent",
+    "diary": "tests.agents:DiaryAgent",
+    "chatter": "tests.agents:ChatterAgent",
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -14,9 +14,10 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from kernos.agent import Done, StepAgent
     from kernos.kernel import visibility
     from kernos.kernel.errors import InvalidRequest
-    from kernos.kernel.syscalls import RunInput, RunOutcome, RunResult
+    from kernos.kernel.syscalls import Carried, RunInput, RunOutcome, RunResult
     from kernos.workflows import registry
     from kernos.workflows.syscalls import SyscallDispatcher
 
@@ -38,9 +39,15 @@ class AgentRun:
     async def run(self, input: RunInput) -> RunResult:
         """Instantiate the agent, run it, record the outcome."""
         dispatcher = SyscallDispatcher(input)
+        if input.carried is not None:
+            dispatcher.syscalls = input.carried.syscalls
+            dispatcher.usage = input.carried.usage
         try:
             agent = registry.load(input.spec.agent)(dispatcher)
-            output = await agent.run(input.spec.task)
+            if isinstance(agent, StepAgent):
+                output = await self._steps(agent, input, dispatcher)
+            else:
+                output = await agent.run(input.spec.task)
             if not isinstance(output, str):
                 raise InvalidRequest(
                     f"agent {input.spec.agent!r} returned {type(output).__name__}, not str"
@@ -57,6 +64,43 @@ class AgentRun:
         return RunResult(
             run_id=input.run_id, output=output, usage=dispatcher.usage, syscalls=dispatcher.syscalls
         )
+
+    async def _steps(
+        self, agent: StepAgent[Any], input: RunInput, dispatcher: SyscallDispatcher
+    ) -> str:
+        """Advance a step agent until it is done, continuing as new between steps when due."""
+        carried = input.carried
+        if carried is None:
+            state = await agent.start(input.spec.task)
+            steps = 0
+        else:
+            state = agent.state_model.model_validate(carried.state)
+            steps = carried.steps
+        while True:
+            outcome = await agent.step(state)
+            steps += 1
+            if isinstance(outcome, Done):
+                return outcome.output
+            state = outcome
+            info = workflow.info()
+            if (
+                info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= input.limits.continue_as_new_events
+            ):
+                executions = carried.executions + 1 if carried else 2
+                workflow.continue_as_new(
+                    input.model_copy(
+                        update={
+                            "carried": Carried(
+                                state=state.model_dump(mode="json"),
+                                steps=steps,
+                                syscalls=dispatcher.syscalls,
+                                usage=dispatcher.usage,
+                                executions=executions,
+                            )
+                        }
+                    )
+                )
 
     async def _fail(self, dispatcher: SyscallDispatcher, exc: BaseException) -> NoReturn:
         kind, message = _describe(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -11,6 +12,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from kernos.kernel import errors, scheduler
     from kernos.kernel.syscalls import (
+        Compaction,
+        CompactRequest,
+        ConversationOpen,
+        ConversationRef,
         LLMContinuation,
         LLMRequest,
         LLMResponse,
@@ -18,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
         RunOutcome,
         TokenUsage,
     )
+
+Result = TypeVar("Result", LLMResponse, Compaction)
 
 #: Kernel errors that cross the activity boundary back into agent code, by type name.
 _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
@@ -43,6 +50,14 @@ def _translate(exc: ActivityError) -> errors.KernosError | None:
     return None
 
 
+def _raise_translated(exc: ActivityError) -> NoReturn:
+    """Raise the kernel error an activity failure stands for, or the failure itself."""
+    translated = _translate(exc)
+    if translated is None:
+        raise exc
+    raise translated from exc
+
+
 class SyscallDispatcher:
     """Turns an agent's requests into activities, and keeps the run's token count."""
 
@@ -63,26 +78,56 @@ class SyscallDispatcher:
         whatever waits, until the generation ends.
         """
         summary = f"llm.chat {request.model}, {len(request.messages)} messages"
-        response = await self._llm("llm.chat", request, request.model, summary)
+        response = await self._llm("llm.chat", request, request.model, summary, LLMResponse)
         slices, usage = 1, response.usage
         while response.continuation is not None:
             slices += 1
             continuation = LLMContinuation(model=request.model, generation=response.continuation)
             summary = f"llm.continue {request.model}, slice {slices}"
-            response = await self._llm("llm.continue", continuation, request.model, summary)
+            response = await self._llm(
+                "llm.continue", continuation, request.model, summary, LLMResponse
+            )
             usage = usage + response.usage
         return response if slices == 1 else response.model_copy(update={"usage": usage})
 
+    async def llm_compact(self, request: CompactRequest) -> Compaction:
+        """`llm.compact`: the model summarises the conversation's older turns in their place."""
+        summary = f"llm.compact {request.model}"
+        compaction = await self._llm("llm.compact", request, request.model, summary, Compaction)
+        return compaction
+
+    async def conversation_open(self, request: ConversationOpen) -> ConversationRef:
+        """`conversation.open`: the kernel starts a conversation this run owns."""
+        try:
+            ref: ConversationRef = await workflow.execute_activity(
+                "conversation.open",
+                request,
+                result_type=ConversationRef,
+                task_queue=self.run.kernel_task_queue,
+                start_to_close_timeout=timedelta(seconds=self.run.limits.kernel_start_to_close_s),
+                retry_policy=self._retry,
+                summary=f"conversation.open {request.model}",
+            )
+        except ActivityError as exc:
+            _raise_translated(exc)
+        self.syscalls += 1
+        return ref
+
     async def _llm(
-        self, syscall: str, request: LLMRequest | LLMContinuation, model: str, summary: str
-    ) -> LLMResponse:
+        self,
+        syscall: str,
+        request: LLMRequest | LLMContinuation | CompactRequest,
+        model: str,
+        summary: str,
+        result_type: type[Result],
+    ) -> Result:
         dispatch = scheduler.dispatch_llm(self.run, model)
         limits = self.run.limits
         try:
-            response: LLMResponse = await workflow.execute_activity(
+            response: Result = await workflow.execute_activity(
                 syscall,
                 request,
-                result_type=LLMResponse,
+                result_type=result_type,
                 task_queue=dispatch.task_queue,
                 priority=dispatch.priority,
                 start_to_close_timeout=timedelta(seconds=limits.llm_start_to_close_s),
@@ -92,10 +137,7 @@ class SyscallDispatcher:
                 summary=summary,
             )
         except ActivityError as exc:
-            translated = _translate(exc)
-            if translated is None:
-                raise
-            raise translated from exc
+            _raise_translated(exc)
         self.syscalls += 1
         self.usage = self.usage + response.usage
         workflow.set_current_details(

@@ -38,8 +38,19 @@ class Placement(BaseModel):
     """Stop after this many new tokens with finish reason `slice` (round-robin)."""
 
 
+class PromptSize(BaseModel):
+    """A prompt's length in the model's tokens, and the context window, where known."""
+
+    tokens: int | None = None
+    window: int | None = None
+
+
 class LLMBackend(Protocol):
     """A server kind the kernel can generate with."""
+
+    async def measure(self, request: LLMRequest) -> PromptSize:
+        """The request's prompt in tokens (the server's tokenizer) and the context window."""
+        ...
 
     async def chat(
         self,

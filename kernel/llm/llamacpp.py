@@ -22,18 +22,23 @@ from kernos.kernel.syscalls import LLMRequest, TokenUsage
 class LlamaCppBackend(ResumableBackend):
     """A llama.cpp `llama-server`."""
 
-    async def prompt_tokens(self, request: LLMRequest) -> tuple[list[int], int | None]:
-        """The request's messages in the model's chat template, as token ids.
+    _window: int | None = None
 
-        The window is left to the server: a slot's context is not the model's, and an
-        overlong prompt gets the server's own error, which names both sizes.
+    async def prompt_tokens(self, request: LLMRequest) -> tuple[list[int], int | None]:
+        """The request's messages in the model's chat template as ids, and a slot's context.
+
+        A slot's context is the server's `-c` divided among its parallel slots (`/props`).
         """
         messages = [message.model_dump() for message in request.messages]
         rendered = await self._post("/apply-template", {"messages": messages})
         tokenized = await self._post(
             "/tokenize", {"content": rendered["prompt"], "add_special": True, "parse_special": True}
         )
-        return [int(token) for token in tokenized["tokens"]], None
+        if self._window is None:
+            props = (await self._client.get("/props")).json()
+            window = (props.get("default_generation_settings") or {}).get("n_ctx")
+            self._window = int(window) if window else None
+        return [int(token) for token in tokenized["tokens"]], self._window
 
     async def detokenize(self, tokens: list[int]) -> str:
         """The text of `tokens`, from `/detokenize`."""

@@ -15,13 +15,21 @@ from typing import Any
 import httpx
 
 from kernos.kernel.errors import LLMUnavailable
-from kernos.kernel.llm.base import Placement, Progress, Snapshot
+from kernos.kernel.llm.base import Placement, Progress, PromptSize, Snapshot
 from kernos.kernel.llm.http import HTTPBackend, error_for_status
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 
 class OpenAIBackend(HTTPBackend):
     """Chat completions on an OpenAI-compatible server."""
+
+    def __init__(self, *args: Any, context_window: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.context_window = context_window
+
+    async def measure(self, request: LLMRequest) -> PromptSize:
+        """Nothing counts tokens before a call here: the window is the configured one."""
+        return PromptSize(window=self.context_window)
 
     def _body(self, request: LLMRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

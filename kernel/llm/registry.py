@@ -14,7 +14,7 @@ from kernos.kernel.llm.sglang import SGLangBackend
 def build_backend(instance: LLMInstance) -> LLMBackend:
     """The backend that serves `instance`, by its kind."""
     if instance.kind == "scripted":
-        return ScriptedBackend(instance.script)
+        return ScriptedBackend(instance.script, context_window=instance.context_window)
     if instance.base_url is None:
         raise ConfigError(
             f"LLM instance {instance.name!r} of kind {instance.kind} needs a base_url"
@@ -29,4 +29,6 @@ def build_backend(instance: LLMInstance) -> LLMBackend:
         )
     if instance.kind == "llamacpp":
         return LlamaCppBackend(instance.name, instance.base_url, api_key=api_key)
-    return OpenAIBackend(instance.name, instance.base_url, api_key=api_key)
+    return OpenAIBackend(
+        instance.name, instance.base_url, api_key=api_key, context_window=instance.context_window
+    )

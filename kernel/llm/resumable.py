@@ -12,7 +12,14 @@ from typing import Any
 import httpx
 
 from kernos.kernel.errors import ContextTooLong, LLMUnavailable
-from kernos.kernel.llm.base import SLICE_END, Placement, Progress, Snapshot, token_budget
+from kernos.kernel.llm.base import (
+    SLICE_END,
+    Placement,
+    Progress,
+    PromptSize,
+    Snapshot,
+    token_budget,
+)
 from kernos.kernel.llm.http import HTTPBackend, error_for_status
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
@@ -33,6 +40,16 @@ class ResumableBackend(HTTPBackend):
     async def detokenize(self, tokens: list[int]) -> str:
         """The text of `tokens`."""
         raise NotImplementedError
+
+    async def measure(self, request: LLMRequest) -> PromptSize:
+        """The prompt's ids counted, with the window the server reports."""
+        try:
+            prompt, window = await self.prompt_tokens(request)
+        except httpx.TimeoutException as exc:
+            raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise LLMUnavailable(f"cannot reach {self.where}: {exc}") from exc
+        return PromptSize(tokens=len(prompt), window=window)
 
     async def generate(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from kernos.kernel.errors import ScriptExhausted
-from kernos.kernel.llm.base import Placement, Progress, Snapshot
+from kernos.kernel.llm.base import Placement, Progress, PromptSize, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 Reply = str | Callable[[LLMRequest], str]
@@ -23,8 +23,11 @@ class ScriptedBackend:
     succeeds. With a script, asking past its end raises ScriptExhausted.
     """
 
-    def __init__(self, script: Sequence[Reply] | None = None) -> None:
+    def __init__(
+        self, script: Sequence[Reply] | None = None, *, context_window: int | None = None
+    ) -> None:
         self._script = list(script) if script is not None else None
+        self.context_window = context_window
         self.calls = 0
         self.requests: list[LLMRequest] = []
 
@@ -56,6 +59,11 @@ class ScriptedBackend:
             usage=TokenUsage(input_tokens=_count_tokens(prompt), output_tokens=_count_tokens(text)),
             finish_reason="stop",
         )
+
+    async def measure(self, request: LLMRequest) -> PromptSize:
+        """The prompt's words, and the configured window."""
+        prompt = " ".join(message.content for message in request.messages)
+        return PromptSize(tokens=_count_tokens(prompt), window=self.context_window)
 
     async def aclose(self) -> None:
         """Nothing to release."""
