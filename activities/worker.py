@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping
 
 from temporalio.client import Client
+from temporalio.service import ServiceClient
 from temporalio.worker import Worker
 
 from kernos.activities.context import ContextManager, ConversationActivities
@@ -19,6 +20,17 @@ from kernos.kernel.kernel import Kernel
 from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.llm.registry import build_backend
 from kernos.kernel.scheduler import llm_task_queue
+
+
+async def _own_connection(client: Client) -> Client:
+    """The same client on a connection of its own.
+
+    Temporal's core refuses two workers of one task queue on one connection, and instances of
+    one model pull from one pool queue: each instance's worker gets its own connection.
+    """
+    config = client.config()
+    config["service_client"] = await ServiceClient.connect(client.service_client.config)
+    return Client(**config)
 
 
 class KernelWorkers:
@@ -66,7 +78,7 @@ class KernelWorkers:
             )
             workers.append(
                 Worker(
-                    client,
+                    await _own_connection(client),
                     task_queue=llm_task_queue(settings.temporal.llm_queue_prefix, instance.model),
                     activities=[llm.chat, llm.continue_, llm.compact],
                     interceptors=interceptors,

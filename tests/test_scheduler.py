@@ -16,6 +16,7 @@ from kernos.kernel.scheduler import priority_of
 from kernos.kernel.syscalls import Policy, RunInput, Scheduling
 from tests.conftest import make_settings, workers
 from tests.fake_openai import FakeOpenAIServer
+from tests.fake_sglang import FakeSGLangServer
 
 
 async def served_order(
@@ -107,3 +108,35 @@ def test_scheduler_settings() -> None:
         load_settings(scheduler={"tenant_weights": {"acme": 0}})
     with pytest.raises(ConfigError, match=r"scheduler\.policy"):
         load_settings(scheduler={"policy": "lottery"})
+
+
+async def test_instances_of_one_model_share_its_pool(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    """Two servers of one model in one kernel process: both pull from the model's queue."""
+    async with (
+        FakeSGLangServer(step_s=0.01, eos=False) as a,
+        FakeSGLangServer(step_s=0.01, eos=False) as b,
+    ):
+        settings = make_settings(
+            temporal,
+            postgres,
+            llm=[
+                {
+                    "name": name,
+                    "kind": "sglang",
+                    "model": "m",
+                    "base_url": server.base_url,
+                    "slots": 1,
+                }
+                for name, server in (("a", a), ("b", b))
+            ],
+        )
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            handles = [
+                await client.submit(RunSpec(agent="length", task=f"40 run {i}")) for i in range(4)
+            ]
+            for handle in handles:
+                await handle.result()
+    assert len(a.requests) + len(b.requests) == 4
+    assert a.requests and b.requests
