@@ -79,3 +79,42 @@ class OneChatAgent(Agent):
             [{"role": "user", "content": task}], max_tokens=64, temperature=0.8, seed=1
         )
         return str(reply.usage.output_tokens)
+
+
+class SizedChatAgent(Agent):
+    """One LLM syscall of the length the task starts with: `"<max_tokens> <prompt>"`."""
+
+    name = "sized"
+
+    async def run(self, task: str) -> str:
+        limit, _, prompt = task.partition(" ")
+        reply = await self.llm.chat([{"role": "user", "content": prompt}], max_tokens=int(limit))
+        return str(reply.usage.output_tokens)
+
+
+#: The shared instructions every ReAct-shaped agent starts from: a prefix servers can cache.
+REACT_SYSTEM = "You are a careful agent. Think, act, observe. " + " ".join(
+    f"Rule {i}: check the tool output before acting again." for i in range(40)
+)
+
+
+class ReActShapedAgent(Agent):
+    """`"<turns> <task>"`: several calls over one growing prefix, as a ReAct loop makes them."""
+
+    name = "react"
+
+    async def run(self, task: str) -> str:
+        turns, _, question = task.partition(" ")
+        messages = [
+            {"role": "system", "content": REACT_SYSTEM},
+            {"role": "user", "content": question},
+        ]
+        tokens = 0
+        for turn in range(int(turns)):
+            reply = await self.llm.chat(messages, max_tokens=32)
+            tokens += reply.usage.output_tokens
+            messages += [
+                {"role": "assistant", "content": reply.text},
+                {"role": "user", "content": f"Observation {turn}: the tool returned 42."},
+            ]
+        return str(tokens)

@@ -1,0 +1,73 @@
+"""The services a kernel benchmark runs on: Temporal's dev server, PostgreSQL, the workers."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from kernos import KernosClient
+from kernos.client import connect_temporal
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import Settings, load_settings
+from kernos.kernel.db import upgrade
+from kernos.worker import RunningWorkers, WorkerGroup
+
+AGENTS = {
+    "one-chat": "bench_workloads:OneChatAgent",
+    "sized": "bench_workloads:SizedChatAgent",
+    "react": "bench_workloads:ReActShapedAgent",
+}
+
+
+class Services:
+    """Temporal and PostgreSQL, started for one benchmark."""
+
+    def __init__(self, temporal: TemporalDevServer, postgres: EmbeddedPostgres) -> None:
+        self.temporal = temporal
+        self.postgres = postgres
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Kernel settings on these services, with task queues no other configuration uses."""
+        unique = uuid.uuid4().hex[:8]
+        values: dict[str, Any] = {
+            "temporal": {
+                "address": self.temporal.address,
+                "agent_task_queue": f"agents-{unique}",
+                "kernel_task_queue": f"kernel-{unique}",
+                "llm_queue_prefix": f"llm-{unique}.",
+            },
+            "database": {"dsn": self.postgres.dsn(), "pool_max": 16},
+            "agents": AGENTS,
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        return load_settings(**values)
+
+
+@asynccontextmanager
+async def services() -> AsyncIterator[Services]:
+    """Start the dev server and an embedded PostgreSQL; stop them after."""
+    postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
+    temporal = await TemporalDevServer.start(headless=True)
+    try:
+        await upgrade(postgres.dsn())
+        yield Services(temporal, postgres)
+    finally:
+        temporal.stop()
+        postgres.stop(delete=True)
+
+
+@asynccontextmanager
+async def kernel(settings: Settings) -> AsyncIterator[KernosClient]:
+    """Agent and kernel workers in this process, and a client, for the block."""
+    group = await WorkerGroup.create(await connect_temporal(settings), settings)
+    async with RunningWorkers(group), await KernosClient.connect(settings) as client:
+        yield client
