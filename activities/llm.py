@@ -49,12 +49,14 @@ class LLMActivities:
         scheduler: SchedulerSettings,
         context: ContextManager,
         provider: str = "openai",
+        instance: str | None = None,
     ) -> None:
         self.backend = backend
         self.runs = runs
         self.generations = generations
         self.scheduler = scheduler
         self.context = context
+        self.instance = instance
         self.provider = provider
         self._placements: dict[str, tuple[int | None, int | None]] = {}
 
@@ -167,6 +169,7 @@ class LLMActivities:
                 span.set_attribute("error.type", type(exc).__name__)
                 raise
             _record_response(span, response)
+            response = response.model_copy(update={"instance": self.instance})
             return response, last.model_copy(update={"text": response.text})
 
     def _attributes(self, request: LLMRequest) -> dict[str, str | int | float]:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.service import ServiceClient
-from temporalio.worker import Worker
+from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 
 from kernos.activities.context import ContextManager, ConversationActivities
 from kernos.activities.interceptor import SyscallInterceptor
 from kernos.activities.llm import LLMActivities
 from kernos.activities.runs import RunActivities
+from kernos.activities.slots import SharedSlots
 from kernos.kernel.config import Settings
 from kernos.kernel.conversations import ConversationStore
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.llm.registry import build_backend
-from kernos.kernel.scheduler import llm_task_queue
+from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 
 
 async def _own_connection(client: Client) -> Client:
@@ -75,17 +77,46 @@ class KernelWorkers:
                 settings.scheduler,
                 ContextManager(backend, conversations, settings.context, instance.context_window),
                 provider=instance.kind,
+                instance=instance.name,
             )
-            workers.append(
-                Worker(
-                    await _own_connection(client),
-                    task_queue=llm_task_queue(settings.temporal.llm_queue_prefix, instance.model),
-                    activities=[llm.chat, llm.continue_, llm.compact],
-                    interceptors=interceptors,
-                    max_concurrent_activities=instance.slots,
-                    identity=f"{client.identity}/{instance.name}",
+            connection = await _own_connection(client)
+            pool = llm_task_queue(settings.temporal.llm_queue_prefix, instance.model)
+            common: dict[str, Any] = {
+                "activities": [llm.chat, llm.continue_, llm.compact],
+                "interceptors": interceptors,
+                "identity": f"{client.identity}/{instance.name}",
+            }
+            if not settings.scheduler.affinity_s:
+                workers.append(
+                    Worker(
+                        connection,
+                        task_queue=pool,
+                        max_concurrent_activities=instance.slots,
+                        **common,
+                    )
                 )
+                continue
+            # The pool and the instance's own queue take from one set of slots.
+            slots = SharedSlots(instance.slots)
+            tuner = WorkerTuner.create_composite(
+                workflow_supplier=FixedSizeSlotSupplier(1),
+                activity_supplier=slots,
+                local_activity_supplier=FixedSizeSlotSupplier(1),
+                nexus_supplier=FixedSizeSlotSupplier(1),
             )
+            own = affinity_task_queue(
+                settings.temporal.llm_queue_prefix, instance.model, instance.name
+            )
+            for queue in (pool, own):
+                workers.append(
+                    Worker(
+                        connection,
+                        task_queue=queue,
+                        tuner=tuner,
+                        max_concurrent_activity_task_polls=2,
+                        **common,
+                    )
+                )
         return cls(kernel, workers, built)
 
     async def run(self) -> None:

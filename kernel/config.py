@@ -130,6 +130,9 @@ class SchedulerSettings(BaseModel):
     policy: Policy = "priority"
     slice_tokens: int = Field(default=256, ge=1)
     """Under `rr`, a generation yields its slot after this many tokens and queues again."""
+    affinity_s: float = Field(default=0.0, ge=0.0, le=60.0)
+    """Cache affinity: a run's LLM call waits this long for the instance that served its
+    previous one (its prefix is cached there) before going to any instance; 0 turns it off."""
     tenant_weights: dict[str, float] = {}
     """Tenant -> fairness weight (default 1.0); under `fair` a tenant with weight 2 gets twice
     the dispatches of a tenant with weight 1 while both have work waiting."""
@@ -145,7 +148,9 @@ class SchedulerSettings(BaseModel):
     def scheduling(self, policy: Policy | None, tenant: str) -> Scheduling:
         """How a run of `tenant` is scheduled (its own policy, else the default)."""
         return Scheduling(
-            policy=policy or self.policy, fairness_weight=self.tenant_weights.get(tenant, 1.0)
+            policy=policy or self.policy,
+            fairness_weight=self.tenant_weights.get(tenant, 1.0),
+            affinity_s=self.affinity_s,
         )
 
 

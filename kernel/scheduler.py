@@ -10,11 +10,17 @@ with Temporal's own semantics (the kernel queues use one partition, so they hold
 - `priority`: the run's priority key, 1 first (Temporal's meaning), then arrival order;
 - `fair`: priority first, then tenants share dispatches by their fairness weights (the tenant
   is the fairness key), so one tenant's backlog cannot starve another's.
+
+Cache affinity (`[scheduler] affinity_s` > 0): a run's next LLM syscall first goes to the
+queue of the instance that served its previous one (`<pool>@<instance>`, polled by that
+instance's worker within the same slots), where the server still holds the run's prefix in its
+cache; if that instance does not start it within `affinity_s`, it goes to the pool.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.common import Priority
 
@@ -27,6 +33,8 @@ class Dispatch:
 
     task_queue: str
     priority: Priority
+    schedule_to_start: timedelta | None = None
+    """Set for an affinity queue: how long to wait there before going to the pool."""
 
 
 def llm_task_queue(prefix: str, model: str) -> str:
@@ -48,8 +56,24 @@ def priority_of(run: RunInput) -> Priority:
     )
 
 
-def dispatch_llm(run: RunInput, model: str) -> Dispatch:
-    """Dispatch an LLM syscall of a run to its model's pool."""
+def affinity_task_queue(prefix: str, model: str, instance: str) -> str:
+    """The queue of one instance of a model's pool."""
+    return f"{llm_task_queue(prefix, model)}@{instance}"
+
+
+def dispatch_llm(run: RunInput, model: str, last_instance: str | None = None) -> Dispatch:
+    """Where an LLM syscall of a run goes.
+
+    To the instance that served the run last if the run has affinity and one did, else to the
+    model's pool.
+    """
+    affinity = run.scheduling.affinity_s
+    if affinity and last_instance is not None:
+        return Dispatch(
+            task_queue=affinity_task_queue(run.llm_queue_prefix, model, last_instance),
+            priority=priority_of(run),
+            schedule_to_start=timedelta(seconds=affinity),
+        )
     return Dispatch(
         task_queue=llm_task_queue(run.llm_queue_prefix, model), priority=priority_of(run)
     )

@@ -78,6 +78,9 @@ class Scheduling(BaseModel):
     policy: Policy = "priority"
     fairness_weight: float = Field(default=1.0, gt=0)
     """The run's tenant's share under `fair`, relative to other tenants' weights."""
+    affinity_s: float = Field(default=0.0, ge=0)
+    """How long an LLM syscall waits for the instance that served the run last (0: no
+    affinity, every syscall goes to the model's pool)."""
 
 
 class Carried(BaseModel):
@@ -210,6 +213,8 @@ class LLMResponse(BaseModel):
     continuation: str | None = None
     """Set when the generation stopped at the end of its time slice (finish reason `slice`):
     the suspended generation to continue with `llm.continue`; `text` is then this slice's."""
+    instance: str | None = None
+    """The LLM instance that generated it (cache affinity sends the run's next call there)."""
     context_tokens: int | None = None
     """In a conversation: its tokens in the model's context, the reply included."""
     compact_at: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -207,6 +208,18 @@ class ChatterAgent(Agent):
         return f"{conversation.id} {reply.context_tokens} {reply.text}"
 
 
+class PausingAgent(Agent):
+    """Two calls, `task` seconds apart (a durable timer in between)."""
+
+    name = "pausing"
+
+    async def run(self, task: str) -> str:
+        first = await self.llm.chat([{"role": "user", "content": "one"}], max_tokens=8)
+        await asyncio.sleep(float(task))
+        second = await self.llm.chat([{"role": "user", "content": "two"}], max_tokens=8)
+        return f"{first.text} | {second.text}"
+
+
 AGENTS = {
     "echo": "tests.agents:EchoAgent",
     "steps": "tests.agents:StepsAgent",
@@ -220,4 +233,5 @@ AGENTS = {
     "hijack": "tests.agents:HijackAgent",
     "diary": "tests.agents:DiaryAgent",
     "chatter": "tests.agents:ChatterAgent",
+    "pausing": "tests.agents:PausingAgent",
 }

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from temporalio.common import Priority
 
-from kernos import ConfigError, KernosClient, RunSpec, load_settings
+from kernos import ConfigError, KernosClient, LLMInstance, RunSpec, load_settings
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.scheduler import priority_of
 from kernos.kernel.syscalls import Policy, RunInput, Scheduling
 from tests.conftest import make_settings, workers
@@ -140,3 +141,82 @@ async def test_instances_of_one_model_share_its_pool(
                 await handle.result()
     assert len(a.requests) + len(b.requests) == 4
     assert a.requests and b.requests
+
+
+def runs_on(servers: dict[str, FakeSGLangServer], run_id: str) -> list[str]:
+    """Which server served each LLM call of a run, in order (the rid names the run)."""
+    calls = [
+        (index, name)
+        for name, server in servers.items()
+        for index, r in enumerate(server.requests)
+        if r.rid.startswith(run_id)
+    ]
+    return [name for _, name in sorted(calls)]
+
+
+async def test_affinity_keeps_a_run_on_the_instance_with_its_cache(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    async def served(affinity_s: float) -> list[list[str]]:
+        async with FakeSGLangServer(step_s=0.005) as a, FakeSGLangServer(step_s=0.005) as b:
+            servers = {"a": a, "b": b}
+            settings = make_settings(
+                temporal,
+                postgres,
+                llm=[
+                    {"name": n, "kind": "sglang", "model": "m", "base_url": s.base_url, "slots": 4}
+                    for n, s in servers.items()
+                ],
+                scheduler={"affinity_s": affinity_s},
+            )
+            async with workers(settings), await KernosClient.connect(settings) as client:
+                handles = [await client.submit(RunSpec(agent="steps", task="8")) for _ in range(2)]
+                for handle in handles:
+                    await handle.result()
+            return [runs_on(servers, handle.run_id) for handle in handles]
+
+    with_affinity = await served(2.0)
+    assert all(len(calls) == 8 and len(set(calls)) == 1 for calls in with_affinity), with_affinity
+    # The control: from the pool alone, with room on both, a run's calls land on both.
+    without = await served(0.0)
+    assert any(len(set(calls)) == 2 for calls in without), without
+
+
+async def test_affinity_falls_back_to_the_pool_when_its_instance_is_gone(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    async with FakeSGLangServer() as a, FakeSGLangServer() as b:
+        servers = {"a": a, "b": b}
+        settings = make_settings(temporal, postgres, scheduler={"affinity_s": 0.5})
+        only = {
+            name: settings.model_copy(
+                update={
+                    "llm": [LLMInstance(name=name, kind="sglang", model="m", base_url=s.base_url)]
+                }
+            )
+            for name, s in servers.items()
+        }
+        agents = settings.model_copy(update={"database": DatabaseSettings()})
+        async with workers(agents, kind="agent"), await KernosClient.connect(only["a"]) as client:
+            async with workers(only["a"], kind="kernel"):
+                run = await client.submit(RunSpec(agent="pausing", task="3", model="m"))
+                handle = client.temporal.get_workflow_handle(run.run_id)
+                deadline = time.monotonic() + 30
+                while not any(
+                    e.HasField("activity_task_completed_event_attributes")
+                    for e in (await handle.fetch_history()).events
+                ):
+                    assert time.monotonic() < deadline, "the first call never completed"
+                    await asyncio.sleep(0.05)
+            # Instance a is gone while the run pauses between its two calls.
+            async with workers(only["b"], kind="kernel"):
+                result = await run.result()
+            history = await client.temporal.get_workflow_handle(run.run_id).fetch_history()
+    timed_out = [
+        e.activity_task_timed_out_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_timed_out_event_attributes")
+    ]
+    assert result.output.count("|") == 1  # both calls answered
+    assert runs_on(servers, run.run_id) == ["a", "b"]
+    assert len(timed_out) == 1, "the second call should wait on instance a's queue, once"

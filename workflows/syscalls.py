@@ -7,7 +7,8 @@ from typing import NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from kernos.kernel import errors, scheduler
@@ -65,6 +66,8 @@ class SyscallDispatcher:
         self.run = run
         self.usage = TokenUsage()
         self.syscalls = 0
+        #: The instance that last served each model, where cache affinity sends the next call.
+        self._instances: dict[str, str] = {}
         self._retry = RetryPolicy(
             initial_interval=timedelta(seconds=run.limits.retry_initial_interval_s),
             maximum_interval=timedelta(seconds=run.limits.retry_max_interval_s),
@@ -121,23 +124,26 @@ class SyscallDispatcher:
         summary: str,
         result_type: type[Result],
     ) -> Result:
-        dispatch = scheduler.dispatch_llm(self.run, model)
-        limits = self.run.limits
+        dispatch = scheduler.dispatch_llm(self.run, model, self._instances.get(model))
         try:
-            response: Result = await workflow.execute_activity(
-                syscall,
-                request,
-                result_type=result_type,
-                task_queue=dispatch.task_queue,
-                priority=dispatch.priority,
-                start_to_close_timeout=timedelta(seconds=limits.llm_start_to_close_s),
-                heartbeat_timeout=timedelta(seconds=limits.llm_heartbeat_s),
-                retry_policy=self._retry,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=summary,
-            )
+            response = await self._execute_llm(syscall, request, dispatch, summary, result_type)
         except ActivityError as exc:
-            _raise_translated(exc)
+            cause = exc.cause
+            if not (
+                dispatch.schedule_to_start is not None
+                and isinstance(cause, ActivityTimeout)
+                and cause.type == TimeoutType.SCHEDULE_TO_START
+            ):
+                _raise_translated(exc)
+            # The instance with the run's cache is busy or gone: any instance will do.
+            self._instances.pop(model, None)
+            dispatch = scheduler.dispatch_llm(self.run, model)
+            try:
+                response = await self._execute_llm(syscall, request, dispatch, summary, result_type)
+            except ActivityError as retried:
+                _raise_translated(retried)
+        if isinstance(response, LLMResponse) and response.instance is not None:
+            self._instances[model] = response.instance
         self.syscalls += 1
         self.usage = self.usage + response.usage
         workflow.set_current_details(
@@ -146,6 +152,30 @@ class SyscallDispatcher:
             f"{self.usage.output_tokens} output tokens so far"
         )
         return response
+
+    async def _execute_llm(
+        self,
+        syscall: str,
+        request: LLMRequest | LLMContinuation | CompactRequest,
+        dispatch: scheduler.Dispatch,
+        summary: str,
+        result_type: type[Result],
+    ) -> Result:
+        limits = self.run.limits
+        result: Result = await workflow.execute_activity(
+            syscall,
+            request,
+            result_type=result_type,
+            task_queue=dispatch.task_queue,
+            priority=dispatch.priority,
+            schedule_to_start_timeout=dispatch.schedule_to_start,
+            start_to_close_timeout=timedelta(seconds=limits.llm_start_to_close_s),
+            heartbeat_timeout=timedelta(seconds=limits.llm_heartbeat_s),
+            retry_policy=self._retry,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=summary,
+        )
+        return result
 
     async def finish(self, outcome: RunOutcome) -> None:
         """`run.finish`: the kernel records the outcome."""
