@@ -14,7 +14,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from kernos.activities.errors import to_application_error
+from kernos.activities.errors import public_type, to_application_error
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
 from kernos.kernel.errors import AccessDenied, KernosError, TokenBudgetExceeded
@@ -109,7 +109,9 @@ class _SyscallInbound(ActivityInboundInterceptor):
                     usage = result.usage
                 return result
             except BaseException as exc:
-                error_type = type(exc).__name__
+                error_type = (
+                    public_type(exc) if isinstance(exc, KernosError) else type(exc).__name__
+                )
                 raise
             finally:
                 await self.kernel.audit.record_result(

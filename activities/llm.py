@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from temporalio import activity
@@ -13,6 +15,7 @@ from kernos.kernel.config import SchedulerSettings
 from kernos.kernel.errors import ContextTooLong
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.llm.base import SLICE_END, LLMBackend, Placement, Snapshot
+from kernos.kernel.llm.http import ServerUnreachable
 from kernos.kernel.runs import RunStore
 from kernos.kernel.syscalls import (
     Compaction,
@@ -50,6 +53,7 @@ class LLMActivities:
         context: ContextManager,
         provider: str = "openai",
         instance: str | None = None,
+        on_unreachable: Callable[[], None] = lambda: None,
     ) -> None:
         self.backend = backend
         self.runs = runs
@@ -57,6 +61,8 @@ class LLMActivities:
         self.scheduler = scheduler
         self.context = context
         self.instance = instance
+        #: Told when the server cannot be reached, so the instance stops taking work.
+        self.on_unreachable = on_unreachable
         self.provider = provider
         self._placements: dict[str, tuple[int | None, int | None]] = {}
 
@@ -167,6 +173,8 @@ class LLMActivities:
                     response = await self.backend.chat(request, progress, resume, placement)
             except Exception as exc:
                 span.set_attribute("error.type", type(exc).__name__)
+                if isinstance(exc, ServerUnreachable):
+                    self.on_unreachable()
                 raise
             _record_response(span, response)
             response = response.model_copy(update={"instance": self.instance})

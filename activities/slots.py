@@ -1,9 +1,18 @@
-"""One instance's slots, shared by the workers that poll its pool and its affinity queue."""
+"""One LLM instance's slots: how much work its workers take, and whether they take any.
+
+The workers of an instance (its pool queue's and, with cache affinity, its own queue's) draw
+from one set of slots, so the instance never runs more than its slots at once. While the
+instance's server cannot be reached, no slot is handed out: its workers take no new work, and
+the pool's tasks go to the instances that can run them. A probe of the server's health opens
+the slots again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 
 from temporalio.worker import (
     CustomSlotSupplier,
@@ -13,20 +22,51 @@ from temporalio.worker import (
     SlotReserveContext,
 )
 
+HealthCheck = Callable[[], Awaitable[bool]]
 
-class SharedSlots(CustomSlotSupplier):
-    """At most `slots` activities at once, whichever of the instance's queues they come from.
+
+class InstanceSlots(CustomSlotSupplier):
+    """At most `slots` activities at once, and none while the server is down.
 
     A poller holds a permit while it polls, so each worker should poll with few pollers, or
     idle pollers of one queue hold permits the other queue's work could use.
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(
+        self, slots: int, health: HealthCheck | None = None, probe_interval_s: float = 0.5
+    ) -> None:
         self._free = slots
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._health = health
+        self._probe_interval_s = probe_interval_s
+        self._up = asyncio.Event()
+        self._up.set()
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        """Whether the instance takes work."""
+        return self._up.is_set()
+
+    def mark_down(self) -> None:
+        """The server could not be reached: take no work until its health probe passes."""
+        if not self._up.is_set() or self._health is None:
+            return
+        self._up.clear()
+        self._probe = asyncio.get_running_loop().create_task(self._probe_until_up())
+
+    async def _probe_until_up(self) -> None:
+        assert self._health is not None
+        while True:
+            with suppress(Exception):
+                if await self._health():
+                    self._up.set()
+                    return
+            await asyncio.sleep(self._probe_interval_s)
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
-        """Wait for a free slot (first come, first served)."""
+        """Wait until the instance is up and a slot is free (first come, first served)."""
+        await self._up.wait()
         if self._free > 0 and not self._waiting:
             self._free -= 1
             return SlotPermit()
@@ -44,7 +84,7 @@ class SharedSlots(CustomSlotSupplier):
 
     def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
         """A free slot now, or None."""
-        if self._free > 0 and not self._waiting:
+        if self._up.is_set() and self._free > 0 and not self._waiting:
             self._free -= 1
             return SlotPermit()
         return None
@@ -63,3 +103,10 @@ class SharedSlots(CustomSlotSupplier):
                 waiter.set_result(None)
                 return
         self._free += 1
+
+    async def aclose(self) -> None:
+        """Stop probing."""
+        if self._probe is not None:
+            self._probe.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._probe

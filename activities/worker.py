@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
 
 from temporalio.client import Client
 from temporalio.service import ServiceClient
@@ -14,12 +13,13 @@ from kernos.activities.context import ContextManager, ConversationActivities
 from kernos.activities.interceptor import SyscallInterceptor
 from kernos.activities.llm import LLMActivities
 from kernos.activities.runs import RunActivities
-from kernos.activities.slots import SharedSlots
-from kernos.kernel.config import Settings
+from kernos.activities.slots import HealthCheck, InstanceSlots
+from kernos.kernel.config import LLMInstance, Settings
 from kernos.kernel.conversations import ConversationStore
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.llm.base import LLMBackend
+from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.registry import build_backend
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 
@@ -35,13 +35,31 @@ async def _own_connection(client: Client) -> Client:
     return Client(**config)
 
 
+def _health_check(instance: LLMInstance) -> HealthCheck | None:
+    """How an instance marked down is found up again: its own health endpoints."""
+    if instance.base_url is None:
+        return None
+
+    async def healthy() -> bool:
+        return (await probe(instance, timeout_s=2.0)).healthy
+
+    return healthy
+
+
 class KernelWorkers:
     """The kernel queue's worker plus one worker per LLM instance on its model's pool queue."""
 
-    def __init__(self, kernel: Kernel, workers: list[Worker], backends: list[LLMBackend]) -> None:
+    def __init__(
+        self,
+        kernel: Kernel,
+        workers: list[Worker],
+        backends: list[LLMBackend],
+        slots: list[InstanceSlots],
+    ) -> None:
         self.kernel = kernel
         self.workers = workers
         self._backends = backends
+        self._slots = slots
 
     @classmethod
     async def create(
@@ -67,9 +85,14 @@ class KernelWorkers:
             )
         ]
         built: list[LLMBackend] = []
+        gates: list[InstanceSlots] = []
         for instance in settings.llm:
             backend = (backends or {}).get(instance.name) or build_backend(instance)
             built.append(backend)
+            # The instance's workers (its pool queue's and, with cache affinity, its own
+            # queue's) take from one set of slots, closed while its server is unreachable.
+            slots = InstanceSlots(instance.slots, _health_check(instance))
+            gates.append(slots)
             llm = LLMActivities(
                 backend,
                 kernel.runs,
@@ -78,46 +101,35 @@ class KernelWorkers:
                 ContextManager(backend, conversations, settings.context, instance.context_window),
                 provider=instance.kind,
                 instance=instance.name,
+                on_unreachable=slots.mark_down,
             )
-            connection = await _own_connection(client)
-            pool = llm_task_queue(settings.temporal.llm_queue_prefix, instance.model)
-            common: dict[str, Any] = {
-                "activities": [llm.chat, llm.continue_, llm.compact],
-                "interceptors": interceptors,
-                "identity": f"{client.identity}/{instance.name}",
-            }
-            if not settings.scheduler.affinity_s:
-                workers.append(
-                    Worker(
-                        connection,
-                        task_queue=pool,
-                        max_concurrent_activities=instance.slots,
-                        **common,
-                    )
-                )
-                continue
-            # The pool and the instance's own queue take from one set of slots.
-            slots = SharedSlots(instance.slots)
             tuner = WorkerTuner.create_composite(
                 workflow_supplier=FixedSizeSlotSupplier(1),
                 activity_supplier=slots,
                 local_activity_supplier=FixedSizeSlotSupplier(1),
                 nexus_supplier=FixedSizeSlotSupplier(1),
             )
-            own = affinity_task_queue(
-                settings.temporal.llm_queue_prefix, instance.model, instance.name
-            )
-            for queue in (pool, own):
+            connection = await _own_connection(client)
+            queues = [llm_task_queue(settings.temporal.llm_queue_prefix, instance.model)]
+            if settings.scheduler.affinity_s:
+                queues.append(
+                    affinity_task_queue(
+                        settings.temporal.llm_queue_prefix, instance.model, instance.name
+                    )
+                )
+            for queue in queues:
                 workers.append(
                     Worker(
                         connection,
                         task_queue=queue,
+                        activities=[llm.chat, llm.continue_, llm.compact],
+                        interceptors=interceptors,
+                        identity=f"{client.identity}/{instance.name}",
                         tuner=tuner,
                         max_concurrent_activity_task_polls=2,
-                        **common,
                     )
                 )
-        return cls(kernel, workers, built)
+        return cls(kernel, workers, built, gates)
 
     async def run(self) -> None:
         """Poll until shut down."""
@@ -126,6 +138,8 @@ class KernelWorkers:
     async def shutdown(self) -> None:
         """Stop polling, finish in-flight work, release connections."""
         await asyncio.gather(*(worker.shutdown() for worker in self.workers))
+        for slots in self._slots:
+            await slots.aclose()
         for backend in self._backends:
             await backend.aclose()
         await self.kernel.close()

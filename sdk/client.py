@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from typing import Any
 
@@ -115,7 +116,22 @@ class RunHandle:
         return self._client.temporal.get_workflow_handle(self.run_id, result_type=RunResult)
 
     async def result(self) -> RunResult:
-        """Wait for the run to finish; RunFailed if it failed."""
+        """Wait for the run to finish; RunFailed if it failed.
+
+        The wait is a long poll; a server at its limit of concurrent long polls (thousands of
+        waiting clients) answers RESOURCE_EXHAUSTED, and the wait backs off and polls again.
+        """
+        delay = 0.2
+        while True:
+            try:
+                return await self._wait()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def _wait(self) -> RunResult:
         try:
             return await self._workflow.result()
         except WorkflowFailureError as exc:

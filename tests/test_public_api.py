@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+from temporalio.service import RPCError, RPCStatusCode
+
 import kernos
 import kernos.kernel.llm.base
+from kernos import RunHandle, RunResult, TokenUsage
 
 
 def test_every_exported_name_exists_and_is_documented() -> None:
@@ -33,3 +37,31 @@ async def test_scripted_backend_counts_and_runs_out() -> None:
         assert "the script has 2 replies and call 3 asked for more" in str(exc)
     else:
         raise AssertionError("a third call should exhaust the script")
+
+
+async def test_waiting_for_a_result_backs_off_when_the_server_is_at_its_poll_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of clients waiting at once hit the server's long-poll limit: wait again."""
+    answers: list[object] = [
+        RPCError(
+            "namespace concurrent poller limit exceeded", RPCStatusCode.RESOURCE_EXHAUSTED, b""
+        ),
+        RunResult(run_id="run-1", output="done", usage=TokenUsage(), syscalls=1),
+    ]
+
+    async def wait(self: RunHandle) -> RunResult:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, RunResult)
+        return answer
+
+    monkeypatch.setattr(RunHandle, "_wait", wait)
+    handle = RunHandle(None, "run-1")  # type: ignore[arg-type]
+    assert (await handle.result()).output == "done"
+    assert answers == []
+
+    answers.append(RPCError("nope", RPCStatusCode.PERMISSION_DENIED, b""))
+    with pytest.raises(RPCError):
+        await handle.result()

@@ -220,3 +220,56 @@ async def test_affinity_falls_back_to_the_pool_when_its_instance_is_gone(
     assert result.output.count("|") == 1  # both calls answered
     assert runs_on(servers, run.run_id) == ["a", "b"]
     assert len(timed_out) == 1, "the second call should wait on instance a's queue, once"
+
+
+def attempts_of_llm_calls(history: Any) -> list[int]:
+    """The attempt at which each of a run's LLM calls started."""
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ][:-1]  # the last activity is run.finish
+
+
+async def test_a_dead_instance_takes_no_new_work_until_it_is_back(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    async with FakeSGLangServer() as a, FakeSGLangServer() as b:
+        port = int(a.base_url.rsplit(":", 1)[1])
+        settings = make_settings(
+            temporal,
+            postgres,
+            llm=[
+                {"name": n, "kind": "sglang", "model": "m", "base_url": s.base_url, "slots": 2}
+                for n, s in (("a", a), ("b", b))
+            ],
+        )
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            await a.stop()
+            # Runs until one has met the dead server: its call failed there and was retried.
+            deadline = time.monotonic() + 30
+            while True:
+                assert time.monotonic() < deadline, "no call ever went to the dead instance"
+                handle = await client.submit(RunSpec(agent="length", task="4 probe"))
+                await handle.result()
+                history = await client.temporal.get_workflow_handle(handle.run_id).fetch_history()
+                if attempts_of_llm_calls(history) != [1]:
+                    break
+            # From then on a's worker takes no new work: only its two pollers, which held slots
+            # when it went down, can still take a call each; every other call starts once, on b.
+            # (Without the closed slots, about half of these would meet the dead server.)
+            handles = [
+                await client.submit(RunSpec(agent="length", task=f"4 run {i}")) for i in range(16)
+            ]
+            retried = 0
+            for handle in handles:
+                await handle.result()
+                history = await client.temporal.get_workflow_handle(handle.run_id).fetch_history()
+                retried += attempts_of_llm_calls(history) != [1]
+            assert retried <= 2, f"{retried} of 16 calls went to the dead instance first"
+            # Back on its port, a is found healthy again and takes work.
+            async with FakeSGLangServer(port=port) as revived:
+                deadline = time.monotonic() + 30
+                while not revived.requests:
+                    assert time.monotonic() < deadline, "the revived instance got no work"
+                    await (await client.submit(RunSpec(agent="length", task="4 again"))).result()

@@ -17,6 +17,13 @@ from kernos.kernel.errors import (
 _CONTEXT_WORDS = ("context length", "context window", "context size", "too long", "exceeds")
 
 
+class ServerUnreachable(LLMUnavailable):
+    """The connection to the server failed or broke.
+
+    Its instance takes no work until its health probe passes; agents see an LLMUnavailable.
+    """
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:

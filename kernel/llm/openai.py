@@ -16,7 +16,7 @@ import httpx
 
 from kernos.kernel.errors import LLMUnavailable
 from kernos.kernel.llm.base import Placement, Progress, PromptSize, Snapshot
-from kernos.kernel.llm.http import HTTPBackend, error_for_status
+from kernos.kernel.llm.http import HTTPBackend, ServerUnreachable, error_for_status
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 
@@ -92,7 +92,7 @@ class OpenAIBackend(HTTPBackend):
         except httpx.TimeoutException as exc:
             raise LLMUnavailable(f"{where} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
-            raise LLMUnavailable(f"cannot reach {where}: {exc}") from exc
+            raise ServerUnreachable(f"cannot reach {where}: {exc}") from exc
         except json.JSONDecodeError as exc:
             raise LLMUnavailable(f"{where} sent a malformed stream chunk: {exc}") from exc
         return LLMResponse(

@@ -20,7 +20,7 @@ from kernos.kernel.llm.base import (
     Snapshot,
     token_budget,
 )
-from kernos.kernel.llm.http import HTTPBackend, error_for_status
+from kernos.kernel.llm.http import HTTPBackend, ServerUnreachable, error_for_status
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 
@@ -48,7 +48,7 @@ class ResumableBackend(HTTPBackend):
         except httpx.TimeoutException as exc:
             raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
-            raise LLMUnavailable(f"cannot reach {self.where}: {exc}") from exc
+            raise ServerUnreachable(f"cannot reach {self.where}: {exc}") from exc
         return PromptSize(tokens=len(prompt), window=window)
 
     async def generate(
@@ -109,7 +109,7 @@ class ResumableBackend(HTTPBackend):
         except httpx.TimeoutException as exc:
             raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
-            raise LLMUnavailable(f"cannot reach {self.where}: {exc}") from exc
+            raise ServerUnreachable(f"cannot reach {self.where}: {exc}") from exc
         usage.output_tokens = len(done.tokens)
         return LLMResponse(
             text=done.text,
