@@ -49,6 +49,12 @@ bench: install
 	$(BIN)/python bench/syscall_overhead.py
 	$(BIN)/python bench/llm_throughput.py
 	$(BIN)/python bench/transfer_poll_rate.py
+	$(BIN)/python bench/calibrate.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/agents_vs_direct.py
+	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/fairness.py
+	$(BIN)/python bench/plots.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -92,10 +92,17 @@ class SizedChatAgent(Agent):
         return str(reply.usage.output_tokens)
 
 
+REACT_REPLY_TOKENS = 32
+
 #: The shared instructions every ReAct-shaped agent starts from: a prefix servers can cache.
 REACT_SYSTEM = "You are a careful agent. Think, act, observe. " + " ".join(
     f"Rule {i}: check the tool output before acting again." for i in range(40)
 )
+
+
+def observation(turn: int) -> str:
+    """A tool's output, as long as a search result or a file excerpt (about 150 words)."""
+    return f"Observation {turn}: " + " ".join(f"result{turn}-{i} matched" for i in range(75))
 
 
 class ReActShapedAgent(Agent):
@@ -111,10 +118,10 @@ class ReActShapedAgent(Agent):
         ]
         tokens = 0
         for turn in range(int(turns)):
-            reply = await self.llm.chat(messages, max_tokens=32)
+            reply = await self.llm.chat(messages, max_tokens=REACT_REPLY_TOKENS)
             tokens += reply.usage.output_tokens
             messages += [
                 {"role": "assistant", "content": reply.text},
-                {"role": "user", "content": f"Observation {turn}: the tool returned 42."},
+                {"role": "user", "content": observation(turn)},
             ]
         return str(tokens)

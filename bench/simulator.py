@@ -54,6 +54,7 @@ class Outcome:
     latency_s: float
     output_tokens: int = 0
     failed: str | None = None
+    text: str = ""
 
 
 @dataclass
@@ -92,7 +93,9 @@ class NaiveClients:
                 delay = getattr(exc, "retry_after_s", None) or self.retry_delay_s
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.perf_counter())))
                 continue
-            return Outcome(time.perf_counter() - started, response.usage.output_tokens)
+            return Outcome(
+                time.perf_counter() - started, response.usage.output_tokens, text=response.text
+            )
 
     async def aclose(self) -> None:
         """Close the clients' connections."""

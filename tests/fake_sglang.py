@@ -116,6 +116,9 @@ class Recorded:
     rid: str
     cached_tokens: int = 0
     output_tokens: int = 0
+    received: float = field(default_factory=time.monotonic)
+    """When the request arrived (`time.monotonic`); `finished` when its stream ended."""
+    finished: float | None = None
     finish: str | None = None
 
 
@@ -161,8 +164,8 @@ class FakeSGLangServer:
         self._wake = asyncio.Event()
         self._engine: asyncio.Task[None] | None = None
         self._rids = itertools.count()
-        self._prompt_tokens = 0
-        self._cached_prompt_tokens = 0
+        self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
         self.http = MiniHTTPServer(
             {
                 ("GET", "/health"): self._health,
@@ -245,13 +248,13 @@ class FakeSGLangServer:
         return JSONResponse({"object": "list", "data": [model]})
 
     def _load(self) -> dict[str, Any]:
-        total = self._prompt_tokens or 1
+        total = self.prompt_tokens or 1
         return {
             "dp_rank": 0,
             "num_running_reqs": len(self._running),
             "num_waiting_reqs": len(self._waiting),
             "max_running_requests": self.max_running_requests,
-            "cache_hit_rate": self._cached_prompt_tokens / total,
+            "cache_hit_rate": self.cached_prompt_tokens / total,
             "token_usage": 0.0,
         }
 
@@ -425,8 +428,8 @@ class FakeSGLangServer:
             for queued in order[: max(0, self.max_running_requests - len(self._running))]:
                 self._waiting.remove(queued)
                 queued.cached_tokens = self._cached_prefix(queued.input_ids)
-                self._prompt_tokens += len(queued.input_ids)
-                self._cached_prompt_tokens += queued.cached_tokens
+                self.prompt_tokens += len(queued.input_ids)
+                self.cached_prompt_tokens += queued.cached_tokens
                 prefill += len(queued.input_ids) - queued.cached_tokens
                 self._running.append(queued)
             batch = len(self._running)
@@ -480,6 +483,7 @@ class FakeSGLangServer:
                 break
         recorded.cached_tokens = queued.cached_tokens
         recorded.output_tokens = len(queued.output_ids)
+        recorded.finished = time.monotonic()
         recorded.finish = str((queued.finish_reason or {}).get("type"))
         yield "[DONE]"
 

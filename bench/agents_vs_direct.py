@@ -1,0 +1,159 @@
+"""The seed's experiment: many multi-turn agents on two LLM instances, with and without kernos.
+
+Each agent is ReAct-shaped: a shared system prompt, its question, then turns of a 32-token
+thought and a ~150-word tool observation, every call sending the whole growing conversation.
+Without the kernel, each agent calls the servers itself, picking instances round-robin (so a
+turn rarely finds its prefix cached where it lands) and retrying 503/429. Through the kernel,
+each agent is a run; its calls are pulled by the instances' workers within their slots, and
+cache affinity (`[scheduler] affinity_s`) sends a run's next call to the instance holding its
+prefix. A second setting gives the two instances 8 and 2 slots, where round-robin clients
+overload the small one and pulling by capacity does not. Both ways use the same simulated
+instances (bench/simulator.py, calibrated to this machine's llama.cpp server; prefill of
+uncached prompt tokens is what a cache miss costs).
+Run: `python bench/agents_vs_direct.py` (writes bench/results/agents_vs_direct.json).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import time
+from typing import Any
+
+from bench_results import run_benchmark, write_results
+from bench_stack import Services, kernel, services
+from bench_workloads import REACT_REPLY_TOKENS, REACT_SYSTEM, observation
+from simulator import NaiveClients, constants, simulated_server
+
+from kernos import RunSpec
+from kernos.kernel.syscalls import LLMRequest
+
+AGENTS = 32
+TURNS = 6
+SLOTS = 8
+AFFINITY_S = 1.0
+#: A second setting: instances of unequal capacity (a big and a small GPU, say).
+UNEQUAL = (8, 2)
+
+
+async def direct_agent(clients: NaiveClients, index: int) -> int:
+    """One agent calling the servers itself; its output tokens."""
+    messages: list[dict[str, str]] = [
+        {"role": "system", "content": REACT_SYSTEM},
+        {"role": "user", "content": f"question {index}"},
+    ]
+    tokens = 0
+    for turn in range(TURNS):
+        request = LLMRequest.model_validate(
+            {"model": "sim", "messages": messages, "sampling": {"max_tokens": REACT_REPLY_TOKENS}}
+        )
+        outcome = await clients.request(request)
+        if outcome.failed:
+            raise RuntimeError(f"agent {index} failed: {outcome.failed}")
+        tokens += outcome.output_tokens
+        messages += [
+            {"role": "assistant", "content": outcome.text},
+            {"role": "user", "content": observation(turn)},
+        ]
+    return tokens
+
+
+def cache_hit_rate(servers: list[Any]) -> float:
+    """The share of prompt tokens the servers took from their prefix caches."""
+    prompt = sum(s.prompt_tokens for s in servers)
+    return sum(s.cached_prompt_tokens for s in servers) / prompt if prompt else 0.0
+
+
+async def direct(slots: tuple[int, int] = (SLOTS, SLOTS)) -> dict[str, float]:
+    async with (
+        simulated_server(max_running_requests=slots[0]) as a,
+        simulated_server(max_running_requests=slots[1]) as b,
+    ):
+        clients = NaiveClients([a.base_url, b.base_url], timeout_s=600)
+        started = time.perf_counter()
+        tokens = sum(await asyncio.gather(*(direct_agent(clients, i) for i in range(AGENTS))))
+        elapsed = time.perf_counter() - started
+        await clients.aclose()
+        hits = cache_hit_rate([a, b])
+    return {"seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1),
+            "cache_hit_rate": round(hits, 3)}  # fmt: skip
+
+
+async def through_kernel(
+    stack: Services, affinity_s: float, slots: tuple[int, int] = (SLOTS, SLOTS)
+) -> dict[str, float]:
+    async with (
+        simulated_server(max_running_requests=slots[0]) as a,
+        simulated_server(max_running_requests=slots[1]) as b,
+    ):
+        settings = stack.settings(
+            llm=[
+                {
+                    "name": f"sim{i}",
+                    "kind": "sglang",
+                    "model": "sim",
+                    "base_url": url,
+                    "slots": n,
+                }
+                for i, (url, n) in enumerate(((a.base_url, slots[0]), (b.base_url, slots[1])))
+            ],
+            default_model="sim",
+            scheduler={"affinity_s": affinity_s},
+        )
+        async with kernel(settings) as client:
+            started = time.perf_counter()
+            handles = [
+                await client.submit(RunSpec(agent="react", task=f"{TURNS} question {i}"))
+                for i in range(AGENTS)
+            ]
+            tokens = sum([int((await handle.result()).output) for handle in handles])
+            elapsed = time.perf_counter() - started
+        hits = cache_hit_rate([a, b])
+    return {"seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1),
+            "cache_hit_rate": round(hits, 3)}  # fmt: skip
+
+
+async def main() -> None:
+    async with services() as stack:
+        figures = {
+            "direct": await direct(),
+            "kernel_without_affinity": await through_kernel(stack, 0.0),
+            "kernel": await through_kernel(stack, AFFINITY_S),
+        }
+        unequal = {
+            "direct": await direct(UNEQUAL),
+            "kernel": await through_kernel(stack, AFFINITY_S, UNEQUAL),
+        }
+    ratio = figures["kernel"]["tokens_per_s"] / figures["direct"]["tokens_per_s"]
+    unequal_ratio = unequal["kernel"]["tokens_per_s"] / unequal["direct"]["tokens_per_s"]
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "backend": f"2 simulated SGLang instances x {SLOTS} slots, {constants()}",
+        "workload": f"{AGENTS} agents x {TURNS} turns of {REACT_REPLY_TOKENS} tokens, "
+        "~150-word observations",
+        "affinity_s": AFFINITY_S,
+        **figures,
+        "ratio": round(ratio, 3),
+        "unequal_instances": unequal | {"slots": list(UNEQUAL), "ratio": round(unequal_ratio, 3)},
+    }
+    print(f"{'':<28}{'seconds':>9}{'tokens/s':>10}{'cache hits':>12}")
+    for label, key in (("agents call servers", "direct"),
+                       ("kernos, no affinity", "kernel_without_affinity"),
+                       ("kernos", "kernel")):  # fmt: skip
+        f = figures[key]
+        print(
+            f"{label:<28}{f['seconds']:>9.2f}{f['tokens_per_s']:>10.1f}{f['cache_hit_rate']:>12.1%}"
+        )
+    for label, key in (("unequal: agents call servers", "direct"), ("unequal: kernos", "kernel")):
+        f = unequal[key]
+        print(
+            f"{label:<28}{f['seconds']:>9.2f}{f['tokens_per_s']:>10.1f}{f['cache_hit_rate']:>12.1%}"
+        )
+    print(f"kernel / direct throughput: {ratio:.3f} (goal >= 1.5); with instances of "
+          f"{UNEQUAL[0]} and {UNEQUAL[1]} slots: {unequal_ratio:.3f}")  # fmt: skip
+    write_results("agents_vs_direct", result)
+
+
+if __name__ == "__main__":
+    run_benchmark(main)
