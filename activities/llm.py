@@ -1,4 +1,8 @@
-"""`llm.chat` and `llm.continue`: generations on one LLM instance, sliced under round-robin."""
+"""The LLM syscalls of one instance.
+
+`llm.chat`; `llm.continue`, the next round-robin slice of a suspended generation; and
+`llm.compact`, a conversation's older turns summarised in their place.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from kernos.activities.context import ContextManager, activity_key
 from kernos.activities.heartbeat import heartbeating
 from kernos.activities.interceptor import caller
 from kernos.kernel.config import SchedulerSettings
-from kernos.kernel.errors import ContextTooLong
+from kernos.kernel.errors import ContextTooLong, InvalidRequest
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.llm.base import SLICE_END, LLMBackend, Placement, Snapshot
 from kernos.kernel.llm.http import ServerUnreachable
@@ -110,6 +114,8 @@ class LLMActivities:
         run_id = caller().run_id
         key = activity_key()
         suspended = await self.generations.load(continuation.generation, run_id)
+        if suspended.finished and suspended.written_by != key:
+            raise InvalidRequest(f"generation {continuation.generation!r} has already ended")
         stored = suspended.snapshot
         beat = _last_snapshot()
         resume = beat if beat is not None and len(beat.tokens) > len(stored.tokens) else stored

@@ -21,6 +21,7 @@ AGENTS = {
     "one-chat": "bench_workloads:OneChatAgent",
     "sized": "bench_workloads:SizedChatAgent",
     "react": "bench_workloads:ReActShapedAgent",
+    "calls": "bench_workloads:CallsAgent",
 }
 
 

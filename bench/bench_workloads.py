@@ -125,3 +125,19 @@ class ReActShapedAgent(Agent):
                 {"role": "user", "content": observation(turn)},
             ]
         return str(tokens)
+
+
+class CallsAgent(Agent):
+    """`"<calls> <max_tokens>"`: that many LLM syscalls one after the other."""
+
+    name = "calls"
+
+    async def run(self, task: str) -> str:
+        calls, limit = (int(word) for word in task.split())
+        tokens = 0
+        for call in range(calls):
+            reply = await self.llm.chat(
+                [{"role": "user", "content": f"call {call}"}], max_tokens=limit
+            )
+            tokens += reply.usage.output_tokens
+        return str(tokens)
