@@ -154,32 +154,57 @@ def runs_on(servers: dict[str, FakeSGLangServer], run_id: str) -> list[str]:
     return [name for _, name in sorted(calls)]
 
 
-async def test_affinity_keeps_a_run_on_the_instance_with_its_cache(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+@pytest.mark.parametrize(("affinity_s", "expected"), [(10.0, ["a", "a"]), (0.0, ["a", "b"])])
+async def test_affinity_waits_for_the_instance_with_the_runs_cache(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, affinity_s: float, expected: list[str]
 ) -> None:
-    async def served(affinity_s: float) -> list[list[str]]:
-        async with FakeSGLangServer(step_s=0.005) as a, FakeSGLangServer(step_s=0.005) as b:
-            servers = {"a": a, "b": b}
-            settings = make_settings(
-                temporal,
-                postgres,
-                llm=[
-                    {"name": n, "kind": "sglang", "model": "m", "base_url": s.base_url, "slots": 4}
-                    for n, s in servers.items()
-                ],
-                scheduler={"affinity_s": affinity_s},
+    """The run's instance is busy when its next call comes and the other one is free: with
+    affinity the call waits for its instance; without, it goes to the free one."""
+    async with FakeSGLangServer(step_s=0.05, eos=False) as a, FakeSGLangServer() as b:
+        servers = {"a": a, "b": b}
+        settings = make_settings(temporal, postgres, scheduler={"affinity_s": affinity_s})
+        only = {
+            name: settings.model_copy(
+                update={
+                    "llm": [
+                        LLMInstance(
+                            name=name, kind="sglang", model="m", base_url=s.base_url, slots=1
+                        )
+                    ]
+                }
             )
-            async with workers(settings), await KernosClient.connect(settings) as client:
-                handles = [await client.submit(RunSpec(agent="steps", task="8")) for _ in range(2)]
-                for handle in handles:
-                    await handle.result()
-            return [runs_on(servers, handle.run_id) for handle in handles]
+            for name, s in servers.items()
+        }
+        agents = settings.model_copy(update={"database": DatabaseSettings()})
+        async with (
+            workers(agents, kind="agent"),
+            await KernosClient.connect(only["a"]) as client,
+            workers(only["a"], kind="kernel"),
+        ):
+            run = await client.submit(RunSpec(agent="pausing", task="1", model="m"))
+            await first_call_done(client, run.run_id)
+            # Only a polls: this long run takes a's one slot through the run's pause.
+            blocker = await client.submit(RunSpec(agent="length", task="60 block", model="m"))
+            deadline = time.monotonic() + 30
+            while len(a.requests) < 2:
+                assert time.monotonic() < deadline, "the blocker never reached instance a"
+                await asyncio.sleep(0.01)
+            async with workers(only["b"], kind="kernel"):
+                await run.result()
+                await blocker.result()
+    assert runs_on(servers, run.run_id) == expected
 
-    with_affinity = await served(2.0)
-    assert all(len(calls) == 8 and len(set(calls)) == 1 for calls in with_affinity), with_affinity
-    # The control: from the pool alone, with room on both, a run's calls land on both.
-    without = await served(0.0)
-    assert any(len(set(calls)) == 2 for calls in without), without
+
+async def first_call_done(client: KernosClient, run_id: str) -> None:
+    """Wait until the run's first activity has completed."""
+    handle = client.temporal.get_workflow_handle(run_id)
+    deadline = time.monotonic() + 30
+    while not any(
+        e.HasField("activity_task_completed_event_attributes")
+        for e in (await handle.fetch_history()).events
+    ):
+        assert time.monotonic() < deadline, "the first call never completed"
+        await asyncio.sleep(0.05)
 
 
 async def test_affinity_falls_back_to_the_pool_when_its_instance_is_gone(
@@ -200,14 +225,7 @@ async def test_affinity_falls_back_to_the_pool_when_its_instance_is_gone(
         async with workers(agents, kind="agent"), await KernosClient.connect(only["a"]) as client:
             async with workers(only["a"], kind="kernel"):
                 run = await client.submit(RunSpec(agent="pausing", task="3", model="m"))
-                handle = client.temporal.get_workflow_handle(run.run_id)
-                deadline = time.monotonic() + 30
-                while not any(
-                    e.HasField("activity_task_completed_event_attributes")
-                    for e in (await handle.fetch_history()).events
-                ):
-                    assert time.monotonic() < deadline, "the first call never completed"
-                    await asyncio.sleep(0.05)
+                await first_call_done(client, run.run_id)
             # Instance a is gone while the run pauses between its two calls.
             async with workers(only["b"], kind="kernel"):
                 result = await run.result()
