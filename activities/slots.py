@@ -1,16 +1,15 @@
 """One LLM instance's slots: how much work its workers take, and whether they take any.
 
 The workers of an instance (its pool queue's and, with cache affinity, its own queue's) draw
-from one set of slots, so the instance never runs more than its slots at once. While the
-instance's server cannot be reached, no slot is handed out: its workers take no new work, and
-the pool's tasks go to the instances that can run them. A probe of the server's health opens
-the slots again.
+from one set of slots, so the instance runs about as many generations as it has slots. While
+its server cannot be reached no slot is handed out: its workers take no new work, and the
+pool's tasks go to the instances that can run them. A probe of the server's health opens the
+slots again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
@@ -25,18 +24,37 @@ from temporalio.worker import (
 HealthCheck = Callable[[], Awaitable[bool]]
 
 
-class InstanceSlots(CustomSlotSupplier):
-    """At most `slots` activities at once, and none while the server is down.
+class _Permit(SlotPermit):
+    def __init__(self, soft: bool) -> None:
+        super().__init__()
+        self.soft = soft
 
-    A poller holds a permit while it polls, so each worker should poll with few pollers, or
-    idle pollers of one queue hold permits the other queue's work could use.
+
+class InstanceSlots(CustomSlotSupplier):
+    """About `slots` activities at once, and none while the server is down.
+
+    Temporal reserves a slot before each poll, so an idle poller holds one. The pool queue's
+    pollers take slots outright. The affinity queue's pollers take "soft" slots that count only
+    once they carry a task, so idle pollers of one queue never starve the other; the price is
+    that the instance can run one task over its slots per affinity poller (give that worker a
+    single poller).
     """
 
     def __init__(
-        self, slots: int, health: HealthCheck | None = None, probe_interval_s: float = 0.5
+        self,
+        slots: int,
+        health: HealthCheck | None = None,
+        *,
+        affinity_queue: str | None = None,
+        probe_interval_s: float = 0.5,
     ) -> None:
-        self._free = slots
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._slots = slots
+        self._affinity_queue = affinity_queue
+        self._held = 0  # pool permits out, used or not
+        self._held_used = 0
+        self._soft = 0  # affinity permits out, used or not
+        self._soft_used = 0
+        self._changed = asyncio.Event()
         self._health = health
         self._probe_interval_s = probe_interval_s
         self._up = asyncio.Event()
@@ -61,48 +79,52 @@ class InstanceSlots(CustomSlotSupplier):
             with suppress(Exception):
                 if await self._health():
                     self._up.set()
+                    self._changed.set()
                     return
             await asyncio.sleep(self._probe_interval_s)
 
+    def _grant(self, soft: bool) -> _Permit | None:
+        if not self._up.is_set():
+            return None
+        if soft:
+            if self._held_used + self._soft >= self._slots:
+                return None
+            self._soft += 1
+        else:
+            if self._held + self._soft_used >= self._slots:
+                return None
+            self._held += 1
+        return _Permit(soft)
+
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
-        """Wait until the instance is up and a slot is free (first come, first served)."""
-        await self._up.wait()
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
-            return SlotPermit()
-        handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(handed)
-        try:
-            await handed
-        except asyncio.CancelledError:
-            if handed.done() and not handed.cancelled():
-                self._give_back()  # handed a slot just as the wait was cancelled
-            elif handed in self._waiting:
-                self._waiting.remove(handed)
-            raise
-        return SlotPermit()
+        """Wait until the instance is up and has room for this queue's poller."""
+        soft = ctx.task_queue == self._affinity_queue
+        while (permit := self._grant(soft)) is None:
+            self._changed.clear()
+            await self._changed.wait()
+        return permit
 
     def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
-        """A free slot now, or None."""
-        if self._up.is_set() and self._free > 0 and not self._waiting:
-            self._free -= 1
-            return SlotPermit()
-        return None
+        """Room now, or None."""
+        return self._grant(ctx.task_queue == self._affinity_queue)
 
     def mark_slot_used(self, ctx: SlotMarkUsedContext) -> None:
-        """Nothing to track."""
+        """The permit now carries a task."""
+        if isinstance(ctx.permit, _Permit) and ctx.permit.soft:
+            self._soft_used += 1
+        else:
+            self._held_used += 1
 
     def release_slot(self, ctx: SlotReleaseContext) -> None:
-        """Give the slot back: to the longest waiter, if any."""
-        self._give_back()
-
-    def _give_back(self) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
+        """Give the permit back; wake whoever waits for room."""
+        used = ctx.slot_info is not None
+        if isinstance(ctx.permit, _Permit) and ctx.permit.soft:
+            self._soft -= 1
+            self._soft_used -= used
+        else:
+            self._held -= 1
+            self._held_used -= used
+        self._changed.set()
 
     async def aclose(self) -> None:
         """Stop probing."""

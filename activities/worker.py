@@ -91,7 +91,15 @@ class KernelWorkers:
             built.append(backend)
             # The instance's workers (its pool queue's and, with cache affinity, its own
             # queue's) take from one set of slots, closed while its server is unreachable.
-            slots = InstanceSlots(instance.slots, _health_check(instance))
+            pool = llm_task_queue(settings.temporal.llm_queue_prefix, instance.model)
+            own = (
+                affinity_task_queue(
+                    settings.temporal.llm_queue_prefix, instance.model, instance.name
+                )
+                if settings.scheduler.affinity_s
+                else None
+            )
+            slots = InstanceSlots(instance.slots, _health_check(instance), affinity_queue=own)
             gates.append(slots)
             llm = LLMActivities(
                 backend,
@@ -110,14 +118,7 @@ class KernelWorkers:
                 nexus_supplier=FixedSizeSlotSupplier(1),
             )
             connection = await _own_connection(client)
-            queues = [llm_task_queue(settings.temporal.llm_queue_prefix, instance.model)]
-            if settings.scheduler.affinity_s:
-                queues.append(
-                    affinity_task_queue(
-                        settings.temporal.llm_queue_prefix, instance.model, instance.name
-                    )
-                )
-            for queue in queues:
+            for queue in [pool] if own is None else [pool, own]:
                 workers.append(
                     Worker(
                         connection,
@@ -126,7 +127,7 @@ class KernelWorkers:
                         interceptors=interceptors,
                         identity=f"{client.identity}/{instance.name}",
                         tuner=tuner,
-                        max_concurrent_activity_task_polls=2,
+                        max_concurrent_activity_task_polls=2 if queue == pool else 1,
                     )
                 )
         return cls(kernel, workers, built, gates)
