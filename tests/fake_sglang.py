@@ -139,6 +139,7 @@ class FakeSGLangServer:
         max_queued_requests: int | None = None,
         cache_sequences: int = 256,
         eos: bool = True,
+        live_reference: bool = False,
         port: int = 0,
     ) -> None:
         self.served_model_name = served_model_name
@@ -152,6 +153,9 @@ class FakeSGLangServer:
         self.max_queued_requests = max_queued_requests
         self.cache_sequences = cache_sequences
         self.eos = eos
+        self.live_reference = live_reference
+        """Cumulative chunks report one token fewer in `completion_tokens` than they carry, as
+        SGLang's do when its live output list is serialised after a further step."""
         """Whether the model ever ends a generation itself (otherwise only at the length)."""
         self.tokenizer = Tokenizer()
         self.requests: list[Recorded] = []
@@ -477,7 +481,10 @@ class FakeSGLangServer:
             await queued.updates.get()
             finished = queued.finish_reason is not None
             if len(queued.output_ids) > sent or finished:
-                yield self._output(queued, cumulative=not self.incremental_streaming, sent=sent)
+                output = self._output(queued, cumulative=not self.incremental_streaming, sent=sent)
+                if self.live_reference and not finished and not self.incremental_streaming:
+                    output["meta_info"]["completion_tokens"] -= 1
+                yield output
                 sent = len(queued.output_ids)
             if finished:
                 break

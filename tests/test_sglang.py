@@ -217,9 +217,15 @@ async def test_a_full_queue_is_retryable() -> None:
             await backend.aclose()
 
 
-@pytest.mark.parametrize("incremental", [False, True])
-async def test_reads_cumulative_and_incremental_streams(incremental: bool) -> None:
-    async with FakeSGLangServer(incremental_streaming=incremental, eos=False) as fake:
+@pytest.mark.parametrize(
+    ("incremental", "live_reference"), [(False, False), (True, False), (False, True)]
+)
+async def test_reads_cumulative_and_incremental_streams(
+    incremental: bool, live_reference: bool
+) -> None:
+    async with FakeSGLangServer(
+        incremental_streaming=incremental, live_reference=live_reference, eos=False
+    ) as fake:
         target = Target(fake.base_url, fake.served_model_name, fake)
         backend = target.backend()
         try:

@@ -120,10 +120,7 @@ class SGLangBackend(ResumableBackend):
                     meta = chunk.get("meta_info") or {}
                     ids = [int(token) for token in chunk.get("output_ids") or []]
                     text = chunk.get("text") or ""
-                    # Cumulative streams repeat everything so far; delta streams send the new part.
-                    if len(ids) == meta.get("completion_tokens", -1) and len(ids) >= len(
-                        new_tokens
-                    ):
+                    if _cumulative(ids, new_tokens, meta.get("completion_tokens")):
                         new_tokens, new_text = ids, text or new_text
                     else:
                         new_tokens, new_text = new_tokens + ids, new_text + text
@@ -164,6 +161,18 @@ class SGLangBackend(ResumableBackend):
             await asyncio.wait_for(
                 self._client.post("/abort_request", json={"rid": request_id}), 5.0
             )
+
+
+def _cumulative(ids: list[int], so_far: list[int], completion_tokens: Any) -> bool:
+    """Whether a chunk repeats the whole output so far, or is a delta.
+
+    SGLang streams cumulatively by default, deltas with `--incremental-streaming-output`.
+    A cumulative chunk holds at least `completion_tokens` ids (more when SGLang serialises its
+    live list after further steps); after the first chunk a delta always holds fewer.
+    """
+    if isinstance(completion_tokens, int):
+        return len(ids) >= completion_tokens
+    return ids[: len(so_far)] == so_far and len(ids) >= len(so_far)
 
 
 def _error(status: Any, message: str) -> LLMError:
