@@ -127,7 +127,11 @@ class KernelWorkers:
                         interceptors=interceptors,
                         identity=f"{client.identity}/{instance.name}",
                         tuner=tuner,
-                        max_concurrent_activity_task_polls=2 if queue == pool else 1,
+                        # Temporal's default of 5 pollers, fewer for a small instance; one on
+                        # the affinity queue, whose idle poller holds no slot (InstanceSlots).
+                        max_concurrent_activity_task_polls=min(instance.slots, 5)
+                        if queue == pool
+                        else 1,
                     )
                 )
         return cls(kernel, workers, built, gates)
