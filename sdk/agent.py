@@ -83,6 +83,7 @@ class LLM:
         *,
         model: str | None = None,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> Structured:
         """Generate an answer constrained to `schema`'s JSON schema and parse it into `schema`.
 
@@ -93,6 +94,7 @@ class LLM:
             messages,
             model=model,
             max_tokens=max_tokens,
+            temperature=temperature,
             response_format=JSONSchemaFormat(
                 name=schema.__name__[:64], json_schema=schema.model_json_schema()
             ),

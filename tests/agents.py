@@ -94,8 +94,12 @@ class ExtractAgent(Agent):
     name = "extract"
 
     async def run(self, task: str) -> str:
+        # Greedy: a sampled answer can ramble inside a string past any token limit.
         city = await self.llm.structured(
-            [{"role": "user", "content": f"Describe {task} as JSON."}], City, max_tokens=96
+            [{"role": "user", "content": f"Describe {task} as JSON."}],
+            City,
+            max_tokens=128,
+            temperature=0.0,
         )
         return city.model_dump_json()
 
