@@ -25,7 +25,7 @@ from kernos import RunSpec
 
 SLOTS = 4
 TOKENS = 32
-LIGHT_RUNS = 6
+LIGHT_RUNS = 12
 RATIO = 10
 POLICIES = ("fifo", "rr", "priority", "fair")
 
