@@ -95,9 +95,7 @@ class _SyscallInbound(ActivityInboundInterceptor):
             )
             if not decision.allowed:
                 reason = decision.reason or f"{syscall} on {resource} denied"
-                if decision.rule is None and reason.startswith(
-                    f"tenant {subject.tenant!r} has used"
-                ):
+                if decision.basis == "budget":
                     raise TokenBudgetExceeded(reason)
                 raise AccessDenied(reason)
             started = time.monotonic()

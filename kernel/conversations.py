@@ -65,7 +65,7 @@ class ConversationStore:
     ) -> None:  # fmt: skip
         """Append `messages` once per (`written_by`, part), in order."""
         async with self._pool.connection() as conn, conn.transaction():
-            await self._lock_owned(conn, conversation_id, run_id)
+            await self._owned(conn, conversation_id, run_id, lock=True)
             await self._insert(conn, conversation_id, messages, written_by, first_part)
 
     async def active(self, conversation_id: str, run_id: str) -> list[StoredMessage]:
@@ -96,7 +96,7 @@ class ConversationStore:
         Returns the summary's seq, or None if a retry finds the work done.
         """
         async with self._pool.connection() as conn, conn.transaction():
-            await self._lock_owned(conn, conversation_id, run_id)
+            await self._owned(conn, conversation_id, run_id, lock=True)
             seq = await self._insert(
                 conn, conversation_id, [Message(role="system", content=summary)], written_by,
                 is_summary=True,
@@ -111,24 +111,22 @@ class ConversationStore:
             return seq
 
     async def _owned(
-        self, conn: AsyncConnection[DictRow], conversation_id: str, run_id: str
+        self,
+        conn: AsyncConnection[DictRow],
+        conversation_id: str,
+        run_id: str,
+        *,
+        lock: bool = False,
     ) -> None:
+        # Locking serialises writers of one conversation, so seqs are assigned without races.
         cursor = await conn.execute(
-            "SELECT run_id FROM conversations WHERE id = %s", (conversation_id,)
+            "SELECT run_id FROM conversations WHERE id = %s" + (" FOR UPDATE" if lock else ""),
+            (conversation_id,),
         )
         row = await cursor.fetchone()
         if row is None or row["run_id"] != run_id:
             # One answer for both: a run learns nothing of other runs' conversations.
             raise AccessDenied(f"run {run_id!r} has no conversation {conversation_id!r}")
-
-    async def _lock_owned(
-        self, conn: AsyncConnection[DictRow], conversation_id: str, run_id: str
-    ) -> None:
-        await self._owned(conn, conversation_id, run_id)
-        # Serialises writers of one conversation, so seqs are assigned without gaps or races.
-        await conn.execute(
-            "SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (conversation_id,)
-        )
 
     async def _insert(
         self,

@@ -92,8 +92,6 @@ class Carried(BaseModel):
     steps: int
     syscalls: int
     usage: TokenUsage
-    executions: int = 1
-    """Executions of the run so far, this one's predecessors included."""
 
 
 class RunInput(BaseModel):

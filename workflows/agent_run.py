@@ -87,7 +87,6 @@ class AgentRun:
                 info.is_continue_as_new_suggested()
                 or info.get_current_history_length() >= input.limits.continue_as_new_events
             ):
-                executions = carried.executions + 1 if carried else 2
                 workflow.continue_as_new(
                     input.model_copy(
                         update={
@@ -96,7 +95,6 @@ class AgentRun:
                                 steps=steps,
                                 syscalls=dispatcher.syscalls,
                                 usage=dispatcher.usage,
-                                executions=executions,
                             )
                         }
                     )
