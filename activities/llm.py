@@ -38,7 +38,7 @@ def _last_snapshot() -> Snapshot | None:
     if not details or not isinstance(details[0], dict):
         return None
     snapshot = Snapshot.model_validate(details[0])
-    return snapshot if snapshot.tokens else None
+    return snapshot if snapshot.length else None
 
 
 class LLMActivities:
@@ -118,7 +118,7 @@ class LLMActivities:
             raise InvalidRequest(f"generation {continuation.generation!r} has already ended")
         stored = suspended.snapshot
         beat = _last_snapshot()
-        resume = beat if beat is not None and len(beat.tokens) > len(stored.tokens) else stored
+        resume = beat if beat is not None and beat.length > stored.length else stored
         charged = suspended.charged_for(key)
         response, snapshot = await self._generate(suspended.request, resume, run_id)
         # Earlier slices were charged for their tokens, and this one's prompt is mostly cached.
@@ -142,7 +142,7 @@ class LLMActivities:
             response = await self.context.conclude(
                 suspended.request, response, run_id, continuation.generation
             )
-        update: dict[str, object] = {"usage": usage, "resumed_from": len(stored.tokens)}
+        update: dict[str, object] = {"usage": usage, "resumed_from": stored.length}
         if sliced:
             # The history takes this slice's text only; the whole text comes once, at the end.
             update |= {
@@ -165,7 +165,7 @@ class LLMActivities:
             f"chat {request.model}", kind=SpanKind.CLIENT, attributes=self._attributes(request)
         ) as span:
             if resume is not None:
-                span.set_attribute("kernos.resumed_tokens", len(resume.tokens))
+                span.set_attribute("kernos.resumed_tokens", resume.length)
             placement = await self._placement(run_id)
             last = resume.model_copy(deep=True) if resume is not None else Snapshot()
             try:

@@ -60,6 +60,11 @@ class LLMInstance(BaseModel):
     priority_scheduling: bool = True
     """`sglang`: the server runs with `--enable-priority-scheduling
     --schedule-low-priority-values-first`, so runs' priorities are forwarded."""
+    text_resume: Literal["none", "prefill", "continue_final_message"] = "none"
+    """`openai`: how the server continues a half-written answer, so a retried or round-robin
+    generation resumes by its text. `prefill`: a final assistant message is continued
+    (llama.cpp's default); `continue_final_message`: vLLM's flags for the same; `none`: the
+    server cannot (hosted APIs), so a retry starts over and `rr` does not cut."""
     script: list[str] | None = None
     """Replies of a `scripted` instance, in order; without one it echoes."""
 

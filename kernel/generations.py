@@ -30,7 +30,7 @@ class SuspendedGeneration(BaseModel):
 
     def charged_for(self, activity: str) -> int:
         """Output tokens charged before `activity`: all of them, unless it wrote this state."""
-        return self.charged_before if activity == self.written_by else len(self.snapshot.tokens)
+        return self.charged_before if activity == self.written_by else self.snapshot.length
 
 
 class GenerationStore:
@@ -53,11 +53,12 @@ class GenerationStore:
         """Record the generation's state after a slice (idempotent per activity)."""
         async with self._pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO generations (id, run_id, model, request, tokens, text,"
+                "INSERT INTO generations (id, run_id, model, request, tokens, text, counted,"
                 " charged_before, written_by, finished)"
                 " VALUES (%(id)s, %(run)s, %(model)s, %(request)s, %(tokens)s, %(text)s,"
-                " %(charged)s, %(writer)s, %(finished)s)"
+                " %(counted)s, %(charged)s, %(writer)s, %(finished)s)"
                 " ON CONFLICT (id) DO UPDATE SET tokens = EXCLUDED.tokens, text = EXCLUDED.text,"
+                " counted = EXCLUDED.counted,"
                 " charged_before = EXCLUDED.charged_before, written_by = EXCLUDED.written_by,"
                 " finished = EXCLUDED.finished, updated_at = now(),"
                 " slices = generations.slices"
@@ -70,6 +71,7 @@ class GenerationStore:
                     "request": request.model_dump_json(),
                     "tokens": snapshot.tokens,
                     "text": snapshot.text,
+                    "counted": snapshot.counted,
                     "charged": charged_before,
                     "writer": written_by,
                     "finished": finished,
@@ -88,7 +90,7 @@ class GenerationStore:
             id=row["id"],
             run_id=row["run_id"],
             request=LLMRequest.model_validate(row["request"]),
-            snapshot=Snapshot(tokens=row["tokens"], text=row["text"]),
+            snapshot=Snapshot(tokens=row["tokens"], text=row["text"], counted=row["counted"]),
             charged_before=row["charged_before"],
             written_by=row["written_by"],
             slices=row["slices"],

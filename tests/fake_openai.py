@@ -84,16 +84,30 @@ class FakeOpenAIServer:
         return EventStream(self._stream(record), on_disconnect=aborted)
 
     async def _stream(self, record: Recorded) -> AsyncIterator[Any]:
-        words = self.reply(record.body).split(" ")
-        for index, word in enumerate(words):
+        body = record.body
+        messages = body["messages"]
+        # A final assistant message is continued, as llama-server's prefill and vLLM's
+        # `continue_final_message` do: the reply goes on after the text already written.
+        prefix = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+        asked = {**body, "messages": messages[:-1]} if prefix else body
+        words = self.reply(asked).split(" ")
+        pieces = [word if index == 0 else " " + word for index, word in enumerate(words)]
+        start = 0
+        while prefix and "".join(pieces[:start]) != prefix:
+            start += 1
+            assert start <= len(pieces), f"{prefix!r} does not begin the reply"
+        remaining = pieces[start:]
+        limit = body.get("max_tokens")
+        sent = remaining if limit is None else remaining[:limit]
+        for piece in sent:
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
-            piece = word if index == 0 else " " + word
             yield {"choices": [{"index": 0, "delta": {"content": piece}}]}
-        prompt = sum(len(m["content"].split()) for m in record.body["messages"])
+        prompt = sum(len(m["content"].split()) for m in messages)
+        finish = "length" if len(sent) < len(remaining) else "stop"
         yield {
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": len(words)},
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": len(sent)},
         }
         yield "[DONE]"
         record.completed = True

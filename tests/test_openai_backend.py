@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -15,10 +16,11 @@ from kernos import (
     LLMRequest,
     LLMUnavailable,
     Message,
+    Sampling,
 )
 from kernos.activities.errors import to_application_error
-from kernos.kernel.llm.base import Snapshot
-from kernos.kernel.llm.openai import OpenAIBackend
+from kernos.kernel.llm.base import SLICE_END, Placement, Snapshot
+from kernos.kernel.llm.openai import OpenAIBackend, TextResume
 
 REQUEST = LLMRequest(model="m", messages=[Message(role="user", content="hi")])
 
@@ -117,3 +119,69 @@ async def test_malformed_stream_is_retryable() -> None:
     transport = httpx.MockTransport(lambda _: httpx.Response(200, content=b"data: {nope\n\n"))
     with pytest.raises(LLMUnavailable, match="malformed stream chunk"):
         await backend(transport).chat(REQUEST, lambda _: None)
+
+
+def continuing(seen: list[dict[str, Any]]) -> httpx.MockTransport:
+    """A server that continues a final assistant message and stops at `max_tokens`."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        return httpx.Response(
+            200,
+            content=sse(
+                {"choices": [{"delta": {"content": " wor"}}]},
+                {"choices": [{"delta": {"content": "ld"}, "finish_reason": "length"}]},
+                {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}},
+            ),
+        )
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("text_resume", ["prefill", "continue_final_message"])
+async def test_resumes_by_text_and_cuts_at_the_slice(text_resume: TextResume) -> None:
+    seen: list[dict[str, Any]] = []
+    llm = OpenAIBackend(
+        "test", "http://llm.test", transport=continuing(seen), text_resume=text_resume
+    )
+    progress: list[Snapshot] = []
+    response = await llm.chat(
+        REQUEST, progress.append, Snapshot(text="Hello", counted=3), Placement(slice_tokens=2)
+    )
+    await llm.aclose()
+    body = seen[0]
+    assert body["messages"][-1] == {"role": "assistant", "content": "Hello"}
+    assert body["max_tokens"] == 2
+    assert ("continue_final_message" in body) == (text_resume == "continue_final_message")
+    assert response.text == "Hello world"
+    assert response.finish_reason == SLICE_END
+    assert (response.resumed_from, response.usage.output_tokens) == (3, 5)
+    assert [(s.text, s.counted) for s in progress] == [("Hello wor", 4), ("Hello world", 5)]
+
+
+async def test_without_text_resume_a_retry_starts_over_and_is_not_sliced() -> None:
+    seen: list[dict[str, Any]] = []
+    llm = OpenAIBackend("test", "http://llm.test", transport=continuing(seen))
+    response = await llm.chat(
+        REQUEST, lambda _: None, Snapshot(text="Hello", counted=3), Placement(slice_tokens=2)
+    )
+    await llm.aclose()
+    assert [m["role"] for m in seen[0]["messages"]] == ["user"]
+    assert "max_tokens" not in seen[0]
+    assert response.text == " world"
+    assert (response.finish_reason, response.usage.output_tokens) == ("length", 2)
+
+
+async def test_a_generation_already_at_its_limit_sends_nothing() -> None:
+    seen: list[dict[str, Any]] = []
+    llm = OpenAIBackend(
+        "test", "http://llm.test", transport=continuing(seen), text_resume="prefill"
+    )
+    request = REQUEST.model_copy(update={"sampling": Sampling(max_tokens=3)})
+    response = await llm.chat(request, lambda _: None, Snapshot(text="Hello", counted=3))
+    await llm.aclose()
+    assert seen == []
+    assert (response.text, response.finish_reason, response.usage.output_tokens) == (
+        "Hello", "length", 3,
+    )  # fmt: skip

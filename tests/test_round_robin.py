@@ -7,10 +7,12 @@ import time
 from typing import Any
 
 from kernos import KernosClient, RunSpec
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
 from tests.conftest import make_settings, workers
+from tests.fake_openai import FakeOpenAIServer
 from tests.fake_sglang import FakeSGLangServer
 
 
@@ -126,3 +128,63 @@ async def generation_of(client: KernosClient, run_id: str) -> str:
         row = await cursor.fetchone()
     assert row is not None
     return str(row["id"])
+
+
+async def test_rr_on_an_openai_server_resumes_by_text(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    """No token ids on the chat API: each slice sends the text so far for the server to go on."""
+    words = [f"w{i}" for i in range(40)]
+    async with FakeOpenAIServer(lambda body: " ".join(words)) as fake:
+        instance = {
+            "name": "chat", "kind": "openai", "model": "chat", "base_url": fake.base_url,
+            "slots": 1, "text_resume": "prefill",
+        }  # fmt: skip
+        settings = make_settings(
+            temporal, postgres, llm=[instance], scheduler={"policy": "rr", "slice_tokens": 4}
+        )
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            handle = await client.submit(RunSpec(agent="length", task="30 go on"))
+            result = await handle.result()
+            record = (await client.show(handle.run_id)).record
+    assert result.output == "30 " + " ".join(words[:30])
+    assert record.output_tokens == 30  # each slice charged its own tokens once
+    assert len(fake.requests) == 30 // 4 + 1
+    for index, request in enumerate(fake.requests):
+        assert request.body["max_tokens"] == min(4, 30 - 4 * index)
+        last = request.body["messages"][-1]
+        written = " ".join(words[: 4 * index])
+        assert last == ({"role": "assistant", "content": written} if index else last)
+
+
+async def test_rr_on_llama_cpp_chat_api_continues_the_answer(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer
+) -> None:
+    """The real llama-server continues a final assistant message (its default prefill)."""
+    instance = {
+        "name": "local", "kind": "openai", "model": MODEL_ALIAS, "base_url": llama.base_url,
+        "slots": 2, "text_resume": "prefill",
+    }  # fmt: skip
+    settings = make_settings(
+        temporal, postgres, llm=[instance], scheduler={"policy": "rr", "slice_tokens": 8}
+    )
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="length", task="40 Tell me about the sea."))
+        result = await asyncio.wait_for(handle.result(), 120)
+        history = await client.temporal.get_workflow_handle(handle.run_id).fetch_history()
+        async with client.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT slices, counted, text FROM generations WHERE run_id = %s",
+                (handle.run_id,),
+            )
+            row = await cursor.fetchone()
+    continues = [
+        e for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "llm.continue"
+    ]  # fmt: skip
+    count, _, text = result.output.partition(" ")
+    assert row is not None
+    # Sliced into 8-token pieces unless the model stopped first; the server's counts add up.
+    assert len(continues) == row["slices"] - 1 >= 1
+    assert int(count) == row["counted"] <= 40
+    assert text == row["text"] and text.strip()

@@ -19,6 +19,14 @@ class Snapshot(BaseModel):
     text: str = ""
     tokens: list[int] = []
     """Generated token ids, where the server reports them (llama.cpp, SGLang)."""
+    counted: int = 0
+    """Tokens generated, where the server sends text without ids (`openai`): its usage, or the
+    streamed chunks until usage arrives."""
+
+    @property
+    def length(self) -> int:
+        """Tokens generated so far."""
+        return len(self.tokens) or self.counted
 
 
 Progress = Callable[[Snapshot], None]

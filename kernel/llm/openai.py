@@ -2,43 +2,73 @@
 
 Streaming with httpx; no retries of its own (Temporal's retry policy is the one retry loop).
 Token counts come from the server's `usage`; where a server sends none, output tokens are
-counted as streamed chunks and input tokens as unknown (0). The chat API has no way to continue
-a half-written answer, so a retried generation starts over here, and a round-robin time slice
-does not apply (the generation runs to its end); the `llamacpp` and `sglang` kinds resume.
+counted as streamed chunks and input tokens as unknown (0).
+
+The chat API has no token ids, so a generation resumes by its text: the text so far goes back
+as a final assistant message that the server continues (`text_resume`: llama.cpp prefills it by
+default, vLLM with `continue_final_message`). The server re-tokenises that text, so the cut can
+fall differently than in an uninterrupted generation; the `llamacpp` and `sglang` kinds resume
+by ids and are exact. With `text_resume = "none"` (hosted APIs, which cannot continue a
+message) a retried generation starts over and a round-robin time slice does not cut it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from kernos.kernel.errors import LLMUnavailable
-from kernos.kernel.llm.base import Placement, Progress, PromptSize, Snapshot
+from kernos.kernel.llm.base import (
+    SLICE_END,
+    Placement,
+    Progress,
+    PromptSize,
+    Snapshot,
+    token_budget,
+)
 from kernos.kernel.llm.http import HTTPBackend, ServerUnreachable, error_for_status
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
+
+TextResume = Literal["none", "prefill", "continue_final_message"]
 
 
 class OpenAIBackend(HTTPBackend):
     """Chat completions on an OpenAI-compatible server."""
 
-    def __init__(self, *args: Any, context_window: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        context_window: int | None = None,
+        text_resume: TextResume = "none",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.context_window = context_window
+        self.text_resume = text_resume
 
     async def measure(self, request: LLMRequest) -> PromptSize:
         """Nothing counts tokens before a call here: the window is the configured one."""
         return PromptSize(window=self.context_window)
 
-    def _body(self, request: LLMRequest) -> dict[str, Any]:
+    def _body(
+        self, request: LLMRequest, resume: Snapshot | None, max_tokens: int | None
+    ) -> dict[str, Any]:
+        messages = [message.model_dump() for message in request.messages]
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": [message.model_dump() for message in request.messages],
+            "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         body.update(request.sampling.model_dump(exclude_none=True))
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if resume is not None:
+            messages.append({"role": "assistant", "content": resume.text})
+            if self.text_resume == "continue_final_message":
+                body |= {"continue_final_message": True, "add_generation_prompt": False}
         if request.response_format is not None:
             body["response_format"] = {
                 "type": "json_schema",
@@ -57,15 +87,28 @@ class OpenAIBackend(HTTPBackend):
         resume: Snapshot | None = None,
         placement: Placement | None = None,
     ) -> LLMResponse:
-        """Stream a chat completion, reporting progress as text arrives (from the start)."""
+        """Stream a chat completion, continuing `resume`'s text where the server can."""
         where = self.where
+        if self.text_resume == "none" or (resume is not None and not resume.text):
+            resume = None
+        slice_tokens = (
+            None if self.text_resume == "none" or placement is None else (placement.slice_tokens)
+        )
+        before = resume.length if resume is not None else 0
+        budget, sliced = token_budget(request.sampling.max_tokens, before, slice_tokens)
+        prefix = resume.text if resume is not None else ""
+        if budget == 0:  # an earlier attempt generated all it was allowed
+            return LLMResponse(
+                text=prefix, model=request.model, usage=TokenUsage(output_tokens=before),
+                finish_reason="length",
+                resumed_from=before,
+            )  # fmt: skip
         parts: list[str] = []
         usage: TokenUsage | None = None
         finish_reason: str | None = None
+        body = self._body(request, resume, budget)
         try:
-            async with self._client.stream(
-                "POST", "/v1/chat/completions", json=self._body(request)
-            ) as response:
+            async with self._client.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_for_status(where, response)
@@ -82,7 +125,9 @@ class OpenAIBackend(HTTPBackend):
                         content = (choice.get("delta") or {}).get("content")
                         if content:
                             parts.append(content)
-                            progress(Snapshot(text="".join(parts)))
+                            progress(
+                                Snapshot(text=prefix + "".join(parts), counted=before + len(parts))
+                            )
                         finish_reason = choice.get("finish_reason") or finish_reason
                     if chunk.get("usage"):
                         usage = TokenUsage(
@@ -95,9 +140,19 @@ class OpenAIBackend(HTTPBackend):
             raise ServerUnreachable(f"cannot reach {where}: {exc}") from exc
         except json.JSONDecodeError as exc:
             raise LLMUnavailable(f"{where} sent a malformed stream chunk: {exc}") from exc
+        usage = usage or TokenUsage(output_tokens=len(parts))
+        # As on the id-resuming kinds: the text so far is read again as input, and the output
+        # is the whole generation's.
+        usage.output_tokens += before
+        if finish_reason == "length" and sliced:
+            finish_reason = SLICE_END
+        text = prefix + "".join(parts)
+        if usage.output_tokens != before + len(parts):
+            progress(Snapshot(text=text, counted=usage.output_tokens))  # the server's count
         return LLMResponse(
-            text="".join(parts),
+            text=text,
             model=request.model,
-            usage=usage or TokenUsage(output_tokens=len(parts)),
+            usage=usage,
             finish_reason=finish_reason,
+            resumed_from=before,
         )

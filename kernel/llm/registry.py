@@ -30,5 +30,9 @@ def build_backend(instance: LLMInstance) -> LLMBackend:
     if instance.kind == "llamacpp":
         return LlamaCppBackend(instance.name, instance.base_url, api_key=api_key)
     return OpenAIBackend(
-        instance.name, instance.base_url, api_key=api_key, context_window=instance.context_window
+        instance.name,
+        instance.base_url,
+        api_key=api_key,
+        context_window=instance.context_window,
+        text_resume=instance.text_resume,
     )
