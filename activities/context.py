@@ -2,8 +2,10 @@
 
 `llm.chat` on a conversation appends the new turn, generates from the whole active
 conversation, appends the reply and says how full the window is. `llm.compact` applies the
-kernel's one rule: the turns after the system prompt, all but the latest exchange, are
-summarised by the model and the summary takes their place (the originals are kept).
+kernel's one rule: the oldest turns after the system prompt (earlier summaries first) are
+summarised by the model, as few as bring the rest with the summary under `keep_ratio` of the
+window, and the summary takes their place (the originals are kept). The latest exchange always
+stays; where the window or token counts are unknown, everything before it is summarised.
 """
 
 from __future__ import annotations
@@ -124,15 +126,16 @@ class ContextManager:
     async def compact(
         self, request: CompactRequest, run_id: str, written_by: str, progress: Progress
     ) -> Compaction:
-        """Summarise all but the latest exchange after the system prompt, in their place."""
+        """Summarise the oldest turns after the system prompt, in their place."""
         active = await self.conversations.active(request.conversation, run_id)
         before = await self.backend.measure(_request(request.model, in_context(active)))
-        turns = [m for m in active if m.role != "system"]
-        replaced = [m for m in active if m.is_summary] + turns[:-2]
-        if not turns[:-2]:
+        cut = await self._cut(request.model, active, before)
+        if cut == 0:
             return Compaction(
                 summarized=0, tokens_before=before.tokens or 0, tokens_after=before.tokens or 0
             )
+        turns = [m for m in active if m.role != "system"]
+        replaced = [m for m in active if m.is_summary] + turns[:cut]
         transcript = "\n\n".join(f"{m.role}: {m.content}" for m in replaced)
         instruction = Message(role="system", content=SUMMARY_INSTRUCTION)
         summary_request = _request(
@@ -152,6 +155,34 @@ class ContextManager:
             tokens_after=after.tokens or 0,
             usage=response.usage,
         )
+
+    async def _cut(self, model: str, active: Sequence[StoredMessage], measured: PromptSize) -> int:
+        """How many of the oldest turns to summarise: the fewest that make the rest fit.
+
+        A cut falls before a user turn, so the kept turns alternate as chat templates expect,
+        and never inside the latest exchange. Fewer turns kept is never longer, so the cut is
+        found by bisection, one tokenisation per step.
+        """
+        turns = [m for m in active if m.role != "system"]
+        cuts = [i for i in range(1, len(turns) - 1) if turns[i].role == "user"]
+        if not cuts:
+            return 0
+        window = self.window(measured)
+        if window is None or measured.tokens is None:
+            return cuts[-1]
+        target = int(window * self.settings.keep_ratio) - self.settings.summary_tokens
+        head = [m for m in active if m.role == "system" and not m.is_summary]
+        low, high = 0, len(cuts) - 1
+        while low < high:
+            middle = (low + high) // 2
+            kept = await self.backend.measure(
+                _request(model, in_context(head + turns[cuts[middle] :]))
+            )
+            if kept.tokens is not None and kept.tokens <= target:
+                high = middle
+            else:
+                low = middle + 1
+        return cuts[low]
 
 
 def _request(model: str, messages: list[Message], sampling: Sampling | None = None) -> LLMRequest:

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -164,8 +171,20 @@ class ContextSettings(BaseModel):
 
     compact_ratio: float = Field(default=0.75, gt=0.0, lt=1.0)
     """Past this share of the context window a conversation's oldest turns are summarised."""
+    keep_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
+    """Compaction summarises the oldest turns until the rest, with the summary, fits in this
+    share of the window (the latest exchange always stays)."""
     summary_tokens: int = Field(default=256, ge=16)
     """The longest summary the model is asked for."""
+
+    @model_validator(mode="after")
+    def _keep_below_threshold(self) -> ContextSettings:
+        if self.keep_ratio >= self.compact_ratio:
+            raise ValueError(
+                f"context.keep_ratio ({self.keep_ratio}) must be below context.compact_ratio "
+                f"({self.compact_ratio}), or a compacted conversation is due again at once"
+            )
+        return self
 
 
 def _default_llm() -> list[LLMInstance]:

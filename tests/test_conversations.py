@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 from kernos import KernosClient, RunSpec, ScriptedBackend
-from kernos.activities.context import SUMMARY_INSTRUCTION
+from kernos.activities.context import SUMMARY_INSTRUCTION, ContextManager
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import ContextSettings
 from kernos.kernel.conversations import ConversationStore
-from kernos.kernel.syscalls import LLMRequest
+from kernos.kernel.syscalls import CompactRequest, LLMRequest, Message
 from tests.conftest import make_settings, workers
 
 
@@ -92,7 +95,7 @@ async def test_conversation_on_llama_is_compacted_by_the_model(
         llm=[
             {"name": "local", "kind": "llamacpp", "model": MODEL_ALIAS, "base_url": llama.base_url}
         ],
-        context={"compact_ratio": 0.25},
+        context={"compact_ratio": 0.25, "keep_ratio": 0.125},
     )
     async with workers(settings), await KernosClient.connect(settings) as client:
         handle = await client.submit(RunSpec(agent="diary", task="8"))
@@ -112,3 +115,40 @@ async def test_conversation_on_llama_is_compacted_by_the_model(
     # One message alone over the window: the error names both sizes.
     assert refused.startswith("ContextTooLong: the new message is 15")
     assert "the model's context window is 1024 tokens" in refused
+
+
+async def test_compaction_summarises_the_fewest_oldest_turns_that_make_the_rest_fit(
+    kernos_client: KernosClient,
+) -> None:
+    """Window 200 words, keep half: the rest plus a 16-word summary must fit in 100."""
+    store = ConversationStore(kernos_client.pool)
+    run_id = f"run-compact-{uuid.uuid4().hex[:8]}"
+    conversation = f"conv-{run_id}"
+    await store.open(
+        conversation, run_id=run_id, tenant="t", agent="a", model="m", system="be brief now"
+    )
+    ten_words = " ".join(["word"] * 9)
+    for index in range(10):
+        exchange = [
+            Message(role="user", content=f"question{index} {ten_words}"),
+            Message(role="assistant", content=f"answer{index} {ten_words}"),
+        ]
+        await store.append(conversation, run_id, exchange, f"turn-{index}")
+    settings = ContextSettings(compact_ratio=0.75, keep_ratio=0.5, summary_tokens=16)
+    backend = ScriptedBackend(["a summary"], context_window=200)
+    manager = ContextManager(backend, store, settings)
+    done = await manager.compact(
+        CompactRequest(model="m", conversation=conversation), run_id, "compact-1", lambda _: None
+    )
+    active = await store.active(conversation, run_id)
+    # 3 system words + 20 per kept exchange <= 100 - 16 keeps 4 exchanges; 6 are summarised.
+    assert done.summarized == 12
+    # After: the system prompt, the summary under its 5-word heading, and 4 exchanges.
+    assert (done.tokens_before, done.tokens_after) == (203, 3 + 5 + 2 + 80)
+    assert [m.content.split()[0] for m in active] == ["be", "a"] + [
+        f"{kind}{index}" for index in range(6, 10) for kind in ("question", "answer")
+    ]
+    # Everything is kept; the summary replaced only the six oldest exchanges.
+    assert len(await store.history(conversation, run_id)) == 1 + 20 + 1
+    transcript = backend.requests[0].messages[-1].content
+    assert "question5" in transcript and "question6" not in transcript
