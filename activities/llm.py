@@ -45,7 +45,8 @@ class LLMActivities:
     """The LLM syscalls of one instance; its worker polls the model's pool queue.
 
     How a generation is placed on the server comes from the kernel's record of the run, not
-    from the workflow: its policy (a time slice under `rr`) and its priority.
+    from the workflow: its policy (a time slice under `rr`, and `fair` in tokens) and its
+    priority.
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class LLMActivities:
             policy = record.spec.policy or self.scheduler.policy
             known = (
                 record.priority if policy in ("priority", "fair") else None,
-                self.scheduler.slice_tokens if policy == "rr" else None,
+                self.scheduler.slice_tokens if self.scheduler.slices(policy) else None,
             )
             if len(self._placements) > 10_000:
                 self._placements.clear()

@@ -142,12 +142,17 @@ class SchedulerSettings(BaseModel):
     policy: Policy = "priority"
     slice_tokens: int = Field(default=256, ge=1)
     """Under `rr`, a generation yields its slot after this many tokens and queues again."""
+    fair_in_tokens: bool = True
+    """Under `fair`, generations are cut at `slice_tokens` too, so a dispatch is at most a slice
+    and tenants share output tokens, not calls: a tenant of long generations cannot take more
+    tokens per turn than one of short ones. Off, tenants share calls."""
     affinity_s: float = Field(default=0.0, ge=0.0, le=60.0)
     """Cache affinity: a run's LLM call waits this long for the instance that served its
     previous one (its prefix is cached there) before going to any instance; 0 turns it off."""
     tenant_weights: dict[str, float] = {}
     """Tenant -> fairness weight (default 1.0); under `fair` a tenant with weight 2 gets twice
-    the dispatches of a tenant with weight 1 while both have work waiting."""
+    the dispatches (slices, with `fair_in_tokens`) of a tenant with weight 1 while both have
+    work waiting."""
 
     @field_validator("tenant_weights")
     @classmethod
@@ -156,6 +161,10 @@ class SchedulerSettings(BaseModel):
             if weight <= 0:
                 raise ValueError(f"the weight of tenant {tenant!r} must be positive, not {weight}")
         return weights
+
+    def slices(self, policy: Policy) -> bool:
+        """Whether generations under `policy` stop at each time slice."""
+        return policy == "rr" or (policy == "fair" and self.fair_in_tokens)
 
     def scheduling(self, policy: Policy | None, tenant: str) -> Scheduling:
         """How a run of `tenant` is scheduled (its own policy, else the default)."""

@@ -9,7 +9,9 @@ with Temporal's own semantics (the kernel queues use one partition, so they hold
   `scheduler.slice_tokens`), and its continuation queues again at the back;
 - `priority`: the run's priority key, 1 first (Temporal's meaning), then arrival order;
 - `fair`: priority first, then tenants share dispatches by their fairness weights (the tenant
-  is the fairness key), so one tenant's backlog cannot starve another's.
+  is the fairness key), so one tenant's backlog cannot starve another's. With
+  `scheduler.fair_in_tokens` (the default) generations are also cut at each time slice, so a
+  dispatch is at most a slice and the share is judged in output tokens, not in calls.
 
 Cache affinity (`[scheduler] affinity_s` > 0): a run's next LLM syscall first goes to the
 queue of the instance that served its previous one (`<pool>@<instance>`, polled by that

@@ -291,3 +291,55 @@ async def test_a_dead_instance_takes_no_new_work_until_it_is_back(
                 while not revived.requests:
                     assert time.monotonic() < deadline, "the revived instance got no work"
                     await (await client.submit(RunSpec(agent="length", task="4 again"))).result()
+
+
+async def heavy_tokens_before_light_is_done(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, fair_in_tokens: bool
+) -> int:
+    """Three 48-token runs of one tenant, then three 8-token runs of another, on one slot:
+    how many tokens the first tenant received before the second tenant's last run ended."""
+    async with FakeSGLangServer(max_running_requests=1, step_s=0.005, eos=False) as fake:
+        instance = {
+            "name": "gpu0", "kind": "sglang", "model": fake.served_model_name,
+            "base_url": fake.base_url, "slots": 1,
+        }  # fmt: skip
+        scheduler = {"policy": "fair", "slice_tokens": 8, "fair_in_tokens": fair_in_tokens}
+        settings = make_settings(temporal, postgres, llm=[instance], scheduler=scheduler)
+        tenants: dict[str, str] = {}
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            handles = []
+            for name, length in [("heavy", 48)] * 3 + [("light", 8)] * 3:
+                handle = await client.submit(
+                    RunSpec(agent="length", task=f"{length} story", tenant=name)
+                )
+                handles.append(handle)
+                tenants[handle.run_id] = name
+                workflow = client.temporal.get_workflow_handle(handle.run_id)
+                deadline = time.monotonic() + 30
+                while not (await workflow.describe()).raw_description.pending_activities:
+                    assert time.monotonic() < deadline, "the syscall never reached the queue"
+                    await asyncio.sleep(0.02)
+            for handle in handles:
+                length = 48 if tenants[handle.run_id] == "heavy" else 8
+                assert (await handle.result()).output.startswith(f"{length} ")  # whole
+
+    def tenant(rid: str) -> str:
+        return next(t for run, t in tenants.items() if rid.startswith(run))
+
+    light_done = max(r.finished or 0.0 for r in fake.requests if tenant(r.rid) == "light")
+    return sum(
+        r.output_tokens
+        for r in fake.requests
+        if tenant(r.rid) == "heavy" and r.received < light_done
+    )
+
+
+async def test_fair_shares_tokens_not_calls(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # In tokens: each dispatch is one 8-token slice, so the light tenant's three runs pass
+    # after about three heavy slices. In calls (the control): each heavy call is 48 tokens.
+    in_tokens = await heavy_tokens_before_light_is_done(temporal, postgres, True)
+    in_calls = await heavy_tokens_before_light_is_done(temporal, postgres, False)
+    assert in_tokens <= 5 * 8, in_tokens
+    assert in_calls >= 2 * 48, in_calls
