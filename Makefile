@@ -16,8 +16,11 @@ DEMO_TASK := Explain in two sentences why durable execution matters for LLM agen
 $(VENV)/.installed: pyproject.toml constraints.txt $(PKG_DIRS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: pip takes its CPU build from this machine's disk (sentence-transformers
+	# would otherwise pull a multi-GB CUDA build).
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -c constraints.txt \
-		--config-settings editable_mode=strict -e '.[dev,local]'
+		--config-settings editable_mode=strict -e '.[dev,local,embeddings]'
 	touch $@
 
 install: $(VENV)/.installed

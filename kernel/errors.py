@@ -75,6 +75,23 @@ class PolicyError(ConfigError):
     """A malformed Casbin model or policy file; the message names the file and line."""
 
 
+class NotFound(InvalidRequest, LookupError):
+    """A memory item or file that the caller's scope does not hold (or may not see)."""
+
+
+class EmbeddingMismatch(ConfigError):
+    """An embedding model whose vectors do not fit the store's dimension."""
+
+    def __init__(self, model: str, dimensions: int, expected: int) -> None:
+        self.dimensions = dimensions
+        self.expected = expected
+        super().__init__(
+            f"the embedding model {model!r} gives {dimensions}-dimensional vectors and the "
+            f"memory store holds {expected}-dimensional ones: configure a {expected}-dimensional "
+            "model, or migrate the store's vector column"
+        )
+
+
 class LLMError(KernosError):
     """A failure of an LLM server, translated at the activity edge."""
 

@@ -3,13 +3,14 @@
 Agent authors subclass `Agent`; client code submits runs with `KernosClient`.
 """
 
-from kernos.agent import LLM, Agent, Conversations, Done, StepAgent
+from kernos.agent import LLM, Agent, Conversations, Done, Memory, StepAgent
 from kernos.client import KernosClient, RunFailed, RunHandle, RunView, TenantUsage
 from kernos.kernel.config import LLMInstance, Settings, load_settings
 from kernos.kernel.errors import (
     AccessDenied,
     ConfigError,
     ContextTooLong,
+    EmbeddingMismatch,
     InvalidRequest,
     InvalidRunSpec,
     KernosError,
@@ -18,6 +19,7 @@ from kernos.kernel.errors import (
     LLMError,
     LLMRateLimited,
     LLMUnavailable,
+    NotFound,
     PayloadTooLarge,
     PolicyError,
     RunNotFound,
@@ -30,6 +32,7 @@ from kernos.kernel.syscalls import (
     ConversationRef,
     LLMRequest,
     LLMResponse,
+    MemoryItem,
     Message,
     RunResult,
     RunSpec,
@@ -46,6 +49,7 @@ __all__ = [
     "ConversationRef",
     "Conversations",
     "Done",
+    "EmbeddingMismatch",
     "InvalidRequest",
     "InvalidRunSpec",
     "KernosClient",
@@ -58,7 +62,10 @@ __all__ = [
     "LLMRequest",
     "LLMResponse",
     "LLMUnavailable",
+    "Memory",
+    "MemoryItem",
     "Message",
+    "NotFound",
     "PayloadTooLarge",
     "PolicyError",
     "RunFailed",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -15,7 +15,19 @@ from kernos.kernel.syscalls import (
     JSONSchemaFormat,
     LLMRequest,
     LLMResponse,
+    MemoryAdd,
+    MemoryAdded,
+    MemoryDelete,
+    MemoryDeleted,
+    MemoryGet,
+    MemoryItem,
+    MemoryItems,
+    MemoryList,
+    MemoryScoped,
+    MemorySearch,
+    MemoryUpdate,
     Message,
+    MetadataValue,
     RunSpec,
     Sampling,
 )
@@ -121,6 +133,124 @@ class Conversations:
         )
 
 
+MemoryRequest = TypeVar("MemoryRequest", bound=MemoryScoped)
+
+
+def _memory_request(cls: type[MemoryRequest], **fields: Any) -> MemoryRequest:
+    """The request, or InvalidRequest naming what is wrong with it (agent code can catch it)."""
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InvalidRequest(
+            f"{cls.syscall}: {where + ': ' if where else ''}{error['msg']}"
+        ) from None
+
+
+class Memory:
+    """What an agent remembers across runs: items found by meaning, kept by the kernel.
+
+    Without `scope` or `agent` a call uses the agent's own memory (in its tenant). `scope`
+    names a shared scope and `agent` another agent's own memory (to read); both are open only
+    where a policy allows (`memory:shared/<scope>`, `memory:agent/<agent>`).
+    """
+
+    def __init__(self, dispatcher: SyscallDispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def _where(self, scope: str | None, agent: str | None) -> dict[str, str | None]:
+        # Naming itself is its own memory, not another agent's (which policy may close).
+        own = agent is not None and agent == self._dispatcher.run.spec.agent
+        return {"scope": scope, "agent": None if own else agent}
+
+    async def add(
+        self,
+        content: str,
+        *,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        scope: str | None = None,
+    ) -> MemoryAdded:
+        """Remember `content`; past the agent's quota its least recently used items go."""
+        request = _memory_request(
+            MemoryAdd, content=content, metadata=dict(metadata or {}), scope=scope
+        )
+        return await self._dispatcher.kernel_syscall(request, MemoryAdded, "memory.add")
+
+    async def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        filter: Mapping[str, MetadataValue] | None = None,
+        min_score: float | None = None,
+        scope: str | None = None,
+        agent: str | None = None,
+    ) -> list[MemoryItem]:
+        """The `k` items nearest in meaning to `query`, best first (`score`: cosine)."""
+        request = _memory_request(
+            MemorySearch,
+            query=query,
+            k=k,
+            filter=dict(filter or {}),
+            min_score=min_score,
+            **self._where(scope, agent),
+        )
+        found = await self._dispatcher.kernel_syscall(request, MemoryItems, f"memory.search k={k}")
+        return found.items
+
+    async def get(
+        self, id: str, *, scope: str | None = None, agent: str | None = None
+    ) -> MemoryItem:
+        """One item by id; NotFound if the scope does not hold it."""
+        request = _memory_request(MemoryGet, id=id, **self._where(scope, agent))
+        return await self._dispatcher.kernel_syscall(request, MemoryItem, "memory.get")
+
+    async def update(
+        self,
+        id: str,
+        *,
+        content: str | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        scope: str | None = None,
+    ) -> MemoryItem:
+        """Replace an item's content (embedded again), its metadata, or both."""
+        request = _memory_request(
+            MemoryUpdate,
+            id=id,
+            content=content,
+            metadata=None if metadata is None else dict(metadata),
+            scope=scope,
+        )
+        return await self._dispatcher.kernel_syscall(request, MemoryItem, "memory.update")
+
+    async def delete(self, id: str, *, scope: str | None = None) -> bool:
+        """Forget an item; False if it was not there."""
+        request = _memory_request(MemoryDelete, id=id, scope=scope)
+        deleted = await self._dispatcher.kernel_syscall(request, MemoryDeleted, "memory.delete")
+        return deleted.deleted
+
+    async def list(
+        self,
+        *,
+        filter: Mapping[str, MetadataValue] | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        scope: str | None = None,
+        agent: str | None = None,
+    ) -> list[MemoryItem]:
+        """A page of items, newest first; pass the last id as `before` for the next page."""
+        request = _memory_request(
+            MemoryList,
+            filter=dict(filter or {}),
+            limit=limit,
+            before=before,
+            **self._where(scope, agent),
+        )
+        found = await self._dispatcher.kernel_syscall(request, MemoryItems, "memory.list")
+        return found.items
+
+
 class Agent:
     """An agent: deterministic code whose every request for a resource is a syscall.
 
@@ -134,6 +264,7 @@ class Agent:
     def __init__(self, dispatcher: SyscallDispatcher) -> None:
         self.llm = LLM(dispatcher)
         self.conversations = Conversations(dispatcher)
+        self.memory = Memory(dispatcher)
         self.run_id: str = dispatcher.run.run_id
         self.spec: RunSpec = dispatcher.run.spec
 

@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from kernos.activities.worker import KernelWorkers
 from kernos.kernel.config import Settings
+from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import KernosWarning
 from kernos.kernel.llm.base import LLMBackend
 from kernos.workflows.worker import agent_worker
@@ -35,6 +36,7 @@ class WorkerGroup:
         *,
         backends: Mapping[str, LLMBackend] | None = None,
         agents: dict[str, str] | None = None,
+        embedder: Embedder | None = None,
     ) -> WorkerGroup:
         """Build the workers of `kind`; a bad policy or agent path fails here, before polling."""
         if kind == "agent" and settings.database.dsn is not None:
@@ -47,7 +49,9 @@ class WorkerGroup:
         agent = agent_worker(client, settings, agents=agents) if kind in ("agent", "all") else None
         kernel = None
         if kind in ("kernel", "all"):
-            kernel = await KernelWorkers.create(client, settings, backends=backends)
+            kernel = await KernelWorkers.create(
+                client, settings, backends=backends, embedder=embedder
+            )
         return cls(agent, kernel)
 
     async def run(self) -> None:

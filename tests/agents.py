@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from kernos import AccessDenied, Agent, ContextTooLong, ConversationRef, Done, StepAgent
+from kernos import (
+    AccessDenied,
+    Agent,
+    ContextTooLong,
+    ConversationRef,
+    Done,
+    KernosError,
+    StepAgent,
+)
 from kernos.kernel.syscalls import LLMContinuation, LLMResponse, RunOutcome, TokenUsage
 
 
@@ -224,6 +234,43 @@ class PausingAgent(Agent):
         return f"{first.text} | {second.text}"
 
 
+class MemoAgent(Agent):
+    """Runs a script of memory syscalls (the task, as JSON) and returns each one's result.
+
+    Each step is `{"op": "add" | "search" | "get" | "update" | "delete" | "list", ...}` with
+    the SDK method's arguments, or `{"op": "say", "text": ...}`, a turn in a conversation.
+    `"$N"` as an id means the id the Nth step returned. A kernel error becomes
+    `{"error": type, "message": ...}`, so one script can probe refusals too.
+    """
+
+    name = "memo"
+
+    async def run(self, task: str) -> str:
+        results: list[Any] = []
+        conversation: ConversationRef | None = None
+        for step in json.loads(task):
+            args = dict(step)
+            op = args.pop("op")
+            if op == "say":  # a turn of a conversation, to search later as a past one
+                conversation = conversation or await self.conversations.open()
+                results.append((await self.llm.say(conversation, args["text"])).text)
+                continue
+            if isinstance(args.get("id"), str) and args["id"].startswith("$"):
+                args["id"] = results[int(args["id"][1:])]["id"]
+            try:
+                result: Any = await getattr(self.memory, op)(**args)
+            except KernosError as exc:
+                results.append({"error": type(exc).__name__, "message": str(exc)})
+                continue
+            if isinstance(result, list):
+                results.append([item.model_dump(mode="json") for item in result])
+            elif isinstance(result, BaseModel):
+                results.append(result.model_dump(mode="json"))
+            else:
+                results.append(result)
+        return json.dumps(results)
+
+
 AGENTS = {
     "echo": "tests.agents:EchoAgent",
     "steps": "tests.agents:StepsAgent",
@@ -238,4 +285,6 @@ AGENTS = {
     "diary": "tests.agents:DiaryAgent",
     "chatter": "tests.agents:ChatterAgent",
     "pausing": "tests.agents:PausingAgent",
+    "memo": "tests.agents:MemoAgent",
+    "other-memo": "tests.agents:MemoAgent",
 }

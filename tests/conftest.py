@@ -24,8 +24,9 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.process import exit_process
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.db import upgrade
+from kernos.kernel.embeddings import Embedder
 from kernos.kernel.llm.base import LLMBackend
-from kernos.worker import RunningWorkers, WorkerGroup
+from kernos.worker import RunningWorkers, WorkerGroup, WorkerKind
 from tests.agents import AGENTS
 
 # Tests never read a developer's ./kernos.toml: settings come from the fixtures alone.
@@ -109,11 +110,18 @@ async def workers(
     settings: Settings,
     *,
     backends: Mapping[str, LLMBackend] | None = None,
-    kind: str = "all",
+    kind: WorkerKind = "all",
+    embedder: Embedder | None = None,
 ) -> AsyncIterator[WorkerGroup]:
     """Agent and kernel workers polling in this process for the duration of the block."""
     client = await connect_temporal(settings)
-    group = await WorkerGroup.create(client, settings, kind, backends=backends)  # type: ignore[arg-type]
+    group = await WorkerGroup.create(
+        client,
+        settings,
+        kind,
+        backends=backends,
+        embedder=embedder,
+    )
     async with RunningWorkers(group) as running:
         yield running
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from kernos import Settings
+from kernos import KernosClient, RunSpec, Settings
 from tests.conftest import workers
 from tests.processes import environment, to_toml
 
@@ -187,3 +187,28 @@ async def test_llm_serve_sglang(settings: Settings, tmp_path: Path) -> None:
     assert command[command.index("--served-model-name") + 1] == "qwen"
     code, _, err = await kernos(config, *args)  # SGLang is not installed on this CPU host
     assert_one_line_error(code, err, "SGLang is not installed here")
+
+
+async def test_memory_list_search_delete(settings: Settings, tmp_path: Path) -> None:
+    config = config_file(settings, tmp_path)
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    steps = [
+        {"op": "add", "content": "The deploy key rotates every ninety days."},
+        {"op": "add", "content": "Lunch is at noon on Fridays."},
+    ]
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="memo", task=json.dumps(steps), tenant=tenant))
+        deploy, lunch = json.loads((await handle.result()).output)
+    where = ["--tenant", tenant, "--agent", "memo"]
+    code, out, err = await kernos(config, "memory", "list", *where, "--json")
+    assert code == 0, err
+    assert [item["id"] for item in json.loads(out)["items"]] == [lunch["id"], deploy["id"]]
+    code, out, err = await kernos(config, "memory", "search", *where, "key rotation", "-k", "1")
+    assert code == 0, err
+    assert deploy["id"] in out and lunch["id"] not in out
+    code, out, _ = await kernos(config, "memory", "delete", *where, deploy["id"])
+    assert (code, out.strip()) == (0, f"{deploy['id']}: deleted")
+    code, out, _ = await kernos(config, "memory", "delete", *where, deploy["id"])
+    assert (code, out.strip()) == (1, f"{deploy['id']}: not in agent/memo")
+    code, _, err = await kernos(config, "memory", "list", "--tenant", tenant, "--scope", "../x")
+    assert_one_line_error(code, err, "scope '../x' is not a valid name")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import NoReturn, TypeVar
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
@@ -22,10 +23,12 @@ with workflow.unsafe.imports_passed_through():
         LLMResponse,
         RunInput,
         RunOutcome,
+        SyscallRequest,
         TokenUsage,
     )
 
 Result = TypeVar("Result", LLMResponse, Compaction)
+KernelResult = TypeVar("KernelResult", bound=BaseModel)
 
 #: Kernel errors that cross the activity boundary back into agent code, by type name.
 _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
@@ -34,6 +37,8 @@ _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
         errors.AccessDenied,
         errors.TokenBudgetExceeded,
         errors.InvalidRequest,
+        errors.NotFound,
+        errors.PayloadTooLarge,
         errors.LLMBadRequest,
         errors.ContextTooLong,
         errors.LLMRateLimited,
@@ -47,7 +52,10 @@ def _translate(exc: ActivityError) -> errors.KernosError | None:
     """The kernel error an activity failure stands for, if it is one agents may catch."""
     cause = exc.cause
     if isinstance(cause, ApplicationError) and cause.type in _RAISED_IN_AGENT:
-        return _RAISED_IN_AGENT[cause.type](cause.message)
+        # Built around the message alone: some errors' constructors take the parts of it.
+        error = _RAISED_IN_AGENT[cause.type].__new__(_RAISED_IN_AGENT[cause.type])
+        Exception.__init__(error, cause.message)
+        return error
     return None
 
 
@@ -101,20 +109,31 @@ class SyscallDispatcher:
 
     async def conversation_open(self, request: ConversationOpen) -> ConversationRef:
         """`conversation.open`: the kernel starts a conversation this run owns."""
+        return await self.kernel_syscall(
+            request, ConversationRef, f"conversation.open {request.model}"
+        )
+
+    async def kernel_syscall(
+        self, request: SyscallRequest, result_type: type[KernelResult], summary: str
+    ) -> KernelResult:
+        """A syscall served on the kernel queue (conversations, memory).
+
+        Its activity is named after the request's syscall.
+        """
         try:
-            ref: ConversationRef = await workflow.execute_activity(
-                "conversation.open",
+            result: KernelResult = await workflow.execute_activity(
+                request.syscall,
                 request,
-                result_type=ConversationRef,
+                result_type=result_type,
                 task_queue=self.run.kernel_task_queue,
                 start_to_close_timeout=timedelta(seconds=self.run.limits.kernel_start_to_close_s),
                 retry_policy=self._retry,
-                summary=f"conversation.open {request.model}",
+                summary=summary,
             )
         except ActivityError as exc:
             _raise_translated(exc)
         self.syscalls += 1
-        return ref
+        return result
 
     async def _llm(
         self,
