@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/agents_vs_direct.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/fairness.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/plots.py
 
 clean:
