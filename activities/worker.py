@@ -15,6 +15,7 @@ from kernos.activities.llm import LLMActivities
 from kernos.activities.memory import MemoryActivities
 from kernos.activities.runs import RunActivities
 from kernos.activities.slots import HealthCheck, InstanceSlots
+from kernos.activities.storage import StorageActivities
 from kernos.kernel.config import LLMInstance, Settings
 from kernos.kernel.conversations import ConversationStore
 from kernos.kernel.embeddings import Embedder, build_embedder
@@ -25,6 +26,7 @@ from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.registry import build_backend
 from kernos.kernel.memory import MemoryStore
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
+from kernos.kernel.storage import StorageStore
 
 
 async def _own_connection(client: Client) -> Client:
@@ -94,6 +96,7 @@ class KernelWorkers:
                     RunActivities(kernel).finish,
                     ConversationActivities(conversations).open,
                     *memory.all(),
+                    *StorageActivities(StorageStore(kernel.pool, settings.storage)).all(),
                 ],
                 interceptors=interceptors,
             )

@@ -217,6 +217,14 @@ class MemorySettings(BaseModel):
     """HNSW's candidate list per search (pgvector's `hnsw.ef_search`): recall against speed."""
 
 
+class StorageSettings(BaseModel):
+    """The storage manager's limits."""
+
+    max_file_bytes: int = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
+    max_namespace_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Bytes a tenant's agent may store, every version counted once per distinct content."""
+
+
 def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
@@ -246,6 +254,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     context: ContextSettings = ContextSettings()
     memory: MemorySettings = MemorySettings()
+    storage: StorageSettings = StorageSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)

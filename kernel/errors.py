@@ -79,6 +79,14 @@ class NotFound(InvalidRequest, LookupError):
     """A memory item or file that the caller's scope does not hold (or may not see)."""
 
 
+class InvalidPath(InvalidRequest):
+    """A storage path outside the rules: relative, confined to the namespace, printable."""
+
+
+class VersionConflict(InvalidRequest):
+    """A write that expected a file's version another writer has moved on from."""
+
+
 class EmbeddingMismatch(ConfigError):
     """An embedding model whose vectors do not fit the store's dimension."""
 

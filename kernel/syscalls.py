@@ -15,6 +15,8 @@ from pydantic import (
     model_validator,
 )
 
+from kernos.kernel.paths import check_path, check_prefix
+
 #: Names of tenants, users and agents: they appear in paths, policies and search attributes.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -468,6 +470,139 @@ class MemoryDeleted(BaseModel):
     """What `memory.delete` did (a retried delete finds nothing left and says so)."""
 
     id: str
+    deleted: bool
+
+
+class StorageRequest(SyscallRequest):
+    """A storage syscall: a file of the calling agent's namespace, as `storage:<path>`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _confined(cls, value: str) -> str:
+        return check_path(value)
+
+    def resource(self) -> str:
+        """The file, as `storage:<path>`."""
+        return f"storage:{self.path}"
+
+
+Encoding = Literal["utf-8", "base64"]
+"""How file content travels: text, or bytes in base64."""
+
+
+class StorageWrite(StorageRequest):
+    """`storage.write`: a new version of the file."""
+
+    syscall: ClassVar[str] = "storage.write"
+
+    content: str
+    encoding: Encoding = "utf-8"
+    expected_version: int | None = Field(default=None, ge=0)
+    """Write only if the file is at this version (0: it must not exist yet); else
+    VersionConflict."""
+
+
+class StorageRead(StorageRequest):
+    """`storage.read`: the file's content, at its latest version or at `version`."""
+
+    syscall: ClassVar[str] = "storage.read"
+
+    version: int | None = Field(default=None, ge=1)
+    encoding: Encoding = "utf-8"
+
+
+class StorageVersions(StorageRequest):
+    """`storage.versions`: the file's versions, oldest first."""
+
+    syscall: ClassVar[str] = "storage.versions"
+
+
+class StorageRollback(StorageRequest):
+    """`storage.rollback`: a new version with the content of `version` (a deleted file too)."""
+
+    syscall: ClassVar[str] = "storage.rollback"
+
+    version: int = Field(ge=1)
+
+
+class StorageDelete(StorageRequest):
+    """`storage.delete`: mark the file deleted; a rollback recovers it until it is purged."""
+
+    syscall: ClassVar[str] = "storage.delete"
+
+
+class StorageList(SyscallRequest):
+    """`storage.list`: the namespace's files under `prefix`."""
+
+    syscall: ClassVar[str] = "storage.list"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefix: str = ""
+    include_deleted: bool = False
+    limit: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("prefix")
+    @classmethod
+    def _confined(cls, value: str) -> str:
+        return check_prefix(value)
+
+    def resource(self) -> str:
+        """The listed part of the namespace, as `storage:<prefix>*`."""
+        return f"storage:{self.prefix}*"
+
+
+class FileVersion(BaseModel):
+    """One version of a file."""
+
+    path: str
+    version: int
+    size: int
+    sha256: str
+    action: Literal["write", "rollback"]
+    created_at: datetime
+
+
+class FileContent(BaseModel):
+    """What `storage.read` returns."""
+
+    path: str
+    version: int
+    size: int
+    sha256: str
+    content: str
+    encoding: Encoding
+
+
+class FileInfo(BaseModel):
+    """A file as `storage.list` shows it."""
+
+    path: str
+    version: int
+    size: int
+    updated_at: datetime
+    deleted: bool
+
+
+class FileList(BaseModel):
+    """Files of `storage.list`, by path."""
+
+    files: list[FileInfo]
+
+
+class FileVersions(BaseModel):
+    """Versions of `storage.versions`, oldest first."""
+
+    versions: list[FileVersion]
+
+
+class FileDeleted(BaseModel):
+    """What `storage.delete` did (False: already deleted)."""
+
+    path: str
     deleted: bool
 
 

@@ -3,7 +3,7 @@
 Agent authors subclass `Agent`; client code submits runs with `KernosClient`.
 """
 
-from kernos.agent import LLM, Agent, Conversations, Done, Memory, StepAgent
+from kernos.agent import LLM, Agent, Conversations, Done, Memory, StepAgent, Storage
 from kernos.client import KernosClient, RunFailed, RunHandle, RunView, TenantUsage
 from kernos.kernel.config import LLMInstance, Settings, load_settings
 from kernos.kernel.errors import (
@@ -11,6 +11,7 @@ from kernos.kernel.errors import (
     ConfigError,
     ContextTooLong,
     EmbeddingMismatch,
+    InvalidPath,
     InvalidRequest,
     InvalidRunSpec,
     KernosError,
@@ -26,6 +27,7 @@ from kernos.kernel.errors import (
     TokenBudgetExceeded,
     UnknownAgent,
     UnknownModel,
+    VersionConflict,
 )
 from kernos.kernel.llm.scripted import ScriptedBackend
 from kernos.kernel.syscalls import (
@@ -50,6 +52,7 @@ __all__ = [
     "Conversations",
     "Done",
     "EmbeddingMismatch",
+    "InvalidPath",
     "InvalidRequest",
     "InvalidRunSpec",
     "KernosClient",
@@ -78,10 +81,12 @@ __all__ = [
     "ScriptedBackend",
     "Settings",
     "StepAgent",
+    "Storage",
     "TenantUsage",
     "TokenBudgetExceeded",
     "TokenUsage",
     "UnknownAgent",
     "UnknownModel",
+    "VersionConflict",
     "load_settings",
 ]

@@ -12,6 +12,13 @@ from kernos.kernel.syscalls import (
     CompactRequest,
     ConversationOpen,
     ConversationRef,
+    Encoding,
+    FileContent,
+    FileDeleted,
+    FileInfo,
+    FileList,
+    FileVersion,
+    FileVersions,
     JSONSchemaFormat,
     LLMRequest,
     LLMResponse,
@@ -23,13 +30,19 @@ from kernos.kernel.syscalls import (
     MemoryItem,
     MemoryItems,
     MemoryList,
-    MemoryScoped,
     MemorySearch,
     MemoryUpdate,
     Message,
     MetadataValue,
     RunSpec,
     Sampling,
+    StorageDelete,
+    StorageList,
+    StorageRead,
+    StorageRollback,
+    StorageVersions,
+    StorageWrite,
+    SyscallRequest,
 )
 from kernos.workflows.syscalls import SyscallDispatcher
 
@@ -133,10 +146,10 @@ class Conversations:
         )
 
 
-MemoryRequest = TypeVar("MemoryRequest", bound=MemoryScoped)
+Request = TypeVar("Request", bound=SyscallRequest)
 
 
-def _memory_request(cls: type[MemoryRequest], **fields: Any) -> MemoryRequest:
+def _request(cls: type[Request], **fields: Any) -> Request:
     """The request, or InvalidRequest naming what is wrong with it (agent code can catch it)."""
     try:
         return cls(**fields)
@@ -172,9 +185,7 @@ class Memory:
         scope: str | None = None,
     ) -> MemoryAdded:
         """Remember `content`; past the agent's quota its least recently used items go."""
-        request = _memory_request(
-            MemoryAdd, content=content, metadata=dict(metadata or {}), scope=scope
-        )
+        request = _request(MemoryAdd, content=content, metadata=dict(metadata or {}), scope=scope)
         return await self._dispatcher.kernel_syscall(request, MemoryAdded, "memory.add")
 
     async def search(
@@ -188,7 +199,7 @@ class Memory:
         agent: str | None = None,
     ) -> list[MemoryItem]:
         """The `k` items nearest in meaning to `query`, best first (`score`: cosine)."""
-        request = _memory_request(
+        request = _request(
             MemorySearch,
             query=query,
             k=k,
@@ -203,7 +214,7 @@ class Memory:
         self, id: str, *, scope: str | None = None, agent: str | None = None
     ) -> MemoryItem:
         """One item by id; NotFound if the scope does not hold it."""
-        request = _memory_request(MemoryGet, id=id, **self._where(scope, agent))
+        request = _request(MemoryGet, id=id, **self._where(scope, agent))
         return await self._dispatcher.kernel_syscall(request, MemoryItem, "memory.get")
 
     async def update(
@@ -215,7 +226,7 @@ class Memory:
         scope: str | None = None,
     ) -> MemoryItem:
         """Replace an item's content (embedded again), its metadata, or both."""
-        request = _memory_request(
+        request = _request(
             MemoryUpdate,
             id=id,
             content=content,
@@ -226,7 +237,7 @@ class Memory:
 
     async def delete(self, id: str, *, scope: str | None = None) -> bool:
         """Forget an item; False if it was not there."""
-        request = _memory_request(MemoryDelete, id=id, scope=scope)
+        request = _request(MemoryDelete, id=id, scope=scope)
         deleted = await self._dispatcher.kernel_syscall(request, MemoryDeleted, "memory.delete")
         return deleted.deleted
 
@@ -240,7 +251,7 @@ class Memory:
         agent: str | None = None,
     ) -> list[MemoryItem]:
         """A page of items, newest first; pass the last id as `before` for the next page."""
-        request = _memory_request(
+        request = _request(
             MemoryList,
             filter=dict(filter or {}),
             limit=limit,
@@ -249,6 +260,67 @@ class Memory:
         )
         found = await self._dispatcher.kernel_syscall(request, MemoryItems, "memory.list")
         return found.items
+
+
+class Storage:
+    """The agent's files: versioned, in its tenant's namespace for it, kept by the kernel.
+
+    Paths are relative (`notes/today.md`); every write is a version, a delete is undone by a
+    rollback. Text by default; pass `encoding="base64"` for bytes.
+    """
+
+    def __init__(self, dispatcher: SyscallDispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    async def write(
+        self,
+        path: str,
+        content: str,
+        *,
+        expected_version: int | None = None,
+        encoding: Encoding = "utf-8",
+    ) -> FileVersion:
+        """Write a new version of `path`.
+
+        With `expected_version`, only over that version (0: a new file), else VersionConflict.
+        """
+        request = _request(
+            StorageWrite, path=path, content=content, expected_version=expected_version,
+            encoding=encoding,
+        )  # fmt: skip
+        return await self._dispatcher.kernel_syscall(request, FileVersion, f"storage.write {path}")
+
+    async def read(
+        self, path: str, *, version: int | None = None, encoding: Encoding = "utf-8"
+    ) -> FileContent:
+        """The file's latest version, or `version`; NotFound if it is not there (or deleted)."""
+        request = _request(StorageRead, path=path, version=version, encoding=encoding)
+        return await self._dispatcher.kernel_syscall(request, FileContent, f"storage.read {path}")
+
+    async def versions(self, path: str) -> list[FileVersion]:
+        """Every version of the file, oldest first."""
+        request = _request(StorageVersions, path=path)
+        found = await self._dispatcher.kernel_syscall(request, FileVersions, "storage.versions")
+        return found.versions
+
+    async def rollback(self, path: str, version: int) -> FileVersion:
+        """A new version with `version`'s content; recovers a deleted file."""
+        request = _request(StorageRollback, path=path, version=version)
+        return await self._dispatcher.kernel_syscall(request, FileVersion, "storage.rollback")
+
+    async def delete(self, path: str) -> bool:
+        """Mark the file deleted; False if it already was."""
+        request = _request(StorageDelete, path=path)
+        deleted = await self._dispatcher.kernel_syscall(request, FileDeleted, "storage.delete")
+        return deleted.deleted
+
+    async def list(
+        self, prefix: str = "", *, include_deleted: bool = False, limit: int = 100
+    ) -> list[FileInfo]:
+        """Files whose path starts with `prefix`, by path."""
+        request = _request(StorageList, prefix=prefix, include_deleted=include_deleted, limit=limit)
+        listed = await self._dispatcher.kernel_syscall(request, FileList, "storage.list")
+        return listed.files
 
 
 class Agent:
@@ -265,6 +337,7 @@ class Agent:
         self.llm = LLM(dispatcher)
         self.conversations = Conversations(dispatcher)
         self.memory = Memory(dispatcher)
+        self.storage = Storage(dispatcher)
         self.run_id: str = dispatcher.run.run_id
         self.spec: RunSpec = dispatcher.run.spec
 

@@ -238,7 +238,8 @@ class MemoAgent(Agent):
     """Runs a script of memory syscalls (the task, as JSON) and returns each one's result.
 
     Each step is `{"op": "add" | "search" | "get" | "update" | "delete" | "list", ...}` with
-    the SDK method's arguments, or `{"op": "say", "text": ...}`, a turn in a conversation.
+    the SDK method's arguments (`"storage.write"` and so on for files), or
+    `{"op": "say", "text": ...}`, a turn in a conversation.
     `"$N"` as an id means the id the Nth step returned. A kernel error becomes
     `{"error": type, "message": ...}`, so one script can probe refusals too.
     """
@@ -257,8 +258,10 @@ class MemoAgent(Agent):
                 continue
             if isinstance(args.get("id"), str) and args["id"].startswith("$"):
                 args["id"] = results[int(args["id"][1:])]["id"]
+            manager, _, method = op.rpartition(".")
             try:
-                result: Any = await getattr(self.memory, op)(**args)
+                target = self.storage if manager == "storage" else self.memory
+                result: Any = await getattr(target, method)(**args)
             except KernosError as exc:
                 results.append({"error": type(exc).__name__, "message": str(exc)})
                 continue

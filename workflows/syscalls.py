@@ -39,6 +39,8 @@ _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
         errors.InvalidRequest,
         errors.NotFound,
         errors.PayloadTooLarge,
+        errors.InvalidPath,
+        errors.VersionConflict,
         errors.LLMBadRequest,
         errors.ContextTooLong,
         errors.LLMRateLimited,

@@ -1,0 +1,141 @@
+"""The storage syscalls, on the kernel queue, in the caller's tenant/agent namespace.
+
+The namespace comes from the kernel's record of the run, never from the workflow; the path was
+checked when the request was decoded (`kernos.kernel.paths`), and the access manager has
+decided `storage:<path>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from temporalio import activity
+
+from kernos.activities.context import activity_key
+from kernos.activities.interceptor import caller
+from kernos.kernel.errors import InvalidRequest
+from kernos.kernel.storage import StorageStore
+from kernos.kernel.syscalls import (
+    Encoding,
+    FileContent,
+    FileDeleted,
+    FileList,
+    FileVersion,
+    FileVersions,
+    StorageDelete,
+    StorageList,
+    StorageRead,
+    StorageRollback,
+    StorageVersions,
+    StorageWrite,
+)
+
+
+def decoded(content: str, encoding: Encoding) -> bytes:
+    """The bytes a write carries."""
+    if encoding == "utf-8":
+        return content.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(content, validate=True)
+    except binascii.Error as exc:
+        raise InvalidRequest(f"the content is not valid base64: {exc}") from None
+
+
+def encoded(content: bytes, encoding: Encoding, path: str) -> str:
+    """The content as a read returns it."""
+    if encoding == "base64":
+        return base64.b64encode(content).decode()
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            f"{path!r} is not UTF-8 text: read it with encoding='base64'"
+        ) from None
+
+
+class StorageActivities:
+    """`storage.write`, `read`, `list`, `versions`, `rollback` and `delete`."""
+
+    def __init__(self, store: StorageStore) -> None:
+        self.store = store
+
+    @activity.defn(name="storage.write")
+    async def write(self, request: StorageWrite) -> FileVersion:
+        """A new version of the file (or VersionConflict, if `expected_version` has passed)."""
+        subject = caller()
+        return await self.store.write(
+            tenant=subject.tenant,
+            agent=subject.agent,
+            path=request.path,
+            content=decoded(request.content, request.encoding),
+            expected_version=request.expected_version,
+            written_by=activity_key(),
+        )
+
+    @activity.defn(name="storage.read")
+    async def read(self, request: StorageRead) -> FileContent:
+        """The file at its latest version, or at `version`."""
+        subject = caller()
+        version, content = await self.store.read(
+            tenant=subject.tenant, agent=subject.agent, path=request.path, version=request.version
+        )
+        return FileContent(
+            path=version.path,
+            version=version.version,
+            size=version.size,
+            sha256=version.sha256,
+            content=encoded(content, request.encoding, request.path),
+            encoding=request.encoding,
+        )
+
+    @activity.defn(name="storage.versions")
+    async def versions(self, request: StorageVersions) -> FileVersions:
+        """Every version of the file, oldest first."""
+        subject = caller()
+        return FileVersions(
+            versions=await self.store.versions(
+                tenant=subject.tenant, agent=subject.agent, path=request.path
+            )
+        )
+
+    @activity.defn(name="storage.rollback")
+    async def rollback(self, request: StorageRollback) -> FileVersion:
+        """A new version with an earlier version's content."""
+        subject = caller()
+        return await self.store.rollback(
+            tenant=subject.tenant,
+            agent=subject.agent,
+            path=request.path,
+            version=request.version,
+            written_by=activity_key(),
+        )
+
+    @activity.defn(name="storage.delete")
+    async def delete(self, request: StorageDelete) -> FileDeleted:
+        """Mark the file deleted (recoverable by a rollback)."""
+        subject = caller()
+        deleted = await self.store.delete(
+            tenant=subject.tenant, agent=subject.agent, path=request.path
+        )
+        return FileDeleted(path=request.path, deleted=deleted)
+
+    @activity.defn(name="storage.list")
+    async def list_(self, request: StorageList) -> FileList:
+        """The namespace's files under a prefix."""
+        subject = caller()
+        return FileList(
+            files=await self.store.listing(
+                tenant=subject.tenant,
+                agent=subject.agent,
+                prefix=request.prefix,
+                include_deleted=request.include_deleted,
+                limit=request.limit,
+            )
+        )
+
+    def all(self) -> list[Callable[..., Awaitable[Any]]]:
+        """The activities, for a worker."""
+        return [self.write, self.read, self.versions, self.rollback, self.delete, self.list_]

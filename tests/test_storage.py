@@ -1,0 +1,161 @@
+"""The storage manager: versioned files in PostgreSQL, confined paths, limits, retries."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from kernos import InvalidPath, KernosClient, RunSpec, Settings
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import StorageSettings
+from kernos.kernel.paths import check_path
+from kernos.kernel.storage import StorageStore
+from kernos.kernel.syscalls import StorageList, StorageWrite
+from tests.conftest import make_settings, workers
+
+BAD_PATHS = [
+    ("", "empty"),
+    ("/etc/passwd", "absolute"),
+    ("../other-agent/notes.md", "'..' segment"),
+    ("notes/../../escape", "'..' segment"),
+    ("./notes.md", "'.' segment"),
+    ("notes//today.md", "empty segment"),
+    ("notes/", "empty segment"),
+    ("notes\\today.md", "backslash"),
+    ("nul\x00byte", "U+0000"),
+    ("tab\there", "U+0009"),
+    ("bell\x07", "U+0007"),
+    ("del\x7f", "U+007F"),
+    ("x" * 256, "over 255 bytes"),
+    ("/".join(["abcdefgh"] * 120), "over 1024 bytes"),
+]
+
+
+@pytest.mark.parametrize(("path", "problem"), BAD_PATHS)
+def test_bad_paths_are_named_errors(path: str, problem: str) -> None:
+    with pytest.raises(InvalidPath, match=re.escape(problem)):
+        check_path(path)
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        StorageWrite(path=path, content="x")
+
+
+@pytest.mark.parametrize("path", ["a", "notes/today.md", "ünïcode/файл.txt", "a/b/c/d.e", "..a"])
+def test_good_paths_pass(path: str) -> None:
+    assert check_path(path) == path
+
+
+def test_list_prefixes_are_checked() -> None:
+    assert StorageList(prefix="notes/").resource() == "storage:notes/*"
+    with pytest.raises(ValidationError, match=r"'\.\.' segment"):
+        StorageList(prefix="../")
+
+
+async def run_files(settings: Settings, steps: list[dict[str, Any]], tenant: str) -> list[Any]:
+    async with await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="memo", task=json.dumps(steps), tenant=tenant))
+        result = await handle.result()
+    return list(json.loads(result.output))
+
+
+async def test_files_are_versioned_deduplicated_and_recoverable(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres, storage={"max_file_bytes": 1000})
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    png = base64.b64encode(bytes(range(256))).decode()
+    steps: list[dict[str, Any]] = [
+        {"op": "storage.write", "path": "notes/a.md", "content": "first"},
+        {"op": "storage.write", "path": "notes/a.md", "content": "second", "expected_version": 1},
+        {"op": "storage.write", "path": "notes/a.md", "content": "third", "expected_version": 1},
+        {"op": "storage.write", "path": "notes/b.md", "content": "first"},
+        {"op": "storage.write", "path": "img.bin", "content": png, "encoding": "base64"},
+        {"op": "storage.read", "path": "img.bin", "encoding": "base64"},
+        {"op": "storage.read", "path": "img.bin"},
+        {"op": "storage.rollback", "path": "notes/a.md", "version": 1},
+        {"op": "storage.read", "path": "notes/a.md"},
+        {"op": "storage.versions", "path": "notes/a.md"},
+        {"op": "storage.delete", "path": "notes/a.md"},
+        {"op": "storage.read", "path": "notes/a.md"},
+        {"op": "storage.list", "prefix": "notes/"},
+        {"op": "storage.list", "prefix": "notes/", "include_deleted": True},
+        {"op": "storage.read", "path": "notes/a.md", "version": 2},
+        {"op": "storage.rollback", "path": "notes/a.md", "version": 2},
+        {"op": "storage.read", "path": "notes/a.md"},
+        {"op": "storage.write", "path": "big.txt", "content": "x" * 1001},
+        {"op": "storage.write", "path": "../escape.txt", "content": "x"},
+        {"op": "storage.read", "path": "missing.md"},
+    ]
+    async with workers(settings):
+        results = await run_files(settings, steps, tenant)
+    (v1, v2, conflict, other, image, image_back, image_as_text, rolled, after_rollback,
+     versions, deleted, read_deleted, listed, listed_all, old, recovered, after_recovery,
+     too_big, escape, missing) = results  # fmt: skip
+    assert (v1["version"], v2["version"]) == (1, 2)
+    assert conflict["error"] == "VersionConflict"
+    assert "at version 2, not the expected 1" in conflict["message"]
+    assert other["sha256"] == v1["sha256"]  # the same content: one blob
+    assert image_back["content"] == png and image_back["size"] == 256 == image["size"]
+    assert image_as_text["error"] == "InvalidRequest" and "base64" in image_as_text["message"]
+    assert (rolled["version"], rolled["action"], rolled["sha256"]) == (3, "rollback", v1["sha256"])
+    assert after_rollback["content"] == "first"
+    assert [v["version"] for v in versions] == [1, 2, 3]
+    assert deleted is True
+    assert read_deleted["error"] == "NotFound" and "deleted at version 3" in read_deleted["message"]
+    assert [f["path"] for f in listed] == ["notes/b.md"]
+    assert [(f["path"], f["deleted"]) for f in listed_all] == [
+        ("notes/a.md", True), ("notes/b.md", False),
+    ]  # fmt: skip
+    assert old["content"] == "second"
+    assert recovered["version"] == 4 and after_recovery["content"] == "second"
+    assert too_big["error"] == "PayloadTooLarge" and "max_file_bytes" in too_big["message"]
+    assert escape["error"] == "InvalidRequest" and "'..' segment" in escape["message"]
+    assert missing["error"] == "NotFound"
+    # Nothing of the refused writes was stored.
+    async with await KernosClient.connect(settings) as client, client.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT path, count(*) AS n FROM file_versions WHERE tenant = %s GROUP BY path"
+            " ORDER BY path",
+            (tenant,),
+        )
+        counts = {row["path"]: row["n"] for row in await cursor.fetchall()}
+        cursor = await conn.execute("SELECT count(*) AS n FROM blobs WHERE tenant = %s", (tenant,))
+        blobs = (await cursor.fetchone() or {})["n"]
+    assert counts == {"img.bin": 1, "notes/a.md": 4, "notes/b.md": 1}
+    assert blobs == 3  # "first", "second" and the image; "third" was refused
+
+
+async def test_a_namespace_over_its_limit_refuses_the_write(kernos_client: KernosClient) -> None:
+    store = StorageStore(kernos_client.pool, StorageSettings(max_namespace_bytes=10))
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    where: dict[str, Any] = {"tenant": tenant, "agent": "a", "expected_version": None}
+    await store.write(path="one", content=b"123456", written_by=f"{tenant}-1", **where)
+    # The same content again costs nothing: it is stored once.
+    await store.write(path="two", content=b"123456", written_by=f"{tenant}-2", **where)
+    with pytest.raises(Exception, match="max_namespace_bytes") as refused:
+        await store.write(path="three", content=b"12345", written_by=f"{tenant}-3", **where)
+    assert type(refused.value).__name__ == "PayloadTooLarge"
+    assert [f.path for f in await store.listing(
+        tenant=tenant, agent="a", prefix="", include_deleted=True, limit=10
+    )] == ["one", "two"]  # fmt: skip
+
+
+async def test_a_retried_write_makes_one_version(kernos_client: KernosClient) -> None:
+    store = StorageStore(kernos_client.pool, StorageSettings())
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    write: dict[str, Any] = {
+        "tenant": tenant, "agent": "a", "path": "f.txt", "content": b"once",
+        "expected_version": 0, "written_by": f"wf/run/7-{tenant}",
+    }  # fmt: skip
+    first = await store.write(**write)
+    # The activity's retry after a crash between the commit and its completion: the same
+    # syscall, and its expected version no longer current, yet no conflict and no new version.
+    again = await store.write(**write)
+    assert again == first
+    assert [v.version for v in await store.versions(tenant=tenant, agent="a", path="f.txt")] == [1]
