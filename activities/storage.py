@@ -16,12 +16,14 @@ from temporalio import activity
 
 from kernos.activities.context import activity_key
 from kernos.activities.interceptor import caller
+from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import InvalidRequest
 from kernos.kernel.storage import StorageStore
 from kernos.kernel.syscalls import (
     Encoding,
     FileContent,
     FileDeleted,
+    FileHits,
     FileList,
     FileVersion,
     FileVersions,
@@ -29,9 +31,28 @@ from kernos.kernel.syscalls import (
     StorageList,
     StorageRead,
     StorageRollback,
+    StorageSearch,
     StorageVersions,
     StorageWrite,
 )
+
+#: File contents a search embeds before it searches, at most.
+CONTENTS_PER_SEARCH = 1024
+#: The beginning of a file that is embedded: the model reads 256 word pieces, about 1 KiB.
+EMBEDDED_BYTES = 4096
+
+
+def searchable_text(content: bytes) -> str | None:
+    """The beginning of a content, if it is text worth embedding; None if binary or blank."""
+    head = content[:EMBEDDED_BYTES]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A cut inside a character at the end of the slice is still text; elsewhere, binary.
+        if len(content) <= EMBEDDED_BYTES or exc.start < len(head) - 3:
+            return None
+        text = head[: exc.start].decode("utf-8")
+    return text if text.strip() else None
 
 
 def decoded(content: str, encoding: Encoding) -> bytes:
@@ -59,8 +80,42 @@ def encoded(content: bytes, encoding: Encoding, path: str) -> str:
 class StorageActivities:
     """`storage.write`, `read`, `list`, `versions`, `rollback` and `delete`."""
 
-    def __init__(self, store: StorageStore) -> None:
+    def __init__(self, store: StorageStore, embedder: Embedder, batch_size: int = 64) -> None:
         self.store = store
+        self.embedder = embedder
+        self.batch_size = batch_size
+
+    @activity.defn(name="storage.search")
+    async def search(self, request: StorageSearch) -> FileHits:
+        """Files whose latest content is nearest in meaning to the query.
+
+        Contents are embedded when a search first needs them (text only, its beginning: the
+        model reads 256 word pieces), once per tenant and content.
+        """
+        subject = caller()
+        pending = await self.store.unembedded_contents(
+            tenant=subject.tenant, agent=subject.agent, limit=CONTENTS_PER_SEARCH
+        )
+        for start in range(0, len(pending), self.batch_size):
+            batch = pending[start : start + self.batch_size]
+            texts = [(sha, searchable_text(content)) for sha, content in batch]
+            readable = [text for _, text in texts if text is not None]
+            vectors = iter(await self.embedder.embed(readable))
+            await self.store.set_embeddings(
+                subject.tenant,
+                [(sha, None if text is None else next(vectors)) for sha, text in texts],
+            )
+            activity.heartbeat(start + len(batch))
+        [query] = await self.embedder.embed([request.query])
+        return FileHits(
+            files=await self.store.search(
+                tenant=subject.tenant,
+                agent=subject.agent,
+                prefix=request.prefix,
+                embedding=query,
+                k=request.k,
+            )
+        )
 
     @activity.defn(name="storage.write")
     async def write(self, request: StorageWrite) -> FileVersion:
@@ -138,4 +193,7 @@ class StorageActivities:
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
         """The activities, for a worker."""
-        return [self.write, self.read, self.versions, self.rollback, self.delete, self.list_]
+        return [
+            self.write, self.read, self.versions, self.rollback, self.delete, self.list_,
+            self.search,
+        ]  # fmt: skip

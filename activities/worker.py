@@ -96,7 +96,11 @@ class KernelWorkers:
                     RunActivities(kernel).finish,
                     ConversationActivities(conversations).open,
                     *memory.all(),
-                    *StorageActivities(StorageStore(kernel.pool, settings.storage)).all(),
+                    *StorageActivities(
+                        StorageStore(kernel.pool, settings.storage),
+                        embedder,
+                        settings.memory.batch_size,
+                    ).all(),
                 ],
                 interceptors=interceptors,
             )

@@ -10,12 +10,14 @@ and writes nothing more.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from kernos.kernel.config import StorageSettings
 from kernos.kernel.db.pool import Pool
 from kernos.kernel.errors import NotFound, PayloadTooLarge, VersionConflict
-from kernos.kernel.syscalls import FileInfo, FileVersion
+from kernos.kernel.memory import vector_literal
+from kernos.kernel.syscalls import FileHit, FileInfo, FileVersion
 
 _VERSION_COLUMNS = "path, version, size, sha256, action, created_at"
 
@@ -214,6 +216,68 @@ class StorageStore:
             if await cursor.fetchone() is None:
                 raise NotFound(f"no file {path!r}")
         return False
+
+    async def unembedded_contents(
+        self, *, tenant: str, agent: str, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """Contents of the namespace's live files not yet embedded: (sha256, bytes)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT DISTINCT b.sha256, b.content FROM files f JOIN file_versions v"
+                " ON v.tenant = f.tenant AND v.agent = f.agent AND v.path = f.path"
+                " AND v.version = f.version JOIN blobs b ON b.tenant = v.tenant"
+                " AND b.sha256 = v.sha256 WHERE f.tenant = %s AND f.agent = %s"
+                " AND f.deleted_at IS NULL AND b.searchable IS NULL LIMIT %s",
+                (tenant, agent, limit),
+            )
+            rows = await cursor.fetchall()
+        return [(str(row["sha256"]), bytes(row["content"])) for row in rows]
+
+    async def set_embeddings(
+        self, tenant: str, embedded: Sequence[tuple[str, Sequence[float] | None]]
+    ) -> None:
+        """Store contents' embeddings; None marks a content that cannot be searched."""
+        async with self._pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.executemany(
+                "UPDATE blobs SET embedding = %s::vector, searchable = %s"
+                " WHERE tenant = %s AND sha256 = %s",
+                [
+                    (None if v is None else vector_literal(v), v is not None, tenant, sha)
+                    for sha, v in embedded
+                ],
+            )
+
+    async def search(
+        self, *, tenant: str, agent: str, prefix: str, embedding: Sequence[float], k: int
+    ) -> list[FileHit]:
+        """The live files under `prefix` whose latest content is nearest, best first.
+
+        A namespace's files are few next to the blobs of a tenant, so this is an exact scan
+        of them, not an index search.
+        """
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT f.path, f.version, 1 - (b.embedding <=> %s::vector) AS score,"
+                " substring(b.content FROM 1 FOR 400) AS head"
+                " FROM files f JOIN file_versions v ON v.tenant = f.tenant"
+                " AND v.agent = f.agent AND v.path = f.path AND v.version = f.version"
+                " JOIN blobs b ON b.tenant = v.tenant AND b.sha256 = v.sha256"
+                " WHERE f.tenant = %s AND f.agent = %s AND f.deleted_at IS NULL"
+                " AND starts_with(f.path, %s) AND b.searchable"
+                " ORDER BY b.embedding <=> %s::vector LIMIT %s",
+                (vector_literal(embedding), tenant, agent, prefix, vector_literal(embedding), k),
+            )
+            rows = await cursor.fetchall()
+        return [
+            FileHit(
+                path=row["path"],
+                version=row["version"],
+                score=float(row["score"]),
+                # The cut may split a character: what decodes of the first 400 bytes, trimmed.
+                snippet=" ".join(bytes(row["head"]).decode("utf-8", "ignore").split())[:240],
+            )
+            for row in rows
+        ]
 
     async def listing(
         self, *, tenant: str, agent: str, prefix: str, include_deleted: bool, limit: int

@@ -555,6 +555,41 @@ class StorageList(SyscallRequest):
         return f"storage:{self.prefix}*"
 
 
+class StorageSearch(SyscallRequest):
+    """`storage.search`: the namespace's files whose content is nearest in meaning to `query`."""
+
+    syscall: ClassVar[str] = "storage.search"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query: str = Field(min_length=1, max_length=16 * 1024)
+    k: int = Field(default=5, ge=1, le=100)
+    prefix: str = ""
+
+    @field_validator("prefix")
+    @classmethod
+    def _confined(cls, value: str) -> str:
+        return check_prefix(value)
+
+    def resource(self) -> str:
+        """The searched part of the namespace, as `storage:<prefix>*`."""
+        return f"storage:{self.prefix}*"
+
+
+class FileHit(BaseModel):
+    """A file that `storage.search` found: its latest version, how near, how it begins."""
+
+    path: str
+    version: int
+    score: float
+    snippet: str
+
+
+class FileHits(BaseModel):
+    """Files of `storage.search`, best first."""
+
+    files: list[FileHit]
+
+
 class FileVersion(BaseModel):
     """One version of a file."""
 

@@ -15,6 +15,8 @@ from kernos.kernel.syscalls import (
     Encoding,
     FileContent,
     FileDeleted,
+    FileHit,
+    FileHits,
     FileInfo,
     FileList,
     FileVersion,
@@ -40,6 +42,7 @@ from kernos.kernel.syscalls import (
     StorageList,
     StorageRead,
     StorageRollback,
+    StorageSearch,
     StorageVersions,
     StorageWrite,
     SyscallRequest,
@@ -296,6 +299,12 @@ class Storage:
         """The file's latest version, or `version`; NotFound if it is not there (or deleted)."""
         request = _request(StorageRead, path=path, version=version, encoding=encoding)
         return await self._dispatcher.kernel_syscall(request, FileContent, f"storage.read {path}")
+
+    async def search(self, query: str, *, k: int = 5, prefix: str = "") -> list[FileHit]:
+        """Files under `prefix` whose latest content is nearest in meaning to `query`."""
+        request = _request(StorageSearch, query=query, k=k, prefix=prefix)
+        found = await self._dispatcher.kernel_syscall(request, FileHits, f"storage.search k={k}")
+        return found.files
 
     async def versions(self, path: str) -> list[FileVersion]:
         """Every version of the file, oldest first."""

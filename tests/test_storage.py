@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from kernos import InvalidPath, KernosClient, RunSpec, Settings
+from kernos.activities.storage import searchable_text
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import StorageSettings
@@ -19,6 +20,7 @@ from kernos.kernel.paths import check_path
 from kernos.kernel.storage import StorageStore
 from kernos.kernel.syscalls import StorageList, StorageWrite
 from tests.conftest import make_settings, workers
+from tests.test_memory import CountingEmbedder
 
 BAD_PATHS = [
     ("", "empty"),
@@ -159,3 +161,49 @@ async def test_a_retried_write_makes_one_version(kernos_client: KernosClient) ->
     again = await store.write(**write)
     assert again == first
     assert [v.version for v in await store.versions(tenant=tenant, agent="a", path="f.txt")] == [1]
+
+
+def test_only_text_is_embedded() -> None:
+    assert searchable_text(b"plain notes") == "plain notes"
+    assert searchable_text(bytes(range(256))) is None  # binary
+    assert searchable_text(b"   \n") is None  # blank
+    long = "é".encode() * 3000  # 6,000 bytes: the 4,096-byte cut splits no character here...
+    assert searchable_text(long) == "é" * 2048
+    odd = b"a" + long  # ...and here it splits one: the text before the cut is kept
+    assert searchable_text(odd) == "a" + "é" * 2047
+
+
+async def test_files_are_found_by_meaning(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres)
+    embedder = CountingEmbedder()
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    steps: list[dict[str, Any]] = [
+        {"op": "storage.write", "path": "docs/deploy.md", "content": "How to roll out a new "
+         "release to production servers, and how to roll it back."},
+        {"op": "storage.write", "path": "docs/lunch.md", "content": "The team lunch menu: "
+         "soup on Monday, pasta on Friday."},
+        {"op": "storage.write", "path": "notes/copy.md", "content": "How to roll out a new "
+         "release to production servers, and how to roll it back."},
+        {"op": "storage.write", "path": "blob.bin", "content": base64.b64encode(bytes(range(256)))
+         .decode(), "encoding": "base64"},
+        {"op": "storage.write", "path": "docs/old.md", "content": "Deploying releases."},
+        {"op": "storage.delete", "path": "docs/old.md"},
+        {"op": "storage.search", "query": "deploying software", "k": 2, "prefix": "docs/"},
+        {"op": "storage.search", "query": "what is there to eat", "k": 1},
+        {"op": "storage.search", "query": "deploying software", "k": 5},
+    ]  # fmt: skip
+    async with workers(settings, embedder=embedder):
+        *_, deploy, food, everything = await run_files(settings, steps, tenant)
+    assert [hit["path"] for hit in deploy] == ["docs/deploy.md", "docs/lunch.md"]
+    assert deploy[0]["score"] > deploy[1]["score"]
+    assert deploy[0]["snippet"].startswith("How to roll out a new release")
+    assert [hit["path"] for hit in food] == ["docs/lunch.md"]
+    # Deleted and binary files are not found; the two copies share one embedding.
+    assert {hit["path"] for hit in everything} == {
+        "docs/deploy.md",
+        "docs/lunch.md",
+        "notes/copy.md",
+    }
+    assert len(embedder.texts) == 2 + 3  # two distinct live texts, then the three queries
