@@ -217,6 +217,38 @@ class StorageStore:
                 raise NotFound(f"no file {path!r}")
         return False
 
+    async def purge(self, *, tenant: str, agent: str, path: str | None = None) -> tuple[int, int]:
+        """Remove deleted files for good (or the one at `path`).
+
+        Their versions go too, and the contents no version refers to any more. Returns how
+        many files and contents were removed.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"storage/{tenant}/{agent}",),
+            )
+            where = {"tenant": tenant, "agent": agent, "path": path}
+            cursor = await conn.execute(
+                "DELETE FROM files WHERE tenant = %(tenant)s AND agent = %(agent)s"
+                " AND deleted_at IS NOT NULL AND (%(path)s::text IS NULL OR path = %(path)s)"
+                " RETURNING path",
+                where,
+            )
+            paths = [row["path"] for row in await cursor.fetchall()]
+            await conn.execute(
+                "DELETE FROM file_versions WHERE tenant = %s AND agent = %s AND path = ANY(%s)",
+                (tenant, agent, paths),
+            )
+            cursor = await conn.execute(
+                "DELETE FROM blobs b WHERE b.tenant = %s AND NOT EXISTS (SELECT 1 FROM"
+                " file_versions v WHERE v.tenant = b.tenant AND v.sha256 = b.sha256)"
+                " RETURNING sha256",
+                (tenant,),
+            )
+            contents = len(await cursor.fetchall())
+        return len(paths), contents
+
     async def unembedded_contents(
         self, *, tenant: str, agent: str, limit: int
     ) -> list[tuple[str, bytes]]:

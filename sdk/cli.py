@@ -17,6 +17,7 @@ from kernos.cli_admin import cmd_budget, cmd_instances, cmd_llm_serve, cmd_queue
 from kernos.cli_memory import add_memory_commands
 from kernos.cli_output import print_json, with_client
 from kernos.cli_stack import cmd_down, cmd_logs, cmd_status, cmd_trace, cmd_up
+from kernos.cli_storage import add_storage_commands
 from kernos.client import KernosClient, RunView, check_spec, connect_temporal, ui_url
 from kernos.infra.process import exit_process
 from kernos.kernel import telemetry
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget_clear.set_defaults(handler=cmd_budget)
 
     add_memory_commands(commands)
+    add_storage_commands(commands)
 
     up = commands.add_parser("up", help="start the embedded stack (state in ./.kernos)")
     up.add_argument("--json", action="store_true")

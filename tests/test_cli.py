@@ -212,3 +212,29 @@ async def test_memory_list_search_delete(settings: Settings, tmp_path: Path) -> 
     assert (code, out.strip()) == (1, f"{deploy['id']}: not in agent/memo")
     code, _, err = await kernos(config, "memory", "list", "--tenant", tenant, "--scope", "../x")
     assert_one_line_error(code, err, "scope '../x' is not a valid name")
+
+
+async def test_storage_list_and_purge(settings: Settings, tmp_path: Path) -> None:
+    config = config_file(settings, tmp_path)
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    steps = [
+        {"op": "storage.write", "path": "keep.md", "content": "kept"},
+        {"op": "storage.write", "path": "gone.md", "content": "gone once"},
+        {"op": "storage.write", "path": "gone.md", "content": "kept"},  # shares keep.md's blob
+        {"op": "storage.delete", "path": "gone.md"},
+    ]
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="memo", task=json.dumps(steps), tenant=tenant))
+        await handle.result()
+    where = ["--tenant", tenant, "--agent", "memo"]
+    code, out, err = await kernos(config, "storage", "list", *where, "--json")
+    assert code == 0, err
+    assert [(f["path"], f["deleted"]) for f in json.loads(out)["files"]] == [
+        ("gone.md", True), ("keep.md", False),
+    ]  # fmt: skip
+    code, out, err = await kernos(config, "storage", "purge", *where)
+    assert (code, out.strip()) == (0, "purged 1 deleted files and 1 contents nothing refers to")
+    code, out, _ = await kernos(config, "storage", "list", *where, "--json")
+    assert [f["path"] for f in json.loads(out)["files"]] == ["keep.md"]
+    code, _, err = await kernos(config, "storage", "purge", *where, "--path", "/abs")
+    assert_one_line_error(code, err, "is absolute")
