@@ -68,16 +68,18 @@ def environment() -> dict[str, str]:
 class WorkerProcess:
     """`kernos worker --kind KIND` in its own process."""
 
-    def __init__(self, config: Path, kind: str, log: Path) -> None:
+    def __init__(self, config: Path, kind: str, log: Path, module: str = "kernos.cli") -> None:
         self.config = config
         self.kind = kind
         self.log = log
+        #: The CLI module to run: `kernos.cli`, or a test's wrapper of it.
+        self.module = module
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self, ready_timeout_s: float = 60.0) -> WorkerProcess:
         output = self.log.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kernos.cli", "--config", str(self.config),
+            sys.executable, "-m", self.module, "--config", str(self.config),
             "worker", "--kind", self.kind,
             stdout=asyncio.subprocess.PIPE, stderr=output, env=environment(),
         )  # fmt: skip

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
+import signal
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,11 +18,12 @@ from kernos import InvalidPath, KernosClient, RunSpec, Settings
 from kernos.activities.storage import searchable_text
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.config import StorageSettings
+from kernos.kernel.config import DatabaseSettings, StorageSettings
 from kernos.kernel.paths import check_path
 from kernos.kernel.storage import StorageStore
 from kernos.kernel.syscalls import StorageList, StorageWrite
 from tests.conftest import make_settings, workers
+from tests.processes import WorkerProcess, write_worker_configs
 from tests.test_memory import CountingEmbedder
 
 BAD_PATHS = [
@@ -207,3 +211,41 @@ async def test_files_are_found_by_meaning(
         "notes/copy.md",
     }
     assert len(embedder.texts) == 2 + 3  # two distinct live texts, then the three queries
+
+
+async def test_a_worker_killed_between_the_write_and_its_completion_makes_one_version(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    settings = make_settings(temporal, postgres, limits={"kernel_start_to_close_s": 3.0})
+    config, _ = write_worker_configs(settings, tmp_path)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    steps = [
+        {"op": "storage.write", "path": "f.md", "content": "once", "expected_version": 0},
+        {"op": "storage.versions", "path": "f.md"},
+    ]
+    dying = await WorkerProcess(
+        config, "kernel", tmp_path / "dying.log", module="tests.dying_kernel_worker"
+    ).start()
+    replacement: WorkerProcess | None = None
+    agents = settings.model_copy(update={"database": DatabaseSettings(), "llm": []})
+    try:
+        async with workers(agents, kind="agent"), await KernosClient.connect(settings) as client:
+            handle = await client.submit(
+                RunSpec(agent="memo", task=json.dumps(steps), tenant=tenant)
+            )
+            assert dying.process is not None
+            assert await asyncio.wait_for(dying.process.wait(), 60) == -signal.SIGKILL
+            replacement = await WorkerProcess(config, "kernel", tmp_path / "kernel.log").start()
+            result = await asyncio.wait_for(handle.result(), 60)
+            view = await client.show(handle.run_id)
+    finally:
+        for process in (dying, replacement):
+            if process is not None:
+                await process.stop()
+    written, versions = json.loads(result.output)
+    # The retry found the first attempt's version: no second version, and no conflict with
+    # its own write (expected_version 0 no longer holds once the first attempt committed).
+    assert written["version"] == 1
+    assert [v["version"] for v in versions] == [1]
+    attempts = [c.attempt for c in view.syscalls if c.syscall == "storage.write"]
+    assert max(attempts) == 2, attempts
