@@ -77,8 +77,12 @@ class LlamaServer:
         threads: int = 2,
         log_file: Path,
         ready_timeout_s: float = 180.0,
+        embeddings: bool = False,
     ) -> LlamaServer:
-        """Start the server and wait until it has loaded the model."""
+        """Start the server and wait until it has loaded the model.
+
+        With `embeddings`, it serves `/v1/embeddings` (the model's pooled hidden states).
+        """
         if port_in_use(port):
             raise ConfigError(
                 f"port {port} for the LLM server is already in use "
@@ -89,6 +93,8 @@ class LlamaServer:
             "--host", "127.0.0.1", "--port", str(port),
             "-np", str(slots), "-c", str(context), "--threads", str(threads), "--metrics",
         ]  # fmt: skip
+        if embeddings:
+            args += ["--embeddings", "--pooling", "mean"]  # OpenAI-shaped: one vector a text
         process = await asyncio.to_thread(spawn, args, log_file)
         server = cls(process.pid, port)
         deadline = time.monotonic() + ready_timeout_s

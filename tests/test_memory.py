@@ -9,18 +9,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from kernos import KernosClient, RunSpec, Settings
+from kernos.infra.daemons import stop
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model
+from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import MemorySettings
-from kernos.kernel.embeddings import DIMENSIONS, LocalEmbedder, checked
+from kernos.kernel.embeddings import DIMENSIONS, LocalEmbedder, OpenAIEmbedder, checked
 from kernos.kernel.errors import EmbeddingMismatch
 from kernos.kernel.memory import NEAREST, MemoryStore, nearest, vector_literal
 from kernos.kernel.syscalls import MemoryAdd, MemoryGet, MemorySearch
-from tests.conftest import make_settings, workers
+from tests.conftest import MODELS, make_settings, workers
 
 #: One embedder for the session: the model loads once per process.
 EMBEDDER = LocalEmbedder()
@@ -307,3 +311,49 @@ async def test_past_conversations_are_searchable_by_their_agent_only(
     assert len(embedder.texts) == embedded + 1 + 1
     assert [item["id"] for item in again[0]] == [item["id"] for item in toll]
     assert other == [[]]
+
+
+def embeddings_server(seen: list[dict[str, Any]], dimensions: int) -> httpx.MockTransport:
+    """An OpenAI-compatible `/v1/embeddings` that answers in reverse order, unnormalised."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        data = [
+            {"index": i, "embedding": [float(len(text))] + [1.0] * (dimensions - 1)}
+            for i, text in enumerate(body["input"])
+        ]
+        return httpx.Response(200, json={"data": list(reversed(data))})
+
+    return httpx.MockTransport(handle)
+
+
+async def test_an_openai_embeddings_server_is_asked_in_batches() -> None:
+    seen: list[dict[str, Any]] = []
+    embedder = OpenAIEmbedder(
+        "e5", "http://embed.test", batch_size=2, transport=embeddings_server(seen, DIMENSIONS)
+    )
+    vectors = await embedder.embed(["a", "bbb", "cc"])
+    await embedder.aclose()
+    assert [body["input"] for body in seen] == [["a", "bbb"], ["cc"]]
+    assert all(body["model"] == "e5" for body in seen)
+    norms = [sum(x * x for x in vector) for vector in vectors]
+    assert norms == pytest.approx([1.0, 1.0, 1.0])  # normalised here
+    assert vectors[1][0] > vectors[2][0] > vectors[0][0]  # in the order asked, not answered
+
+
+async def test_a_real_embeddings_server_of_another_dimension_is_refused(tmp_path: Path) -> None:
+    """llama-server's embeddings of Gemma 3 270M have 640 dimensions; the store holds 384."""
+    server = await LlamaServer.start(
+        local_model(MODELS), port=free_port(), slots=1, context=512,
+        log_file=tmp_path / "embeddings.log", embeddings=True,
+    )  # fmt: skip
+    embedder = OpenAIEmbedder(MODEL_ALIAS, server.base_url)
+    try:
+        with pytest.raises(EmbeddingMismatch) as mismatch:
+            await embedder.embed(["a real sentence to embed"])
+    finally:
+        await embedder.aclose()
+        stop(server.pid)
+    assert (mismatch.value.dimensions, mismatch.value.expected) == (640, 384)
+    assert f"{MODEL_ALIAS!r} gives 640-dimensional vectors" in str(mismatch.value)
