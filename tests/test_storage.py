@@ -249,3 +249,46 @@ async def test_a_worker_killed_between_the_write_and_its_completion_makes_one_ve
     assert [v["version"] for v in versions] == [1]
     attempts = [c.attempt for c in view.syscalls if c.syscall == "storage.write"]
     assert max(attempts) == 2, attempts
+
+
+BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
+    ({"op": "storage.write", "path": "../x", "content": "x"}, "InvalidRequest", "'..' segment"),
+    ({"op": "storage.write", "path": "/x", "content": "x"}, "InvalidRequest", "absolute"),
+    ({"op": "storage.write", "path": "a\x00b", "content": "x"}, "InvalidRequest", "U+0000"),
+    ({"op": "storage.write", "path": "big", "content": "x" * 2000}, "PayloadTooLarge",
+     "max_file_bytes"),
+    ({"op": "storage.write", "path": "b64", "content": "not base64!", "encoding": "base64"},
+     "InvalidRequest", "not valid base64"),
+    ({"op": "storage.write", "path": "v", "content": "x", "expected_version": 3},
+     "VersionConflict", "at version 0, not the expected 3"),
+    ({"op": "storage.rollback", "path": "nothing", "version": 1}, "NotFound", "no version 1"),
+    ({"op": "storage.delete", "path": "nothing"}, "NotFound", "no file"),
+    ({"op": "storage.list", "prefix": "../"}, "InvalidRequest", "'..' segment"),
+    ({"op": "add", "content": "x" * 20_000}, "PayloadTooLarge", "max_content_bytes"),
+    ({"op": "add", "content": ""}, "InvalidRequest", "at least 1 character"),
+    ({"op": "add", "content": "x", "metadata": {"": 1}}, "InvalidRequest", "1-64 characters"),
+    ({"op": "add", "content": "x", "scope": "a/b"}, "InvalidRequest", "not a valid name"),
+    ({"op": "search", "query": "x", "k": 500}, "InvalidRequest", "max_k"),
+    ({"op": "search", "query": "x", "min_score": 2}, "InvalidRequest", "less than or equal"),
+    ({"op": "update", "id": "00000000-0000-0000-0000-000000000000"}, "InvalidRequest",
+     "needs new content"),
+    ({"op": "update", "id": "nope", "content": "x"}, "NotFound", "no memory item 'nope'"),
+]  # fmt: skip
+
+
+async def test_bad_inputs_end_in_named_errors_and_change_nothing(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres, storage={"max_file_bytes": 1000})
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    async with workers(settings, embedder=CountingEmbedder()):
+        results = await run_files(settings, [step for step, _, _ in BAD_INPUTS], tenant)
+    for (step, error, words), result in zip(BAD_INPUTS, results, strict=True):
+        assert isinstance(result, dict) and result.get("error") == error, (step, result)
+        assert words in result["message"], (step, result)
+    async with await KernosClient.connect(settings) as client, client.pool.connection() as conn:
+        for table in ("files", "file_versions", "blobs", "memories"):
+            cursor = await conn.execute(
+                f"SELECT count(*) AS n FROM {table} WHERE tenant = %s", (tenant,)
+            )
+            assert (await cursor.fetchone() or {}).get("n") == 0, table
