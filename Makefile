@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/fairness.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/plots.py
 
 clean:

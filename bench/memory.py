@@ -1,9 +1,9 @@
 """The memory manager at 100,000 items: insert rate, scoped search latency, recall of HNSW.
 
 Real text: docstrings of the standard library and the installed packages, read with `ast` (no
-imports), first paragraph each, deduplicated. Embedded by the default model (all-MiniLM-L6-v2
-on the CPU; cached under ~/.cache/kernos so a rerun skips it), spread over 100 tenant/agent
-scopes. Measured on an embedded PostgreSQL of its own:
+imports), their first four paragraphs each, deduplicated. Embedded by the default model
+(all-MiniLM-L6-v2 on the CPU; cached under ~/.cache/kernos so a rerun skips it), spread over
+100 tenant/agent scopes. Measured on an embedded PostgreSQL of its own:
 
 - insert rate through `MemoryStore.add` (the syscall's transaction: quota lock, insert with the
   HNSW index in place, eviction check), on a sample; the rest is bulk-loaded and the index
@@ -47,7 +47,7 @@ CACHE = Path.home() / ".cache" / "kernos"
 
 
 def docstrings(limit: int) -> list[str]:
-    """First paragraphs of docstrings under the stdlib and site-packages, unique, in order."""
+    """Paragraphs of docstrings under the stdlib and site-packages, unique, in order."""
     roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
     seen: set[str] = set()
     texts: list[str] = []
@@ -65,12 +65,13 @@ def docstrings(limit: int) -> list[str]:
                 doc = ast.get_docstring(node)
                 if not doc:
                     continue
-                text = " ".join(doc.split("\n\n")[0].split())[:600]
-                if len(text) >= 40 and text not in seen:
-                    seen.add(text)
-                    texts.append(text)
-                    if len(texts) >= limit:
-                        return texts
+                for paragraph in doc.split("\n\n")[:4]:
+                    text = " ".join(paragraph.split())[:600]
+                    if len(text) >= 40 and text not in seen:
+                        seen.add(text)
+                        texts.append(text)
+                        if len(texts) >= limit:
+                            return texts
     return texts
 
 
