@@ -34,8 +34,10 @@ from kernos.kernel.syscalls import (
     MemoryUpdate,
 )
 
-#: Past conversation turns a search embeds before it searches, at most.
-TURNS_PER_SEARCH = 2048
+#: Past conversation turns a search embeds before it searches, at most: a few seconds of the
+#: CPU model, well inside the kernel syscalls' start-to-close timeout. A longer backlog is
+#: embedded over several searches (each batch is committed as it is done).
+TURNS_PER_SEARCH = 512
 
 
 def scope_of(request: MemoryScoped, subject: Subject) -> str:

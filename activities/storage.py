@@ -36,8 +36,9 @@ from kernos.kernel.syscalls import (
     StorageWrite,
 )
 
-#: File contents a search embeds before it searches, at most.
-CONTENTS_PER_SEARCH = 1024
+#: File contents a search embeds before it searches, at most (as for conversation turns: a few
+#: seconds of the CPU model; a longer backlog is embedded over several searches).
+CONTENTS_PER_SEARCH = 256
 #: The beginning of a file that is embedded: the model reads 256 word pieces, about 1 KiB.
 EMBEDDED_BYTES = 4096
 
