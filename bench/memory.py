@@ -197,6 +197,9 @@ async def main() -> None:
     rng.shuffle(corpus)
     texts, queries = corpus[: args.items], corpus[args.items :]
     vectors = await embeddings(corpus)
+    # A few docstrings hold NUL, which PostgreSQL text cannot (the syscall refuses it by name);
+    # shown as U+FFFD here, after embedding, so the cached embeddings still match the corpus.
+    texts = [text.replace("\x00", "\ufffd") for text in texts]
     item_vectors, query_vectors = vectors[: args.items], vectors[args.items :]
     embedder = LocalEmbedder()
     embed_ms = []

@@ -359,10 +359,20 @@ class MemoryWrite(MemoryScoped):
         return None
 
 
+def _no_nul(text: str, what: str) -> str:
+    # PostgreSQL text and jsonb cannot hold NUL: refuse it by name rather than fail in the store.
+    if "\x00" in text:
+        raise ValueError(f"the {what} contains a NUL character, which memory cannot store")
+    return text
+
+
 def _check_metadata(metadata: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
-    for key in metadata:
+    for key, value in metadata.items():
         if not 1 <= len(key) <= 64:
             raise ValueError(f"metadata key {key[:80]!r} must be 1-64 characters")
+        _no_nul(key, "metadata key")
+        if isinstance(value, str):
+            _no_nul(value, f"metadata value of {key!r}")
     if len(metadata) > 32:
         raise ValueError(f"metadata has {len(metadata)} keys; at most 32")
     return metadata
@@ -378,6 +388,11 @@ class MemoryAdd(MemoryWrite):
 
     _metadata = field_validator("metadata")(_check_metadata)
 
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str) -> str:
+        return _no_nul(value, "content")
+
 
 class MemorySearch(MemoryScoped):
     """`memory.search`: the `k` items nearest in meaning to `query`."""
@@ -392,6 +407,11 @@ class MemorySearch(MemoryScoped):
     """Only items at least this similar (cosine similarity, 1 is identical)."""
 
     _filter = field_validator("filter")(_check_metadata)
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        return _no_nul(value, "query")
 
 
 class MemoryGet(MemoryScoped):
@@ -410,6 +430,11 @@ class MemoryUpdate(MemoryWrite):
     id: str = Field(min_length=1, max_length=64)
     content: str | None = Field(default=None, min_length=1)
     metadata: dict[str, MetadataValue] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str | None) -> str | None:
+        return None if value is None else _no_nul(value, "content")
 
     @field_validator("metadata")
     @classmethod
