@@ -37,6 +37,13 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def _no_nul(text: str, what: str) -> str:
+    # PostgreSQL text and jsonb cannot hold NUL: refuse it by name rather than fail in the store.
+    if "\x00" in text:
+        raise ValueError(f"the {what} contains a NUL character, which the kernel cannot store")
+    return text
+
+
 class RunSpec(BaseModel):
     """What a client asks the kernel to run: an agent, its task, and on whose behalf."""
 
@@ -62,7 +69,7 @@ class RunSpec(BaseModel):
     def _non_empty_task(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("task is empty: give the agent something to do")
-        return value
+        return _no_nul(value, "task")
 
 
 class SyscallLimits(BaseModel):
@@ -135,6 +142,11 @@ class Message(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+
+    @field_validator("content")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        return _no_nul(value, "message")
 
 
 class Sampling(BaseModel):
@@ -357,13 +369,6 @@ class MemoryWrite(MemoryScoped):
                 f"an agent cannot write agent {value!r}'s memory: write its own, or a shared scope"
             )
         return None
-
-
-def _no_nul(text: str, what: str) -> str:
-    # PostgreSQL text and jsonb cannot hold NUL: refuse it by name rather than fail in the store.
-    if "\x00" in text:
-        raise ValueError(f"the {what} contains a NUL character, which memory cannot store")
-    return text
 
 
 def _check_metadata(metadata: dict[str, MetadataValue]) -> dict[str, MetadataValue]:

@@ -53,6 +53,21 @@ MessageLike = Message | Mapping[str, str]
 Structured = TypeVar("Structured", bound=BaseModel)
 
 
+Request = TypeVar("Request", bound=SyscallRequest)
+
+
+def _request(cls: type[Request], **fields: Any) -> Request:
+    """The request, or InvalidRequest naming what is wrong with it (agent code can catch it)."""
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InvalidRequest(
+            f"{cls.syscall}: {where + ': ' if where else ''}{error['msg']}"
+        ) from None
+
+
 class LLM:
     """An agent's access to language models; every call is an `llm.chat` syscall."""
 
@@ -78,9 +93,10 @@ class LLM:
         passes the kernel's threshold its older turns are compacted (`llm.compact`).
         """
         default = conversation.model if conversation else self._dispatcher.run.spec.model
-        request = LLMRequest(
+        request = _request(
+            LLMRequest,
             model=model or default or "",
-            messages=[m if isinstance(m, Message) else Message.model_validate(m) for m in messages],
+            messages=[m if isinstance(m, Message) else dict(m) for m in messages],
             sampling=Sampling(temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed),
             response_format=response_format,
             conversation=conversation.id if conversation else None,
@@ -147,21 +163,6 @@ class Conversations:
         return await self._dispatcher.conversation_open(
             ConversationOpen(model=chosen, system=system)
         )
-
-
-Request = TypeVar("Request", bound=SyscallRequest)
-
-
-def _request(cls: type[Request], **fields: Any) -> Request:
-    """The request, or InvalidRequest naming what is wrong with it (agent code can catch it)."""
-    try:
-        return cls(**fields)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise InvalidRequest(
-            f"{cls.syscall}: {where + ': ' if where else ''}{error['msg']}"
-        ) from None
 
 
 class Memory:

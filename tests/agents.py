@@ -260,7 +260,7 @@ class MemoAgent(Agent):
                 args["id"] = results[int(args["id"][1:])]["id"]
             manager, _, method = op.rpartition(".")
             try:
-                target = self.storage if manager == "storage" else self.memory
+                target = {"storage": self.storage, "llm": self.llm}.get(manager, self.memory)
                 result: Any = await getattr(target, method)(**args)
             except KernosError as exc:
                 results.append({"error": type(exc).__name__, "message": str(exc)})

@@ -42,6 +42,7 @@ async def counts(client: KernosClient) -> tuple[int, int]:
             "unknown agent 'nobody'; registered agents: " + ", ".join(sorted(AGENTS)),
         ),
         ({"agent": "echo", "task": "  "}, InvalidRunSpec, "task: task is empty"),
+        ({"agent": "echo", "task": "a\x00b"}, InvalidRunSpec, "task contains a NUL character"),
         ({"agent": "echo", "task": "t", "priority": 7}, InvalidRunSpec, "priority: Input should"),
         ({"agent": "echo", "task": "t", "priority": "x"}, InvalidRunSpec, "priority: Input should"),
         ({"agent": "echo", "task": "t", "tenant": "a/b"}, InvalidRunSpec, "tenant 'a/b' is not"),

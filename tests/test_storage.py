@@ -268,10 +268,12 @@ BAD_INPUTS: list[tuple[dict[str, Any], str, str]] = [
     ({"op": "add", "content": ""}, "InvalidRequest", "at least 1 character"),
     ({"op": "add", "content": "x", "metadata": {"": 1}}, "InvalidRequest", "1-64 characters"),
     ({"op": "add", "content": "x", "scope": "a/b"}, "InvalidRequest", "not a valid name"),
-    ({"op": "add", "content": "a\x00b"}, "InvalidRequest", "contains a NUL character"),
+    ({"op": "add", "content": "a\x00b"}, "InvalidRequest", "content contains a NUL character"),
     ({"op": "add", "content": "x", "metadata": {"k": "\x00"}}, "InvalidRequest",
      "metadata value of 'k' contains a NUL"),
     ({"op": "search", "query": "\x00"}, "InvalidRequest", "query contains a NUL"),
+    ({"op": "llm.chat", "messages": [{"role": "user", "content": "\x00"}]}, "InvalidRequest",
+     "message contains a NUL"),
     ({"op": "search", "query": "x", "k": 500}, "InvalidRequest", "max_k"),
     ({"op": "search", "query": "x", "min_score": 2}, "InvalidRequest", "less than or equal"),
     ({"op": "update", "id": "00000000-0000-0000-0000-000000000000"}, "InvalidRequest",
@@ -291,7 +293,7 @@ async def test_bad_inputs_end_in_named_errors_and_change_nothing(
         assert isinstance(result, dict) and result.get("error") == error, (step, result)
         assert words in result["message"], (step, result)
     async with await KernosClient.connect(settings) as client, client.pool.connection() as conn:
-        for table in ("files", "file_versions", "blobs", "memories"):
+        for table in ("files", "file_versions", "blobs", "memories", "conversations"):
             cursor = await conn.execute(
                 f"SELECT count(*) AS n FROM {table} WHERE tenant = %s", (tenant,)
             )
