@@ -215,6 +215,9 @@ class MemorySettings(BaseModel):
     max_k: int = Field(default=100, ge=1, le=1000)
     ef_search: int = Field(default=100, ge=1, le=1000)
     """HNSW's candidate list per search (pgvector's `hnsw.ef_search`): recall against speed."""
+    exact_below: int = Field(default=20_000, ge=0)
+    """A scope with fewer items is searched exactly (its own index, then a sort) instead of
+    through the HNSW index; 0 sends every search through HNSW."""
 
 
 class StorageSettings(BaseModel):

@@ -1,10 +1,12 @@
 """The memory manager's store: items with embeddings in PostgreSQL (pgvector), by scope.
 
 Every statement is bounded to one tenant and one scope, so a search never sees another
-tenant's or another scope's rows. A scoped search over the shared HNSW index would stop at
-`hnsw.ef_search` candidates, most of them other scopes', and return fewer than `k` rows;
-pgvector's iterative scan (`hnsw.iterative_scan`, set per transaction) keeps scanning until
-`k` rows of the scope are found. Quotas count a tenant's agent's items; adding past the quota
+tenant's or another scope's rows. A scope of fewer than `[memory] exact_below` items is ranked
+exactly, from its own index: at that size faster than the shared HNSW index, which has to walk
+past other scopes' rows. A larger scope goes through the HNSW index; a filtered scan there
+would stop at `hnsw.ef_search` candidates and return fewer than `k` rows, so pgvector's
+iterative scan (`hnsw.iterative_scan`, set per transaction) keeps scanning until `k` rows of
+the scope are found. Quotas count a tenant's agent's items; adding past the quota
 evicts that agent's least recently used items in the same transaction, under a lock per
 tenant and agent, so two adds cannot both slip under it.
 """
@@ -65,6 +67,14 @@ NEAREST = (
     # expression, or PostgreSQL 17+ takes the inner ORDER BY as the CTE's order and skips it.
     f" SELECT * FROM nearest WHERE 1 - distance >= %(min_score)s ORDER BY distance + 0"
 )
+#: The same search, exact: ordered by an expression the HNSW index cannot serve, so the scope's
+#: own index finds its rows and a top-k sort ranks them.
+NEAREST_EXACT = (
+    f"SELECT {_COLUMNS}, embedding <=> %(query)s::vector AS distance"
+    f" FROM memories WHERE tenant = %(tenant)s AND scope = %(scope)s"
+    f" AND metadata @> %(filter)s AND 1 - (embedding <=> %(query)s::vector) >= %(min_score)s"
+    f" ORDER BY (embedding <=> %(query)s::vector) + 0 LIMIT %(k)s"
+)
 
 
 async def _scan_settings(conn: Any, ef_search: int, *, iterative: bool) -> None:
@@ -85,12 +95,27 @@ async def nearest(
     filter: dict[str, MetadataValue],
     min_score: float | None,
     ef_search: int,
+    exact_below: int = 0,
     iterative: bool = True,
 ) -> list[dict[str, Any]]:
-    """The nearest rows of one scope, inside the caller's transaction (settings are local)."""
+    """The nearest rows of one scope, inside the caller's transaction (settings are local).
+
+    A scope of fewer than `exact_below` items is ranked exactly; a larger one through the
+    HNSW index, with the iterative scan unless `iterative` is off.
+    """
+    if exact_below > 0:
+        cursor = await conn.execute(
+            "SELECT count(*) AS n FROM (SELECT 1 FROM memories"
+            " WHERE tenant = %s AND scope = %s LIMIT %s) AS bounded",
+            (tenant, scope, exact_below),
+        )
+        row = await cursor.fetchone()
+        exact = row is not None and int(row["n"]) < exact_below
+    else:
+        exact = False
     await _scan_settings(conn, max(ef_search, k), iterative=iterative)
     cursor = await conn.execute(
-        NEAREST,
+        NEAREST_EXACT if exact else NEAREST,
         {
             "query": vector_literal(embedding),
             "tenant": tenant,
@@ -144,11 +169,15 @@ class MemoryStore:
             )  # fmt: skip
             row = await cursor.fetchone()
             assert row is not None
+            await conn.execute(
+                "INSERT INTO memory_use (id, tenant, owner) VALUES (%s, %s, %s)",
+                (row["id"], tenant, owner),
+            )
             cursor = await conn.execute(
                 "DELETE FROM memories WHERE id IN ("
-                " SELECT id FROM memories WHERE tenant = %(tenant)s AND owner = %(owner)s"
-                " AND id <> %(new)s ORDER BY used_at, created_at, id"
-                " LIMIT GREATEST(0, (SELECT count(*) FROM memories"
+                " SELECT id FROM memory_use WHERE tenant = %(tenant)s AND owner = %(owner)s"
+                " AND id <> %(new)s ORDER BY used_at, id"
+                " LIMIT GREATEST(0, (SELECT count(*) FROM memory_use"
                 "  WHERE tenant = %(tenant)s AND owner = %(owner)s) - %(quota)s))"
                 " RETURNING id",
                 {
@@ -176,21 +205,22 @@ class MemoryStore:
             rows = await nearest(
                 conn, tenant=tenant, scope=scope, embedding=embedding, k=k, filter=filter,
                 min_score=min_score, ef_search=self.settings.ef_search,
+                exact_below=self.settings.exact_below,
             )  # fmt: skip
             await self._touch(conn, [row["id"] for row in rows])
         return [_item(row) for row in rows]
 
     async def get(self, *, tenant: str, scope: str, item_id: str) -> MemoryItem:
         """One item of the scope; marks it used."""
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                f"UPDATE memories SET used_at = now()"
-                f" WHERE id = %s AND tenant = %s AND scope = %s RETURNING {_COLUMNS}",
+                f"SELECT {_COLUMNS} FROM memories WHERE id = %s AND tenant = %s AND scope = %s",
                 (_uuid(item_id, scope), tenant, scope),
             )
             row = await cursor.fetchone()
-        if row is None:
-            raise NotFound(f"no memory item {item_id!r} in {scope}")
+            if row is None:
+                raise NotFound(f"no memory item {item_id!r} in {scope}")
+            await self._touch(conn, [row["id"]])
         return _item(row)
 
     async def page(
@@ -234,12 +264,12 @@ class MemoryStore:
         metadata: dict[str, MetadataValue] | None,
     ) -> MemoryItem:
         """Replace the item's content and embedding, or its metadata, or both."""
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 f"UPDATE memories SET content = coalesce(%(content)s, content),"
                 f" embedding = coalesce(%(embedding)s::vector, embedding),"
                 f" metadata = coalesce(%(metadata)s, metadata),"
-                f" updated_at = now(), used_at = now()"
+                f" updated_at = now()"
                 f" WHERE id = %(id)s AND tenant = %(tenant)s AND scope = %(scope)s"
                 f" RETURNING {_COLUMNS}",
                 {
@@ -252,6 +282,8 @@ class MemoryStore:
                 },
             )
             row = await cursor.fetchone()
+            if row is not None:
+                await self._touch(conn, [row["id"]])
         if row is None:
             raise NotFound(f"no memory item {item_id!r} in {scope}")
         return _item(row)
@@ -334,4 +366,4 @@ class MemoryStore:
     @staticmethod
     async def _touch(conn: Any, ids: list[Any]) -> None:
         if ids:
-            await conn.execute("UPDATE memories SET used_at = now() WHERE id = ANY(%s)", (ids,))
+            await conn.execute("UPDATE memory_use SET used_at = now() WHERE id = ANY(%s)", (ids,))

@@ -257,6 +257,14 @@ async def test_a_scoped_search_in_a_large_table_returns_k_rows(
                 )
                 plan = " ".join(str(row["QUERY PLAN"]) for row in await cursor.fetchall())
                 assert "memories_embedding" in plan, plan
+    async with kernos_client.pool.connection() as conn, conn.transaction():
+        exact = await nearest(conn, **search, exact_below=1000)  # a scope of 150 items
+    assert len(exact) == 30
+    assert [float(row["distance"]) for row in exact] == sorted(
+        float(row["distance"]) for row in exact
+    )
+    # The HNSW scan with the iterative scan found nearly the same rows as the exact ranking.
+    assert len({row["id"] for row in exact} & {row["id"] for row in found[True]}) >= 27
     assert len(found[True]) == 30
     assert all(row["scope"] == scopes[0] for row in found[True])
     distances = [float(row["distance"]) for row in found[True]]
