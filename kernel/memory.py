@@ -114,6 +114,9 @@ async def nearest(
     else:
         exact = False
     await _scan_settings(conn, max(ef_search, k), iterative=iterative)
+    # Never prepared: psycopg prepares a statement after 5 runs, and the generic plan, blind to
+    # the tenant and scope, is slower (measured on a scope of 1,000 in 100,000 items: 3.7 ms
+    # p50 unprepared, 10.9 ms prepared).
     cursor = await conn.execute(
         NEAREST_EXACT if exact else NEAREST,
         {
@@ -124,6 +127,7 @@ async def nearest(
             "k": k,
             "min_score": -2.0 if min_score is None else min_score,
         },
+        prepare=False,
     )
     return list(await cursor.fetchall())
 
@@ -359,6 +363,7 @@ class MemoryStore:
                     "filter": Jsonb(filter),
                     "min_score": -2.0 if min_score is None else min_score,
                 },
+                prepare=False,  # as in `nearest`: the generic plan ignores the agent
             )
             rows = await cursor.fetchall()
         return [_item(row) for row in rows]
