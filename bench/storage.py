@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sysconfig
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ def sources(count: int) -> list[bytes]:
     """About 2 KB each of the standard library's module sources."""
     root = Path(sysconfig.get_paths()["stdlib"])
     chunks: list[bytes] = []
-    for path in sorted(root.glob("*.py")):
+    for path in sorted(root.rglob("*.py")):
         data = path.read_bytes()
         chunks += [data[i : i + 2048] for i in range(0, len(data), 2048)]
         if len(chunks) >= count:
@@ -61,6 +62,8 @@ async def main() -> None:
     parser.add_argument("--files", type=int, default=2000)
     args = parser.parse_args()
     contents = sources(2 * args.files)
+    if len(contents) < 2 * args.files:
+        sys.exit(f"only {len(contents)} pieces of source found; ask for fewer --files")
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     try:
         await upgrade(postgres.dsn())
