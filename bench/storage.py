@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sysconfig
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Awaitable, Callable

@@ -134,6 +134,7 @@ async def main() -> None:
             temporal={"address": temporal.address},
             database={"dsn": postgres.dsn()},
             llm=[{"name": "noop", "kind": "scripted", "model": "noop", "slots": 64}],
+            default_model="noop",  # not the embedded stack's model, if one was set up here
             agents={"loop": "bench_workloads:LoopAgent"},
         )
         raw_client = await connect_temporal(settings)
