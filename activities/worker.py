@@ -16,6 +16,7 @@ from kernos.activities.memory import MemoryActivities
 from kernos.activities.runs import RunActivities
 from kernos.activities.slots import HealthCheck, InstanceSlots
 from kernos.activities.storage import StorageActivities
+from kernos.kernel.audit_anchor import Anchorer
 from kernos.kernel.config import LLMInstance, Settings
 from kernos.kernel.conversations import ConversationStore
 from kernos.kernel.embeddings import Embedder, build_embedder
@@ -27,6 +28,8 @@ from kernos.kernel.llm.registry import build_backend
 from kernos.kernel.memory import MemoryStore
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 from kernos.kernel.storage import StorageStore
+from kernos.workflows.audit_anchor import AuditAnchor
+from kernos.workflows.worker import sandbox_runner
 
 
 async def _own_connection(client: Client) -> Client:
@@ -67,6 +70,7 @@ class KernelWorkers:
         self._backends = backends
         self._slots = slots
         self._embedder = embedder
+        self.anchorer = Anchorer(kernel.pool, kernel.client, kernel.settings)
 
     @classmethod
     async def create(
@@ -103,6 +107,9 @@ class KernelWorkers:
                     ).all(),
                 ],
                 interceptors=interceptors,
+                # The audit anchor is kernel code: it runs here, never in an agent worker.
+                workflows=[AuditAnchor],
+                workflow_runner=sandbox_runner(),
             )
         ]
         built: list[LLMBackend] = []
@@ -158,11 +165,12 @@ class KernelWorkers:
         return cls(kernel, workers, built, gates, embedder)
 
     async def run(self) -> None:
-        """Poll until shut down."""
-        await asyncio.gather(*(worker.run() for worker in self.workers))
+        """Poll (and anchor the audit chains) until shut down."""
+        await asyncio.gather(*(worker.run() for worker in self.workers), self.anchorer.run())
 
     async def shutdown(self) -> None:
         """Stop polling, finish in-flight work, release connections."""
+        self.anchorer.stop()
         await asyncio.gather(*(worker.shutdown() for worker in self.workers))
         for slots in self._slots:
             await slots.aclose()

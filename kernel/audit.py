@@ -1,4 +1,9 @@
-"""The audit log: one append-only row per access decision, keyed by the activity attempt."""
+"""The audit log: one append-only row per access decision, keyed by the activity attempt.
+
+Rows are hash-chained per tenant in the database (`audit_append`, migration 0010);
+`kernel.audit_chain` verifies the chains and `kernel.audit_anchor` records their heads outside
+PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -41,23 +46,20 @@ WITH verdict AS (
     LEFT JOIN tenant_usage u ON u.tenant = r.tenant
     WHERE r.run_id = %(run)s
 )
-INSERT INTO audit (workflow_id, execution_run_id, activity_id, attempt, run_id, tenant,
-                   user_name, agent, syscall, resource, decision, rule, reason, basis)
-SELECT %(wid)s, %(rid)s, %(aid)s, %(attempt)s, v.run_id, v.tenant, v.user_name, v.agent,
-       %(syscall)s, %(resource)s,
-       CASE WHEN v.refusal IS NULL THEN %(decision)s ELSE 'deny' END,
-       CASE WHEN v.refusal IS NULL THEN %(rule)s END,
-       CASE v.refusal WHEN 'finished' THEN v.finished WHEN 'budget' THEN v.over_budget
-            ELSE %(reason)s::text END,
-       coalesce(v.refusal, %(basis)s)
-FROM verdict v
-ON CONFLICT (workflow_id, execution_run_id, activity_id, attempt) DO NOTHING
-RETURNING decision, rule, reason, basis
+SELECT entry.decision, entry.rule, entry.reason, entry.basis
+FROM verdict v, LATERAL audit_append(
+    %(wid)s, %(rid)s, %(aid)s, %(attempt)s, v.run_id, v.tenant, v.user_name, v.agent,
+    %(syscall)s, %(resource)s,
+    CASE WHEN v.refusal IS NULL THEN %(decision)s ELSE 'deny' END,
+    CASE WHEN v.refusal IS NULL THEN %(rule)s END,
+    CASE v.refusal WHEN 'finished' THEN v.finished WHEN 'budget' THEN v.over_budget
+         ELSE %(reason)s::text END,
+    coalesce(v.refusal, %(basis)s)
+) entry
 """
-_DECIDED = """
-SELECT decision, rule, reason, basis FROM audit
-WHERE workflow_id = %(wid)s AND execution_run_id = %(rid)s AND activity_id = %(aid)s
-  AND attempt = %(attempt)s
+# A caller the kernel has no record of: its row goes to the chain of no tenant ('').
+_UNATTRIBUTED = """
+SELECT 1 FROM audit_append(%s, %s, %s, %s, NULL, NULL, NULL, NULL, %s, %s, %s, %s, %s, %s)
 """
 
 
@@ -101,11 +103,9 @@ class AuditLog:
             "metered": metered,
         }
         async with self._pool.connection() as conn:
+            # A redelivered attempt gets the row its first delivery wrote: that decision stands.
             cursor = await conn.execute(_DECIDE, params)
             row = await cursor.fetchone()
-            if row is None:  # this attempt was decided before (a redelivery): that stands
-                cursor = await conn.execute(_DECIDED, params)
-                row = await cursor.fetchone()
         if row is None:
             return Decision(False, None, f"run {subject.run_id!r} has no record", "identity")
         return Decision(row["decision"] == "allow", row["rule"], row["reason"], row["basis"])
@@ -115,10 +115,7 @@ class AuditLog:
     ) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO audit (workflow_id, execution_run_id, activity_id, attempt,"
-                " syscall, resource, decision, rule, reason, basis)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (workflow_id, execution_run_id, activity_id, attempt) DO NOTHING",
+                _UNATTRIBUTED,
                 (
                     key.workflow_id,
                     key.execution_run_id,

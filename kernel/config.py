@@ -228,6 +228,16 @@ class StorageSettings(BaseModel):
     """Bytes a tenant's agent may store, every version counted once per distinct content."""
 
 
+class AuditSettings(BaseModel):
+    """Where and how often the audit chains' heads are anchored outside PostgreSQL."""
+
+    anchor_interval_s: float = Field(default=60.0, ge=0.0)
+    """How often a kernel worker records each tenant chain's head in the Temporal workflow
+    `anchor_workflow_id`; 0 turns anchoring off. A chain rewritten consistently in the database
+    is caught up to its last anchor."""
+    anchor_workflow_id: str = "kernos-audit-anchor"
+
+
 def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
@@ -258,6 +268,7 @@ class Settings(BaseSettings):
     context: ContextSettings = ContextSettings()
     memory: MemorySettings = MemorySettings()
     storage: StorageSettings = StorageSettings()
+    audit: AuditSettings = AuditSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)

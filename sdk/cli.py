@@ -14,6 +14,7 @@ import psycopg
 from temporalio.service import RPCError
 
 from kernos.cli_admin import cmd_budget, cmd_instances, cmd_llm_serve, cmd_queues, cmd_usage
+from kernos.cli_audit import add_audit_commands
 from kernos.cli_memory import add_memory_commands
 from kernos.cli_output import print_json, with_client
 from kernos.cli_stack import cmd_down, cmd_logs, cmd_status, cmd_trace, cmd_up
@@ -296,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget_clear.set_defaults(handler=cmd_budget)
 
     add_memory_commands(commands)
+    add_audit_commands(commands)
     add_storage_commands(commands)
 
     up = commands.add_parser("up", help="start the embedded stack (state in ./.kernos)")

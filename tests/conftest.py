@@ -79,6 +79,8 @@ def make_settings(
         "database": {"dsn": postgres.dsn()},
         "agents": AGENTS,
         "limits": {"retry_initial_interval_s": 0.2, "retry_max_interval_s": 1.0},
+        # Anchoring starts a workflow that outlives the test's worker: only its own tests do it.
+        "audit": {"anchor_interval_s": 0, "anchor_workflow_id": f"anchor-{unique}"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

@@ -1,0 +1,267 @@
+"""The audit log's hash chains: reading rows, and verifying them independently of the database.
+
+PostgreSQL appends each row to its tenant's chain (`audit_append`, migration 0010). Verification
+recomputes every hash here, in Python, from the rows' fields, so a row edited in place (or a
+database function replaced) is caught; a chain rewritten consistently from some row on is caught
+by the head anchored outside PostgreSQL (`kernel.audit_anchor`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from kernos.kernel.db.pool import Pool
+
+GENESIS = bytes(32)
+"""The hash before a chain's first row."""
+CANONICAL_VERSION = "kernos-audit-v1"
+#: Every hashed field, in the order the canonical text has them.
+HASHED = (
+    "chain",
+    "seq",
+    "at",
+    "workflow_id",
+    "execution_run_id",
+    "activity_id",
+    "attempt",
+    "run_id",
+    "tenant",
+    "user_name",
+    "agent",
+    "syscall",
+    "resource",
+    "decision",
+    "rule",
+    "reason",
+    "basis",
+)
+_COLUMNS = "id, prev_hash, hash, " + ", ".join(HASHED)
+
+
+class AuditRow(BaseModel):
+    """One decision as the audit log holds it, with its place in its tenant's chain."""
+
+    id: int
+    chain: str
+    seq: int
+    at: datetime
+    workflow_id: str
+    execution_run_id: str
+    activity_id: str
+    attempt: int
+    run_id: str | None
+    tenant: str | None
+    user_name: str | None
+    agent: str | None
+    syscall: str
+    resource: str
+    decision: str
+    rule: str | None
+    reason: str | None
+    basis: str
+    prev_hash: str
+    """Hex."""
+    hash: str
+    """Hex."""
+
+    @classmethod
+    def from_db(cls, row: Mapping[str, Any]) -> AuditRow:
+        """A row as psycopg returns it (hashes as bytes)."""
+        return cls.model_validate(
+            {**row, "prev_hash": bytes(row["prev_hash"]).hex(), "hash": bytes(row["hash"]).hex()}
+        )
+
+
+class ChainHead(BaseModel):
+    """The last row of one tenant's chain: what an anchor records."""
+
+    chain: str
+    seq: int
+    hash: str
+    """Hex."""
+
+
+class AnchoredHeads(BaseModel):
+    """Chain heads, as kernel workers send them to the anchor workflow and it carries them."""
+
+    heads: list[ChainHead] = []
+
+
+class ChainCheck(BaseModel):
+    """What verifying one chain found."""
+
+    chain: str
+    rows: int
+    head: ChainHead | None
+    anchor: ChainHead | None
+    """The latest head recorded outside PostgreSQL for this chain, if any."""
+    problem: str | None = None
+    """The first break, naming its row; None when the chain holds."""
+    broken_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the chain holds, up to and including its anchor."""
+        return self.problem is None
+
+
+def canonical_text(row: AuditRow) -> str:
+    """The text a row's hash covers; the same as the database's `audit_canonical`."""
+    parts = [CANONICAL_VERSION]
+    for name in HASHED:
+        value = getattr(row, name)
+        if value is None:
+            parts.append("N")
+            continue
+        if isinstance(value, datetime):
+            text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        else:
+            text = str(value)
+        parts.append(f"S{len(text.encode('utf-8'))}:{text}")
+    return "".join(parts)
+
+
+def row_hash(prev_hash: bytes, row: AuditRow) -> bytes:
+    """SHA-256 of the previous row's hash and this row's canonical text."""
+    return hashlib.sha256(prev_hash + canonical_text(row).encode("utf-8")).digest()
+
+
+async def chain_rows(pool: Pool, chain: str, batch: int = 5000) -> AsyncIterator[AuditRow]:
+    """One chain's rows in chain order, read in batches (a chain can be long)."""
+    after = 0
+    while True:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM audit WHERE chain = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (chain, after, batch),
+            )
+            rows = await cursor.fetchall()
+        for row in rows:
+            yield AuditRow.from_db(row)
+        if len(rows) < batch:
+            return
+        after = rows[-1]["seq"]
+
+
+async def select_rows(
+    pool: Pool,
+    *,
+    run: str | None = None,
+    tenant: str | None = None,
+    since: datetime | None = None,
+    last: int | None = None,
+) -> AsyncIterator[AuditRow]:
+    """Matching rows in the order they were written (only the `last` N if given), in batches."""
+    where = ["id > %(after)s"]
+    params: dict[str, Any] = {"after": 0, "run": run, "tenant": tenant, "since": since}
+    if run is not None:
+        where.append("run_id = %(run)s")
+    if tenant is not None:
+        where.append("tenant = %(tenant)s")
+    if since is not None:
+        where.append("at >= %(since)s")
+    matching = " AND ".join(where)
+    async with pool.connection() as conn:
+        if last is not None:
+            cursor = await conn.execute(
+                f"SELECT id FROM audit WHERE {matching} ORDER BY id DESC LIMIT 1 OFFSET %(skip)s",
+                {**params, "skip": max(last, 1) - 1},
+            )
+            first = await cursor.fetchone()
+            params["after"] = first["id"] - 1 if first else 0
+        while True:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM audit WHERE {matching} ORDER BY id LIMIT 5000", params
+            )
+            rows = await cursor.fetchall()
+            for row in rows:
+                yield AuditRow.from_db(row)
+            if len(rows) < 5000:
+                return
+            params["after"] = rows[-1]["id"]
+
+
+async def heads(pool: Pool, chain: str | None = None) -> list[ChainHead]:
+    """Every chain's head (or one chain's) as the database records it."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT chain, seq, hash FROM audit_chains"
+            " WHERE %(chain)s::text IS NULL OR chain = %(chain)s ORDER BY chain",
+            {"chain": chain},
+        )
+        rows = await cursor.fetchall()
+    return [ChainHead(chain=r["chain"], seq=r["seq"], hash=bytes(r["hash"]).hex()) for r in rows]
+
+
+async def verify_chain(pool: Pool, head: ChainHead, anchor: ChainHead | None) -> ChainCheck:
+    """Walk one chain from its first row; name the first row that breaks it."""
+    check = ChainCheck(chain=head.chain, rows=0, head=head, anchor=anchor)
+    previous = GENESIS
+    anchored_seen = anchor is None
+    async for row in chain_rows(pool, head.chain):
+        check.rows += 1
+        where = f"audit row {row.id} (chain {row.chain!r}, seq {row.seq})"
+        if row.seq != check.rows:
+            return _broken(check, row.id, f"{where}: expected seq {check.rows}; rows are missing")
+        if bytes.fromhex(row.prev_hash) != previous:
+            return _broken(check, row.id, f"{where}: its previous hash is not the row before's")
+        computed = row_hash(previous, row)
+        if computed.hex() != row.hash:
+            return _broken(check, row.id, f"{where}: its fields do not match its hash (edited)")
+        if anchor is not None and row.seq == anchor.seq:
+            if row.hash != anchor.hash:
+                return _broken(
+                    check,
+                    row.id,
+                    f"{where}: differs from the head anchored outside the database "
+                    f"(anchored hash {anchor.hash[:16]}…): the chain was rewritten at or before it",
+                )
+            anchored_seen = True
+        previous = computed
+    if not anchored_seen and anchor is not None:
+        return _broken(
+            check,
+            None,
+            f"chain {head.chain!r} ends at seq {check.rows}, before its anchored head "
+            f"(seq {anchor.seq}): rows were removed",
+        )
+    if check.rows != head.seq or previous.hex() != head.hash:
+        return _broken(
+            check,
+            None,
+            f"chain {head.chain!r}: its recorded head (seq {head.seq}) does not match its "
+            f"last row (seq {check.rows}): rows were removed or the head was edited",
+        )
+    return check
+
+
+async def verify(
+    pool: Pool, anchors: Mapping[str, ChainHead], chain: str | None = None
+) -> list[ChainCheck]:
+    """Verify every chain the database knows (or one), and every anchored chain it lost."""
+    known = {head.chain: head for head in await heads(pool, chain)}
+    if chain is not None:
+        anchors = {chain: anchors[chain]} if chain in anchors else {}
+    checks = [await verify_chain(pool, head, anchors.get(name)) for name, head in known.items()]
+    for name, anchor in anchors.items():
+        if name not in known:
+            checks.append(
+                ChainCheck(
+                    chain=name,
+                    rows=0,
+                    head=None,
+                    anchor=anchor,
+                    problem=f"chain {name!r} was anchored at seq {anchor.seq} but the database "
+                    "has no record of it: it was removed",
+                )
+            )
+    return checks
+
+
+def _broken(check: ChainCheck, row_id: int | None, problem: str) -> ChainCheck:
+    return check.model_copy(update={"problem": problem, "broken_id": row_id})

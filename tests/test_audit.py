@@ -1,0 +1,245 @@
+"""The audit log's hash chains: per tenant, verified in Python, anchored in Temporal's history."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from kernos import KernosClient, RunSpec, Settings
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.audit_anchor import Anchorer, read_anchors
+from kernos.kernel.audit_chain import GENESIS, AuditRow, chain_rows, row_hash, verify
+from kernos.kernel.config import DatabaseSettings
+from kernos.kernel.db.migrate import available
+from kernos.kernel.db.pool import open_pool
+from tests.conftest import make_settings, workers
+from tests.test_cli import config_file, kernos
+
+
+def tenant_name() -> str:
+    return f"audit-{uuid.uuid4().hex[:8]}"
+
+
+async def run_steps(settings: Settings, client: KernosClient, tenant: str, steps: int) -> str:
+    handle = await client.submit(RunSpec(agent="steps", task=str(steps), tenant=tenant))
+    await handle.result()
+    return handle.run_id
+
+
+async def rows_of(client: KernosClient, tenant: str) -> list[AuditRow]:
+    return [row async for row in chain_rows(client.pool, tenant)]
+
+
+def as_superuser(postgres: EmbeddedPostgres, *statements: tuple[str, Any]) -> None:
+    """What someone holding the database can do: switch the append-only trigger off and write."""
+    with psycopg.connect(postgres.dsn(admin=True, database="kernos")) as conn:
+        conn.execute("ALTER TABLE audit DISABLE TRIGGER audit_append_only")
+        for sql, params in statements:
+            conn.execute(sql, params)
+        conn.execute("ALTER TABLE audit ENABLE TRIGGER audit_append_only")
+
+
+def rewrite_from(postgres: EmbeddedPostgres, rows: list[AuditRow], index: int, reason: str) -> None:
+    """Change one row and recompute every hash after it, as a careful forger would."""
+    forged = [row.model_copy() for row in rows]
+    forged[index] = forged[index].model_copy(update={"reason": reason})
+    previous = bytes.fromhex(forged[index].prev_hash)
+    statements: list[tuple[str, Any]] = []
+    for row in forged[index:]:
+        digest = row_hash(previous, row)
+        statements.append(
+            (
+                "UPDATE audit SET reason = %s, prev_hash = %s, hash = %s WHERE id = %s",
+                (row.reason, previous, digest, row.id),
+            )
+        )
+        previous = digest
+    statements.append(
+        ("UPDATE audit_chains SET hash = %s WHERE chain = %s", (previous, forged[0].chain))
+    )
+    as_superuser(postgres, *statements)
+
+
+async def test_each_tenant_has_its_own_chain_and_an_edited_row_is_named(
+    settings: Settings, kernos_client: KernosClient, postgres: EmbeddedPostgres
+) -> None:
+    acme, globex = tenant_name(), tenant_name()
+    async with workers(settings):
+        await run_steps(settings, kernos_client, acme, 3)
+        await run_steps(settings, kernos_client, globex, 2)
+        await run_steps(settings, kernos_client, acme, 1)
+    acme_rows = await rows_of(kernos_client, acme)
+    assert [row.seq for row in acme_rows] == [1, 2, 3, 4]
+    assert bytes.fromhex(acme_rows[0].prev_hash) == GENESIS
+    assert all(row.prev_hash == before.hash for before, row in itertools.pairwise(acme_rows))
+    assert [row.seq for row in await rows_of(kernos_client, globex)] == [1, 2]
+    [check] = await verify(kernos_client.pool, {}, acme)
+    assert (check.ok, check.rows, check.problem) == (True, 4, None)
+
+    edited = acme_rows[1]
+    as_superuser(postgres, ("UPDATE audit SET resource = 'llm:other' WHERE id = %s", (edited.id,)))
+    [check] = await verify(kernos_client.pool, {}, acme)
+    assert not check.ok
+    assert check.broken_id == edited.id
+    assert f"audit row {edited.id} (chain '{acme}', seq 2)" in (check.problem or "")
+    assert "do not match its hash" in (check.problem or "")
+    # The other tenant's chain is untouched by it.
+    [other] = await verify(kernos_client.pool, {}, globex)
+    assert other.ok
+
+
+async def test_a_consistent_rewrite_or_a_cut_tail_is_caught_by_the_anchor(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres, audit={"anchor_interval_s": 0.2})
+    tenant = tenant_name()
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        await run_steps(settings, client, tenant, 4)
+        deadline = time.monotonic() + 30
+        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
+        while anchors.get(tenant) is None or anchors[tenant].seq < 4:
+            assert time.monotonic() < deadline, f"chain {tenant} never anchored: {anchors}"
+            await asyncio.sleep(0.2)
+            anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
+        rows = await rows_of(client, tenant)
+        assert anchors[tenant].hash == rows[-1].hash
+
+    async with await KernosClient.connect(settings) as client:
+        rewrite_from(postgres, rows, 1, "nothing to see here")
+        # Every hash is consistent again: the chain alone cannot tell...
+        [alone] = await verify(client.pool, {}, tenant)
+        assert alone.ok
+        # ...the head anchored in Temporal can, and names the first row that differs from it.
+        [anchored] = await verify(client.pool, anchors, tenant)
+        assert not anchored.ok
+        assert anchored.broken_id == rows[3].id
+        assert "anchored outside the database" in (anchored.problem or "")
+
+    tenant = tenant_name()
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        await run_steps(settings, client, tenant, 3)
+        anchorer = Anchorer(client.pool, client.temporal, settings)
+        assert await anchorer.anchor_once()
+        assert not await anchorer.anchor_once()  # nothing moved: nothing to send
+        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
+        rows = await rows_of(client, tenant)
+        assert anchors[tenant].seq == 3
+        as_superuser(
+            postgres,
+            ("DELETE FROM audit WHERE id = %s", (rows[-1].id,)),
+            (
+                "UPDATE audit_chains SET seq = 2, hash = %s WHERE chain = %s",
+                (bytes.fromhex(rows[1].hash), tenant),
+            ),
+        )
+        [alone] = await verify(client.pool, {}, tenant)
+        assert alone.ok
+        [anchored] = await verify(client.pool, anchors, tenant)
+        assert "before its anchored head (seq 3): rows were removed" in (anchored.problem or "")
+
+
+async def test_appends_to_one_chain_are_ordered_and_a_redelivery_appends_nothing(
+    kernos_client: KernosClient,
+) -> None:
+    tenant = tenant_name()
+
+    async def append(key: int) -> dict[str, Any]:
+        async with kernos_client.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT * FROM audit_append(%s, 'x', 'a', 1, 'r', %s, 'u', 'g',"
+                " 'llm.chat', 'llm:m', 'allow', NULL, NULL, 'policy')",
+                (f"wf-{tenant}-{key}", tenant),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            return dict(row)
+
+    written = await asyncio.gather(*(append(key) for key in range(40)))
+    again = await append(7)
+    assert again["id"] == next(row["id"] for row in written if row["workflow_id"].endswith("-7"))
+    rows = await rows_of(kernos_client, tenant)
+    assert sorted(row.seq for row in rows) == list(range(1, 41))
+    [check] = await verify(kernos_client.pool, {}, tenant)
+    assert (check.ok, check.rows) == (True, 40)
+
+
+async def test_rows_written_before_the_chains_join_them(postgres: EmbeddedPostgres) -> None:
+    database = f"before_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres.dsn(admin=True), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database} OWNER kernos")
+    with psycopg.connect(postgres.dsn(admin=True, database=database), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+    migrations = available()
+    with psycopg.connect(postgres.dsn(database=database), row_factory=dict_row) as conn:
+        for migration in migrations:
+            if migration.version < 10:
+                conn.execute(migration.sql.encode())
+        for n, tenant in enumerate(["t1", None, "t1", "t2"]):
+            conn.execute(
+                "INSERT INTO audit (workflow_id, execution_run_id, activity_id, attempt, tenant,"
+                " syscall, resource, decision, basis) VALUES (%s, 'x', '1', 1, %s, 'llm.chat',"
+                " 'llm:m', 'allow', 'policy')",
+                (f"wf{n}", tenant),
+            )
+        [chained] = [m for m in migrations if m.version == 10]
+        conn.execute(chained.sql.encode())
+        cursor = conn.execute("SELECT tenant, chain, seq FROM audit ORDER BY id")
+        assert [tuple(row.values()) for row in cursor.fetchall()] == [
+            ("t1", "t1", 1),
+            (None, "", 1),
+            ("t1", "t1", 2),
+            ("t2", "t2", 1),
+        ]
+    pool = await open_pool(DatabaseSettings(dsn=postgres.dsn(database=database)))
+    try:
+        checks = await verify(pool, {})
+    finally:
+        await pool.close()
+    assert sorted((check.chain, check.rows, check.ok) for check in checks) == [
+        ("", 1, True),
+        ("t1", 2, True),
+        ("t2", 1, True),
+    ]
+
+
+async def test_audit_cli_lists_exports_and_verifies(
+    settings: Settings, tmp_path: Path, postgres: EmbeddedPostgres
+) -> None:
+    config = config_file(settings, tmp_path)
+    good, bad = tenant_name(), tenant_name()
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        run_id = await run_steps(settings, client, good, 2)
+        await run_steps(settings, client, bad, 2)
+        [first_bad, _] = await rows_of(client, bad)
+
+    code, out, err = await kernos(config, "audit", "--tenant", good, "--json")
+    assert code == 0, err
+    exported = [json.loads(line) for line in out.splitlines()]
+    assert [(row["run_id"], row["syscall"], row["seq"]) for row in exported] == [
+        (run_id, "llm.chat", 1),
+        (run_id, "llm.chat", 2),
+    ]
+    assert exported[1]["prev_hash"] == exported[0]["hash"]
+    code, out, _ = await kernos(config, "audit", "--run", run_id, "--last", "1")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [str(exported[1]["id"])]
+
+    as_superuser(postgres, ("UPDATE audit SET decision = 'deny' WHERE id = %s", (first_bad.id,)))
+    code, out, _ = await kernos(config, "audit", "verify", "--tenant", good)
+    assert (code, out.strip()) == (0, f"chain '{good}': 2 rows: ok")
+    code, out, _ = await kernos(config, "audit", "verify", "--tenant", bad, "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert report["ok"] is False
+    assert report["chains"][0]["broken_id"] == first_bad.id
+    code, _, err = await kernos(config, "audit", "--since", "yesterday")
+    assert code == 2 and "'yesterday' is not an ISO 8601 time" in err
