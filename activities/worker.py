@@ -16,6 +16,7 @@ from kernos.activities.memory import MemoryActivities
 from kernos.activities.runs import RunActivities
 from kernos.activities.slots import HealthCheck, InstanceSlots
 from kernos.activities.storage import StorageActivities
+from kernos.activities.tools import ToolActivities
 from kernos.kernel.audit_anchor import Anchorer
 from kernos.kernel.config import LLMInstance, Settings
 from kernos.kernel.conversations import ConversationStore
@@ -28,6 +29,8 @@ from kernos.kernel.llm.registry import build_backend
 from kernos.kernel.memory import MemoryStore
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 from kernos.kernel.storage import StorageStore
+from kernos.kernel.tool_calls import ToolCallStore
+from kernos.kernel.tools import load_tools
 from kernos.workflows.audit_anchor import AuditAnchor
 from kernos.workflows.worker import sandbox_runner
 
@@ -85,8 +88,10 @@ class KernelWorkers:
 
         `backends` overrides instances by name, `embedder` the configured embedding model.
         """
+        tools = load_tools(settings.tools.registry)  # a bad tool path fails before the pool
         kernel = await Kernel.open(settings, client)
         conversations = ConversationStore(kernel.pool)
+        storage = StorageStore(kernel.pool, settings.storage)
         embedder = embedder or build_embedder(settings.memory)
         memory = MemoryActivities(
             MemoryStore(kernel.pool, settings.memory), embedder, settings.memory
@@ -101,7 +106,7 @@ class KernelWorkers:
                     ConversationActivities(conversations).open,
                     *memory.all(),
                     *StorageActivities(
-                        StorageStore(kernel.pool, settings.storage),
+                        storage,
                         embedder,
                         settings.memory.batch_size,
                     ).all(),
@@ -112,6 +117,21 @@ class KernelWorkers:
                 workflow_runner=sandbox_runner(),
             )
         ]
+        # Each tool on its own queue, at most its `concurrency` at once: a slow tool holds its
+        # own slots only, never another tool's or the kernel's.
+        calls = ToolActivities(ToolCallStore(kernel.pool), settings, storage)
+        for tool in tools.values():
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=f"{settings.tools.queue_prefix}{tool.name}",
+                    activities=[calls.activity_for(tool)],
+                    interceptors=interceptors,
+                    max_concurrent_activities=tool.concurrency,
+                    max_concurrent_activity_task_polls=min(tool.concurrency, 2),
+                )
+            )
+        specs = {name: tool.spec() for name, tool in tools.items()}
         built: list[LLMBackend] = []
         gates: list[InstanceSlots] = []
         for instance in settings.llm:
@@ -137,6 +157,7 @@ class KernelWorkers:
                 ContextManager(backend, conversations, settings.context, instance.context_window),
                 provider=instance.kind,
                 instance=instance.name,
+                tools=specs,
                 on_unreachable=slots.mark_down,
             )
             tuner = WorkerTuner.create_composite(

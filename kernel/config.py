@@ -228,6 +228,27 @@ class StorageSettings(BaseModel):
     """Bytes a tenant's agent may store, every version counted once per distinct content."""
 
 
+class ToolSettings(BaseModel):
+    """The tool manager: which tools exist, their queues, and what a call may carry."""
+
+    registry: dict[str, str] = Field(
+        default_factory=lambda: {
+            "calculator": "kernos.kernel.builtin_tools:calculator",
+            "http_fetch": "kernos.kernel.builtin_tools:http_fetch",
+            "read_file": "kernos.kernel.builtin_tools:read_file",
+            "write_file": "kernos.kernel.builtin_tools:write_file",
+        }
+    )
+    """Tool name to `module:attribute` of a `@kernos.tool` function."""
+    queue_prefix: str = "tools."
+    """Each tool's calls wait on its own task queue, `<prefix><name>`."""
+    max_argument_bytes: int = Field(default=16 * 1024, ge=2, le=64 * 1024)
+    max_result_bytes: int = Field(default=64 * 1024, ge=1, le=1024 * 1024)
+    http_allow: list[str] = []
+    """Hosts `http_fetch` may reach (exact names, or `.example.com` for its subdomains)."""
+    http_max_bytes: int = Field(default=256 * 1024, ge=1)
+
+
 class AuditSettings(BaseModel):
     """Where and how often the audit chains' heads are anchored outside PostgreSQL."""
 
@@ -243,7 +264,10 @@ def _default_llm() -> list[LLMInstance]:
 
 
 def _default_agents() -> dict[str, str]:
-    return {"planner": "kernos.examples.planner:PlannerAgent"}
+    return {
+        "planner": "kernos.examples.planner:PlannerAgent",
+        "react": "kernos.examples.react:ReActAgent",
+    }
 
 
 class Settings(BaseSettings):
@@ -269,6 +293,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     storage: StorageSettings = StorageSettings()
     audit: AuditSettings = AuditSettings()
+    tools: ToolSettings = ToolSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)

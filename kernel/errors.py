@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+def first_problem(exc: ValidationError) -> str:
+    """The first thing pydantic found wrong, as `where: what` (just `what` at the top level)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
 
 class KernosWarning(UserWarning):
     """A warning raised by kernos itself (tests turn these into errors)."""
@@ -85,6 +98,19 @@ class InvalidPath(InvalidRequest):
 
 class VersionConflict(InvalidRequest):
     """A write that expected a file's version another writer has moved on from."""
+
+
+class UnknownTool(InvalidRequest):
+    """A tool name that the kernel does not register."""
+
+    def __init__(self, name: str, registered: list[str]) -> None:
+        self.name = name
+        listed = ", ".join(sorted(registered)) or "none"
+        super().__init__(f"unknown tool {name!r}; registered tools: {listed}")
+
+
+class ToolOutcomeUnknown(KernosError):
+    """An irreversible tool whose earlier attempt may have acted: the kernel will not repeat it."""
 
 
 class EmbeddingMismatch(ConfigError):

@@ -20,6 +20,12 @@ from kernos.kernel.paths import check_path, check_prefix
 #: Names of tenants, users and agents: they appear in paths, policies and search attributes.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+"""A tool's name: what models call it by (OpenAI's function-name rule, starting with a letter)."""
+MAX_TOOL_ARGUMENTS = 64 * 1024
+"""Characters of a tool call's arguments that any request may carry; `[tools]
+max_argument_bytes` is the kernel's limit below it."""
+
 Priority = Annotated[int, Field(ge=1, le=5)]
 """Temporal's priority key: 1 runs first, 5 last, 3 is the default."""
 
@@ -80,6 +86,8 @@ class SyscallLimits(BaseModel):
     llm_start_to_close_s: float = Field(default=600.0, gt=0)
     llm_heartbeat_s: float = Field(default=30.0, gt=0)
     kernel_start_to_close_s: float = Field(default=30.0, gt=0)
+    tool_start_to_close_s: float = Field(default=300.0, gt=0)
+    """The outer bound on a tool call's attempt; each tool's own `timeout_s` is enforced inside."""
     retry_initial_interval_s: float = Field(default=1.0, gt=0)
     retry_max_interval_s: float = Field(default=30.0, gt=0)
     continue_as_new_events: int = Field(default=10_000, ge=20)
@@ -121,6 +129,9 @@ class RunInput(BaseModel):
     limits: SyscallLimits = SyscallLimits()
     kernel_task_queue: str = "kernos.kernel"
     llm_queue_prefix: str = "llm."
+    tool_queue_prefix: str = "tools."
+    tools: list[str] = []
+    """The tools registered when the run was admitted: a call to any other fails at once."""
     scheduling: Scheduling = Scheduling()
     carried: Carried | None = None
     """Set by the run itself when it continues as new; never by a client."""
@@ -135,6 +146,17 @@ class RunResult(BaseModel):
     syscalls: int
 
 
+class ToolCall(BaseModel):
+    """A model's request to call a tool, as the kernel parsed it from the model's output."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1, max_length=128)
+    name: ToolName
+    arguments: str = Field(max_length=MAX_TOOL_ARGUMENTS)
+    """The arguments as JSON text, exactly as the model wrote them (validated when called)."""
+
+
 class Message(BaseModel):
     """One chat message in OpenAI's format."""
 
@@ -142,6 +164,29 @@ class Message(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCall] = []
+    """An assistant message's tool calls."""
+    tool_call_id: str | None = None
+    """A tool message's answer to: the call's id."""
+
+    def wire(self) -> dict[str, Any]:
+        """The message as OpenAI-compatible servers take it.
+
+        Empty tool fields are left out: chat templates reject a null where they expect text.
+        """
+        wired: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            wired["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            wired["tool_call_id"] = self.tool_call_id
+        return wired
 
     @field_validator("content")
     @classmethod
@@ -215,6 +260,19 @@ class LLMRequest(SyscallRequest):
     conversation: str | None = None
     """A conversation of this run (`conversation.open`): the model sees all of it, then
     `messages`; both `messages` and the reply are appended to it."""
+    tools: list[ToolName] = Field(default=[], max_length=64)
+    """Tools the model may call, by their registered names; the kernel supplies their schemas
+    and the reply's `tool_calls` are the calls the model made."""
+    tool_choice: Literal["auto", "required"] = "auto"
+    """`required`: the model must call at least one of `tools` rather than answer."""
+
+    @model_validator(mode="after")
+    def _tools_or_format(self) -> Self:
+        if self.tools and self.response_format is not None:
+            raise ValueError("tools and response_format cannot be combined in one request")
+        if len(set(self.tools)) != len(self.tools):
+            raise ValueError(f"tools are named more than once: {self.tools}")
+        return self
 
     def resource(self) -> str:
         """The model, as `llm:<model>`."""
@@ -239,6 +297,8 @@ class LLMResponse(BaseModel):
     """In a conversation: its tokens in the model's context, the reply included."""
     compact_at: int | None = None
     """In a conversation: past this many tokens the kernel's rule is to compact it."""
+    tool_calls: list[ToolCall] = []
+    """The tools the model called (for a request with `tools`); `text` is then empty."""
 
 
 class ConversationOpen(SyscallRequest):
@@ -669,6 +729,50 @@ class FileDeleted(BaseModel):
 
     path: str
     deleted: bool
+
+
+class ToolCallRequest(SyscallRequest):
+    """`tool.call`: run one registered tool with the model's (or the agent's) arguments."""
+
+    syscall: ClassVar[str] = "tool.call"
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ToolName
+    arguments: str = Field(default="{}", max_length=MAX_TOOL_ARGUMENTS)
+    """A JSON object, as text: validated against the tool's parameters by the kernel."""
+    call_id: str = Field(default="", max_length=128)
+
+    @field_validator("arguments")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        return _no_nul(value, "tool call's arguments")
+
+    def resource(self) -> str:
+        """The tool, as `tool:<name>`."""
+        return f"tool:{self.name}"
+
+
+class ToolResult(BaseModel):
+    """What a tool call came to: its output, or an error the model can read and act on.
+
+    Bad arguments, a tool's own exception, a timeout or an oversized result are results, not
+    failures of the run: the model sees them as the tool's answer.
+    """
+
+    call_id: str
+    name: str
+    ok: bool
+    content: str
+    """The tool's output as text (JSON for anything but a string), or the error's message."""
+    error_type: str | None = None
+    replayed: bool = False
+    """True when the kernel answered from its record of an earlier attempt of this call."""
+
+    def message(self) -> Message:
+        """The tool message that gives this result back to the model."""
+        content = self.content if self.ok else f"error ({self.error_type}): {self.content}"
+        content = content.replace("\x00", "\ufffd")  # a message is stored; NUL cannot be
+        return Message(role="tool", content=content, tool_call_id=self.call_id or None)
 
 
 class RunOutcome(BaseModel):

@@ -3,7 +3,17 @@
 Agent authors subclass `Agent`; client code submits runs with `KernosClient`.
 """
 
-from kernos.agent import LLM, Agent, Conversations, Done, Memory, StepAgent, Storage
+from kernos.agent import (
+    LLM,
+    Agent,
+    Conversations,
+    Done,
+    Memory,
+    StepAgent,
+    Storage,
+    ToolLoopResult,
+    Tools,
+)
 from kernos.client import KernosClient, RunFailed, RunHandle, RunView, TenantUsage
 from kernos.kernel.config import LLMInstance, Settings, load_settings
 from kernos.kernel.errors import (
@@ -25,8 +35,10 @@ from kernos.kernel.errors import (
     PolicyError,
     RunNotFound,
     TokenBudgetExceeded,
+    ToolOutcomeUnknown,
     UnknownAgent,
     UnknownModel,
+    UnknownTool,
     VersionConflict,
 )
 from kernos.kernel.llm.scripted import ScriptedBackend
@@ -40,7 +52,10 @@ from kernos.kernel.syscalls import (
     RunSpec,
     Sampling,
     TokenUsage,
+    ToolCall,
+    ToolResult,
 )
+from kernos.kernel.tools import Tool, ToolContext, tool
 
 __all__ = [
     "LLM",
@@ -85,8 +100,17 @@ __all__ = [
     "TenantUsage",
     "TokenBudgetExceeded",
     "TokenUsage",
+    "Tool",
+    "ToolCall",
+    "ToolContext",
+    "ToolLoopResult",
+    "ToolOutcomeUnknown",
+    "ToolResult",
+    "Tools",
     "UnknownAgent",
     "UnknownModel",
+    "UnknownTool",
     "VersionConflict",
     "load_settings",
+    "tool",
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from kernos.kernel.errors import InvalidRequest
+from kernos.kernel.errors import AccessDenied, InvalidRequest, first_problem
 from kernos.kernel.syscalls import (
     CompactRequest,
     ConversationOpen,
@@ -46,6 +48,9 @@ from kernos.kernel.syscalls import (
     StorageVersions,
     StorageWrite,
     SyscallRequest,
+    ToolCall,
+    ToolCallRequest,
+    ToolResult,
 )
 from kernos.workflows.syscalls import SyscallDispatcher
 
@@ -61,11 +66,7 @@ def _request(cls: type[Request], **fields: Any) -> Request:
     try:
         return cls(**fields)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise InvalidRequest(
-            f"{cls.syscall}: {where + ': ' if where else ''}{error['msg']}"
-        ) from None
+        raise InvalidRequest(f"{cls.syscall}: {first_problem(exc)}") from None
 
 
 class LLM:
@@ -85,12 +86,16 @@ class LLM:
         seed: int | None = None,
         response_format: JSONSchemaFormat | None = None,
         conversation: ConversationRef | None = None,
+        tools: Sequence[str] = (),
+        tool_choice: Literal["auto", "required"] = "auto",
     ) -> LLMResponse:
         """Generate the next assistant message for `messages` (dicts or Message).
 
         With a `conversation`, `messages` are its new turn: the model sees the whole
         conversation, the kernel keeps both the turn and the reply, and once the conversation
         passes the kernel's threshold its older turns are compacted (`llm.compact`).
+        With `tools` (registered names), the reply's `tool_calls` are the calls the model made;
+        `self.tools.loop` runs them and gives the results back.
         """
         default = conversation.model if conversation else self._dispatcher.run.spec.model
         request = _request(
@@ -100,6 +105,8 @@ class LLM:
             sampling=Sampling(temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed),
             response_format=response_format,
             conversation=conversation.id if conversation else None,
+            tools=list(tools),
+            tool_choice=tool_choice,
         )
         response = await self._dispatcher.llm_chat(request)
         if (
@@ -149,6 +156,102 @@ class LLM:
             raise InvalidRequest(
                 f"the model's answer does not fit {schema.__name__}: {exc.errors()[0]['msg']}"
             ) from exc
+
+
+class ToolLoopResult(BaseModel):
+    """What the function-calling loop came to."""
+
+    reply: LLMResponse
+    """The model's final answer."""
+    messages: list[Message]
+    """The whole exchange: the messages given, then each turn's calls and results."""
+    results: list[ToolResult]
+    """Every tool call's result, in order."""
+    rounds: int
+    """Turns in which the model called tools."""
+
+
+class Tools:
+    """The kernel's tools: each call is a `tool.call` syscall on `tool:<name>`.
+
+    Tools run on kernel workers, never here: agent code names a tool and its arguments, the
+    kernel validates them against the tool's schema and runs it once per call.
+    """
+
+    def __init__(self, dispatcher: SyscallDispatcher, llm: LLM) -> None:
+        self._dispatcher = dispatcher
+        self._llm = llm
+
+    async def call(
+        self, name: str, arguments: Mapping[str, Any] | None = None, /, **more: Any
+    ) -> ToolResult:
+        """Call tool `name` with `arguments` (and keyword arguments); AccessDenied if denied."""
+        try:
+            text = json.dumps({**(arguments or {}), **more})
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"arguments of tool {name!r} are not JSON: {exc}") from None
+        return await self._dispatcher.tool_call(
+            _request(ToolCallRequest, name=name, arguments=text)
+        )
+
+    async def run_calls(self, calls: Sequence[ToolCall]) -> list[ToolResult]:
+        """Every call of one turn, at once, as results the model can read.
+
+        What the model got wrong (a denied or unknown tool, a malformed call) comes back as an
+        error result, not an exception.
+        """
+        return list(await asyncio.gather(*(self._run(call) for call in calls)))
+
+    async def _run(self, call: ToolCall) -> ToolResult:
+        try:
+            request = _request(
+                ToolCallRequest, name=call.name, arguments=call.arguments, call_id=call.id
+            )
+            return await self._dispatcher.tool_call(request)
+        except (AccessDenied, InvalidRequest) as exc:
+            return ToolResult(
+                call_id=call.id, name=call.name, ok=False, content=str(exc),
+                error_type=type(exc).__name__,
+            )  # fmt: skip
+
+    async def loop(
+        self,
+        messages: Sequence[MessageLike],
+        *,
+        tools: Sequence[str],
+        model: str | None = None,
+        max_rounds: int = 8,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ToolLoopResult:
+        """The function-calling loop: the model calls tools, sees their results, and answers.
+
+        Each turn's calls run in parallel. After `max_rounds` turns with calls, the model is
+        asked once more without tools, so the loop always ends with an answer.
+        """
+        transcript = [
+            m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in messages
+        ]
+        results: list[ToolResult] = []
+        rounds = 0
+        while True:
+            offered = tools if rounds < max_rounds else ()
+            reply = await self._llm.chat(
+                transcript, model=model, tools=offered, max_tokens=max_tokens,
+                temperature=temperature,
+            )  # fmt: skip
+            if not reply.tool_calls:
+                return ToolLoopResult(
+                    reply=reply, messages=transcript, results=results, rounds=rounds
+                )
+            rounds += 1
+            turn = await self.run_calls(reply.tool_calls)
+            results += turn
+            transcript = [
+                *transcript,
+                Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls),
+                *(result.message() for result in turn),
+            ]
 
 
 class Conversations:
@@ -348,6 +451,7 @@ class Agent:
         self.conversations = Conversations(dispatcher)
         self.memory = Memory(dispatcher)
         self.storage = Storage(dispatcher)
+        self.tools = Tools(dispatcher, self.llm)
         self.run_id: str = dispatcher.run.run_id
         self.spec: RunSpec = dispatcher.run.spec
 

@@ -19,6 +19,7 @@ from kernos.cli_memory import add_memory_commands
 from kernos.cli_output import print_json, with_client
 from kernos.cli_stack import cmd_down, cmd_logs, cmd_status, cmd_trace, cmd_up
 from kernos.cli_storage import add_storage_commands
+from kernos.cli_tools import add_tools_commands
 from kernos.client import KernosClient, RunView, check_spec, connect_temporal, ui_url
 from kernos.infra.process import exit_process
 from kernos.kernel import telemetry
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_memory_commands(commands)
     add_audit_commands(commands)
+    add_tools_commands(commands)
     add_storage_commands(commands)
 
     up = commands.add_parser("up", help="start the embedded stack (state in ./.kernos)")

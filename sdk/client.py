@@ -33,6 +33,7 @@ from kernos.kernel.errors import (
     PayloadTooLarge,
     UnknownAgent,
     UnknownModel,
+    first_problem,
 )
 from kernos.kernel.runs import RunRecord, RunStore
 from kernos.kernel.syscalls import RunInput, RunResult, RunSpec, check_name
@@ -190,6 +191,8 @@ class KernosClient:
                     limits=self.settings.limits,
                     kernel_task_queue=self.settings.temporal.kernel_task_queue,
                     llm_queue_prefix=self.settings.temporal.llm_queue_prefix,
+                    tool_queue_prefix=self.settings.tools.queue_prefix,
+                    tools=sorted(self.settings.tools.registry),
                     scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
                 ),
                 id=run_id,
@@ -308,7 +311,7 @@ def check_spec(settings: Settings, spec: RunSpec | dict[str, Any]) -> RunSpec:
     try:
         parsed = RunSpec.model_validate(spec)
     except ValidationError as exc:
-        raise InvalidRunSpec(_first_error(exc)) from exc
+        raise InvalidRunSpec(first_problem(exc)) from exc
     if parsed.agent not in settings.agents:
         raise UnknownAgent(parsed.agent, list(settings.agents))
     model = settings.model_for(parsed.model)
@@ -334,10 +337,3 @@ async def connect_temporal(settings: Settings, component: str = "client") -> Cli
             f"cannot reach Temporal at {settings.temporal.address} "
             f"(setting temporal.address): {exc}"
         ) from exc
-
-
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message

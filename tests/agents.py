@@ -238,7 +238,8 @@ class MemoAgent(Agent):
     """Runs a script of memory syscalls (the task, as JSON) and returns each one's result.
 
     Each step is `{"op": "add" | "search" | "get" | "update" | "delete" | "list", ...}` with
-    the SDK method's arguments (`"storage.write"` and so on for files), or
+    the SDK method's arguments (`"storage.write"` and so on for files; `"tools.call"` with
+    `"tool"` and the tool's arguments, `"tools.loop"`), or
     `{"op": "say", "text": ...}`, a turn in a conversation.
     `"$N"` as an id means the id the Nth step returned. A kernel error becomes
     `{"error": type, "message": ...}`, so one script can probe refusals too.
@@ -260,8 +261,14 @@ class MemoAgent(Agent):
                 args["id"] = results[int(args["id"][1:])]["id"]
             manager, _, method = op.rpartition(".")
             try:
-                target = {"storage": self.storage, "llm": self.llm}.get(manager, self.memory)
-                result: Any = await getattr(target, method)(**args)
+                result: Any
+                if op == "tools.call":  # the tool's name is positional: arguments may use "name"
+                    result = await self.tools.call(args.pop("tool"), args)
+                else:
+                    target = {"storage": self.storage, "llm": self.llm, "tools": self.tools}.get(
+                        manager, self.memory
+                    )
+                    result = await getattr(target, method)(**args)
             except KernosError as exc:
                 results.append({"error": type(exc).__name__, "message": str(exc)})
                 continue

@@ -81,6 +81,7 @@ def make_settings(
         "limits": {"retry_initial_interval_s": 0.2, "retry_max_interval_s": 1.0},
         # Anchoring starts a workflow that outlives the test's worker: only its own tests do it.
         "audit": {"anchor_interval_s": 0, "anchor_workflow_id": f"anchor-{unique}"},
+        "tools": {"queue_prefix": f"tools-{unique}."},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

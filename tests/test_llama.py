@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model, slot_load
 from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.builtin_tools import calculator, read_file
 from tests.agents import City
 from tests.conftest import MODELS, make_settings, workers
 
@@ -56,6 +58,31 @@ async def test_constrained_json_parses(
         result = await asyncio.wait_for(handle.result(), 120)
     city = City.model_validate_json(result.output)  # a base model, yet valid JSON for the schema
     assert isinstance(city.population, int)
+
+
+@pytest.mark.parametrize("kind", ["llamacpp", "openai"])
+async def test_the_small_model_calls_tools_well_formed(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, kind: str
+) -> None:
+    # A 270M base model has no tool calling of its own; decoding under the kernel's schema
+    # makes its output a well-formed call to an offered tool, whatever it thinks.
+    settings = llama_settings(temporal, postgres, llama, kind)
+    step = {
+        "op": "llm.chat",
+        "messages": [{"role": "user", "content": "What is 12 times 34? Use the calculator."}],
+        "tools": ["calculator", "read_file"],
+        "tool_choice": "required",
+        "max_tokens": 256,
+        "temperature": 0,
+    }
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="memo", task=json.dumps([step])))
+        [reply] = json.loads((await asyncio.wait_for(handle.result(), 120)).output)
+    assert reply["text"] == ""
+    assert reply["tool_calls"], reply
+    offered = {"calculator": calculator, "read_file": read_file}
+    for call in reply["tool_calls"]:
+        offered[call["name"]].parse(call["arguments"])  # raises if the arguments do not fit
 
 
 async def test_server_killed_mid_run_then_restarted(

@@ -25,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
         RunOutcome,
         SyscallRequest,
         TokenUsage,
+        ToolCallRequest,
+        ToolResult,
     )
 
 Result = TypeVar("Result", LLMResponse, Compaction)
@@ -46,6 +48,8 @@ _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
         errors.LLMRateLimited,
         errors.LLMUnavailable,
         errors.ScriptExhausted,
+        errors.UnknownTool,
+        errors.ToolOutcomeUnknown,
     )
 }
 
@@ -114,6 +118,31 @@ class SyscallDispatcher:
         return await self.kernel_syscall(
             request, ConversationRef, f"conversation.open {request.model}"
         )
+
+    async def tool_call(self, request: ToolCallRequest) -> ToolResult:
+        """`tool.call` on the tool's own queue; a tool the kernel did not register fails here.
+
+        Bad arguments, the tool's own errors and timeouts come back as a result (`ok` false) for
+        the model to read; a denial raises AccessDenied.
+        """
+        if request.name not in self.run.tools:
+            # Its queue would have no worker: the call would wait forever.
+            raise errors.UnknownTool(request.name, self.run.tools)
+        try:
+            result: ToolResult = await workflow.execute_activity(
+                request.syscall,
+                request,
+                result_type=ToolResult,
+                task_queue=f"{self.run.tool_queue_prefix}{request.name}",
+                start_to_close_timeout=timedelta(seconds=self.run.limits.tool_start_to_close_s),
+                retry_policy=self._retry,
+                summary=f"tool.call {request.name}"
+                + (" " + request.call_id if request.call_id else ""),
+            )
+        except ActivityError as exc:
+            _raise_translated(exc)
+        self.syscalls += 1
+        return result
 
     async def kernel_syscall(
         self, request: SyscallRequest, result_type: type[KernelResult], summary: str

@@ -29,7 +29,7 @@ class LlamaCppBackend(ResumableBackend):
 
         A slot's context is the server's `-c` divided among its parallel slots (`/props`).
         """
-        messages = [message.model_dump() for message in request.messages]
+        messages = [message.wire() for message in request.messages]
         rendered = await self._post("/apply-template", {"messages": messages})
         tokenized = await self._post(
             "/tokenize", {"content": rendered["prompt"], "add_special": True, "parse_special": True}

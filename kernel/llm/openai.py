@@ -55,7 +55,7 @@ class OpenAIBackend(HTTPBackend):
     def _body(
         self, request: LLMRequest, resume: Snapshot | None, max_tokens: int | None
     ) -> dict[str, Any]:
-        messages = [message.model_dump() for message in request.messages]
+        messages = [message.wire() for message in request.messages]
         body: dict[str, Any] = {
             "model": request.model,
             "messages": messages,

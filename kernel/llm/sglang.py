@@ -52,7 +52,7 @@ class SGLangBackend(ResumableBackend):
         """The request's messages in the model's chat template as ids, and the context length."""
         body = {
             "model": request.model,
-            "messages": [message.model_dump() for message in request.messages],
+            "messages": [message.wire() for message in request.messages],
         }
         tokenized = await self._post("/tokenize", body)
         return [int(token) for token in tokenized["tokens"]], int(tokenized["max_model_len"])

@@ -1,0 +1,167 @@
+"""Tool calling by constrained decoding: any server that decodes under a JSON schema can do it.
+
+The model is told the tools in the system prompt and must answer with JSON that the schema
+admits: `{"answer": "..."}`, or `{"tool_calls": [{"name": ..., "arguments": {...}}]}` where each
+call names one of the offered tools with arguments that fit its parameters. Servers that turn
+the schema into a grammar (llama.cpp, SGLang, vLLM) make even a small model emit well-formed
+calls to allowed tools only. The kernel then parses the answer into `LLMResponse.tool_calls`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from kernos.kernel.errors import UnknownTool
+from kernos.kernel.syscalls import JSONSchemaFormat, LLMRequest, LLMResponse, Message, ToolCall
+from kernos.kernel.tools import ToolSpec
+
+#: The response format's name marks a request the kernel constrained for tool calls.
+FORMAT_NAME = "kernos_tool_calls"
+#: Calls the model may make in one turn.
+MAX_CALLS_PER_TURN = 8
+
+_INSTRUCTIONS = """You can call tools. Answer with JSON only, in one of two forms:
+{"answer": "<your answer to the user>"} when you can answer now, or
+{"tool_calls": [{"name": "<tool>", "arguments": {<its parameters>}}]} to call tools first;
+their results come back to you, and then you answer.
+Tools:"""
+_REQUIRED = """Call tools now. Answer with JSON only:
+{"tool_calls": [{"name": "<tool>", "arguments": {<its parameters>}}]}
+Tools:"""
+
+
+def schema(specs: list[ToolSpec], *, required: bool = False) -> dict[str, Any]:
+    """The JSON schema of a reply: an answer (unless calls are `required`) or tool calls.
+
+    Each call names one of the tools, with arguments that fit its parameters.
+    """
+    calls = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": spec.name}, "arguments": spec.parameters},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for spec in specs
+    ]
+    calling = {
+        "type": "object",
+        "properties": {
+            "tool_calls": {
+                "type": "array",
+                "items": calls[0] if len(calls) == 1 else {"anyOf": calls},
+                "minItems": 1,
+                "maxItems": MAX_CALLS_PER_TURN,
+            }
+        },
+        "required": ["tool_calls"],
+        "additionalProperties": False,
+    }
+    if required:
+        return calling
+    answering = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    return {"anyOf": [answering, calling]}
+
+
+def constrain(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> LLMRequest:
+    """The request the server gets: tools described, tool turns as text, the answer constrained.
+
+    Unknown tool names fail with UnknownTool. A request without tools is returned as it is.
+    """
+    if not request.tools:
+        return request
+    specs = []
+    for name in request.tools:
+        if name not in registered:
+            raise UnknownTool(name, list(registered))
+        specs.append(registered[name])
+    described = "\n".join(
+        f"- {spec.name}: {spec.description} Parameters (JSON schema): "
+        f"{json.dumps(spec.parameters, separators=(',', ':'))}"
+        for spec in specs
+    )
+    required = request.tool_choice == "required"
+    instructions = f"{_REQUIRED if required else _INSTRUCTIONS}\n{described}"
+    messages = [_as_text(message) for message in request.messages]
+    if messages and messages[0].role == "system":
+        messages[0] = Message(role="system", content=f"{messages[0].content}\n\n{instructions}")
+    else:
+        messages.insert(0, Message(role="system", content=instructions))
+    # model_copy: the stored request keeps `tools` empty, so it validates when reloaded.
+    return request.model_copy(
+        update={
+            "messages": messages,
+            "tools": [],
+            "response_format": JSONSchemaFormat(
+                name=FORMAT_NAME, json_schema=schema(specs, required=required)
+            ),
+        }
+    )
+
+
+def parse(request: LLMRequest, response: LLMResponse, key: str) -> LLMResponse:
+    """The reply with the model's tool calls taken out of its JSON (a constrained request only).
+
+    Call ids are derived from the syscall (`key`), so they are the same on every attempt and
+    unique in the run. Output that is not the expected JSON (cut off by `max_tokens`, say) is
+    left as the reply's text.
+    """
+    if request.response_format is None or request.response_format.name != FORMAT_NAME:
+        return response
+    try:
+        parsed = json.loads(response.text)
+    except ValueError:
+        return response
+    if not isinstance(parsed, dict):
+        return response
+    if isinstance(parsed.get("answer"), str):
+        return response.model_copy(update={"text": parsed["answer"]})
+    calls = parsed.get("tool_calls")
+    if not isinstance(calls, list) or not calls:
+        return response
+    prefix = hashlib.sha256(key.encode()).hexdigest()[:12]
+    found = []
+    for number, call in enumerate(calls):
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            return response
+        try:
+            found.append(
+                ToolCall(
+                    id=f"call-{prefix}-{number}",
+                    name=call["name"],
+                    arguments=json.dumps(call.get("arguments", {})),
+                )
+            )
+        except ValidationError:  # a name no tool could have, or arguments over any limit
+            return response
+    return response.model_copy(update={"text": "", "tool_calls": found})
+
+
+def _as_text(message: Message) -> Message:
+    """Tool turns as plain turns: chat templates of models without tool support reject them."""
+    if message.role == "tool":
+        which = f" {message.tool_call_id}" if message.tool_call_id else ""
+        return Message(role="user", content=f"Result of tool call{which}:\n{message.content}")
+    if message.role == "assistant" and message.tool_calls and not message.content:
+        calls = [
+            {"name": call.name, "arguments": _loads(call.arguments)} for call in message.tool_calls
+        ]
+        return Message(role="assistant", content=json.dumps({"tool_calls": calls}))
+    return Message(role=message.role, content=message.content)
+
+
+def _loads(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
