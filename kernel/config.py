@@ -103,8 +103,9 @@ class EmbeddedSettings(BaseModel):
     ui_port: int = Field(default=8233, ge=1, le=65535)
     llm_port: int = Field(default=8080, ge=1, le=65535)
     llm_slots: int = Field(default=4, ge=1, le=64)
-    llm_context: int = Field(default=4096, ge=512)
-    """Context of the whole server; llama.cpp splits it evenly over the slots."""
+    llm_context: int = Field(default=8192, ge=512)
+    """Context of the whole server; llama.cpp splits it evenly over the slots (2,048 tokens
+    each by default: a tool-calling turn with its results takes about 1,200)."""
     llm_threads: int = Field(default=2, ge=1)
     postgres_port: int | None = Field(default=None, ge=1, le=65535)
     """A loopback TCP port for PostgreSQL besides its socket (password-only, like the socket)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,16 +24,14 @@ from kernos.kernel.tools import ToolSpec
 #: The response format's name marks a request the kernel constrained for tool calls.
 FORMAT_NAME = "kernos_tool_calls"
 #: Calls the model may make in one turn.
-MAX_CALLS_PER_TURN = 8
+MAX_CALLS_PER_TURN = 4
 
-_INSTRUCTIONS = """You can call tools. Answer with JSON only, in one of two forms:
-{"answer": "<your answer to the user>"} when you can answer now, or
-{"tool_calls": [{"name": "<tool>", "arguments": {<its parameters>}}]} to call tools first;
-their results come back to you, and then you answer.
-Tools:"""
-_REQUIRED = """Call tools now. Answer with JSON only:
-{"tool_calls": [{"name": "<tool>", "arguments": {<its parameters>}}]}
-Tools:"""
+# Concrete forms, no placeholders: a small model copies a placeholder as it stands.
+_CALL = (
+    'To call tools, reply {"tool_calls": [{"name": "%s", "arguments": {...}}]} with the '
+    "arguments its parameters describe; the results come back to you."
+)
+_ANSWER = 'To answer, reply {"answer": "..."} with your answer in place of the dots.'
 
 
 def schema(specs: list[ToolSpec], *, required: bool = False) -> dict[str, Any]:
@@ -85,13 +84,12 @@ def constrain(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> LLMReq
         if name not in registered:
             raise UnknownTool(name, list(registered))
         specs.append(registered[name])
-    described = "\n".join(
-        f"- {spec.name}: {spec.description} Parameters (JSON schema): "
-        f"{json.dumps(spec.parameters, separators=(',', ':'))}"
-        for spec in specs
-    )
+    described = "\n".join(_describe(spec) for spec in specs)
     required = request.tool_choice == "required"
-    instructions = f"{_REQUIRED if required else _INSTRUCTIONS}\n{described}"
+    forms = [_CALL % specs[0].name] + ([] if required else [_ANSWER])
+    instructions = "\n".join(
+        ["You can call tools. Reply with JSON only.", *forms, "Tools:", described]
+    )
     messages = [_as_text(message) for message in request.messages]
     if messages and messages[0].role == "system":
         messages[0] = Message(role="system", content=f"{messages[0].content}\n\n{instructions}")
@@ -114,14 +112,15 @@ def parse(request: LLMRequest, response: LLMResponse, key: str) -> LLMResponse:
 
     Call ids are derived from the syscall (`key`), so they are the same on every attempt and
     unique in the run. Output that is not the expected JSON (cut off by `max_tokens`, say) is
-    left as the reply's text.
+    left as the reply's text, except for the calls a reply cut off by `max_tokens` completed
+    before the cut.
     """
     if request.response_format is None or request.response_format.name != FORMAT_NAME:
         return response
     try:
         parsed = json.loads(response.text)
     except ValueError:
-        return response
+        parsed = _complete_calls(response.text) if response.finish_reason == "length" else None
     if not isinstance(parsed, dict):
         return response
     if isinstance(parsed.get("answer"), str):
@@ -145,6 +144,63 @@ def parse(request: LLMRequest, response: LLMResponse, key: str) -> LLMResponse:
         except ValidationError:  # a name no tool could have, or arguments over any limit
             return response
     return response.model_copy(update={"text": "", "tool_calls": found})
+
+
+def _complete_calls(text: str) -> dict[str, Any] | None:
+    """The calls that a cut-off `{"tool_calls": [...` reply finished, or None if none were."""
+    opening = re.match(r'\s*\{\s*"tool_calls"\s*:\s*\[', text)
+    if opening is None:
+        return None
+    decoder = json.JSONDecoder()
+    position, found = opening.end(), []
+    while True:
+        position = len(text) - len(text[position:].lstrip(" \t\r\n,"))
+        try:
+            call, position = decoder.raw_decode(text, position)
+        except ValueError:
+            break
+        found.append(call)
+    return {"tool_calls": found} if found else None
+
+
+def _describe(spec: ToolSpec) -> str:
+    """A line a small context can afford: `- name(param: type, ...): description`.
+
+    Then what each described parameter means, and the fields of nested types. The grammar
+    enforces the full schema, so the prompt need not spell it out.
+    """
+    properties: dict[str, Any] = spec.parameters.get("properties", {})
+    notes = "; ".join(
+        f"{name}: {schema['description']}"
+        for name, schema in properties.items()
+        if isinstance(schema.get("description"), str)
+    )
+    types = "; ".join(
+        f"{name} = {{{_fields(schema)}}}"
+        for name, schema in spec.parameters.get("$defs", {}).items()
+    )
+    extra = "; ".join(part for part in (notes, types) if part)
+    return f"- {spec.name}({_fields(spec.parameters)}): {spec.description}" + (
+        f" ({extra})" if extra else ""
+    )
+
+
+def _fields(schema: dict[str, Any]) -> str:
+    required = set(schema.get("required", []))
+    return ", ".join(
+        f"{name}{'' if name in required else '?'}: {_type_name(field)}"
+        for name, field in schema.get("properties", {}).items()
+    )
+
+
+def _type_name(schema: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        return " | ".join(_type_name(option) for option in schema["anyOf"])
+    if schema.get("type") == "array":
+        return f"list of {_type_name(schema.get('items', {}))}"
+    return str(schema.get("type", "any"))
 
 
 def _as_text(message: Message) -> Message:

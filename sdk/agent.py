@@ -223,11 +223,13 @@ class Tools:
         max_rounds: int = 8,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        start_with_tool: bool = False,
     ) -> ToolLoopResult:
         """The function-calling loop: the model calls tools, sees their results, and answers.
 
         Each turn's calls run in parallel. After `max_rounds` turns with calls, the model is
         asked once more without tools, so the loop always ends with an answer.
+        `start_with_tool`: the first turn must call a tool (`tool_choice="required"`).
         """
         transcript = [
             m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in messages
@@ -239,6 +241,7 @@ class Tools:
             reply = await self._llm.chat(
                 transcript, model=model, tools=offered, max_tokens=max_tokens,
                 temperature=temperature,
+                tool_choice="required" if start_with_tool and rounds == 0 and offered else "auto",
             )  # fmt: skip
             if not reply.tool_calls:
                 return ToolLoopResult(

@@ -140,9 +140,11 @@ def test_constrained_request_describes_the_tools_and_admits_only_their_calls() -
         tools=["order", "shout"],
     )
     constrained = tool_calling.constrain(request, specs)
-    assert constrained.messages[0].role == "system" and "- order: Place orders" in (
-        constrained.messages[0].content
-    )
+    system = constrained.messages[0]
+    assert system.role == "system"
+    assert "- order(orders: list of Order, note?: string | null): Place orders" in system.content
+    assert "Order = {item: string, quantity: integer}" in system.content
+    assert '{"name": "order", "arguments": {...}}' in system.content
     assert constrained.messages[2] == Message(
         role="user", content="Result of tool call call-1:\nok"
     )
@@ -168,6 +170,12 @@ def test_constrained_request_describes_the_tools_and_admits_only_their_calls() -
         (answer("four"), "four", []),
         (calls(("shout", {"text": "hi"}), ("order", {"orders": []})), "", ["shout", "order"]),
         ('{"tool_calls": [{"name": "shout", "arg', None, []),  # cut off: left as text
+        # cut off by max_tokens: the calls finished before the cut are kept
+        (
+            '{"tool_calls": [{"name": "shout", "arguments": {"text": "a"}},\n {"name": "sh',
+            "",
+            ["shout"],
+        ),
         ('{"tool_calls": [{"name": "../etc", "arguments": {}}]}', None, []),
         ("[]", None, []),
     ],
@@ -179,7 +187,7 @@ def test_the_reply_is_parsed_into_calls(
     request = tool_calling.constrain(
         LLMRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=["shout"]), specs
     )
-    response = LLMResponse(text=text, model="m", usage=TokenUsage())
+    response = LLMResponse(text=text, model="m", usage=TokenUsage(), finish_reason="length")
     parsed = tool_calling.parse(request, response, "wf/run/7")
     assert parsed.text == (text if expected_text is None else expected_text)
     assert [call.name for call in parsed.tool_calls] == expected_calls
@@ -227,7 +235,7 @@ async def test_the_loop_runs_every_call_and_gives_results_back(
     first, second = backend.requests
     assert first.response_format is not None
     assert first.response_format.name == tool_calling.FORMAT_NAME
-    assert "- calculator: Evaluate an arithmetic expression" in first.messages[0].content
+    assert "- calculator(expression: string): Evaluate an arithmetic" in first.messages[0].content
     seen = [m.content for m in second.messages]
     assert any(c.startswith("Result of tool call call-") and c.endswith("\n14") for c in seen)
     assert any("error (ToolArgumentsInvalid)" in c for c in seen)
