@@ -17,7 +17,12 @@ from temporalio.worker import (
 from kernos.activities.errors import public_type, to_application_error
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
-from kernos.kernel.errors import AccessDenied, KernosError, TokenBudgetExceeded
+from kernos.kernel.errors import (
+    AccessDenied,
+    ApprovalRequired,
+    KernosError,
+    TokenBudgetExceeded,
+)
 from kernos.kernel.identity import CallerDenied
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.syscalls import SyscallRequest, TokenUsage
@@ -80,6 +85,26 @@ class _SyscallInbound(ActivityInboundInterceptor):
             if syscall in LIFECYCLE:
                 return await super().execute_activity(input)
             decision = self.kernel.access.decide(subject, syscall, resource)
+            pending = False
+            if decision.allowed and decision.approval_rule is not None:
+                gate = await self.kernel.approvals.gate(
+                    key=f"{key.workflow_id}/{key.execution_run_id}/{key.activity_id}",
+                    subject=subject,
+                    syscall=syscall,
+                    resource=resource,
+                    request=request.model_dump(mode="json")
+                    if isinstance(request, SyscallRequest)
+                    else {},
+                    rule=decision.approval_rule,
+                    timeout_s=self.kernel.settings.limits.approval_timeout_s,
+                )
+                pending = gate.state == "pending"
+                decision = Decision(
+                    allowed=gate.state == "approved",
+                    rule=f"{decision.rule}; {decision.approval_rule}",
+                    reason=gate.explain(),
+                    basis="approval",
+                )
             decision = await self.kernel.audit.record_decision(
                 key, subject, syscall, resource, decision, metered=syscall in METERED
             )
@@ -97,6 +122,8 @@ class _SyscallInbound(ActivityInboundInterceptor):
                 reason = decision.reason or f"{syscall} on {resource} denied"
                 if decision.basis == "budget":
                     raise TokenBudgetExceeded(reason)
+                if decision.basis == "approval" and pending:
+                    raise ApprovalRequired(reason)
                 raise AccessDenied(reason)
             started = time.monotonic()
             error_type: str | None = None

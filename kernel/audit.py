@@ -7,6 +7,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from kernos.kernel.access import Decision, Subject
@@ -109,6 +110,24 @@ class AuditLog:
         if row is None:
             return Decision(False, None, f"run {subject.run_id!r} has no record", "identity")
         return Decision(row["decision"] == "allow", row["rule"], row["reason"], row["basis"])
+
+    async def record_operator(
+        self, subject: Subject, syscall: str, resource: str, decision: Decision
+    ) -> None:
+        """Append an operator's action on a run to the run's tenant's chain.
+
+        `subject.user` is the operator; the action is, say, a decision on an approval.
+        """
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "SELECT 1 FROM audit_append(%s, 'operator', %s, 1, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, %s)",
+                (
+                    subject.run_id, f"{syscall}/{uuid.uuid4()}", subject.run_id, subject.tenant,
+                    subject.user, subject.agent, syscall, resource, decision.word, decision.rule,
+                    decision.reason, decision.basis,
+                ),
+            )  # fmt: skip
 
     async def _insert_unattributed(
         self, key: AttemptKey, syscall: str, resource: str, decision: Decision

@@ -76,6 +76,14 @@ class AccessDenied(KernosError, PermissionError):
     """The access manager refused a syscall; the refusal is in the audit log."""
 
 
+class ApprovalRequired(KernosError):
+    """A syscall that policy lets through only with a human's approval, not given yet.
+
+    The run waits for the decision (`kernos approve`); agent code sees it only if the wait ends
+    without one.
+    """
+
+
 class TokenBudgetExceeded(AccessDenied):
     """The tenant has used its token budget; LLM syscalls are refused until it is raised."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio.client import Client
 
 from kernos.kernel.access import AccessManager
+from kernos.kernel.approvals import ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.db.pool import Pool, open_pool
@@ -13,7 +14,7 @@ from kernos.kernel.runs import RunStore
 
 
 class Kernel:
-    """Access manager, audit log, run records and identity, on one connection pool."""
+    """Access manager, audit log, approvals, run records and identity, on one pool."""
 
     def __init__(
         self, settings: Settings, pool: Pool, client: Client, access: AccessManager
@@ -24,6 +25,7 @@ class Kernel:
         self.access = access
         self.runs = RunStore(pool)
         self.audit = AuditLog(pool)
+        self.approvals = ApprovalStore(pool)
         self.identity = IdentityResolver(self.runs, self._first_run_of)
 
     @classmethod

@@ -87,6 +87,8 @@ class SyscallLimits(BaseModel):
     llm_heartbeat_s: float = Field(default=30.0, gt=0)
     kernel_start_to_close_s: float = Field(default=30.0, gt=0)
     tool_start_to_close_s: float = Field(default=300.0, gt=0)
+    approval_timeout_s: float = Field(default=86_400.0, gt=0)
+    """How long a syscall waits for a human's approval before it is denied."""
     """The outer bound on a tool call's attempt; each tool's own `timeout_s` is enforced inside."""
     retry_initial_interval_s: float = Field(default=1.0, gt=0)
     retry_max_interval_s: float = Field(default=30.0, gt=0)
@@ -773,6 +775,13 @@ class ToolResult(BaseModel):
         content = self.content if self.ok else f"error ({self.error_type}): {self.content}"
         content = content.replace("\x00", "\ufffd")  # a message is stored; NUL cannot be
         return Message(role="tool", content=content, tool_call_id=self.call_id or None)
+
+
+class ApprovalNotice(BaseModel):
+    """The update that wakes a run after a decision on one of its approvals."""
+
+    approval_id: str
+    status: Literal["approved", "denied"]
 
 
 class RunOutcome(BaseModel):

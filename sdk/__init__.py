@@ -18,6 +18,7 @@ from kernos.client import KernosClient, RunFailed, RunHandle, RunView, TenantUsa
 from kernos.kernel.config import LLMInstance, Settings, load_settings
 from kernos.kernel.errors import (
     AccessDenied,
+    ApprovalRequired,
     ConfigError,
     ContextTooLong,
     EmbeddingMismatch,
@@ -61,6 +62,7 @@ __all__ = [
     "LLM",
     "AccessDenied",
     "Agent",
+    "ApprovalRequired",
     "ConfigError",
     "ContextTooLong",
     "ConversationRef",

@@ -14,6 +14,7 @@ import psycopg
 from temporalio.service import RPCError
 
 from kernos.cli_admin import cmd_budget, cmd_instances, cmd_llm_serve, cmd_queues, cmd_usage
+from kernos.cli_approvals import add_approval_commands
 from kernos.cli_audit import add_audit_commands
 from kernos.cli_memory import add_memory_commands
 from kernos.cli_output import print_json, with_client
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_memory_commands(commands)
     add_audit_commands(commands)
+    add_approval_commands(commands)
     add_tools_commands(commands)
     add_storage_commands(commands)
 

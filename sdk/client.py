@@ -23,7 +23,9 @@ from temporalio.common import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from kernos.approvals import Decided, decide
 from kernos.kernel import telemetry, visibility
+from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.errors import (
@@ -264,6 +266,32 @@ class KernosClient:
                 " set_at = now()",
                 (tenant, max_tokens),
             )
+
+    async def approvals(
+        self, *, run_id: str | None = None, tenant: str | None = None, pending_only: bool = True
+    ) -> list[Approval]:
+        """Requests for a human's approval, oldest first (pending ones by default)."""
+        return await ApprovalStore(self.pool).listing(
+            run_id=run_id, tenant=tenant, pending_only=pending_only
+        )
+
+    async def approve(
+        self,
+        run_id: str,
+        *,
+        user: str,
+        reason: str | None = None,
+        approval_id: str | None = None,
+        deny: bool = False,
+    ) -> Decided:
+        """Approve (or `deny`) a run's waiting request as `user`.
+
+        Policy must allow `user` `approval.decide` on the request's resource; the kernel records
+        the decision, then wakes the run.
+        """
+        return await decide(
+            self, run_id, approver=user, approve=not deny, reason=reason, approval_id=approval_id
+        )
 
     async def _view(self, record: RunRecord) -> RunView:
         if record.finished:

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from kernos.agent import Done, StepAgent
     from kernos.kernel import visibility
     from kernos.kernel.errors import InvalidRequest
-    from kernos.kernel.syscalls import Carried, RunInput, RunOutcome, RunResult
+    from kernos.kernel.syscalls import ApprovalNotice, Carried, RunInput, RunOutcome, RunResult
     from kernos.workflows import registry
     from kernos.workflows.syscalls import SyscallDispatcher
 
@@ -35,10 +35,22 @@ def _describe(exc: BaseException) -> tuple[str, str]:
 class AgentRun:
     """Runs a registered agent on a task; the kernel records how it ended."""
 
+    @workflow.init
+    def __init__(self, input: RunInput) -> None:
+        self._dispatcher = SyscallDispatcher(input)
+
+    @workflow.update(name="approval")
+    def approval(self, notice: ApprovalNotice) -> None:
+        """Wake the run's syscalls that wait for a human's approval (`kernos approve`).
+
+        Only a wake-up: each asks the kernel again, and the kernel's approval row decides.
+        """
+        self._dispatcher.approval_decided()
+
     @workflow.run
     async def run(self, input: RunInput) -> RunResult:
         """Instantiate the agent, run it, record the outcome."""
-        dispatcher = SyscallDispatcher(input)
+        dispatcher = self._dispatcher
         if input.carried is not None:
             dispatcher.syscalls = input.carried.syscalls
             dispatcher.usage = input.carried.usage

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import NoReturn, TypeVar
 
@@ -12,7 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from kernos.kernel import errors, scheduler
+    from kernos.kernel import errors, scheduler, visibility
     from kernos.kernel.syscalls import (
         Compaction,
         CompactRequest,
@@ -31,6 +33,10 @@ with workflow.unsafe.imports_passed_through():
 
 Result = TypeVar("Result", LLMResponse, Compaction)
 KernelResult = TypeVar("KernelResult", bound=BaseModel)
+Answer = TypeVar("Answer")
+#: Once the first wait for an approval has ended, how long each later wait lasts: the kernel's
+#: own deadline is then at most moments away.
+_RECHECK_S = 5.0
 
 #: Kernel errors that cross the activity boundary back into agent code, by type name.
 _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
@@ -50,6 +56,7 @@ _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
         errors.ScriptExhausted,
         errors.UnknownTool,
         errors.ToolOutcomeUnknown,
+        errors.ApprovalRequired,
     )
 }
 
@@ -86,6 +93,53 @@ class SyscallDispatcher:
             initial_interval=timedelta(seconds=run.limits.retry_initial_interval_s),
             maximum_interval=timedelta(seconds=run.limits.retry_max_interval_s),
         )
+        #: Decisions announced to this run (`kernos approve`), and syscalls waiting for one.
+        self._decisions = 0
+        self._waiting = 0
+
+    def approval_decided(self) -> None:
+        """Wake the syscalls that wait for an approval; each asks the kernel again.
+
+        Only a wake-up: whether a syscall may go on is decided by the kernel's approval row.
+        """
+        self._decisions += 1
+
+    async def _approved(self, execute: Callable[[], Awaitable[Answer]]) -> Answer:
+        """Run a syscall; while the kernel says it awaits a human's approval, wait for one.
+
+        The run shows `awaiting-approval` in its status meanwhile. A wait ends at a decision or
+        at the approval's timeout; either way the kernel is asked again and decides.
+        """
+        timeout = self.run.limits.approval_timeout_s
+        while True:
+            try:
+                return await execute()
+            except ActivityError as exc:
+                cause = exc.cause
+                if not (isinstance(cause, ApplicationError) and cause.type == "ApprovalRequired"):
+                    raise
+                seen = self._decisions
+                self._wait_starts(cause.message)
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await workflow.wait_condition(self._decided_after(seen), timeout=timeout)
+                finally:
+                    self._wait_ends()
+                timeout = _RECHECK_S
+
+    def _decided_after(self, seen: int) -> Callable[[], bool]:
+        return lambda: self._decisions > seen
+
+    def _wait_starts(self, why: str) -> None:
+        if self._waiting == 0:
+            workflow.upsert_search_attributes([visibility.STATUS.value_set("awaiting-approval")])
+        self._waiting += 1
+        workflow.set_current_details(f"**awaiting approval**: {why}")
+
+    def _wait_ends(self) -> None:
+        self._waiting -= 1
+        if self._waiting == 0:
+            workflow.upsert_search_attributes([visibility.STATUS.value_set("running")])
 
     async def llm_chat(self, request: LLMRequest) -> LLMResponse:
         """`llm.chat` on the request's model pool, at the run's priority.
@@ -129,15 +183,17 @@ class SyscallDispatcher:
             # Its queue would have no worker: the call would wait forever.
             raise errors.UnknownTool(request.name, self.run.tools)
         try:
-            result: ToolResult = await workflow.execute_activity(
-                request.syscall,
-                request,
-                result_type=ToolResult,
-                task_queue=f"{self.run.tool_queue_prefix}{request.name}",
-                start_to_close_timeout=timedelta(seconds=self.run.limits.tool_start_to_close_s),
-                retry_policy=self._retry,
-                summary=f"tool.call {request.name}"
-                + (" " + request.call_id if request.call_id else ""),
+            result: ToolResult = await self._approved(
+                lambda: workflow.execute_activity(
+                    request.syscall,
+                    request,
+                    result_type=ToolResult,
+                    task_queue=f"{self.run.tool_queue_prefix}{request.name}",
+                    start_to_close_timeout=timedelta(seconds=self.run.limits.tool_start_to_close_s),
+                    retry_policy=self._retry,
+                    summary=f"tool.call {request.name}"
+                    + (" " + request.call_id if request.call_id else ""),
+                )
             )
         except ActivityError as exc:
             _raise_translated(exc)
@@ -152,14 +208,18 @@ class SyscallDispatcher:
         Its activity is named after the request's syscall.
         """
         try:
-            result: KernelResult = await workflow.execute_activity(
-                request.syscall,
-                request,
-                result_type=result_type,
-                task_queue=self.run.kernel_task_queue,
-                start_to_close_timeout=timedelta(seconds=self.run.limits.kernel_start_to_close_s),
-                retry_policy=self._retry,
-                summary=summary,
+            result: KernelResult = await self._approved(
+                lambda: workflow.execute_activity(
+                    request.syscall,
+                    request,
+                    result_type=result_type,
+                    task_queue=self.run.kernel_task_queue,
+                    start_to_close_timeout=timedelta(
+                        seconds=self.run.limits.kernel_start_to_close_s
+                    ),
+                    retry_policy=self._retry,
+                    summary=summary,
+                )
             )
         except ActivityError as exc:
             _raise_translated(exc)
@@ -212,20 +272,21 @@ class SyscallDispatcher:
         result_type: type[Result],
     ) -> Result:
         limits = self.run.limits
-        result: Result = await workflow.execute_activity(
-            syscall,
-            request,
-            result_type=result_type,
-            task_queue=dispatch.task_queue,
-            priority=dispatch.priority,
-            schedule_to_start_timeout=dispatch.schedule_to_start,
-            start_to_close_timeout=timedelta(seconds=limits.llm_start_to_close_s),
-            heartbeat_timeout=timedelta(seconds=limits.llm_heartbeat_s),
-            retry_policy=self._retry,
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=summary,
+        return await self._approved(
+            lambda: workflow.execute_activity(
+                syscall,
+                request,
+                result_type=result_type,
+                task_queue=dispatch.task_queue,
+                priority=dispatch.priority,
+                schedule_to_start_timeout=dispatch.schedule_to_start,
+                start_to_close_timeout=timedelta(seconds=limits.llm_start_to_close_s),
+                heartbeat_timeout=timedelta(seconds=limits.llm_heartbeat_s),
+                retry_policy=self._retry,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=summary,
+            )
         )
-        return result
 
     async def finish(self, outcome: RunOutcome) -> None:
         """`run.finish`: the kernel records the outcome."""

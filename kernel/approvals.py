@@ -1,0 +1,204 @@
+"""Durable human approval: requests that policy marks, and the decisions the kernel records.
+
+A syscall that an `a` rule marks is let through only with an approved row for exactly its
+request (same run, same input), which it consumes: one approval, one syscall. Until a human
+decides, the syscall is refused with ApprovalRequired and the run waits; past `expires_at` the
+request is denied. The workflow is only woken by `kernos approve`: the decision is here, so agent
+code that skips the wait, or wakes itself, gains nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from kernos.kernel.access import Subject
+from kernos.kernel.db.pool import Pool
+from kernos.kernel.errors import InvalidRequest, NotFound
+
+Status = Literal["pending", "approved", "denied", "expired"]
+
+
+class Approval(BaseModel):
+    """One request for approval and, once decided, its decision."""
+
+    id: str
+    run_id: str
+    tenant: str
+    user_name: str
+    agent: str
+    syscall: str
+    resource: str
+    request: dict[str, Any]
+    rule: str
+    status: Status
+    requested_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+    used_by: str | None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the approvals say about one syscall attempt."""
+
+    state: Literal["approved", "denied", "pending"]
+    approval: Approval
+
+    def explain(self) -> str:
+        """Why it passes or not, for the audit row and the error."""
+        a = self.approval
+        what = f"{a.syscall} on {a.resource}"
+        if self.state == "approved":
+            return f"approved by {a.decided_by!r} (approval {a.id}): {a.reason or 'no reason'}"
+        if self.state == "pending":
+            return (
+                f"{what} needs a human's approval (rule: {a.rule}); waiting for approval {a.id} "
+                f"until {a.expires_at:%Y-%m-%d %H:%M:%S %Z}: kernos approve {a.run_id}"
+            )
+        if a.status == "expired":
+            return (
+                f"{what}: approval {a.id} expired undecided at {a.expires_at:%Y-%m-%d %H:%M:%S %Z}"
+            )
+        return f"{what} denied by {a.decided_by!r} (approval {a.id}): {a.reason or 'no reason'}"
+
+
+_COLUMNS = (
+    "id::text AS id, run_id, tenant, user_name, agent, syscall, resource, request, rule, status,"
+    " requested_at, expires_at, decided_by, decided_at, reason, used_by"
+)
+
+
+class ApprovalStore:
+    """Reads and writes `approvals`."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def gate(
+        self,
+        *,
+        key: str,
+        subject: Subject,
+        syscall: str,
+        resource: str,
+        request: dict[str, Any],
+        rule: str,
+        timeout_s: float,
+    ) -> Gate:
+        """Let the attempt `key` through on an approval of its request, or say why not.
+
+        The first time a request is seen it becomes a pending approval. An approval is used
+        once; a retried attempt of the activity that used it (same `key`) passes again.
+        """
+        digest = hashlib.sha256(
+            f"{syscall}\x1f{resource}\x1f{_canonical(request)}".encode()
+        ).digest()
+        where = {"run": subject.run_id, "digest": digest, "key": key}
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%(run)s || %(digest)s::text, 0))",
+                where,
+            )
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS}, expires_at < now() AS expired FROM approvals"
+                " WHERE run_id = %(run)s AND input_sha256 = %(digest)s"
+                " AND (used_by IS NULL OR used_by = %(key)s)"
+                " ORDER BY (used_by = %(key)s) DESC NULLS LAST, requested_at DESC LIMIT 1",
+                where,
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                cursor = await conn.execute(
+                    "INSERT INTO approvals (id, run_id, tenant, user_name, agent, syscall,"
+                    " resource, request, input_sha256, rule, expires_at) VALUES (%s, %s, %s, %s,"
+                    " %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
+                    f" RETURNING {_COLUMNS}",
+                    (
+                        str(uuid.uuid4()), subject.run_id, subject.tenant, subject.user,
+                        subject.agent, syscall, resource, Jsonb(request), digest, rule, timeout_s,
+                    ),
+                )  # fmt: skip
+                created = await cursor.fetchone()
+                return Gate("pending", Approval.model_validate(created))
+            status = row["status"]
+            if status == "pending" and not row["expired"]:
+                return Gate("pending", Approval.model_validate(row))
+            if status == "pending":
+                status = "expired"
+            # A decision (or an expiry) is used by the attempt it reaches: the next identical
+            # request asks anew.
+            cursor = await conn.execute(
+                "UPDATE approvals SET status = %s, used_by = %s WHERE id = %s"
+                f" RETURNING {_COLUMNS}",
+                (status, key, row["id"]),
+            )
+            used = Approval.model_validate(await cursor.fetchone())
+        return Gate("approved" if used.status == "approved" else "denied", used)
+
+    async def decide(
+        self, approval_id: str, *, approver: str, approve: bool, reason: str | None
+    ) -> Approval:
+        """Record a human's decision on a pending request (who may decide is checked first)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE approvals SET status = %s, decided_by = %s, decided_at = now(),"
+                " reason = %s WHERE id = %s AND status = 'pending' AND expires_at >= now()"
+                f" RETURNING {_COLUMNS}",
+                ("approved" if approve else "denied", approver, reason, _id(approval_id)),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            current = await self.get(approval_id)
+            state = "expired" if current.status == "pending" else current.status
+            raise InvalidRequest(
+                f"approval {approval_id} is {state}; only a pending one is decided"
+            )
+        return Approval.model_validate(row)
+
+    async def get(self, approval_id: str) -> Approval:
+        """One approval by id."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM approvals WHERE id = %s", (_id(approval_id),)
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"no approval {approval_id!r}")
+        return Approval.model_validate(row)
+
+    async def listing(
+        self, *, run_id: str | None = None, tenant: str | None = None, pending_only: bool = True
+    ) -> list[Approval]:
+        """Approvals, oldest first: pending ones by default."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM approvals WHERE"
+                " (%(run)s::text IS NULL OR run_id = %(run)s)"
+                " AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+                " AND (NOT %(pending)s OR (status = 'pending' AND expires_at >= now()))"
+                " ORDER BY requested_at",
+                {"run": run_id, "tenant": tenant, "pending": pending_only},
+            )
+            rows = await cursor.fetchall()
+        return [Approval.model_validate(row) for row in rows]
+
+
+def _canonical(request: dict[str, Any]) -> str:
+    return json.dumps(request, sort_keys=True, separators=(",", ":"))
+
+
+def _id(approval_id: str) -> str:
+    try:
+        return str(uuid.UUID(approval_id))
+    except ValueError:
+        raise InvalidRequest(f"{approval_id!r} is not an approval id (a UUID)") from None

@@ -1,0 +1,106 @@
+"""Deciding approvals: who may, recorded by the kernel, then the waiting run is woken."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowUpdateStage
+from temporalio.service import RPCError
+
+from kernos.kernel.access import AccessManager, Decision, Subject
+from kernos.kernel.approvals import Approval, ApprovalStore
+from kernos.kernel.audit import AuditLog
+from kernos.kernel.errors import AccessDenied, InvalidRequest, NotFound
+from kernos.kernel.syscalls import ApprovalNotice
+
+if TYPE_CHECKING:
+    from kernos.client import KernosClient
+
+#: The syscall an approver's decision is checked and audited as: `p, alice, *, acme, tool:*,
+#: approval.decide, allow` lets alice decide approvals of tools in tenant acme.
+DECIDE = "approval.decide"
+
+
+class Decided(BaseModel):
+    """A recorded decision, and whether the run took the wake-up at once."""
+
+    approval: Approval
+    woken: bool
+    """False when the run was not listening (no agent worker, or it ended): it sees the
+    decision when it next asks, at the latest when its wait times out."""
+
+
+async def decide(
+    client: KernosClient,
+    run_id: str,
+    *,
+    approver: str,
+    approve: bool,
+    reason: str | None = None,
+    approval_id: str | None = None,
+    wake_timeout_s: float = 10.0,
+) -> Decided:
+    """Approve or deny a run's pending request (its only one, or `approval_id`).
+
+    The approver must be allowed `approval.decide` on the request's resource by policy; either
+    way the attempt is audited in the run's tenant's chain. The run is then woken; if it does
+    not take the wake-up within `wake_timeout_s` (no agent worker is up), it sees the decision
+    when its wait times out.
+    """
+    store = ApprovalStore(client.pool)
+    approval = await _pending_one(store, run_id, approval_id)
+    policy = client.settings.policy
+    access = AccessManager(policy.resolved_model_path(), policy.resolved_policy_path())
+    subject = Subject(run_id, approval.tenant, approver, approval.agent)
+    decision = access.decide(subject, DECIDE, approval.resource)
+    verb = "approve" if approve else "deny"
+    recorded = Decision(
+        decision.allowed,
+        decision.rule,
+        f"{verb} approval {approval.id} ({approval.syscall} on {approval.resource})"
+        + (f": {reason}" if reason else "")
+        if decision.allowed
+        else f"{approver!r} may not decide approvals of {approval.resource} in tenant "
+        f"{approval.tenant!r} (no rule allows {DECIDE})",
+        "policy",
+    )
+    await AuditLog(client.pool).record_operator(subject, DECIDE, approval.resource, recorded)
+    if not decision.allowed:
+        raise AccessDenied(recorded.reason or "denied")
+    decided = await store.decide(approval.id, approver=approver, approve=approve, reason=reason)
+    return Decided(approval=decided, woken=await _wake(client, decided, wake_timeout_s))
+
+
+async def _pending_one(store: ApprovalStore, run_id: str, approval_id: str | None) -> Approval:
+    if approval_id is not None:
+        approval = await store.get(approval_id)
+        if approval.run_id != run_id:
+            raise NotFound(f"approval {approval_id} is not of run {run_id!r}")
+        return approval
+    pending = await store.listing(run_id=run_id)
+    if not pending:
+        raise NotFound(f"run {run_id!r} has no pending approval")
+    if len(pending) > 1:
+        listed = ", ".join(f"{a.id} ({a.syscall} on {a.resource})" for a in pending)
+        raise InvalidRequest(
+            f"run {run_id!r} waits for {len(pending)} approvals; name one: {listed}"
+        )
+    return pending[0]
+
+
+async def _wake(client: KernosClient, approval: Approval, timeout_s: float) -> bool:
+    status = "approved" if approval.status == "approved" else "denied"
+    handle = client.temporal.get_workflow_handle(approval.run_id)
+    try:
+        await handle.start_update(
+            "approval",
+            ApprovalNotice(approval_id=approval.id, status=status),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            rpc_timeout=timedelta(seconds=timeout_s),
+        )
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
+        # No worker took it, or the run has ended: the decision stands in the kernel's row.
+        return False
+    return True

@@ -1,0 +1,201 @@
+"""Durable human approval: marked syscalls wait for a decision the kernel records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernos import AccessDenied, KernosClient, RunSpec, Settings
+from kernos.approvals import decide
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel import visibility
+from kernos.kernel.approvals import Approval, ApprovalStore
+from tests import tools as test_tools
+from tests.conftest import workers
+from tests.test_cli import config_file, kernos
+from tests.test_tools import tool_settings
+
+
+@asynccontextmanager
+async def workers_and_client(settings: Settings) -> AsyncIterator[KernosClient]:
+    """Workers and a client, for the block."""
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        yield client
+
+
+def approval_settings(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path, tenant: str,
+    **overrides: Any,
+) -> Settings:  # fmt: skip
+    return tool_settings(
+        temporal, postgres, tmp_path,
+        policy=(
+            f"a, *, *, {tenant}, tool:charge, tool.call\n"
+            f"a, *, *, {tenant}, storage:*, storage.delete\n"
+            f"p, alice, *, {tenant}, *, approval.decide, allow\n"
+        ),
+        **overrides,
+    )  # fmt: skip
+
+
+async def pending_of(client: KernosClient, run_id: str, deadline_s: float = 30) -> Approval:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        found = await ApprovalStore(client.pool).listing(run_id=run_id)
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"run {run_id} never asked for approval"
+        await asyncio.sleep(0.1)
+
+
+async def status_of(client: KernosClient, run_id: str) -> str | None:
+    description = await client.temporal.get_workflow_handle(run_id).describe()
+    return description.typed_search_attributes.get(visibility.STATUS)
+
+
+async def audited(client: KernosClient, run_id: str) -> list[tuple[str, str, str, str]]:
+    async with client.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT syscall, decision, basis, user_name FROM audit WHERE run_id = %s ORDER BY id",
+            (run_id,),
+        )
+        return [tuple(row.values()) for row in await cursor.fetchall()]
+
+
+def charge(cents: int) -> dict[str, Any]:
+    return {"op": "tools.call", "tool": "charge", "account": "acme", "cents": cents}
+
+
+async def test_a_marked_call_waits_for_an_allowed_approver_then_runs_once(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"approve-{uuid.uuid4().hex[:8]}"
+    settings = approval_settings(temporal, postgres, tmp_path, tenant)
+    async with workers_and_client(settings) as client:
+        handle = await client.submit(
+            RunSpec(agent="memo", task=json.dumps([charge(900)]), tenant=tenant)
+        )
+        waiting = await pending_of(client, handle.run_id)
+        assert (waiting.syscall, waiting.resource, waiting.status) == (
+            "tool.call", "tool:charge", "pending",
+        )  # fmt: skip
+        assert waiting.request["arguments"] == json.dumps({"account": "acme", "cents": 900})
+        await until(lambda: status_of(client, handle.run_id), "awaiting-approval")
+        assert not (test_tools.EFFECTS / tenant).exists()  # nothing happened yet
+
+        with pytest.raises(AccessDenied, match="'mallory' may not decide approvals of tool:charge"):
+            await decide(client, handle.run_id, approver="mallory", approve=True)
+        decided = await client.approve(handle.run_id, user="alice", reason="ok")
+        assert decided.woken and decided.approval.status == "approved"
+        [result] = json.loads((await handle.result()).output)
+        assert result["content"] == "charged 900 to acme"
+        assert await status_of(client, handle.run_id) == "completed"
+        rows = await audited(client, handle.run_id)
+        used = await ApprovalStore(client.pool).get(waiting.id)
+
+    assert len((test_tools.EFFECTS / tenant).read_text().splitlines()) == 1
+    assert rows == [
+        ("tool.call", "deny", "approval", "operator"),  # waiting
+        ("approval.decide", "deny", "policy", "mallory"),
+        ("approval.decide", "allow", "policy", "alice"),
+        ("tool.call", "allow", "approval", "operator"),
+    ]
+    assert used.used_by is not None and used.decided_by == "alice"
+
+
+async def test_a_denial_or_a_timeout_refuses_and_changes_nothing(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"deny-{uuid.uuid4().hex[:8]}"
+    settings = approval_settings(
+        temporal, postgres, tmp_path, tenant, limits={"approval_timeout_s": 2.0}
+    )
+    steps = [
+        {"op": "storage.write", "path": "keep.md", "content": "precious"},
+        {"op": "storage.delete", "path": "keep.md"},
+        charge(5),  # nobody decides: expires after 2 s
+        {"op": "storage.read", "path": "keep.md"},
+    ]
+    async with workers_and_client(settings) as client:
+        handle = await client.submit(RunSpec(agent="memo", task=json.dumps(steps), tenant=tenant))
+        await pending_of(client, handle.run_id)
+        await decide(client, handle.run_id, approver="alice", approve=False, reason="keep it")
+        _, deleted, charged, read = json.loads((await handle.result()).output)
+        history = await ApprovalStore(client.pool).listing(run_id=handle.run_id, pending_only=False)
+
+    assert deleted["error"] == "AccessDenied"
+    assert "denied by 'alice'" in deleted["message"] and "keep it" in deleted["message"]
+    assert charged["error"] == "AccessDenied"
+    assert "expired undecided" in charged["message"]
+    assert read["content"] == "precious"  # the file was not deleted
+    assert not (test_tools.EFFECTS / tenant).exists()  # nothing was charged
+    assert [(a.syscall, a.status) for a in history] == [
+        ("storage.delete", "denied"),
+        ("tool.call", "expired"),
+    ]
+
+
+async def test_a_waiting_run_survives_its_workers_and_sees_a_decision_made_meanwhile(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"restart-{uuid.uuid4().hex[:8]}"
+    settings = approval_settings(
+        temporal, postgres, tmp_path, tenant, limits={"approval_timeout_s": 4.0}
+    )
+    async with workers_and_client(settings) as client:
+        handle = await client.submit(
+            RunSpec(agent="memo", task=json.dumps([charge(70)]), tenant=tenant)
+        )
+        await pending_of(client, handle.run_id)
+    # Every worker is gone: the decision is still the kernel's to record.
+    async with await KernosClient.connect(settings) as client:
+        decided = await decide(
+            client, handle.run_id, approver="alice", approve=True, wake_timeout_s=1.0
+        )
+        assert not decided.woken
+    async with workers_and_client(settings) as client:
+        [result] = json.loads((await client.handle(handle.run_id).result()).output)
+    assert result["content"] == "charged 70 to acme"
+    assert len((test_tools.EFFECTS / tenant).read_text().splitlines()) == 1
+
+
+async def test_approvals_from_the_cli(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    settings = approval_settings(temporal, postgres, tmp_path, tenant)
+    config = config_file(settings, tmp_path)
+    async with workers_and_client(settings) as client:
+        handle = await client.submit(
+            RunSpec(agent="memo", task=json.dumps([charge(3)]), tenant=tenant)
+        )
+        waiting = await pending_of(client, handle.run_id)
+        code, out, err = await kernos(config, "approvals", "--tenant", tenant, "--json")
+        assert code == 0, err
+        assert [a["id"] for a in json.loads(out)["approvals"]] == [waiting.id]
+        code, _, err = await kernos(config, "approve", handle.run_id, "--user", "mallory")
+        assert code == 1 and "'mallory' may not decide approvals" in err
+        code, out, err = await kernos(
+            config, "approve", handle.run_id, "--user", "alice", "--reason", "fine"
+        )
+        assert code == 0, err
+        assert out.startswith(f"approved tool.call on tool:charge for run {handle.run_id}")
+        await handle.result()
+        code, _, err = await kernos(config, "approve", handle.run_id, "--user", "alice")
+        assert code == 1 and f"run {handle.run_id!r} has no pending approval" in err
+
+
+async def until(probe: Any, expected: object, deadline_s: float = 20) -> None:
+    deadline = time.monotonic() + deadline_s
+    while (found := await probe()) != expected:
+        assert time.monotonic() < deadline, f"still {found!r}, not {expected!r}"
+        await asyncio.sleep(0.1)
