@@ -20,6 +20,7 @@ from kernos.activities.tools import ToolActivities
 from kernos.kernel.audit_anchor import Anchorer
 from kernos.kernel.config import LLMInstance, Settings
 from kernos.kernel.conversations import ConversationStore
+from kernos.kernel.db.pool import dsn
 from kernos.kernel.embeddings import Embedder, build_embedder
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.kernel import Kernel
@@ -27,6 +28,7 @@ from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.registry import build_backend
 from kernos.kernel.memory import MemoryStore
+from kernos.kernel.policy_store import watch
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 from kernos.kernel.storage import StorageStore
 from kernos.kernel.tool_calls import ToolCallStore
@@ -74,6 +76,7 @@ class KernelWorkers:
         self._slots = slots
         self._embedder = embedder
         self.anchorer = Anchorer(kernel.pool, kernel.client, kernel.settings)
+        self._stop = asyncio.Event()
 
     @classmethod
     async def create(
@@ -186,12 +189,18 @@ class KernelWorkers:
         return cls(kernel, workers, built, gates, embedder)
 
     async def run(self) -> None:
-        """Poll (and anchor the audit chains) until shut down."""
-        await asyncio.gather(*(worker.run() for worker in self.workers), self.anchorer.run())
+        """Poll (anchor the audit chains, follow policy changes) until shut down."""
+        tasks = [*(worker.run() for worker in self.workers), self.anchorer.run()]
+        if self.kernel.policy_store is not None:
+            tasks.append(
+                watch(dsn(self.kernel.settings.database), self.kernel.access.reload, self._stop)
+            )
+        await asyncio.gather(*tasks)
 
     async def shutdown(self) -> None:
         """Stop polling, finish in-flight work, release connections."""
         self.anchorer.stop()
+        self._stop.set()
         await asyncio.gather(*(worker.shutdown() for worker in self.workers))
         for slots in self._slots:
             await slots.aclose()

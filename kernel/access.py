@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import casbin
 
@@ -13,21 +13,8 @@ from kernos.kernel.errors import PolicyError
 
 _FIELDS = {"p": 6, "g": 3, "a": 5}
 _EFFECTS = {"allow", "deny"}
-#: Rules that mark what needs a human's approval: `a, user|role, agent, tenant, resource,
-#: syscall`, matched like `p` rules (roles included), decided by this model.
-_APPROVAL_MODEL = """
-[request_definition]
-r = sub, agent, dom, obj, act
-[policy_definition]
-p = sub, agent, dom, obj, act
-[role_definition]
-g = _, _, _
-[policy_effect]
-e = some(where (p.eft == allow))
-[matchers]
-m = (g(r.sub, p.sub, r.dom) || keyMatch(r.sub, p.sub)) && keyMatch(r.agent, p.agent) \
-    && keyMatch(r.dom, p.dom) && keyMatch(r.obj, p.obj) && keyMatch(r.act, p.act)
-"""
+#: Casbin's policy type for each kind of rule: `a` (needs a human's approval) is the model's p2.
+PTYPES = {"p": "p", "g": "g", "a": "p2"}
 
 
 @dataclass(frozen=True)
@@ -73,21 +60,7 @@ def read_policy_file(path: Path) -> list[list[str]]:
         if not stripped or stripped.startswith("#"):
             continue
         fields = [field.strip() for field in next(csv.reader([stripped], skipinitialspace=True))]
-        where = f"{path}:{number}"
-        kind = fields[0]
-        if kind not in _FIELDS:
-            raise PolicyError(f"{where}: unknown rule type {kind!r}; expected 'p', 'g' or 'a'")
-        expected = _FIELDS[kind]
-        if len(fields) - 1 != expected:
-            raise PolicyError(
-                f"{where}: a {kind!r} rule has {expected} fields after the type, "
-                f"this line has {len(fields) - 1}: {stripped!r}"
-            )
-        if any(not field for field in fields):
-            raise PolicyError(f"{where}: empty field in {stripped!r}")
-        if kind == "p" and fields[-1] not in _EFFECTS:
-            raise PolicyError(f"{where}: effect {fields[-1]!r} is neither 'allow' nor 'deny'")
-        rules.append(fields)
+        rules.append(check_rule(fields, f"{path}:{number}"))
     return rules
 
 
@@ -95,28 +68,49 @@ class AccessManager:
     """Decides syscalls with a Casbin enforcer; deny by default, deny overrides allow."""
 
     def __init__(self, model_path: Path, policy_path: Path) -> None:
-        if not model_path.is_file():
-            raise PolicyError(f"Casbin model file {str(model_path)!r} does not exist")
+        """Rules from a CSV policy file, fixed for the life of the process."""
+        self._enforcer: casbin.CoreEnforcer = _enforcer(model_path, None)
         rules = read_policy_file(policy_path)
-        try:
-            self._enforcer = casbin.Enforcer(str(model_path))
-        except Exception as exc:  # casbin raises bare exceptions for malformed models
-            raise PolicyError(f"cannot load Casbin model {str(model_path)!r}: {exc}") from exc
-        approvals_model = casbin.model.Model()
-        approvals_model.load_model_from_text(_APPROVAL_MODEL)
-        self._approvals = casbin.Enforcer(approvals_model)
-        for kind in ("p", "g", "a"):
+        _check_approvals(self._enforcer, model_path, rules)
+        for kind, ptype in PTYPES.items():
+            chosen = [rule[1:] for rule in rules if rule[0] == kind]
             # Deduplicated: Casbin adds none of a batch that repeats a rule.
-            chosen = [list(r) for r in dict.fromkeys(tuple(r[1:]) for r in rules if r[0] == kind)]
-            if kind == "p" and chosen:
-                self._enforcer.add_policies(chosen)
-            elif kind == "g" and chosen:
-                self._enforcer.add_grouping_policies(chosen)
-                self._approvals.add_grouping_policies(chosen)
-            elif kind == "a" and chosen:
-                self._approvals.add_policies(chosen)
+            chosen = [list(r) for r in dict.fromkeys(tuple(r) for r in chosen)]
+            if not chosen:
+                continue
+            if kind == "g":
+                self._enforcer.add_named_grouping_policies(ptype, chosen)
+            else:
+                self._enforcer.add_named_policies(ptype, chosen)
         self.model_path = model_path
-        self.policy_path = policy_path
+        self.source = str(policy_path)
+
+    @classmethod
+    async def from_database(cls, model_path: Path, adapter: Any) -> AccessManager:
+        """Rules from PostgreSQL through Casbin's async SQLAlchemy adapter; `reload` re-reads."""
+        manager = cls.__new__(cls)
+        manager._enforcer = _enforcer(model_path, adapter)
+        await manager.reload()
+        manager.model_path = model_path
+        manager.source = "database"
+        return manager
+
+    async def reload(self) -> None:
+        """Re-read the rules from the database (the swap is atomic for `decide`)."""
+        enforcer = self._enforcer
+        if not isinstance(enforcer, casbin.AsyncEnforcer):
+            raise PolicyError("a policy read from a file is not reloaded; restart the worker")
+        await enforcer.load_policy()
+
+    def rules(self) -> list[list[str]]:
+        """Every rule, as in a CSV policy (`a` for approval rules)."""
+        model = self._enforcer.get_model()
+        found = []
+        for kind, ptype in PTYPES.items():
+            section = "g" if kind == "g" else "p"
+            if ptype in model.model.get(section, {}):
+                found += [[kind, *rule] for rule in model.model[section][ptype].policy]
+        return found
 
     def decide(self, subject: Subject, syscall: str, resource: str) -> Decision:
         """Allow or deny `syscall` on `resource` for `subject`."""
@@ -125,10 +119,13 @@ class AccessManager:
         )
         rule = ", ".join(explain) if explain else None
         if allowed:
-            needs, marked = self._approvals.enforce_ex(
-                subject.user, subject.agent, subject.tenant, resource, syscall
-            )
-            approval = "a, " + ", ".join(marked) if needs else None
+            approval = None
+            if "p2" in self._enforcer.get_model().model["p"]:
+                needs, marked = self._enforcer.enforce_ex(
+                    self._enforcer.new_enforce_context("2"),
+                    subject.user, subject.agent, subject.tenant, resource, syscall,
+                )  # fmt: skip
+                approval = "a, " + ", ".join(marked) if needs else None
             return Decision(allowed=True, rule=rule, approval_rule=approval)
         reason = (
             f"{syscall} on {resource} denied for user {subject.user!r} running agent "
@@ -136,3 +133,43 @@ class AccessManager:
             + (f"(rule: {rule})" if rule else "(no rule allows it)")
         )
         return Decision(allowed=False, rule=rule, reason=reason)
+
+
+def check_rule(fields: list[str], where: str) -> list[str]:
+    """`fields` (type first) if they make a valid rule, else PolicyError naming `where`."""
+    kind = fields[0] if fields else ""
+    shown = ", ".join(fields)
+    if kind not in _FIELDS:
+        raise PolicyError(f"{where}: unknown rule type {kind!r}; expected 'p', 'g' or 'a'")
+    expected = _FIELDS[kind]
+    if len(fields) - 1 != expected:
+        raise PolicyError(
+            f"{where}: a {kind!r} rule has {expected} fields after the type, "
+            f"this line has {len(fields) - 1}: {shown!r}"
+        )
+    if any(not field for field in fields):
+        raise PolicyError(f"{where}: empty field in {shown!r}")
+    if kind == "p" and fields[-1] not in _EFFECTS:
+        raise PolicyError(f"{where}: effect {fields[-1]!r} is neither 'allow' nor 'deny'")
+    return fields
+
+
+def _enforcer(model_path: Path, adapter: Any) -> casbin.CoreEnforcer:
+    if not model_path.is_file():
+        raise PolicyError(f"Casbin model file {str(model_path)!r} does not exist")
+    try:
+        if adapter is None:
+            return casbin.Enforcer(str(model_path))
+        return casbin.AsyncEnforcer(str(model_path), adapter)
+    except Exception as exc:  # casbin raises bare exceptions for malformed models
+        raise PolicyError(f"cannot load Casbin model {str(model_path)!r}: {exc}") from exc
+
+
+def _check_approvals(
+    enforcer: casbin.CoreEnforcer, model_path: Path, rules: list[list[str]]
+) -> None:
+    if any(rule[0] == "a" for rule in rules) and "p2" not in enforcer.get_model().model["p"]:
+        raise PolicyError(
+            f"the policy has 'a' (approval) rules but the Casbin model {str(model_path)!r} "
+            "defines no p2/r2/e2/m2 for them (see the packaged policies/model.conf)"
+        )

@@ -116,16 +116,17 @@ class AuditLog:
     ) -> None:
         """Append an operator's action on a run to the run's tenant's chain.
 
-        `subject.user` is the operator; the action is, say, a decision on an approval.
+        `subject.user` is the operator; the action is, say, a decision on an approval, or (with
+        no run: `subject.run_id` empty) an edit of the policy.
         """
         async with self._pool.connection() as conn:
             await conn.execute(
                 "SELECT 1 FROM audit_append(%s, 'operator', %s, 1, %s, %s, %s, %s, %s, %s, %s,"
                 " %s, %s, %s)",
                 (
-                    subject.run_id, f"{syscall}/{uuid.uuid4()}", subject.run_id, subject.tenant,
-                    subject.user, subject.agent, syscall, resource, decision.word, decision.rule,
-                    decision.reason, decision.basis,
+                    subject.run_id or f"operator:{subject.user}", f"{syscall}/{uuid.uuid4()}",
+                    subject.run_id or None, subject.tenant, subject.user, subject.agent, syscall,
+                    resource, decision.word, decision.rule, decision.reason, decision.basis,
                 ),
             )  # fmt: skip
 

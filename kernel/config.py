@@ -86,6 +86,10 @@ class PolicySettings(BaseModel):
 
     model_path: Path | None = None
     policy_path: Path | None = None
+    store: Literal["file", "database"] = "file"
+    """Where the rules live: `policy_path` (read at start), or PostgreSQL (`kernos policy`
+    edits them; every kernel worker reloads on change). `kernos policy import` fills the
+    database from a file."""
 
     def resolved_model_path(self) -> Path:
         """The configured model file, or the packaged default."""

@@ -8,8 +8,9 @@ from kernos.kernel.access import AccessManager
 from kernos.kernel.approvals import ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
-from kernos.kernel.db.pool import Pool, open_pool
+from kernos.kernel.db.pool import Pool, dsn, open_pool
 from kernos.kernel.identity import IdentityResolver
+from kernos.kernel.policy_store import PolicyStore
 from kernos.kernel.runs import RunStore
 
 
@@ -27,15 +28,31 @@ class Kernel:
         self.audit = AuditLog(pool)
         self.approvals = ApprovalStore(pool)
         self.identity = IdentityResolver(self.runs, self._first_run_of)
+        #: Set when the rules live in PostgreSQL: the kernel worker watches it for changes.
+        self.policy_store: PolicyStore | None = None
 
     @classmethod
     async def open(cls, settings: Settings, client: Client) -> Kernel:
         """Load policies (failing fast on a malformed file), then open the database pool."""
-        access = AccessManager(
-            settings.policy.resolved_model_path(), settings.policy.resolved_policy_path()
-        )
-        pool = await open_pool(settings.database)
-        return cls(settings, pool, client, access)
+        policy = settings.policy
+        store = None
+        if policy.store == "file":
+            access = AccessManager(policy.resolved_model_path(), policy.resolved_policy_path())
+            pool = await open_pool(settings.database)
+        else:
+            pool = await open_pool(settings.database)
+            store = PolicyStore(dsn(settings.database))
+            try:
+                access = await AccessManager.from_database(
+                    policy.resolved_model_path(), store.adapter
+                )
+            except BaseException:
+                await store.aclose()
+                await pool.close()
+                raise
+        kernel = cls(settings, pool, client, access)
+        kernel.policy_store = store
+        return kernel
 
     async def _first_run_of(self, workflow_id: str, execution_run_id: str) -> str:
         handle = self.client.get_workflow_handle(workflow_id, run_id=execution_run_id)
@@ -44,5 +61,7 @@ class Kernel:
         return first or execution_run_id
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Close the pool (and the policy store's engine)."""
+        if self.policy_store is not None:
+            await self.policy_store.aclose()
         await self.pool.close()

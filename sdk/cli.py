@@ -18,6 +18,7 @@ from kernos.cli_approvals import add_approval_commands
 from kernos.cli_audit import add_audit_commands
 from kernos.cli_memory import add_memory_commands
 from kernos.cli_output import print_json, with_client
+from kernos.cli_policy import add_policy_commands
 from kernos.cli_stack import cmd_down, cmd_logs, cmd_status, cmd_trace, cmd_up
 from kernos.cli_storage import add_storage_commands
 from kernos.cli_tools import add_tools_commands
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_approval_commands(commands)
     add_tools_commands(commands)
+    add_policy_commands(commands)
     add_storage_commands(commands)
 
     up = commands.add_parser("up", help="start the embedded stack (state in ./.kernos)")

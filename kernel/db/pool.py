@@ -12,19 +12,24 @@ from kernos.kernel.errors import ConfigError
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
-async def open_pool(settings: DatabaseSettings) -> Pool:
-    """Open a pool on the kernel's DSN; rows come back as dicts."""
+def dsn(settings: DatabaseSettings) -> str:
+    """The kernel's DSN, or ConfigError saying where to set it."""
     if settings.dsn is None:
         raise ConfigError(
             "no database DSN: set [database] dsn in kernos.toml or KERNOS_DATABASE__DSN"
         )
-    dsn = settings.dsn.get_secret_value()
+    return settings.dsn.get_secret_value()
+
+
+async def open_pool(settings: DatabaseSettings) -> Pool:
+    """Open a pool on the kernel's DSN; rows come back as dicts."""
+    url = dsn(settings)
     # One plain connection first: a wrong password or host fails now, with the server's reason,
     # rather than after the pool's timeout of retrying in the background.
-    probe = await AsyncConnection.connect(dsn, connect_timeout=10)
+    probe = await AsyncConnection.connect(url, connect_timeout=10)
     await probe.close()
     pool: Pool = AsyncConnectionPool(
-        dsn,
+        url,
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         kwargs={"row_factory": dict_row, "autocommit": True},

@@ -1,0 +1,68 @@
+"""Policies in PostgreSQL: Casbin's async SQLAlchemy adapter, and a watcher on LISTEN/NOTIFY.
+
+The published PostgreSQL watcher needs psycopg2; this one is psycopg 3. The table's trigger
+(migration 0013) notifies `kernos_policy` on every change, however it is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import psycopg
+from casbin_async_sqlalchemy_adapter import Adapter
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from kernos.kernel.access import PTYPES
+
+log = logging.getLogger(__name__)
+CHANNEL = "kernos_policy"
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """The libpq URL as SQLAlchemy's psycopg 3 dialect takes it."""
+    for prefix in ("postgresql://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql+psycopg://" + dsn[len(prefix) :]
+    return dsn
+
+
+class PolicyStore:
+    """The rules table, through the adapter; closes its engine on `aclose`."""
+
+    def __init__(self, dsn: str) -> None:
+        self.engine: AsyncEngine = create_async_engine(sqlalchemy_url(dsn), pool_size=2)
+        self.adapter = Adapter(self.engine)
+
+    async def add(self, rule: list[str]) -> None:
+        """Add one rule (type first, as in a CSV policy)."""
+        kind, *fields = rule
+        await self.adapter.add_policy("g" if kind == "g" else "p", PTYPES[kind], fields)
+
+    async def remove(self, rule: list[str]) -> None:
+        """Remove one rule (type first)."""
+        kind, *fields = rule
+        await self.adapter.remove_policy("g" if kind == "g" else "p", PTYPES[kind], fields)
+
+    async def aclose(self) -> None:
+        """Dispose of the engine."""
+        await self.engine.dispose()
+
+
+async def watch(dsn: str, on_change: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Call `on_change` after every change to the rules, until `stop`; reconnects on errors."""
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                await on_change()  # whatever changed while nobody listened
+                while not stop.is_set():
+                    # Wakes at least every second, to see `stop`.
+                    async for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        await on_change()
+        except (psycopg.Error, OSError) as exc:
+            log.warning("policy watcher lost its connection (%s); retrying", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
