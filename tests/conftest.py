@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from temporalio.client import Client
 
@@ -62,6 +63,16 @@ async def temporal() -> AsyncIterator[TemporalDevServer]:
     server = await TemporalDevServer.start(headless=True)
     yield server
     server.stop()
+
+
+def new_database(postgres: EmbeddedPostgres) -> str:
+    """A database of its own on the session's server, with pgvector, no schema yet: its DSN."""
+    name = f"db_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.dsn(admin=True), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} OWNER kernos")
+    with psycopg.connect(postgres.dsn(admin=True, database=name), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")  # a superuser's to create
+    return postgres.dsn(database=name)
 
 
 def make_settings(

@@ -21,7 +21,7 @@ from kernos.kernel.audit_chain import GENESIS, AuditRow, chain_rows, row_hash, v
 from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.db.migrate import available
 from kernos.kernel.db.pool import open_pool
-from tests.conftest import make_settings, workers
+from tests.conftest import make_settings, new_database, workers
 from tests.test_cli import config_file, kernos
 
 
@@ -173,13 +173,9 @@ async def test_appends_to_one_chain_are_ordered_and_a_redelivery_appends_nothing
 
 
 async def test_rows_written_before_the_chains_join_them(postgres: EmbeddedPostgres) -> None:
-    database = f"before_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres.dsn(admin=True), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database} OWNER kernos")
-    with psycopg.connect(postgres.dsn(admin=True, database=database), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION vector")
+    database = new_database(postgres)
     migrations = available()
-    with psycopg.connect(postgres.dsn(database=database), row_factory=dict_row) as conn:
+    with psycopg.connect(database, row_factory=dict_row) as conn:
         for migration in migrations:
             if migration.version < 10:
                 conn.execute(migration.sql.encode())
@@ -199,7 +195,7 @@ async def test_rows_written_before_the_chains_join_them(postgres: EmbeddedPostgr
             ("t1", "t1", 2),
             ("t2", "t2", 1),
         ]
-    pool = await open_pool(DatabaseSettings(dsn=postgres.dsn(database=database)))
+    pool = await open_pool(DatabaseSettings(dsn=database))
     try:
         checks = await verify(pool, {})
     finally:

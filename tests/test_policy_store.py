@@ -8,29 +8,16 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
-
 from kernos import KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.access import AccessManager, Subject
 from kernos.kernel.db import upgrade
 from tests import tools as test_tools
-from tests.conftest import make_settings, workers
+from tests.conftest import make_settings, new_database, workers
 from tests.test_cli import config_file, kernos
 
 DEFAULT_POLICY = Path(__file__).parents[1] / "policies" / "policy.csv"
-
-
-async def own_database(postgres: EmbeddedPostgres) -> str:
-    """A database of this test's own: the rules table is global to a database."""
-    name = f"policy_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres.dsn(admin=True), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} OWNER kernos")
-    with psycopg.connect(postgres.dsn(admin=True, database=name), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION vector")
-    await upgrade(postgres.dsn(database=name))
-    return postgres.dsn(database=name)
 
 
 async def until_decided(access: AccessManager, allowed: bool, tenant: str) -> None:
@@ -45,9 +32,11 @@ async def test_rules_in_the_database_are_edited_live_and_only_by_editors(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     tenant = f"live-{uuid.uuid4().hex[:8]}"
+    database = new_database(postgres)  # the rules table is the database's, not the tenant's
+    await upgrade(database)
     settings = make_settings(
         temporal, postgres,
-        database={"dsn": await own_database(postgres)},
+        database={"dsn": database},
         policy={"store": "database"},
         tools={"registry": {"charge": "tests.tools:charge"}},
     )  # fmt: skip
