@@ -72,7 +72,9 @@ async def read_anchors(client: Client, workflow_id: str) -> dict[str, ChainHead]
 
     Read from the history itself (its latest execution's carried heads and every signal that a
     client sent), not by a query, so no worker is needed and no worker's memory is trusted.
-    Signals from other workflows are ignored: agent code can signal any workflow by id.
+    Signals from other workflows are ignored: agent code can signal any workflow by id. A signal
+    sent while the workflow's task is in flight enters the history when that task completes, so
+    the newest head can lag by a moment.
     """
     handle = client.get_workflow_handle(workflow_id)
     found: dict[str, ChainHead] = {}

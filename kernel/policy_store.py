@@ -15,7 +15,9 @@ import psycopg
 from casbin_async_sqlalchemy_adapter import Adapter
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from kernos.kernel.access import PTYPES
+from kernos.kernel.access import PTYPES, AccessManager
+from kernos.kernel.config import Settings
+from kernos.kernel.db.pool import dsn
 
 log = logging.getLogger(__name__)
 CHANNEL = "kernos_policy"
@@ -66,3 +68,15 @@ async def watch(dsn: str, on_change: Callable[[], Awaitable[None]], stop: asynci
             log.warning("policy watcher lost its connection (%s); retrying", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def load_access(settings: Settings) -> AccessManager:
+    """The rules as they stand now, from the file or the database, for a one-off decision."""
+    policy = settings.policy
+    if policy.store == "file":
+        return AccessManager(policy.resolved_model_path(), policy.resolved_policy_path())
+    store = PolicyStore(dsn(settings.database))
+    try:
+        return await AccessManager.from_database(policy.resolved_model_path(), store.adapter)
+    finally:
+        await store.aclose()

@@ -9,10 +9,11 @@ from pydantic import BaseModel
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowUpdateStage
 from temporalio.service import RPCError
 
-from kernos.kernel.access import AccessManager, Decision, Subject
+from kernos.kernel.access import Decision, Subject
 from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.errors import AccessDenied, InvalidRequest, NotFound
+from kernos.kernel.policy_store import load_access
 from kernos.kernel.syscalls import ApprovalNotice
 
 if TYPE_CHECKING:
@@ -51,8 +52,7 @@ async def decide(
     """
     store = ApprovalStore(client.pool)
     approval = await _pending_one(store, run_id, approval_id)
-    policy = client.settings.policy
-    access = AccessManager(policy.resolved_model_path(), policy.resolved_policy_path())
+    access = await load_access(client.settings)
     subject = Subject(run_id, approval.tenant, approver, approval.agent)
     decision = access.decide(subject, DECIDE, approval.resource)
     verb = "approve" if approve else "deny"

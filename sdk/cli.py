@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from temporalio.service import RPCError
 from kernos.cli_admin import cmd_budget, cmd_instances, cmd_llm_serve, cmd_queues, cmd_usage
 from kernos.cli_approvals import add_approval_commands
 from kernos.cli_audit import add_audit_commands
+from kernos.cli_keys import add_key_commands
 from kernos.cli_memory import add_memory_commands
 from kernos.cli_output import print_json, with_client
 from kernos.cli_policy import add_policy_commands
@@ -136,7 +138,8 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             )
         return 0
 
-    return await with_client(settings, body)
+    api_key = args.api_key or os.environ.get("KERNOS_API_KEY") or None
+    return await with_client(settings, body, api_key=api_key)
 
 
 async def cmd_ps(settings: Settings, args: argparse.Namespace) -> int:
@@ -235,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run an agent on a task")
     run.add_argument("agent")
     run.add_argument("task")
-    run.add_argument("--tenant")
-    run.add_argument("--user")
+    run.add_argument("--tenant", help="with an API key: another tenant, if a rule allows it")
+    run.add_argument("--user", help="without an API key only: the key says who you are")
+    run.add_argument("--api-key", help="act as this key's user in its tenant (or $KERNOS_API_KEY)")
     run.add_argument("--priority", type=int, help="1 (first) to 5 (last); default 3")
     run.add_argument("--model")
     run.add_argument(
@@ -304,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_approval_commands(commands)
     add_tools_commands(commands)
     add_policy_commands(commands)
+    add_key_commands(commands)
     add_storage_commands(commands)
 
     up = commands.add_parser("up", help="start the embedded stack (state in ./.kernos)")

@@ -15,9 +15,13 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-async def with_client(settings: Settings, body: Callable[[KernosClient], Awaitable[int]]) -> int:
-    """Run `body` with a connected client, closed afterwards."""
-    client = await KernosClient.connect(settings)
+async def with_client(
+    settings: Settings,
+    body: Callable[[KernosClient], Awaitable[int]],
+    api_key: str | None = None,
+) -> int:
+    """Run `body` with a connected client (as an API key's user, if given), closed afterwards."""
+    client = await KernosClient.connect(settings, api_key=api_key)
     try:
         return await body(client)
     finally:

@@ -25,10 +25,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from kernos.approvals import Decided, decide
 from kernos.kernel import telemetry, visibility
+from kernos.kernel.access import Decision, Subject
+from kernos.kernel.api_keys import ApiKeyStore, Principal
 from kernos.kernel.approvals import Approval, ApprovalStore
+from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.errors import (
+    AccessDenied,
     InvalidRequest,
     InvalidRunSpec,
     KernosError,
@@ -37,6 +41,7 @@ from kernos.kernel.errors import (
     UnknownModel,
     first_problem,
 )
+from kernos.kernel.policy_store import load_access
 from kernos.kernel.runs import RunRecord, RunStore
 from kernos.kernel.syscalls import RunInput, RunResult, RunSpec, check_name
 
@@ -151,19 +156,41 @@ class RunHandle:
 class KernosClient:
     """Submits, lists and inspects runs; the kernel writes each run's record, then starts it."""
 
-    def __init__(self, settings: Settings, temporal: Client, pool: Pool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        temporal: Client,
+        pool: Pool,
+        principal: Principal | None = None,
+    ) -> None:
         self.settings = settings
         self.temporal = temporal
         self.pool = pool
         self.runs = RunStore(pool)
+        self.principal = principal
+        """Who this client is, from its API key; None for the operator on the kernel host."""
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> KernosClient:
-        """Connect to Temporal and to the kernel's database."""
+    async def connect(
+        cls, settings: Settings | None = None, *, api_key: str | None = None
+    ) -> KernosClient:
+        """Connect to Temporal and to the kernel's database.
+
+        With an `api_key`, the client acts as the key's user in the key's tenant: its runs are
+        theirs, and a run for another tenant needs a rule allowing `run.submit` on
+        `tenant:<other>`. A bad or revoked key fails here.
+        """
         settings = settings or load_settings()
         temporal = await connect_temporal(settings)
         pool = await open_pool(settings.database)
-        return cls(settings, temporal, pool)
+        principal = None
+        if api_key is not None:
+            try:
+                principal = await ApiKeyStore(pool).authenticate(api_key)
+            except BaseException:
+                await pool.close()
+                raise
+        return cls(settings, temporal, pool, principal)
 
     async def close(self) -> None:
         """Release the database pool."""
@@ -181,7 +208,7 @@ class KernosClient:
 
     async def submit(self, spec: RunSpec | dict[str, Any]) -> RunHandle:
         """Admit a run: validate, record it, start its workflow; nothing is left on failure."""
-        checked = self.validate(spec)
+        checked = await self._as_principal(self.validate(spec))
         run_id = f"run-{uuid.uuid4().hex[:20]}"
         await self.runs.admit(run_id, checked)
         try:
@@ -216,6 +243,38 @@ class KernosClient:
         assert handle.first_execution_run_id is not None
         await self.runs.bind(run_id, handle.first_execution_run_id)
         return RunHandle(self, run_id, handle.first_execution_run_id)
+
+    async def _as_principal(self, spec: RunSpec) -> RunSpec:
+        """The spec with its tenant and user from the API key.
+
+        Acting for another tenant is itself a rule (`run.submit` on `tenant:<other>`), and is
+        audited either way.
+        """
+        who = self.principal
+        if who is None:
+            return spec
+        if "user" in spec.model_fields_set and spec.user != who.user:
+            raise AccessDenied(
+                f"API key {who.key_id} is {who.user!r}'s: it cannot submit as {spec.user!r}"
+            )
+        tenant = spec.tenant if "tenant" in spec.model_fields_set else who.tenant
+        if tenant != who.tenant:
+            subject = Subject("", tenant, who.user, spec.agent)
+            access = await load_access(self.settings)
+            decision = access.decide(subject, "run.submit", f"tenant:{tenant}")
+            reason = (
+                f"{who.user!r} (API key {who.key_id}, tenant {who.tenant!r}) may not submit runs "
+                f"in tenant {tenant!r} (no rule allows run.submit on tenant:{tenant})"
+            )
+            recorded = Decision(
+                decision.allowed, decision.rule, None if decision.allowed else reason
+            )
+            await AuditLog(self.pool).record_operator(
+                subject, "run.submit", f"tenant:{tenant}", recorded
+            )
+            if not decision.allowed:
+                raise AccessDenied(reason)
+        return spec.model_copy(update={"tenant": tenant, "user": who.user})
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""

@@ -17,7 +17,14 @@ from kernos import KernosClient, RunSpec, Settings
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.audit_anchor import Anchorer, read_anchors
-from kernos.kernel.audit_chain import GENESIS, AuditRow, chain_rows, row_hash, verify
+from kernos.kernel.audit_chain import (
+    GENESIS,
+    AuditRow,
+    ChainHead,
+    chain_rows,
+    row_hash,
+    verify,
+)
 from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.db.migrate import available
 from kernos.kernel.db.pool import open_pool
@@ -37,6 +44,24 @@ async def run_steps(settings: Settings, client: KernosClient, tenant: str, steps
 
 async def rows_of(client: KernosClient, tenant: str) -> list[AuditRow]:
     return [row async for row in chain_rows(client.pool, tenant)]
+
+
+async def wait_anchored(
+    client: KernosClient, settings: Settings, tenant: str, seq: int
+) -> dict[str, ChainHead]:
+    """The anchors, once the tenant's chain is anchored at `seq`.
+
+    A signal that arrives while the anchor workflow's task is in flight enters its history when
+    that task completes, so a just-sent head can take a moment to show.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
+        if tenant in anchors and anchors[tenant].seq >= seq:
+            assert anchors[tenant].seq == seq
+            return anchors
+        assert time.monotonic() < deadline, f"chain {tenant} never anchored at {seq}: {anchors}"
+        await asyncio.sleep(0.1)
 
 
 def as_superuser(postgres: EmbeddedPostgres, *statements: tuple[str, Any]) -> None:
@@ -104,12 +129,7 @@ async def test_a_consistent_rewrite_or_a_cut_tail_is_caught_by_the_anchor(
     tenant = tenant_name()
     async with workers(settings), await KernosClient.connect(settings) as client:
         await run_steps(settings, client, tenant, 4)
-        deadline = time.monotonic() + 30
-        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
-        while anchors.get(tenant) is None or anchors[tenant].seq < 4:
-            assert time.monotonic() < deadline, f"chain {tenant} never anchored: {anchors}"
-            await asyncio.sleep(0.2)
-            anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
+        anchors = await wait_anchored(client, settings, tenant, 4)
         rows = await rows_of(client, tenant)
         assert anchors[tenant].hash == rows[-1].hash
 
@@ -130,9 +150,8 @@ async def test_a_consistent_rewrite_or_a_cut_tail_is_caught_by_the_anchor(
         anchorer = Anchorer(client.pool, client.temporal, settings)
         assert await anchorer.anchor_once()
         assert not await anchorer.anchor_once()  # nothing moved: nothing to send
-        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
+        anchors = await wait_anchored(client, settings, tenant, 3)
         rows = await rows_of(client, tenant)
-        assert anchors[tenant].seq == 3
         as_superuser(
             postgres,
             ("DELETE FROM audit WHERE id = %s", (rows[-1].id,)),

@@ -1,0 +1,74 @@
+"""`kernos keys create|list|revoke`: API keys, each a user in a tenant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kernos.cli_output import print_json, with_client
+from kernos.client import KernosClient
+from kernos.kernel.access import Decision, Subject
+from kernos.kernel.api_keys import ApiKeyStore
+from kernos.kernel.audit import AuditLog
+from kernos.kernel.config import Settings
+from kernos.kernel.errors import InvalidRequest
+from kernos.kernel.syscalls import check_name
+
+
+def add_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `keys` command group."""
+    keys = commands.add_parser("keys", help="API keys: create (shown once), list, revoke")
+    sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = sub.add_parser("create", help="a key for a user in a tenant")
+    create.add_argument("--user", required=True)
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--label")
+    listing = sub.add_parser("list", help="keys (never their secrets)")
+    listing.add_argument("--tenant")
+    revoke = sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("id")
+    for command in (create, listing, revoke):
+        command.add_argument("--json", action="store_true")
+    keys.set_defaults(handler=cmd_keys)
+
+
+async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys; creations and revocations are audited."""
+
+    async def body(client: KernosClient) -> int:
+        store = ApiKeyStore(client.pool)
+        if args.keys_command == "list":
+            keys = await store.listing(args.tenant)
+            if args.json:
+                print_json({"keys": [key.model_dump(mode="json") for key in keys]})
+            for key in [] if args.json else keys:
+                state = "revoked" if key.revoked_at else "active"
+                print(f"{key.id}  {state:<8} {key.tenant}/{key.user_name}  {key.label or ''}")
+            return 0
+        if args.keys_command == "create":
+            try:
+                check_name("user", args.user)
+                check_name("tenant", args.tenant)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
+            key, token = await store.create(
+                user=args.user, tenant=args.tenant, created_by="operator", label=args.label
+            )
+        else:
+            key = await store.revoke(args.id)
+            token = None
+        action = f"keys.{args.keys_command}"
+        await AuditLog(client.pool).record_operator(
+            Subject("", key.tenant, "operator", "*"), action, f"key:{key.id}",
+            Decision(True, None, f"{action} for {key.tenant}/{key.user_name}"),
+        )  # fmt: skip
+        if args.json:
+            print_json({**key.model_dump(mode="json"), **({"key": token} if token else {})})
+        elif token:
+            print(token)
+            print(f"key {key.id} for {key.tenant}/{key.user_name}: shown once", file=sys.stderr)
+        else:
+            print(f"revoked key {key.id} ({key.tenant}/{key.user_name})")
+        return 0
+
+    return await with_client(settings, body)
