@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/python bench/fairness.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/access.py
 	$(BIN)/python bench/plots.py
 
 clean:
