@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from temporalio import activity
 
 from kernos.activities.errors import public_type
 from kernos.activities.interceptor import caller
 from kernos.kernel.config import Settings
-from kernos.kernel.errors import InvalidRequest, KernosError, ToolOutcomeUnknown
+from kernos.kernel.errors import InvalidRequest, KernosError, ToolOutcomeUnknown, UnknownTool
 from kernos.kernel.storage import StorageStore
 from kernos.kernel.syscalls import ToolCallRequest, ToolResult
 from kernos.kernel.tool_calls import CallKey, ToolCallStore
-from kernos.kernel.tools import Tool, ToolArgumentsInvalid, ToolContext
+from kernos.kernel.tools import RunnableTool, ToolArgumentsInvalid, ToolContext
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class ToolActivities:
         self.settings = settings
         self.storage = storage
 
-    def activity_for(self, tool: Tool) -> ToolActivity:
+    def activity_for(self, tool: RunnableTool) -> ToolActivity:
         """The activity that runs `tool`, and only it."""
 
         @activity.defn(name="tool.call")
@@ -40,7 +40,19 @@ class ToolActivities:
 
         return call
 
-    async def _call(self, tool: Tool, request: ToolCallRequest) -> ToolResult:
+    def activity_for_server(self, server: str, tools: Mapping[str, RunnableTool]) -> ToolActivity:
+        """The activity that runs the tools of MCP server `server`, on its one queue."""
+
+        @activity.defn(name="tool.call")
+        async def call(request: ToolCallRequest) -> ToolResult:
+            tool = tools.get(request.name)
+            if tool is None:
+                raise UnknownTool(request.name, list(tools))
+            return await self._call(tool, request)
+
+        return call
+
+    async def _call(self, tool: RunnableTool, request: ToolCallRequest) -> ToolResult:
         if request.name != tool.name:
             # The policy decided on the tool the request names; run no other.
             raise InvalidRequest(
@@ -102,14 +114,14 @@ class ToolActivities:
 
     async def _invoke(
         self,
-        tool: Tool,
+        tool: RunnableTool,
         arguments: object,
         context: ToolContext,
         answer: Callable[[str, str | None], ToolResult],
     ) -> ToolResult:
         """Run the tool; whatever it raises is its answer to the model, not a failed run."""
         try:
-            output = await tool.invoke(arguments, context)  # type: ignore[arg-type]
+            output = await tool.invoke(arguments, context)
         except TimeoutError:
             return answer(
                 f"tool {tool.name!r} did not finish within {tool.timeout_s} s", "ToolTimeout"

@@ -27,6 +27,7 @@ from kernos.kernel.kernel import Kernel
 from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.registry import build_backend
+from kernos.kernel.mcp_tools import MCPServers
 from kernos.kernel.memory import MemoryStore
 from kernos.kernel.policy_store import watch
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
@@ -69,8 +70,10 @@ class KernelWorkers:
         backends: list[LLMBackend],
         slots: list[InstanceSlots],
         embedder: Embedder,
+        mcp: MCPServers | None = None,
     ) -> None:
         self.kernel = kernel
+        self._mcp = mcp
         self.workers = workers
         self._backends = backends
         self._slots = slots
@@ -134,7 +137,24 @@ class KernelWorkers:
                     max_concurrent_activity_task_polls=min(tool.concurrency, 2),
                 )
             )
+        # Each MCP server's tools on one queue, served by this worker's one session with it.
+        mcp = await MCPServers.open(settings.tools.mcp) if settings.tools.mcp else None
+        for server, config in settings.tools.mcp.items():
+            assert mcp is not None
+            offered = {n: t for n, t in mcp.tools.items() if t.server == server}
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=f"{settings.tools.queue_prefix}{server}",
+                    activities=[calls.activity_for_server(server, offered)],
+                    interceptors=interceptors,
+                    max_concurrent_activities=config.concurrency,
+                    max_concurrent_activity_task_polls=min(config.concurrency, 2),
+                )
+            )
         specs = {name: tool.spec() for name, tool in tools.items()}
+        if mcp is not None:
+            specs |= {name: tool.spec() for name, tool in mcp.tools.items()}
         built: list[LLMBackend] = []
         gates: list[InstanceSlots] = []
         for instance in settings.llm:
@@ -186,7 +206,7 @@ class KernelWorkers:
                         else 1,
                     )
                 )
-        return cls(kernel, workers, built, gates, embedder)
+        return cls(kernel, workers, built, gates, embedder, mcp)
 
     async def run(self) -> None:
         """Poll (anchor the audit chains, follow policy changes) until shut down."""
@@ -207,4 +227,6 @@ class KernelWorkers:
         for backend in self._backends:
             await backend.aclose()
         await self._embedder.aclose()
+        if self._mcp is not None:
+            await self._mcp.aclose()
         await self.kernel.close()

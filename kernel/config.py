@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -233,6 +234,18 @@ class StorageSettings(BaseModel):
     """Bytes a tenant's agent may store, every version counted once per distinct content."""
 
 
+class MCPServerSettings(BaseModel):
+    """An MCP server whose tools the kernel offers, started over stdio by each kernel worker."""
+
+    command: str
+    args: list[str] = []
+    env: dict[str, str] | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Each call's limit."""
+    concurrency: int = Field(default=4, ge=1)
+    """Calls at once to this server, from one worker (its session takes them all)."""
+
+
 class ToolSettings(BaseModel):
     """The tool manager: which tools exist, their queues, and what a call may carry."""
 
@@ -252,6 +265,19 @@ class ToolSettings(BaseModel):
     http_allow: list[str] = []
     """Hosts `http_fetch` may reach (exact names, or `.example.com` for its subdomains)."""
     http_max_bytes: int = Field(default=256 * 1024, ge=1)
+    mcp: dict[str, MCPServerSettings] = {}
+    """MCP servers by name; server `fs`'s tool `read` is the tool `fs__read`."""
+
+    @field_validator("mcp")
+    @classmethod
+    def _server_names(cls, servers: dict[str, MCPServerSettings]) -> dict[str, MCPServerSettings]:
+        for name in servers:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,31}", name):
+                raise ValueError(
+                    f"MCP server name {name!r}: use 1-32 letters, digits or '-', starting with a "
+                    "letter (its tools are named <server>__<tool>)"
+                )
+        return servers
 
 
 class AuditSettings(BaseModel):

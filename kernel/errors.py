@@ -117,6 +117,10 @@ class UnknownTool(InvalidRequest):
         super().__init__(f"unknown tool {name!r}; registered tools: {listed}")
 
 
+class MCPToolError(KernosError):
+    """An MCP server's answer that its tool failed (its text is the model's to read)."""
+
+
 class ToolOutcomeUnknown(KernosError):
     """An irreversible tool whose earlier attempt may have acted: the kernel will not repeat it."""
 

@@ -134,6 +134,8 @@ class RunInput(BaseModel):
     tool_queue_prefix: str = "tools."
     tools: list[str] = []
     """The tools registered when the run was admitted: a call to any other fails at once."""
+    mcp_servers: list[str] = []
+    """MCP servers registered then: their tools (`<server>__<tool>`) go to the server's queue."""
     scheduling: Scheduling = Scheduling()
     carried: Carried | None = None
     """Set by the run itself when it continues as new; never by a client."""

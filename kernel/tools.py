@@ -15,7 +15,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -49,6 +49,29 @@ class ToolSpec(BaseModel):
     name: str
     description: str
     parameters: dict[str, Any]
+
+
+class RunnableTool(Protocol):
+    """What a kernel worker runs as a tool: a `@tool` function, or an MCP server's tool."""
+
+    name: str
+    description: str
+    timeout_s: float
+    concurrency: int
+    irreversible: bool
+    idempotent: bool
+
+    def spec(self) -> ToolSpec:
+        """What the model is told about it."""
+        ...
+
+    def parse(self, arguments: str) -> Any:
+        """The arguments, validated; ToolArgumentsInvalid names the first problem."""
+        ...
+
+    async def invoke(self, arguments: Any, context: ToolContext) -> str:
+        """Run it within its timeout; its output as text."""
+        ...
 
 
 class ToolArgumentsInvalid(InvalidRequest):

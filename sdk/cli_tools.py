@@ -6,7 +6,8 @@ import argparse
 
 from kernos.cli_output import print_json
 from kernos.kernel.config import Settings
-from kernos.kernel.tools import load_tools
+from kernos.kernel.mcp_tools import MCPServers
+from kernos.kernel.tools import RunnableTool, load_tools
 
 
 def add_tools_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,8 +18,12 @@ def add_tools_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 async def cmd_tools(settings: Settings, args: argparse.Namespace) -> int:
-    """List the registered tools (importing each, so a bad registration is named here)."""
-    tools = load_tools(settings.tools.registry)
+    """List the registered tools and MCP servers' tools (a bad registration is named here)."""
+    tools: dict[str, RunnableTool] = dict(load_tools(settings.tools.registry))
+    servers = await MCPServers.open(settings.tools.mcp) if settings.tools.mcp else None
+    if servers is not None:
+        tools |= servers.tools
+        await servers.aclose()
     if args.json:
         print_json(
             [

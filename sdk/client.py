@@ -222,6 +222,7 @@ class KernosClient:
                     llm_queue_prefix=self.settings.temporal.llm_queue_prefix,
                     tool_queue_prefix=self.settings.tools.queue_prefix,
                     tools=sorted(self.settings.tools.registry),
+                    mcp_servers=sorted(self.settings.tools.mcp),
                     scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
                 ),
                 id=run_id,

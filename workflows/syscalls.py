@@ -179,7 +179,13 @@ class SyscallDispatcher:
         Bad arguments, the tool's own errors and timeouts come back as a result (`ok` false) for
         the model to read; a denial raises AccessDenied.
         """
-        if request.name not in self.run.tools:
+        server, separator, _ = request.name.partition("__")
+        if request.name in self.run.tools:
+            queue = f"{self.run.tool_queue_prefix}{request.name}"
+        elif separator and server in self.run.mcp_servers:
+            # The server's worker knows its tools, and names an unknown one.
+            queue = f"{self.run.tool_queue_prefix}{server}"
+        else:
             # Its queue would have no worker: the call would wait forever.
             raise errors.UnknownTool(request.name, self.run.tools)
         try:
@@ -188,7 +194,7 @@ class SyscallDispatcher:
                     request.syscall,
                     request,
                     result_type=ToolResult,
-                    task_queue=f"{self.run.tool_queue_prefix}{request.name}",
+                    task_queue=queue,
                     start_to_close_timeout=timedelta(seconds=self.run.limits.tool_start_to_close_s),
                     retry_policy=self._retry,
                     summary=f"tool.call {request.name}"
