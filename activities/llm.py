@@ -29,10 +29,9 @@ from kernos.kernel.syscalls import (
     LLMRequest,
     LLMResponse,
     TokenUsage,
+    ToolSpec,
 )
 from kernos.kernel.telemetry import TRACER
-from kernos.kernel.tool_calling import constrain
-from kernos.kernel.tools import ToolSpec
 
 
 def _last_snapshot() -> Snapshot | None:
@@ -63,6 +62,7 @@ class LLMActivities:
         instance: str | None = None,
         on_unreachable: Callable[[], None] = lambda: None,
         tools: Mapping[str, ToolSpec] | None = None,
+        native_tools: bool = False,
     ) -> None:
         self.backend = backend
         self.runs = runs
@@ -75,6 +75,8 @@ class LLMActivities:
         self.provider = provider
         #: The kernel's registered tools, whose schemas a request with `tools` gets.
         self.tools = dict(tools or {})
+        #: The server calls tools itself (OpenAI's `tools`), rather than under the kernel's schema.
+        self.native_tools = native_tools
         self._placements: dict[str, tuple[int | None, int | None]] = {}
 
     async def _placement(self, run_id: str) -> Placement:
@@ -101,7 +103,9 @@ class LLMActivities:
         """Generate the next assistant message, heartbeating the partial output."""
         run_id = caller().run_id
         key = activity_key()
-        resolved = constrain(await self.context.resolve(request, run_id, key), self.tools)
+        resolved = tool_calling.offer(
+            await self.context.resolve(request, run_id, key), self.tools, native=self.native_tools
+        )
         try:
             response, snapshot = await self._generate(resolved, _last_snapshot(), run_id)
         except ContextTooLong:

@@ -181,6 +181,7 @@ class KernelWorkers:
                 provider=instance.kind,
                 instance=instance.name,
                 tools=specs,
+                native_tools=instance.tool_calling == "native",
                 on_unreachable=slots.mark_down,
             )
             tuner = WorkerTuner.create_composite(

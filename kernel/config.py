@@ -6,7 +6,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -68,6 +68,10 @@ class LLMInstance(BaseModel):
     priority_scheduling: bool = True
     """`sglang`: the server runs with `--enable-priority-scheduling
     --schedule-low-priority-values-first`, so runs' priorities are forwarded."""
+    tool_calling: Literal["constrained", "native"] = "constrained"
+    """How the model calls tools: the kernel's constrained decoding (any server that decodes
+    under a JSON schema), or the server's own tool calling (`openai` kind: OpenAI's `tools`, as
+    hosted APIs and vLLM or SGLang with a tool-call parser serve it)."""
     text_resume: Literal["none", "prefill", "continue_final_message"] = "none"
     """`openai`: how the server continues a half-written answer, so a retried or round-robin
     generation resumes by its text. `prefill`: a final assistant message is continued
@@ -80,6 +84,15 @@ class LLMInstance(BaseModel):
     @classmethod
     def _safe(cls, value: str) -> str:
         return check_name("LLM instance name or model", value)
+
+    @model_validator(mode="after")
+    def _native_tools_need_openai(self) -> Self:
+        if self.tool_calling == "native" and self.kind != "openai":
+            raise ValueError(
+                f"LLM instance {self.name!r}: tool_calling = 'native' needs kind 'openai' (a "
+                f"server with OpenAI's tools); {self.kind!r} takes 'constrained'"
+            )
+        return self
 
 
 class PolicySettings(BaseModel):

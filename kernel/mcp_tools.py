@@ -21,7 +21,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from kernos.kernel.config import MCPServerSettings
 from kernos.kernel.errors import ConfigError, MCPToolError
-from kernos.kernel.tools import ToolArgumentsInvalid, ToolContext, ToolSpec
+from kernos.kernel.syscalls import ToolSpec
+from kernos.kernel.tools import ToolArgumentsInvalid, ToolContext
 
 log = logging.getLogger(__name__)
 SEPARATOR = "__"

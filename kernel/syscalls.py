@@ -150,6 +150,16 @@ class RunResult(BaseModel):
     syscalls: int
 
 
+class ToolSpec(BaseModel):
+    """What a model is told about a tool: the kernel's, from its registry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
 class ToolCall(BaseModel):
     """A model's request to call a tool, as the kernel parsed it from the model's output."""
 
@@ -269,6 +279,9 @@ class LLMRequest(SyscallRequest):
     and the reply's `tool_calls` are the calls the model made."""
     tool_choice: Literal["auto", "required"] = "auto"
     """`required`: the model must call at least one of `tools` rather than answer."""
+    tool_specs: list[ToolSpec] = []
+    """Set by the kernel from its registry for a server that calls tools natively; whatever a
+    workflow sends here is replaced."""
 
     @model_validator(mode="after")
     def _tools_or_format(self) -> Self:

@@ -18,8 +18,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from kernos.kernel.errors import UnknownTool
-from kernos.kernel.syscalls import JSONSchemaFormat, LLMRequest, LLMResponse, Message, ToolCall
-from kernos.kernel.tools import ToolSpec
+from kernos.kernel.syscalls import (
+    JSONSchemaFormat,
+    LLMRequest,
+    LLMResponse,
+    Message,
+    ToolCall,
+    ToolSpec,
+)
 
 #: The response format's name marks a request the kernel constrained for tool calls.
 FORMAT_NAME = "kernos_tool_calls"
@@ -72,6 +78,32 @@ def schema(specs: list[ToolSpec], *, required: bool = False) -> dict[str, Any]:
     return {"anyOf": [answering, calling]}
 
 
+def offer(
+    request: LLMRequest, registered: Mapping[str, ToolSpec], *, native: bool = False
+) -> LLMRequest:
+    """The request with its tools as the server will take them.
+
+    `native`: the registry's schemas go to a server that calls tools itself (`tool_specs`);
+    otherwise the kernel constrains the answer (`constrain`). Unknown tool names fail with
+    UnknownTool; whatever `tool_specs` the workflow sent is replaced.
+    """
+    if not request.tools:
+        return request.model_copy(update={"tool_specs": []}) if request.tool_specs else request
+    specs = _specs(request, registered)
+    if native:
+        return request.model_copy(update={"tool_specs": specs})
+    return constrain(request.model_copy(update={"tool_specs": []}), registered)
+
+
+def _specs(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> list[ToolSpec]:
+    specs = []
+    for name in request.tools:
+        if name not in registered:
+            raise UnknownTool(name, list(registered))
+        specs.append(registered[name])
+    return specs
+
+
 def constrain(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> LLMRequest:
     """The request the server gets: tools described, tool turns as text, the answer constrained.
 
@@ -79,11 +111,7 @@ def constrain(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> LLMReq
     """
     if not request.tools:
         return request
-    specs = []
-    for name in request.tools:
-        if name not in registered:
-            raise UnknownTool(name, list(registered))
-        specs.append(registered[name])
+    specs = _specs(request, registered)
     described = "\n".join(_describe(spec) for spec in specs)
     required = request.tool_choice == "required"
     forms = [_CALL % specs[0].name] + ([] if required else [_ANSWER])

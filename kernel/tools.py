@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from kernos.kernel.access import Subject
 from kernos.kernel.errors import ConfigError, InvalidRequest, first_problem
+from kernos.kernel.syscalls import ToolSpec
 
 if typing.TYPE_CHECKING:
     from kernos.kernel.config import Settings
@@ -39,16 +40,6 @@ class ToolContext:
     attempt: int
     settings: Settings
     storage: StorageStore | None = None
-
-
-class ToolSpec(BaseModel):
-    """What a model is told about a tool."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
 
 
 class RunnableTool(Protocol):

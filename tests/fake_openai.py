@@ -4,6 +4,7 @@ be told to fail, to be slow, or to go away."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +43,11 @@ class FakeOpenAIServer:
         *,
         token_delay_s: float = 0.0,
         port: int = 0,
+        tool_calls: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.reply = reply
+        #: For a request with `tools`: the calls to make (name, arguments), or none to answer.
+        self.tool_calls = tool_calls
         self.token_delay_s = token_delay_s
         self.requests: list[Recorded] = []
         self.failures: list[Failure] = []
@@ -86,6 +90,25 @@ class FakeOpenAIServer:
     async def _stream(self, record: Recorded) -> AsyncIterator[Any]:
         body = record.body
         messages = body["messages"]
+        calls = self.tool_calls(body) if self.tool_calls and body.get("tools") else []
+        if calls:
+            # As OpenAI streams them: each call opens with its id and name, then its arguments
+            # come in pieces.
+            for index, call in enumerate(calls):
+                arguments = json.dumps(call["arguments"])
+                opening = {"index": index, "id": f"call_{index}", "type": "function",
+                           "function": {"name": call["name"], "arguments": ""}}  # fmt: skip
+                yield {"choices": [{"index": 0, "delta": {"tool_calls": [opening]}}]}
+                for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                    delta = {"index": index, "function": {"arguments": piece}}
+                    yield {"choices": [{"index": 0, "delta": {"tool_calls": [delta]}}]}
+            yield {
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+            }
+            yield "[DONE]"
+            record.completed = True
+            return
         # A final assistant message is continued, as llama-server's prefill and vLLM's
         # `continue_final_message` do: the reply goes on after the text already written.
         prefix = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""

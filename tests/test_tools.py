@@ -29,6 +29,7 @@ from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
 from kernos.kernel.tools import ToolArgumentsInvalid, load_tools
 from tests import tools as test_tools
 from tests.conftest import make_settings, workers
+from tests.fake_openai import FakeOpenAIServer
 
 DEFAULT_POLICY = (Path(__file__).parents[1] / "policies" / "policy.csv").read_text()
 
@@ -453,3 +454,47 @@ async def test_http_fetch_reaches_only_allowed_hosts(tmp_path: Path) -> None:
     ]:
         with pytest.raises(InvalidRequest, match=re.escape(problem)):
             await http_fetch.invoke(http_fetch.parse(json.dumps({"url": url})), context)
+
+
+async def test_native_tool_calling_on_an_openai_server(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    def calls_once(body: dict[str, Any]) -> list[dict[str, Any]]:
+        answered = any(m["role"] == "tool" for m in body["messages"])
+        return [] if answered else [{"name": "calculator", "arguments": {"expression": "6*7"}}]
+
+    async with FakeOpenAIServer(lambda body: "it is 42", tool_calls=calls_once) as server:
+        instance = {
+            "name": "api", "kind": "openai", "model": "api", "base_url": server.base_url,
+            "tool_calling": "native",
+        }  # fmt: skip
+        settings = tool_settings(temporal, postgres, tmp_path, llm=[instance])
+        step = {
+            "op": "tools.loop",
+            "messages": [{"role": "user", "content": "six times seven?"}],
+            "tools": ["calculator"],
+            "start_with_tool": True,
+        }
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            [result] = await run_memo(client, [step])
+        first, second = (record.body for record in server.requests)
+
+    assert result["reply"]["text"] == "it is 42"
+    assert [(r["name"], r["content"]) for r in result["results"]] == [("calculator", "42")]
+    # OpenAI's format both ways: the registry's schema out, the call and its result back.
+    assert first["tool_choice"] == "required" and "response_format" not in first
+    [offered] = first["tools"]
+    assert offered["function"]["name"] == "calculator"
+    assert offered["function"]["parameters"]["required"] == ["expression"]
+    call_turn, result_turn = second["messages"][-2:]
+    assert call_turn["tool_calls"] == [
+        {"id": "call_0", "type": "function",
+         "function": {"name": "calculator", "arguments": '{"expression": "6*7"}'}},
+    ]  # fmt: skip
+    assert result_turn == {"role": "tool", "content": "42", "tool_call_id": "call_0"}
+    assert second["tool_choice"] == "auto"
+
+
+def test_native_tool_calling_needs_an_openai_instance() -> None:
+    with pytest.raises(ValueError, match="tool_calling = 'native' needs kind 'openai'"):
+        Settings(llm=[{"name": "x", "kind": "llamacpp", "model": "m", "tool_calling": "native"}])

@@ -18,6 +18,7 @@ import json
 from typing import Any, Literal
 
 import httpx
+from pydantic import ValidationError
 
 from kernos.kernel.errors import LLMUnavailable
 from kernos.kernel.llm.base import (
@@ -29,7 +30,7 @@ from kernos.kernel.llm.base import (
     token_budget,
 )
 from kernos.kernel.llm.http import HTTPBackend, ServerUnreachable, error_for_status
-from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
+from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage, ToolCall
 
 TextResume = Literal["none", "prefill", "continue_final_message"]
 
@@ -69,6 +70,11 @@ class OpenAIBackend(HTTPBackend):
             messages.append({"role": "assistant", "content": resume.text})
             if self.text_resume == "continue_final_message":
                 body |= {"continue_final_message": True, "add_generation_prompt": False}
+        if request.tool_specs:
+            body["tools"] = [
+                {"type": "function", "function": spec.model_dump()} for spec in request.tool_specs
+            ]
+            body["tool_choice"] = request.tool_choice
         if request.response_format is not None:
             body["response_format"] = {
                 "type": "json_schema",
@@ -104,6 +110,7 @@ class OpenAIBackend(HTTPBackend):
                 resumed_from=before,
             )  # fmt: skip
         parts: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
         usage: TokenUsage | None = None
         finish_reason: str | None = None
         body = self._body(request, resume, budget)
@@ -122,6 +129,7 @@ class OpenAIBackend(HTTPBackend):
                     if chunk.get("error"):
                         raise LLMUnavailable(f"{where} failed mid-stream: {chunk['error']}")
                     for choice in chunk.get("choices") or []:
+                        _add_tool_call_deltas(calls, (choice.get("delta") or {}).get("tool_calls"))
                         content = (choice.get("delta") or {}).get("content")
                         if content:
                             parts.append(content)
@@ -155,4 +163,29 @@ class OpenAIBackend(HTTPBackend):
             usage=usage,
             finish_reason=finish_reason,
             resumed_from=before,
+            tool_calls=_tool_calls(where, calls),
         )
+
+
+def _add_tool_call_deltas(calls: dict[int, dict[str, str]], deltas: Any) -> None:
+    """Accumulate streamed tool calls: each delta adds to the call at its index."""
+    for delta in deltas or []:
+        call = calls.setdefault(int(delta.get("index", 0)), {"id": "", "name": "", "arguments": ""})
+        function = delta.get("function") or {}
+        call["id"] = delta.get("id") or call["id"]
+        call["name"] += function.get("name") or ""
+        call["arguments"] += function.get("arguments") or ""
+
+
+def _tool_calls(where: str, calls: dict[int, dict[str, str]]) -> list[ToolCall]:
+    try:
+        return [
+            ToolCall(
+                id=call["id"] or f"call-{index}", name=call["name"], arguments=call["arguments"]
+            )
+            for index, call in sorted(calls.items())
+        ]
+    except ValidationError as exc:
+        raise LLMUnavailable(
+            f"{where} sent a malformed tool call: {exc.errors()[0]['msg']}"
+        ) from exc
