@@ -85,28 +85,40 @@ class _SyscallInbound(ActivityInboundInterceptor):
             if syscall in LIFECYCLE:
                 return await super().execute_activity(input)
             decision = self.kernel.access.decide(subject, syscall, resource)
+            metered = syscall in METERED
+            # What needs a human: the syscall itself (an `a` rule on its resource), or, for a
+            # metered one, going past the tenant's budget (an `a` rule on `budget:<tenant>`),
+            # which then waits instead of failing.
+            approval = (resource, decision.approval_rule)
+            if metered and decision.allowed and decision.approval_rule is None:
+                budget = f"budget:{subject.tenant}"
+                overrun = self.kernel.access.approval_rule(subject, syscall, budget)
+                if overrun is not None and await self.kernel.audit.over_budget(subject.tenant):
+                    approval = (budget, overrun)
             pending = False
-            if decision.allowed and decision.approval_rule is not None:
+            if decision.allowed and approval[1] is not None:
                 gate = await self.kernel.approvals.gate(
                     key=f"{key.workflow_id}/{key.execution_run_id}/{key.activity_id}",
                     subject=subject,
                     syscall=syscall,
-                    resource=resource,
+                    resource=approval[0],
                     request=request.model_dump(mode="json")
                     if isinstance(request, SyscallRequest)
                     else {},
-                    rule=decision.approval_rule,
+                    rule=approval[1],
                     timeout_s=self.kernel.settings.limits.approval_timeout_s,
                 )
                 pending = gate.state == "pending"
                 decision = Decision(
                     allowed=gate.state == "approved",
-                    rule=f"{decision.rule}; {decision.approval_rule}",
+                    rule=f"{decision.rule}; {approval[1]}",
                     reason=gate.explain(),
                     basis="approval",
                 )
+                # An approved overrun is not refused for the budget it was approved past.
+                metered = metered and approval[0] == resource
             decision = await self.kernel.audit.record_decision(
-                key, subject, syscall, resource, decision, metered=syscall in METERED
+                key, subject, syscall, resource, decision, metered=metered
             )
             trace.get_current_span().set_attributes(
                 {

@@ -73,6 +73,7 @@ class AccessManager:
         """Rules from a CSV policy file, fixed for the life of the process."""
         self._enforcer: casbin.CoreEnforcer = _enforcer(model_path, None)
         self._decided: dict[tuple[str, ...], Decision] = {}
+        self._approval_rules: dict[tuple[str, ...], str | None] = {}
         rules = read_policy_file(policy_path)
         _check_approvals(self._enforcer, model_path, rules)
         for kind, ptype in PTYPES.items():
@@ -94,6 +95,7 @@ class AccessManager:
         manager = cls.__new__(cls)
         manager._enforcer = _enforcer(model_path, adapter)
         manager._decided = {}
+        manager._approval_rules = {}
         await manager.reload()
         manager.model_path = model_path
         manager.source = "database"
@@ -106,6 +108,7 @@ class AccessManager:
             raise PolicyError("a policy read from a file is not reloaded; restart the worker")
         await enforcer.load_policy()
         self._decided = {}
+        self._approval_rules = {}
 
     def rules(self) -> list[list[str]]:
         """Every rule, as in a CSV policy (`a` for approval rules)."""
@@ -132,19 +135,31 @@ class AccessManager:
             known = self._decided[key] = self._decide(subject, syscall, resource)
         return known
 
+    def approval_rule(self, subject: Subject, syscall: str, resource: str) -> str | None:
+        """The `a` rule that makes `syscall` on `resource` wait for a human, if one does."""
+        key = ("a", subject.user, subject.agent, subject.tenant, resource, syscall)
+        if key not in self._approval_rules:
+            if len(self._approval_rules) >= _REMEMBERED:
+                self._approval_rules.clear()
+            self._approval_rules[key] = self._approval_rule(subject, syscall, resource)
+        return self._approval_rules[key]
+
+    def _approval_rule(self, subject: Subject, syscall: str, resource: str) -> str | None:
+        if "p2" not in self._enforcer.get_model().model["p"]:
+            return None
+        needs, marked = self._enforcer.enforce_ex(
+            self._enforcer.new_enforce_context("2"),
+            subject.user, subject.agent, subject.tenant, resource, syscall,
+        )  # fmt: skip
+        return "a, " + ", ".join(marked) if needs else None
+
     def _decide(self, subject: Subject, syscall: str, resource: str) -> Decision:
         allowed, explain = self._enforcer.enforce_ex(
             subject.user, subject.agent, subject.tenant, resource, syscall
         )
         rule = ", ".join(explain) if explain else None
         if allowed:
-            approval = None
-            if "p2" in self._enforcer.get_model().model["p"]:
-                needs, marked = self._enforcer.enforce_ex(
-                    self._enforcer.new_enforce_context("2"),
-                    subject.user, subject.agent, subject.tenant, resource, syscall,
-                )  # fmt: skip
-                approval = "a, " + ", ".join(marked) if needs else None
+            approval = self.approval_rule(subject, syscall, resource)
             return Decision(allowed=True, rule=rule, approval_rule=approval)
         reason = (
             f"{syscall} on {resource} denied for user {subject.user!r} running agent "

@@ -111,6 +111,18 @@ class AuditLog:
             return Decision(False, None, f"run {subject.run_id!r} has no record", "identity")
         return Decision(row["decision"] == "allow", row["rule"], row["reason"], row["basis"])
 
+    async def over_budget(self, tenant: str) -> bool:
+        """Whether the tenant has used its token budget (in-flight generations not counted)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT coalesce(u.input_tokens + u.output_tokens, 0) >= b.max_tokens AS over"
+                " FROM tenant_budgets b LEFT JOIN tenant_usage u ON u.tenant = b.tenant"
+                " WHERE b.tenant = %s AND b.max_tokens IS NOT NULL",
+                (tenant,),
+            )
+            row = await cursor.fetchone()
+        return bool(row and row["over"])
+
     async def record_operator(
         self, subject: Subject, syscall: str, resource: str, decision: Decision
     ) -> None:

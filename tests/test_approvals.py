@@ -199,3 +199,28 @@ async def until(probe: Any, expected: object, deadline_s: float = 20) -> None:
     while (found := await probe()) != expected:
         assert time.monotonic() < deadline, f"still {found!r}, not {expected!r}"
         await asyncio.sleep(0.1)
+
+
+async def test_a_budget_overrun_marked_for_approval_waits_instead_of_failing(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"overrun-{uuid.uuid4().hex[:8]}"
+    settings = tool_settings(
+        temporal, postgres, tmp_path,
+        policy=f"a, *, *, {tenant}, budget:{tenant}, llm.*\n",
+    )  # fmt: skip
+    async with workers_and_client(settings) as client:
+        await client.set_budget(tenant, 1)  # the first call spends it
+        handle = await client.submit(RunSpec(agent="steps", task="2", tenant=tenant))
+        waiting = await pending_of(client, handle.run_id)
+        assert (waiting.syscall, waiting.resource) == ("llm.chat", f"budget:{tenant}")
+        await client.approve(handle.run_id, user="operator", reason="finish the job")
+        result = await handle.result()
+        rows = await audited(client, handle.run_id)
+    assert result.syscalls == 2
+    assert [(s, d, b) for s, d, b, _ in rows] == [
+        ("llm.chat", "allow", "policy"),
+        ("llm.chat", "deny", "approval"),  # over budget: waiting, not failing
+        ("approval.decide", "allow", "policy"),
+        ("llm.chat", "allow", "approval"),
+    ]
