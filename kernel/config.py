@@ -342,6 +342,9 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)
     """Largest task a run may carry: it travels in Temporal payloads, capped at 2 MiB."""
+    require_api_key: bool = False
+    """Every client must present an API key (`kernos keys create`): no run is submitted for a
+    tenant and user taken as given."""
 
     @classmethod
     def settings_customise_sources(

@@ -26,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from kernos.approvals import Decided, decide
 from kernos.kernel import telemetry, visibility
 from kernos.kernel.access import Decision, Subject
-from kernos.kernel.api_keys import ApiKeyStore, Principal
+from kernos.kernel.api_keys import ApiKeyStore, AuthenticationFailed, Principal
 from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings, load_settings
@@ -252,6 +252,11 @@ class KernosClient:
         audited either way.
         """
         who = self.principal
+        if who is None and self.settings.require_api_key:
+            raise AuthenticationFailed(
+                "this kernel requires an API key to submit runs (require_api_key): pass "
+                "api_key, `--api-key` or $KERNOS_API_KEY"
+            )
         if who is None:
             return spec
         if "user" in spec.model_fields_set and spec.user != who.user:

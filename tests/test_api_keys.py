@@ -80,3 +80,15 @@ async def test_a_right_id_with_a_wrong_secret_is_refused(kernos_client: KernosCl
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     with pytest.raises(AuthenticationFailed, match="unknown, revoked or wrong"):
         await store.authenticate(forged)
+
+
+async def test_a_kernel_can_require_a_key(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    settings = make_settings(temporal, postgres, require_api_key=True)
+    async with await KernosClient.connect(settings) as client:  # the operator still administers
+        with pytest.raises(AuthenticationFailed, match="requires an API key to submit runs"):
+            await client.submit(RunSpec(agent="echo", task="hi"))
+    config = config_file(settings, tmp_path)
+    code, _, err = await kernos(config, "run", "echo", "hi", "--tenant", "x", "--user", "y")
+    assert_one_line_error(code, err, "this kernel requires an API key")
