@@ -85,38 +85,9 @@ class _SyscallInbound(ActivityInboundInterceptor):
             if syscall in LIFECYCLE:
                 return await super().execute_activity(input)
             decision = self.kernel.access.decide(subject, syscall, resource)
-            metered = syscall in METERED
-            # What needs a human: the syscall itself (an `a` rule on its resource), or, for a
-            # metered one, going past the tenant's budget (an `a` rule on `budget:<tenant>`),
-            # which then waits instead of failing.
-            approval = (resource, decision.approval_rule)
-            if metered and decision.allowed and decision.approval_rule is None:
-                budget = f"budget:{subject.tenant}"
-                overrun = self.kernel.access.approval_rule(subject, syscall, budget)
-                if overrun is not None and await self.kernel.audit.over_budget(subject.tenant):
-                    approval = (budget, overrun)
-            pending = False
-            if decision.allowed and approval[1] is not None:
-                gate = await self.kernel.approvals.gate(
-                    key=f"{key.workflow_id}/{key.execution_run_id}/{key.activity_id}",
-                    subject=subject,
-                    syscall=syscall,
-                    resource=approval[0],
-                    request=request.model_dump(mode="json")
-                    if isinstance(request, SyscallRequest)
-                    else {},
-                    rule=approval[1],
-                    timeout_s=self.kernel.settings.limits.approval_timeout_s,
-                )
-                pending = gate.state == "pending"
-                decision = Decision(
-                    allowed=gate.state == "approved",
-                    rule=f"{decision.rule}; {approval[1]}",
-                    reason=gate.explain(),
-                    basis="approval",
-                )
-                # An approved overrun is not refused for the budget it was approved past.
-                metered = metered and approval[0] == resource
+            decision, metered, pending = await self._approval(
+                key, subject, syscall, resource, request, decision
+            )
             decision = await self.kernel.audit.record_decision(
                 key, subject, syscall, resource, decision, metered=metered
             )
@@ -165,3 +136,45 @@ class _SyscallInbound(ActivityInboundInterceptor):
             # traces gets there. The message carries the cause; the worker's log has the trace.
             activity.logger.info("syscall %s failed: %r", syscall, exc, exc_info=exc)
             raise to_application_error(exc) from None
+
+    async def _approval(
+        self,
+        key: AttemptKey,
+        subject: Subject,
+        syscall: str,
+        resource: str,
+        request: object,
+        decision: Decision,
+    ) -> tuple[Decision, bool, bool]:
+        """The decision once approvals are counted: (decision, metered, waiting for a human).
+
+        What needs a human: the syscall itself (an `a` rule on its resource), or, for a metered
+        one, going past the tenant's budget (an `a` rule on `budget:<tenant>`), which then
+        waits instead of failing.
+        """
+        metered = syscall in METERED
+        target, rule = resource, decision.approval_rule
+        if metered and decision.allowed and rule is None:
+            budget = f"budget:{subject.tenant}"
+            overrun = self.kernel.access.approval_rule(subject, syscall, budget)
+            if overrun is not None and await self.kernel.audit.over_budget(subject.tenant):
+                target, rule = budget, overrun
+        if not decision.allowed or rule is None:
+            return decision, metered, False
+        gate = await self.kernel.approvals.gate(
+            key=f"{key.workflow_id}/{key.execution_run_id}/{key.activity_id}",
+            subject=subject,
+            syscall=syscall,
+            resource=target,
+            request=request.model_dump(mode="json") if isinstance(request, SyscallRequest) else {},
+            rule=rule,
+            timeout_s=self.kernel.settings.limits.approval_timeout_s,
+        )
+        approved = Decision(
+            allowed=gate.state == "approved",
+            rule=f"{decision.rule}; {rule}",
+            reason=gate.explain(),
+            basis="approval",
+        )
+        # An approved overrun is not refused for the budget it was approved past.
+        return approved, metered and target == resource, gate.state == "pending"
