@@ -82,6 +82,9 @@ async def cmd_memory(settings: Settings, args: argparse.Namespace) -> int:
             )  # fmt: skip
             _print(items, args.json)
         else:
+            await client.audit_operator(
+                args.tenant, "memory.delete", f"memory:{scope}", f"delete item {args.id}"
+            )
             deleted = await store.delete(tenant=args.tenant, scope=scope, item_id=args.id)
             if args.json:
                 print_json({"id": args.id, "deleted": deleted})

@@ -58,6 +58,10 @@ async def cmd_storage(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"{f.version:>8}{f.size:>10}  {updated:<20}{'yes' if f.deleted else '':<9}"
                       f"{f.path}")  # fmt: skip
             return 0
+        await client.audit_operator(
+            args.tenant, "storage.purge", f"storage:{args.path or '*'}",
+            f"purge deleted files of {args.agent}", agent=args.agent,
+        )  # fmt: skip
         purged, contents = await store.purge(**where, path=args.path)
         if args.json:
             print_json({"files": purged, "contents": contents})

@@ -313,18 +313,31 @@ class KernosClient:
             rows = await cursor.fetchall()
         return [TenantUsage.model_validate(row) for row in rows]
 
+    async def audit_operator(
+        self, tenant: str, action: str, resource: str, what: str, agent: str = "*"
+    ) -> None:
+        """Append an operator's action (no run's) to the tenant's audit chain."""
+        user = self.principal.user if self.principal else "operator"
+        await AuditLog(self.pool).record_operator(
+            Subject("", tenant, user, agent), action, resource, Decision(True, None, what)
+        )
+
     async def set_budget(self, tenant: str, max_tokens: int | None) -> None:
         """Cap a tenant's tokens (input plus output), or lift the cap with None."""
         try:
             check_name("tenant", tenant)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
+        if max_tokens is not None and max_tokens < 1:
+            raise InvalidRequest(f"a token budget must be at least 1, not {max_tokens}")
+        await self.audit_operator(
+            tenant, "budget.set", f"budget:{tenant}",
+            "lifted the cap" if max_tokens is None else f"capped at {max_tokens} tokens",
+        )  # fmt: skip
         async with self.pool.connection() as conn:
             if max_tokens is None:
                 await conn.execute("DELETE FROM tenant_budgets WHERE tenant = %s", (tenant,))
                 return
-            if max_tokens < 1:
-                raise InvalidRequest(f"a token budget must be at least 1, not {max_tokens}")
             await conn.execute(
                 "INSERT INTO tenant_budgets (tenant, max_tokens) VALUES (%s, %s)"
                 " ON CONFLICT (tenant) DO UPDATE SET max_tokens = EXCLUDED.max_tokens,"

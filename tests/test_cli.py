@@ -169,6 +169,14 @@ async def test_usage_and_budget(settings: Settings, tmp_path: Path) -> None:
     assert out.strip() == f"tenant {name}: no budget"
     code, out, _ = await kernos(config, "usage", "--tenant", name, "--json")
     assert json.loads(out)["tenants"] == []
+    # The operator's budget changes are in the tenant's audit chain; the refused one is not.
+    code, out, _ = await kernos(config, "audit", "--tenant", name, "--json")
+    assert [
+        (r["syscall"], r["user_name"], r["reason"]) for r in map(json.loads, out.splitlines())
+    ] == [
+        ("budget.set", "operator", "capped at 500 tokens"),
+        ("budget.set", "operator", "lifted the cap"),
+    ]
 
 
 async def test_llm_serve_sglang(settings: Settings, tmp_path: Path) -> None:
@@ -210,6 +218,9 @@ async def test_memory_list_search_delete(settings: Settings, tmp_path: Path) -> 
     assert (code, out.strip()) == (0, f"{deploy['id']}: deleted")
     code, out, _ = await kernos(config, "memory", "delete", *where, deploy["id"])
     assert (code, out.strip()) == (1, f"{deploy['id']}: not in agent/memo")
+    code, out, _ = await kernos(config, "audit", "--tenant", tenant, "--json")
+    deletes = [r for r in map(json.loads, out.splitlines()) if r["syscall"] == "memory.delete"]
+    assert [r["reason"] for r in deletes] == [f"delete item {deploy['id']}"] * 2
     code, _, err = await kernos(config, "memory", "list", "--tenant", tenant, "--scope", "../x")
     assert_one_line_error(code, err, "scope '../x' is not a valid name")
 
