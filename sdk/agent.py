@@ -231,9 +231,12 @@ class Tools:
         asked once more without tools, so the loop always ends with an answer.
         `start_with_tool`: the first turn must call a tool (`tool_choice="required"`).
         """
-        transcript = [
-            m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in messages
-        ]
+        try:
+            transcript = [
+                m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in messages
+            ]
+        except ValidationError as exc:
+            raise InvalidRequest(f"messages: {first_problem(exc)}") from None
         results: list[ToolResult] = []
         rounds = 0
         while True:

@@ -498,3 +498,15 @@ async def test_native_tool_calling_on_an_openai_server(
 def test_native_tool_calling_needs_an_openai_instance() -> None:
     with pytest.raises(ValueError, match="tool_calling = 'native' needs kind 'openai'"):
         Settings(llm=[{"name": "x", "kind": "llamacpp", "model": "m", "tool_calling": "native"}])
+
+
+async def test_a_loop_over_a_malformed_message_is_refused_by_name(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    settings = tool_settings(temporal, postgres, tmp_path)
+    step = {"op": "tools.loop", "messages": [{"role": "user", "content": "a\u0000b"}],
+            "tools": ["calculator"]}  # fmt: skip
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        [refused] = await run_memo(client, [step])
+    assert refused["error"] == "InvalidRequest"
+    assert refused["message"].startswith("messages: content: the message contains a NUL")
