@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,45 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
         AccessManager(Settings().policy.resolved_model_path(), tmp_path / "nothing.csv")
     with pytest.raises(PolicyError, match=r"model\.conf' does not exist"):
         AccessManager(tmp_path / "model.conf", tmp_path / "nothing.csv")
+
+
+def test_rules_split_by_tenant_decide_exactly_as_all_rules_together(tmp_path: Path) -> None:
+    # Random policies over tenants with wildcards and prefixes, roles per tenant, denies and
+    # approval rules; every request decided both ways must agree, rule and approval included.
+    rng = random.Random(3)
+    tenants = ["acme", "acme-eu", "globex", "initech"]
+    patterns = [*tenants, "*", "acme*", "glo*"]
+    resources = ["llm:a", "llm:b", "tool:x", "tool:y", "memory:own"]
+    lines = []
+    for _ in range(300):
+        kind = rng.random()
+        if kind < 0.55:
+            effect = "deny" if rng.random() < 0.15 else "allow"
+            who = rng.choice(["*", "alice", "bob", "role:r1", "role:r2"])
+            lines.append(
+                f"p, {who}, {rng.choice(['*', 'coder', 'planner'])}, {rng.choice(patterns)}, "
+                f"{rng.choice([*resources, 'tool:*', 'llm:*'])}, "
+                f"{rng.choice(['llm.*', 'tool.call', '*'])}, {effect}"
+            )
+        elif kind < 0.85:
+            user, role = rng.choice(["alice", "bob", "carol"]), rng.choice(["role:r1", "role:r2"])
+            lines.append(f"g, {user}, {role}, {rng.choice([*tenants, '*'])}")
+        else:
+            lines.append(f"a, *, *, {rng.choice(patterns)}, {rng.choice(resources)}, tool.call")
+    path = tmp_path / "policy.csv"
+    path.write_text("\n".join(dict.fromkeys(lines)) + "\n")
+    model = Settings().policy.resolved_model_path()
+    split = AccessManager(model, path)
+    together = AccessManager(model, path)
+    together._partitioned = False  # the one enforcer of every rule, as Casbin alone decides
+    assert split._partitioned
+    seen = set()
+    for _ in range(2000):
+        subject = Subject("r", rng.choice([*tenants, "other"]), rng.choice(["alice", "bob",
+                          "carol", "dave"]), rng.choice(["coder", "planner"]))  # fmt: skip
+        resource = rng.choice(resources)
+        syscall = "tool.call" if resource.startswith("tool") else "llm.chat"
+        decision = split.decide(subject, syscall, resource)
+        assert decision == together.decide(subject, syscall, resource), (subject, resource)
+        seen.add((decision.allowed, decision.approval_rule is not None))
+    assert seen == {(True, False), (True, True), (False, False)}  # every kind of answer
