@@ -8,9 +8,9 @@ from kernos.kernel.access import AccessManager
 from kernos.kernel.approvals import ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
-from kernos.kernel.db.pool import Pool, dsn, open_pool
+from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.identity import IdentityResolver
-from kernos.kernel.policy_store import PolicyStore
+from kernos.kernel.policy_store import PolicyStore, open_access
 from kernos.kernel.runs import RunStore
 
 
@@ -34,22 +34,13 @@ class Kernel:
     @classmethod
     async def open(cls, settings: Settings, client: Client) -> Kernel:
         """Load policies (failing fast on a malformed file), then open the database pool."""
-        policy = settings.policy
-        store = None
-        if policy.store == "file":
-            access = AccessManager(policy.resolved_model_path(), policy.resolved_policy_path())
+        access, store = await open_access(settings)
+        try:
             pool = await open_pool(settings.database)
-        else:
-            pool = await open_pool(settings.database)
-            store = PolicyStore(dsn(settings.database))
-            try:
-                access = await AccessManager.from_database(
-                    policy.resolved_model_path(), store.adapter
-                )
-            except BaseException:
+        except BaseException:
+            if store is not None:
                 await store.aclose()
-                await pool.close()
-                raise
+            raise
         kernel = cls(settings, pool, client, access)
         kernel.policy_store = store
         return kernel

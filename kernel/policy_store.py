@@ -70,13 +70,26 @@ async def watch(dsn: str, on_change: Callable[[], Awaitable[None]], stop: asynci
                 await asyncio.wait_for(stop.wait(), 1.0)
 
 
-async def load_access(settings: Settings) -> AccessManager:
-    """The rules as they stand now, from the file or the database, for a one-off decision."""
+async def open_access(settings: Settings) -> tuple[AccessManager, PolicyStore | None]:
+    """The access manager on the configured rules, and their store if they are in the database.
+
+    The store stays open (to edit the rules, or to reload them on change); the caller closes it.
+    """
     policy = settings.policy
     if policy.store == "file":
-        return AccessManager(policy.resolved_model_path(), policy.resolved_policy_path())
+        return AccessManager(policy.resolved_model_path(), policy.resolved_policy_path()), None
     store = PolicyStore(dsn(settings.database))
     try:
-        return await AccessManager.from_database(policy.resolved_model_path(), store.adapter)
-    finally:
+        access = await AccessManager.from_database(policy.resolved_model_path(), store.adapter)
+    except BaseException:
         await store.aclose()
+        raise
+    return access, store
+
+
+async def load_access(settings: Settings) -> AccessManager:
+    """The rules as they stand now, from the file or the database, for a one-off decision."""
+    access, store = await open_access(settings)
+    if store is not None:
+        await store.aclose()
+    return access

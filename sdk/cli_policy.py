@@ -9,9 +9,9 @@ from pathlib import Path
 from kernos.kernel.access import AccessManager, Decision, Subject, check_rule, read_policy_file
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
-from kernos.kernel.db.pool import dsn, open_pool
+from kernos.kernel.db.pool import open_pool
 from kernos.kernel.errors import AccessDenied, ConfigError
-from kernos.kernel.policy_store import PolicyStore
+from kernos.kernel.policy_store import open_access
 
 #: What an edit of the rules for tenant T is decided as: `policy.edit` on `policy:T` (`policy:*`
 #: for a rule of every tenant).
@@ -39,18 +39,15 @@ def add_policy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 async def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
     """Run one `policy` subcommand."""
-    model = settings.policy.resolved_model_path()
-    if settings.policy.store == "file":
-        if args.policy_command in ("add", "remove", "import"):
-            raise ConfigError(
-                f"the rules are in {settings.policy.resolved_policy_path()} ([policy] store = "
-                '"file"): edit that file, or set [policy] store = "database"'
-            )
-        access = AccessManager(model, settings.policy.resolved_policy_path())
+    if settings.policy.store == "file" and args.policy_command in ("add", "remove", "import"):
+        raise ConfigError(
+            f"the rules are in {settings.policy.resolved_policy_path()} ([policy] store = "
+            '"file"): edit that file, or set [policy] store = "database"'
+        )
+    access, store = await open_access(settings)
+    if store is None:
         return _read(access, args)
-    store = PolicyStore(dsn(settings.database))
     try:
-        access = await AccessManager.from_database(model, store.adapter)
         if args.policy_command in ("list", "test"):
             return _read(access, args)
         if args.policy_command == "import":

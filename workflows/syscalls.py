@@ -188,41 +188,37 @@ class SyscallDispatcher:
         else:
             # Its queue would have no worker: the call would wait forever.
             raise errors.UnknownTool(request.name, self.run.tools)
-        try:
-            result: ToolResult = await self._approved(
-                lambda: workflow.execute_activity(
-                    request.syscall,
-                    request,
-                    result_type=ToolResult,
-                    task_queue=queue,
-                    start_to_close_timeout=timedelta(seconds=self.run.limits.tool_start_to_close_s),
-                    retry_policy=self._retry,
-                    summary=f"tool.call {request.name}"
-                    + (" " + request.call_id if request.call_id else ""),
-                )
-            )
-        except ActivityError as exc:
-            _raise_translated(exc)
-        self.syscalls += 1
-        return result
+        return await self.kernel_syscall(
+            request,
+            ToolResult,
+            f"tool.call {request.name}" + (f" {request.call_id}" if request.call_id else ""),
+            task_queue=queue,
+            start_to_close_s=self.run.limits.tool_start_to_close_s,
+        )
 
     async def kernel_syscall(
-        self, request: SyscallRequest, result_type: type[KernelResult], summary: str
+        self,
+        request: SyscallRequest,
+        result_type: type[KernelResult],
+        summary: str,
+        *,
+        task_queue: str | None = None,
+        start_to_close_s: float | None = None,
     ) -> KernelResult:
-        """A syscall served on the kernel queue (conversations, memory).
+        """A syscall served by kernel workers, its activity named after the request's syscall.
 
-        Its activity is named after the request's syscall.
+        It waits on the kernel queue (conversations, memory, files) unless another is named (a
+        tool's).
         """
+        limit = start_to_close_s or self.run.limits.kernel_start_to_close_s
         try:
             result: KernelResult = await self._approved(
                 lambda: workflow.execute_activity(
                     request.syscall,
                     request,
                     result_type=result_type,
-                    task_queue=self.run.kernel_task_queue,
-                    start_to_close_timeout=timedelta(
-                        seconds=self.run.limits.kernel_start_to_close_s
-                    ),
+                    task_queue=task_queue or self.run.kernel_task_queue,
+                    start_to_close_timeout=timedelta(seconds=limit),
                     retry_policy=self._retry,
                     summary=summary,
                 )
