@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from pathlib import Path
@@ -80,4 +79,4 @@ async def test_mcp_tools_are_called_like_native_ones_under_the_same_policies(
         ("test__add", "ok"),
         ("test__fail", "error"),
     ]
-    assert json.loads(json.dumps(result["reply"]))["text"] == "5"
+    assert result["reply"]["text"] == "5"
