@@ -70,8 +70,13 @@ class LLMInstance(BaseModel):
     --schedule-low-priority-values-first`, so runs' priorities are forwarded."""
     tool_calling: Literal["constrained", "native"] = "constrained"
     """How the model calls tools: the kernel's constrained decoding (any server that decodes
-    under a JSON schema), or the server's own tool calling (`openai` kind: OpenAI's `tools`, as
-    hosted APIs and vLLM or SGLang with a tool-call parser serve it)."""
+    under a JSON schema), or the server's own tool calling: OpenAI's `tools` on `openai`
+    instances (hosted APIs, vLLM), the model's chat template and SGLang's tool-call parser on
+    `sglang` instances."""
+    tool_call_parser: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """`sglang` with native tool calling: the parser that reads the model's calls (SGLang's
+    `--tool-call-parser` names: `qwen`, `llama3`, `mistral`, ...). Unset, the kernel asks the
+    server which one it runs (`/model_info`)."""
     text_resume: Literal["none", "prefill", "continue_final_message"] = "none"
     """`openai`: how the server continues a half-written answer, so a retried or round-robin
     generation resumes by its text. `prefill`: a final assistant message is continued
@@ -86,11 +91,16 @@ class LLMInstance(BaseModel):
         return check_name("LLM instance name or model", value)
 
     @model_validator(mode="after")
-    def _native_tools_need_openai(self) -> Self:
-        if self.tool_calling == "native" and self.kind != "openai":
+    def _native_tools_need_a_server_that_calls(self) -> Self:
+        if self.tool_calling == "native" and self.kind not in ("openai", "sglang"):
             raise ValueError(
-                f"LLM instance {self.name!r}: tool_calling = 'native' needs kind 'openai' (a "
-                f"server with OpenAI's tools); {self.kind!r} takes 'constrained'"
+                f"LLM instance {self.name!r}: tool_calling = 'native' needs kind 'openai' or "
+                f"'sglang' (a server that parses tool calls); {self.kind!r} takes 'constrained'"
+            )
+        if self.tool_call_parser is not None and self.kind != "sglang":
+            raise ValueError(
+                f"LLM instance {self.name!r}: tool_call_parser is SGLang's; kind "
+                f"{self.kind!r} does not take it"
             )
         return self
 

@@ -159,6 +159,10 @@ class ToolSpec(BaseModel):
     description: str
     parameters: dict[str, Any]
 
+    def wire(self) -> dict[str, Any]:
+        """The tool in OpenAI's format, as OpenAI-compatible servers and SGLang take it."""
+        return {"type": "function", "function": self.model_dump()}
+
 
 class ToolCall(BaseModel):
     """A model's request to call a tool, as the kernel parsed it from the model's output."""

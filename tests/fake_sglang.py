@@ -12,29 +12,40 @@ reasons, `/v1/loads`). What the kernel's backend relies on is answered as SGLang
   `{"error": {...}}` chunk with HTTP 200, as SGLang sends it; a field outside the contract is a
   400 before streaming;
 - `POST /abort_request` `{rid}`; `GET /health`, `/model_info`, `/get_model_info`, `/v1/models`,
-  `/v1/loads`, `/metrics`.
+  `/v1/loads`, `/metrics`;
+- native tool calling: `/tokenize` takes `tools` and `tool_choice` into the template, and
+  `POST /parse_function_call` `{text, tools, tool_call_parser}` -> `{normal_text, calls}` with
+  `calls` as `ToolCallItem`s (`tool_index`, `name`, `parameters` as JSON text) for the `qwen`
+  parser's `<tool_call>{...}</tool_call>` blocks; calls to undefined tools are skipped, as
+  SGLang skips them; any other parser name is a 400. `/model_info` names the parser the server
+  runs (`tool_call_parser`).
 
 The engine is a small continuous-batching model: up to `max_running_requests` generate together,
 each step costs `step_s + step_per_request_s * batch` plus prefill of uncached prompt tokens, a
 prefix cache remembers recent sequences (`cached_tokens`), and waiting requests are ordered by
 priority (lower first, as with `--schedule-low-priority-values-first`) when priority scheduling
 is on. The model is deterministic: each next token depends only on the previous one, so a
-generation resumed from its ids continues exactly as it would have.
+generation resumed from its ids continues exactly as it would have. A test can script the
+model's answers instead (`replies`: the prompt's text to a reply); a scripted reply resumes
+exactly too, from the part of it already generated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fake_http import EventStream, JSONResponse, MiniHTTPServer, Request, TextResponse
 
 EOS, BOS = 1, 2
+ASSISTANT = "<assistant>"
 _SPECIAL = {0: "<pad>", EOS: "<eos>", BOS: "<bos>"}
 _VOCAB = 1000
 
@@ -55,6 +66,15 @@ def next_token(previous: int) -> int:
     """The model: a fixed successor for every token; some successors end the generation."""
     successor = (previous * 7 + 13) % (_VOCAB - 3) + 3
     return EOS if successor % 97 == 0 else successor
+
+
+def calls_then_answers(prompt: str) -> str:
+    """A scripted model for `replies`: a call to the calculator in the `qwen` parser's format,
+    then, once the prompt holds its result, an answer."""
+    if "<tool>" in prompt:
+        return "it is 42"
+    call = '{"name":"calculator","arguments":{"expression":"6*7"}}'
+    return f"Let me compute. <tool_call> {call} </tool_call>"
 
 
 class Tokenizer:
@@ -84,11 +104,28 @@ class Tokenizer:
             words.append(self._words.get(token, f"w{token}"))
         return " ".join(words)
 
-    def chat(self, messages: list[dict[str, Any]]) -> list[int]:
+    def chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         ids = [BOS]
+        if tools:
+            names = " ".join(tool["function"]["name"] for tool in tools)
+            ids += self.encode(f"<tools> {names} </tools>")
         for message in messages:
-            ids += self.encode(f"<{message['role']}> {message['content']}")
-        return ids + self.encode("<assistant>")
+            calls = " ".join(
+                "<tool_call> "
+                + json.dumps(
+                    {
+                        "name": call["function"]["name"],
+                        "arguments": json.loads(call["function"]["arguments"]),
+                    },
+                    separators=(",", ":"),
+                )
+                + " </tool_call>"
+                for call in message.get("tool_calls") or []
+            )
+            ids += self.encode(f"<{message['role']}> {message['content']} {calls}")
+        return ids + self.encode(ASSISTANT)
 
 
 @dataclass
@@ -106,6 +143,8 @@ class GenerateRequest:
     finish_reason: dict[str, Any] | None = None
     updates: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
     aborted: bool = False
+    script: list[int] | None = None
+    """A scripted reply's ids still to generate (EOS last), or None for the successor chain."""
 
 
 @dataclass
@@ -140,6 +179,8 @@ class FakeSGLangServer:
         cache_sequences: int = 256,
         eos: bool = True,
         live_reference: bool = False,
+        replies: Callable[[str], str | None] | None = None,
+        tool_call_parser: str | None = None,
         port: int = 0,
     ) -> None:
         self.served_model_name = served_model_name
@@ -157,7 +198,13 @@ class FakeSGLangServer:
         """Cumulative chunks report one token fewer in `completion_tokens` than they carry, as
         SGLang's do when its live output list is serialised after a further step."""
         """Whether the model ever ends a generation itself (otherwise only at the length)."""
+        self.replies = replies
+        """The model's answer to a prompt (its text), or None to keep the successor chain."""
+        self.tool_call_parser = tool_call_parser
+        """The parser `/model_info` reports (SGLang's resolved `--tool-call-parser`)."""
         self.tokenizer = Tokenizer()
+        self.tokenize_requests: list[dict[str, Any]] = []
+        self.parse_requests: list[dict[str, Any]] = []
         self.requests: list[Recorded] = []
         self.abort_requests: list[str] = []
         """The rids `/abort_request` was called with."""
@@ -185,6 +232,7 @@ class FakeSGLangServer:
                 ("POST", "/v1/detokenize"): self._detokenize,
                 ("POST", "/generate"): self._generate,
                 ("POST", "/abort_request"): self._abort,
+                ("POST", "/parse_function_call"): self._parse_function_call,
             },
             port=port,
         )
@@ -237,7 +285,7 @@ class FakeSGLangServer:
                 "is_generation": True,
                 "preferred_sampling_params": None,
                 "weight_version": "default",
-                "tool_call_parser": None,
+                "tool_call_parser": self.tool_call_parser,
                 "reasoning_parser": None,
             }
         )
@@ -278,8 +326,9 @@ class FakeSGLangServer:
         body = request.body or {}
         if ("prompt" in body) == ("messages" in body):
             return _error("Exactly one of 'prompt' or 'messages' must be provided.", 400)
+        self.tokenize_requests.append(body)
         if "messages" in body:
-            tokens = self.tokenizer.chat(body["messages"])
+            tokens = self.tokenizer.chat(body["messages"], body.get("tools"))
         else:
             tokens = self.tokenizer.encode(str(body["prompt"]))
         return JSONResponse(
@@ -294,6 +343,33 @@ class FakeSGLangServer:
         return JSONResponse(
             {"text": self.tokenizer.decode(tokens, body.get("skip_special_tokens", True))}
         )
+
+    async def _parse_function_call(self, request: Request) -> JSONResponse:
+        body = request.body or {}
+        self.parse_requests.append(body)
+        parser = body.get("tool_call_parser")
+        if parser not in ("qwen", "qwen25"):
+            return JSONResponse({"detail": f"Unsupported tool_call_parser: {parser}"}, 400)
+        text = str(body.get("text") or "")
+        names = [tool["function"]["name"] for tool in body.get("tools") or []]
+        start = text.find("<tool_call>")
+        calls = []
+        for block in re.findall(r"<tool_call>(.*?)</tool_call>", text, re.DOTALL):
+            try:
+                call = json.loads(block.strip())
+            except json.JSONDecodeError:
+                continue
+            if call.get("name") not in names:
+                continue  # SGLang skips calls to undefined tools
+            calls.append(
+                {
+                    "tool_index": names.index(call["name"]),
+                    "name": call["name"],
+                    "parameters": json.dumps(call.get("arguments", {}), ensure_ascii=False),
+                }
+            )
+        normal = text[:start].strip() if start != -1 else text
+        return JSONResponse({"normal_text": normal, "calls": calls})
 
     async def _abort(self, request: Request) -> JSONResponse:
         body = request.body or {}
@@ -339,6 +415,7 @@ class FakeSGLangServer:
             priority=self._priority(body.get("priority")),
             ignore_eos=bool(params.get("ignore_eos")) or not self.eos,
             arrival=time.monotonic(),
+            script=self._script(input_ids),
         )
         # A refused request is finished with SGLang's abort reason, which its stream reports.
         self._admit(queued, body.get("priority"))
@@ -351,6 +428,22 @@ class FakeSGLangServer:
         return JSONResponse(self._output(queued, cumulative=True))
 
     # The engine.
+
+    def _script(self, input_ids: list[int]) -> list[int] | None:
+        """The scripted reply's ids left to generate: the prompt runs to the last assistant
+        tag, and whatever follows it is the part of the reply generated before a resume."""
+        if self.replies is None:
+            return None
+        [tag] = self.tokenizer.encode(ASSISTANT)
+        if tag not in input_ids:
+            return None
+        cut = len(input_ids) - input_ids[::-1].index(tag)
+        reply = self.replies(self.tokenizer.decode(input_ids[:cut]))
+        if reply is None:
+            return None
+        ids = [*self.tokenizer.encode(reply), EOS]
+        done = input_ids[cut:]
+        return ids[len(done) :] if ids[: len(done)] == done else None
 
     def _check_length(self, input_ids: list[int], max_new: int) -> str | None:
         if len(input_ids) >= self.context_length:
@@ -441,10 +534,12 @@ class FakeSGLangServer:
                 self.step_s + self.step_per_request_s * batch + self.prefill_per_token_s * prefill
             )
             for queued in list(self._running):
-                previous = (queued.output_ids or queued.input_ids)[-1]
-                token = next_token(previous)
-                if token == EOS and queued.ignore_eos:
-                    token = next_token(token)
+                if queued.script:
+                    token = queued.script[len(queued.output_ids)]
+                else:
+                    token = next_token((queued.output_ids or queued.input_ids)[-1])
+                    if token == EOS and queued.ignore_eos:
+                        token = next_token(token)
                 queued.output_ids.append(token)
                 if token == EOS:
                     self._finish(queued, {"type": "stop", "matched": EOS})

@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 from kernos.kernel.config import LLMInstance
-from kernos.kernel.errors import ContextTooLong, LLMUnavailable
+from kernos.kernel.errors import ContextTooLong, LLMBadRequest, LLMUnavailable
 from kernos.kernel.llm.base import SLICE_END, Placement, Snapshot
 from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.sglang import SGLangBackend
-from kernos.kernel.syscalls import LLMRequest, LLMResponse
-from tests.fake_sglang import FakeSGLangServer
+from kernos.kernel.syscalls import LLMRequest, LLMResponse, ToolSpec
+from tests.fake_sglang import FakeSGLangServer, calls_then_answers
 
 
 class Target:
@@ -269,3 +269,81 @@ async def test_sends_what_sglang_accepts() -> None:
         "max_new_tokens": 5, "temperature": 0.5, "top_p": 0.9, "stop": ["."],
         "sampling_seed": 7, "json_schema": '{"type": "object"}',
     }  # fmt: skip
+
+
+CALCULATOR = ToolSpec(
+    name="calculator",
+    description="Evaluate arithmetic.",
+    parameters={
+        "type": "object",
+        "properties": {"expression": {"type": "string"}},
+        "required": ["expression"],
+    },
+)
+
+
+def tool_request(model: str, max_tokens: int = 40) -> LLMRequest:
+    return LLMRequest.model_validate(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "six times seven?"}],
+            "sampling": {"max_tokens": max_tokens, "temperature": 0.0},
+            "tool_specs": [CALCULATOR.model_dump()],
+            "tool_choice": "required",
+        }
+    )
+
+
+async def test_native_tool_calls_come_from_the_servers_template_and_parser() -> None:
+    """The tools go into the chat template through `/tokenize`; the finished text goes through
+    `/parse_function_call` with the parser the server reports; calls get ids unique per rid."""
+    async with FakeSGLangServer(replies=calls_then_answers, tool_call_parser="qwen") as fake:
+        backend = SGLangBackend("under-test", fake.base_url)
+        try:
+            response = await backend.chat(
+                tool_request(fake.served_model_name), lambda _: None, None,
+                Placement(request_id="run-1-llm-3-1"),
+            )  # fmt: skip
+            again = await backend.chat(
+                tool_request(fake.served_model_name), lambda _: None, None,
+                Placement(request_id="run-1-llm-4-1"),
+            )  # fmt: skip
+        finally:
+            await backend.aclose()
+    [call] = response.tool_calls
+    assert (call.name, call.arguments) == ("calculator", '{"expression": "6*7"}')
+    assert call.id.startswith("call-") and call.id.endswith("-0")
+    assert again.tool_calls[0].id != call.id
+    assert response.text == "Let me compute."
+    tokenized = fake.tokenize_requests[0]
+    assert tokenized["tools"] == [CALCULATOR.wire()] and tokenized["tool_choice"] == "required"
+    assert [body["tool_call_parser"] for body in fake.parse_requests] == ["qwen", "qwen"]
+
+
+async def test_native_tool_calls_are_parsed_once_the_sliced_generation_ends() -> None:
+    """A time slice returns raw text and asks no parser; the resumed end carries the calls,
+    and its ids are exactly those of an uninterrupted generation's."""
+    async with FakeSGLangServer(replies=calls_then_answers, tool_call_parser="qwen") as fake:
+        backend = SGLangBackend("under-test", fake.base_url, tool_call_parser="qwen")
+        request = tool_request(fake.served_model_name)
+        try:
+            _, first, sliced = await collect(backend, request, placement=Placement(slice_tokens=2))
+            assert sliced.finish_reason == SLICE_END and not sliced.tool_calls
+            assert fake.parse_requests == []
+            _, _, resumed = await collect(backend, request, resume=first)
+        finally:
+            await backend.aclose()
+    assert [(c.name, c.arguments) for c in resumed.tool_calls] == [
+        ("calculator", '{"expression": "6*7"}')
+    ]
+    assert resumed.resumed_from == 2 and resumed.finish_reason == "stop"
+
+
+async def test_native_tools_on_a_server_without_a_parser_name_the_flag() -> None:
+    async with FakeSGLangServer(replies=calls_then_answers) as fake:
+        backend = SGLangBackend("under-test", fake.base_url)
+        try:
+            with pytest.raises(LLMBadRequest, match="--tool-call-parser"):
+                await backend.chat(tool_request(fake.served_model_name), lambda _: None)
+        finally:
+            await backend.aclose()

@@ -30,6 +30,7 @@ from kernos.kernel.tools import ToolArgumentsInvalid, load_tools
 from tests import tools as test_tools
 from tests.conftest import make_settings, workers
 from tests.fake_openai import FakeOpenAIServer
+from tests.fake_sglang import FakeSGLangServer, calls_then_answers
 
 DEFAULT_POLICY = (Path(__file__).parents[1] / "policies" / "policy.csv").read_text()
 
@@ -495,9 +496,43 @@ async def test_native_tool_calling_on_an_openai_server(
     assert second["tool_choice"] == "auto"
 
 
-def test_native_tool_calling_needs_an_openai_instance() -> None:
-    with pytest.raises(ValueError, match="tool_calling = 'native' needs kind 'openai'"):
+async def test_native_tool_calling_on_an_sglang_server(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """SGLang's own template and parser, on its native endpoints: the call's turn and its
+    result go back through the template (`/tokenize`) in OpenAI's message format."""
+    async with FakeSGLangServer(replies=calls_then_answers, tool_call_parser="qwen") as server:
+        instance = {
+            "name": "gpu", "kind": "sglang", "model": server.served_model_name,
+            "base_url": server.base_url, "tool_calling": "native",
+        }  # fmt: skip
+        settings = tool_settings(temporal, postgres, tmp_path, llm=[instance])
+        step = {
+            "op": "tools.loop",
+            "messages": [{"role": "user", "content": "six times seven?"}],
+            "tools": ["calculator"],
+            "start_with_tool": True,
+        }
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            [result] = await run_memo(client, [step])
+
+    assert result["reply"]["text"] == "it is 42"
+    assert [(r["name"], r["content"]) for r in result["results"]] == [("calculator", "42")]
+    first, second = server.tokenize_requests
+    assert first["tool_choice"] == "required" and second["tool_choice"] == "auto"
+    assert [tool["function"]["name"] for tool in first["tools"]] == ["calculator"]
+    call_turn, result_turn = second["messages"][-2:]
+    [call] = call_turn["tool_calls"]
+    assert call["function"] == {"name": "calculator", "arguments": '{"expression": "6*7"}'}
+    assert result_turn["role"] == "tool" and result_turn["tool_call_id"] == call["id"]
+    assert "response_format" not in str(server.requests[0].body)
+
+
+def test_native_tool_calling_needs_a_server_that_parses_calls() -> None:
+    with pytest.raises(ValueError, match="tool_calling = 'native' needs kind 'openai' or"):
         Settings(llm=[{"name": "x", "kind": "llamacpp", "model": "m", "tool_calling": "native"}])
+    with pytest.raises(ValueError, match="tool_call_parser is SGLang's"):
+        Settings(llm=[{"name": "x", "kind": "openai", "model": "m", "tool_call_parser": "qwen"}])
 
 
 async def test_a_loop_over_a_malformed_message_is_refused_by_name(

@@ -71,9 +71,7 @@ class OpenAIBackend(HTTPBackend):
             if self.text_resume == "continue_final_message":
                 body |= {"continue_final_message": True, "add_generation_prompt": False}
         if request.tool_specs:
-            body["tools"] = [
-                {"type": "function", "function": spec.model_dump()} for spec in request.tool_specs
-            ]
+            body["tools"] = [spec.wire() for spec in request.tool_specs]
             body["tool_choice"] = request.tool_choice
         if request.response_format is not None:
             body["response_format"] = {

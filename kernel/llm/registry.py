@@ -26,6 +26,7 @@ def build_backend(instance: LLMInstance) -> LLMBackend:
             instance.base_url,
             api_key=api_key,
             priority_scheduling=instance.priority_scheduling,
+            tool_call_parser=instance.tool_call_parser,
         )
     if instance.kind == "llamacpp":
         return LlamaCppBackend(instance.name, instance.base_url, api_key=api_key)

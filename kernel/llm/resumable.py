@@ -106,15 +106,24 @@ class ResumableBackend(HTTPBackend):
             if resumed_from:
                 # The cut may have fallen inside a character the server had not yet emitted.
                 done.text = await self.detokenize(done.tokens)
+            usage.output_tokens = len(done.tokens)
+            response = LLMResponse(
+                text=done.text,
+                model=request.model,
+                usage=usage,
+                finish_reason=finish,
+                resumed_from=resumed_from,
+            )
+            if finish != SLICE_END:
+                response = await self.concluded(request, response, placement)
         except httpx.TimeoutException as exc:
             raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"cannot reach {self.where}: {exc}") from exc
-        usage.output_tokens = len(done.tokens)
-        return LLMResponse(
-            text=done.text,
-            model=request.model,
-            usage=usage,
-            finish_reason=finish,
-            resumed_from=resumed_from,
-        )
+        return response
+
+    async def concluded(
+        self, request: LLMRequest, response: LLMResponse, placement: Placement
+    ) -> LLMResponse:
+        """A whole generation's reply as the kernel returns it (not a time slice's)."""
+        return response

@@ -12,22 +12,30 @@ with `--incremental-streaming-output`; both are read. Priority is forwarded as T
 (1 first), which is SGLang's order only with `--schedule-low-priority-values-first`: start the
 server as `kernos llm serve --kind sglang` does, or set `priority_scheduling = false` on the
 instance for a server without `--enable-priority-scheduling` (it refuses prioritised requests).
+
+Native tool calling (`tool_calling = "native"`) stays on these endpoints, so it resumes exactly
+too: `/tokenize` renders the tools into the prompt with the model's own chat template, and once
+the generation ends `/parse_function_call` reads the calls out of its text with the server's
+tool-call parser. `tool_choice = "required"` reaches the template only: unlike the kernel's
+constrained decoding, nothing forces the model to call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from contextlib import suppress
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from kernos.kernel.errors import ContextTooLong, LLMBadRequest, LLMError, LLMUnavailable
 from kernos.kernel.llm.base import Placement, Progress, Snapshot
 from kernos.kernel.llm.http import error_for_status
 from kernos.kernel.llm.resumable import ResumableBackend
-from kernos.kernel.syscalls import LLMRequest, TokenUsage
+from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage, ToolCall
 
 
 class SGLangBackend(ResumableBackend):
@@ -40,6 +48,7 @@ class SGLangBackend(ResumableBackend):
         *,
         api_key: str | None = None,
         priority_scheduling: bool = True,
+        tool_call_parser: str | None = None,
         read_timeout_s: float = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -47,15 +56,68 @@ class SGLangBackend(ResumableBackend):
             name, base_url, api_key=api_key, read_timeout_s=read_timeout_s, transport=transport
         )
         self.priority_scheduling = priority_scheduling
+        self.tool_call_parser = tool_call_parser
 
     async def prompt_tokens(self, request: LLMRequest) -> tuple[list[int], int | None]:
-        """The request's messages in the model's chat template as ids, and the context length."""
-        body = {
+        """The messages (and tools) in the model's chat template as ids, and the context length."""
+        body: dict[str, Any] = {
             "model": request.model,
             "messages": [message.wire() for message in request.messages],
         }
+        if request.tool_specs:
+            body["tools"] = [spec.wire() for spec in request.tool_specs]
+            body["tool_choice"] = request.tool_choice
         tokenized = await self._post("/tokenize", body)
         return [int(token) for token in tokenized["tokens"]], int(tokenized["max_model_len"])
+
+    async def concluded(
+        self, request: LLMRequest, response: LLMResponse, placement: Placement
+    ) -> LLMResponse:
+        """The reply with the calls the server's tool-call parser finds in it (native tools)."""
+        if not request.tool_specs or not response.text:
+            return response
+        parsed = await self._post(
+            "/parse_function_call",
+            {
+                "text": response.text,
+                "tools": [spec.wire() for spec in request.tool_specs],
+                "tool_call_parser": await self._parser(),
+            },
+        )
+        calls = parsed.get("calls") if isinstance(parsed, dict) else None
+        if not calls:
+            return response
+        # Ids unique in the run: SGLang's parser gives none, and the rid is the syscall's.
+        stem = hashlib.sha256((placement.request_id or "").encode()).hexdigest()[:12]
+        try:
+            found = [
+                ToolCall(
+                    id=f"call-{stem}-{number}",
+                    name=call["name"],
+                    arguments=str(call.get("parameters") or "{}"),
+                )
+                for number, call in enumerate(calls)
+            ]
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise LLMUnavailable(f"{self.where} parsed a malformed tool call: {exc}") from exc
+        text = str(parsed.get("normal_text") or "")
+        return response.model_copy(update={"text": text, "tool_calls": found})
+
+    async def _parser(self) -> str:
+        """The configured tool-call parser, or the one the server says it runs."""
+        if self.tool_call_parser is None:
+            info = await self._client.get("/model_info")
+            if info.status_code >= 400:
+                raise error_for_status(self.where, info)
+            parser = (info.json() or {}).get("tool_call_parser")
+            if not parser:
+                raise LLMBadRequest(
+                    f"{self.where} runs no tool-call parser, so it cannot call tools natively: "
+                    "start it with --tool-call-parser (kernos llm serve does), or set the "
+                    "instance's tool_calling = 'constrained'"
+                )
+            self.tool_call_parser = str(parser)
+        return self.tool_call_parser
 
     async def detokenize(self, tokens: list[int]) -> str:
         """The text of `tokens`, from `/detokenize`."""
