@@ -32,7 +32,7 @@ from kernos.kernel.config import CREDENTIALS_FILE, STACK_FILE, Settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.errors import ConfigError
 
-COMPONENTS = ("postgres", "temporal", "llm", "kernel-worker", "agent-worker")
+COMPONENTS = ("postgres", "temporal", "llm", "kernel-worker", "agent-worker", "gateway")
 _STATE = "stack.json"
 
 
@@ -147,25 +147,26 @@ def _check_port(port: int, what: str, setting: str) -> None:
         )
 
 
-async def _start_worker(state: Path, kind: str, timeout_s: float = 60.0) -> ComponentState:
-    log = state / "logs" / f"{kind}-worker.log"
+async def _start_process(
+    state: Path, name: str, command: list[str], ready: str, address: str, timeout_s: float = 60.0
+) -> ComponentState:
+    """Start `kernos <command>` on the stack's settings; up once its log says `ready`."""
+    log = state / "logs" / f"{name}.log"
     env = {**os.environ, "KERNOS_STATE_DIR": str(state)}
     start_size = log.stat().st_size if log.exists() else 0
-    args = [sys.executable, "-m", "kernos.cli", "worker", "--kind", kind]
+    args = [sys.executable, "-m", "kernos.cli", *command]
     process = await asyncio.to_thread(spawn, args, log, env)
     deadline = time.monotonic() + timeout_s
     while True:
         text = log.read_bytes()[start_size:].decode(errors="replace")
-        if "polling" in text:
+        if ready in text:
             break
         if process.poll() is not None or time.monotonic() > deadline:
             stop(process.pid)
             last = text.strip().splitlines()[-1:] or ["no output"]
-            raise ConfigError(f"the {kind} worker did not start: {last[0]} (log: {log})")
+            raise ConfigError(f"the {name} did not start: {last[0]} (log: {log})")
         await asyncio.sleep(0.1)
-    return ComponentState(
-        name=f"{kind}-worker", pid=process.pid, address=f"{kind} worker", log=str(log)
-    )
+    return ComponentState(name=name, pid=process.pid, address=address, log=str(log))
 
 
 async def up(settings: Settings, state: Path) -> list[ComponentStatus]:
@@ -181,6 +182,8 @@ async def up(settings: Settings, state: Path) -> list[ComponentStatus]:
         _check_port(embedded.ui_port, "the Temporal UI", "embedded.ui_port")
     if not running.get("llm", _DOWN).healthy:
         _check_port(embedded.llm_port, "the LLM server", "embedded.llm_port")
+    if not running.get("gateway", _DOWN).healthy:
+        _check_port(settings.gateway.port, "the gateway", "gateway.port")
     tcp_port = embedded.postgres_port
     if tcp_port is not None and listening_port(state / "postgres") != tcp_port:
         _check_port(tcp_port, "PostgreSQL", "embedded.postgres_port")
@@ -237,8 +240,16 @@ async def up(settings: Settings, state: Path) -> list[ComponentStatus]:
     for kind in ("kernel", "agent"):
         name = f"{kind}-worker"
         if not running.get(name, _DOWN).healthy:
-            stack.components[name] = await _start_worker(state, kind)
+            stack.components[name] = await _start_process(
+                state, name, ["worker", "--kind", kind], "polling", f"{kind} worker"
+            )
             _write_state(state, stack)
+    if not running.get("gateway", _DOWN).healthy:
+        gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
+        stack.components["gateway"] = await _start_process(
+            state, "gateway", ["gateway"], "Uvicorn running", gateway
+        )
+        _write_state(state, stack)
     return await status(state)
 
 

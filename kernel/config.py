@@ -313,6 +313,13 @@ class AuditSettings(BaseModel):
     anchor_workflow_id: str = "kernos-audit-anchor"
 
 
+class GatewaySettings(BaseModel):
+    """The HTTP gateway (`kernos gateway`): where clients that hold only an API key submit."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=1, le=65535)
+
+
 def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
@@ -347,6 +354,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     storage: StorageSettings = StorageSettings()
     audit: AuditSettings = AuditSettings()
+    gateway: GatewaySettings = GatewaySettings()
     tools: ToolSettings = ToolSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     telemetry: TelemetrySettings = TelemetrySettings()

@@ -1,6 +1,7 @@
 """kernos: a durable operating-system kernel for LLM agents.
 
-Agent authors subclass `Agent`; client code submits runs with `KernosClient`.
+Agent authors subclass `Agent`; client code submits runs with `KernosClient` on the kernel's
+side, or with `RemoteClient` through the gateway, holding an API key only.
 """
 
 from kernos.agent import (
@@ -57,6 +58,7 @@ from kernos.kernel.syscalls import (
     ToolResult,
 )
 from kernos.kernel.tools import Tool, ToolContext, tool
+from kernos.remote import GatewayError, RemoteClient
 
 __all__ = [
     "LLM",
@@ -69,6 +71,7 @@ __all__ = [
     "Conversations",
     "Done",
     "EmbeddingMismatch",
+    "GatewayError",
     "InvalidPath",
     "InvalidRequest",
     "InvalidRunSpec",
@@ -88,6 +91,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PolicyError",
+    "RemoteClient",
     "RunFailed",
     "RunHandle",
     "RunNotFound",

@@ -30,6 +30,7 @@ from kernos.kernel import telemetry
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.migrate import upgrade
 from kernos.kernel.errors import ConfigError, KernosError
+from kernos.kernel.syscalls import RunResult
 
 
 def _view_json(view: RunView) -> dict[str, Any]:
@@ -87,6 +88,22 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the gateway until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from kernos.gateway import gateway_app
+
+    config = uvicorn.Config(
+        gateway_app(settings),
+        host=args.host or settings.gateway.host,
+        port=args.port or settings.gateway.port,
+        log_level="info",
+    )
+    await uvicorn.Server(config).serve()
+    return 0
+
+
 async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Submit a run; wait for its result unless --no-wait."""
     spec: dict[str, Any] = {
@@ -99,8 +116,13 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         "policy": args.policy,
     }
 
+    given = {k: v for k, v in spec.items() if v is not None}
+    api_key = args.api_key or os.environ.get("KERNOS_API_KEY") or None
+    gateway = args.gateway or os.environ.get("KERNOS_GATEWAY_URL") or None
+    if gateway is not None:
+        return await _run_through_gateway(gateway, api_key, given, args)
     # Bad input is refused before anything is contacted.
-    checked = check_spec(settings, {k: v for k, v in spec.items() if v is not None})
+    checked = check_spec(settings, given)
 
     async def body(client: KernosClient) -> int:
         handle = await client.submit(checked)
@@ -116,30 +138,55 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        result = await handle.result()
-        if args.json:
-            print_json(
-                {
-                    "run_id": result.run_id,
-                    "ui_url": handle.ui_url(),
-                    "status": "completed",
-                    "output": result.output,
-                    "syscalls": result.syscalls,
-                    "usage": result.usage.model_dump(),
-                }
-            )
-        else:
-            print(result.output)
-            print(
-                f"run {result.run_id}: {result.syscalls} syscalls, "
-                f"{result.usage.input_tokens} input + {result.usage.output_tokens} output tokens\n"
-                f"in the Temporal UI: {handle.ui_url()}",
-                file=sys.stderr,
-            )
+        _print_result(await handle.result(), args.json, handle.ui_url())
         return 0
 
-    api_key = args.api_key or os.environ.get("KERNOS_API_KEY") or None
     return await with_client(settings, body, api_key=api_key)
+
+
+async def _run_through_gateway(
+    url: str, api_key: str | None, spec: dict[str, Any], args: argparse.Namespace
+) -> int:
+    """`kernos run` from a machine with an API key only: the gateway checks and admits."""
+    from kernos.remote import RemoteClient
+
+    if api_key is None:
+        raise ConfigError("--gateway needs an API key: --api-key or $KERNOS_API_KEY")
+    async with RemoteClient(url, api_key) as remote:
+        run_id = await remote.submit(spec)
+        if args.no_wait:
+            print_json({"run_id": run_id}) if args.json else print(run_id)
+            return 0
+        if not args.json:
+            print(f"run {run_id} (through {url})", file=sys.stderr, flush=True)
+        result = await remote.result(run_id)
+    _print_result(result, args.json, None)
+    return 0
+
+
+def _print_result(result: RunResult, as_json: bool, ui: str | None) -> None:
+    """A finished run: its output on stdout, its figures on stderr (or all as JSON)."""
+    if as_json:
+        data: dict[str, Any] = {"run_id": result.run_id}
+        if ui is not None:
+            data["ui_url"] = ui
+        print_json(
+            data
+            | {
+                "status": "completed",
+                "output": result.output,
+                "syscalls": result.syscalls,
+                "usage": result.usage.model_dump(),
+            }
+        )
+        return
+    print(result.output)
+    where = f"\nin the Temporal UI: {ui}" if ui is not None else ""
+    print(
+        f"run {result.run_id}: {result.syscalls} syscalls, "
+        f"{result.usage.input_tokens} input + {result.usage.output_tokens} output tokens{where}",
+        file=sys.stderr,
+    )
 
 
 async def cmd_ps(settings: Settings, args: argparse.Namespace) -> int:
@@ -235,12 +282,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--kind", choices=["agent", "kernel", "all"], default="all")
     worker.set_defaults(handler=cmd_worker)
 
+    gateway = commands.add_parser(
+        "gateway", help="serve the HTTP gateway: admission for clients with an API key"
+    )
+    gateway.add_argument("--host", help="default: [gateway] host")
+    gateway.add_argument("--port", type=int, help="default: [gateway] port")
+    gateway.set_defaults(handler=cmd_gateway)
+
     run = commands.add_parser("run", help="run an agent on a task")
     run.add_argument("agent")
     run.add_argument("task")
     run.add_argument("--tenant", help="with an API key: another tenant, if a rule allows it")
     run.add_argument("--user", help="without an API key only: the key says who you are")
     run.add_argument("--api-key", help="act as this key's user in its tenant (or $KERNOS_API_KEY)")
+    run.add_argument(
+        "--gateway",
+        help="submit through the kernel's HTTP gateway with the API key, needing no other "
+        "credentials (or $KERNOS_GATEWAY_URL)",
+    )
     run.add_argument("--priority", type=int, help="1 (first) to 5 (last); default 3")
     run.add_argument("--model")
     run.add_argument(

@@ -52,6 +52,7 @@ class RunFailed(KernosError):
     def __init__(self, run_id: str, error_type: str, message: str) -> None:
         self.run_id = run_id
         self.error_type = error_type
+        self.message = message
         super().__init__(f"run {run_id} failed: {error_type}: {message}")
 
 

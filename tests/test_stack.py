@@ -38,6 +38,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     env["KERNOS_EMBEDDED__LLM_SLOTS"] = "2"
     env["KERNOS_EMBEDDED__LLM_CONTEXT"] = "2048"
     env["KERNOS_EMBEDDED__POSTGRES_PORT"] = str(free_port())
+    env["KERNOS_GATEWAY__PORT"] = str(free_port())
     return env
 
 
@@ -47,7 +48,9 @@ async def test_up_status_run_crash_down(tmp_path: Path) -> None:
     try:
         assert code == 0, err + out
         components = {c["name"]: c for c in json.loads(out)["components"]}
-        assert set(components) == {"postgres", "temporal", "llm", "kernel-worker", "agent-worker"}
+        assert set(components) == {
+            "postgres", "temporal", "llm", "kernel-worker", "agent-worker", "gateway",
+        }  # fmt: skip
         assert all(c["healthy"] and c["pid"] for c in components.values()), components
         assert components["llm"]["slots"] == 2
         assert components["llm"]["load"] == 0
@@ -97,6 +100,28 @@ async def test_up_status_run_crash_down(tmp_path: Path) -> None:
         shown = json.loads(out)
         assert shown["output"].strip()
         assert shown["output_tokens"] > 0
+
+        # A client with an API key and the gateway's URL, and no settings or credentials.
+        code, token, err = await kernos(
+            tmp_path, env, "keys", "create", "--user", "erin", "--tenant", "team"
+        )
+        assert code == 0, err
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        client_env = {
+            **environment(),
+            "KERNOS_STATE_DIR": str(elsewhere / ".kernos"),
+            "KERNOS_CONFIG": str(elsewhere / "kernos.toml"),
+            "KERNOS_GATEWAY_URL": components["gateway"]["address"],
+            "KERNOS_API_KEY": token.strip(),
+        }
+        code, out, err = await kernos(elsewhere, client_env, "run", "planner", "A fruit?", "--json")
+        assert code == 0, err
+        through = json.loads(out)
+        assert through["status"] == "completed" and through["syscalls"] > 0
+        code, out, err = await kernos(tmp_path, env, "show", through["run_id"], "--json")
+        assert code == 0, err
+        assert (json.loads(out)["tenant"], json.loads(out)["user"]) == ("team", "erin")
 
         code, out, _ = await kernos(tmp_path, env, "logs", "llm", "--lines", "5")
         assert code == 0
