@@ -13,13 +13,16 @@ either way), exactly as for `KernosClient.connect(api_key=...)`.
 
 Errors are JSON `{"error": {"type", "message"}}`: 401 for a missing, bad or revoked key (one
 message for all), 403 for a refusal by policy, 400 for a spec the kernel refuses (naming the
-field), 404 for a run the key may not see, as for one that does not exist.
+field), 413 for a body over twice `max_task_bytes` (plus 64 KiB), 404 for a run the key may
+not see, as for one that does not exist. A key sees its user's runs in its tenant, and in the
+tenants its user may submit to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pydantic import ValidationError
@@ -29,9 +32,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from kernos.client import KernosClient, RunFailed
+from kernos.kernel.access import Subject
 from kernos.kernel.api_keys import ApiKeyStore, AuthenticationFailed, Principal
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import AccessDenied, KernosError, RunNotFound, first_problem
+from kernos.kernel.policy_store import load_access
 from kernos.kernel.runs import RunRecord
 from kernos.remote import GatewayResult, GatewayRun
 
@@ -102,8 +107,15 @@ async def _as_key_holder(operator: KernosClient, request: Request) -> KernosClie
 
 
 async def _submit(request: Request, client: KernosClient) -> JSONResponse:
+    # The spec's task is capped by max_task_bytes; the rest of a spec is small.
+    limit = client.settings.max_task_bytes * 2 + 64 * 1024
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise _Refused(413, "PayloadTooLarge", f"the body is over {limit} bytes")
     try:
-        body = await request.json()
+        body = json.loads(received)
     except ValueError as exc:
         raise _Refused(400, "InvalidRequest", f"the body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -118,14 +130,21 @@ async def _own_run(request: Request, client: KernosClient) -> RunRecord:
     principal = client.principal
     assert principal is not None
     record = await client.runs.get(run_id)
-    if not _owns(principal, record):
+    if not await _owns(client.settings, principal, record):
         # The same answer as for a run that does not exist: ids are not probed this way.
         raise RunNotFound(run_id)
     return record
 
 
-def _owns(principal: Principal, record: RunRecord) -> bool:
-    return record.user == principal.user and record.tenant == principal.tenant
+async def _owns(settings: Settings, principal: Principal, record: RunRecord) -> bool:
+    """The key's user's run: in the key's tenant, or in one the user may submit to."""
+    if record.user != principal.user:
+        return False
+    if record.tenant == principal.tenant:
+        return True
+    access = await load_access(settings)
+    subject = Subject("", record.tenant, principal.user, record.agent)
+    return access.decide(subject, "run.submit", f"tenant:{record.tenant}").allowed
 
 
 async def _show(request: Request, client: KernosClient) -> JSONResponse:

@@ -142,6 +142,6 @@ class RemoteClient:
             raise AccessDenied(message)
         if response.status_code == 404:
             raise RunNotFound(path.split("/")[3] if path.count("/") >= 3 else path)
-        if response.status_code == 400:
+        if response.status_code in (400, 413):
             raise InvalidRequest(f"{kind}: {message}" if kind else message)
         raise GatewayError(f"the gateway answered {response.status_code}: {message}")

@@ -94,7 +94,19 @@ async def test_a_key_holder_submits_and_follows_runs_through_the_gateway(
                 await remote.submit({"agent": "nobody", "task": "hi"})
             with pytest.raises(InvalidRequest, match="task"):
                 await remote.submit({"agent": "echo"})
+            huge = "x" * (settings.max_task_bytes * 3)
+            with pytest.raises(InvalidRequest, match="PayloadTooLarge"):
+                await remote.submit({"agent": "echo", "task": huge})
             assert await run_count(operator) == before  # nothing admitted
+
+            # With a rule, bob submits in the other tenant, and sees that run of his too.
+            policy.write_text(
+                f"{DEFAULT_POLICY}p, bob, *, {other}, tenant:{other}, run.submit, allow\n"
+            )
+            abroad = await remote.submit({"agent": "echo", "task": "hi", "tenant": other})
+            await remote.result(abroad, timeout_s=60)
+            assert (await remote.get(abroad)).tenant == other
+            admitted = await run_count(operator)
 
         # Another user of the same tenant sees nothing of bob's runs.
         async with RemoteClient(url, carol) as remote:
@@ -113,7 +125,7 @@ async def test_a_key_holder_submits_and_follows_runs_through_the_gateway(
             async with RemoteClient(url, token) as remote:
                 with pytest.raises(AuthenticationFailed):
                     await remote.submit({"agent": "echo", "task": "x"})
-        assert await run_count(operator) == before
+        assert await run_count(operator) == admitted
 
 
 async def test_a_run_is_cancelled_through_the_gateway(
