@@ -44,6 +44,7 @@ def agent_worker(
         task_queue=settings.temporal.agent_task_queue,
         workflows=[AgentRun],
         workflow_runner=sandbox_runner(),
+        max_cached_workflows=settings.temporal.max_cached_workflows,
         # A dead worker's runs move to another within seconds, not the default ten.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
