@@ -175,7 +175,11 @@ class AuditLog:
         """Record what an allowed syscall attempt came to, and add its tokens to the tenant's.
 
         One statement: the tenant's total moves only when the result row is new, so a
-        redelivered attempt is never counted twice.
+        redelivered attempt is never counted twice. Its commit does not wait for the WAL flush
+        (`synchronous_commit` off for this transaction alone): the decision before it was
+        durable, and only a crash of PostgreSQL itself within its WAL writer's delay (0.2 s by
+        default) could lose this row, and with it the attempt's tokens from the accounting.
+        The next durable commit (the next decision, the run's end) flushes it.
         """
         async with self._pool.connection() as conn:
             await conn.execute(
@@ -208,7 +212,8 @@ WITH result AS (
     RETURNING tenant, input_tokens, output_tokens
 )
 INSERT INTO tenant_usage AS u (tenant, input_tokens, output_tokens, syscalls)
-SELECT tenant, input_tokens, output_tokens, 1 FROM result
+SELECT tenant, input_tokens, output_tokens, 1
+FROM result, (SELECT set_config('synchronous_commit', 'off', true)) AS asynchronous_commit
 ON CONFLICT (tenant) DO UPDATE SET
     input_tokens = u.input_tokens + EXCLUDED.input_tokens,
     output_tokens = u.output_tokens + EXCLUDED.output_tokens,

@@ -16,6 +16,7 @@ from kernos import (
 )
 from kernos.kernel.access import Subject
 from kernos.kernel.audit import AttemptKey, AuditLog
+from kernos.kernel.db.pool import open_pool
 from kernos.kernel.syscalls import TokenUsage
 from tests.conftest import workers
 
@@ -108,3 +109,30 @@ async def test_budget_input_is_checked(kernos_client: KernosClient) -> None:
         await kernos_client.set_budget("acme", 0)
     with pytest.raises(InvalidRequest, match=r"tenant '\.\./x' is not a valid name"):
         await kernos_client.set_budget("../x", 5)
+
+
+async def test_a_result_commits_without_waiting_for_the_disk_and_changes_nothing_after(
+    settings: Settings,
+) -> None:
+    """The result row's commit is asynchronous for its own transaction only: the pooled
+    connection it ran on commits durably again afterwards."""
+    name = tenant()
+    pool = await open_pool(settings.database.model_copy(update={"pool_min": 1, "pool_max": 1}))
+    try:
+        await AuditLog(pool).record_result(
+            AttemptKey(f"wf-{name}", "exec", "1", 1),
+            Subject(run_id=f"run-{name}", tenant=name, user="u", agent="a"),
+            "llm.chat",
+            error_type=None,
+            usage=TokenUsage(input_tokens=3, output_tokens=4),
+            duration_ms=1.0,
+        )
+        async with pool.connection() as conn:  # the same, only connection
+            cursor = await conn.execute("SHOW synchronous_commit")
+            assert await cursor.fetchone() == {"synchronous_commit": "on"}
+            cursor = await conn.execute(
+                "SELECT input_tokens, output_tokens FROM tenant_usage WHERE tenant = %s", (name,)
+            )
+            assert await cursor.fetchone() == {"input_tokens": 3, "output_tokens": 4}
+    finally:
+        await pool.close()
