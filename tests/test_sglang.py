@@ -19,7 +19,7 @@ from kernos.kernel.errors import ContextTooLong, LLMBadRequest, LLMUnavailable
 from kernos.kernel.llm.base import SLICE_END, Placement, Snapshot
 from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.sglang import SGLangBackend
-from kernos.kernel.syscalls import LLMRequest, LLMResponse, ToolSpec
+from kernos.kernel.syscalls import MAX_TOOL_ARGUMENTS, LLMRequest, LLMResponse, ToolSpec
 from tests.fake_sglang import FakeSGLangServer, calls_then_answers
 
 
@@ -347,3 +347,18 @@ async def test_native_tools_on_a_server_without_a_parser_name_the_flag() -> None
                 await backend.chat(tool_request(fake.served_model_name), lambda _: None)
         finally:
             await backend.aclose()
+
+
+async def test_a_call_the_kernel_cannot_take_leaves_the_text_as_the_reply() -> None:
+    """Arguments over the kernel's limit: as with constrained decoding, the text stands."""
+    huge = "1+" * (MAX_TOOL_ARGUMENTS // 2) + "1"
+    reply = (
+        f'<tool_call> {{"name":"calculator","arguments":{{"expression":"{huge}"}}}} </tool_call>'
+    )
+    async with FakeSGLangServer(replies=lambda _: reply, tool_call_parser="qwen") as fake:
+        backend = SGLangBackend("under-test", fake.base_url)
+        try:
+            response = await backend.chat(tool_request(fake.served_model_name), lambda _: None)
+        finally:
+            await backend.aclose()
+    assert response.tool_calls == [] and response.text == reply

@@ -98,8 +98,10 @@ class SGLangBackend(ResumableBackend):
                 )
                 for number, call in enumerate(calls)
             ]
-        except (KeyError, TypeError, ValidationError) as exc:
-            raise LLMUnavailable(f"{self.where} parsed a malformed tool call: {exc}") from exc
+        except (KeyError, TypeError, ValidationError):
+            # A name no tool could have, or arguments over any limit: as with constrained
+            # decoding, the model's text stands as its reply.
+            return response
         text = str(parsed.get("normal_text") or "")
         return response.model_copy(update={"text": text, "tool_calls": found})
 
