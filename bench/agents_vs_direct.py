@@ -10,7 +10,9 @@ prefix. A second setting gives the two instances 8 and 2 slots, where round-robi
 overload the small one and pulling by capacity does not. Both ways use the same simulated
 instances (bench/simulator.py, calibrated to this machine's llama.cpp server; prefill of
 uncached prompt tokens is what a cache miss costs).
-Run: `python bench/agents_vs_direct.py` (writes bench/results/agents_vs_direct.json).
+Run: `python bench/agents_vs_direct.py` (writes bench/results/agents_vs_direct.json);
+`python bench/agents_vs_direct.py --affinity 1 5 30` runs only the kernel, once per
+`affinity_s`, and prints the rows (the README's sweep).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import sys
 import time
 from typing import Any
 
@@ -114,7 +117,22 @@ async def through_kernel(
             "cache_hit_rate": round(hits, 3)}  # fmt: skip
 
 
+async def sweep(values: list[float]) -> None:
+    """The kernel alone at each `affinity_s`, on the equal instances; printed only."""
+    async with services() as stack:
+        for affinity_s in values:
+            f = await through_kernel(stack, affinity_s)
+            print(
+                f"affinity_s {affinity_s:>5}: {f['seconds']:>7.2f} s "
+                f"{f['tokens_per_s']:>7.1f} tokens/s {f['cache_hit_rate']:>7.1%} cache hits",
+                flush=True,
+            )
+
+
 async def main() -> None:
+    if sys.argv[1:2] == ["--affinity"]:
+        await sweep([float(value) for value in sys.argv[2:]])
+        return
     async with services() as stack:
         figures = {
             "direct": await direct(),

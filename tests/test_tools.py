@@ -457,6 +457,22 @@ async def test_http_fetch_reaches_only_allowed_hosts(tmp_path: Path) -> None:
             await http_fetch.invoke(http_fetch.parse(json.dumps({"url": url})), context)
 
 
+async def six_times_seven(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path, instance: Any
+) -> dict[str, Any]:
+    """One `tools.loop` that must start with a calculator call, on `instance` alone."""
+    settings = tool_settings(temporal, postgres, tmp_path, llm=[instance])
+    step = {
+        "op": "tools.loop",
+        "messages": [{"role": "user", "content": "six times seven?"}],
+        "tools": ["calculator"],
+        "start_with_tool": True,
+    }
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        [result] = await run_memo(client, [step])
+    return dict(result)
+
+
 async def test_native_tool_calling_on_an_openai_server(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
@@ -469,15 +485,7 @@ async def test_native_tool_calling_on_an_openai_server(
             "name": "api", "kind": "openai", "model": "api", "base_url": server.base_url,
             "tool_calling": "native",
         }  # fmt: skip
-        settings = tool_settings(temporal, postgres, tmp_path, llm=[instance])
-        step = {
-            "op": "tools.loop",
-            "messages": [{"role": "user", "content": "six times seven?"}],
-            "tools": ["calculator"],
-            "start_with_tool": True,
-        }
-        async with workers(settings), await KernosClient.connect(settings) as client:
-            [result] = await run_memo(client, [step])
+        result = await six_times_seven(temporal, postgres, tmp_path, instance)
         first, second = (record.body for record in server.requests)
 
     assert result["reply"]["text"] == "it is 42"
@@ -506,15 +514,7 @@ async def test_native_tool_calling_on_an_sglang_server(
             "name": "gpu", "kind": "sglang", "model": server.served_model_name,
             "base_url": server.base_url, "tool_calling": "native",
         }  # fmt: skip
-        settings = tool_settings(temporal, postgres, tmp_path, llm=[instance])
-        step = {
-            "op": "tools.loop",
-            "messages": [{"role": "user", "content": "six times seven?"}],
-            "tools": ["calculator"],
-            "start_with_tool": True,
-        }
-        async with workers(settings), await KernosClient.connect(settings) as client:
-            [result] = await run_memo(client, [step])
+        result = await six_times_seven(temporal, postgres, tmp_path, instance)
 
     assert result["reply"]["text"] == "it is 42"
     assert [(r["name"], r["content"]) for r in result["results"]] == [("calculator", "42")]
