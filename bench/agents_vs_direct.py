@@ -10,9 +10,12 @@ prefix. A second setting gives the two instances 8 and 2 slots, where round-robi
 overload the small one and pulling by capacity does not. Both ways use the same simulated
 instances (bench/simulator.py, calibrated to this machine's llama.cpp server; prefill of
 uncached prompt tokens is what a cache miss costs).
+The servers' prefix caches hold everything by default. `--kv-pool N [N ...]` bounds each
+instance's cache to N tokens (a KV pool that fills, least recently used prefixes evicted, as
+SGLang's radix cache does) and runs direct, the kernel without and with affinity at each size.
 Run: `python bench/agents_vs_direct.py` (writes bench/results/agents_vs_direct.json);
 `python bench/agents_vs_direct.py --affinity 1 5 30` runs only the kernel, once per
-`affinity_s`, and prints the rows (the README's sweep).
+`affinity_s`, and prints the rows; `--kv-pool 18000 9000` prints the pool sweep (the README's).
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from kernos.kernel.syscalls import LLMRequest
 AGENTS = 32
 TURNS = 6
 SLOTS = 8
-AFFINITY_S = 1.0
+#: Long enough to cover one generation at saturation (about 2 s here): a shorter wait sends calls
+#: to the back of the pool just before their instance frees a slot (the `--affinity` sweep).
+AFFINITY_S = 5.0
 #: A second setting: instances of unequal capacity (a big and a small GPU, say).
 UNEQUAL = (8, 2)
 
@@ -68,10 +73,12 @@ def cache_hit_rate(servers: list[Any]) -> float:
     return sum(s.cached_prompt_tokens for s in servers) / prompt if prompt else 0.0
 
 
-async def direct(slots: tuple[int, int] = (SLOTS, SLOTS)) -> dict[str, float]:
+async def direct(
+    slots: tuple[int, int] = (SLOTS, SLOTS), kv_pool: int | None = None
+) -> dict[str, float]:
     async with (
-        simulated_server(max_running_requests=slots[0]) as a,
-        simulated_server(max_running_requests=slots[1]) as b,
+        simulated_server(max_running_requests=slots[0], cache_tokens=kv_pool) as a,
+        simulated_server(max_running_requests=slots[1], cache_tokens=kv_pool) as b,
     ):
         clients = NaiveClients([a.base_url, b.base_url], timeout_s=600)
         started = time.perf_counter()
@@ -84,11 +91,14 @@ async def direct(slots: tuple[int, int] = (SLOTS, SLOTS)) -> dict[str, float]:
 
 
 async def through_kernel(
-    stack: Services, affinity_s: float, slots: tuple[int, int] = (SLOTS, SLOTS)
+    stack: Services,
+    affinity_s: float,
+    slots: tuple[int, int] = (SLOTS, SLOTS),
+    kv_pool: int | None = None,
 ) -> dict[str, float]:
     async with (
-        simulated_server(max_running_requests=slots[0]) as a,
-        simulated_server(max_running_requests=slots[1]) as b,
+        simulated_server(max_running_requests=slots[0], cache_tokens=kv_pool) as a,
+        simulated_server(max_running_requests=slots[1], cache_tokens=kv_pool) as b,
     ):
         settings = stack.settings(
             llm=[
@@ -129,9 +139,31 @@ async def sweep(values: list[float]) -> None:
             )
 
 
+async def pool_sweep(sizes: list[int]) -> None:
+    """Direct, and the kernel without and with affinity, at each KV pool size; printed only."""
+    async with services() as stack:
+        for size in sizes:
+            rows = {
+                "direct": await direct(kv_pool=size),
+                "kernel, no affinity": await through_kernel(stack, 0.0, kv_pool=size),
+                f"kernel, affinity {AFFINITY_S:g} s": await through_kernel(
+                    stack, AFFINITY_S, kv_pool=size
+                ),
+            }
+            for label, f in rows.items():
+                print(
+                    f"pool {size:>6} {label:<24}{f['seconds']:>8.2f} s "
+                    f"{f['tokens_per_s']:>7.1f} tokens/s {f['cache_hit_rate']:>7.1%} cache hits",
+                    flush=True,
+                )
+
+
 async def main() -> None:
     if sys.argv[1:2] == ["--affinity"]:
         await sweep([float(value) for value in sys.argv[2:]])
+        return
+    if sys.argv[1:2] == ["--kv-pool"]:
+        await pool_sweep([int(value) for value in sys.argv[2:]])
         return
     async with services() as stack:
         figures = {

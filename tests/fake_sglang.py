@@ -22,7 +22,9 @@ reasons, `/v1/loads`). What the kernel's backend relies on is answered as SGLang
 
 The engine is a small continuous-batching model: up to `max_running_requests` generate together,
 each step costs `step_s + step_per_request_s * batch` plus prefill of uncached prompt tokens, a
-prefix cache remembers recent sequences (`cached_tokens`), and waiting requests are ordered by
+radix prefix cache holds finished sequences (`cached_tokens`; at most `cache_tokens` tokens, least
+recently used leaves evicted first, as SGLang's `RadixCache` evicts when its KV pool fills), and
+waiting requests are ordered by
 priority (lower first, as with `--schedule-low-priority-values-first`) when priority scheduling
 is on. The model is deterministic: each next token depends only on the previous one, so a
 generation resumed from its ids continues exactly as it would have. A test can script the
@@ -33,6 +35,7 @@ exactly too, from the part of it already generated.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import json
 import re
@@ -75,6 +78,96 @@ def calls_then_answers(prompt: str) -> str:
         return "it is 42"
     call = '{"name":"calculator","arguments":{"expression":"6*7"}}'
     return f"Let me compute. <tool_call> {call} </tool_call>"
+
+
+class _Node:
+    __slots__ = ("children", "key", "last_used", "parent")
+
+    def __init__(self, key: tuple[int, ...], parent: _Node | None, last_used: int) -> None:
+        self.key = key
+        self.parent = parent
+        self.children: dict[int, _Node] = {}
+        self.last_used = last_used
+
+
+class PrefixCache:
+    """SGLang's radix cache in small: token sequences in a tree that stores a shared prefix once.
+
+    It holds at most `capacity` tokens (None: no limit); past it, the least recently used leaves
+    go first, whole, and a parent left without children becomes a leaf in its turn.
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._root = _Node((), None, 0)
+        self._clock = itertools.count(1)
+
+    def match(self, ids: list[int]) -> int:
+        """How many leading tokens of `ids` the cache holds; marks them used."""
+        now = next(self._clock)
+        node, matched = self._root, 0
+        while matched < len(ids) and (child := node.children.get(ids[matched])) is not None:
+            common = _common(child.key, ids, matched)
+            child.last_used = now
+            matched += common
+            if common < len(child.key):
+                break
+            node = child
+        return matched
+
+    def insert(self, ids: list[int]) -> None:
+        """Hold `ids`, then evict down to the capacity."""
+        now = next(self._clock)
+        node, done = self._root, 0
+        while done < len(ids):
+            child = node.children.get(ids[done])
+            if child is None:
+                node.children[ids[done]] = _Node(tuple(ids[done:]), node, now)
+                self.size += len(ids) - done
+                break
+            common = _common(child.key, ids, done)
+            if common < len(child.key):  # split the edge where the sequences part
+                head = _Node(child.key[:common], node, now)
+                child.key, child.parent = child.key[common:], head
+                head.children[child.key[0]] = child
+                node.children[head.key[0]] = head
+                child = head
+            child.last_used = now
+            done += common
+            node = child
+        self._evict()
+
+    def _evict(self) -> None:
+        if self.capacity is None or self.size <= self.capacity:
+            return
+        leaves = [(n.last_used, id(n), n) for n in self._nodes() if not n.children]
+        heapq.heapify(leaves)
+        while self.size > self.capacity and leaves:
+            _, _, leaf = heapq.heappop(leaves)
+            parent = leaf.parent
+            assert parent is not None
+            del parent.children[leaf.key[0]]
+            self.size -= len(leaf.key)
+            if parent is not self._root and not parent.children:
+                heapq.heappush(leaves, (parent.last_used, id(parent), parent))
+
+    def _nodes(self) -> list[_Node]:
+        found, pending = [], list(self._root.children.values())
+        while pending:
+            node = pending.pop()
+            found.append(node)
+            pending.extend(node.children.values())
+        return found
+
+
+def _common(key: tuple[int, ...], ids: list[int], start: int) -> int:
+    n = 0
+    for a, b in zip(key, itertools.islice(ids, start, None), strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
 
 
 class Tokenizer:
@@ -176,7 +269,7 @@ class FakeSGLangServer:
         priority_scheduling: bool = True,
         incremental_streaming: bool = False,
         max_queued_requests: int | None = None,
-        cache_sequences: int = 256,
+        cache_tokens: int | None = None,
         eos: bool = True,
         live_reference: bool = False,
         replies: Callable[[str], str | None] | None = None,
@@ -192,7 +285,6 @@ class FakeSGLangServer:
         self.priority_scheduling = priority_scheduling
         self.incremental_streaming = incremental_streaming
         self.max_queued_requests = max_queued_requests
-        self.cache_sequences = cache_sequences
         self.eos = eos
         self.live_reference = live_reference
         """Cumulative chunks report one token fewer in `completion_tokens` than they carry, as
@@ -211,7 +303,8 @@ class FakeSGLangServer:
         self.healthy = True
         self._waiting: list[GenerateRequest] = []
         self._running: list[GenerateRequest] = []
-        self._cache: list[tuple[int, ...]] = []
+        self.cache = PrefixCache(cache_tokens)
+        """The prefix cache; `cache_tokens` is the KV pool it may fill (None: unlimited)."""
         self._wake = asyncio.Event()
         self._engine: asyncio.Task[None] | None = None
         self._rids = itertools.count()
@@ -500,21 +593,6 @@ class FakeSGLangServer:
             self._running.remove(queued)
         queued.updates.put_nowait(None)
 
-    def _cached_prefix(self, ids: list[int]) -> int:
-        best = 0
-        for sequence in self._cache:
-            n = 0
-            for a, b in zip(sequence, ids, strict=False):
-                if a != b:
-                    break
-                n += 1
-            best = max(best, n)
-        return min(best, len(ids) - 1)
-
-    def _remember(self, ids: list[int]) -> None:
-        self._cache.append(tuple(ids))
-        del self._cache[: -self.cache_sequences]
-
     async def _run_engine(self) -> None:
         while True:
             if not self._waiting and not self._running:
@@ -524,7 +602,8 @@ class FakeSGLangServer:
             order = sorted(self._waiting, key=lambda r: (r.priority, r.arrival))
             for queued in order[: max(0, self.max_running_requests - len(self._running))]:
                 self._waiting.remove(queued)
-                queued.cached_tokens = self._cached_prefix(queued.input_ids)
+                held = self.cache.match(queued.input_ids)
+                queued.cached_tokens = min(held, len(queued.input_ids) - 1)
                 self.prompt_tokens += len(queued.input_ids)
                 self.cached_prompt_tokens += queued.cached_tokens
                 prefill += len(queued.input_ids) - queued.cached_tokens
@@ -548,7 +627,7 @@ class FakeSGLangServer:
                 else:
                     queued.updates.put_nowait(None)
                 if queued.finish_reason is not None:
-                    self._remember(queued.input_ids + queued.output_ids)
+                    self.cache.insert(queued.input_ids + queued.output_ids)
 
     def _output(
         self, queued: GenerateRequest, *, cumulative: bool, sent: int = 0

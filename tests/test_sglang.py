@@ -20,7 +20,7 @@ from kernos.kernel.llm.base import SLICE_END, Placement, Snapshot
 from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.sglang import SGLangBackend
 from kernos.kernel.syscalls import MAX_TOOL_ARGUMENTS, LLMRequest, LLMResponse, ToolSpec
-from tests.fake_sglang import FakeSGLangServer, calls_then_answers
+from tests.fake_sglang import FakeSGLangServer, PrefixCache, calls_then_answers
 
 
 class Target:
@@ -362,3 +362,23 @@ async def test_a_call_the_kernel_cannot_take_leaves_the_text_as_the_reply() -> N
         finally:
             await backend.aclose()
     assert response.tool_calls == [] and response.text == reply
+
+
+def test_the_fake_servers_prefix_cache_shares_prefixes_and_evicts_the_least_recently_used() -> None:
+    """The simulator's cache is bounded in tokens, as a KV pool is (the benchmarks rely on it)."""
+    cache = PrefixCache(capacity=30)
+    system = list(range(100, 110))
+    first, second = system + list(range(10)), system + list(range(20, 30))
+    cache.insert(first)
+    cache.insert(second)
+    assert cache.size == 30  # the shared ten tokens are held once
+    assert (cache.match(first), cache.match(second[:15])) == (20, 15)
+    assert cache.match([*system, 99]) == 10
+    cache.match(second)  # `first` is now the least recently used
+    cache.insert(system + list(range(40, 45)))
+    assert cache.size == 25
+    assert (cache.match(first), cache.match(second)) == (10, 20)
+    unlimited = PrefixCache()
+    for n in range(50):
+        unlimited.insert([n] * 10)
+    assert unlimited.size == 500 and unlimited.match([7] * 10) == 10
