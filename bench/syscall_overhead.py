@@ -19,12 +19,16 @@ Figures, in ms per syscall:
 - parallel: 50 runs of 10 syscalls at once; wall time per syscall.
 
 Run: `make bench` (writes bench/results/syscall_overhead.json).
+`python bench/syscall_overhead.py --without-audit-writes` is a diagnostic, printed only: the
+same measurement with the audit's two statements per syscall (the decision row, the result
+row) replaced by no-ops, to show what the audit costs. The kernel has no such setting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -40,6 +44,8 @@ from kernos import KernosClient, RunSpec
 from kernos.client import connect_temporal
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.access import Decision, Subject
+from kernos.kernel.audit import AttemptKey, AuditLog
 from kernos.kernel.config import load_settings
 from kernos.kernel.db import upgrade
 from kernos.worker import RunningWorkers, WorkerGroup
@@ -125,7 +131,32 @@ async def measure(kernos: KernosClient, raw_client: Client) -> dict[str, dict[st
     }
 
 
+def skip_audit_writes() -> None:
+    """The diagnostic: decisions stand as the policy made them, and nothing is written."""
+
+    async def decide(
+        self: AuditLog,
+        key: AttemptKey,
+        subject: Subject | None,
+        syscall: str,
+        resource: str,
+        decision: Decision,
+        *,
+        metered: bool = False,
+    ) -> Decision:
+        return decision
+
+    async def result(self: AuditLog, *args: object, **kwargs: object) -> None:
+        return None
+
+    AuditLog.record_decision = decide  # type: ignore[method-assign]
+    AuditLog.record_result = result  # type: ignore[method-assign]
+
+
 async def main() -> None:
+    diagnostic = sys.argv[1:] == ["--without-audit-writes"]
+    if diagnostic:
+        skip_audit_writes()
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     temporal = await TemporalDevServer.start(headless=True)
     try:
@@ -183,7 +214,10 @@ async def main() -> None:
         f"a whole run with one syscall, submission to result: kernel {whole['kernel_ms']} ms, "
         f"raw {whole['raw_ms']} ms, raw eager {whole['raw_eager_ms']} ms"
     )
-    write_results("syscall_overhead", result)
+    if diagnostic:
+        print("(without the audit's writes: a diagnostic, not written to results)")
+    else:
+        write_results("syscall_overhead", result)
 
 
 if __name__ == "__main__":
