@@ -15,7 +15,8 @@ instance's cache to N tokens (a KV pool that fills, least recently used prefixes
 SGLang's radix cache does) and runs direct, the kernel without and with affinity at each size.
 Run: `python bench/agents_vs_direct.py` (writes bench/results/agents_vs_direct.json);
 `python bench/agents_vs_direct.py --affinity 1 5 30` runs only the kernel, once per
-`affinity_s`, and prints the rows; `--kv-pool 18000 9000` prints the pool sweep (the README's).
+`affinity_s`, and prints the rows; `--kv-pool 18000 9000` prints the pool sweep, and
+`--instances 2 4 8` the same 16 slots split over that many instances (the README's).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from bench_results import run_benchmark, write_results
@@ -38,6 +41,7 @@ from kernos.kernel.syscalls import LLMRequest
 AGENTS = 32
 TURNS = 6
 SLOTS = 8
+EQUAL = (SLOTS, SLOTS)
 #: Long enough to cover one generation at saturation (about 2 s here): a shorter wait sends calls
 #: to the back of the pool just before their instance frees a slot (the `--affinity` sweep).
 AFFINITY_S = 5.0
@@ -73,19 +77,26 @@ def cache_hit_rate(servers: list[Any]) -> float:
     return sum(s.cached_prompt_tokens for s in servers) / prompt if prompt else 0.0
 
 
-async def direct(
-    slots: tuple[int, int] = (SLOTS, SLOTS), kv_pool: int | None = None
-) -> dict[str, float]:
-    async with (
-        simulated_server(max_running_requests=slots[0], cache_tokens=kv_pool) as a,
-        simulated_server(max_running_requests=slots[1], cache_tokens=kv_pool) as b,
-    ):
-        clients = NaiveClients([a.base_url, b.base_url], timeout_s=600)
+@asynccontextmanager
+async def instances(slots: Sequence[int], kv_pool: int | None) -> AsyncIterator[list[Any]]:
+    """Simulated servers of the given slots, each with its own KV pool."""
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                simulated_server(max_running_requests=n, cache_tokens=kv_pool)
+            )
+            for n in slots
+        ]
+
+
+async def direct(slots: Sequence[int] = EQUAL, kv_pool: int | None = None) -> dict[str, float]:
+    async with instances(slots, kv_pool) as servers:
+        clients = NaiveClients([server.base_url for server in servers], timeout_s=600)
         started = time.perf_counter()
         tokens = sum(await asyncio.gather(*(direct_agent(clients, i) for i in range(AGENTS))))
         elapsed = time.perf_counter() - started
         await clients.aclose()
-        hits = cache_hit_rate([a, b])
+        hits = cache_hit_rate(servers)
     return {"seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1),
             "cache_hit_rate": round(hits, 3)}  # fmt: skip
 
@@ -93,23 +104,20 @@ async def direct(
 async def through_kernel(
     stack: Services,
     affinity_s: float,
-    slots: tuple[int, int] = (SLOTS, SLOTS),
+    slots: Sequence[int] = EQUAL,
     kv_pool: int | None = None,
 ) -> dict[str, float]:
-    async with (
-        simulated_server(max_running_requests=slots[0], cache_tokens=kv_pool) as a,
-        simulated_server(max_running_requests=slots[1], cache_tokens=kv_pool) as b,
-    ):
+    async with instances(slots, kv_pool) as servers:
         settings = stack.settings(
             llm=[
                 {
                     "name": f"sim{i}",
                     "kind": "sglang",
                     "model": "sim",
-                    "base_url": url,
+                    "base_url": server.base_url,
                     "slots": n,
                 }
-                for i, (url, n) in enumerate(((a.base_url, slots[0]), (b.base_url, slots[1])))
+                for i, (server, n) in enumerate(zip(servers, slots, strict=True))
             ],
             default_model="sim",
             scheduler={"affinity_s": affinity_s},
@@ -122,7 +130,7 @@ async def through_kernel(
             ]
             tokens = sum([int((await handle.result()).output) for handle in handles])
             elapsed = time.perf_counter() - started
-        hits = cache_hit_rate([a, b])
+        hits = cache_hit_rate(servers)
     return {"seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1),
             "cache_hit_rate": round(hits, 3)}  # fmt: skip
 
@@ -158,12 +166,39 @@ async def pool_sweep(sizes: list[int]) -> None:
                 )
 
 
+async def instance_sweep(counts: list[int]) -> None:
+    """Direct and the kernel (with affinity) on the same 16 slots split over more instances."""
+    async with services() as stack:
+        for count in counts:
+            slots = [SLOTS * 2 // count] * count
+            rows = {
+                "direct": await direct(slots),
+                f"kernel, affinity {AFFINITY_S:g} s": await through_kernel(
+                    stack, AFFINITY_S, slots
+                ),
+            }
+            for label, f in rows.items():
+                print(
+                    f"{count} x {slots[0]} slots {label:<24}{f['seconds']:>8.2f} s "
+                    f"{f['tokens_per_s']:>7.1f} tokens/s {f['cache_hit_rate']:>7.1%} cache hits",
+                    flush=True,
+                )
+            ratio = (
+                rows[f"kernel, affinity {AFFINITY_S:g} s"]["tokens_per_s"]
+                / rows["direct"]["tokens_per_s"]
+            )
+            print(f"{count} x {slots[0]} slots kernel / direct: {ratio:.3f}", flush=True)
+
+
 async def main() -> None:
     if sys.argv[1:2] == ["--affinity"]:
         await sweep([float(value) for value in sys.argv[2:]])
         return
     if sys.argv[1:2] == ["--kv-pool"]:
         await pool_sweep([int(value) for value in sys.argv[2:]])
+        return
+    if sys.argv[1:2] == ["--instances"]:
+        await instance_sweep([int(value) for value in sys.argv[2:]])
         return
     async with services() as stack:
         figures = {
