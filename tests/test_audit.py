@@ -16,6 +16,8 @@ from psycopg.rows import dict_row
 from kernos import KernosClient, RunSpec, Settings
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.access import Decision, Subject
+from kernos.kernel.audit import AttemptKey, AuditLog
 from kernos.kernel.audit_anchor import Anchorer, read_anchors
 from kernos.kernel.audit_chain import (
     GENESIS,
@@ -189,6 +191,43 @@ async def test_appends_to_one_chain_are_ordered_and_a_redelivery_appends_nothing
     assert sorted(row.seq for row in rows) == list(range(1, 41))
     [check] = await verify(kernos_client.pool, {}, tenant)
     assert (check.ok, check.rows) == (True, 40)
+
+
+async def test_concurrent_decisions_of_a_tenant_are_committed_in_groups(
+    kernos_client: KernosClient,
+) -> None:
+    tenant = tenant_name()
+    live, done = f"run-{tenant}-live", f"run-{tenant}-done"
+    async with kernos_client.pool.connection() as conn:
+        for run, finished in ((live, None), (done, "now()")):
+            await conn.execute(
+                "INSERT INTO runs (run_id, tenant, user_name, agent, priority, model, spec,"
+                f" status, finished_at) VALUES (%s, %s, 'u', 'g', 3, 'm', '{{}}', %s,"
+                f" {finished or 'NULL'})",
+                (run, tenant, "completed" if finished else "running"),
+            )
+    audit = AuditLog(kernos_client.pool)
+    allow = Decision(True, "p, u, llm:m, llm.chat", None, "policy")
+
+    def decide(run: str, n: int, decision: Decision = allow) -> Any:
+        subject = Subject(run_id=run, tenant=tenant, user="u", agent="g")
+        key = AttemptKey(f"wf-{run}", "exec", str(n), 1)
+        return audit.record_decision(key, subject, "llm.chat", "llm:m", decision)
+
+    runs = [live] * 30 + [done] * 5 + [f"run-{tenant}-unknown"]
+    decisions = await asyncio.gather(*(decide(run, n) for n, run in enumerate(runs)))
+    assert all(d.allowed for d in decisions[:30])
+    assert all(not d.allowed and d.basis == "finished" for d in decisions[30:35])
+    assert (decisions[35].allowed, decisions[35].basis) == (False, "identity")
+    assert audit.decision_statements < len(runs)  # grouped: one in flight, the rest waited
+    # A redelivered attempt, alone or in a group, gets the decision its first delivery wrote.
+    deny = Decision(False, None, "changed its mind", "policy")
+    again = await asyncio.gather(*(decide(live, n, deny) for n in (3, 4, 5)))
+    assert all(d.allowed for d in again)
+    rows = await rows_of(kernos_client, tenant)
+    assert sorted(row.seq for row in rows) == list(range(1, 36))
+    [check] = await verify(kernos_client.pool, {}, tenant)
+    assert (check.ok, check.rows) == (True, 35)
 
 
 async def test_rows_written_before_the_chains_join_them(postgres: EmbeddedPostgres) -> None:
