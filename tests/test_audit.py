@@ -30,6 +30,8 @@ from kernos.kernel.audit_chain import (
 from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.db.migrate import available
 from kernos.kernel.db.pool import open_pool
+from kernos.kernel.runs import RunStore
+from kernos.kernel.syscalls import RunOutcome
 from tests.conftest import make_settings, new_database, workers
 from tests.test_cli import config_file, kernos
 
@@ -198,14 +200,10 @@ async def test_concurrent_decisions_of_a_tenant_are_committed_in_groups(
 ) -> None:
     tenant = tenant_name()
     live, done = f"run-{tenant}-live", f"run-{tenant}-done"
-    async with kernos_client.pool.connection() as conn:
-        for run, finished in ((live, None), (done, "now()")):
-            await conn.execute(
-                "INSERT INTO runs (run_id, tenant, user_name, agent, priority, model, spec,"
-                f" status, finished_at) VALUES (%s, %s, 'u', 'g', 3, 'm', '{{}}', %s,"
-                f" {finished or 'NULL'})",
-                (run, tenant, "completed" if finished else "running"),
-            )
+    runs = RunStore(kernos_client.pool)
+    for run in (live, done):
+        await runs.admit(run, RunSpec(agent="steps", task="1", tenant=tenant, model="m"))
+    await runs.finish(done, RunOutcome(status="completed"))
     audit = AuditLog(kernos_client.pool)
     allow = Decision(True, "p, u, llm:m, llm.chat", None, "policy")
 
@@ -214,12 +212,12 @@ async def test_concurrent_decisions_of_a_tenant_are_committed_in_groups(
         key = AttemptKey(f"wf-{run}", "exec", str(n), 1)
         return audit.record_decision(key, subject, "llm.chat", "llm:m", decision)
 
-    runs = [live] * 30 + [done] * 5 + [f"run-{tenant}-unknown"]
-    decisions = await asyncio.gather(*(decide(run, n) for n, run in enumerate(runs)))
+    callers = [live] * 30 + [done] * 5 + [f"run-{tenant}-unknown"]
+    decisions = await asyncio.gather(*(decide(run, n) for n, run in enumerate(callers)))
     assert all(d.allowed for d in decisions[:30])
     assert all(not d.allowed and d.basis == "finished" for d in decisions[30:35])
     assert (decisions[35].allowed, decisions[35].basis) == (False, "identity")
-    assert audit.decision_statements < len(runs)  # grouped: one in flight, the rest waited
+    assert audit.decision_statements < len(callers)  # grouped: one in flight, the rest waited
     # A redelivered attempt, alone or in a group, gets the decision its first delivery wrote.
     deny = Decision(False, None, "changed its mind", "policy")
     again = await asyncio.gather(*(decide(live, n, deny) for n in (3, 4, 5)))
@@ -228,6 +226,7 @@ async def test_concurrent_decisions_of_a_tenant_are_committed_in_groups(
     assert sorted(row.seq for row in rows) == list(range(1, 36))
     [check] = await verify(kernos_client.pool, {}, tenant)
     assert (check.ok, check.rows) == (True, 35)
+    await runs.finish(live, RunOutcome(status="completed"))
 
 
 async def test_rows_written_before_the_chains_join_them(postgres: EmbeddedPostgres) -> None:
