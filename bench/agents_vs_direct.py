@@ -71,10 +71,27 @@ async def direct_agent(clients: NaiveClients, index: int) -> int:
     return tokens
 
 
-def cache_hit_rate(servers: list[Any]) -> float:
-    """The share of prompt tokens the servers took from their prefix caches."""
+def measured(elapsed: float, tokens: int, servers: list[Any]) -> dict[str, float]:
+    """One way's figures: its time, output rate, the share of prompt tokens the servers took
+    from their prefix caches, and the prompt tokens each instance got on average."""
     prompt = sum(s.prompt_tokens for s in servers)
-    return sum(s.cached_prompt_tokens for s in servers) / prompt if prompt else 0.0
+    cached = sum(s.cached_prompt_tokens for s in servers)
+    return {
+        "seconds": round(elapsed, 2),
+        "tokens_per_s": round(tokens / elapsed, 1),
+        "cache_hit_rate": round(cached / prompt if prompt else 0.0, 3),
+        "prompt_tokens_per_instance": round(prompt / len(servers)),
+    }
+
+
+def print_row(label: str, f: dict[str, float]) -> None:
+    """One way's figures as a line."""
+    print(
+        f"{label:<36}{f['seconds']:>8.2f} s {f['tokens_per_s']:>7.1f} tokens/s "
+        f"{f['cache_hit_rate']:>7.1%} cache hits {f['prompt_tokens_per_instance']:>8,} "
+        "prompt tokens per instance",
+        flush=True,
+    )
 
 
 @asynccontextmanager
@@ -96,9 +113,7 @@ async def direct(slots: Sequence[int] = EQUAL, kv_pool: int | None = None) -> di
         tokens = sum(await asyncio.gather(*(direct_agent(clients, i) for i in range(AGENTS))))
         elapsed = time.perf_counter() - started
         await clients.aclose()
-        hits = cache_hit_rate(servers)
-    return {"seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1),
-            "cache_hit_rate": round(hits, 3)}  # fmt: skip
+    return measured(elapsed, tokens, servers)
 
 
 async def through_kernel(
@@ -130,21 +145,14 @@ async def through_kernel(
             ]
             tokens = sum([int((await handle.result()).output) for handle in handles])
             elapsed = time.perf_counter() - started
-        hits = cache_hit_rate(servers)
-    return {"seconds": round(elapsed, 2), "tokens_per_s": round(tokens / elapsed, 1),
-            "cache_hit_rate": round(hits, 3)}  # fmt: skip
+    return measured(elapsed, tokens, servers)
 
 
 async def sweep(values: list[float]) -> None:
     """The kernel alone at each `affinity_s`, on the equal instances; printed only."""
     async with services() as stack:
         for affinity_s in values:
-            f = await through_kernel(stack, affinity_s)
-            print(
-                f"affinity_s {affinity_s:>5}: {f['seconds']:>7.2f} s "
-                f"{f['tokens_per_s']:>7.1f} tokens/s {f['cache_hit_rate']:>7.1%} cache hits",
-                flush=True,
-            )
+            print_row(f"affinity_s {affinity_s:g}", await through_kernel(stack, affinity_s))
 
 
 async def pool_sweep(sizes: list[int]) -> None:
@@ -159,11 +167,7 @@ async def pool_sweep(sizes: list[int]) -> None:
                 ),
             }
             for label, f in rows.items():
-                print(
-                    f"pool {size:>6} {label:<24}{f['seconds']:>8.2f} s "
-                    f"{f['tokens_per_s']:>7.1f} tokens/s {f['cache_hit_rate']:>7.1%} cache hits",
-                    flush=True,
-                )
+                print_row(f"pool {size}: {label}", f)
 
 
 async def instance_sweep(counts: list[int]) -> None:
@@ -178,11 +182,7 @@ async def instance_sweep(counts: list[int]) -> None:
                 ),
             }
             for label, f in rows.items():
-                print(
-                    f"{count} x {slots[0]} slots {label:<24}{f['seconds']:>8.2f} s "
-                    f"{f['tokens_per_s']:>7.1f} tokens/s {f['cache_hit_rate']:>7.1%} cache hits",
-                    flush=True,
-                )
+                print_row(f"{count} x {slots[0]} slots: {label}", f)
             ratio = (
                 rows[f"kernel, affinity {AFFINITY_S:g} s"]["tokens_per_s"]
                 / rows["direct"]["tokens_per_s"]
@@ -222,19 +222,12 @@ async def main() -> None:
         "ratio": round(ratio, 3),
         "unequal_instances": unequal | {"slots": list(UNEQUAL), "ratio": round(unequal_ratio, 3)},
     }
-    print(f"{'':<28}{'seconds':>9}{'tokens/s':>10}{'cache hits':>12}")
     for label, key in (("agents call servers", "direct"),
                        ("kernos, no affinity", "kernel_without_affinity"),
                        ("kernos", "kernel")):  # fmt: skip
-        f = figures[key]
-        print(
-            f"{label:<28}{f['seconds']:>9.2f}{f['tokens_per_s']:>10.1f}{f['cache_hit_rate']:>12.1%}"
-        )
+        print_row(label, figures[key])
     for label, key in (("unequal: agents call servers", "direct"), ("unequal: kernos", "kernel")):
-        f = unequal[key]
-        print(
-            f"{label:<28}{f['seconds']:>9.2f}{f['tokens_per_s']:>10.1f}{f['cache_hit_rate']:>12.1%}"
-        )
+        print_row(label, unequal[key])
     print(f"kernel / direct throughput: {ratio:.3f} (goal >= 1.5); with instances of "
           f"{UNEQUAL[0]} and {UNEQUAL[1]} slots: {unequal_ratio:.3f}")  # fmt: skip
     write_results("agents_vs_direct", result)

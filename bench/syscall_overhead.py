@@ -22,13 +22,15 @@ Run: `make bench` (writes bench/results/syscall_overhead.json).
 `python bench/syscall_overhead.py --without-audit-writes` is a diagnostic, printed only: the
 same measurement with the audit's two statements per syscall (the decision row, the result
 row) replaced by no-ops, to show what the audit costs. The kernel has no such setting.
+`--parallel-only` measures the parallel row alone (the median of 3, sides interleaved), for
+comparing two versions of the code in turn; also printed only.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -55,6 +57,8 @@ LONG = 41
 REPEATS = 7
 PARALLEL_RUNS = 50
 PARALLEL_SYSCALLS = 10
+#: With `--parallel-only`: the median of this many parallel measurements per side.
+PARALLEL_REPEATS = 3
 
 Runner = Callable[[int], Awaitable[None]]
 
@@ -105,7 +109,9 @@ def row(figures: dict[str, float]) -> dict[str, float]:
     }
 
 
-async def measure(kernos: KernosClient, raw_client: Client) -> dict[str, dict[str, float]]:
+async def measure(
+    kernos: KernosClient, raw_client: Client, parallel_only: bool
+) -> dict[str, dict[str, float]]:
     async def kernel(syscalls: int) -> None:
         handle = await kernos.submit(RunSpec(agent="loop", task=str(syscalls)))
         await handle.result()
@@ -121,6 +127,12 @@ async def measure(kernos: KernosClient, raw_client: Client) -> dict[str, dict[st
     runs = {"kernel": kernel, "raw": raw_on("raw-activities"), "raw_eager": raw_on(None)}
     for run in runs.values():
         await run(2)  # warm up
+    if parallel_only:
+        samples: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(PARALLEL_REPEATS):
+            for name, run in runs.items():  # interleaved, as the marginal costs are
+                samples[name].append(await parallel_ms(run))
+        return {"parallel": row({name: statistics.median(v) for name, v in samples.items()})}
     sequential, whole_runs = await marginal_ms(runs, 1.0)
     back_to_back, _ = await marginal_ms(runs, 0.0)
     return {
@@ -154,8 +166,11 @@ def skip_audit_writes() -> None:
 
 
 async def main() -> None:
-    diagnostic = sys.argv[1:] == ["--without-audit-writes"]
-    if diagnostic:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--without-audit-writes", action="store_true")
+    parser.add_argument("--parallel-only", action="store_true")
+    options = parser.parse_args()
+    if options.without_audit_writes:
         skip_audit_writes()
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     temporal = await TemporalDevServer.start(headless=True)
@@ -184,7 +199,7 @@ async def main() -> None:
         )
         polling = [asyncio.create_task(worker.run()) for worker in raw_workers]
         async with RunningWorkers(group), await KernosClient.connect(settings) as kernos:
-            figures = await measure(kernos, raw_client)
+            figures = await measure(kernos, raw_client, options.parallel_only)
         for worker in raw_workers:
             await worker.shutdown()
         await asyncio.gather(*polling)
@@ -192,32 +207,36 @@ async def main() -> None:
         temporal.stop()
         postgres.stop(delete=True)
 
-    result: dict[str, object] = {
-        **figures["sequential"],
-        "back_to_back": figures["back_to_back"],
-        "parallel": {"runs": PARALLEL_RUNS, "syscalls_per_run": PARALLEL_SYSCALLS}
-        | figures["parallel"],
-        "run_with_one_syscall": figures["run_with_one_syscall"],
-        "method": f"median of {REPEATS} marginal costs ({LONG} vs 1 syscalls); "
-        "raw = activity on its own worker and queue; raw_eager = on the workflow's worker",
-    }
     print(f"{'ms per syscall':<32}{'kernel':>9}{'raw':>9}{'ratio':>8}{'eager':>9}{'ratio':>8}")
     for label, key in (("sequential (1 s apart)", "sequential"), ("back to back", "back_to_back"),
                        (f"parallel ({PARALLEL_RUNS} runs)", "parallel")):  # fmt: skip
+        if key not in figures:
+            continue
         f = figures[key]
         print(
             f"{label:<32}{f['kernel_ms']:>9.2f}{f['raw_temporal_ms']:>9.2f}{f['ratio']:>8.3f}"
             f"{f['raw_eager_ms']:>9.2f}{f['ratio_to_eager']:>8.3f}"
         )
-    whole = figures["run_with_one_syscall"]
-    print(
-        f"a whole run with one syscall, submission to result: kernel {whole['kernel_ms']} ms, "
-        f"raw {whole['raw_ms']} ms, raw eager {whole['raw_eager_ms']} ms"
+    if whole := figures.get("run_with_one_syscall"):
+        print(
+            f"a whole run with one syscall, submission to result: kernel {whole['kernel_ms']} "
+            f"ms, raw {whole['raw_ms']} ms, raw eager {whole['raw_eager_ms']} ms"
+        )
+    if options.parallel_only or options.without_audit_writes:
+        print("(a partial or diagnostic measurement: not written to results)")
+        return
+    write_results(
+        "syscall_overhead",
+        {
+            **figures["sequential"],
+            "back_to_back": figures["back_to_back"],
+            "parallel": {"runs": PARALLEL_RUNS, "syscalls_per_run": PARALLEL_SYSCALLS}
+            | figures["parallel"],
+            "run_with_one_syscall": figures["run_with_one_syscall"],
+            "method": f"median of {REPEATS} marginal costs ({LONG} vs 1 syscalls); "
+            "raw = activity on its own worker and queue; raw_eager = on the workflow's worker",
+        },
     )
-    if diagnostic:
-        print("(without the audit's writes: a diagnostic, not written to results)")
-    else:
-        write_results("syscall_overhead", result)
 
 
 if __name__ == "__main__":
