@@ -3,8 +3,8 @@
 The backend is `tests/fake_sglang.py`'s server (SGLang's HTTP API on a continuous-batching
 engine: per-step latency `step_s + step_per_request_s * batch`, prefill per uncached prompt
 token, a prefix cache, unbounded unless `cache_tokens` sizes its KV pool,
-`max_running_requests` slots), with its constants fitted by
-`bench/calibrate.py` to the llama.cpp server measured on this machine. The naive client is what
+`max_running_requests` slots), with its constants fitted by `bench/calibrate.py` to the
+llama.cpp server measured on this machine. The naive client is what
 agents do without a kernel: pick an instance round-robin, call it, honour 429/503 by retrying
 after a delay, and give up after a timeout.
 """

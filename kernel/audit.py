@@ -109,7 +109,7 @@ class AuditLog:
         self._in_flight: set[str] = set()
         self._waiting: dict[str, list[tuple[dict[str, Any], asyncio.Future[Decision]]]] = {}
         self._groups: set[asyncio.Task[None]] = set()
-        #: Statements that appended decisions of known runs (what grouping saves shows here).
+        #: Decision statements sent for known subjects: fewer than decisions once they group.
         self.decision_statements = 0
 
     async def record_decision(

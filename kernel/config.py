@@ -43,9 +43,8 @@ class TemporalSettings(BaseModel):
     max_cached_workflows: int = Field(default=10_000, ge=0)
     """Runs an agent worker keeps in memory between their workflow tasks (1,000 more cached
     runs took 73 MB more in bench/scaling.py); a run evicted from the cache is replayed from
-    its history at its next task. Keep it
-    above the runs open at once: at Temporal's default of 1,000, 2,000 open runs doubled the
-    kernel's added latency (bench/scaling.py)."""
+    its history at its next task. Keep it above the runs open at once: at Temporal's default
+    of 1,000, 2,000 open runs doubled the kernel's added latency (bench/scaling.py)."""
 
 
 class DatabaseSettings(BaseModel):

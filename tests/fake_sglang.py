@@ -22,12 +22,12 @@ reasons, `/v1/loads`). What the kernel's backend relies on is answered as SGLang
 
 The engine is a small continuous-batching model: up to `max_running_requests` generate together,
 each step costs `step_s + step_per_request_s * batch` plus prefill of uncached prompt tokens, a
-radix prefix cache holds finished sequences (`cached_tokens`; at most `cache_tokens` tokens, least
-recently used leaves evicted first, as SGLang's `RadixCache` evicts when its KV pool fills), and
-waiting requests are ordered by
-priority (lower first, as with `--schedule-low-priority-values-first`) when priority scheduling
-is on. The model is deterministic: each next token depends only on the previous one, so a
-generation resumed from its ids continues exactly as it would have. A test can script the
+radix prefix cache holds finished sequences (`cached_tokens`; at most `cache_tokens` tokens,
+least recently used leaves evicted first, as SGLang's `RadixCache` evicts when its KV pool
+fills), and waiting requests are ordered by priority (lower first, as with
+`--schedule-low-priority-values-first`) when priority scheduling is on. The model is
+deterministic: each next token depends only on the previous one, so a generation resumed from
+its ids continues exactly as it would have. A test can script the
 model's answers instead (`replies`: the prompt's text to a reply); a scripted reply resumes
 exactly too, from the part of it already generated.
 """
