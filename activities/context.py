@@ -20,6 +20,7 @@ from kernos.kernel.config import ContextSettings
 from kernos.kernel.conversations import ConversationStore, StoredMessage
 from kernos.kernel.errors import ContextTooLong
 from kernos.kernel.llm.base import LLMBackend, Progress, PromptSize
+from kernos.kernel.syscall_table import CONVERSATION_OPEN
 from kernos.kernel.syscalls import (
     Compaction,
     CompactRequest,
@@ -195,7 +196,7 @@ class ConversationActivities:
     def __init__(self, conversations: ConversationStore) -> None:
         self.conversations = conversations
 
-    @activity.defn(name="conversation.open")
+    @activity.defn(name=CONVERSATION_OPEN.name)
     async def open(self, request: ConversationOpen) -> ConversationRef:
         """Start a conversation owned by the calling run; a retry returns the same one."""
         subject = caller()

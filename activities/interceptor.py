@@ -17,49 +17,72 @@ from temporalio.worker import (
 from kernos.activities.errors import public_type, to_application_error
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
+from kernos.kernel.claims import Claims, Served, false_claim
 from kernos.kernel.errors import (
     AccessDenied,
     ApprovalRequired,
     KernosError,
     TokenBudgetExceeded,
 )
-from kernos.kernel.identity import CallerDenied
+from kernos.kernel.identity import Caller, CallerDenied
 from kernos.kernel.kernel import Kernel
+from kernos.kernel.runs import RunRecord
+from kernos.kernel.syscall_table import SYSCALLS, Syscall
 from kernos.kernel.syscalls import SyscallRequest, TokenUsage
 
-#: Activities that are the kernel's own bookkeeping of a run: identity-checked, not policy-checked.
-LIFECYCLE = frozenset({"run.finish"})
-#: Syscalls that spend tokens, and so are refused once the tenant's budget is used.
-METERED = frozenset({"llm.chat", "llm.continue", "llm.compact"})
-
 #: The run on whose behalf the current activity runs, as the kernel resolved it.
-CALLER: ContextVar[Subject] = ContextVar("kernos_caller")
+CALLER: ContextVar[Caller] = ContextVar("kernos_caller")
 
 
 def caller() -> Subject:
     """The current syscall's caller; only set inside a kernel activity."""
-    return CALLER.get()
+    return CALLER.get().subject
+
+
+def admitted() -> RunRecord:
+    """The kernel's record of the current syscall's run, as admitted (its status not kept)."""
+    return CALLER.get().record
+
+
+def claims_of(info: activity.Info) -> Claims:
+    """What the workflow chose when it scheduled the activity, as Temporal reports it."""
+    return Claims(
+        activity_type=info.activity_type,
+        workflow_type=info.workflow_type,
+        task_queue=info.task_queue,
+        priority=info.priority,
+        start_to_close=info.start_to_close_timeout,
+        heartbeat=info.heartbeat_timeout,
+        retry_policy=info.retry_policy,
+    )
 
 
 class SyscallInterceptor(Interceptor):
-    """Adds identity, access decision, audit and error translation to kernel activities."""
+    """Adds identity, the check of claims, access decision, audit and error translation.
 
-    def __init__(self, kernel: Kernel) -> None:
+    One per worker: `served` is what that worker serves (its queues, an LLM instance's model, a
+    tool worker's tools), which the claims of its activities are checked against.
+    """
+
+    def __init__(self, kernel: Kernel, served: Served) -> None:
         self.kernel = kernel
+        self.served = served
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Wrap every activity of the worker."""
-        return _SyscallInbound(next, self.kernel)
+        return _SyscallInbound(next, self.kernel, self.served)
 
 
 class _SyscallInbound(ActivityInboundInterceptor):
-    def __init__(self, next: ActivityInboundInterceptor, kernel: Kernel) -> None:
+    def __init__(self, next: ActivityInboundInterceptor, kernel: Kernel, served: Served) -> None:
         super().__init__(next)
         self.kernel = kernel
+        self.served = served
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
-        syscall = info.activity_type
+        # Registration takes only the table's syscalls, so an activity is always one of them.
+        syscall = SYSCALLS[info.activity_type]
         key = AttemptKey(
             workflow_id=info.workflow_id or "",
             execution_run_id=info.workflow_run_id or "",
@@ -67,81 +90,98 @@ class _SyscallInbound(ActivityInboundInterceptor):
             attempt=info.attempt,
         )
         request = input.args[0] if input.args else None
-        resource = request.resource() if isinstance(request, SyscallRequest) else syscall
+        asked = request.resource() if isinstance(request, SyscallRequest) else syscall.name
         try:
             try:
-                subject = await self.kernel.identity.resolve(key.workflow_id, key.execution_run_id)
+                caller = await self.kernel.identity.resolve(key.workflow_id, key.execution_run_id)
             except CallerDenied as denied:
-                if syscall not in LIFECYCLE:
+                if syscall.policy_checked:
                     await self.kernel.audit.record_decision(
                         key,
                         denied.subject,
-                        syscall,
-                        resource,
+                        syscall.name,
+                        asked,
                         Decision(False, None, str(denied), basis="identity"),
                     )
                 raise
-            CALLER.set(subject)
-            if syscall in LIFECYCLE:
+            CALLER.set(caller)
+            subject = caller.subject
+            false = false_claim(syscall, claims_of(info), request, caller.record, self.served)
+            if false is not None:
+                refusal = Decision(False, None, false, basis="claim")
+                await self.kernel.audit.record_decision(key, subject, syscall.name, asked, refusal)
+                raise AccessDenied(false)
+            if not syscall.policy_checked:
                 return await super().execute_activity(input)
-            decision = self.kernel.access.decide(subject, syscall, resource)
-            decision, metered, pending = await self._approval(
-                key, subject, syscall, resource, request, decision
-            )
-            decision = await self.kernel.audit.record_decision(
-                key, subject, syscall, resource, decision, metered=metered
-            )
-            trace.get_current_span().set_attributes(
-                {
-                    "kernos.run_id": subject.run_id,
-                    "kernos.tenant": subject.tenant,
-                    "kernos.user": subject.user,
-                    "kernos.agent": subject.agent,
-                    "kernos.resource": resource,
-                    "kernos.decision": decision.word,
-                }
-            )
-            if not decision.allowed:
-                reason = decision.reason or f"{syscall} on {resource} denied"
-                if decision.basis == "budget":
-                    raise TokenBudgetExceeded(reason)
-                if decision.basis == "approval" and pending:
-                    raise ApprovalRequired(reason)
-                raise AccessDenied(reason)
-            started = time.monotonic()
-            error_type: str | None = None
-            usage = TokenUsage()
-            try:
-                result = await super().execute_activity(input)
-                if isinstance(getattr(result, "usage", None), TokenUsage):
-                    usage = result.usage
-                return result
-            except BaseException as exc:
-                error_type = (
-                    public_type(exc) if isinstance(exc, KernosError) else type(exc).__name__
-                )
-                raise
-            finally:
-                await self.kernel.audit.record_result(
-                    key,
-                    subject,
-                    syscall,
-                    error_type=error_type,
-                    usage=usage,
-                    duration_ms=(time.monotonic() - started) * 1000,
-                )
+            return await self._decided(input, key, subject, syscall, request)
         except KernosError as exc:
             # Not chained: the server drops a pending activity's failure past a few KiB (it
             # shows "Failure exceeds size limit" instead), and a chain of HTTP-client stack
             # traces gets there. The message carries the cause; the worker's log has the trace.
-            activity.logger.info("syscall %s failed: %r", syscall, exc, exc_info=exc)
+            activity.logger.info("syscall %s failed: %r", syscall.name, exc, exc_info=exc)
             raise to_application_error(exc) from None
+
+    async def _decided(
+        self,
+        input: ExecuteActivityInput,
+        key: AttemptKey,
+        subject: Subject,
+        syscall: Syscall[Any, Any],
+        request: object,
+    ) -> Any:
+        """Decide, audit, and run the syscall if allowed; record what it came to."""
+        name = syscall.name
+        resource = self.served.resource(syscall, request)
+        decision = self.kernel.access.decide(subject, name, resource)
+        decision, metered, pending = await self._approval(
+            key, subject, syscall, resource, request, decision
+        )
+        decision = await self.kernel.audit.record_decision(
+            key, subject, name, resource, decision, metered=metered
+        )
+        trace.get_current_span().set_attributes(
+            {
+                "kernos.run_id": subject.run_id,
+                "kernos.tenant": subject.tenant,
+                "kernos.user": subject.user,
+                "kernos.agent": subject.agent,
+                "kernos.resource": resource,
+                "kernos.decision": decision.word,
+            }
+        )
+        if not decision.allowed:
+            reason = decision.reason or f"{name} on {resource} denied"
+            if decision.basis == "budget":
+                raise TokenBudgetExceeded(reason)
+            if decision.basis == "approval" and pending:
+                raise ApprovalRequired(reason)
+            raise AccessDenied(reason)
+        started = time.monotonic()
+        error_type: str | None = None
+        usage = TokenUsage()
+        try:
+            result = await super().execute_activity(input)
+            if isinstance(getattr(result, "usage", None), TokenUsage):
+                usage = result.usage
+            return result
+        except BaseException as exc:
+            error_type = public_type(exc) if isinstance(exc, KernosError) else type(exc).__name__
+            raise
+        finally:
+            await self.kernel.audit.record_result(
+                key,
+                subject,
+                name,
+                error_type=error_type,
+                usage=usage,
+                duration_ms=(time.monotonic() - started) * 1000,
+            )
 
     async def _approval(
         self,
         key: AttemptKey,
         subject: Subject,
-        syscall: str,
+        syscall: Syscall[Any, Any],
         resource: str,
         request: object,
         decision: Decision,
@@ -152,11 +192,11 @@ class _SyscallInbound(ActivityInboundInterceptor):
         one, going past the tenant's budget (an `a` rule on `budget:<tenant>`), which then
         waits instead of failing.
         """
-        metered = syscall in METERED
+        metered = syscall.metered
         target, rule = resource, decision.approval_rule
         if metered and decision.allowed and rule is None:
             budget = f"budget:{subject.tenant}"
-            overrun = self.kernel.access.approval_rule(subject, syscall, budget)
+            overrun = self.kernel.access.approval_rule(subject, syscall.name, budget)
             if overrun is not None and await self.kernel.audit.over_budget(subject.tenant):
                 target, rule = budget, overrun
         if not decision.allowed or rule is None:
@@ -164,7 +204,7 @@ class _SyscallInbound(ActivityInboundInterceptor):
         gate = await self.kernel.approvals.gate(
             key=f"{key.workflow_id}/{key.execution_run_id}/{key.activity_id}",
             subject=subject,
-            syscall=syscall,
+            syscall=syscall.name,
             resource=target,
             request=request.model_dump(mode="json") if isinstance(request, SyscallRequest) else {},
             rule=rule,

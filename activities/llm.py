@@ -14,14 +14,14 @@ from temporalio import activity
 
 from kernos.activities.context import ContextManager, activity_key
 from kernos.activities.heartbeat import heartbeating
-from kernos.activities.interceptor import caller
+from kernos.activities.interceptor import admitted, caller
 from kernos.kernel import tool_calling
 from kernos.kernel.config import SchedulerSettings
 from kernos.kernel.errors import ContextTooLong, InvalidRequest
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.llm.base import SLICE_END, LLMBackend, Placement, Snapshot
 from kernos.kernel.llm.http import ServerUnreachable
-from kernos.kernel.runs import RunStore
+from kernos.kernel.syscall_table import LLM_CHAT, LLM_COMPACT, LLM_CONTINUE
 from kernos.kernel.syscalls import (
     Compaction,
     CompactRequest,
@@ -54,7 +54,6 @@ class LLMActivities:
     def __init__(
         self,
         backend: LLMBackend,
-        runs: RunStore,
         generations: GenerationStore,
         scheduler: SchedulerSettings,
         context: ContextManager,
@@ -65,7 +64,6 @@ class LLMActivities:
         native_tools: bool = False,
     ) -> None:
         self.backend = backend
-        self.runs = runs
         self.generations = generations
         self.scheduler = scheduler
         self.context = context
@@ -77,28 +75,19 @@ class LLMActivities:
         self.tools = dict(tools or {})
         #: The server calls tools itself (OpenAI's `tools`), rather than under the kernel's schema.
         self.native_tools = native_tools
-        self._placements: dict[str, tuple[int | None, int | None]] = {}
 
-    async def _placement(self, run_id: str) -> Placement:
-        known = self._placements.get(run_id)
-        if known is None:
-            record = await self.runs.get(run_id)
-            policy = record.spec.policy or self.scheduler.policy
-            known = (
-                record.priority if policy in ("priority", "fair") else None,
-                self.scheduler.slice_tokens if self.scheduler.slices(policy) else None,
-            )
-            if len(self._placements) > 10_000:
-                self._placements.clear()
-            self._placements[run_id] = known
+    def _placement(self) -> Placement:
+        """Where the server puts this attempt: its request id, the run's priority and slice."""
+        scheduling = admitted().scheduling
+        policy = scheduling.policy
         info = activity.info()
         return Placement(
             request_id=f"{activity_key()}/{info.attempt}".replace("/", "-"),
-            priority=known[0],
-            slice_tokens=known[1],
+            priority=admitted().priority if policy in ("priority", "fair") else None,
+            slice_tokens=self.scheduler.slice_tokens if self.scheduler.slices(policy) else None,
         )
 
-    @activity.defn(name="llm.chat")
+    @activity.defn(name=LLM_CHAT.name)
     async def chat(self, request: LLMRequest) -> LLMResponse:
         """Generate the next assistant message, heartbeating the partial output."""
         run_id = caller().run_id
@@ -107,7 +96,7 @@ class LLMActivities:
             await self.context.resolve(request, run_id, key), self.tools, native=self.native_tools
         )
         try:
-            response, snapshot = await self._generate(resolved, _last_snapshot(), run_id)
+            response, snapshot = await self._generate(resolved, _last_snapshot())
         except ContextTooLong:
             if request.conversation is None:
                 raise
@@ -120,7 +109,7 @@ class LLMActivities:
         )
         return response.model_copy(update={"continuation": key})
 
-    @activity.defn(name="llm.continue")
+    @activity.defn(name=LLM_CONTINUE.name)
     async def continue_(self, continuation: LLMContinuation) -> LLMResponse:
         """Continue a generation suspended at the end of its slice, for one more slice."""
         run_id = caller().run_id
@@ -128,11 +117,17 @@ class LLMActivities:
         suspended = await self.generations.load(continuation.generation, run_id)
         if suspended.finished and suspended.written_by != key:
             raise InvalidRequest(f"generation {continuation.generation!r} has already ended")
+        if suspended.request.model != continuation.model:
+            # The decision was on the model this instance serves; generate with no other.
+            raise InvalidRequest(
+                f"generation {continuation.generation!r} is of model "
+                f"{suspended.request.model!r}, not {continuation.model!r}"
+            )
         stored = suspended.snapshot
         beat = _last_snapshot()
         resume = beat if beat is not None and beat.length > stored.length else stored
         charged = suspended.charged_for(key)
-        response, snapshot = await self._generate(suspended.request, resume, run_id)
+        response, snapshot = await self._generate(suspended.request, resume)
         # Earlier slices were charged for their tokens, and this one's prompt is mostly cached.
         usage = TokenUsage(
             input_tokens=response.usage.input_tokens,
@@ -164,14 +159,14 @@ class LLMActivities:
             }
         return response.model_copy(update=update)
 
-    @activity.defn(name="llm.compact")
+    @activity.defn(name=LLM_COMPACT.name)
     async def compact(self, request: CompactRequest) -> Compaction:
         """Summarise a conversation's older turns in their place (the context manager's rule)."""
         async with heartbeating() as beat:
             return await self.context.compact(request, caller().run_id, activity_key(), beat)
 
     async def _generate(
-        self, request: LLMRequest, resume: Snapshot | None, run_id: str
+        self, request: LLMRequest, resume: Snapshot | None
     ) -> tuple[LLMResponse, Snapshot]:
         tracer = trace.get_tracer(TRACER)
         with tracer.start_as_current_span(
@@ -179,7 +174,7 @@ class LLMActivities:
         ) as span:
             if resume is not None:
                 span.set_attribute("kernos.resumed_tokens", resume.length)
-            placement = await self._placement(run_id)
+            placement = self._placement()
             last = resume.model_copy(deep=True) if resume is not None else Snapshot()
             try:
                 async with heartbeating() as beat:

@@ -19,6 +19,15 @@ from kernos.kernel.config import MemorySettings
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import InvalidRequest, PayloadTooLarge
 from kernos.kernel.memory import MemoryStore
+from kernos.kernel.syscall_table import (
+    MEMORY_ADD,
+    MEMORY_DELETE,
+    MEMORY_GET,
+    MEMORY_LIST,
+    MEMORY_SEARCH,
+    MEMORY_UPDATE,
+    syscall_of,
+)
 from kernos.kernel.syscalls import (
     CONVERSATIONS,
     MemoryAdd,
@@ -67,7 +76,7 @@ class MemoryActivities:
         [vector] = await self.embedder.embed([text])
         return vector
 
-    @activity.defn(name="memory.add")
+    @activity.defn(name=MEMORY_ADD.name)
     async def add(self, request: MemoryAdd) -> MemoryAdded:
         """Embed and store the item; evict the agent's least recently used past its quota."""
         self._check_size(request.content)
@@ -83,7 +92,7 @@ class MemoryActivities:
         )
         return MemoryAdded(**item.model_dump(), evicted=evicted)
 
-    @activity.defn(name="memory.search")
+    @activity.defn(name=MEMORY_SEARCH.name)
     async def search(self, request: MemorySearch) -> MemoryItems:
         """The `k` items of the scope nearest in meaning to the query."""
         if request.k > self.settings.max_k:
@@ -131,11 +140,11 @@ class MemoryActivities:
     def _not_conversations(self, request: MemoryScoped) -> None:
         if request.scope == CONVERSATIONS:
             raise InvalidRequest(
-                f"{request.syscall} does not apply to past conversations: search them with "
-                "memory.search(scope='conversations')"
+                f"{syscall_of(request).name} does not apply to past conversations: search them "
+                f"with {MEMORY_SEARCH.name}(scope='conversations')"
             )
 
-    @activity.defn(name="memory.get")
+    @activity.defn(name=MEMORY_GET.name)
     async def get(self, request: MemoryGet) -> MemoryItem:
         """One item by id, from the scope the request names."""
         self._not_conversations(request)
@@ -144,7 +153,7 @@ class MemoryActivities:
             tenant=subject.tenant, scope=scope_of(request, subject), item_id=request.id
         )
 
-    @activity.defn(name="memory.update")
+    @activity.defn(name=MEMORY_UPDATE.name)
     async def update(self, request: MemoryUpdate) -> MemoryItem:
         """New content (embedded again) or metadata for an item."""
         if request.content is None and request.metadata is None:
@@ -161,7 +170,7 @@ class MemoryActivities:
             metadata=request.metadata,
         )
 
-    @activity.defn(name="memory.delete")
+    @activity.defn(name=MEMORY_DELETE.name)
     async def delete(self, request: MemoryDelete) -> MemoryDeleted:
         """Forget an item."""
         subject = caller()
@@ -170,7 +179,7 @@ class MemoryActivities:
         )
         return MemoryDeleted(id=request.id, deleted=deleted)
 
-    @activity.defn(name="memory.list")
+    @activity.defn(name=MEMORY_LIST.name)
     async def list_(self, request: MemoryList) -> MemoryItems:
         """A page of the scope's items, newest first."""
         self._not_conversations(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from kernos.kernel.kernel import Kernel
+from kernos.kernel.syscall_table import RUN_FINISH
 from kernos.kernel.syscalls import RunOutcome
 
 
@@ -14,7 +15,7 @@ class RunActivities:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
 
-    @activity.defn(name="run.finish")
+    @activity.defn(name=RUN_FINISH.name)
     async def finish(self, outcome: RunOutcome) -> None:
         """Record the outcome of the calling run (identified by Temporal, not by the input)."""
         workflow_id = activity.info().workflow_id

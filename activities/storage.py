@@ -19,6 +19,15 @@ from kernos.activities.interceptor import caller
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import InvalidRequest
 from kernos.kernel.storage import StorageStore
+from kernos.kernel.syscall_table import (
+    STORAGE_DELETE,
+    STORAGE_LIST,
+    STORAGE_READ,
+    STORAGE_ROLLBACK,
+    STORAGE_SEARCH,
+    STORAGE_VERSIONS,
+    STORAGE_WRITE,
+)
 from kernos.kernel.syscalls import (
     Encoding,
     FileContent,
@@ -86,7 +95,7 @@ class StorageActivities:
         self.embedder = embedder
         self.batch_size = batch_size
 
-    @activity.defn(name="storage.search")
+    @activity.defn(name=STORAGE_SEARCH.name)
     async def search(self, request: StorageSearch) -> FileHits:
         """Files whose latest content is nearest in meaning to the query.
 
@@ -118,7 +127,7 @@ class StorageActivities:
             )
         )
 
-    @activity.defn(name="storage.write")
+    @activity.defn(name=STORAGE_WRITE.name)
     async def write(self, request: StorageWrite) -> FileVersion:
         """A new version of the file (or VersionConflict, if `expected_version` has passed)."""
         subject = caller()
@@ -131,7 +140,7 @@ class StorageActivities:
             written_by=activity_key(),
         )
 
-    @activity.defn(name="storage.read")
+    @activity.defn(name=STORAGE_READ.name)
     async def read(self, request: StorageRead) -> FileContent:
         """The file at its latest version, or at `version`."""
         subject = caller()
@@ -147,7 +156,7 @@ class StorageActivities:
             encoding=request.encoding,
         )
 
-    @activity.defn(name="storage.versions")
+    @activity.defn(name=STORAGE_VERSIONS.name)
     async def versions(self, request: StorageVersions) -> FileVersions:
         """Every version of the file, oldest first."""
         subject = caller()
@@ -157,7 +166,7 @@ class StorageActivities:
             )
         )
 
-    @activity.defn(name="storage.rollback")
+    @activity.defn(name=STORAGE_ROLLBACK.name)
     async def rollback(self, request: StorageRollback) -> FileVersion:
         """A new version with an earlier version's content."""
         subject = caller()
@@ -169,7 +178,7 @@ class StorageActivities:
             written_by=activity_key(),
         )
 
-    @activity.defn(name="storage.delete")
+    @activity.defn(name=STORAGE_DELETE.name)
     async def delete(self, request: StorageDelete) -> FileDeleted:
         """Mark the file deleted (recoverable by a rollback)."""
         subject = caller()
@@ -178,7 +187,7 @@ class StorageActivities:
         )
         return FileDeleted(path=request.path, deleted=deleted)
 
-    @activity.defn(name="storage.list")
+    @activity.defn(name=STORAGE_LIST.name)
     async def list_(self, request: StorageList) -> FileList:
         """The namespace's files under a prefix."""
         subject = caller()

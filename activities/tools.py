@@ -12,6 +12,7 @@ from kernos.activities.interceptor import caller
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest, KernosError, ToolOutcomeUnknown, UnknownTool
 from kernos.kernel.storage import StorageStore
+from kernos.kernel.syscall_table import TOOL_CALL
 from kernos.kernel.syscalls import ToolCallRequest, ToolResult
 from kernos.kernel.tool_calls import CallKey, ToolCallStore
 from kernos.kernel.tools import RunnableTool, ToolArgumentsInvalid, ToolContext
@@ -34,7 +35,7 @@ class ToolActivities:
     def activity_for(self, tool: RunnableTool) -> ToolActivity:
         """The activity that runs `tool`, and only it."""
 
-        @activity.defn(name="tool.call")
+        @activity.defn(name=TOOL_CALL.name)
         async def call(request: ToolCallRequest) -> ToolResult:
             return await self._call(tool, request)
 
@@ -43,7 +44,7 @@ class ToolActivities:
     def activity_for_server(self, server: str, tools: Mapping[str, RunnableTool]) -> ToolActivity:
         """The activity that runs the tools of MCP server `server`, on its one queue."""
 
-        @activity.defn(name="tool.call")
+        @activity.defn(name=TOOL_CALL.name)
         async def call(request: ToolCallRequest) -> ToolResult:
             tool = tools.get(request.name)
             if tool is None:

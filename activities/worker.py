@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from temporalio.activity import _Definition
 from temporalio.client import Client
 from temporalio.service import ServiceClient
 from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
@@ -18,10 +20,12 @@ from kernos.activities.slots import HealthCheck, InstanceSlots
 from kernos.activities.storage import StorageActivities
 from kernos.activities.tools import ToolActivities
 from kernos.kernel.audit_anchor import Anchorer
+from kernos.kernel.claims import Served
 from kernos.kernel.config import LLMInstance, Settings
 from kernos.kernel.conversations import ConversationStore
 from kernos.kernel.db.pool import dsn
 from kernos.kernel.embeddings import Embedder, build_embedder
+from kernos.kernel.errors import ConfigError
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.kernel import Kernel
 from kernos.kernel.llm.base import LLMBackend
@@ -32,6 +36,7 @@ from kernos.kernel.memory import MemoryStore
 from kernos.kernel.policy_store import watch
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 from kernos.kernel.storage import StorageStore
+from kernos.kernel.syscall_table import Queue, on_queue
 from kernos.kernel.tool_calls import ToolCallStore
 from kernos.kernel.tools import load_tools
 from kernos.workflows.audit_anchor import AuditAnchor
@@ -47,6 +52,16 @@ async def _own_connection(client: Client) -> Client:
     config = client.config()
     config["service_client"] = await ServiceClient.connect(client.service_client.config)
     return Client(**config)
+
+
+def registered(queue: Queue, activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    """`activities`, checked to be exactly the syscalls the table puts on `queue`."""
+    names = sorted(_Definition.must_from_callable(fn).name or "" for fn in activities)
+    if names != on_queue(queue):
+        raise ConfigError(
+            f"a {queue} worker would register {names}; the syscall table says {on_queue(queue)}"
+        )
+    return activities
 
 
 def _health_check(instance: LLMInstance) -> HealthCheck | None:
@@ -102,22 +117,23 @@ class KernelWorkers:
         memory = MemoryActivities(
             MemoryStore(kernel.pool, settings.memory), embedder, settings.memory
         )
-        interceptors = [SyscallInterceptor(kernel)]
+        kernel_queue = settings.temporal.kernel_task_queue
         workers = [
             Worker(
                 client,
-                task_queue=settings.temporal.kernel_task_queue,
-                activities=[
-                    RunActivities(kernel).finish,
-                    ConversationActivities(conversations).open,
-                    *memory.all(),
-                    *StorageActivities(
-                        storage,
-                        embedder,
-                        settings.memory.batch_size,
-                    ).all(),
+                task_queue=kernel_queue,
+                activities=registered(
+                    "kernel",
+                    [
+                        RunActivities(kernel).finish,
+                        ConversationActivities(conversations).open,
+                        *memory.all(),
+                        *StorageActivities(storage, embedder, settings.memory.batch_size).all(),
+                    ],
+                ),
+                interceptors=[
+                    SyscallInterceptor(kernel, Served("kernel", frozenset([kernel_queue])))
                 ],
-                interceptors=interceptors,
                 # The audit anchor is kernel code: it runs here, never in an agent worker.
                 workflows=[AuditAnchor],
                 workflow_runner=sandbox_runner(),
@@ -127,12 +143,14 @@ class KernelWorkers:
         # own slots only, never another tool's or the kernel's.
         calls = ToolActivities(ToolCallStore(kernel.pool), settings, storage)
         for tool in tools.values():
+            queue = f"{settings.tools.queue_prefix}{tool.name}"
+            served = Served("tool", frozenset([queue]), tools=frozenset([tool.name]))
             workers.append(
                 Worker(
                     client,
-                    task_queue=f"{settings.tools.queue_prefix}{tool.name}",
-                    activities=[calls.activity_for(tool)],
-                    interceptors=interceptors,
+                    task_queue=queue,
+                    activities=registered("tool", [calls.activity_for(tool)]),
+                    interceptors=[SyscallInterceptor(kernel, served)],
                     max_concurrent_activities=tool.concurrency,
                     max_concurrent_activity_task_polls=min(tool.concurrency, 2),
                 )
@@ -142,12 +160,14 @@ class KernelWorkers:
         for server, config in settings.tools.mcp.items():
             assert mcp is not None
             offered = {n: t for n, t in mcp.tools.items() if t.server == server}
+            queue = f"{settings.tools.queue_prefix}{server}"
+            served = Served("tool", frozenset([queue]), tools=frozenset(offered), mcp_server=server)
             workers.append(
                 Worker(
                     client,
-                    task_queue=f"{settings.tools.queue_prefix}{server}",
-                    activities=[calls.activity_for_server(server, offered)],
-                    interceptors=interceptors,
+                    task_queue=queue,
+                    activities=registered("tool", [calls.activity_for_server(server, offered)]),
+                    interceptors=[SyscallInterceptor(kernel, served)],
                     max_concurrent_activities=config.concurrency,
                     max_concurrent_activity_task_polls=min(config.concurrency, 2),
                 )
@@ -174,7 +194,6 @@ class KernelWorkers:
             gates.append(slots)
             llm = LLMActivities(
                 backend,
-                kernel.runs,
                 GenerationStore(kernel.pool),
                 settings.scheduler,
                 ContextManager(backend, conversations, settings.context, instance.context_window),
@@ -191,13 +210,15 @@ class KernelWorkers:
                 nexus_supplier=FixedSizeSlotSupplier(1),
             )
             connection = await _own_connection(client)
-            for queue in [pool] if own is None else [pool, own]:
+            queues = [pool] if own is None else [pool, own]
+            served = Served("llm", frozenset(queues), model=instance.model)
+            for queue in queues:
                 workers.append(
                     Worker(
                         connection,
                         task_queue=queue,
-                        activities=[llm.chat, llm.continue_, llm.compact],
-                        interceptors=interceptors,
+                        activities=registered("llm", [llm.chat, llm.continue_, llm.compact]),
+                        interceptors=[SyscallInterceptor(kernel, served)],
                         identity=f"{client.identity}/{instance.name}",
                         tuner=tuner,
                         # Temporal's default of 5 pollers, fewer for a small instance; one on

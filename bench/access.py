@@ -33,7 +33,7 @@ from kernos.kernel.config import DatabaseSettings, Settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.runs import RunStore
-from kernos.kernel.syscalls import RunSpec, TokenUsage
+from kernos.kernel.syscalls import RunInput, RunSpec, TokenUsage
 
 TENANTS = [f"t{n}" for n in range(50)]
 RESOURCES = [f"tool:t{n}" for n in range(10)] + [f"llm:m{n}" for n in range(5)] + ["memory:own"]
@@ -108,7 +108,8 @@ async def audit_costs(pool: Pool, count: int) -> dict[str, Any]:
     subjects = []
     for tenant in TENANTS[:8]:
         run_id = f"bench-{tenant}"
-        await runs.admit(run_id, RunSpec(agent="a", task="x", tenant=tenant, model="m"))
+        spec = RunSpec(agent="a", task="x", tenant=tenant, model="m")
+        await runs.admit(RunInput(run_id=run_id, spec=spec))
         subjects.append(Subject(run_id, tenant, "operator", "a"))
     audit = AuditLog(pool)
     allow = Decision(True, "*, *, *, llm:*, llm.*, allow")

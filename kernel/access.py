@@ -40,8 +40,9 @@ class Decision:
     allowed: bool
     rule: str | None
     reason: str | None = None
-    basis: Literal["policy", "identity", "finished", "budget", "approval"] = "policy"
-    """What the decision rested on: the policy, the kernel's own checks, or a human."""
+    basis: Literal["policy", "identity", "finished", "budget", "approval", "claim"] = "policy"
+    """What the decision rested on: the policy, the kernel's own checks (of the caller, of
+    what its workflow claimed), or a human."""
     approval_rule: str | None = None
     """Allowed only with a human's approval: the `a` rule that says so."""
 

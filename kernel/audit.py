@@ -228,21 +228,29 @@ class AuditLog:
         return bool(row and row["over"])
 
     async def record_operator(
-        self, subject: Subject, syscall: str, resource: str, decision: Decision
+        self,
+        subject: Subject,
+        action: str,
+        resource: str,
+        decision: Decision,
+        *,
+        key_id: str | None = None,
     ) -> None:
-        """Append an operator's action on a run to the run's tenant's chain.
+        """Append an operator's or a client's action to the tenant's chain.
 
-        `subject.user` is the operator; the action is, say, a decision on an approval, or (with
-        no run: `subject.run_id` empty) an edit of the policy.
+        `subject.user` is who acted; the action is, say, a decision on an approval, a run
+        submitted or cancelled, or (with no run: `subject.run_id` empty) an edit of the policy.
+        `key_id` names the API key the request came with.
         """
         async with self._pool.connection() as conn:
             await conn.execute(
                 "SELECT 1 FROM audit_append(%s, 'operator', %s, 1, %s, %s, %s, %s, %s, %s, %s,"
-                " %s, %s, %s)",
+                " %s, %s, %s, %s)",
                 (
-                    subject.run_id or f"operator:{subject.user}", f"{syscall}/{uuid.uuid4()}",
-                    subject.run_id or None, subject.tenant, subject.user, subject.agent, syscall,
+                    subject.run_id or f"operator:{subject.user}", f"{action}/{uuid.uuid4()}",
+                    subject.run_id or None, subject.tenant, subject.user, subject.agent, action,
                     resource, decision.word, decision.rule, decision.reason, decision.basis,
+                    key_id,
                 ),
             )  # fmt: skip
 

@@ -20,6 +20,8 @@ from kernos.kernel.db.pool import Pool
 GENESIS = bytes(32)
 """The hash before a chain's first row."""
 CANONICAL_VERSION = "kernos-audit-v1"
+#: The canonical text of a row that names an API key: version 1's fields, then the key.
+KEYED_VERSION = "kernos-audit-v2"
 #: Every hashed field, in the order the canonical text has them.
 HASHED = (
     "chain",
@@ -40,7 +42,7 @@ HASHED = (
     "reason",
     "basis",
 )
-_COLUMNS = "id, prev_hash, hash, " + ", ".join(HASHED)
+_COLUMNS = "id, prev_hash, hash, key_id, " + ", ".join(HASHED)
 
 
 class AuditRow(BaseModel):
@@ -64,6 +66,8 @@ class AuditRow(BaseModel):
     rule: str | None
     reason: str | None
     basis: str
+    key_id: str | None = None
+    """The API key of the request the row records (a gateway's), if any."""
     prev_hash: str
     """Hex."""
     hash: str
@@ -112,8 +116,9 @@ class ChainCheck(BaseModel):
 
 def canonical_text(row: AuditRow) -> str:
     """The text a row's hash covers; the same as the database's `audit_canonical`."""
-    parts = [CANONICAL_VERSION]
-    for name in HASHED:
+    keyed = row.key_id is not None
+    parts = [KEYED_VERSION if keyed else CANONICAL_VERSION]
+    for name in (*HASHED, "key_id") if keyed else HASHED:
         value = getattr(row, name)
         if value is None:
             parts.append("N")

@@ -192,8 +192,12 @@ class SchedulerSettings(BaseModel):
     @classmethod
     def _positive(cls, weights: dict[str, float]) -> dict[str, float]:
         for tenant, weight in weights.items():
-            if weight <= 0:
-                raise ValueError(f"the weight of tenant {tenant!r} must be positive, not {weight}")
+            # Temporal clamps weights to this range; a clamped weight would not be the run's.
+            if not 0.001 <= weight <= 1000:
+                raise ValueError(
+                    f"the weight of tenant {tenant!r} must be between 0.001 and 1000 "
+                    f"(Temporal's range), not {weight}"
+                )
         return weights
 
     def slices(self, policy: Policy) -> bool:

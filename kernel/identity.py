@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from kernos.kernel.access import Subject
 from kernos.kernel.errors import AccessDenied, RunNotFound
@@ -15,6 +16,15 @@ from kernos.kernel.runs import RunRecord, RunStore
 
 FirstRunLookup = Callable[[str, str], Awaitable[str]]
 """(workflow id, execution run id) -> the first execution's run id of that chain."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A syscall's caller: who it is, and the run as the kernel admitted it."""
+
+    subject: Subject
+    record: RunRecord
+    """The run's record when first resolved: what admission fixed (its status is not kept)."""
 
 
 class CallerDenied(AccessDenied):
@@ -35,18 +45,18 @@ class IdentityResolver:
         self._runs = runs
         self._first_run_of = first_run_of
         self._cache_size = cache_size
-        # A run's tenant, user, agent and first execution never change once bound, so a verified
-        # execution's subject is cached; whether the run is still live is not cached: the audit
-        # statement checks it with every decision (kernel.audit).
-        self._subjects: OrderedDict[tuple[str, str], Subject] = OrderedDict()
+        # What admission fixed (tenant, user, agent, scheduling, limits) and the first execution
+        # never change once bound, so a verified execution's caller is cached; whether the run is
+        # still live is not cached: the audit statement checks it with every decision.
+        self._callers: OrderedDict[tuple[str, str], Caller] = OrderedDict()
 
-    async def resolve(self, workflow_id: str, execution_run_id: str) -> Subject:
-        """The subject of a syscall, or CallerDenied naming why there is none."""
+    async def resolve(self, workflow_id: str, execution_run_id: str) -> Caller:
+        """The caller of a syscall, or CallerDenied naming why there is none."""
         key = (workflow_id, execution_run_id)
-        subject = self._subjects.get(key)
-        if subject is not None:
-            self._subjects.move_to_end(key)
-            return subject
+        known = self._callers.get(key)
+        if known is not None:
+            self._callers.move_to_end(key)
+            return known
         try:
             record = await self._runs.get(workflow_id)
         except RunNotFound:
@@ -65,10 +75,10 @@ class IdentityResolver:
             )
         if record.finished:
             raise CallerDenied(finished_message(record.run_id, record.status), subject)
-        self._subjects[key] = subject
-        if len(self._subjects) > self._cache_size:
-            self._subjects.popitem(last=False)
-        return subject
+        caller = self._callers[key] = Caller(subject, record)
+        if len(self._callers) > self._cache_size:
+            self._callers.popitem(last=False)
+        return caller
 
     async def _first_execution(
         self, workflow_id: str, execution_run_id: str, record: RunRecord

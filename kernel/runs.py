@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from kernos.kernel.db.pool import Pool
 from kernos.kernel.errors import RunNotFound
-from kernos.kernel.syscalls import RunOutcome, RunSpec
+from kernos.kernel.syscalls import RunInput, RunOutcome, RunSpec, Scheduling, SyscallLimits
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 
@@ -25,6 +25,12 @@ class RunRecord(BaseModel):
     priority: int
     model: str
     spec: RunSpec
+    scheduling: Scheduling
+    """How its syscalls are scheduled, fixed at admission."""
+    limits: SyscallLimits
+    """Its syscalls' timeouts and retries, fixed at admission."""
+    api_key_id: str | None = None
+    """The API key that submitted it; None for the operator on the kernel's host."""
     status: str
     created_at: datetime
     finished_at: datetime | None
@@ -50,21 +56,25 @@ class RunStore:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    async def admit(self, run_id: str, spec: RunSpec) -> None:
-        """Record a run before its workflow starts."""
+    async def admit(self, run: RunInput, *, api_key_id: str | None = None) -> None:
+        """Record a run before its workflow starts: who it is for, and how it is scheduled."""
+        spec = run.spec
         assert spec.model is not None, "admission fills in the model"
         async with self._pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO runs (run_id, tenant, user_name, agent, priority, model, spec)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO runs (run_id, tenant, user_name, agent, priority, model, spec,"
+                " scheduling, limits, api_key_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
-                    run_id,
+                    run.run_id,
                     spec.tenant,
                     spec.user,
                     spec.agent,
                     spec.priority,
                     spec.model,
                     spec.model_dump_json(),
+                    run.scheduling.model_dump_json(),
+                    run.limits.model_dump_json(),
+                    api_key_id,
                 ),
             )
 

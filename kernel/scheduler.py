@@ -26,7 +26,7 @@ from datetime import timedelta
 
 from temporalio.common import Priority
 
-from kernos.kernel.syscalls import RunInput
+from kernos.kernel.syscalls import RunInput, RunSpec, Scheduling
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,20 @@ def llm_task_queue(prefix: str, model: str) -> str:
     return f"{prefix}{model}"
 
 
-def priority_of(run: RunInput) -> Priority:
-    """The Temporal priority of a run's syscalls under its policy."""
-    policy = run.scheduling.policy
-    if policy in ("fifo", "rr"):
+def priority_of(spec: RunSpec, scheduling: Scheduling) -> Priority:
+    """The Temporal priority of a run's syscalls under its policy.
+
+    Computed from what the kernel fixed at admission, by the workflow when it dispatches and by
+    the kernel when it checks what the workflow claimed.
+    """
+    if scheduling.policy in ("fifo", "rr"):
         return Priority.default
-    if policy == "priority":
-        return Priority(priority_key=run.spec.priority)
+    if scheduling.policy == "priority":
+        return Priority(priority_key=spec.priority)
     return Priority(
-        priority_key=run.spec.priority,
-        fairness_key=run.spec.tenant,
-        fairness_weight=run.scheduling.fairness_weight,
+        priority_key=spec.priority,
+        fairness_key=spec.tenant,
+        fairness_weight=scheduling.fairness_weight,
     )
 
 
@@ -73,9 +76,10 @@ def dispatch_llm(run: RunInput, model: str, last_instance: str | None = None) ->
     if affinity and last_instance is not None:
         return Dispatch(
             task_queue=affinity_task_queue(run.llm_queue_prefix, model, last_instance),
-            priority=priority_of(run),
+            priority=priority_of(run.spec, run.scheduling),
             schedule_to_start=timedelta(seconds=affinity),
         )
     return Dispatch(
-        task_queue=llm_task_queue(run.llm_queue_prefix, model), priority=priority_of(run)
+        task_queue=llm_task_queue(run.llm_queue_prefix, model),
+        priority=priority_of(run.spec, run.scheduling),
     )

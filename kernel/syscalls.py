@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -246,9 +246,11 @@ class TokenUsage(BaseModel):
 
 
 class SyscallRequest(BaseModel):
-    """Base of every syscall request: it names its syscall and the resource it touches."""
+    """Base of every syscall request: it names the resource it touches.
 
-    syscall: ClassVar[str]
+    Which syscall a request is for, and everything else about it, is in the syscall table
+    (`kernos.kernel.syscall_table`).
+    """
 
     def resource(self) -> str:
         """The resource that the access manager decides on, e.g. `llm:gemma`."""
@@ -267,7 +269,6 @@ class JSONSchemaFormat(BaseModel):
 class LLMRequest(SyscallRequest):
     """`llm.chat`: generate the next assistant message."""
 
-    syscall: ClassVar[str] = "llm.chat"
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
@@ -325,7 +326,6 @@ class LLMResponse(BaseModel):
 class ConversationOpen(SyscallRequest):
     """`conversation.open`: start a conversation kept by the kernel."""
 
-    syscall: ClassVar[str] = "conversation.open"
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
@@ -348,7 +348,6 @@ class ConversationRef(BaseModel):
 class CompactRequest(SyscallRequest):
     """`llm.compact`: summarise a conversation's oldest turns and put the summary in their place."""
 
-    syscall: ClassVar[str] = "llm.compact"
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     conversation: str
@@ -372,7 +371,6 @@ class Compaction(BaseModel):
 class LLMContinuation(SyscallRequest):
     """`llm.continue`: resume a generation suspended at the end of its time slice."""
 
-    syscall: ClassVar[str] = "llm.continue"
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
@@ -467,8 +465,6 @@ def _check_metadata(metadata: dict[str, MetadataValue]) -> dict[str, MetadataVal
 class MemoryAdd(MemoryWrite):
     """`memory.add`: remember `content`, with metadata to filter on."""
 
-    syscall: ClassVar[str] = "memory.add"
-
     content: str = Field(min_length=1)
     metadata: dict[str, MetadataValue] = {}
 
@@ -482,8 +478,6 @@ class MemoryAdd(MemoryWrite):
 
 class MemorySearch(MemoryScoped):
     """`memory.search`: the `k` items nearest in meaning to `query`."""
-
-    syscall: ClassVar[str] = "memory.search"
 
     query: str = Field(min_length=1)
     k: int = Field(default=5, ge=1)
@@ -503,15 +497,11 @@ class MemorySearch(MemoryScoped):
 class MemoryGet(MemoryScoped):
     """`memory.get`: one item by id."""
 
-    syscall: ClassVar[str] = "memory.get"
-
     id: str = Field(min_length=1, max_length=64)
 
 
 class MemoryUpdate(MemoryWrite):
     """`memory.update`: replace an item's content (re-embedded) or metadata."""
-
-    syscall: ClassVar[str] = "memory.update"
 
     id: str = Field(min_length=1, max_length=64)
     content: str | None = Field(default=None, min_length=1)
@@ -531,15 +521,11 @@ class MemoryUpdate(MemoryWrite):
 class MemoryDelete(MemoryWrite):
     """`memory.delete`: forget an item."""
 
-    syscall: ClassVar[str] = "memory.delete"
-
     id: str = Field(min_length=1, max_length=64)
 
 
 class MemoryList(MemoryScoped):
     """`memory.list`: items newest first, a page at a time."""
-
-    syscall: ClassVar[str] = "memory.list"
 
     filter: dict[str, MetadataValue] = {}
     limit: int = Field(default=50, ge=1, le=1000)
@@ -608,8 +594,6 @@ Encoding = Literal["utf-8", "base64"]
 class StorageWrite(StorageRequest):
     """`storage.write`: a new version of the file."""
 
-    syscall: ClassVar[str] = "storage.write"
-
     content: str
     encoding: Encoding = "utf-8"
     expected_version: int | None = Field(default=None, ge=0)
@@ -620,8 +604,6 @@ class StorageWrite(StorageRequest):
 class StorageRead(StorageRequest):
     """`storage.read`: the file's content, at its latest version or at `version`."""
 
-    syscall: ClassVar[str] = "storage.read"
-
     version: int | None = Field(default=None, ge=1)
     encoding: Encoding = "utf-8"
 
@@ -629,13 +611,9 @@ class StorageRead(StorageRequest):
 class StorageVersions(StorageRequest):
     """`storage.versions`: the file's versions, oldest first."""
 
-    syscall: ClassVar[str] = "storage.versions"
-
 
 class StorageRollback(StorageRequest):
     """`storage.rollback`: a new version with the content of `version` (a deleted file too)."""
-
-    syscall: ClassVar[str] = "storage.rollback"
 
     version: int = Field(ge=1)
 
@@ -643,13 +621,10 @@ class StorageRollback(StorageRequest):
 class StorageDelete(StorageRequest):
     """`storage.delete`: mark the file deleted; a rollback recovers it until it is purged."""
 
-    syscall: ClassVar[str] = "storage.delete"
-
 
 class StorageList(SyscallRequest):
     """`storage.list`: the namespace's files under `prefix`."""
 
-    syscall: ClassVar[str] = "storage.list"
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prefix: str = ""
@@ -669,7 +644,6 @@ class StorageList(SyscallRequest):
 class StorageSearch(SyscallRequest):
     """`storage.search`: the namespace's files whose content is nearest in meaning to `query`."""
 
-    syscall: ClassVar[str] = "storage.search"
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     query: str = Field(min_length=1, max_length=16 * 1024)
@@ -755,7 +729,6 @@ class FileDeleted(BaseModel):
 class ToolCallRequest(SyscallRequest):
     """`tool.call`: run one registered tool with the model's (or the agent's) arguments."""
 
-    syscall: ClassVar[str] = "tool.call"
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: ToolName

@@ -10,29 +10,40 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kernos.kernel.errors import AccessDenied, InvalidRequest, first_problem
+from kernos.kernel.syscall_table import (
+    CONVERSATION_OPEN,
+    MEMORY_ADD,
+    MEMORY_DELETE,
+    MEMORY_GET,
+    MEMORY_LIST,
+    MEMORY_SEARCH,
+    MEMORY_UPDATE,
+    STORAGE_DELETE,
+    STORAGE_LIST,
+    STORAGE_READ,
+    STORAGE_ROLLBACK,
+    STORAGE_SEARCH,
+    STORAGE_VERSIONS,
+    STORAGE_WRITE,
+    syscall_of,
+)
 from kernos.kernel.syscalls import (
     CompactRequest,
     ConversationOpen,
     ConversationRef,
     Encoding,
     FileContent,
-    FileDeleted,
     FileHit,
-    FileHits,
     FileInfo,
-    FileList,
     FileVersion,
-    FileVersions,
     JSONSchemaFormat,
     LLMRequest,
     LLMResponse,
     MemoryAdd,
     MemoryAdded,
     MemoryDelete,
-    MemoryDeleted,
     MemoryGet,
     MemoryItem,
-    MemoryItems,
     MemoryList,
     MemorySearch,
     MemoryUpdate,
@@ -66,7 +77,7 @@ def _request(cls: type[Request], **fields: Any) -> Request:
     try:
         return cls(**fields)
     except ValidationError as exc:
-        raise InvalidRequest(f"{cls.syscall}: {first_problem(exc)}") from None
+        raise InvalidRequest(f"{syscall_of(cls).name}: {first_problem(exc)}") from None
 
 
 class LLM:
@@ -269,9 +280,8 @@ class Conversations:
     async def open(self, *, system: str | None = None, model: str | None = None) -> ConversationRef:
         """Start a conversation with an optional system prompt, on `model` (the run's default)."""
         chosen = model or self._dispatcher.run.spec.model or ""
-        return await self._dispatcher.conversation_open(
-            ConversationOpen(model=chosen, system=system)
-        )
+        request = ConversationOpen(model=chosen, system=system)
+        return await self._dispatcher.call(CONVERSATION_OPEN, request, chosen)
 
 
 class Memory:
@@ -299,7 +309,7 @@ class Memory:
     ) -> MemoryAdded:
         """Remember `content`; past the agent's quota its least recently used items go."""
         request = _request(MemoryAdd, content=content, metadata=dict(metadata or {}), scope=scope)
-        return await self._dispatcher.kernel_syscall(request, MemoryAdded, "memory.add")
+        return await self._dispatcher.call(MEMORY_ADD, request)
 
     async def search(
         self,
@@ -320,7 +330,7 @@ class Memory:
             min_score=min_score,
             **self._where(scope, agent),
         )
-        found = await self._dispatcher.kernel_syscall(request, MemoryItems, f"memory.search k={k}")
+        found = await self._dispatcher.call(MEMORY_SEARCH, request, f"k={k}")
         return found.items
 
     async def get(
@@ -328,7 +338,7 @@ class Memory:
     ) -> MemoryItem:
         """One item by id; NotFound if the scope does not hold it."""
         request = _request(MemoryGet, id=id, **self._where(scope, agent))
-        return await self._dispatcher.kernel_syscall(request, MemoryItem, "memory.get")
+        return await self._dispatcher.call(MEMORY_GET, request)
 
     async def update(
         self,
@@ -346,12 +356,12 @@ class Memory:
             metadata=None if metadata is None else dict(metadata),
             scope=scope,
         )
-        return await self._dispatcher.kernel_syscall(request, MemoryItem, "memory.update")
+        return await self._dispatcher.call(MEMORY_UPDATE, request)
 
     async def delete(self, id: str, *, scope: str | None = None) -> bool:
         """Forget an item; False if it was not there."""
         request = _request(MemoryDelete, id=id, scope=scope)
-        deleted = await self._dispatcher.kernel_syscall(request, MemoryDeleted, "memory.delete")
+        deleted = await self._dispatcher.call(MEMORY_DELETE, request)
         return deleted.deleted
 
     async def list(
@@ -371,7 +381,7 @@ class Memory:
             before=before,
             **self._where(scope, agent),
         )
-        found = await self._dispatcher.kernel_syscall(request, MemoryItems, "memory.list")
+        found = await self._dispatcher.call(MEMORY_LIST, request)
         return found.items
 
 
@@ -401,36 +411,36 @@ class Storage:
             StorageWrite, path=path, content=content, expected_version=expected_version,
             encoding=encoding,
         )  # fmt: skip
-        return await self._dispatcher.kernel_syscall(request, FileVersion, f"storage.write {path}")
+        return await self._dispatcher.call(STORAGE_WRITE, request, path)
 
     async def read(
         self, path: str, *, version: int | None = None, encoding: Encoding = "utf-8"
     ) -> FileContent:
         """The file's latest version, or `version`; NotFound if it is not there (or deleted)."""
         request = _request(StorageRead, path=path, version=version, encoding=encoding)
-        return await self._dispatcher.kernel_syscall(request, FileContent, f"storage.read {path}")
+        return await self._dispatcher.call(STORAGE_READ, request, path)
 
     async def search(self, query: str, *, k: int = 5, prefix: str = "") -> list[FileHit]:
         """Files under `prefix` whose latest content is nearest in meaning to `query`."""
         request = _request(StorageSearch, query=query, k=k, prefix=prefix)
-        found = await self._dispatcher.kernel_syscall(request, FileHits, f"storage.search k={k}")
+        found = await self._dispatcher.call(STORAGE_SEARCH, request, f"k={k}")
         return found.files
 
     async def versions(self, path: str) -> list[FileVersion]:
         """Every version of the file, oldest first."""
         request = _request(StorageVersions, path=path)
-        found = await self._dispatcher.kernel_syscall(request, FileVersions, "storage.versions")
+        found = await self._dispatcher.call(STORAGE_VERSIONS, request)
         return found.versions
 
     async def rollback(self, path: str, version: int) -> FileVersion:
         """A new version with `version`'s content; recovers a deleted file."""
         request = _request(StorageRollback, path=path, version=version)
-        return await self._dispatcher.kernel_syscall(request, FileVersion, "storage.rollback")
+        return await self._dispatcher.call(STORAGE_ROLLBACK, request)
 
     async def delete(self, path: str) -> bool:
         """Mark the file deleted; False if it already was."""
         request = _request(StorageDelete, path=path)
-        deleted = await self._dispatcher.kernel_syscall(request, FileDeleted, "storage.delete")
+        deleted = await self._dispatcher.call(STORAGE_DELETE, request)
         return deleted.deleted
 
     async def list(
@@ -438,7 +448,7 @@ class Storage:
     ) -> list[FileInfo]:
         """Files whose path starts with `prefix`, by path."""
         request = _request(StorageList, prefix=prefix, include_deleted=include_deleted, limit=limit)
-        listed = await self._dispatcher.kernel_syscall(request, FileList, "storage.list")
+        listed = await self._dispatcher.call(STORAGE_LIST, request)
         return listed.files
 
 

@@ -43,6 +43,7 @@ from kernos.kernel.errors import (
 )
 from kernos.kernel.policy_store import load_access
 from kernos.kernel.runs import RunRecord, RunStore
+from kernos.kernel.syscall_table import AGENT_RUN
 from kernos.kernel.syscalls import RunInput, RunResult, RunSpec, check_name
 
 
@@ -210,22 +211,23 @@ class KernosClient:
     async def submit(self, spec: RunSpec | dict[str, Any]) -> RunHandle:
         """Admit a run: validate, record it, start its workflow; nothing is left on failure."""
         checked = await self._as_principal(self.validate(spec))
-        run_id = f"run-{uuid.uuid4().hex[:20]}"
-        await self.runs.admit(run_id, checked)
+        run = RunInput(
+            run_id=f"run-{uuid.uuid4().hex[:20]}",
+            spec=checked,
+            limits=self.settings.limits,
+            kernel_task_queue=self.settings.temporal.kernel_task_queue,
+            llm_queue_prefix=self.settings.temporal.llm_queue_prefix,
+            tool_queue_prefix=self.settings.tools.queue_prefix,
+            tools=sorted(self.settings.tools.registry),
+            mcp_servers=sorted(self.settings.tools.mcp),
+            scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
+        )
+        run_id = run.run_id
+        await self.runs.admit(run, api_key_id=self.principal.key_id if self.principal else None)
         try:
             handle = await self.temporal.start_workflow(
-                "AgentRun",
-                RunInput(
-                    run_id=run_id,
-                    spec=checked,
-                    limits=self.settings.limits,
-                    kernel_task_queue=self.settings.temporal.kernel_task_queue,
-                    llm_queue_prefix=self.settings.temporal.llm_queue_prefix,
-                    tool_queue_prefix=self.settings.tools.queue_prefix,
-                    tools=sorted(self.settings.tools.registry),
-                    mcp_servers=sorted(self.settings.tools.mcp),
-                    scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
-                ),
+                AGENT_RUN,
+                run,
                 id=run_id,
                 task_queue=self.settings.temporal.agent_task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

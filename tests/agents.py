@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority
 from temporalio.exceptions import ActivityError
 
 from kernos import (
@@ -21,7 +22,20 @@ from kernos import (
     KernosError,
     StepAgent,
 )
-from kernos.kernel.syscalls import LLMContinuation, LLMResponse, RunOutcome, TokenUsage
+from kernos.kernel.scheduler import priority_of
+from kernos.kernel.syscall_table import SYSCALLS, retry_policy
+from kernos.kernel.syscalls import (
+    FileVersion,
+    LLMContinuation,
+    LLMRequest,
+    LLMResponse,
+    Message,
+    RunOutcome,
+    StorageWrite,
+    TokenUsage,
+    ToolCallRequest,
+    ToolResult,
+)
 
 
 class EchoAgent(Agent):
@@ -84,7 +98,7 @@ class FinishesItselfAgent(Agent):
                 usage=TokenUsage(input_tokens=10**9, output_tokens=10**9),
             ),
             task_queue=task,
-            start_to_close_timeout=timedelta(seconds=10),
+            **honest(self, "run.finish"),
         )
         reply = await self.llm.chat([{"role": "user", "content": "after the end"}])
         return reply.text
@@ -154,6 +168,18 @@ class LengthAgent(Agent):
         return f"{reply.usage.output_tokens} {reply.text}"
 
 
+def honest(agent: Agent, syscall: str) -> dict[str, Any]:
+    """The options an honest dispatcher gives `syscall`; hostile agents forge the rest."""
+    run = agent.llm._dispatcher.run
+    entry = SYSCALLS[syscall]
+    return {
+        "priority": priority_of(run.spec, run.scheduling),
+        "start_to_close_timeout": entry.start_to_close(run.limits),
+        "heartbeat_timeout": entry.heartbeat(run.limits),
+        "retry_policy": retry_policy(run.limits),
+    }
+
+
 class HijackAgent(Agent):
     """Malicious: continues a generation by name, as `"<llm queue> <model> <generation>"`."""
 
@@ -167,8 +193,7 @@ class HijackAgent(Agent):
                 LLMContinuation(model=model, generation=generation),
                 result_type=LLMResponse,
                 task_queue=queue,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(maximum_attempts=1),
+                **honest(self, "llm.continue"),
             )
         except ActivityError as exc:
             return f"denied: {exc.cause}"
@@ -281,6 +306,60 @@ class MemoAgent(Agent):
         return json.dumps(results)
 
 
+class ForgerAgent(Agent):
+    """Hostile: schedules one syscall activity itself, with whatever options its task names.
+
+    The task is JSON: `syscall` (default `llm.chat`), `model`, `queue`, `priority` (Temporal's
+    fields), `start_to_close_s`, `heartbeat_s`, `retry` (RetryPolicy's fields in seconds),
+    `tool`. Whatever it leaves out is what an honest dispatcher would send. Returns
+    `ok: <text>` or `refused <type>: <message>`.
+    """
+
+    name = "forger"
+
+    async def run(self, task: str) -> str:
+        forged: dict[str, Any] = json.loads(task)
+        run = self.llm._dispatcher.run
+        syscall = forged.get("syscall", "llm.chat")
+        model = forged.get("model", run.spec.model)
+        request: Any
+        result_type: type[BaseModel]
+        if syscall == "tool.call":
+            request = ToolCallRequest(name=forged["tool"], arguments=forged.get("arguments", "{}"))
+            queue, result_type = f"{run.tool_queue_prefix}{forged['tool']}", ToolResult
+        elif syscall == "storage.write":
+            request = StorageWrite(path="forged.txt", content="forged")
+            queue, result_type = run.kernel_task_queue, FileVersion
+        else:
+            request = LLMRequest(model=model, messages=[Message(role="user", content="hi")])
+            queue, result_type = f"{run.llm_queue_prefix}{model}", LLMResponse
+        options = honest(self, syscall)
+        if "priority" in forged:
+            options["priority"] = Priority(**forged["priority"])
+        if "start_to_close_s" in forged:
+            options["start_to_close_timeout"] = timedelta(seconds=forged["start_to_close_s"])
+        if "heartbeat_s" in forged:
+            options["heartbeat_timeout"] = timedelta(seconds=forged["heartbeat_s"])
+        if "retry" in forged:
+            retry = {**forged["retry"]}
+            for field in ("initial_interval", "maximum_interval"):
+                if field in retry:
+                    retry[field] = timedelta(seconds=retry[field])
+            options["retry_policy"] = dataclasses.replace(options["retry_policy"], **retry)
+        try:
+            reply = await workflow.execute_activity(
+                syscall,
+                request,
+                result_type=result_type,
+                task_queue=forged.get("queue", queue),
+                **options,
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            return f"refused {getattr(cause, 'type', None)}: {getattr(cause, 'message', cause)}"
+        return f"ok: {getattr(reply, 'text', None) or getattr(reply, 'content', reply)}"
+
+
 AGENTS = {
     "echo": "tests.agents:EchoAgent",
     "steps": "tests.agents:StepsAgent",
@@ -297,4 +376,5 @@ AGENTS = {
     "pausing": "tests.agents:PausingAgent",
     "memo": "tests.agents:MemoAgent",
     "other-memo": "tests.agents:MemoAgent",
+    "forger": "tests.agents:ForgerAgent",
 }

@@ -14,7 +14,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.scheduler import priority_of
-from kernos.kernel.syscalls import Policy, RunInput, Scheduling
+from kernos.kernel.syscalls import Policy, Scheduling
 from tests.conftest import make_settings, workers
 from tests.fake_openai import FakeOpenAIServer
 from tests.fake_sglang import FakeSGLangServer
@@ -92,9 +92,7 @@ def test_policies_map_to_temporal_priority() -> None:
     spec = RunSpec(agent="a", task="t", tenant="acme", priority=2)
 
     def priority(policy: Policy) -> Priority:
-        return priority_of(
-            RunInput(run_id="r", spec=spec, scheduling=Scheduling(policy=policy, fairness_weight=2))
-        )
+        return priority_of(spec, Scheduling(policy=policy, fairness_weight=2))
 
     assert priority("fifo") == Priority.default
     assert priority("priority") == Priority(priority_key=2)
@@ -105,7 +103,7 @@ def test_scheduler_settings() -> None:
     scheduler = load_settings(scheduler={"policy": "fair", "tenant_weights": {"acme": 3}}).scheduler
     assert scheduler.scheduling(None, "acme") == Scheduling(policy="fair", fairness_weight=3.0)
     assert scheduler.scheduling("fifo", "other") == Scheduling(policy="fifo", fairness_weight=1.0)
-    with pytest.raises(ConfigError, match="the weight of tenant 'acme' must be positive, not 0"):
+    with pytest.raises(ConfigError, match=r"tenant 'acme' must be between 0\.001 and 1000"):
         load_settings(scheduler={"tenant_weights": {"acme": 0}})
     with pytest.raises(ConfigError, match=r"scheduler\.policy"):
         load_settings(scheduler={"policy": "lottery"})

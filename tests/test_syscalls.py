@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from kernos import LLMRequest, Message, RunSpec, TokenUsage
+from kernos.kernel.syscall_table import syscall_of
 
 
 def test_defaults() -> None:
@@ -49,7 +50,7 @@ def test_unknown_fields_are_refused() -> None:
 def test_llm_request_names_its_resource() -> None:
     request = LLMRequest(model="gemma", messages=[Message(role="user", content="hi")])
     assert request.resource() == "llm:gemma"
-    assert LLMRequest.syscall == "llm.chat"
+    assert syscall_of(request).name == "llm.chat"
 
 
 def test_llm_request_needs_a_message() -> None:

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from kernos.agent import Done, StepAgent
     from kernos.kernel import visibility
     from kernos.kernel.errors import InvalidRequest
+    from kernos.kernel.syscall_table import AGENT_RUN
     from kernos.kernel.syscalls import ApprovalNotice, Carried, RunInput, RunOutcome, RunResult
     from kernos.workflows import registry
     from kernos.workflows.syscalls import SyscallDispatcher
@@ -31,7 +32,7 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     return type(exc).__name__, str(exc)
 
 
-@workflow.defn(name="AgentRun")
+@workflow.defn(name=AGENT_RUN)
 class AgentRun:
     """Runs a registered agent on a task; the kernel records how it ended."""
 

@@ -4,35 +4,40 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from kernos.kernel import errors, scheduler, visibility
+    from kernos.kernel.syscall_table import (
+        LLM_CHAT,
+        LLM_COMPACT,
+        LLM_CONTINUE,
+        RUN_FINISH,
+        TOOL_CALL,
+        Syscall,
+        retry_policy,
+    )
     from kernos.kernel.syscalls import (
         Compaction,
         CompactRequest,
-        ConversationOpen,
-        ConversationRef,
         LLMContinuation,
         LLMRequest,
         LLMResponse,
         RunInput,
         RunOutcome,
-        SyscallRequest,
         TokenUsage,
         ToolCallRequest,
         ToolResult,
     )
 
 Result = TypeVar("Result", LLMResponse, Compaction)
-KernelResult = TypeVar("KernelResult", bound=BaseModel)
+Request = TypeVar("Request", bound=BaseModel)
+Response = TypeVar("Response", bound=BaseModel)
 Answer = TypeVar("Answer")
 #: Once the first wait for an approval has ended, how long each later wait lasts: the kernel's
 #: own deadline is then at most moments away.
@@ -89,10 +94,9 @@ class SyscallDispatcher:
         self.syscalls = 0
         #: The instance that last served each model, where cache affinity sends the next call.
         self._instances: dict[str, str] = {}
-        self._retry = RetryPolicy(
-            initial_interval=timedelta(seconds=run.limits.retry_initial_interval_s),
-            maximum_interval=timedelta(seconds=run.limits.retry_max_interval_s),
-        )
+        self._retry = retry_policy(run.limits)
+        #: Every syscall of the run carries the priority the kernel fixed at admission.
+        self._priority = scheduler.priority_of(run.spec, run.scheduling)
         #: Decisions announced to this run (`kernos approve`), and syscalls waiting for one.
         self._decisions = 0
         self._waiting = 0
@@ -148,30 +152,20 @@ class SyscallDispatcher:
         continuation (`llm.continue`, naming the suspended generation) queues again behind
         whatever waits, until the generation ends.
         """
-        summary = f"llm.chat {request.model}, {len(request.messages)} messages"
-        response = await self._llm("llm.chat", request, request.model, summary, LLMResponse)
+        detail = f"{request.model}, {len(request.messages)} messages"
+        response = await self._llm(LLM_CHAT, request, request.model, detail)
         slices, usage = 1, response.usage
         while response.continuation is not None:
             slices += 1
             continuation = LLMContinuation(model=request.model, generation=response.continuation)
-            summary = f"llm.continue {request.model}, slice {slices}"
-            response = await self._llm(
-                "llm.continue", continuation, request.model, summary, LLMResponse
-            )
+            detail = f"{request.model}, slice {slices}"
+            response = await self._llm(LLM_CONTINUE, continuation, request.model, detail)
             usage = usage + response.usage
         return response if slices == 1 else response.model_copy(update={"usage": usage})
 
     async def llm_compact(self, request: CompactRequest) -> Compaction:
         """`llm.compact`: the model summarises the conversation's older turns in their place."""
-        summary = f"llm.compact {request.model}"
-        compaction = await self._llm("llm.compact", request, request.model, summary, Compaction)
-        return compaction
-
-    async def conversation_open(self, request: ConversationOpen) -> ConversationRef:
-        """`conversation.open`: the kernel starts a conversation this run owns."""
-        return await self.kernel_syscall(
-            request, ConversationRef, f"conversation.open {request.model}"
-        )
+        return await self._llm(LLM_COMPACT, request, request.model, request.model)
 
     async def tool_call(self, request: ToolCallRequest) -> ToolResult:
         """`tool.call` on the tool's own queue; a tool the kernel did not register fails here.
@@ -188,39 +182,33 @@ class SyscallDispatcher:
         else:
             # Its queue would have no worker: the call would wait forever.
             raise errors.UnknownTool(request.name, self.run.tools)
-        return await self.kernel_syscall(
-            request,
-            ToolResult,
-            f"tool.call {request.name}" + (f" {request.call_id}" if request.call_id else ""),
-            task_queue=queue,
-            start_to_close_s=self.run.limits.tool_start_to_close_s,
-        )
+        detail = request.name + (f" {request.call_id}" if request.call_id else "")
+        return await self.call(TOOL_CALL, request, detail, task_queue=queue)
 
-    async def kernel_syscall(
+    async def call(
         self,
-        request: SyscallRequest,
-        result_type: type[KernelResult],
-        summary: str,
+        syscall: Syscall[Request, Response],
+        request: Request,
+        detail: str = "",
         *,
         task_queue: str | None = None,
-        start_to_close_s: float | None = None,
-    ) -> KernelResult:
-        """A syscall served by kernel workers, its activity named after the request's syscall.
+    ) -> Response:
+        """Syscall `syscall` with `request`, as the table declares it; its response.
 
         It waits on the kernel queue (conversations, memory, files) unless another is named (a
-        tool's).
+        tool's). Its summary in the run's history is the syscall's name and `detail`.
         """
-        limit = start_to_close_s or self.run.limits.kernel_start_to_close_s
         try:
-            result: KernelResult = await self._approved(
+            result: Response = await self._approved(
                 lambda: workflow.execute_activity(
-                    request.syscall,
+                    syscall.name,
                     request,
-                    result_type=result_type,
+                    result_type=syscall.response,
                     task_queue=task_queue or self.run.kernel_task_queue,
-                    start_to_close_timeout=timedelta(seconds=limit),
+                    priority=self._priority,
+                    start_to_close_timeout=syscall.start_to_close(self.run.limits),
                     retry_policy=self._retry,
-                    summary=summary,
+                    summary=f"{syscall.name} {detail}".rstrip(),
                 )
             )
         except ActivityError as exc:
@@ -230,15 +218,14 @@ class SyscallDispatcher:
 
     async def _llm(
         self,
-        syscall: str,
+        syscall: Syscall[Any, Result],
         request: LLMRequest | LLMContinuation | CompactRequest,
         model: str,
-        summary: str,
-        result_type: type[Result],
+        detail: str,
     ) -> Result:
         dispatch = scheduler.dispatch_llm(self.run, model, self._instances.get(model))
         try:
-            response = await self._execute_llm(syscall, request, dispatch, summary, result_type)
+            response = await self._execute_llm(syscall, request, dispatch, detail)
         except ActivityError as exc:
             cause = exc.cause
             if not (
@@ -251,7 +238,7 @@ class SyscallDispatcher:
             self._instances.pop(model, None)
             dispatch = scheduler.dispatch_llm(self.run, model)
             try:
-                response = await self._execute_llm(syscall, request, dispatch, summary, result_type)
+                response = await self._execute_llm(syscall, request, dispatch, detail)
             except ActivityError as retried:
                 _raise_translated(retried)
         if isinstance(response, LLMResponse) and response.instance is not None:
@@ -267,36 +254,36 @@ class SyscallDispatcher:
 
     async def _execute_llm(
         self,
-        syscall: str,
+        syscall: Syscall[Any, Result],
         request: LLMRequest | LLMContinuation | CompactRequest,
         dispatch: scheduler.Dispatch,
-        summary: str,
-        result_type: type[Result],
+        detail: str,
     ) -> Result:
         limits = self.run.limits
         return await self._approved(
             lambda: workflow.execute_activity(
-                syscall,
+                syscall.name,
                 request,
-                result_type=result_type,
+                result_type=syscall.response,
                 task_queue=dispatch.task_queue,
                 priority=dispatch.priority,
                 schedule_to_start_timeout=dispatch.schedule_to_start,
-                start_to_close_timeout=timedelta(seconds=limits.llm_start_to_close_s),
-                heartbeat_timeout=timedelta(seconds=limits.llm_heartbeat_s),
+                start_to_close_timeout=syscall.start_to_close(limits),
+                heartbeat_timeout=syscall.heartbeat(limits),
                 retry_policy=self._retry,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=summary,
+                summary=f"{syscall.name} {detail}",
             )
         )
 
     async def finish(self, outcome: RunOutcome) -> None:
         """`run.finish`: the kernel records the outcome."""
         await workflow.execute_activity(
-            "run.finish",
+            RUN_FINISH.name,
             outcome,
             task_queue=self.run.kernel_task_queue,
-            start_to_close_timeout=timedelta(seconds=self.run.limits.kernel_start_to_close_s),
+            priority=self._priority,
+            start_to_close_timeout=RUN_FINISH.start_to_close(self.run.limits),
             retry_policy=self._retry,
-            summary=f"run.finish {outcome.status}",
+            summary=f"{RUN_FINISH.name} {outcome.status}",
         )
