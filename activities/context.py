@@ -20,7 +20,7 @@ from kernos.kernel.config import ContextSettings
 from kernos.kernel.conversations import ConversationStore, StoredMessage
 from kernos.kernel.errors import ContextTooLong
 from kernos.kernel.llm.base import LLMBackend, Progress, PromptSize
-from kernos.kernel.syscall_table import CONVERSATION_OPEN
+from kernos.kernel.syscall_table import CONVERSATION_OPEN, LLM_COMPACT
 from kernos.kernel.syscalls import (
     Compaction,
     CompactRequest,
@@ -102,7 +102,7 @@ class ContextManager:
             )
         return ContextTooLong(
             f"the conversation is {measured.tokens} tokens and the model's context window is "
-            f"{window} tokens: compact it (llm.compact) before the next turn"
+            f"{window} tokens: compact it ({LLM_COMPACT.name}) before the next turn"
         )
 
     async def conclude(

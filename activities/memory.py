@@ -157,7 +157,7 @@ class MemoryActivities:
     async def update(self, request: MemoryUpdate) -> MemoryItem:
         """New content (embedded again) or metadata for an item."""
         if request.content is None and request.metadata is None:
-            raise InvalidRequest("memory.update needs new content, new metadata, or both")
+            raise InvalidRequest(f"{MEMORY_UPDATE.name} needs new content, new metadata, or both")
         if request.content is not None:
             self._check_size(request.content)
         subject = caller()

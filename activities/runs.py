@@ -19,5 +19,5 @@ class RunActivities:
     async def finish(self, outcome: RunOutcome) -> None:
         """Record the outcome of the calling run (identified by Temporal, not by the input)."""
         workflow_id = activity.info().workflow_id
-        assert workflow_id is not None, "run.finish is only called from a workflow"
+        assert workflow_id is not None, "only a workflow finishes a run"
         await self.kernel.runs.finish(workflow_id, outcome)

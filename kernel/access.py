@@ -220,6 +220,14 @@ def check_rule(fields: list[str], where: str) -> list[str]:
         raise PolicyError(f"{where}: empty field in {shown!r}")
     if kind == "p" and fields[-1] not in _EFFECTS:
         raise PolicyError(f"{where}: effect {fields[-1]!r} is neither 'allow' nor 'deny'")
+    user, tenant = fields[1], fields[3]
+    home, qualified, name = user.partition("/")
+    if qualified and home == tenant:
+        # In its own tenant a user is named plainly: this rule would never match anyone.
+        raise PolicyError(
+            f"{where}: {user!r} is a user of tenant {tenant!r} itself: name it {name!r} there "
+            "(only a user of another tenant is named '<tenant>/<user>')"
+        )
     return fields
 
 

@@ -22,11 +22,24 @@ _KEY = re.compile(r"^kn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
 
 class Principal(BaseModel):
-    """Who an API key says the client is."""
+    """Who an API key says the client is: a user of its home tenant."""
 
     key_id: str
     user: str
     tenant: str
+    """The key's home tenant."""
+
+    @property
+    def qualified(self) -> str:
+        """The user qualified by the home tenant, `tenant/user`."""
+        return f"{self.tenant}/{self.user}"
+
+    def user_in(self, tenant: str) -> str:
+        """How the user is named in `tenant`: by name at home, `home/user` anywhere else.
+
+        So a rule for tenant acme's `carol` is never one for tenant evil's `carol`.
+        """
+        return self.user if tenant == self.tenant else self.qualified
 
 
 class ApiKey(BaseModel):
@@ -43,7 +56,16 @@ class ApiKey(BaseModel):
 
 
 class AuthenticationFailed(AccessDenied):
-    """An API key that is malformed, unknown or revoked (which one is not said)."""
+    """An API key that is missing, malformed, unknown, revoked or wrong (which one is not said)."""
+
+
+FAILED_AUTHENTICATION = (
+    "authentication failed: present a valid, unrevoked kernos API key (Authorization: Bearer "
+    "kn_<id>_<secret>)"
+)
+"""The one answer to every failed authentication: a prober learns nothing from it."""
+#: Compared against when the key id is unknown, so an unknown id costs what a wrong secret does.
+_NO_SECRET = bytes(32)
 
 
 class ApiKeyStore:
@@ -68,20 +90,26 @@ class ApiKeyStore:
         return ApiKey.model_validate(row), f"kn_{key_id}_{secret}"
 
     async def authenticate(self, token: str) -> Principal:
-        """The principal of a valid, unrevoked key; AuthenticationFailed otherwise."""
+        """The principal of a valid, unrevoked key; AuthenticationFailed otherwise.
+
+        Nothing is written until the secret is checked: a failed attempt leaves no trace in
+        the table (not even `last_used_at`).
+        """
         match = _KEY.match(token.strip())
         if match is None:
-            raise AuthenticationFailed("the API key is not a kernos key (kn_<id>_<secret>)")
+            raise AuthenticationFailed(FAILED_AUTHENTICATION)
         key_id, secret = match.groups()
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "UPDATE api_keys SET last_used_at = now() WHERE id = %s AND revoked_at IS NULL"
-                " RETURNING secret_sha256, user_name, tenant",
+                "SELECT secret_sha256, user_name, tenant FROM api_keys"
+                " WHERE id = %s AND revoked_at IS NULL",
                 (key_id,),
             )
             row = await cursor.fetchone()
-        if row is None or not hmac.compare_digest(bytes(row["secret_sha256"]), _digest(secret)):
-            raise AuthenticationFailed(f"API key {key_id} is unknown, revoked or wrong")
+            stored = bytes(row["secret_sha256"]) if row is not None else _NO_SECRET
+            if not hmac.compare_digest(stored, _digest(secret)) or row is None:
+                raise AuthenticationFailed(FAILED_AUTHENTICATION)
+            await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
         return Principal(key_id=key_id, user=row["user_name"], tenant=row["tenant"])
 
     async def revoke(self, key_id: str) -> ApiKey:

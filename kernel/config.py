@@ -25,7 +25,7 @@ from pydantic_settings import (
 )
 
 from kernos.kernel.errors import ConfigError
-from kernos.kernel.syscalls import Policy, Scheduling, SyscallLimits, check_name
+from kernos.kernel.syscalls import Policy, Priority, Scheduling, SyscallLimits, check_name
 
 DEFAULT_CONFIG_FILE = "kernos.toml"
 
@@ -183,6 +183,11 @@ class SchedulerSettings(BaseModel):
     affinity_s: float = Field(default=0.0, ge=0.0, le=60.0)
     """Cache affinity: a run's LLM call waits this long for the instance that served its
     previous one (its prefix is cached there) before going to any instance; 0 turns it off."""
+    default_priority: Priority = 3
+    """The priority of a run that asks for none (1 first, 5 last)."""
+    tenant_priorities: dict[str, Priority] = {}
+    """Tenant -> its runs' default priority. An API key's user asking for a higher one (a
+    lower number) needs a rule allowing `run.submit` on `priority:<n>`."""
     tenant_weights: dict[str, float] = {}
     """Tenant -> fairness weight (default 1.0); under `fair` a tenant with weight 2 gets twice
     the dispatches (slices, with `fair_in_tokens`) of a tenant with weight 1 while both have
@@ -199,6 +204,10 @@ class SchedulerSettings(BaseModel):
                     f"(Temporal's range), not {weight}"
                 )
         return weights
+
+    def priority_for(self, tenant: str) -> int:
+        """The default priority of `tenant`'s runs."""
+        return self.tenant_priorities.get(tenant, self.default_priority)
 
     def slices(self, policy: Policy) -> bool:
         """Whether generations under `policy` stop at each time slice."""

@@ -43,6 +43,19 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def check_user(value: str) -> str:
+    """Return `value` if it names a user: `name`, or `tenant/name` for a user of another tenant."""
+    home, separator, name = value.partition("/")
+    for part in (home, name) if separator else (value,):
+        if not NAME_PATTERN.match(part):
+            raise ValueError(
+                f"user {value!r} is not a valid name: a user is 1-64 letters, digits, '.', '_' or "
+                "'-', starting with a letter or digit, and '<tenant>/<user>' for a user of "
+                "another tenant"
+            )
+    return value
+
+
 def _no_nul(text: str, what: str) -> str:
     # PostgreSQL text and jsonb cannot hold NUL: refuse it by name rather than fail in the store.
     if "\x00" in text:
@@ -65,10 +78,15 @@ class RunSpec(BaseModel):
     policy: Policy | None = None
     """The scheduling policy of this run; the kernel's default if unset."""
 
-    @field_validator("agent", "tenant", "user")
+    @field_validator("agent", "tenant")
     @classmethod
     def _safe_name(cls, value: str, info: ValidationInfo) -> str:
         return check_name(info.field_name or "name", value)
+
+    @field_validator("user")
+    @classmethod
+    def _safe_user(cls, value: str) -> str:
+        return check_user(value)
 
     @field_validator("task")
     @classmethod

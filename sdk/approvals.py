@@ -14,6 +14,7 @@ from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.errors import AccessDenied, InvalidRequest, NotFound
 from kernos.kernel.policy_store import load_access
+from kernos.kernel.syscall_table import APPROVAL_DECIDE
 from kernos.kernel.syscalls import ApprovalNotice
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 #: The syscall an approver's decision is checked and audited as: `p, alice, *, acme, tool:*,
 #: approval.decide, allow` lets alice decide approvals of tools in tenant acme.
-DECIDE = "approval.decide"
+DECIDE = APPROVAL_DECIDE.name
 
 
 class Decided(BaseModel):

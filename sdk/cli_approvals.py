@@ -9,6 +9,7 @@ from kernos.cli_output import print_json, with_client
 from kernos.client import KernosClient
 from kernos.kernel.approvals import ApprovalStore
 from kernos.kernel.config import Settings
+from kernos.kernel.syscall_table import APPROVAL_DECIDE
 
 
 def add_approval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +26,9 @@ def add_approval_commands(commands: argparse._SubParsersAction[argparse.Argument
     approve.add_argument("--deny", action="store_true")
     approve.add_argument("--reason")
     approve.add_argument(
-        "--user", default="operator", help="who decides; policy says who may (approval.decide)"
+        "--user",
+        default="operator",
+        help=f"who decides; policy says who may ({APPROVAL_DECIDE.name})",
     )
     approve.add_argument("--json", action="store_true")
     approve.set_defaults(handler=cmd_approve)

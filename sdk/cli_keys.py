@@ -12,6 +12,7 @@ from kernos.kernel.api_keys import ApiKeyStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest
+from kernos.kernel.syscall_table import KEY_CREATE, KEY_REVOKE
 from kernos.kernel.syscalls import check_name
 
 
@@ -57,7 +58,7 @@ async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         else:
             key = await store.revoke(args.id)
             token = None
-        action = f"keys.{args.keys_command}"
+        action = (KEY_CREATE if args.keys_command == "create" else KEY_REVOKE).name
         await AuditLog(client.pool).record_operator(
             Subject("", key.tenant, "operator", "*"), action, f"key:{key.id}",
             Decision(True, None, f"{action} for {key.tenant}/{key.user_name}"),

@@ -10,6 +10,7 @@ from kernos.kernel.config import Settings
 from kernos.kernel.embeddings import build_embedder
 from kernos.kernel.errors import InvalidRequest
 from kernos.kernel.memory import MemoryStore
+from kernos.kernel.syscall_table import MEMORY_ERASE
 from kernos.kernel.syscalls import MemoryItem, check_name
 
 
@@ -83,7 +84,7 @@ async def cmd_memory(settings: Settings, args: argparse.Namespace) -> int:
             _print(items, args.json)
         else:
             await client.audit_operator(
-                args.tenant, "memory.delete", f"memory:{scope}", f"delete item {args.id}"
+                args.tenant, MEMORY_ERASE.name, f"memory:{scope}", f"delete item {args.id}"
             )
             deleted = await store.delete(tenant=args.tenant, scope=scope, item_id=args.id)
             if args.json:

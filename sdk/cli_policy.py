@@ -12,10 +12,11 @@ from kernos.kernel.config import Settings
 from kernos.kernel.db.pool import open_pool
 from kernos.kernel.errors import AccessDenied, ConfigError
 from kernos.kernel.policy_store import open_access
+from kernos.kernel.syscall_table import POLICY_EDIT
 
 #: What an edit of the rules for tenant T is decided as: `policy.edit` on `policy:T` (`policy:*`
 #: for a rule of every tenant).
-EDIT = "policy.edit"
+EDIT = POLICY_EDIT.name
 
 
 def add_policy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

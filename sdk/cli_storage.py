@@ -10,6 +10,7 @@ from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest
 from kernos.kernel.paths import check_path, check_prefix
 from kernos.kernel.storage import StorageStore
+from kernos.kernel.syscall_table import STORAGE_PURGE
 from kernos.kernel.syscalls import check_name
 
 
@@ -59,7 +60,7 @@ async def cmd_storage(settings: Settings, args: argparse.Namespace) -> int:
                       f"{f.path}")  # fmt: skip
             return 0
         await client.audit_operator(
-            args.tenant, "storage.purge", f"storage:{args.path or '*'}",
+            args.tenant, STORAGE_PURGE.name, f"storage:{args.path or '*'}",
             f"purge deleted files of {args.agent}", agent=args.agent,
         )  # fmt: skip
         purged, contents = await store.purge(**where, path=args.path)

@@ -26,13 +26,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from kernos.approvals import Decided, decide
 from kernos.kernel import telemetry, visibility
 from kernos.kernel.access import Decision, Subject
-from kernos.kernel.api_keys import ApiKeyStore, AuthenticationFailed, Principal
+from kernos.kernel.admission import admitted_spec
+from kernos.kernel.api_keys import ApiKeyStore, Principal
 from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.errors import (
-    AccessDenied,
     InvalidRequest,
     InvalidRunSpec,
     KernosError,
@@ -41,9 +41,8 @@ from kernos.kernel.errors import (
     UnknownModel,
     first_problem,
 )
-from kernos.kernel.policy_store import load_access
 from kernos.kernel.runs import RunRecord, RunStore
-from kernos.kernel.syscall_table import AGENT_RUN
+from kernos.kernel.syscall_table import AGENT_RUN, BUDGET_SET
 from kernos.kernel.syscalls import RunInput, RunResult, RunSpec, check_name
 
 
@@ -210,9 +209,12 @@ class KernosClient:
 
     async def submit(self, spec: RunSpec | dict[str, Any]) -> RunHandle:
         """Admit a run: validate, record it, start its workflow; nothing is left on failure."""
-        checked = await self._as_principal(self.validate(spec))
+        run_id = f"run-{uuid.uuid4().hex[:20]}"
+        checked = await admitted_spec(
+            self.settings, self.pool, self.principal, self.validate(spec), run_id
+        )
         run = RunInput(
-            run_id=f"run-{uuid.uuid4().hex[:20]}",
+            run_id=run_id,
             spec=checked,
             limits=self.settings.limits,
             kernel_task_queue=self.settings.temporal.kernel_task_queue,
@@ -222,7 +224,6 @@ class KernosClient:
             mcp_servers=sorted(self.settings.tools.mcp),
             scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
         )
-        run_id = run.run_id
         await self.runs.admit(run, api_key_id=self.principal.key_id if self.principal else None)
         try:
             handle = await self.temporal.start_workflow(
@@ -247,43 +248,6 @@ class KernosClient:
         assert handle.first_execution_run_id is not None
         await self.runs.bind(run_id, handle.first_execution_run_id)
         return RunHandle(self, run_id, handle.first_execution_run_id)
-
-    async def _as_principal(self, spec: RunSpec) -> RunSpec:
-        """The spec with its tenant and user from the API key.
-
-        Acting for another tenant is itself a rule (`run.submit` on `tenant:<other>`), and is
-        audited either way.
-        """
-        who = self.principal
-        if who is None and self.settings.require_api_key:
-            raise AuthenticationFailed(
-                "this kernel requires an API key to submit runs (require_api_key): pass "
-                "api_key, `--api-key` or $KERNOS_API_KEY"
-            )
-        if who is None:
-            return spec
-        if "user" in spec.model_fields_set and spec.user != who.user:
-            raise AccessDenied(
-                f"API key {who.key_id} is {who.user!r}'s: it cannot submit as {spec.user!r}"
-            )
-        tenant = spec.tenant if "tenant" in spec.model_fields_set else who.tenant
-        if tenant != who.tenant:
-            subject = Subject("", tenant, who.user, spec.agent)
-            access = await load_access(self.settings)
-            decision = access.decide(subject, "run.submit", f"tenant:{tenant}")
-            reason = (
-                f"{who.user!r} (API key {who.key_id}, tenant {who.tenant!r}) may not submit runs "
-                f"in tenant {tenant!r} (no rule allows run.submit on tenant:{tenant})"
-            )
-            recorded = Decision(
-                decision.allowed, decision.rule, None if decision.allowed else reason
-            )
-            await AuditLog(self.pool).record_operator(
-                subject, "run.submit", f"tenant:{tenant}", recorded
-            )
-            if not decision.allowed:
-                raise AccessDenied(reason)
-        return spec.model_copy(update={"tenant": tenant, "user": who.user})
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""
@@ -334,7 +298,7 @@ class KernosClient:
         if max_tokens is not None and max_tokens < 1:
             raise InvalidRequest(f"a token budget must be at least 1, not {max_tokens}")
         await self.audit_operator(
-            tenant, "budget.set", f"budget:{tenant}",
+            tenant, BUDGET_SET.name, f"budget:{tenant}",
             "lifted the cap" if max_tokens is None else f"capped at {max_tokens} tokens",
         )  # fmt: skip
         async with self.pool.connection() as conn:

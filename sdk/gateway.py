@@ -11,11 +11,13 @@ either way), exactly as for `KernosClient.connect(api_key=...)`.
     GET  /v1/runs/{id}/result?wait_s=N -> 200 the result or the failure, 202 still going
     POST /v1/runs/{id}/cancel          -> 202
 
-Errors are JSON `{"error": {"type", "message"}}`: 401 for a missing, bad or revoked key (one
-message for all), 403 for a refusal by policy, 400 for a spec the kernel refuses (naming the
-field), 413 for a body over twice `max_task_bytes` (plus 64 KiB), 404 for a run the key may
-not see, as for one that does not exist. A key sees its user's runs in its tenant, and in the
-tenants its user may submit to.
+Errors are JSON `{"error": {"type", "message"}}`: 401 for a missing, malformed, unknown,
+revoked or wrong key (one message for all), 403 for a refusal by policy, 400 for a spec the
+kernel refuses (naming the field) or a body that is not JSON or nests deeper than
+`MAX_JSON_DEPTH`, 413 for a body over twice `max_task_bytes` (plus 64 KiB), 404 for a run the
+key may not see, as for one that does not exist. A key sees its user's runs in its tenant, and
+in the tenants its user may submit to (where it is `home/user`). Submissions and cancellations
+are audited in the run's tenant's chain, naming the key.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pydantic import ValidationError
@@ -32,16 +35,29 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from kernos.client import KernosClient, RunFailed
-from kernos.kernel.access import Subject
-from kernos.kernel.api_keys import ApiKeyStore, AuthenticationFailed, Principal
+from kernos.kernel.access import Decision, Subject
+from kernos.kernel.api_keys import (
+    FAILED_AUTHENTICATION,
+    ApiKeyStore,
+    AuthenticationFailed,
+    Principal,
+)
+from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import AccessDenied, KernosError, RunNotFound, first_problem
 from kernos.kernel.policy_store import load_access
 from kernos.kernel.runs import RunRecord
+from kernos.kernel.syscall_table import RUN_CANCEL, RUN_SUBMIT
 from kernos.remote import GatewayResult, GatewayRun
 
 #: Longest a result request waits for its run before answering 202.
 MAX_WAIT_S = 60.0
+#: Deepest nesting of arrays and objects a body may have: a run spec is flat, and Python's
+#: parser recurses, so a body of 100,000 brackets would otherwise fail the request with a 500.
+MAX_JSON_DEPTH = 32
+#: Strings and the rest of JSON, so the brackets that nest can be counted outside strings.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
 
 
 class _Refused(Exception):
@@ -101,7 +117,7 @@ async def _as_key_holder(operator: KernosClient, request: Request) -> KernosClie
     """A client acting as the request's API key; AuthenticationFailed without a good one."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise AuthenticationFailed("the gateway needs an API key: Authorization: Bearer <key>")
+        raise AuthenticationFailed(FAILED_AUTHENTICATION)
     principal = await ApiKeyStore(operator.pool).authenticate(key.strip())
     return KernosClient(operator.settings, operator.temporal, operator.pool, principal)
 
@@ -114,14 +130,31 @@ async def _submit(request: Request, client: KernosClient) -> JSONResponse:
         received += chunk
         if len(received) > limit:
             raise _Refused(413, "PayloadTooLarge", f"the body is over {limit} bytes")
-    try:
-        body = json.loads(received)
-    except ValueError as exc:
-        raise _Refused(400, "InvalidRequest", f"the body is not JSON: {exc}") from exc
+    body = parse_json(bytes(received))
     if not isinstance(body, dict):
         raise _Refused(400, "InvalidRequest", "the body must be a JSON object (a run spec)")
     handle = await client.submit(body)
     return JSONResponse({"run_id": handle.run_id, "status": "running"}, 201)
+
+
+def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """The body's JSON; a 400 naming the problem if it is not JSON or nests too deep."""
+    depth = deepest = 0
+    for bracket in _BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+        depth += 1 if bracket[0] in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > max_depth:
+                raise _Refused(
+                    400,
+                    "InvalidRequest",
+                    f"the body nests arrays or objects more than {max_depth} deep "
+                    "(the gateway's limit, MAX_JSON_DEPTH)",
+                )
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise _Refused(400, "InvalidRequest", f"the body is not JSON: {exc}") from None
 
 
 async def _own_run(request: Request, client: KernosClient) -> RunRecord:
@@ -138,13 +171,13 @@ async def _own_run(request: Request, client: KernosClient) -> RunRecord:
 
 async def _owns(settings: Settings, principal: Principal, record: RunRecord) -> bool:
     """The key's user's run: in the key's tenant, or in one the user may submit to."""
-    if record.user != principal.user:
+    if record.user != principal.user_in(record.tenant):
         return False
     if record.tenant == principal.tenant:
         return True
     access = await load_access(settings)
-    subject = Subject("", record.tenant, principal.user, record.agent)
-    return access.decide(subject, "run.submit", f"tenant:{record.tenant}").allowed
+    subject = Subject("", record.tenant, record.user, record.agent)
+    return access.decide(subject, RUN_SUBMIT.name, f"tenant:{record.tenant}").allowed
 
 
 async def _show(request: Request, client: KernosClient) -> JSONResponse:
@@ -175,6 +208,15 @@ async def _result(request: Request, client: KernosClient) -> JSONResponse:
 
 async def _cancel(request: Request, client: KernosClient) -> JSONResponse:
     record = await _own_run(request, client)
+    principal = client.principal
+    assert principal is not None
+    await AuditLog(client.pool).record_operator(
+        Subject(record.run_id, record.tenant, record.user, record.agent),
+        RUN_CANCEL.name,
+        f"run:{record.run_id}",
+        Decision(True, None, "cancelled through the gateway"),
+        key_id=principal.key_id,
+    )
     await client.handle(record.run_id).cancel()
     return JSONResponse({"run_id": record.run_id, "status": "cancelling"}, 202)
 

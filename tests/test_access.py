@@ -70,6 +70,11 @@ def test_agent_specific_rule(tmp_path: Path) -> None:
         ("\n\np, *, *, *, llm:*, llm.chat, maybe\n", 3, "neither 'allow' nor 'deny'"),
         ("g, alice, role:x\n", 1, "3 fields after the type, this line has 2"),
         ("p, *, , *, llm:*, llm.chat, allow\n", 1, "empty field"),
+        (
+            "p, acme/carol, *, acme, llm:*, llm.chat, allow\n",
+            1,
+            "'acme/carol' is a user of tenant 'acme' itself: name it 'carol' there",
+        ),
     ],
 )
 def test_malformed_policy_names_the_line(
@@ -77,6 +82,17 @@ def test_malformed_policy_names_the_line(
 ) -> None:
     with pytest.raises(PolicyError, match=rf"policy.csv:{line}: .*{problem}"):
         manager(tmp_path, policy)
+
+
+def test_a_user_of_another_tenant_is_named_by_it(tmp_path: Path) -> None:
+    # Tenant acme opens a model to its partner's carol; evil's carol is someone else.
+    access = manager(tmp_path, "p, partner/carol, *, acme, llm:big, llm.chat, allow\n")
+    partners = Subject(run_id="r5", tenant="acme", user="partner/carol", agent="planner")
+    evils = Subject(run_id="r6", tenant="acme", user="evil/carol", agent="planner")
+    acmes = Subject(run_id="r7", tenant="acme", user="carol", agent="planner")
+    assert access.decide(partners, "llm.chat", "llm:big").allowed
+    assert not access.decide(evils, "llm.chat", "llm:big").allowed
+    assert not access.decide(acmes, "llm.chat", "llm:big").allowed
 
 
 def test_missing_files_are_named(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.api_keys import ApiKeyStore, AuthenticationFailed
+from kernos.kernel.audit_chain import verify
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest, RunNotFound
 from kernos.remote import RemoteClient
@@ -47,6 +49,32 @@ async def gateway(settings: Settings) -> AsyncIterator[str]:
         await serving
 
 
+@asynccontextmanager
+async def kernel_and_gateway(settings: Settings) -> AsyncIterator[tuple[str, KernosClient]]:
+    """Workers, the gateway and the operator's client: the gateway's URL and the client."""
+    async with (
+        workers(settings),
+        gateway(settings) as url,
+        await KernosClient.connect(settings) as operator,
+    ):
+        yield url, operator
+
+
+def with_policy(
+    temporal: TemporalDevServer,
+    postgres: EmbeddedPostgres,
+    tmp_path: Path,
+    rules: str = "",
+    **overrides: Any,
+) -> tuple[Settings, Path]:
+    """Settings whose policy is the default plus `rules`, in a file the test may rewrite."""
+    policy = tmp_path / "policy.csv"
+    policy.write_text(DEFAULT_POLICY + rules)
+    return make_settings(
+        temporal, postgres, policy={"policy_path": str(policy)}, **overrides
+    ), policy
+
+
 async def run_count(client: KernosClient) -> int:
     async with client.pool.connection() as conn:
         cursor = await conn.execute("SELECT count(*) AS n FROM runs")
@@ -59,14 +87,8 @@ async def test_a_key_holder_submits_and_follows_runs_through_the_gateway(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     home, other = f"home-{uuid.uuid4().hex[:6]}", f"other-{uuid.uuid4().hex[:6]}"
-    policy = tmp_path / "policy.csv"
-    policy.write_text(DEFAULT_POLICY)
-    settings = make_settings(temporal, postgres, policy={"policy_path": str(policy)})
-    async with (
-        workers(settings),
-        gateway(settings) as url,
-        await KernosClient.connect(settings) as operator,
-    ):
+    settings, policy = with_policy(temporal, postgres, tmp_path)
+    async with kernel_and_gateway(settings) as (url, operator):
         store = ApiKeyStore(operator.pool)
         _, bob = await store.create(user="bob", tenant=home, created_by="test")
         _, carol = await store.create(user="carol", tenant=home, created_by="test")
@@ -101,10 +123,12 @@ async def test_a_key_holder_submits_and_follows_runs_through_the_gateway(
 
             # With a rule, bob submits in the other tenant, and sees that run of his too.
             policy.write_text(
-                f"{DEFAULT_POLICY}p, bob, *, {other}, tenant:{other}, run.submit, allow\n"
+                f"{DEFAULT_POLICY}p, {home}/bob, *, {other}, tenant:{other}, run.submit, allow\n"
             )
             abroad = await remote.submit({"agent": "echo", "task": "hi", "tenant": other})
             await remote.result(abroad, timeout_s=60)
+            # Abroad, bob is named by his home tenant, in the record as in policy and audit.
+            assert (await remote.get(abroad)).user == f"{home}/bob"
             assert (await remote.get(abroad)).tenant == other
             admitted = await run_count(operator)
 
@@ -115,11 +139,6 @@ async def test_a_key_holder_submits_and_follows_runs_through_the_gateway(
             with pytest.raises(RunNotFound):
                 await remote.cancel(run_id)
 
-        # No key, a forged one, a revoked one: 401, one message, nothing admitted.
-        async with httpx.AsyncClient(base_url=url) as anonymous:
-            answer = await anonymous.post("/v1/runs", json={"agent": "echo", "task": "x"})
-            assert answer.status_code == 401
-            assert "API key" in answer.json()["error"]["message"]
         await store.revoke(bob.split("_")[1])
         for token in (bob, "kn_0123456789ab_" + "A" * 43):
             async with RemoteClient(url, token) as remote:
@@ -132,11 +151,7 @@ async def test_a_run_is_cancelled_through_the_gateway(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres
 ) -> None:
     settings = make_settings(temporal, postgres)
-    async with (
-        workers(settings),
-        gateway(settings) as url,
-        await KernosClient.connect(settings) as operator,
-    ):
+    async with kernel_and_gateway(settings) as (url, operator):
         _, token = await ApiKeyStore(operator.pool).create(
             user="dan", tenant="t-cancel", created_by="test"
         )
@@ -158,3 +173,154 @@ async def test_the_cli_through_the_gateway_names_what_is_missing(tmp_path: Path)
     assert_one_line_error(code, err, "--gateway needs an API key")
     code, _, err = await kernos(config, "run", "echo", "hi", "--gateway", url, "--api-key", "kn_x")
     assert_one_line_error(code, err, f"cannot reach the gateway at {url}")
+
+
+async def post(url: str, token: str | None, body: bytes | dict[str, object]) -> httpx.Response:
+    """A raw POST /v1/runs, as any HTTP client could send it."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    if token == "Basic":
+        headers = {"Authorization": "Basic bWFsbG9yeTpzZWNyZXQ="}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+        if isinstance(body, bytes):
+            return await http.post("/v1/runs", content=body)
+        return await http.post("/v1/runs", json=body)
+
+
+async def audit_of(client: KernosClient, tenant: str) -> list[dict[str, object]]:
+    async with client.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT syscall, resource, decision, user_name, key_id, reason, run_id FROM audit"
+            " WHERE tenant = %s AND execution_run_id = 'operator' ORDER BY id",
+            (tenant,),
+        )
+        return list(await cursor.fetchall())
+
+
+async def test_key_holders_get_the_priority_policy_allows_and_are_audited_by_key(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"prio-{uuid.uuid4().hex[:6]}"
+    settings, policy = with_policy(
+        temporal, postgres, tmp_path, scheduler={"tenant_priorities": {tenant: 4}}
+    )
+    async with kernel_and_gateway(settings) as (url, operator):
+        store = ApiKeyStore(operator.pool)
+        key, token = await store.create(user="eve", tenant=tenant, created_by="test")
+        async with RemoteClient(url, token) as remote:
+            before = await run_count(operator)
+            # Any key could ask for priority 1: now only a rule lets it above the default.
+            with pytest.raises(
+                AccessDenied,
+                match=rf"'eve' \(API key {key.id}\) may not submit at priority 1 \(the default "
+                rf"in tenant '{tenant}' is 4\): no rule allows run.submit on priority:1",
+            ):
+                await remote.submit({"agent": "echo", "task": "x", "priority": 1})
+            assert await run_count(operator) == before
+            default = await remote.submit({"agent": "echo", "task": "x"})
+            lower = await remote.submit({"agent": "echo", "task": "x", "priority": 5})
+            policy.write_text(
+                f"{DEFAULT_POLICY}p, eve, *, {tenant}, priority:2, run.submit, allow\n"
+            )
+            raised = await remote.submit({"agent": "echo", "task": "x", "priority": 2})
+            cancelled = await remote.submit({"agent": "pausing", "task": "30"})
+            await remote.cancel(cancelled)
+            for run_id in (default, lower, raised):
+                await remote.result(run_id, timeout_s=60)
+        priorities = [(await operator.show(r)).record.priority for r in (default, lower, raised)]
+        assert priorities == [4, 5, 2]
+        rows = await audit_of(operator, tenant)
+        checks = await verify(operator.pool, {}, chain=tenant)
+        async with operator.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) AS n FROM audit WHERE tenant = %s", (tenant,)
+            )
+            chained = (await cursor.fetchone() or {})["n"]
+    # Every gateway request that changed something is in the tenant's chain, naming the key.
+    assert [(r["syscall"], r["decision"], r["key_id"]) for r in rows] == [
+        ("run.submit", "deny", key.id),
+        ("run.submit", "allow", key.id),
+        ("run.submit", "allow", key.id),
+        ("run.submit", "allow", key.id),
+        ("run.submit", "allow", key.id),
+        ("run.cancel", "allow", key.id),
+    ]
+    assert [r["run_id"] for r in rows[1:]] == [default, lower, raised, cancelled, cancelled]
+    assert "may not submit at priority 1" in str(rows[0]["reason"])
+    # Rows that name a key hash under the canonical text's version 2, checked independently,
+    # among the runs' own rows in the same chain.
+    assert chained > len(rows)
+    assert [(check.ok, check.rows) for check in checks] == [(True, chained)], checks
+
+
+async def test_a_user_name_is_not_a_subject_in_every_tenant(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    unique = uuid.uuid4().hex[:6]
+    acme, partner, evil = f"acme-{unique}", f"partner-{unique}", f"evil-{unique}"
+    # Tenant acme lets its partner's carol submit runs in it, and read and write its files.
+    rule = f"p, {partner}/carol, *, {acme}, tenant:{acme}, run.submit, allow\n"
+    settings, _ = with_policy(temporal, postgres, tmp_path, rule)
+    async with kernel_and_gateway(settings) as (url, operator):
+        store = ApiKeyStore(operator.pool)
+        _, partners = await store.create(user="carol", tenant=partner, created_by="test")
+        _, evils = await store.create(user="carol", tenant=evil, created_by="test")
+        task = {
+            "agent": "memo",
+            "task": '[{"op": "storage.write", "path": "p.md", "content": "x"}]',
+        }
+        async with RemoteClient(url, partners) as remote:
+            theirs = await remote.submit({**task, "tenant": acme})
+            await remote.result(theirs, timeout_s=60)
+        before = await run_count(operator)
+        async with RemoteClient(url, evils) as remote:
+            # Evil's carol is not partner's: she may not submit into acme...
+            with pytest.raises(AccessDenied, match=f"'{evil}/carol' .* may not submit runs in"):
+                await remote.submit({**task, "tenant": acme})
+            # ...nor see, follow or cancel partner carol's run there.
+            for call in (remote.get, remote.cancel):
+                with pytest.raises(RunNotFound):
+                    await call(theirs)
+        assert await run_count(operator) == before
+        record = (await operator.show(theirs)).record
+        rows = await audit_of(operator, acme)
+    assert (record.tenant, record.user) == (acme, f"{partner}/carol")
+    assert [(r["user_name"], r["decision"]) for r in rows] == [
+        (f"{partner}/carol", "allow"),
+        (f"{evil}/carol", "deny"),
+    ]
+
+
+async def test_the_gateway_refuses_bad_bodies_and_keys_alike(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres)
+    async with gateway(settings) as url, await KernosClient.connect(settings) as operator:
+        store = ApiKeyStore(operator.pool)
+        key, token = await store.create(user="mallory", tenant="t-bodies", created_by="test")
+        revoked, revoked_token = await store.create(user="m2", tenant="t-bodies", created_by="t")
+        await store.revoke(revoked.id)
+        before = await run_count(operator)
+        # Every failed authentication gets the same answer, and writes nothing.
+        _, key_id, secret = token.split("_", 2)
+        wrong = f"kn_{key_id}_{'A' * 43 if secret != 'A' * 43 else 'B' * 43}"
+        answers = []
+        for attempt in (None, "Basic", "kn_nonsense", "kn_0123456789ab_" + "A" * 43, wrong,
+                        revoked_token):  # fmt: skip
+            answer = await post(url, attempt, {"agent": "echo", "task": "x"})
+            answers.append((answer.status_code, answer.json()))
+        assert len(set(map(str, answers))) == 1, answers
+        assert answers[0][0] == 401
+        keys = {k.id: k for k in await store.listing("t-bodies")}
+        assert keys[key.id].last_used_at is None  # a wrong secret left no trace
+        assert keys[revoked.id].last_used_at is None
+        # 200 KB of nesting was a 500 (RecursionError); now a 400 naming the limit, at any depth.
+        for body in (b"[" * 200_000, b'{"agent": ' + b"[" * 40 + b"]" * 40 + b', "task": "x"}'):
+            answer = await post(url, token, body)
+            assert answer.status_code == 400, answer.text
+            assert "more than 32 deep (the gateway's limit" in answer.json()["error"]["message"]
+        # Brackets inside strings are text, not nesting.
+        answer = await post(url, token, {"agent": "nobody", "task": "[" * 1000})
+        assert answer.json()["error"]["type"] == "UnknownAgent"
+        keys = {k.id: k for k in await store.listing("t-bodies")}
+        assert keys[key.id].last_used_at is not None  # the right one is recorded
+        assert await run_count(operator) == before

@@ -32,14 +32,36 @@ def test_priority_not_a_number(priority: object) -> None:
         RunSpec.model_validate({"agent": "planner", "task": "t", "priority": priority})
 
 
+UNSAFE = [
+    "../etc",
+    "a/b",
+    "a\\b",
+    "tab\there",
+    "nul\x00",
+    "new\nline",
+    "",
+    ".hidden",
+    "x" * 65,
+    "é",
+]
+
+
 @pytest.mark.parametrize(
-    "name",
-    ["../etc", "a/b", "a\\b", "tab\there", "nul\x00", "new\nline", "", ".hidden", "x" * 65, "é"],
+    ("field", "name"),
+    # `a/b` is a user of tenant a (below); no tenant or agent has a slash.
+    [(f, n) for f in ("tenant", "user", "agent") for n in UNSAFE if (f, n) != ("user", "a/b")],
 )
-@pytest.mark.parametrize("field", ["tenant", "user", "agent"])
 def test_unsafe_names(field: str, name: str) -> None:
     with pytest.raises(ValidationError, match=f"{field} .* is not a valid name"):
         RunSpec.model_validate({"agent": "planner", "task": "t", field: name})
+
+
+def test_a_user_of_another_tenant_is_qualified_by_it() -> None:
+    spec = RunSpec.model_validate({"agent": "planner", "task": "t", "user": "partner/carol"})
+    assert spec.user == "partner/carol"
+    for name in ("a/b/c", "/carol", "partner/", "../carol", "partner/.."):
+        with pytest.raises(ValidationError, match="'<tenant>/<user>' for a user of another"):
+            RunSpec.model_validate({"agent": "planner", "task": "t", "user": name})
 
 
 def test_unknown_fields_are_refused() -> None:
