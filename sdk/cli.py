@@ -43,6 +43,7 @@ def _view_json(view: RunView) -> dict[str, Any]:
         "user": record.user,
         "priority": record.priority,
         "model": record.model,
+        "api_key_id": record.api_key_id,
         "created_at": record.created_at.isoformat(),
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         "waiting_on": view.waiting_on,
@@ -216,6 +217,7 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
     async def body(client: KernosClient) -> int:
         view = await client.show(args.run_id)
+        record = view.record
         data = _view_json(view)
         data["ui_url"] = ui_url(settings, view.record.run_id, view.record.first_execution_run_id)
         data["syscalls"] = [call.model_dump() for call in view.syscalls]
@@ -225,6 +227,8 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         for key in ("run_id", "status", "agent", "tenant", "user", "priority", "model"):
             print(f"{key + ':':<14}{data[key]}")
         print(f"{'UI:':<14}{data['ui_url']}")
+        if record.api_key_id:
+            print(f"{'submitted:':<14}with API key {record.api_key_id}")
         if view.waiting_on:
             print(f"{'waiting on:':<14}{view.waiting_on}")
         print(f"{'tokens:':<14}{data['input_tokens']} input, {data['output_tokens']} output")
@@ -236,9 +240,10 @@ async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
                 else ""
             )
             outcome = call.outcome or ("-" if call.decision == "deny" else "in flight")
+            decision = call.decision if call.basis == "policy" else f"{call.decision}:{call.basis}"
             print(
                 f"  {call.syscall:<10} {call.resource:<24} attempt {call.attempt:<3} "
-                f"{call.decision:<6} {outcome:<10} {tokens}"
+                f"{decision:<6} {outcome:<10} {tokens}"
                 + (f"  {call.error_type}" if call.error_type else "")
                 + (f"  ({call.reason})" if call.reason else "")
             )

@@ -64,6 +64,10 @@ class SyscallView(BaseModel):
     resource: str
     attempt: int
     decision: str
+    basis: str
+    """What the decision rested on: `policy`, or the kernel's own checks (`identity`,
+    `finished`, `budget`, `claim`: what the workflow claimed is not what the kernel recorded),
+    or a human's `approval`."""
     rule: str | None
     reason: str | None
     outcome: str | None
@@ -360,8 +364,8 @@ class KernosClient:
     async def _syscalls(self, run_id: str) -> list[SyscallView]:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT a.at::text AS at, a.syscall, a.resource, a.attempt, a.decision, a.rule,"
-                " a.reason, r.outcome, r.error_type, r.input_tokens, r.output_tokens,"
+                "SELECT a.at::text AS at, a.syscall, a.resource, a.attempt, a.decision, a.basis,"
+                " a.rule, a.reason, r.outcome, r.error_type, r.input_tokens, r.output_tokens,"
                 " r.duration_ms FROM audit a LEFT JOIN syscall_results r USING"
                 " (workflow_id, execution_run_id, activity_id, attempt)"
                 " WHERE a.run_id = %s ORDER BY a.id",

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from kernos import ConfigError, KernosClient, RunSpec, Settings, load_settings
+from kernos.client import SyscallView
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.llm.scripted import ScriptedBackend
 from tests.conftest import make_settings, workers
+from tests.test_cli import config_file, kernos
 
 DEFAULT_POLICY = (Path(__file__).parent.parent / "policies" / "policy.csv").read_text()
 
@@ -41,21 +43,14 @@ def claim_settings(
 
 async def forge(
     client: KernosClient, tenant: str, forged: dict[str, Any], *, priority: int = 3
-) -> tuple[str, list[dict[str, Any]]]:
-    """One forger run: what it returned, and its audit rows."""
+) -> tuple[str, str, list[SyscallView]]:
+    """One forger run: its id, what it returned, and its syscalls as `kernos show` has them."""
     handle = await client.submit(
         RunSpec(agent="forger", task=json.dumps(forged), tenant=tenant, model="open",
                 priority=priority)
     )  # fmt: skip
     output = (await handle.result()).output
-    async with client.pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT syscall, resource, decision, basis, reason FROM audit WHERE run_id = %s"
-            " ORDER BY id",
-            (handle.run_id,),
-        )
-        rows = await cursor.fetchall()
-    return output, rows
+    return handle.run_id, output, (await client.show(handle.run_id)).syscalls
 
 
 def forged_cases(settings: Settings) -> list[tuple[str, dict[str, Any], str]]:
@@ -112,18 +107,18 @@ async def test_each_forged_claim_is_refused_and_audited(
     open_, closed = ScriptedBackend(), ScriptedBackend()
     backends = {"open-1": open_, "closed-1": closed}
     async with workers(settings, backends=backends), await KernosClient.connect(settings) as client:
-        honest, rows = await forge(client, tenant, {}, priority=5)
+        _, honest, calls = await forge(client, tenant, {}, priority=5)
         assert honest.startswith("ok: scripted reply"), honest
-        assert [(r["syscall"], r["decision"], r["basis"]) for r in rows] == [
+        assert [(c.syscall, c.decision, c.basis) for c in calls] == [
             ("llm.chat", "allow", "policy")
         ]
         for case, forged, said in forged_cases(settings):
-            output, rows = await forge(client, tenant, forged, priority=5)
+            run_id, output, calls = await forge(client, tenant, forged, priority=5)
             assert output.startswith("refused AccessDenied: "), f"{case}: {output}"
             assert said in output, f"{case}: {output}"
-            [row] = rows
-            assert (row["decision"], row["basis"]) == ("deny", "claim"), case
-            assert said in row["reason"], case
+            [call] = calls
+            assert (call.decision, call.basis, call.outcome) == ("deny", "claim", None), case
+            assert said in (call.reason or ""), case
         async with client.pool.connection() as conn:
             cursor = await conn.execute(
                 "SELECT (SELECT count(*) FROM files WHERE tenant = %(t)s) AS files,"
@@ -131,6 +126,10 @@ async def test_each_forged_claim_is_refused_and_audited(
                 {"t": tenant},
             )
             assert await cursor.fetchone() == {"files": 0, "tool_calls": 0}
+        # The operator's `kernos show` names the false claim.
+        code, shown, err = await kernos(config_file(settings, tmp_path), "show", run_id)
+    assert code == 0, err
+    assert "deny:claim" in shown and said in shown
     assert closed.calls == 0  # the closed model served nothing
     assert open_.calls == 1  # only the honest call was generated
 
