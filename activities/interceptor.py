@@ -47,7 +47,6 @@ def admitted() -> RunRecord:
 def claims_of(info: activity.Info) -> Claims:
     """What the workflow chose when it scheduled the activity, as Temporal reports it."""
     return Claims(
-        activity_type=info.activity_type,
         workflow_type=info.workflow_type,
         task_queue=info.task_queue,
         priority=info.priority,

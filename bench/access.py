@@ -5,7 +5,10 @@
    on one core (the approval check included: it is a second enforcement when a request is
    allowed), on fresh requests and on the same requests again (remembered until the rules
    change).
-2. The kernel's database work per syscall: the decision's audit row (one statement: the run's
+2. The check of what a workflow claims about a syscall (`kernel.claims.false_claim`: queue,
+   model, priority and fairness, timeouts, retries against the syscall table and the run's
+   record), on an honest `llm.chat` of a `fair` run: microseconds per syscall, in-process.
+3. The kernel's database work per syscall: the decision's audit row (one statement: the run's
    liveness, the tenant's budget, the hash chain's append) and the result row, on an embedded
    PostgreSQL of its own: p50 and p99, one at a time; then 8 at once spread over 8 tenants
    (8 chains) against 8 at once in one tenant (one chain, whose appends take turns).
@@ -21,6 +24,7 @@ import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +33,22 @@ from bench_results import run_benchmark, write_results
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.kernel.access import AccessManager, Decision, Subject
 from kernos.kernel.audit import AttemptKey, AuditLog
+from kernos.kernel.claims import Claims, Served, false_claim
 from kernos.kernel.config import DatabaseSettings, Settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.db.pool import Pool, open_pool
-from kernos.kernel.runs import RunStore
-from kernos.kernel.syscalls import RunInput, RunSpec, TokenUsage
+from kernos.kernel.runs import RunRecord, RunStore
+from kernos.kernel.scheduler import priority_of
+from kernos.kernel.syscall_table import AGENT_RUN, LLM_CHAT, retry_policy
+from kernos.kernel.syscalls import (
+    LLMRequest,
+    Message,
+    RunInput,
+    RunSpec,
+    Scheduling,
+    SyscallLimits,
+    TokenUsage,
+)
 
 TENANTS = [f"t{n}" for n in range(50)]
 RESOURCES = [f"tool:t{n}" for n in range(10)] + [f"llm:m{n}" for n in range(5)] + ["memory:own"]
@@ -80,6 +95,31 @@ def decisions_per_s(access: AccessManager, count: int) -> tuple[float, float]:
             access.decide(subject, act, resource)
         rates.append(count / (time.perf_counter() - started))
     return rates[0], rates[1]
+
+
+def claims_check_us(count: int) -> float:
+    """Microseconds per check of an honest `llm.chat`'s claims (all of them hold)."""
+    spec = RunSpec(agent="a", task="x", tenant="t1", model="m", priority=2)
+    scheduling = Scheduling(policy="fair", fairness_weight=2.5)
+    limits = SyscallLimits()
+    record = RunRecord(
+        run_id="r", first_execution_run_id="e", tenant="t1", user="u", agent="a", priority=2,
+        model="m", spec=spec, scheduling=scheduling, limits=limits, status="running",
+        created_at=datetime.now(UTC), finished_at=None, output=None, error=None,
+        input_tokens=0, output_tokens=0,
+    )  # fmt: skip
+    served = Served("llm", frozenset({"llm.m", "llm.m@i1"}), model="m")
+    claims = Claims(
+        workflow_type=AGENT_RUN, task_queue="llm.m", priority=priority_of(spec, scheduling),
+        start_to_close=LLM_CHAT.start_to_close(limits), heartbeat=LLM_CHAT.heartbeat(limits),
+        retry_policy=retry_policy(limits),
+    )  # fmt: skip
+    request = LLMRequest(model="m", messages=[Message(role="user", content="hi")])
+    assert false_claim(LLM_CHAT, claims, request, record, served) is None
+    started = time.perf_counter()
+    for _ in range(count):
+        false_claim(LLM_CHAT, claims, request, record, served)
+    return (time.perf_counter() - started) / count * 1e6
 
 
 async def timed(count: int, concurrency: int, call: Callable[[int], Awaitable[Any]]) -> list[float]:
@@ -166,6 +206,7 @@ async def main() -> None:
         "rules_large_policy": len(large.rules()),
         "decisions_per_s_1000_rules": round(large_cold),
         "decisions_per_s_1000_rules_remembered": round(large_warm),
+        "claims_check_us": round(claims_check_us(args.decisions * 4), 1),
     }
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     try:

@@ -45,8 +45,6 @@ async def admitted_spec(
     spec = _at_priority(
         settings, spec.model_copy(update={"tenant": tenant, "user": principal.user_in(tenant)})
     )
-    subject = Subject(run_id, tenant, spec.user, spec.agent)
-    access = await load_access(settings)
     default = settings.scheduler.priority_for(tenant)
     checks = []
     if tenant != principal.tenant:
@@ -54,27 +52,39 @@ async def admitted_spec(
     if spec.priority < default:
         what = f"submit at priority {spec.priority} (the default in tenant {tenant!r} is {default})"
         checks.append((f"priority:{spec.priority}", what))
-    rules, refusal = [], None
-    for resource, what in checks:
-        decision = access.decide(subject, RUN_SUBMIT.name, resource)
-        if not decision.allowed:
-            refusal = (
-                f"{spec.user!r} (API key {principal.key_id}) may not {what}: no rule allows "
-                f"{RUN_SUBMIT.name} on {resource}"
-            )
-            break
-        rules.append(decision.rule or "")
+    subject = Subject(run_id, tenant, spec.user, spec.agent)
+    # The rules are read only when one is needed.
+    rules, refusal = await _ruled(settings, subject, principal, checks) if checks else ([], None)
     recorded = Decision(
         refusal is None,
         "; ".join(rules) or None,
         refusal or f"{spec.agent} at priority {spec.priority}",
     )
+    # A refused submission names no run: none was admitted.
+    who = subject if refusal is None else Subject("", tenant, spec.user, spec.agent)
     await AuditLog(pool).record_operator(
-        subject, RUN_SUBMIT.name, f"tenant:{tenant}", recorded, key_id=principal.key_id
+        who, RUN_SUBMIT.name, f"tenant:{tenant}", recorded, key_id=principal.key_id
     )
     if refusal is not None:
         raise AccessDenied(refusal)
     return spec
+
+
+async def _ruled(
+    settings: Settings, subject: Subject, principal: Principal, checks: list[tuple[str, str]]
+) -> tuple[list[str], str | None]:
+    """The rules that allow each (resource, what) check, or why the first is refused."""
+    access = await load_access(settings)
+    rules: list[str] = []
+    for resource, what in checks:
+        decision = access.decide(subject, RUN_SUBMIT.name, resource)
+        if not decision.allowed:
+            return rules, (
+                f"{subject.user!r} (API key {principal.key_id}) may not {what}: no rule allows "
+                f"{RUN_SUBMIT.name} on {resource}"
+            )
+        rules.append(decision.rule or "")
+    return rules, None
 
 
 def _at_priority(settings: Settings, spec: RunSpec) -> RunSpec:

@@ -57,7 +57,6 @@ class Served:
 class Claims:
     """What Temporal recorded when the workflow scheduled the activity."""
 
-    activity_type: str
     workflow_type: str | None
     task_queue: str
     priority: Priority
@@ -137,8 +136,8 @@ def _seconds(value: timedelta | None) -> str:
 
 
 def _same_retries(claimed: RetryPolicy | None, allowed: RetryPolicy) -> bool:
-    if claimed is None:  # a server too old to say; it applied what it applied
-        return True
+    if claimed is None:  # a server too old to say what it applied: nothing to vouch for it
+        return False
     return (
         claimed.initial_interval == allowed.initial_interval
         and (claimed.maximum_interval or None) == allowed.maximum_interval

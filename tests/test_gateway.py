@@ -244,7 +244,7 @@ async def test_key_holders_get_the_priority_policy_allows_and_are_audited_by_key
         ("run.submit", "allow", key.id),
         ("run.cancel", "allow", key.id),
     ]
-    assert [r["run_id"] for r in rows[1:]] == [default, lower, raised, cancelled, cancelled]
+    assert [r["run_id"] for r in rows] == [None, default, lower, raised, cancelled, cancelled]
     assert "may not submit at priority 1" in str(rows[0]["reason"])
     # Rows that name a key hash under the canonical text's version 2, checked independently,
     # among the runs' own rows in the same chain.
