@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -17,9 +18,10 @@ from temporalio.worker import (
 from kernos.activities.errors import public_type, to_application_error
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
-from kernos.kernel.claims import Claims, Served, false_claim
+from kernos.kernel.claims import Claims, Served, false_claim, lost_affinity
 from kernos.kernel.errors import (
     AccessDenied,
+    AffinityLost,
     ApprovalRequired,
     KernosError,
     TokenBudgetExceeded,
@@ -52,8 +54,18 @@ def claims_of(info: activity.Info) -> Claims:
         priority=info.priority,
         start_to_close=info.start_to_close_timeout,
         heartbeat=info.heartbeat_timeout,
+        schedule_to_close=info.schedule_to_close_timeout,
         retry_policy=info.retry_policy,
+        waited=info.started_time - info.current_attempt_scheduled_time,
     )
+
+
+def _false_input(syscall: Syscall[Any, Any], args: Sequence[Any]) -> str | None:
+    """Whether the activity carries what the syscall takes: one request of its type."""
+    if len(args) == 1 and isinstance(args[0], syscall.request):
+        return None
+    sent = ", ".join(type(arg).__name__ for arg in args) or "nothing"
+    return f"{syscall.name} takes one {syscall.request.__name__}; the workflow sent {sent}"
 
 
 class SyscallInterceptor(Interceptor):
@@ -105,11 +117,15 @@ class _SyscallInbound(ActivityInboundInterceptor):
                 raise
             CALLER.set(caller)
             subject = caller.subject
-            false = false_claim(syscall, claims_of(info), request, caller.record, self.served)
-            if false is not None:
-                refusal = Decision(False, None, false, basis="claim")
+            claims = claims_of(info)
+            false = _false_input(syscall, input.args) or false_claim(
+                syscall, claims, request, caller.record, self.served
+            )
+            lost = None if false else lost_affinity(claims, caller.record, self.served)
+            if false or lost:
+                refusal = Decision(False, None, false or lost, basis="claim")
                 await self.kernel.audit.record_decision(key, subject, syscall.name, asked, refusal)
-                raise AccessDenied(false)
+                raise AccessDenied(false) if false else AffinityLost(lost or "")
             if not syscall.policy_checked:
                 return await super().execute_activity(input)
             return await self._decided(input, key, subject, syscall, request)
@@ -162,6 +178,8 @@ class _SyscallInbound(ActivityInboundInterceptor):
             result = await super().execute_activity(input)
             if isinstance(getattr(result, "usage", None), TokenUsage):
                 usage = result.usage
+            if self.served.kind == "llm":
+                self.served.recent.note(subject.run_id)
             return result
         except BaseException as exc:
             error_type = public_type(exc) if isinstance(exc, KernosError) else type(exc).__name__

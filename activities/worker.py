@@ -211,7 +211,7 @@ class KernelWorkers:
             )
             connection = await _own_connection(client)
             queues = [pool] if own is None else [pool, own]
-            served = Served("llm", frozenset(queues), model=instance.model)
+            served = Served("llm", frozenset(queues), model=instance.model, affinity_queue=own)
             for queue in queues:
                 workers.append(
                     Worker(

@@ -38,8 +38,7 @@ from kernos.kernel.config import DatabaseSettings, Settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.runs import RunRecord, RunStore
-from kernos.kernel.scheduler import priority_of
-from kernos.kernel.syscall_table import AGENT_RUN, LLM_CHAT, retry_policy
+from kernos.kernel.syscall_table import LLM_CHAT
 from kernos.kernel.syscalls import (
     LLMRequest,
     Message,
@@ -109,11 +108,7 @@ def claims_check_us(count: int) -> float:
         input_tokens=0, output_tokens=0,
     )  # fmt: skip
     served = Served("llm", frozenset({"llm.m", "llm.m@i1"}), model="m")
-    claims = Claims(
-        workflow_type=AGENT_RUN, task_queue="llm.m", priority=priority_of(spec, scheduling),
-        start_to_close=LLM_CHAT.start_to_close(limits), heartbeat=LLM_CHAT.heartbeat(limits),
-        retry_policy=retry_policy(limits),
-    )  # fmt: skip
+    claims = Claims.honest(LLM_CHAT, record, "llm.m")
     request = LLMRequest(model="m", messages=[Message(role="user", content="hi")])
     assert false_claim(LLM_CHAT, claims, request, record, served) is None
     started = time.perf_counter()

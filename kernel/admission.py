@@ -4,8 +4,12 @@ A client with an API key acts as the key's user, qualified by the key's home ten
 acts outside it (`home/user`: a rule for tenant acme's `carol` is not one for tenant evil's
 `carol`). Submitting into another tenant needs a rule allowing `run.submit` on
 `tenant:<other>`, and asking for a priority above the tenant's default (a lower number) a rule
-allowing `run.submit` on `priority:<n>`. Each key holder's submission is audited in the run's
-tenant's chain, naming the key, allowed or refused.
+allowing `run.submit` on `priority:<n>`; asking for a scheduling policy other than the
+kernel's default, a rule allowing `run.submit` on `policy:<policy>` (a `fifo` or `rr` run
+carries no priority key, and a `priority` run no fairness key: either would escape the tenant's
+priority and weight). Each key holder's submission is audited, naming the key: an admitted one
+in the run's tenant's chain, a refused one in the key's home tenant's (a refusal admits nothing
+into the other tenant, and its chain is not another tenant's to grow).
 
 The operator on the kernel's host (no key, holding the kernel's database credentials) submits
 for any tenant and user at any priority, unless the kernel requires a key.
@@ -52,6 +56,10 @@ async def admitted_spec(
     if spec.priority < default:
         what = f"submit at priority {spec.priority} (the default in tenant {tenant!r} is {default})"
         checks.append((f"priority:{spec.priority}", what))
+    policy = settings.scheduler.policy
+    if spec.policy is not None and spec.policy != policy:
+        what = f"choose scheduling policy {spec.policy!r} (the kernel's is {policy!r})"
+        checks.append((f"policy:{spec.policy}", what))
     subject = Subject(run_id, tenant, spec.user, spec.agent)
     # The rules are read only when one is needed.
     rules, refusal = await _ruled(settings, subject, principal, checks) if checks else ([], None)
@@ -60,8 +68,8 @@ async def admitted_spec(
         "; ".join(rules) or None,
         refusal or f"{spec.agent} at priority {spec.priority}",
     )
-    # A refused submission names no run: none was admitted.
-    who = subject if refusal is None else Subject("", tenant, spec.user, spec.agent)
+    # A refused submission names no run (none was admitted) and stays in the home chain.
+    who = subject if refusal is None else Subject("", principal.tenant, principal.user, spec.agent)
     await AuditLog(pool).record_operator(
         who, RUN_SUBMIT.name, f"tenant:{tenant}", recorded, key_id=principal.key_id
     )

@@ -16,8 +16,10 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from kernos.kernel.db.pool import Pool
-from kernos.kernel.errors import AccessDenied, NotFound
+from kernos.kernel.errors import AccessDenied, InvalidRequest, NotFound
 
+#: Who acts without a key, on the kernel's host.
+OPERATOR = "operator"
 _KEY = re.compile(r"^kn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
 
@@ -77,7 +79,15 @@ class ApiKeyStore:
     async def create(
         self, *, user: str, tenant: str, created_by: str, label: str | None = None
     ) -> tuple[ApiKey, str]:
-        """A new key for `user` in `tenant`, and its token (shown this once)."""
+        """A new key for `user` in `tenant`, and its token (shown this once).
+
+        Not for `operator`: that is who acts on the kernel's host without a key (the default
+        policy lets it decide every approval and edit every rule).
+        """
+        if user == OPERATOR:
+            raise InvalidRequest(
+                f"{OPERATOR!r} is the kernel host's operator, not a user an API key can be for"
+            )
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         async with self._pool.connection() as conn:

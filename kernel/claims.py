@@ -10,6 +10,7 @@ refuses a syscall whose claims differ, naming the first false one.
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,31 @@ from temporalio.common import Priority, RetryPolicy
 from kernos.kernel.runs import RunRecord
 from kernos.kernel.scheduler import priority_of
 from kernos.kernel.syscall_table import AGENT_RUN, Queue, Syscall, retry_policy
+
+#: How much later than its schedule-to-start limit an attempt may start (clocks and delivery).
+_CLOCK_SLACK_S = 1.0
+
+
+class RecentRuns:
+    """The runs an LLM instance served lately: only their calls may wait on its own queue.
+
+    Kept in memory (a bounded LRU): after a restart an honest run's call on the instance's
+    queue is turned away as `AffinityLost`, and its dispatcher sends it to the model's pool.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._runs: OrderedDict[str, None] = OrderedDict()
+
+    def note(self, run_id: str) -> None:
+        """The instance has served `run_id`."""
+        self._runs[run_id] = None
+        self._runs.move_to_end(run_id)
+        if len(self._runs) > self._size:
+            self._runs.popitem(last=False)
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._runs
 
 
 @dataclass(frozen=True)
@@ -36,6 +62,9 @@ class Served:
     mcp_server: str | None = None
     """An MCP server's worker serves whatever `<server>__<tool>` it offers; an unknown one it
     names itself (the run, knowing only the server, routes every such name here)."""
+    affinity_queue: str | None = None
+    """An LLM instance's own queue (cache affinity), where only runs it served may wait."""
+    recent: RecentRuns = field(default_factory=RecentRuns)
 
     def serves_tool(self, name: object) -> bool:
         """Whether a tool call naming `name` belongs on this worker's queue."""
@@ -62,7 +91,24 @@ class Claims:
     priority: Priority
     start_to_close: timedelta | None
     heartbeat: timedelta | None
+    schedule_to_close: timedelta | None
     retry_policy: RetryPolicy | None
+    waited: timedelta
+    """From when this attempt was scheduled to when it started: its time in the queue."""
+
+    @classmethod
+    def honest(cls, syscall: Syscall[Any, Any], record: RunRecord, task_queue: str) -> Claims:
+        """What an honest dispatch of `syscall` for the run claims (it waited no time)."""
+        return cls(
+            workflow_type=AGENT_RUN,
+            task_queue=task_queue,
+            priority=priority_of(record.spec, record.scheduling),
+            start_to_close=syscall.start_to_close(record.limits),
+            heartbeat=syscall.heartbeat(record.limits),
+            schedule_to_close=None,
+            retry_policy=retry_policy(record.limits),
+            waited=timedelta(0),
+        )
 
 
 def false_claim(
@@ -92,6 +138,18 @@ def false_claim(
                 f"{name} names tool {tool!r} but was scheduled on queue {claims.task_queue!r}, "
                 f"which serves {sorted(served.tools)}"
             )
+    if claims.task_queue == served.affinity_queue:
+        affinity = record.scheduling.affinity_s
+        if not affinity:
+            return (
+                f"{name} was scheduled on instance queue {claims.task_queue!r}, but run "
+                f"{record.run_id} was admitted without cache affinity"
+            )
+        if claims.waited.total_seconds() > affinity + _CLOCK_SLACK_S:
+            return (
+                f"{name} waited {claims.waited.total_seconds():.1f} s on instance queue "
+                f"{claims.task_queue!r}; run {record.run_id} waits at most {affinity:g} s there"
+            )
     expected = priority_of(record.spec, record.scheduling)
     if _normal(claims.priority) != _normal(expected):
         return (
@@ -107,12 +165,29 @@ def false_claim(
             return (
                 f"{name} claimed a {what} of {_seconds(claimed)}; the run's is {_seconds(allowed)}"
             )
+    if claims.schedule_to_close:
+        shown = _seconds(claims.schedule_to_close)
+        return f"{name} claimed a schedule-to-close timeout of {shown}; the run's has none"
     if not _same_retries(claims.retry_policy, retry_policy(limits)):
         return (
             f"{name} claimed retry policy {_retries(claims.retry_policy)}; the run's is "
             f"{_retries(retry_policy(limits))}"
         )
     return None
+
+
+def lost_affinity(claims: Claims, record: RunRecord, served: Served) -> str | None:
+    """Why a call on an instance's own queue is not served there, if it is not.
+
+    The instance has not served the run lately: a forged routing, or a restart since. Checked
+    after `false_claim`.
+    """
+    if claims.task_queue != served.affinity_queue or record.run_id in served.recent:
+        return None
+    return (
+        f"run {record.run_id} waited on instance queue {claims.task_queue!r}, but the instance "
+        "has not served it lately: its calls go to the model's pool"
+    )
 
 
 def _normal(priority: Priority) -> tuple[int | None, str | None, float | None]:

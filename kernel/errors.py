@@ -76,6 +76,14 @@ class AccessDenied(KernosError, PermissionError):
     """The access manager refused a syscall; the refusal is in the audit log."""
 
 
+class AffinityLost(AccessDenied):
+    """A call waited on an LLM instance's own queue, but the instance does not hold its run.
+
+    The dispatcher sends it to the model's pool; agent code sees it only from a call it
+    scheduled itself.
+    """
+
+
 class ApprovalRequired(KernosError):
     """A syscall that policy lets through only with a human's approval, not given yet.
 

@@ -88,6 +88,16 @@ class RunSpec(BaseModel):
     def _safe_user(cls, value: str) -> str:
         return check_user(value)
 
+    @model_validator(mode="after")
+    def _own_users_plainly(self) -> Self:
+        home, qualified, name = self.user.partition("/")
+        if qualified and home == self.tenant:
+            raise ValueError(
+                f"user {self.user!r} is of tenant {self.tenant!r} itself: name it {name!r} "
+                "('<tenant>/<user>' is for a user of another tenant)"
+            )
+        return self
+
     @field_validator("task")
     @classmethod
     def _non_empty_task(cls, value: str) -> str:

@@ -53,6 +53,14 @@ async def decide(
     """
     store = ApprovalStore(client.pool)
     approval = await _pending_one(store, run_id, approval_id)
+    key = client.principal
+    if key is not None:
+        # A client with an API key decides as the key's user, named as in the run's tenant.
+        if approver not in (key.user, key.qualified):
+            raise AccessDenied(
+                f"API key {key.key_id} is {key.qualified!r}'s: it cannot decide as {approver!r}"
+            )
+        approver = key.user_in(approval.tenant)
     access = await load_access(client.settings)
     subject = Subject(run_id, approval.tenant, approver, approval.agent)
     decision = access.decide(subject, DECIDE, approval.resource)
@@ -67,7 +75,9 @@ async def decide(
         f"{approval.tenant!r} (no rule allows {DECIDE})",
         "policy",
     )
-    await AuditLog(client.pool).record_operator(subject, DECIDE, approval.resource, recorded)
+    await AuditLog(client.pool).record_operator(
+        subject, DECIDE, approval.resource, recorded, key_id=key.key_id if key else None
+    )
     if not decision.allowed:
         raise AccessDenied(recorded.reason or "denied")
     decided = await store.decide(approval.id, approver=approver, approve=approve, reason=reason)

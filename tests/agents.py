@@ -311,8 +311,8 @@ class ForgerAgent(Agent):
 
     The task is JSON: `syscall` (default `llm.chat`), `model`, `queue`, `priority` (Temporal's
     fields), `start_to_close_s`, `heartbeat_s`, `retry` (RetryPolicy's fields in seconds),
-    `tool`. Whatever it leaves out is what an honest dispatcher would send. Returns
-    `ok: <text>` or `refused <type>: <message>`.
+    `tool`, `arguments_instead` (malformed arguments). Whatever it leaves out is what an honest
+    dispatcher would send. Returns `ok: <text>` or `refused <type>: <message>`.
     """
 
     name = "forger"
@@ -346,10 +346,12 @@ class ForgerAgent(Agent):
                 if field in retry:
                     retry[field] = timedelta(seconds=retry[field])
             options["retry_policy"] = dataclasses.replace(options["retry_policy"], **retry)
+        # Two arguments, the request as a plain dict and a string: what no syscall takes.
+        args = [request.model_dump(), "extra"] if forged.get("arguments_instead") else [request]
         try:
             reply = await workflow.execute_activity(
                 syscall,
-                request,
+                args=args,
                 result_type=result_type,
                 task_queue=forged.get("queue", queue),
                 **options,

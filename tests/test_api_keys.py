@@ -11,6 +11,7 @@ from kernos import AccessDenied, KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.api_keys import ApiKeyStore, AuthenticationFailed
+from kernos.kernel.errors import InvalidRequest
 from tests.conftest import make_settings, workers
 from tests.test_cli import assert_one_line_error, config_file, kernos
 
@@ -51,11 +52,13 @@ async def test_a_key_is_its_user_in_its_tenant(
             assert (await client.show(handle.run_id)).record.tenant == other
             async with client.pool.connection() as conn:
                 cursor = await conn.execute(
-                    "SELECT decision FROM audit WHERE syscall = 'run.submit' AND tenant = %s"
-                    " ORDER BY id",
-                    (other,),
+                    "SELECT tenant, decision FROM audit WHERE syscall = 'run.submit'"
+                    " AND resource = %s ORDER BY id",
+                    (f"tenant:{other}",),
                 )
-                assert [row["decision"] for row in await cursor.fetchall()] == ["deny", "allow"]
+                rows = [tuple(row.values()) for row in await cursor.fetchall()]
+                # Refused, in bob's own chain; admitted, in the run's tenant's.
+                assert rows == [(home, "deny"), (other, "allow")]
 
     key_id = token.split("_")[1]
     code, out, _ = await kernos(config, "keys", "revoke", key_id)
@@ -80,6 +83,12 @@ async def test_a_right_id_with_a_wrong_secret_is_refused(kernos_client: KernosCl
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     with pytest.raises(AuthenticationFailed, match="authentication failed"):
         await store.authenticate(forged)
+
+
+async def test_no_key_is_the_operators(kernos_client: KernosClient) -> None:
+    # `operator` is who acts on the kernel's host; the default policy lets it decide everything.
+    with pytest.raises(InvalidRequest, match="'operator' is the kernel host's operator"):
+        await ApiKeyStore(kernos_client.pool).create(user="operator", tenant="t", created_by="x")
 
 
 async def test_a_kernel_can_require_a_key(

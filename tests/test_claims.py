@@ -7,18 +7,33 @@ syscall table and with what it fixed when it admitted the run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.common import Priority
 
 from kernos import ConfigError, KernosClient, RunSpec, Settings, load_settings
 from kernos.client import SyscallView
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.claims import Claims, Served, false_claim, lost_affinity
+from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.llm.scripted import ScriptedBackend
+from kernos.kernel.runs import RunRecord
+from kernos.kernel.syscall_table import LLM_CHAT, LLM_COMPACT, retry_policy
+from kernos.kernel.syscalls import (
+    CompactRequest,
+    LLMRequest,
+    Message,
+    Scheduling,
+    SyscallLimits,
+)
 from tests.conftest import make_settings, workers
 from tests.test_cli import config_file, kernos
 
@@ -138,21 +153,14 @@ async def test_an_honest_run_outlives_a_change_of_weights(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     tenant = f"weights-{uuid.uuid4().hex[:8]}"
-    admitted = claim_settings(temporal, postgres, tmp_path, tenant)
-    admitted = admitted.model_copy(
-        update={
-            "scheduler": admitted.scheduler.model_copy(
-                update={"policy": "fair", "tenant_weights": {tenant: 2.5}}
-            )
-        }
+    admitted = scheduled(
+        claim_settings(temporal, postgres, tmp_path, tenant),
+        policy="fair",
+        tenant_weights={tenant: 2.5},
     )
     # The kernel's workers now run with another weight for the tenant: the run's record, not
     # today's settings, says what its syscalls may claim.
-    serving = admitted.model_copy(
-        update={
-            "scheduler": admitted.scheduler.model_copy(update={"tenant_weights": {tenant: 7.0}})
-        }
-    )
+    serving = scheduled(admitted, tenant_weights={tenant: 7.0})
     async with workers(serving), await KernosClient.connect(admitted) as client:
         handle = await client.submit(RunSpec(agent="steps", task="2", tenant=tenant, model="open"))
         result = await handle.result()
@@ -167,3 +175,144 @@ def test_weights_outside_temporals_range_are_refused(weight: float) -> None:
     # Temporal would clamp them, and the claimed weight would no longer be the run's.
     with pytest.raises(ConfigError, match=r"between 0\.001 and 1000 \(Temporal's range\)"):
         load_settings(scheduler={"tenant_weights": {"acme": weight}})
+
+
+def scheduled(settings: Settings, **changes: Any) -> Settings:
+    """`settings` with `[scheduler]` settings changed."""
+    return settings.model_copy(update={"scheduler": settings.scheduler.model_copy(update=changes)})
+
+
+async def audit_rows(client: KernosClient, run_id: str) -> list[tuple[str, str, str]]:
+    view = await client.show(run_id)
+    return [(c.syscall, c.decision, c.basis) for c in view.syscalls]
+
+
+async def test_an_instance_queue_takes_only_runs_the_instance_served(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"affinity-{uuid.uuid4().hex[:8]}"
+    settings = scheduled(claim_settings(temporal, postgres, tmp_path, tenant), affinity_s=3.0)
+    own_queue = f"{settings.temporal.llm_queue_prefix}open@open-1"
+    # Agent workers hold no DSN; kernel workers come and go under them.
+    async with workers(settings.model_copy(update={"database": DatabaseSettings()}), kind="agent"):
+        async with workers(settings, kind="kernel"), await KernosClient.connect(settings) as client:
+            # A run the instance never served cannot wait on its own queue, ahead of the pool.
+            _, output, calls = await forge(client, tenant, {"queue": own_queue})
+            assert output.startswith("refused AffinityLost: "), output
+            assert "has not served it lately" in output
+            assert [(c.decision, c.basis) for c in calls] == [("deny", "claim")]
+            # An honest run's later calls go there, and are served.
+            steps = await client.submit(RunSpec(agent="steps", task="3", tenant=tenant))
+            await steps.result()
+            assert await audit_rows(client, steps.run_id) == [("llm.chat", "allow", "policy")] * 3
+            # A run whose next call comes after the kernel worker restarted...
+            pausing = await client.submit(RunSpec(agent="pausing", task="4", tenant=tenant))
+            deadline = asyncio.get_running_loop().time() + 30
+            while not await audit_rows(client, pausing.run_id):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+        async with workers(settings, kind="kernel"), await KernosClient.connect(settings) as client:
+            # ...is turned away from the instance's queue and served from the pool.
+            result = await pausing.result()
+            assert result.output.count("scripted reply") == 2
+            rows = await audit_rows(client, pausing.run_id)
+    assert rows == [
+        ("llm.chat", "allow", "policy"),
+        ("llm.chat", "deny", "claim"),
+        ("llm.chat", "allow", "policy"),
+    ]
+
+
+async def test_a_run_without_affinity_cannot_use_an_instance_queue(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"no-affinity-{uuid.uuid4().hex[:8]}"
+    admitted = claim_settings(temporal, postgres, tmp_path, tenant)
+    # The workers poll instance queues (some runs have affinity); this run was admitted without.
+    serving = scheduled(admitted, affinity_s=3.0)
+    own_queue = f"{admitted.temporal.llm_queue_prefix}open@open-1"
+    async with workers(serving), await KernosClient.connect(admitted) as client:
+        _, output, calls = await forge(client, tenant, {"queue": own_queue})
+        _, wrong, _ = await forge(client, tenant, {"arguments_instead": True})
+    assert "was admitted without cache affinity" in output
+    assert [(c.decision, c.basis) for c in calls] == [("deny", "claim")]
+    assert "llm.chat takes one LLMRequest; the workflow sent dict, str" in wrong
+
+
+def fair_record(affinity_s: float = 2.0) -> RunRecord:
+    spec = RunSpec(agent="a", task="x", tenant="acme", model="m", priority=4)
+    return RunRecord(
+        run_id="run-1", first_execution_run_id="e", tenant="acme", user="u", agent="a",
+        priority=4, model="m", spec=spec, status="running", created_at=datetime.now(UTC),
+        scheduling=Scheduling(policy="fair", fairness_weight=2.5, affinity_s=affinity_s),
+        limits=SyscallLimits(), finished_at=None, output=None, error=None, input_tokens=0,
+        output_tokens=0,
+    )  # fmt: skip
+
+
+FORGED: list[tuple[str, dict[str, Any], str]] = [
+    # (case, fields of Claims changed, what the refusal says)
+    ("another workflow type", {"workflow_type": "AuditAnchor"}, "not an agent run"),
+    (
+        "the fairness key alone",
+        {"priority": Priority(priority_key=4, fairness_key="victim", fairness_weight=2.5)},
+        "fairness key 'victim' weight 2.5",
+    ),
+    (
+        "the weight alone",
+        {"priority": Priority(priority_key=4, fairness_key="acme", fairness_weight=1000)},
+        "fairness key 'acme' weight 1000",
+    ),
+    ("no fairness at all", {"priority": Priority(priority_key=4)}, "claimed priority key 4;"),
+    (
+        "errors it will not retry",
+        {"retry_policy": replace(retry_policy(SyscallLimits()), non_retryable_error_types=["X"])},
+        "not retrying ['X']",
+    ),
+    ("no retry policy reported", {"retry_policy": None}, "claimed retry policy unknown"),
+    (
+        "a schedule-to-close timeout",
+        {"schedule_to_close": timedelta(seconds=1)},
+        "schedule-to-close timeout of 1 s",
+    ),
+    (
+        "a longer wait on the instance's queue",
+        {"task_queue": "llm.m@i1", "waited": timedelta(seconds=9)},
+        "waited 9.0 s on instance queue 'llm.m@i1'; run run-1 waits at most 2 s there",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "changed", "said"), FORGED, ids=[c[0] for c in FORGED])
+def test_each_claim_is_checked(case: str, changed: dict[str, Any], said: str) -> None:
+    record = fair_record()
+    served = Served("llm", frozenset({"llm.m", "llm.m@i1"}), model="m", affinity_queue="llm.m@i1")
+    request = CompactRequest(conversation="c1", model="m")
+    honest = Claims.honest(LLM_COMPACT, record, "llm.m")
+    assert false_claim(LLM_COMPACT, honest, request, record, served) is None
+    found = false_claim(LLM_COMPACT, replace(honest, **changed), request, record, served)
+    assert found is not None and said in found, found
+
+
+def test_a_compaction_by_another_model_is_refused() -> None:
+    record = fair_record()
+    served = Served("llm", frozenset({"llm.m"}), model="m")
+    request = CompactRequest(conversation="c1", model="other")
+    found = false_claim(
+        LLM_COMPACT, Claims.honest(LLM_COMPACT, record, "llm.m"), request, record, served
+    )
+    assert found is not None and "names model 'other'" in found
+
+
+def test_only_runs_an_instance_served_wait_on_its_queue() -> None:
+    record = fair_record()
+    served = Served("llm", frozenset({"llm.m", "llm.m@i1"}), model="m", affinity_queue="llm.m@i1")
+    on_own = Claims.honest(LLM_CHAT, record, "llm.m@i1")
+    assert lost_affinity(Claims.honest(LLM_CHAT, record, "llm.m"), record, served) is None
+    assert "has not served it lately" in (lost_affinity(on_own, record, served) or "")
+    served.recent.note("run-1")
+    assert lost_affinity(on_own, record, served) is None
+    without = fair_record(affinity_s=0)
+    request = LLMRequest(model="m", messages=[Message(role="user", content="hi")])
+    found = false_claim(LLM_CHAT, on_own, request, without, served)
+    assert found is not None and "admitted without cache affinity" in found

@@ -215,6 +215,13 @@ async def test_key_holders_get_the_priority_policy_allows_and_are_audited_by_key
                 rf"in tenant '{tenant}' is 4\): no rule allows run.submit on priority:1",
             ):
                 await remote.submit({"agent": "echo", "task": "x", "priority": 1})
+            # Nor may it escape its tenant's priority by another policy (fifo carries none).
+            with pytest.raises(
+                AccessDenied,
+                match=r"may not choose scheduling policy 'fifo' \(the kernel's is 'priority'\):"
+                r" no rule allows run.submit on policy:fifo",
+            ):
+                await remote.submit({"agent": "echo", "task": "x", "policy": "fifo"})
             assert await run_count(operator) == before
             default = await remote.submit({"agent": "echo", "task": "x"})
             lower = await remote.submit({"agent": "echo", "task": "x", "priority": 5})
@@ -238,13 +245,14 @@ async def test_key_holders_get_the_priority_policy_allows_and_are_audited_by_key
     # Every gateway request that changed something is in the tenant's chain, naming the key.
     assert [(r["syscall"], r["decision"], r["key_id"]) for r in rows] == [
         ("run.submit", "deny", key.id),
+        ("run.submit", "deny", key.id),
         ("run.submit", "allow", key.id),
         ("run.submit", "allow", key.id),
         ("run.submit", "allow", key.id),
         ("run.submit", "allow", key.id),
         ("run.cancel", "allow", key.id),
     ]
-    assert [r["run_id"] for r in rows] == [None, default, lower, raised, cancelled, cancelled]
+    assert [r["run_id"] for r in rows] == [None, None, default, lower, raised, cancelled, cancelled]
     assert "may not submit at priority 1" in str(rows[0]["reason"])
     # Rows that name a key hash under the canonical text's version 2, checked independently,
     # among the runs' own rows in the same chain.
@@ -257,36 +265,47 @@ async def test_a_user_name_is_not_a_subject_in_every_tenant(
 ) -> None:
     unique = uuid.uuid4().hex[:6]
     acme, partner, evil = f"acme-{unique}", f"partner-{unique}", f"evil-{unique}"
-    # Tenant acme lets its partner's carol submit runs in it, and read and write its files.
-    rule = f"p, {partner}/carol, *, {acme}, tenant:{acme}, run.submit, allow\n"
-    settings, _ = with_policy(temporal, postgres, tmp_path, rule)
+    # Tenant acme let its partner's carol in with a rule naming `carol` (the finding: any
+    # tenant's carol matched it, submitted into acme, read the runs and wrote the files). Now a
+    # plain name is acme's own carol, and the partner's is named by her tenant.
+    rules = (
+        f"p, carol, *, {acme}, tenant:{acme}, run.submit, allow\n"
+        f"p, {partner}/carol, *, {acme}, tenant:{acme}, run.submit, allow\n"
+    )
+    settings, _ = with_policy(temporal, postgres, tmp_path, rules)
+    task = {"agent": "memo", "task": '[{"op": "storage.write", "path": "p.md", "content": "x"}]'}
     async with kernel_and_gateway(settings) as (url, operator):
         store = ApiKeyStore(operator.pool)
-        _, partners = await store.create(user="carol", tenant=partner, created_by="test")
-        _, evils = await store.create(user="carol", tenant=evil, created_by="test")
-        task = {
-            "agent": "memo",
-            "task": '[{"op": "storage.write", "path": "p.md", "content": "x"}]',
+        tokens = {
+            home: (await store.create(user="carol", tenant=home, created_by="test"))[1]
+            for home in (acme, partner, evil)
         }
-        async with RemoteClient(url, partners) as remote:
-            theirs = await remote.submit({**task, "tenant": acme})
-            await remote.result(theirs, timeout_s=60)
+        runs = {}
+        for home in (acme, partner):
+            async with RemoteClient(url, tokens[home]) as remote:
+                runs[home] = await remote.submit({**task, "tenant": acme})
+                await remote.result(runs[home], timeout_s=60)
         before = await run_count(operator)
-        async with RemoteClient(url, evils) as remote:
-            # Evil's carol is not partner's: she may not submit into acme...
+        async with RemoteClient(url, tokens[evil]) as remote:
+            # Evil's carol is neither acme's nor partner's: she may not submit into acme...
             with pytest.raises(AccessDenied, match=f"'{evil}/carol' .* may not submit runs in"):
                 await remote.submit({**task, "tenant": acme})
-            # ...nor see, follow or cancel partner carol's run there.
-            for call in (remote.get, remote.cancel):
-                with pytest.raises(RunNotFound):
-                    await call(theirs)
+            # ...nor see, follow or cancel either carol's run there.
+            for run_id in runs.values():
+                for call in (remote.get, remote.cancel):
+                    with pytest.raises(RunNotFound):
+                        await call(run_id)
         assert await run_count(operator) == before
-        record = (await operator.show(theirs)).record
-        rows = await audit_of(operator, acme)
-    assert (record.tenant, record.user) == (acme, f"{partner}/carol")
-    assert [(r["user_name"], r["decision"]) for r in rows] == [
+        users = [(await operator.show(run_id)).record.user for run_id in runs.values()]
+        in_acme, in_evil = await audit_of(operator, acme), await audit_of(operator, evil)
+    assert users == ["carol", f"{partner}/carol"]
+    assert [(r["user_name"], r["decision"]) for r in in_acme] == [
+        ("carol", "allow"),
         (f"{partner}/carol", "allow"),
-        (f"{evil}/carol", "deny"),
+    ]
+    # The refusal is evil's own: in its chain, not grown into acme's.
+    assert [(r["user_name"], r["decision"], r["resource"]) for r in in_evil] == [
+        ("carol", "deny", f"tenant:{acme}")
     ]
 
 

@@ -59,6 +59,8 @@ def test_unsafe_names(field: str, name: str) -> None:
 def test_a_user_of_another_tenant_is_qualified_by_it() -> None:
     spec = RunSpec.model_validate({"agent": "planner", "task": "t", "user": "partner/carol"})
     assert spec.user == "partner/carol"
+    with pytest.raises(ValidationError, match="is of tenant 'acme' itself: name it 'carol'"):
+        RunSpec.model_validate({"agent": "a", "task": "t", "tenant": "acme", "user": "acme/carol"})
     for name in ("a/b/c", "/carol", "partner/", "../carol", "partner/.."):
         with pytest.raises(ValidationError, match="'<tenant>/<user>' for a user of another"):
             RunSpec.model_validate({"agent": "planner", "task": "t", "user": name})

@@ -43,6 +43,8 @@ Answer = TypeVar("Answer")
 #: own deadline is then at most moments away.
 _RECHECK_S = 5.0
 
+#: An instance's own queue turned the call away: it goes to the model's pool.
+AFFINITY_LOST = errors.AffinityLost.__name__
 #: Kernel errors that cross the activity boundary back into agent code, by type name.
 _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
     cls.__name__: cls
@@ -230,11 +232,16 @@ class SyscallDispatcher:
             cause = exc.cause
             if not (
                 dispatch.schedule_to_start is not None
-                and isinstance(cause, ActivityTimeout)
-                and cause.type == TimeoutType.SCHEDULE_TO_START
+                and (
+                    (
+                        isinstance(cause, ActivityTimeout)
+                        and cause.type == TimeoutType.SCHEDULE_TO_START
+                    )
+                    or (isinstance(cause, ApplicationError) and cause.type == AFFINITY_LOST)
+                )
             ):
                 _raise_translated(exc)
-            # The instance with the run's cache is busy or gone: any instance will do.
+            # The instance with the run's cache is busy, gone, or restarted: any will do.
             self._instances.pop(model, None)
             dispatch = scheduler.dispatch_llm(self.run, model)
             try:

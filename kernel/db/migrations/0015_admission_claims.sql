@@ -2,7 +2,8 @@
 -- syscalls (priority, fairness, timeouts, retries) is checked against the kernel's record and
 -- not against the settings of the day: changing `tenant_weights` later must not make an honest
 -- run look forged. Runs admitted before this migration get the defaults (and their own
--- policy): a kernel with other [limits] or weights should drain its runs before upgrading.
+-- policy): a kernel with any [limits] or [scheduler] setting other than the default should let
+-- its runs finish before upgrading.
 ALTER TABLE runs
     ADD COLUMN scheduling jsonb NOT NULL DEFAULT '{}',
     ADD COLUMN limits jsonb NOT NULL DEFAULT '{}',
