@@ -187,7 +187,6 @@ class _SyscallInbound(ActivityInboundInterceptor):
         finally:
             await self.kernel.audit.record_result(
                 key,
-                subject,
                 name,
                 error_type=error_type,
                 usage=usage,

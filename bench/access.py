@@ -154,7 +154,7 @@ async def audit_costs(pool: Pool, count: int) -> dict[str, Any]:
         key = AttemptKey(subject.run_id, "exec", f"a{next(counter)}", 1)
         await audit.record_decision(key, subject, "llm.chat", "llm:m", allow, metered=True)
         await audit.record_result(
-            key, subject, "llm.chat", error_type=None, usage=TokenUsage(), duration_ms=1.0
+            key, "llm.chat", error_type=None, usage=TokenUsage(), duration_ms=1.0
         )
 
     async def decision_only(subject: Subject) -> None:
@@ -205,7 +205,7 @@ async def main() -> None:
     }
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     try:
-        await upgrade(postgres.dsn())
+        await upgrade(postgres.dsn(role="owner"))
         pool = await open_pool(DatabaseSettings(dsn=postgres.dsn(), pool_max=16))
         result |= await audit_costs(pool, args.syscalls)
         await pool.close()

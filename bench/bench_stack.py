@@ -59,7 +59,7 @@ async def services() -> AsyncIterator[Services]:
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     temporal = await TemporalDevServer.start(headless=True)
     try:
-        await upgrade(postgres.dsn())
+        await upgrade(postgres.dsn(role="owner"))
         yield Services(temporal, postgres)
     finally:
         temporal.stop()

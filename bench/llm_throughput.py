@@ -81,7 +81,7 @@ async def main() -> None:
     postgres = EmbeddedPostgres.start(work / "pg")
     temporal = await TemporalDevServer.start(headless=True)
     try:
-        await upgrade(postgres.dsn())
+        await upgrade(postgres.dsn(role="owner"))
         settings = load_settings(
             temporal={"address": temporal.address},
             database={"dsn": postgres.dsn()},

@@ -204,7 +204,7 @@ async def main() -> None:
     settings = MemorySettings(max_items_per_agent=10 * args.items)
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     try:
-        await upgrade(postgres.dsn())
+        await upgrade(postgres.dsn(role="owner"))
         pool = await open_pool(DatabaseSettings(dsn=postgres.dsn(), pool_max=16))
         store = MemoryStore(pool, settings)
         sample = min(args.sample, args.items)

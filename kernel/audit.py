@@ -277,7 +277,6 @@ class AuditLog:
     async def record_result(
         self,
         key: AttemptKey,
-        subject: Subject,
         syscall: str,
         *,
         error_type: str | None,
@@ -286,49 +285,19 @@ class AuditLog:
     ) -> None:
         """Record what an allowed syscall attempt came to, and add its tokens to the tenant's.
 
-        One statement: the tenant's total moves only when the result row is new, so a
-        redelivered attempt is never counted twice. Its commit does not wait for the WAL flush
-        (`synchronous_commit` off for this transaction alone): the decision before it was
-        durable, and only a crash of PostgreSQL itself within its WAL writer's delay (0.2 s by
-        default) could lose this row, and with it the attempt's tokens from the accounting.
-        The next durable commit (the next decision, the run's end) flushes it.
+        Through the owner's `syscall_result_record` (the kernel's role cannot write the table):
+        only for an attempt the audit allowed, with the run and tenant its decision recorded,
+        and once, so a redelivered attempt is never counted twice. Its commit does not wait
+        for the WAL flush (for this transaction alone): the decision before it was durable, and
+        only a crash of PostgreSQL itself within its WAL writer's delay (0.2 s by default) could
+        lose this row, and with it the attempt's tokens from the accounting. The next durable
+        commit (the next decision, the run's end) flushes it.
         """
         async with self._pool.connection() as conn:
             await conn.execute(
-                _RESULT,
-                {
-                    "wid": key.workflow_id,
-                    "rid": key.execution_run_id,
-                    "aid": key.activity_id,
-                    "attempt": key.attempt,
-                    "run": subject.run_id,
-                    "tenant": subject.tenant,
-                    "syscall": syscall,
-                    "outcome": "ok" if error_type is None else "error",
-                    "error_type": error_type,
-                    "input": usage.input_tokens,
-                    "output": usage.output_tokens,
-                    "duration_ms": duration_ms,
-                },
-            )
-
-
-_RESULT = """
-WITH result AS (
-    INSERT INTO syscall_results (workflow_id, execution_run_id, activity_id, attempt, run_id,
-                                 tenant, syscall, outcome, error_type, input_tokens,
-                                 output_tokens, duration_ms)
-    VALUES (%(wid)s, %(rid)s, %(aid)s, %(attempt)s, %(run)s, %(tenant)s, %(syscall)s,
-            %(outcome)s, %(error_type)s, %(input)s, %(output)s, %(duration_ms)s)
-    ON CONFLICT DO NOTHING
-    RETURNING tenant, input_tokens, output_tokens
-)
-INSERT INTO tenant_usage AS u (tenant, input_tokens, output_tokens, syscalls)
-SELECT tenant, input_tokens, output_tokens, 1
-FROM result, (SELECT set_config('synchronous_commit', 'off', true)) AS asynchronous_commit
-ON CONFLICT (tenant) DO UPDATE SET
-    input_tokens = u.input_tokens + EXCLUDED.input_tokens,
-    output_tokens = u.output_tokens + EXCLUDED.output_tokens,
-    syscalls = u.syscalls + 1,
-    updated_at = now()
-"""
+                "SELECT syscall_result_record(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    key.workflow_id, key.execution_run_id, key.activity_id, key.attempt, syscall,
+                    error_type, usage.input_tokens, usage.output_tokens, duration_ms,
+                ),
+            )  # fmt: skip

@@ -51,6 +51,10 @@ class DatabaseSettings(BaseModel):
     """The kernel's PostgreSQL: only kernel workers and the operator's CLI hold this DSN."""
 
     dsn: SecretStr | None = None
+    """The kernel's role (a member of `kernos_kernel`)."""
+    owner_dsn: SecretStr | None = None
+    """The owner role's, for `kernos db upgrade` alone: it owns the schema, so it is never in
+    the settings of a worker (on the embedded stack, `kernos up` applies the migrations)."""
     pool_min: int = Field(default=1, ge=0)
     pool_max: int = Field(default=8, ge=1)
 
@@ -421,8 +425,10 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective settings as JSON-ready data, secrets masked."""
         data: dict[str, Any] = self.model_dump(mode="json")
-        if self.database.dsn is not None:
-            data["database"]["dsn"] = mask_dsn(self.database.dsn.get_secret_value())
+        for field in ("dsn", "owner_dsn"):
+            secret = getattr(self.database, field)
+            if secret is not None:
+                data["database"][field] = mask_dsn(secret.get_secret_value())
         return data
 
 

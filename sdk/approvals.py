@@ -64,23 +64,22 @@ async def decide(
     access = await load_access(client.settings)
     subject = Subject(run_id, approval.tenant, approver, approval.agent)
     decision = access.decide(subject, DECIDE, approval.resource)
-    verb = "approve" if approve else "deny"
-    recorded = Decision(
-        decision.allowed,
-        decision.rule,
-        f"{verb} approval {approval.id} ({approval.syscall} on {approval.resource})"
-        + (f": {reason}" if reason else "")
-        if decision.allowed
-        else f"{approver!r} may not decide approvals of {approval.resource} in tenant "
-        f"{approval.tenant!r} (no rule allows {DECIDE})",
-        "policy",
-    )
-    await AuditLog(client.pool).record_operator(
-        subject, DECIDE, approval.resource, recorded, key_id=key.key_id if key else None
-    )
+    key_id = key.key_id if key else None
     if not decision.allowed:
-        raise AccessDenied(recorded.reason or "denied")
-    decided = await store.decide(approval.id, approver=approver, approve=approve, reason=reason)
+        refusal = (
+            f"{approver!r} may not decide approvals of {approval.resource} in tenant "
+            f"{approval.tenant!r} (no rule allows {DECIDE})"
+        )
+        await AuditLog(client.pool).record_operator(
+            subject, DECIDE, approval.resource, Decision(False, decision.rule, refusal),
+            key_id=key_id,
+        )  # fmt: skip
+        raise AccessDenied(refusal)
+    # Recorded and audited together, by the owner's function.
+    decided = await store.decide(
+        approval.id, approver=approver, approve=approve, reason=reason, rule=decision.rule,
+        key_id=key_id,
+    )  # fmt: skip
     return Decided(approval=decided, woken=await _wake(client, decided, wake_timeout_s))
 
 

@@ -61,10 +61,13 @@ async def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
-    """Apply pending schema migrations."""
-    if settings.database.dsn is None:
-        raise ConfigError("no database DSN: set [database] dsn or KERNOS_DATABASE__DSN")
-    applied = await upgrade(settings.database.dsn.get_secret_value())
+    """Apply pending schema migrations, as the schema's owner role."""
+    if settings.database.owner_dsn is None:
+        raise ConfigError(
+            "migrations run as the schema's owner role: set [database] owner_dsn or "
+            "KERNOS_DATABASE__OWNER_DSN (on the embedded stack, `kernos up` applies them)"
+        )
+    applied = await upgrade(settings.database.owner_dsn.get_secret_value())
     print("applied: " + ", ".join(applied) if applied else "the schema is up to date")
     return 0
 

@@ -42,7 +42,7 @@ from kernos.kernel.errors import (
     first_problem,
 )
 from kernos.kernel.runs import RunRecord, RunStore
-from kernos.kernel.syscall_table import AGENT_RUN, BUDGET_SET
+from kernos.kernel.syscall_table import AGENT_RUN
 from kernos.kernel.syscalls import RunInput, RunResult, RunSpec, check_name
 
 
@@ -301,20 +301,10 @@ class KernosClient:
             raise InvalidRequest(str(exc)) from exc
         if max_tokens is not None and max_tokens < 1:
             raise InvalidRequest(f"a token budget must be at least 1, not {max_tokens}")
-        await self.audit_operator(
-            tenant, BUDGET_SET.name, f"budget:{tenant}",
-            "lifted the cap" if max_tokens is None else f"capped at {max_tokens} tokens",
-        )  # fmt: skip
+        user = self.principal.user if self.principal else "operator"
         async with self.pool.connection() as conn:
-            if max_tokens is None:
-                await conn.execute("DELETE FROM tenant_budgets WHERE tenant = %s", (tenant,))
-                return
-            await conn.execute(
-                "INSERT INTO tenant_budgets (tenant, max_tokens) VALUES (%s, %s)"
-                " ON CONFLICT (tenant) DO UPDATE SET max_tokens = EXCLUDED.max_tokens,"
-                " set_at = now()",
-                (tenant, max_tokens),
-            )
+            # The owner's function changes the budget and appends it to the tenant's chain.
+            await conn.execute("SELECT budget_set(%s, %s, %s)", (tenant, max_tokens, user))
 
     async def approvals(
         self, *, run_id: str | None = None, tenant: str | None = None, pending_only: bool = True

@@ -21,7 +21,7 @@ from kernos.client import connect_temporal
 from kernos.infra.daemons import stop
 from kernos.infra.llama import LlamaServer, local_model
 from kernos.infra.ports import free_port
-from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.postgres import OWNER_ROLE, EmbeddedPostgres
 from kernos.infra.process import exit_process
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.db import upgrade
@@ -53,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedPostgres]:
     server = EmbeddedPostgres.start(tmp_path_factory.mktemp("pg") / "data")
-    await upgrade(server.dsn())
+    await upgrade(server.dsn(role="owner"))
     yield server
     server.stop(delete=True)
 
@@ -66,13 +66,17 @@ async def temporal() -> AsyncIterator[TemporalDevServer]:
 
 
 def new_database(postgres: EmbeddedPostgres) -> str:
-    """A database of its own on the session's server, with pgvector, no schema yet: its DSN."""
+    """A database of its own on the session's server, with pgvector, no schema yet: its name.
+
+    Migrations run as its owner (`postgres.dsn(role="owner", database=name)`), the kernel as
+    the kernel's role (`postgres.dsn(database=name)`).
+    """
     name = f"db_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres.dsn(admin=True), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} OWNER kernos")
-    with psycopg.connect(postgres.dsn(admin=True, database=name), autocommit=True) as conn:
+    with psycopg.connect(postgres.dsn(role="admin"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
+    with psycopg.connect(postgres.dsn(role="admin", database=name), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION vector")  # a superuser's to create
-    return postgres.dsn(database=name)
+    return name
 
 
 def make_settings(

@@ -35,8 +35,10 @@ def _toml_value(value: Any) -> str:
 def to_toml(settings: Settings) -> str:
     """The settings as a kernos.toml, secrets included (tests only)."""
     data = settings.model_dump(mode="json", exclude_none=True)
-    if settings.database.dsn is not None:
-        data["database"]["dsn"] = settings.database.dsn.get_secret_value()
+    for field in ("dsn", "owner_dsn"):
+        secret = getattr(settings.database, field)
+        if secret is not None:
+            data["database"][field] = secret.get_secret_value()
     lines: list[str] = []
     tables = []
     for key, value in data.items():

@@ -25,7 +25,7 @@ async def record(name: str, agent: str, task: str) -> Path:
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     temporal = await TemporalDevServer.start(headless=True)
     try:
-        await upgrade(postgres.dsn())
+        await upgrade(postgres.dsn(role="owner"))
         settings = make_settings(temporal, postgres)
         async with workers(settings), await KernosClient.connect(settings) as client:
             handle = await client.submit(RunSpec(agent=agent, task=task))

@@ -96,9 +96,17 @@ async def test_postgres_requires_the_password(postgres: EmbeddedPostgres) -> Non
         assert await cursor.fetchone() == ("kernos",)
 
 
-async def test_audit_log_is_append_only(kernos_client: KernosClient) -> None:
+async def test_audit_log_is_append_only(
+    kernos_client: KernosClient, postgres: EmbeddedPostgres
+) -> None:
+    # The kernel's role may not touch it (tests/test_db_roles.py has the rest)...
     async with kernos_client.pool.connection() as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("DELETE FROM audit")
+    # ...and its trigger holds against the owner too, short of switching it off.
+    async with await psycopg.AsyncConnection.connect(postgres.dsn(role="owner")) as conn:
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             await conn.execute("DELETE FROM audit")
+        await conn.rollback()
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             await conn.execute("UPDATE audit SET decision = 'allow'")

@@ -70,7 +70,7 @@ async def wait_anchored(
 
 def as_superuser(postgres: EmbeddedPostgres, *statements: tuple[str, Any]) -> None:
     """What someone holding the database can do: switch the append-only trigger off and write."""
-    with psycopg.connect(postgres.dsn(admin=True, database="kernos")) as conn:
+    with psycopg.connect(postgres.dsn(role="admin", database="kernos")) as conn:
         conn.execute("ALTER TABLE audit DISABLE TRIGGER audit_append_only")
         for sql, params in statements:
             conn.execute(sql, params)
@@ -231,7 +231,7 @@ async def test_concurrent_decisions_of_a_tenant_are_committed_in_groups(
 
 
 async def test_rows_written_before_the_chains_join_them(postgres: EmbeddedPostgres) -> None:
-    database = new_database(postgres)
+    database = postgres.dsn(role="owner", database=new_database(postgres))
     migrations = available()
     with psycopg.connect(database, row_factory=dict_row) as conn:
         for migration in migrations:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from kernos import KernosClient, RunSpec, Settings
+from kernos.infra.postgres import EmbeddedPostgres
 from tests.conftest import workers
 from tests.processes import environment, to_toml
 
@@ -145,8 +146,15 @@ async def test_config_masks_secrets(settings: Settings, tmp_path: Path) -> None:
     assert shown["temporal"]["address"] == settings.temporal.address
 
 
-async def test_db_upgrade_is_idempotent(settings: Settings, tmp_path: Path) -> None:
-    code, out, err = await kernos(config_file(settings, tmp_path), "db", "upgrade")
+async def test_db_upgrade_runs_as_the_owner_and_is_idempotent(
+    settings: Settings, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    code, _, err = await kernos(config_file(settings, tmp_path), "db", "upgrade")
+    assert_one_line_error(code, err, "migrations run as the schema's owner role: set [database]")
+    owner = settings.database.model_copy(
+        update={"owner_dsn": SecretStr(postgres.dsn(role="owner"))}
+    )
+    code, out, err = await kernos(config_file(settings, tmp_path, database=owner), "db", "upgrade")
     assert code == 0, err
     assert out.strip() == "the schema is up to date"
 

@@ -33,10 +33,10 @@ async def test_rules_in_the_database_are_edited_live_and_only_by_editors(
 ) -> None:
     tenant = f"live-{uuid.uuid4().hex[:8]}"
     database = new_database(postgres)  # the rules table is the database's, not the tenant's
-    await upgrade(database)
+    await upgrade(postgres.dsn(role="owner", database=database))
     settings = make_settings(
         temporal, postgres,
-        database={"dsn": database},
+        database={"dsn": postgres.dsn(database=database)},
         policy={"store": "database"},
         tools={"registry": {"charge": "tests.tools:charge"}},
     )  # fmt: skip

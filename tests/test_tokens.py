@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 import pytest
 
 from kernos import (
@@ -14,10 +15,11 @@ from kernos import (
     ScriptedBackend,
     Settings,
 )
-from kernos.kernel.access import Subject
+from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey, AuditLog
-from kernos.kernel.db.pool import open_pool
-from kernos.kernel.syscalls import TokenUsage
+from kernos.kernel.db.pool import Pool, open_pool
+from kernos.kernel.runs import RunStore
+from kernos.kernel.syscalls import RunInput, TokenUsage
 from tests.conftest import workers
 
 
@@ -48,22 +50,54 @@ async def test_usage_adds_up_per_tenant(settings: Settings, kernos_client: Kerno
     assert (ledger["i"], ledger["o"]) == (usage.input_tokens, usage.output_tokens)
 
 
+ALLOW = Decision(True, "p, *, *, *, llm:*, llm.*, allow")
+
+
+async def decided_attempt(pool: Pool, name: str, decision: Decision = ALLOW) -> AttemptKey:
+    """An attempt of a run of tenant `name`, with its decision in the audit."""
+    spec = RunSpec(agent="a", task="t", tenant=name, user="u", model="m")
+    await RunStore(pool).admit(RunInput(run_id=f"run-{name}", spec=spec))
+    key = AttemptKey(f"wf-{name}", "exec", "1", 1)
+    subject = Subject(run_id=f"run-{name}", tenant=name, user="u", agent="a")
+    await AuditLog(pool).record_decision(key, subject, "llm.chat", "llm:m", decision)
+    return key
+
+
 async def test_a_redelivered_result_counts_once(kernos_client: KernosClient) -> None:
     name = tenant()
-    audit = AuditLog(kernos_client.pool)
-    subject = Subject(run_id=f"run-{name}", tenant=name, user="u", agent="a")
-    key = AttemptKey("wf", "exec", "1", 1)
+    key = await decided_attempt(kernos_client.pool, name)
     for _ in range(2):
-        await audit.record_result(
-            AttemptKey(f"wf-{name}", key.execution_run_id, key.activity_id, key.attempt),
-            subject,
-            "llm.chat",
-            error_type=None,
-            usage=TokenUsage(input_tokens=5, output_tokens=7),
-            duration_ms=1.0,
-        )
+        await AuditLog(kernos_client.pool).record_result(
+            key, "llm.chat", error_type=None,
+            usage=TokenUsage(input_tokens=5, output_tokens=7), duration_ms=1.0,
+        )  # fmt: skip
     [usage] = await kernos_client.usage(name)
     assert (usage.input_tokens, usage.output_tokens, usage.syscalls) == (5, 7, 1)
+
+
+async def test_a_result_is_recorded_only_for_an_allowed_attempt(
+    kernos_client: KernosClient,
+) -> None:
+    """With the kernel's credentials alone, no tokens are added to a tenant's usage but by a
+    syscall the audit allowed (and none taken away)."""
+    denied, allowed = tenant(), tenant()
+    audit = AuditLog(kernos_client.pool)
+    refused = await decided_attempt(kernos_client.pool, denied, Decision(False, None, "no"))
+    allowed_key = await decided_attempt(kernos_client.pool, allowed)
+    attempts = [
+        (AttemptKey("wf-nobody", "exec", "1", 1), "llm.chat", 5, "no allowed llm.chat decision"),
+        (refused, "llm.chat", 5, "no allowed llm.chat decision"),
+        (allowed_key, "tool.call", 5, "no allowed tool.call decision"),
+        (allowed_key, "llm.chat", -1000, "cannot return tokens"),
+    ]
+    for key, syscall, tokens, said in attempts:
+        with pytest.raises(psycopg.errors.RaiseException, match=said):
+            await audit.record_result(
+                key, syscall, error_type=None,
+                usage=TokenUsage(input_tokens=tokens, output_tokens=0), duration_ms=1.0,
+            )  # fmt: skip
+    assert await kernos_client.usage(denied) == []
+    assert await kernos_client.usage(allowed) == []
 
 
 async def test_budget_refuses_syscalls_once_spent(settings: Settings) -> None:
@@ -120,8 +154,7 @@ async def test_a_result_commits_without_waiting_for_the_disk_and_changes_nothing
     pool = await open_pool(settings.database.model_copy(update={"pool_min": 1, "pool_max": 1}))
     try:
         await AuditLog(pool).record_result(
-            AttemptKey(f"wf-{name}", "exec", "1", 1),
-            Subject(run_id=f"run-{name}", tenant=name, user="u", agent="a"),
+            await decided_attempt(pool, name),
             "llm.chat",
             error_type=None,
             usage=TokenUsage(input_tokens=3, output_tokens=4),
