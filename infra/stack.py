@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -111,12 +112,23 @@ def _write_settings(
     )
     (state / STACK_FILE).write_text(stack)
     credentials = state / CREDENTIALS_FILE
+    # The anchor key outlives restarts: anchors signed before must still count.
+    anchor_key = _stored_anchor_key(credentials) or secrets.token_hex(32)
     credentials.touch(mode=0o600)
     credentials.chmod(0o600)
     credentials.write_text(
         "# Written by `kernos up`: the kernel's credentials. Agent workers never read this.\n"
-        f"[database]\ndsn = {_toml(dsn)}\n"
+        f"[database]\ndsn = {_toml(dsn)}\n\n[audit]\nanchor_key = {_toml(anchor_key)}\n"
     )
+
+
+def _stored_anchor_key(credentials: Path) -> str | None:
+    import tomllib
+
+    if not credentials.is_file():
+        return None
+    key = tomllib.loads(credentials.read_text()).get("audit", {}).get("anchor_key")
+    return key if isinstance(key, str) else None
 
 
 async def _temporal_healthy(address: str) -> bool:

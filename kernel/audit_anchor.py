@@ -3,7 +3,9 @@
 Someone who can write the database can rewrite a tenant's chain from some row on and recompute
 every hash after it: the chain still holds. They cannot rewrite Temporal's history too, so each
 head a kernel worker anchored there pins its chain: `kernos audit verify` checks that the row at
-each anchored position still has the anchored hash.
+every anchored position still has the anchored hash (all of them: anchoring the rewritten chain
+again does not hide the rewrite from the anchors before it). Kernel workers sign what they
+anchor (`[audit] anchor_key`); a signal anyone else sent is ignored and named.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 
+from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -38,13 +43,17 @@ class Anchorer:
         current = await heads(self._pool)
         if not current or current == self._sent:
             return False
+        anchored = AnchoredHeads(heads=current)
+        key = self._settings.audit.anchor_key
+        if key is not None:
+            anchored = anchored.signed(key.get_secret_value())
         await self._client.start_workflow(
             "AuditAnchor",  # workflows.audit_anchor, by name: the kernel does not import workflows
             AnchoredHeads(),
             id=self._settings.audit.anchor_workflow_id,
             task_queue=self._settings.temporal.kernel_task_queue,
             start_signal="anchor",
-            start_signal_args=[AnchoredHeads(heads=current)],
+            start_signal_args=[anchored],
         )
         self._sent = current
         return True
@@ -67,45 +76,72 @@ class Anchorer:
         self._stop.set()
 
 
-async def read_anchors(client: Client, workflow_id: str) -> dict[str, ChainHead]:
-    """The furthest head anchored for each chain, read from the anchor workflow's history.
+class Anchors(BaseModel):
+    """What the anchor workflow's histories hold: every anchor kernel workers sent, by chain."""
 
-    Read from the history itself (its latest execution's carried heads and every signal that a
-    client sent), not by a query, so no worker is needed and no worker's memory is trusted.
-    Signals from other workflows are ignored: agent code can signal any workflow by id. A signal
-    sent while the workflow's task is in flight enters the history when that task completes, so
-    the newest head can lag by a moment.
+    chains: dict[str, list[ChainHead]] = {}
+    ignored: list[str] = []
+    """Anchor signals not signed with the kernel's key, each named: someone else sent them."""
+
+
+async def read_anchors(client: Client, workflow_id: str, key: str | None = None) -> Anchors:
+    """Every anchor in the anchor workflow's histories, in every execution still kept.
+
+    Read from the histories themselves (every signal a client sent), not by a query, so no
+    worker is needed and no worker's memory is trusted. With `key` (`[audit] anchor_key`), only
+    signals it signed count; the others are ignored and named, since anyone who reaches
+    Temporal can signal the workflow. Signals from other workflows are ignored: agent code can
+    signal any workflow by id. A signal sent while the workflow's task is in flight enters the
+    history when that task completes, so the newest anchor can lag by a moment. Executions
+    past the namespace's retention are gone, and their anchors with them.
     """
-    handle = client.get_workflow_handle(workflow_id)
-    found: dict[str, ChainHead] = {}
-    try:
-        async for event in handle.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-                payloads = event.workflow_execution_started_event_attributes.input.payloads
-            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-                signaled = event.workflow_execution_signaled_event_attributes
-                if signaled.signal_name != "anchor" or signaled.HasField(
-                    "external_workflow_execution"
-                ):
-                    continue
-                payloads = signaled.input.payloads
-            else:
-                continue
-            try:
-                [value] = await client.data_converter.decode(list(payloads), [AnchoredHeads])
-            except (ValueError, TypeError, RuntimeError):  # a malformed payload anchors nothing
-                continue
-            if isinstance(value, AnchoredHeads):
-                _merge(found, value.heads)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return {}
-        raise
+    found = Anchors()
+    for run_id in await _executions(client, workflow_id):
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        try:
+            async for event in handle.fetch_history_events():
+                await _read_signal(client, event, run_id, key, found)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
     return found
 
 
-def _merge(found: dict[str, ChainHead], anchored: list[ChainHead]) -> None:
-    for head in anchored:
-        known = found.get(head.chain)
-        if known is None or head.seq > known.seq:
-            found[head.chain] = head
+async def _executions(client: Client, workflow_id: str) -> list[str]:
+    """The run ids of the workflow's executions the server still keeps, oldest first."""
+    runs: list[tuple[datetime, str]] = []
+    async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"'):
+        runs.append((execution.start_time, execution.run_id))
+    ordered = [run_id for _, run_id in sorted(runs)]
+    try:
+        # Visibility lags behind: the current execution, asked for by id, is never missed.
+        latest = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return ordered
+    return ordered if latest in ordered else [*ordered, latest]
+
+
+async def _read_signal(
+    client: Client, event: HistoryEvent, run_id: str, key: str | None, found: Anchors
+) -> None:
+    if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+        return
+    signaled = event.workflow_execution_signaled_event_attributes
+    if signaled.signal_name != "anchor" or signaled.HasField("external_workflow_execution"):
+        return
+    where = f"signal {event.event_id} of execution {run_id} (from {signaled.identity!r})"
+    try:
+        [value] = await client.data_converter.decode(list(signaled.input.payloads), [AnchoredHeads])
+    except (ValueError, TypeError, RuntimeError):
+        found.ignored.append(f"{where}: not anchored heads")
+        return
+    if not isinstance(value, AnchoredHeads):
+        found.ignored.append(f"{where}: not anchored heads")
+        return
+    if key is not None and not value.signed_with(key):
+        found.ignored.append(f"{where}: not signed with the kernel's anchor key")
+        return
+    for head in value.heads:
+        found.chains.setdefault(head.chain, []).append(head)

@@ -9,7 +9,9 @@ by the head anchored outside PostgreSQL (`kernel.audit_anchor`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+import hmac
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,6 +96,22 @@ class AnchoredHeads(BaseModel):
     """Chain heads, as kernel workers send them to the anchor workflow and it carries them."""
 
     heads: list[ChainHead] = []
+    mac: str | None = None
+    """HMAC-SHA256 of the heads under `[audit] anchor_key`, hex: who sent them (kernel workers
+    sign; the workflow's own carried heads are not signed)."""
+
+    def _text(self) -> bytes:
+        heads = [head.model_dump() for head in sorted(self.heads, key=lambda h: (h.chain, h.seq))]
+        return json.dumps(heads, sort_keys=True, separators=(",", ":")).encode()
+
+    def signed(self, key: str) -> AnchoredHeads:
+        """The same heads, signed with `key`."""
+        mac = hmac.new(key.encode(), self._text(), hashlib.sha256).hexdigest()
+        return self.model_copy(update={"mac": mac})
+
+    def signed_with(self, key: str) -> bool:
+        """Whether a holder of `key` signed these heads."""
+        return self.mac is not None and hmac.compare_digest(self.signed(key).mac or "", self.mac)
 
 
 class ChainCheck(BaseModel):
@@ -103,7 +121,9 @@ class ChainCheck(BaseModel):
     rows: int
     head: ChainHead | None
     anchor: ChainHead | None
-    """The latest head recorded outside PostgreSQL for this chain, if any."""
+    """The furthest head recorded outside PostgreSQL for this chain, if any."""
+    anchors: int = 0
+    """How many anchors of this chain were checked: every one, not only the furthest."""
     problem: str | None = None
     """The first break, naming its row; None when the chain holds."""
     broken_id: int | None = None
@@ -203,11 +223,18 @@ async def heads(pool: Pool, chain: str | None = None) -> list[ChainHead]:
     return [ChainHead(chain=r["chain"], seq=r["seq"], hash=bytes(r["hash"]).hex()) for r in rows]
 
 
-async def verify_chain(pool: Pool, head: ChainHead, anchor: ChainHead | None) -> ChainCheck:
-    """Walk one chain from its first row; name the first row that breaks it."""
-    check = ChainCheck(chain=head.chain, rows=0, head=head, anchor=anchor)
+async def verify_chain(pool: Pool, head: ChainHead, anchors: Sequence[ChainHead]) -> ChainCheck:
+    """Walk one chain from its first row; name the first row that breaks it.
+
+    Every anchor is checked, not only the furthest: a chain rewritten and then anchored again
+    still differs from the anchors taken before the rewrite.
+    """
+    furthest = max(anchors, key=lambda a: a.seq, default=None)
+    check = ChainCheck(chain=head.chain, rows=0, head=head, anchor=furthest, anchors=len(anchors))
+    by_seq: dict[int, list[ChainHead]] = {}
+    for anchor in anchors:
+        by_seq.setdefault(anchor.seq, []).append(anchor)
     previous = GENESIS
-    anchored_seen = anchor is None
     async for row in chain_rows(pool, head.chain):
         check.rows += 1
         where = f"audit row {row.id} (chain {row.chain!r}, seq {row.seq})"
@@ -218,7 +245,7 @@ async def verify_chain(pool: Pool, head: ChainHead, anchor: ChainHead | None) ->
         computed = row_hash(previous, row)
         if computed.hex() != row.hash:
             return _broken(check, row.id, f"{where}: its fields do not match its hash (edited)")
-        if anchor is not None and row.seq == anchor.seq:
+        for anchor in by_seq.get(row.seq, []):
             if row.hash != anchor.hash:
                 return _broken(
                     check,
@@ -226,14 +253,13 @@ async def verify_chain(pool: Pool, head: ChainHead, anchor: ChainHead | None) ->
                     f"{where}: differs from the head anchored outside the database "
                     f"(anchored hash {anchor.hash[:16]}…): the chain was rewritten at or before it",
                 )
-            anchored_seen = True
         previous = computed
-    if not anchored_seen and anchor is not None:
+    if furthest is not None and furthest.seq > check.rows:
         return _broken(
             check,
             None,
             f"chain {head.chain!r} ends at seq {check.rows}, before its anchored head "
-            f"(seq {anchor.seq}): rows were removed",
+            f"(seq {furthest.seq}): rows were removed",
         )
     if check.rows != head.seq or previous.hex() != head.hash:
         return _broken(
@@ -246,22 +272,24 @@ async def verify_chain(pool: Pool, head: ChainHead, anchor: ChainHead | None) ->
 
 
 async def verify(
-    pool: Pool, anchors: Mapping[str, ChainHead], chain: str | None = None
+    pool: Pool, anchors: Mapping[str, Sequence[ChainHead]], chain: str | None = None
 ) -> list[ChainCheck]:
     """Verify every chain the database knows (or one), and every anchored chain it lost."""
     known = {head.chain: head for head in await heads(pool, chain)}
     if chain is not None:
         anchors = {chain: anchors[chain]} if chain in anchors else {}
-    checks = [await verify_chain(pool, head, anchors.get(name)) for name, head in known.items()]
-    for name, anchor in anchors.items():
-        if name not in known:
+    checks = [await verify_chain(pool, head, anchors.get(name, [])) for name, head in known.items()]
+    for name, anchored in anchors.items():
+        if name not in known and anchored:
+            furthest = max(anchored, key=lambda a: a.seq)
             checks.append(
                 ChainCheck(
                     chain=name,
                     rows=0,
                     head=None,
-                    anchor=anchor,
-                    problem=f"chain {name!r} was anchored at seq {anchor.seq} but the database "
+                    anchor=furthest,
+                    anchors=len(anchored),
+                    problem=f"chain {name!r} was anchored at seq {furthest.seq} but the database "
                     "has no record of it: it was removed",
                 )
             )

@@ -333,6 +333,10 @@ class AuditSettings(BaseModel):
     `anchor_workflow_id`; 0 turns anchoring off. A chain rewritten consistently in the database
     is caught up to its last anchor."""
     anchor_workflow_id: str = "kernos-audit-anchor"
+    anchor_key: SecretStr | None = None
+    """The key kernel workers sign anchors with (HMAC-SHA256), so `kernos audit verify` keeps
+    only theirs: anyone who reaches Temporal can signal the anchor workflow. `kernos up` makes
+    one; without one, every anchor is taken as given."""
 
 
 class GatewaySettings(BaseModel):
@@ -429,6 +433,8 @@ class Settings(BaseSettings):
             secret = getattr(self.database, field)
             if secret is not None:
                 data["database"][field] = mask_dsn(secret.get_secret_value())
+        if self.audit.anchor_key is not None:
+            data["audit"]["anchor_key"] = "********"
         return data
 
 

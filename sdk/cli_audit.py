@@ -81,23 +81,37 @@ async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Verify every chain against its hashes and its anchor; exit 1 if any is broken."""
 
     async def body(client: KernosClient) -> int:
-        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
-        checks = await verify(client.pool, anchors, args.chain)
+        key = settings.audit.anchor_key
+        anchors = await read_anchors(
+            client.temporal,
+            settings.audit.anchor_workflow_id,
+            key.get_secret_value() if key is not None else None,
+        )
+        checks = await verify(client.pool, anchors.chains, args.chain)
+        # An anchor someone else sent is ignored, and is itself a disagreement to report.
+        ok = all(check.ok for check in checks) and not anchors.ignored
         if args.json:
             print_json(
                 {
-                    "ok": all(check.ok for check in checks),
+                    "ok": ok,
                     "chains": [check.model_dump(mode="json") for check in checks],
+                    "ignored_anchors": anchors.ignored,
                 }
             )
         else:
             for check in checks:
                 name = repr(check.chain) if check.chain else "(no run record)"
-                anchored = f", anchored at seq {check.anchor.seq}" if check.anchor else ""
+                anchored = (
+                    f", {check.anchors} anchors up to seq {check.anchor.seq}"
+                    if check.anchor
+                    else ""
+                )
                 status = "ok" if check.ok else f"BROKEN: {check.problem}"
                 print(f"chain {name}: {check.rows} rows{anchored}: {status}")
+            for ignored in anchors.ignored:
+                print(f"IGNORED anchor {ignored}")
             if not checks:
                 print("the audit log is empty")
-        return 0 if all(check.ok for check in checks) else 1
+        return 0 if ok else 1
 
     return await with_client(settings, body)

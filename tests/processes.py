@@ -35,10 +35,10 @@ def _toml_value(value: Any) -> str:
 def to_toml(settings: Settings) -> str:
     """The settings as a kernos.toml, secrets included (tests only)."""
     data = settings.model_dump(mode="json", exclude_none=True)
-    for field in ("dsn", "owner_dsn"):
-        secret = getattr(settings.database, field)
+    for section, field in (("database", "dsn"), ("database", "owner_dsn"), ("audit", "anchor_key")):
+        secret = getattr(getattr(settings, section), field)
         if secret is not None:
-            data["database"][field] = secret.get_secret_value()
+            data[section][field] = secret.get_secret_value()
     lines: list[str] = []
     tables = []
     for key, value in data.items():

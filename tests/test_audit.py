@@ -21,6 +21,7 @@ from kernos.kernel.audit import AttemptKey, AuditLog
 from kernos.kernel.audit_anchor import Anchorer, read_anchors
 from kernos.kernel.audit_chain import (
     GENESIS,
+    AnchoredHeads,
     AuditRow,
     ChainHead,
     chain_rows,
@@ -50,20 +51,32 @@ async def rows_of(client: KernosClient, tenant: str) -> list[AuditRow]:
     return [row async for row in chain_rows(client.pool, tenant)]
 
 
+ANCHOR_KEY = "the kernel workers' anchor key"
+
+
+def anchoring(temporal: TemporalDevServer, postgres: EmbeddedPostgres) -> Settings:
+    """Settings whose kernel workers anchor the chains every 0.2 s, signed."""
+    return make_settings(
+        temporal, postgres, audit={"anchor_interval_s": 0.2, "anchor_key": ANCHOR_KEY}
+    )
+
+
 async def wait_anchored(
     client: KernosClient, settings: Settings, tenant: str, seq: int
-) -> dict[str, ChainHead]:
-    """The anchors, once the tenant's chain is anchored at `seq`.
+) -> dict[str, list[ChainHead]]:
+    """Every anchor of every chain, once the tenant's chain is anchored at `seq`.
 
     A signal that arrives while the anchor workflow's task is in flight enters its history when
-    that task completes, so a just-sent head can take a moment to show.
+    that task completes: poll until it is there.
     """
     deadline = time.monotonic() + 30
     while True:
-        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id)
-        if tenant in anchors and anchors[tenant].seq >= seq:
-            assert anchors[tenant].seq == seq
-            return anchors
+        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id, ANCHOR_KEY)
+        furthest = max((head.seq for head in anchors.chains.get(tenant, [])), default=0)
+        if furthest >= seq:
+            assert furthest == seq
+            assert anchors.ignored == []
+            return anchors.chains
         assert time.monotonic() < deadline, f"chain {tenant} never anchored at {seq}: {anchors}"
         await asyncio.sleep(0.1)
 
@@ -129,13 +142,13 @@ async def test_each_tenant_has_its_own_chain_and_an_edited_row_is_named(
 async def test_a_consistent_rewrite_or_a_cut_tail_is_caught_by_the_anchor(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres
 ) -> None:
-    settings = make_settings(temporal, postgres, audit={"anchor_interval_s": 0.2})
+    settings = anchoring(temporal, postgres)
     tenant = tenant_name()
     async with workers(settings), await KernosClient.connect(settings) as client:
         await run_steps(settings, client, tenant, 4)
         anchors = await wait_anchored(client, settings, tenant, 4)
         rows = await rows_of(client, tenant)
-        assert anchors[tenant].hash == rows[-1].hash
+        assert anchors[tenant][-1].hash == rows[-1].hash
 
     async with await KernosClient.connect(settings) as client:
         rewrite_from(postgres, rows, 1, "nothing to see here")
@@ -147,6 +160,16 @@ async def test_a_consistent_rewrite_or_a_cut_tail_is_caught_by_the_anchor(
         assert not anchored.ok
         assert anchored.broken_id == rows[3].id
         assert "anchored outside the database" in (anchored.problem or "")
+
+    # The forger lets one more syscall append to the rewritten chain and waits for its anchor:
+    # the newest anchor now matches the rewritten chain, the ones before it still do not.
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        await run_steps(settings, client, tenant, 1)
+        anchors = await wait_anchored(client, settings, tenant, 5)
+        [anchored] = await verify(client.pool, anchors, tenant)
+    assert anchors[tenant][-1].seq == 5 and len(anchors[tenant]) >= 2
+    assert not anchored.ok
+    assert anchored.broken_id == rows[3].id
 
     tenant = tenant_name()
     async with workers(settings), await KernosClient.connect(settings) as client:
@@ -168,6 +191,38 @@ async def test_a_consistent_rewrite_or_a_cut_tail_is_caught_by_the_anchor(
         assert alone.ok
         [anchored] = await verify(client.pool, anchors, tenant)
         assert "before its anchored head (seq 3): rows were removed" in (anchored.problem or "")
+
+
+async def test_an_anchor_the_kernel_did_not_sign_is_ignored_and_reported(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    settings = anchoring(temporal, postgres)
+    tenant = tenant_name()
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        await run_steps(settings, client, tenant, 2)
+        await wait_anchored(client, settings, tenant, 2)
+        # Anyone who reaches Temporal can signal the anchor workflow: a head no row has, for an
+        # honest tenant's chain, unsigned and signed with another key.
+        forged = AnchoredHeads(heads=[ChainHead(chain=tenant, seq=1, hash="00" * 32)])
+        handle = client.temporal.get_workflow_handle(settings.audit.anchor_workflow_id)
+        for signal in (forged, forged.signed("a guess")):
+            await handle.signal("anchor", signal)
+        deadline = time.monotonic() + 30
+        while len((anchors := await read_anchors(
+            client.temporal, settings.audit.anchor_workflow_id, ANCHOR_KEY
+        )).ignored) < 2:  # fmt: skip
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        [check] = await verify(client.pool, anchors.chains, tenant)
+    assert check.ok  # the honest chain holds: the forged head was not taken
+    assert all("not signed with the kernel's anchor key" in why for why in anchors.ignored)
+    # `kernos audit verify` names each, and fails: someone is forging anchors.
+    code, out, _ = await kernos(
+        config_file(settings, tmp_path), "audit", "verify", "--tenant", tenant
+    )
+    assert code == 1
+    assert f"chain '{tenant}': 2 rows, " in out and ": ok" in out
+    assert out.count("IGNORED anchor signal") == 2
 
 
 async def test_appends_to_one_chain_are_ordered_and_a_redelivery_appends_nothing(

@@ -55,11 +55,18 @@ async def test_up_status_run_crash_down(tmp_path: Path) -> None:
         assert components["llm"]["slots"] == 2
         assert components["llm"]["load"] == 0
 
-        # A second `up` reuses everything.
+        kernel_toml = tmp_path / ".kernos" / "kernel.toml"
+        anchor_key = tomllib.loads(kernel_toml.read_text())["audit"]["anchor_key"]
+        # A second `up` reuses everything, the anchor key too (earlier anchors still count).
         code, out, err = await kernos(tmp_path, env, "up", "--json")
         assert code == 0, err
         again = {c["name"]: c["pid"] for c in json.loads(out)["components"]}
         assert again == {name: c["pid"] for name, c in components.items()}
+        assert tomllib.loads(kernel_toml.read_text())["audit"]["anchor_key"] == anchor_key
+        # No superuser's password is on disk; the owner's is not in the workers' settings.
+        stored = json.loads((tmp_path / ".kernos" / "postgres.credentials.json").read_text())
+        assert set(stored) == {"owner_password", "kernel_password"}
+        assert stored["owner_password"] not in kernel_toml.read_text()
 
         # PostgreSQL also listens on its TCP port, with passwords only.
         port = env["KERNOS_EMBEDDED__POSTGRES_PORT"]
