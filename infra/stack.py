@@ -108,6 +108,9 @@ def _write_settings(
             "[telemetry]",
             f"spans_file = {_toml(str(state / 'spans.jsonl'))}",
             "",
+            "[audit]",
+            f"anchor_sink = {_toml(str(state / 'audit' / 'anchors.jsonl'))}",
+            "",
         ]
     )
     (state / STACK_FILE).write_text(stack)

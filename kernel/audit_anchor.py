@@ -21,6 +21,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from kernos.kernel.anchor_sink import AnchorSink
 from kernos.kernel.audit_chain import AnchoredHeads, ChainHead, heads
 from kernos.kernel.config import Settings
 from kernos.kernel.db.pool import Pool
@@ -44,9 +45,22 @@ class Anchorer:
         if not current or current == self._sent:
             return False
         anchored = AnchoredHeads(heads=current)
-        key = self._settings.audit.anchor_key
-        if key is not None:
-            anchored = anchored.signed(key.get_secret_value())
+        audit = self._settings.audit
+        key = audit.anchor_key.get_secret_value() if audit.anchor_key is not None else None
+        sunk = None
+        if audit.anchor_sink is not None:
+            # The sink's line first: Temporal then records the very same, signed line.
+            sink = AnchorSink(audit.anchor_sink)
+            try:
+                sunk = await asyncio.to_thread(sink.append, anchored, key)
+            except (OSError, ValueError):
+                # A sink that cannot be written (or was broken) stops no anchor reaching
+                # Temporal; `kernos audit verify` reports the sink.
+                log.exception("appending to the anchor sink %s failed", audit.anchor_sink)
+        if sunk is not None:
+            anchored = sunk
+        elif key is not None:
+            anchored = anchored.signed(key)
         await self._client.start_workflow(
             "AuditAnchor",  # workflows.audit_anchor, by name: the kernel does not import workflows
             AnchoredHeads(),
@@ -77,11 +91,49 @@ class Anchorer:
 
 
 class Anchors(BaseModel):
-    """What the anchor workflow's histories hold: every anchor kernel workers sent, by chain."""
+    """Every anchor kernel workers sent, by chain, and what disagrees among their records."""
 
     chains: dict[str, list[ChainHead]] = {}
+    signals: list[AnchoredHeads] = []
+    """The signals taken from Temporal, as sent."""
     ignored: list[str] = []
     """Anchor signals not signed with the kernel's key, each named: someone else sent them."""
+    problems: list[str] = []
+    """Where the anchor sink and Temporal's history disagree, or the sink breaks."""
+
+    def take(self, anchored: AnchoredHeads) -> None:
+        """Count `anchored`'s heads among the anchors of their chains."""
+        for head in anchored.heads:
+            self.chains.setdefault(head.chain, []).append(head)
+
+
+async def all_anchors(client: Client, settings: Settings) -> Anchors:
+    """Every anchor, from Temporal's history and from the anchor sink, each checked by the other.
+
+    Each line Temporal recorded must be in the sink as it was sent.
+    """
+    audit = settings.audit
+    key = audit.anchor_key.get_secret_value() if audit.anchor_key is not None else None
+    anchors = await read_anchors(client, audit.anchor_workflow_id, key)
+    if audit.anchor_sink is None:
+        return anchors
+    reading = await asyncio.to_thread(AnchorSink(audit.anchor_sink).read, key)
+    if reading.problem is not None:
+        anchors.problems.append(reading.problem)
+    for line in reading.anchors:
+        anchors.take(line)
+    for signal in anchors.signals:
+        number = signal.sink_line
+        if number is None:
+            continue
+        kept = reading.anchors[number - 1] if number <= len(reading.anchors) else None
+        if kept != signal:
+            anchors.problems.append(
+                f"Temporal recorded anchor sink line {number}, which the sink "
+                + ("does not hold" if kept is None else "holds differently")
+                + f" ({audit.anchor_sink}): the sink was cut short or rewritten"
+            )
+    return anchors
 
 
 async def read_anchors(client: Client, workflow_id: str, key: str | None = None) -> Anchors:
@@ -143,5 +195,5 @@ async def _read_signal(
     if key is not None and not value.signed_with(key):
         found.ignored.append(f"{where}: not signed with the kernel's anchor key")
         return
-    for head in value.heads:
-        found.chains.setdefault(head.chain, []).append(head)
+    found.signals.append(value)
+    found.take(value)

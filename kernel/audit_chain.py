@@ -96,13 +96,18 @@ class AnchoredHeads(BaseModel):
     """Chain heads, as kernel workers send them to the anchor workflow and it carries them."""
 
     heads: list[ChainHead] = []
+    sink_line: int | None = None
+    """Where these heads stand in the anchor sink (`[audit] anchor_sink`), from 1."""
+    sink_prev: str | None = None
+    """The SHA-256 of the sink's line before, hex: so an anchor pins the whole sink up to it."""
     mac: str | None = None
-    """HMAC-SHA256 of the heads under `[audit] anchor_key`, hex: who sent them (kernel workers
+    """HMAC-SHA256 of the rest under `[audit] anchor_key`, hex: who sent them (kernel workers
     sign; the workflow's own carried heads are not signed)."""
 
     def _text(self) -> bytes:
         heads = [head.model_dump() for head in sorted(self.heads, key=lambda h: (h.chain, h.seq))]
-        return json.dumps(heads, sort_keys=True, separators=(",", ":")).encode()
+        signed = {"heads": heads, "sink_line": self.sink_line, "sink_prev": self.sink_prev}
+        return json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
 
     def signed(self, key: str) -> AnchoredHeads:
         """The same heads, signed with `key`."""

@@ -333,6 +333,10 @@ class AuditSettings(BaseModel):
     `anchor_workflow_id`; 0 turns anchoring off. A chain rewritten consistently in the database
     is caught up to its last anchor."""
     anchor_workflow_id: str = "kernos-audit-anchor"
+    anchor_sink: Path | None = None
+    """An append-only file every anchor is also written to, outside PostgreSQL and Temporal
+    (`kernos up` sets `.kernos/audit/anchors.jsonl`): anchors Temporal no longer keeps are
+    still checked there, and a sink cut short no longer matches what Temporal kept."""
     anchor_key: SecretStr | None = None
     """The key kernel workers sign anchors with (HMAC-SHA256), so `kernos audit verify` keeps
     only theirs: anyone who reaches Temporal can signal the anchor workflow. `kernos up` makes

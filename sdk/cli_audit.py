@@ -8,7 +8,7 @@ from datetime import datetime
 
 from kernos.cli_output import print_json, with_client
 from kernos.client import KernosClient
-from kernos.kernel.audit_anchor import read_anchors
+from kernos.kernel.audit_anchor import all_anchors
 from kernos.kernel.audit_chain import AuditRow, select_rows, verify
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest
@@ -81,21 +81,18 @@ async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Verify every chain against its hashes and its anchor; exit 1 if any is broken."""
 
     async def body(client: KernosClient) -> int:
-        key = settings.audit.anchor_key
-        anchors = await read_anchors(
-            client.temporal,
-            settings.audit.anchor_workflow_id,
-            key.get_secret_value() if key is not None else None,
-        )
+        anchors = await all_anchors(client.temporal, settings)
         checks = await verify(client.pool, anchors.chains, args.chain)
-        # An anchor someone else sent is ignored, and is itself a disagreement to report.
-        ok = all(check.ok for check in checks) and not anchors.ignored
+        # An anchor someone else sent is ignored, and is itself a disagreement to report; so is
+        # a sink that breaks or disagrees with Temporal.
+        ok = all(check.ok for check in checks) and not anchors.ignored and not anchors.problems
         if args.json:
             print_json(
                 {
                     "ok": ok,
                     "chains": [check.model_dump(mode="json") for check in checks],
                     "ignored_anchors": anchors.ignored,
+                    "anchor_problems": anchors.problems,
                 }
             )
         else:
@@ -110,6 +107,8 @@ async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"chain {name}: {check.rows} rows{anchored}: {status}")
             for ignored in anchors.ignored:
                 print(f"IGNORED anchor {ignored}")
+            for problem in anchors.problems:
+                print(f"BROKEN anchors: {problem}")
             if not checks:
                 print("the audit log is empty")
         return 0 if ok else 1
