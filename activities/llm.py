@@ -78,12 +78,12 @@ class LLMActivities:
 
     def _placement(self) -> Placement:
         """Where the server puts this attempt: its request id, the run's priority and slice."""
-        scheduling = admitted().scheduling
-        policy = scheduling.policy
+        record = admitted()
+        policy = record.scheduling.policy
         info = activity.info()
         return Placement(
             request_id=f"{activity_key()}/{info.attempt}".replace("/", "-"),
-            priority=admitted().priority if policy in ("priority", "fair") else None,
+            priority=record.priority if policy in ("priority", "fair") else None,
             slice_tokens=self.scheduler.slice_tokens if self.scheduler.slices(policy) else None,
         )
 

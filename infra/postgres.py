@@ -193,12 +193,12 @@ class EmbeddedPostgres:
 
     def _add_owner(self) -> None:
         """Give a cluster set up before the owner role existed its roles, as the superuser."""
-        admin = self.dsn(role="admin")
         try:
-            with psycopg.connect(admin.replace(f"/{KERNEL_DATABASE}?", "/postgres?"),
-                                 autocommit=True) as conn:  # fmt: skip
+            with psycopg.connect(
+                self.dsn(role="admin", database="postgres"), autocommit=True
+            ) as conn:
                 create_roles(conn, self.credentials, kernel_exists=True)
-            with psycopg.connect(admin, autocommit=True) as conn:
+            with psycopg.connect(self.dsn(role="admin"), autocommit=True) as conn:
                 # Everything the kernel's role owned (the database, its tables, functions and
                 # sequences) passes to the owner; migration 0016 then grants the kernel's part.
                 conn.execute(

@@ -20,6 +20,7 @@ from temporalio.common import Priority, RetryPolicy
 from kernos.kernel.runs import RunRecord
 from kernos.kernel.scheduler import priority_of
 from kernos.kernel.syscall_table import AGENT_RUN, Queue, Syscall, retry_policy
+from kernos.kernel.syscalls import SyscallRequest
 
 #: How much later than its schedule-to-start limit an attempt may start (clocks and delivery).
 _CLOCK_SLACK_S = 1.0
@@ -78,8 +79,7 @@ class Served:
         """The resource the access manager decides on (after `false_claim` found none)."""
         if syscall.resource_source == "served" and self.kind == "llm":
             return f"llm:{self.model}"
-        resource = getattr(request, "resource", None)
-        return resource() if callable(resource) else syscall.name
+        return request.resource() if isinstance(request, SyscallRequest) else syscall.name
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ class Caller:
 
     subject: Subject
     record: RunRecord
-    """The run's record when first resolved: what admission fixed (its status is not kept)."""
+    """The run's record when first resolved: what admission fixed, without its task or output
+    (`RunRecord.admitted`); its status is not kept."""
 
 
 class CallerDenied(AccessDenied):
@@ -75,7 +76,7 @@ class IdentityResolver:
             )
         if record.finished:
             raise CallerDenied(finished_message(record.run_id, record.status), subject)
-        caller = self._callers[key] = Caller(subject, record)
+        caller = self._callers[key] = Caller(subject, record.admitted())
         if len(self._callers) > self._cache_size:
             self._callers.popitem(last=False)
         return caller

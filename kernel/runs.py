@@ -39,6 +39,15 @@ class RunRecord(BaseModel):
     input_tokens: int
     output_tokens: int
 
+    def admitted(self) -> RunRecord:
+        """What admission fixed, without what can be large (the task, the output).
+
+        Kernel workers keep up to 10,000 of these: with tasks of up to `max_task_bytes` each,
+        whole records would cost gigabytes.
+        """
+        spec = self.spec.model_copy(update={"task": "(not kept)"})
+        return self.model_copy(update={"spec": spec, "output": None, "error": None})
+
     @property
     def finished(self) -> bool:
         """Whether the run has ended; a finished run's syscalls are denied."""

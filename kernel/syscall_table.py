@@ -87,13 +87,8 @@ class Syscall(Generic[Request, Response]):
     metered: bool = False
     """It spends tokens: refused once the tenant's budget is used (or waits, by an `a` rule)."""
     policy_checked: bool = True
-    """Decided by the access manager and audited; the run's own bookkeeping is only
-    identity-checked."""
-
-    @property
-    def approvable(self) -> bool:
-        """Whether an `a` rule can make it wait for a human (anything the policy decides)."""
-        return self.policy_checked
+    """Decided by the access manager and audited, and so open to `a` rules (a human's
+    approval); the run's own bookkeeping is only identity-checked."""
 
     def start_to_close(self, limits: SyscallLimits) -> timedelta:
         """How long one attempt may run."""

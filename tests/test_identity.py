@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from temporalio.client import WorkflowFailureError
 
 from kernos import KernosClient, RunFailed, RunSpec, Settings
-from kernos.kernel.syscalls import RunInput
+from kernos.kernel.identity import IdentityResolver
+from kernos.kernel.runs import RunStore
+from kernos.kernel.syscalls import RunInput, RunOutcome, Scheduling
 from tests.conftest import workers
 
 
@@ -57,3 +61,25 @@ async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
     assert [(c.syscall, c.decision) for c in view.syscalls] == [("llm.chat", "deny")]
     # The tokens it claimed in its own outcome are not the kernel's count.
     assert (view.record.input_tokens, view.record.output_tokens) == (0, 0)
+
+
+async def test_the_identity_cache_keeps_what_admission_fixed_not_the_task(
+    kernos_client: KernosClient,
+) -> None:
+    # Up to 10,000 callers are cached: a 256 KB task each would be gigabytes.
+    task = "x" * 200_000
+    spec = RunSpec(agent="echo", task=task, tenant="acme", priority=2, model="scripted")
+    runs = RunStore(kernos_client.pool)
+    run_id = f"run-cache-{uuid.uuid4().hex[:8]}"
+    await runs.admit(RunInput(run_id=run_id, spec=spec, scheduling=Scheduling(policy="fair")))
+    await runs.bind(run_id, "exec-1")
+
+    async def never(workflow_id: str, execution_run_id: str) -> str:
+        raise AssertionError("the first execution is the bound one")
+
+    caller = await IdentityResolver(runs, never).resolve(run_id, "exec-1")
+    assert caller.record.spec.task == "(not kept)"
+    assert (caller.record.spec.priority, caller.record.scheduling.policy) == (2, "fair")
+    assert caller.subject.tenant == "acme"
+    assert (await runs.get(run_id)).spec.task == task  # the record itself is whole
+    await runs.finish(run_id, RunOutcome(status="completed"))
