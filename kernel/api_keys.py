@@ -2,7 +2,9 @@
 
 A key is `kn_<id>_<secret>`: the id finds the row, the secret is checked against its SHA-256
 (the secret is 32 random bytes, so a fast hash is enough: there is nothing to guess). The key
-is shown once, when created; a revoked key authenticates nobody.
+is shown once, when created; a revoked key authenticates nobody. Keys are made and revoked only
+on the operator's connections (the owner's functions append each to the key's tenant's chain);
+the kernel's role reads them and notes their last use.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ _NO_SECRET = bytes(32)
 
 
 class ApiKeyStore:
-    """Reads and writes `api_keys`."""
+    """Reads and writes `api_keys`: `create` and `revoke` on a pool of the operator's role."""
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
@@ -92,8 +94,7 @@ class ApiKeyStore:
         secret = secrets.token_urlsafe(32)
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "INSERT INTO api_keys (id, secret_sha256, user_name, tenant, label, created_by)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
+                "SELECT * FROM api_key_create(%s, %s, %s, %s, %s, %s)",
                 (key_id, _digest(secret), user, tenant, label, created_by),
             )
             row = await cursor.fetchone()
@@ -122,16 +123,14 @@ class ApiKeyStore:
             await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (key_id,))
         return Principal(key_id=key_id, user=row["user_name"], tenant=row["tenant"])
 
-    async def revoke(self, key_id: str) -> ApiKey:
+    async def revoke(self, key_id: str, *, revoked_by: str) -> ApiKey:
         """Revoke a key (kept, for the record)."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s"
-                " RETURNING *",
-                (key_id,),
+                "SELECT * FROM api_key_revoke(%s, %s)", (key_id, revoked_by)
             )
             row = await cursor.fetchone()
-        if row is None:
+        if row is None or row["id"] is None:
             raise NotFound(f"no API key {key_id!r}")
         return ApiKey.model_validate(row)
 

@@ -5,6 +5,10 @@ request (same run, same input), which it consumes: one approval, one syscall. Un
 decides, the syscall is refused with ApprovalRequired and the run waits; past `expires_at` the
 request is denied. The workflow is only woken by `kernos approve`: the decision is here, so agent
 code that skips the wait, or wakes itself, gains nothing.
+
+A decision is made only by the owner's `approval_decide`, with proof of the approver that the
+kernel's workers do not hold (an API key, or the operator's role), and appended to the chain
+with it; an approved row without that chain entry lets nothing through.
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from kernos.kernel.access import Subject
 from kernos.kernel.db.pool import Pool
-from kernos.kernel.errors import InvalidRequest, NotFound
+from kernos.kernel.errors import AccessDenied, InvalidRequest, NotFound
+from kernos.kernel.syscall_table import APPROVAL_DECIDE
 
 Status = Literal["pending", "approved", "denied", "expired"]
 
@@ -51,7 +59,8 @@ class Approval(BaseModel):
 class Gate:
     """What the approvals say about one syscall attempt."""
 
-    state: Literal["approved", "denied", "pending"]
+    state: Literal["approved", "denied", "pending", "forged"]
+    """`forged`: marked approved with no decision for it in the chain (changed by hand)."""
     approval: Approval
 
     def explain(self) -> str:
@@ -64,6 +73,12 @@ class Gate:
             return (
                 f"{what} needs a human's approval (rule: {a.rule}); waiting for approval {a.id} "
                 f"until {a.expires_at:%Y-%m-%d %H:%M:%S %Z}: kernos approve {a.run_id}"
+            )
+        if self.state == "forged":
+            return (
+                f"{what}: approval {a.id} is marked approved by {a.decided_by!r}, but tenant "
+                f"{a.tenant!r}'s chain holds no such decision: an approval written outside the "
+                "kernel's decision function lets nothing through"
             )
         if a.status == "expired":
             return (
@@ -131,6 +146,8 @@ class ApprovalStore:
             status = row["status"]
             if status == "pending" and not row["expired"]:
                 return Gate("pending", Approval.model_validate(row))
+            if status == "approved" and not await _decided_in_chain(conn, row):
+                return Gate("forged", Approval.model_validate(row))
             # A decision (or an expiry) is used by the attempt it reaches: the next identical
             # request asks anew.
             cursor = await conn.execute(
@@ -147,19 +164,24 @@ class ApprovalStore:
         approve: bool,
         reason: str | None,
         rule: str | None,
-        key_id: str | None = None,
+        api_key: str | None = None,
     ) -> Approval:
         """Record a human's decision on a pending request (who may decide is checked first).
 
         The owner's function records it and appends it to the tenant's chain together, with the
-        rule that let `approver` decide and the API key the decision came with.
+        rule that let `approver` decide. It asks for proof of the approver: `api_key` (whose
+        user `approver` must be), or else this store's pool must be the operator's role.
         """
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM approval_decide(%s, %s, %s, %s, %s, %s)",
-                (_id(approval_id), approver, approve, reason, rule, key_id),
-            )
-            row = await cursor.fetchone()
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    f"SELECT {_COLUMNS} FROM approval_decide(%s, %s, %s, %s, %s, %s)",
+                    (_id(approval_id), approve, reason, rule, approver, api_key),
+                )
+                row = await cursor.fetchone()
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidPassword) as exc:
+            # No proof of the approver (or not this approver's): the function says which.
+            raise AccessDenied(exc.diag.message_primary or str(exc)) from None
         if row is None or row["id"] is None:
             current = await self.get(approval_id)
             state = "expired" if current.status == "pending" else current.status
@@ -194,6 +216,25 @@ class ApprovalStore:
             )
             rows = await cursor.fetchall()
         return [Approval.model_validate(row) for row in rows]
+
+
+async def _decided_in_chain(conn: AsyncConnection[DictRow], approval: dict[str, Any]) -> bool:
+    """Whether the chain holds the approving decision `approval_decide` appends with it.
+
+    Only the owner's decision function can append it (the kernel's role appends no allowed
+    decision), keyed by the approval and its outcome, so a row set to approved by any other
+    means finds none.
+    """
+    cursor = await conn.execute(
+        "SELECT 1 FROM audit WHERE workflow_id = %s AND execution_run_id = 'operator'"
+        " AND activity_id = %s AND attempt = 1 AND decision = 'allow' AND syscall = %s",
+        (
+            approval["run_id"],
+            f"{APPROVAL_DECIDE.name}/{approval['id']}/approved",
+            APPROVAL_DECIDE.name,
+        ),
+    )
+    return await cursor.fetchone() is not None
 
 
 def _canonical(request: dict[str, Any]) -> str:

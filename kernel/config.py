@@ -55,6 +55,10 @@ class DatabaseSettings(BaseModel):
     owner_dsn: SecretStr | None = None
     """The owner role's, for `kernos db upgrade` alone: it owns the schema, so it is never in
     the settings of a worker (on the embedded stack, `kernos up` applies the migrations)."""
+    operator_dsn: SecretStr | None = None
+    """The operator's role (a member of `kernos_operator`), for decisions over the record:
+    approving without an API key, budgets, rules, API keys. Never in a worker's settings: on
+    the embedded stack it is in `operator.toml`, which only the operator's commands read."""
     pool_min: int = Field(default=1, ge=0)
     pool_max: int = Field(default=8, ge=1)
 
@@ -172,6 +176,8 @@ def state_dir() -> Path:
 STACK_FILE = "stack.toml"
 #: The kernel's credentials on this host (mode 0600); agent workers never load it.
 CREDENTIALS_FILE = "kernel.toml"
+#: The operator's credential on this host (mode 0600); no worker or gateway loads it.
+OPERATOR_FILE = "operator.toml"
 
 
 class SchedulerSettings(BaseModel):
@@ -369,6 +375,7 @@ class Settings(BaseSettings):
     )
     config_file: ClassVar[Path | None] = None
     with_credentials: ClassVar[bool] = True
+    with_operator: ClassVar[bool] = False
 
     temporal: TemporalSettings = TemporalSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -408,6 +415,8 @@ class Settings(BaseSettings):
         stack = [state_dir() / STACK_FILE]
         if cls.with_credentials:
             stack.append(state_dir() / CREDENTIALS_FILE)
+        if cls.with_operator:
+            stack.append(state_dir() / OPERATOR_FILE)
         return (
             init_settings,
             env_settings,
@@ -433,7 +442,7 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective settings as JSON-ready data, secrets masked."""
         data: dict[str, Any] = self.model_dump(mode="json")
-        for field in ("dsn", "owner_dsn"):
+        for field in ("dsn", "owner_dsn", "operator_dsn"):
             secret = getattr(self.database, field)
             if secret is not None:
                 data["database"][field] = mask_dsn(secret.get_secret_value())
@@ -455,17 +464,23 @@ def mask_dsn(dsn: str) -> str:
 
 
 def load_settings(
-    config_file: Path | None = None, *, credentials: bool = True, **overrides: Any
+    config_file: Path | None = None,
+    *,
+    credentials: bool = True,
+    operator: bool = False,
+    **overrides: Any,
 ) -> Settings:
     """Read settings from `config_file` (or `$KERNOS_CONFIG`, or ./kernos.toml) and the env.
 
     Beneath them lie the files `kernos up` writes; with `credentials=False` (agent workers) the
-    kernel's credentials file is not read.
+    kernel's credentials file is not read, and only with `operator=True` (the operator's
+    commands and scripts, never a worker) the operator's.
     """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {str(config_file)!r} does not exist")
     Settings.config_file = config_file
     Settings.with_credentials = credentials
+    Settings.with_operator = operator and credentials
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -477,3 +492,4 @@ def load_settings(
     finally:
         Settings.config_file = None
         Settings.with_credentials = True
+        Settings.with_operator = False

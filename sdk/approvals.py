@@ -47,7 +47,9 @@ async def decide(
     """Approve or deny a run's pending request (its only one, or `approval_id`).
 
     The approver must be allowed `approval.decide` on the request's resource by policy; either
-    way the attempt is audited in the run's tenant's chain. The run is then woken; if it does
+    way the attempt is audited in the run's tenant's chain. The database also asks for proof of
+    who decides, which the kernel's workers do not have: the client's API key, or (without one)
+    the operator's role (`[database] operator_dsn`). The run is then woken; if it does
     not take the wake-up within `wake_timeout_s` (no agent worker is up), it sees the decision
     when its wait times out.
     """
@@ -75,10 +77,19 @@ async def decide(
             key_id=key_id,
         )  # fmt: skip
         raise AccessDenied(refusal)
-    # Recorded and audited together, by the owner's function.
-    decided = await store.decide(
+    # Recorded and audited together by the owner's function, which asks for the approver's
+    # proof: the key itself, or the operator's role.
+    if key is not None:
+        if client.api_key is None:
+            raise AccessDenied(
+                f"deciding as API key {key.key_id}'s user needs the key itself, its proof"
+            )
+        proved = store
+    else:
+        proved = ApprovalStore(await client.operator_pool("deciding without an API key"))
+    decided = await proved.decide(
         approval.id, approver=approver, approve=approve, reason=reason, rule=decision.rule,
-        key_id=key_id,
+        api_key=client.api_key if key is not None else None,
     )  # fmt: skip
     return Decided(approval=decided, woken=await _wake(client, decided, wake_timeout_s))
 

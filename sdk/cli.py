@@ -401,9 +401,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: every error is one line on stderr and a non-zero exit, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
-        # Agent workers run untrusted code: they never read the kernel's credentials file.
+        # Agent workers run untrusted code: they never read the kernel's credentials file. No
+        # long-running process (worker, gateway, LLM server) reads the operator's.
         agent_worker = args.command == "worker" and args.kind == "agent"
-        settings = load_settings(args.config, credentials=not agent_worker)
+        settings = load_settings(
+            args.config,
+            credentials=not agent_worker,
+            operator=args.command not in ("worker", "gateway", "llm"),
+        )
         try:
             status: int = asyncio.run(args.handler(settings, args))
         finally:

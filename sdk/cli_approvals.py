@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from kernos.approvals import decide
 from kernos.cli_output import print_json, with_client
 from kernos.client import KernosClient
+from kernos.kernel.api_keys import OPERATOR
 from kernos.kernel.approvals import ApprovalStore
 from kernos.kernel.config import Settings
 from kernos.kernel.syscall_table import APPROVAL_DECIDE
@@ -29,6 +31,11 @@ def add_approval_commands(commands: argparse._SubParsersAction[argparse.Argument
         "--user",
         default="operator",
         help=f"who decides; policy says who may ({APPROVAL_DECIDE.name})",
+    )
+    approve.add_argument(
+        "--api-key",
+        help="decide as this key's user, the key as proof (or $KERNOS_API_KEY); without one, "
+        "the operator's role ([database] operator_dsn)",
     )
     approve.add_argument("--json", action="store_true")
     approve.set_defaults(handler=cmd_approve)
@@ -57,10 +64,15 @@ async def cmd_approvals(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
     """Record a decision on a run's waiting request and wake the run."""
+    api_key = args.api_key or os.environ.get("KERNOS_API_KEY") or None
 
     async def body(client: KernosClient) -> int:
+        # A key's holder decides as the key's user, whatever --user says (unless it says another).
+        approver = (
+            client.principal.user if client.principal and args.user == OPERATOR else args.user
+        )
         decided = await decide(
-            client, args.run, approver=args.user, approve=not args.deny, reason=args.reason,
+            client, args.run, approver=approver, approve=not args.deny, reason=args.reason,
             approval_id=args.id,
         )  # fmt: skip
         if args.json:
@@ -72,4 +84,4 @@ async def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
             print("the run was not listening; it sees the decision when it next asks")
         return 0
 
-    return await with_client(settings, body)
+    return await with_client(settings, body, api_key=api_key)

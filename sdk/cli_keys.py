@@ -7,13 +7,8 @@ import sys
 
 from kernos.cli_output import print_json, with_client
 from kernos.client import KernosClient
-from kernos.kernel.access import Decision, Subject
 from kernos.kernel.api_keys import ApiKeyStore
-from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
-from kernos.kernel.errors import InvalidRequest
-from kernos.kernel.syscall_table import KEY_CREATE, KEY_REVOKE
-from kernos.kernel.syscalls import check_name
 
 
 def add_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,32 +32,22 @@ async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     """Create, list or revoke API keys; creations and revocations are audited."""
 
     async def body(client: KernosClient) -> int:
-        store = ApiKeyStore(client.pool)
         if args.keys_command == "list":
-            keys = await store.listing(args.tenant)
+            keys = await ApiKeyStore(client.pool).listing(args.tenant)
             if args.json:
                 print_json({"keys": [key.model_dump(mode="json") for key in keys]})
             for key in [] if args.json else keys:
                 state = "revoked" if key.revoked_at else "active"
                 print(f"{key.id}  {state:<8} {key.tenant}/{key.user_name}  {key.label or ''}")
             return 0
+        # Made and revoked on the operator's role, each appended to the tenant's chain with it.
         if args.keys_command == "create":
-            try:
-                check_name("user", args.user)
-                check_name("tenant", args.tenant)
-            except ValueError as exc:
-                raise InvalidRequest(str(exc)) from None
-            key, token = await store.create(
-                user=args.user, tenant=args.tenant, created_by="operator", label=args.label
+            key, token = await client.create_key(
+                user=args.user, tenant=args.tenant, label=args.label
             )
         else:
-            key = await store.revoke(args.id)
+            key = await client.revoke_key(args.id)
             token = None
-        action = (KEY_CREATE if args.keys_command == "create" else KEY_REVOKE).name
-        await AuditLog(client.pool).record_operator(
-            Subject("", key.tenant, "operator", "*"), action, f"key:{key.id}",
-            Decision(True, None, f"{action} for {key.tenant}/{key.user_name}"),
-        )  # fmt: skip
         if args.json:
             print_json({**key.model_dump(mode="json"), **({"key": token} if token else {})})
         elif token:

@@ -9,9 +9,9 @@ from pathlib import Path
 from kernos.kernel.access import AccessManager, Decision, Subject, check_rule, read_policy_file
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
-from kernos.kernel.db.pool import open_pool
+from kernos.kernel.db.pool import open_pool, operator_dsn
 from kernos.kernel.errors import AccessDenied, ConfigError
-from kernos.kernel.policy_store import open_access
+from kernos.kernel.policy_store import PolicyStore, load_access
 from kernos.kernel.syscall_table import POLICY_EDIT
 
 #: What an edit of the rules for tenant T is decided as: `policy.edit` on `policy:T` (`policy:*`
@@ -45,12 +45,12 @@ async def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
             f"the rules are in {settings.policy.resolved_policy_path()} ([policy] store = "
             '"file"): edit that file, or set [policy] store = "database"'
         )
-    access, store = await open_access(settings)
-    if store is None:
+    access = await load_access(settings)
+    if args.policy_command in ("list", "test"):
         return _read(access, args)
+    # The kernel's role reads the rules; only the operator's edits them.
+    store = PolicyStore(operator_dsn(settings.database))
     try:
-        if args.policy_command in ("list", "test"):
-            return _read(access, args)
         if args.policy_command == "import":
             rules = read_policy_file(args.file)
             # An empty table is the first import: nobody could be allowed to edit it yet.
@@ -112,7 +112,8 @@ async def _may_edit(
 ) -> None:
     """Raise AccessDenied unless `user` may edit rules of `tenant`; audit the attempt.
 
-    A `bootstrap` (the first rules of an empty table) is allowed to whoever holds the DSN.
+    A `bootstrap` (the first rules of an empty table) is allowed to the operator's role. The
+    attempt is appended on the operator's connection: the kernel's role appends no allowed edit.
     """
     subject = Subject("", tenant, user, "*")
     resource = f"policy:{tenant}"
@@ -128,7 +129,7 @@ async def _may_edit(
         f"(no rule allows {EDIT} on {resource})",
         "policy",
     )
-    pool = await open_pool(settings.database)
+    pool = await open_pool(settings.database, operator=True)
     try:
         await AuditLog(pool).record_operator(subject, EDIT, resource, recorded)
     finally:

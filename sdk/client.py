@@ -27,12 +27,13 @@ from kernos.approvals import Decided, decide
 from kernos.kernel import telemetry, visibility
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.admission import admitted_spec
-from kernos.kernel.api_keys import ApiKeyStore, Principal
+from kernos.kernel.api_keys import OPERATOR, ApiKey, ApiKeyStore, Principal
 from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.errors import (
+    AccessDenied,
     InvalidRequest,
     InvalidRunSpec,
     KernosError,
@@ -167,6 +168,7 @@ class KernosClient:
         temporal: Client,
         pool: Pool,
         principal: Principal | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.settings = settings
         self.temporal = temporal
@@ -174,6 +176,9 @@ class KernosClient:
         self.runs = RunStore(pool)
         self.principal = principal
         """Who this client is, from its API key; None for the operator on the kernel host."""
+        #: The key itself: the proof the database asks of an approver (it keeps only a hash).
+        self._api_key = api_key
+        self._operator_pool: Pool | None = None
 
     @classmethod
     async def connect(
@@ -195,11 +200,33 @@ class KernosClient:
             except BaseException:
                 await pool.close()
                 raise
-        return cls(settings, temporal, pool, principal)
+        return cls(settings, temporal, pool, principal, api_key)
 
     async def close(self) -> None:
-        """Release the database pool."""
+        """Release the database pools."""
         await self.pool.close()
+        if self._operator_pool is not None:
+            await self._operator_pool.close()
+
+    async def operator_pool(self, what: str) -> Pool:
+        """The operator's connections, for `what` (a decision over the record).
+
+        Opened on first use with `[database] operator_dsn`; never for a client with an API key,
+        which acts as its key's user and not as the operator.
+        """
+        if self.principal is not None:
+            raise AccessDenied(
+                f"{what} is the operator's: API key {self.principal.key_id} is "
+                f"{self.principal.qualified!r}'s"
+            )
+        if self._operator_pool is None:
+            self._operator_pool = await open_pool(self.settings.database, operator=True)
+        return self._operator_pool
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key this client presents, if any (its proof as an approver)."""
+        return self._api_key
 
     async def __aenter__(self) -> KernosClient:
         return self
@@ -301,10 +328,29 @@ class KernosClient:
             raise InvalidRequest(str(exc)) from exc
         if max_tokens is not None and max_tokens < 1:
             raise InvalidRequest(f"a token budget must be at least 1, not {max_tokens}")
-        user = self.principal.user if self.principal else "operator"
-        async with self.pool.connection() as conn:
+        pool = await self.operator_pool("setting a budget")
+        async with pool.connection() as conn:
             # The owner's function changes the budget and appends it to the tenant's chain.
-            await conn.execute("SELECT budget_set(%s, %s, %s)", (tenant, max_tokens, user))
+            await conn.execute("SELECT budget_set(%s, %s, %s)", (tenant, max_tokens, OPERATOR))
+
+    async def create_key(
+        self, *, user: str, tenant: str, label: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new API key for `user` in `tenant`, and its token (shown this once); audited."""
+        try:
+            check_name("user", user)
+            check_name("tenant", tenant)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        pool = await self.operator_pool("making an API key")
+        return await ApiKeyStore(pool).create(
+            user=user, tenant=tenant, created_by=OPERATOR, label=label
+        )
+
+    async def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke an API key (kept, for the record); audited once."""
+        pool = await self.operator_pool("revoking an API key")
+        return await ApiKeyStore(pool).revoke(key_id, revoked_by=OPERATOR)
 
     async def approvals(
         self, *, run_id: str | None = None, tenant: str | None = None, pending_only: bool = True

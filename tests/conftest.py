@@ -91,7 +91,7 @@ def make_settings(
             "kernel_task_queue": f"kernel-{unique}",
             "llm_queue_prefix": f"llm-{unique}.",
         },
-        "database": {"dsn": postgres.dsn()},
+        "database": {"dsn": postgres.dsn(), "operator_dsn": postgres.dsn(role="operator")},
         "agents": AGENTS,
         "limits": {"retry_initial_interval_s": 0.2, "retry_max_interval_s": 1.0},
         # Anchoring starts a workflow that outlives the test's worker: only its own tests do it.

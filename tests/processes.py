@@ -35,7 +35,9 @@ def _toml_value(value: Any) -> str:
 def to_toml(settings: Settings) -> str:
     """The settings as a kernos.toml, secrets included (tests only)."""
     data = settings.model_dump(mode="json", exclude_none=True)
-    for section, field in (("database", "dsn"), ("database", "owner_dsn"), ("audit", "anchor_key")):
+    secrets = [("database", "dsn"), ("database", "owner_dsn"), ("database", "operator_dsn"),
+               ("audit", "anchor_key")]  # fmt: skip
+    for section, field in secrets:
         secret = getattr(getattr(settings, section), field)
         if secret is not None:
             data[section][field] = secret.get_secret_value()

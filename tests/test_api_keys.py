@@ -78,7 +78,7 @@ async def test_a_bad_key_authenticates_nobody(kernos_client: KernosClient, token
 
 async def test_a_right_id_with_a_wrong_secret_is_refused(kernos_client: KernosClient) -> None:
     store = ApiKeyStore(kernos_client.pool)
-    key, token = await store.create(user="u", tenant="t", created_by="test")
+    key, token = await kernos_client.create_key(user="u", tenant="t")
     assert (await store.authenticate(token)).key_id == key.id
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     with pytest.raises(AuthenticationFailed, match="authentication failed"):
@@ -88,7 +88,7 @@ async def test_a_right_id_with_a_wrong_secret_is_refused(kernos_client: KernosCl
 async def test_no_key_is_the_operators(kernos_client: KernosClient) -> None:
     # `operator` is who acts on the kernel's host; the default policy lets it decide everything.
     with pytest.raises(InvalidRequest, match="'operator' is the kernel host's operator"):
-        await ApiKeyStore(kernos_client.pool).create(user="operator", tenant="t", created_by="x")
+        await kernos_client.create_key(user="operator", tenant="t")
 
 
 async def test_a_kernel_can_require_a_key(

@@ -18,7 +18,6 @@ from kernos.approvals import decide
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel import visibility
-from kernos.kernel.api_keys import ApiKeyStore
 from kernos.kernel.approvals import Approval, ApprovalStore
 from tests import tools as test_tools
 from tests.conftest import workers
@@ -96,9 +95,7 @@ async def test_a_marked_call_waits_for_an_allowed_approver_then_runs_once(
         with pytest.raises(AccessDenied, match="'mallory' may not decide approvals of tool:charge"):
             await decide(client, handle.run_id, approver="mallory", approve=True)
         # A client with mallory's API key decides as mallory, whoever it names.
-        _, token = await ApiKeyStore(client.pool).create(
-            user="mallory", tenant=tenant, created_by="test"
-        )
+        _, token = await client.create_key(user="mallory", tenant=tenant)
         async with await KernosClient.connect(settings, api_key=token) as keyed:
             with pytest.raises(AccessDenied, match=r"/mallory''s: it cannot decide as 'alice'"):
                 await keyed.approve(handle.run_id, user="alice")

@@ -79,3 +79,61 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
         load_settings(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("credentials", "operator", "has_dsn", "has_operator"),
+    [
+        (False, False, False, False),  # agent workers
+        (True, False, True, False),  # kernel workers, the gateway, LLM servers
+        (True, True, True, True),  # the operator's commands and scripts
+        (False, True, False, False),  # the operator's file is a credential too
+    ],
+)
+def test_each_process_reads_only_its_own_credentials(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    credentials: bool,
+    operator: bool,
+    has_dsn: bool,
+    has_operator: bool,
+) -> None:
+    monkeypatch.setenv("KERNOS_STATE_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kernel.toml").write_text('[database]\ndsn = "postgresql://kernos:k@db/kernos"\n')
+    (tmp_path / "operator.toml").write_text(
+        '[database]\noperator_dsn = "postgresql://kernos_ops:o@db/kernos"\n'
+    )
+    settings = load_settings(credentials=credentials, operator=operator)
+    assert (settings.database.dsn is not None) == has_dsn
+    assert (settings.database.operator_dsn is not None) == has_operator
+    masked = repr(load_settings(operator=True).masked())
+    assert ":o@" not in masked and "kernos_ops:********@db" in masked
+
+
+@pytest.mark.parametrize(
+    ("argv", "operator"),
+    [
+        (["worker", "--kind", "kernel"], False),
+        (["worker", "--kind", "agent"], False),
+        (["gateway"], False),
+        (["llm", "serve", "--model", "m", "--name", "n"], False),
+        (["approve", "run-1"], True),
+        (["budget", "set", "t", "5"], True),
+        (["ps"], True),
+    ],
+)
+def test_no_worker_or_gateway_reads_the_operators_credential(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], operator: bool
+) -> None:
+    from kernos import cli
+
+    asked: list[bool] = []
+
+    def refusing(*args: object, **kwargs: bool) -> None:
+        asked.append(kwargs["operator"])
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(cli, "load_settings", refusing)
+    assert cli.main(argv) == 1
+    assert asked == [operator]

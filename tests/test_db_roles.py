@@ -58,6 +58,26 @@ ATTACKS = [
     f"ALTER DATABASE {KERNEL_DATABASE} OWNER TO {KERNEL_ROLE}",
     f"ALTER TABLE runs OWNER TO {KERNEL_ROLE}",
     "DROP TABLE runs",
+    # Decisions over the record: the operator's, or an approver's with a key.
+    *(
+        "SELECT audit_append('w', 'operator', 'x/' || gen_random_uuid(), 1, NULL, 't', 'u', '*',"
+        f" '{action}', 'r', 'allow', NULL, 'forged', 'policy')"
+        for action in ("approval.decide", "budget.set", "policy.edit", "keys.create", "keys.revoke")
+    ),
+    "SELECT audit_chain_append('w', 'operator', 'x', 1, NULL, 't', 'u', '*', 'approval.decide',"
+    " 'r', 'allow', NULL, 'forged', 'policy', NULL)",
+    "SELECT approval_decide(gen_random_uuid(), true, NULL, NULL, 'operator', NULL)",
+    "SELECT budget_set('t', 5, 'operator')",
+    "SELECT api_key_create('x', '\\x00', 'u', 't', NULL, 'me')",
+    "SELECT api_key_revoke('x', 'me')",
+    "INSERT INTO api_keys (id, secret_sha256, user_name, tenant, created_by)"
+    " VALUES ('x', '\\x00', 'u', 't', 'me')",
+    "UPDATE api_keys SET revoked_at = NULL",
+    "UPDATE api_keys SET user_name = 'operator'",
+    "DELETE FROM api_keys",
+    "INSERT INTO casbin_rule (ptype, v0) VALUES ('p', 'x')",
+    "UPDATE casbin_rule SET v0 = v0",
+    "DELETE FROM casbin_rule",
 ]
 
 
@@ -74,6 +94,13 @@ def test_the_kernels_role_keeps_its_runs_and_reads_its_judges(postgres: Embedded
         for table in JUDGED_BY:
             conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
         conn.execute("UPDATE runs SET status = status WHERE false")
+        conn.execute("UPDATE api_keys SET last_used_at = now() WHERE false")
+        conn.execute("SELECT count(*) FROM casbin_rule")
+        # A refusal of any decision is the kernel's to record.
+        conn.execute(
+            "SELECT audit_append('w', 'operator', 'x/' || gen_random_uuid(), 1, NULL,"
+            " 'roles-test', 'u', '*', 'approval.decide', 'r', 'deny', NULL, 'refused', 'policy')"
+        )
         conn.rollback()
 
 
@@ -121,9 +148,13 @@ async def test_a_cluster_from_before_the_owner_role_is_converted(tmp_path: Path)
     legacy_cluster(data_dir)
     postgres = EmbeddedPostgres.start(data_dir)
     try:
-        assert await upgrade(postgres.dsn(role="owner")) == ["0016_kernel_role"]
+        assert await upgrade(postgres.dsn(role="owner")) == [
+            "0016_kernel_role",
+            "0017_operator_role",
+        ]
         stored = json.loads(data_dir.with_name("data.credentials.json").read_text())
-        assert set(stored) == {"owner_password", "kernel_password"}  # no superuser's
+        # No superuser's.
+        assert set(stored) == {"owner_password", "kernel_password", "operator_password"}
         with psycopg.connect(postgres.dsn()) as conn:
             cursor = conn.execute("SELECT run_id FROM runs")
             assert cursor.fetchall() == [("run-old",)]  # nothing lost
@@ -133,5 +164,59 @@ async def test_a_cluster_from_before_the_owner_role_is_converted(tmp_path: Path)
         old_admin = f"postgresql://postgres:old-admin@/postgres?host={postgres.socket_dir}"
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(old_admin).close()
+    finally:
+        postgres.stop(delete=True)
+
+
+def cluster_before_the_operator(data_dir: Path) -> None:
+    """A cluster as kernos set it up before the operator's role: converted to the owner role,
+    migrations up to 0016, nobody knowing the superuser's password."""
+    legacy_cluster(data_dir)
+    server = get_server(data_dir, cleanup_mode=None)
+    socket = server.get_uri().split("host=")[1]
+    admin = f"postgresql://postgres:old-admin@/postgres?host={socket}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE ROLE kernos_owner LOGIN PASSWORD 'old-owner'")
+        conn.execute("CREATE ROLE kernos_kernel NOLOGIN")
+        conn.execute("GRANT kernos_kernel TO kernos")
+    with psycopg.connect(admin.replace("/postgres?", "/kernos?"), autocommit=True) as conn:
+        conn.execute("REASSIGN OWNED BY kernos TO kernos_owner")
+    owner = f"postgresql://kernos_owner:old-owner@/kernos?host={socket}"
+    with psycopg.connect(owner, autocommit=True) as conn:
+        [migration] = [m for m in available() if m.version == 16]
+        conn.execute(migration.sql.encode())
+        conn.execute(
+            "INSERT INTO kernos_schema_migrations (version, name) VALUES (%s, %s)",
+            (migration.version, migration.name),
+        )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("ALTER ROLE postgres PASSWORD NULL")
+    server.cleanup_mode = "stop"
+    server.cleanup()
+    data_dir.with_name(data_dir.name + ".credentials.json").write_text(
+        json.dumps({"owner_password": "old-owner", "kernel_password": "old-kernel"})
+    )
+
+
+async def test_a_cluster_from_before_the_operator_role_gets_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    cluster_before_the_operator(data_dir)
+    hba = (data_dir / "pg_hba.conf").read_text()
+    postgres = EmbeddedPostgres.start(data_dir)
+    try:
+        assert await upgrade(postgres.dsn(role="owner")) == ["0017_operator_role"]
+        stored = json.loads(data_dir.with_name("data.credentials.json").read_text())
+        assert set(stored) == {"owner_password", "kernel_password", "operator_password"}
+        assert stored["kernel_password"] == "old-kernel"
+        with psycopg.connect(postgres.dsn(role="operator")) as conn:
+            conn.execute("SELECT budget_set('t', 5, 'operator')")
+        with psycopg.connect(postgres.dsn()) as conn:
+            assert conn.execute("SELECT run_id FROM runs").fetchall() == [("run-old",)]
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT budget_set('t', 10, 'operator')")
+        # The socket trusted the superuser only while the role was made.
+        assert (data_dir / "pg_hba.conf").read_text() == hba
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(postgres.trust_dsn()).close()
     finally:
         postgres.stop(delete=True)

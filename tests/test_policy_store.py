@@ -36,7 +36,10 @@ async def test_rules_in_the_database_are_edited_live_and_only_by_editors(
     await upgrade(postgres.dsn(role="owner", database=database))
     settings = make_settings(
         temporal, postgres,
-        database={"dsn": postgres.dsn(database=database)},
+        database={
+            "dsn": postgres.dsn(database=database),
+            "operator_dsn": postgres.dsn(role="operator", database=database),
+        },
         policy={"store": "database"},
         tools={"registry": {"charge": "tests.tools:charge"}},
     )  # fmt: skip

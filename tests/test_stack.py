@@ -65,8 +65,15 @@ async def test_up_status_run_crash_down(tmp_path: Path) -> None:
         assert tomllib.loads(kernel_toml.read_text())["audit"]["anchor_key"] == anchor_key
         # No superuser's password is on disk; the owner's is not in the workers' settings.
         stored = json.loads((tmp_path / ".kernos" / "postgres.credentials.json").read_text())
-        assert set(stored) == {"owner_password", "kernel_password"}
+        assert set(stored) == {"owner_password", "kernel_password", "operator_password"}
         assert stored["owner_password"] not in kernel_toml.read_text()
+        # The operator's credential is in its own file, which only the operator's commands read.
+        operator_toml = tmp_path / ".kernos" / "operator.toml"
+        assert operator_toml.stat().st_mode & 0o077 == 0
+        assert stored["operator_password"] in operator_toml.read_text()
+        assert stored["operator_password"] not in kernel_toml.read_text()
+        code, out, err = await kernos(tmp_path, env, "budget", "set", "stack-test", "1000")
+        assert code == 0, err
 
         # PostgreSQL also listens on its TCP port, with passwords only.
         port = env["KERNOS_EMBEDDED__POSTGRES_PORT"]

@@ -21,17 +21,29 @@ def dsn(settings: DatabaseSettings) -> str:
     return settings.dsn.get_secret_value()
 
 
-async def open_pool(settings: DatabaseSettings) -> Pool:
-    """Open a pool on the kernel's DSN; rows come back as dicts."""
-    url = dsn(settings)
+def operator_dsn(settings: DatabaseSettings) -> str:
+    """The operator's DSN, or ConfigError saying what needs it and where to set it."""
+    if settings.operator_dsn is None:
+        raise ConfigError(
+            "decisions over the record (approving without an API key, budgets, rules, API keys) "
+            "are the operator's: set [database] operator_dsn or KERNOS_DATABASE__OPERATOR_DSN "
+            "(on the embedded stack, `kernos up` writes it to .kernos/operator.toml)"
+        )
+    return settings.operator_dsn.get_secret_value()
+
+
+async def open_pool(settings: DatabaseSettings, *, operator: bool = False) -> Pool:
+    """Open a pool on the kernel's DSN (or the operator's); rows come back as dicts."""
+    url = operator_dsn(settings) if operator else dsn(settings)
     # One plain connection first: a wrong password or host fails now, with the server's reason,
     # rather than after the pool's timeout of retrying in the background.
     probe = await AsyncConnection.connect(url, connect_timeout=10)
     await probe.close()
     pool: Pool = AsyncConnectionPool(
         url,
-        min_size=settings.pool_min,
-        max_size=settings.pool_max,
+        # The operator's pool serves one command's or script's decisions at a time.
+        min_size=min(settings.pool_min, 1) if operator else settings.pool_min,
+        max_size=2 if operator else settings.pool_max,
         kwargs={"row_factory": dict_row, "autocommit": True},
         connection_class=AsyncConnection[DictRow],
         open=False,
