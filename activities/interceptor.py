@@ -8,6 +8,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -15,7 +16,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from kernos.activities.errors import public_type, to_application_error
+from kernos.activities.errors import Sealer, public_type, sealed_failure, to_application_error
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
 from kernos.kernel.claims import Claims, Served, false_claim, lost_affinity
@@ -28,9 +29,10 @@ from kernos.kernel.errors import (
 )
 from kernos.kernel.identity import Caller, CallerDenied
 from kernos.kernel.kernel import Kernel
+from kernos.kernel.result_seal import error_seal, result_seal
 from kernos.kernel.runs import RunRecord
 from kernos.kernel.syscall_table import SYSCALLS, Syscall
-from kernos.kernel.syscalls import SyscallRequest, TokenUsage
+from kernos.kernel.syscalls import SyscallRequest, SyscallResponse, TokenUsage
 
 #: The run on whose behalf the current activity runs, as the kernel resolved it.
 CALLER: ContextVar[Caller] = ContextVar("kernos_caller")
@@ -78,17 +80,27 @@ class SyscallInterceptor(Interceptor):
     def __init__(self, kernel: Kernel, served: Served) -> None:
         self.kernel = kernel
         self.served = served
+        secret = kernel.settings.temporal.result_key
+        #: What results and errors are sealed with (`kernel.result_seal`); None: not sealed.
+        self.result_key = secret.get_secret_value().encode() if secret is not None else None
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Wrap every activity of the worker."""
-        return _SyscallInbound(next, self.kernel, self.served)
+        return _SyscallInbound(next, self.kernel, self.served, self.result_key)
 
 
 class _SyscallInbound(ActivityInboundInterceptor):
-    def __init__(self, next: ActivityInboundInterceptor, kernel: Kernel, served: Served) -> None:
+    def __init__(
+        self,
+        next: ActivityInboundInterceptor,
+        kernel: Kernel,
+        served: Served,
+        result_key: bytes | None,
+    ) -> None:
         super().__init__(next)
         self.kernel = kernel
         self.served = served
+        self.result_key = result_key
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
@@ -102,6 +114,16 @@ class _SyscallInbound(ActivityInboundInterceptor):
         )
         request = input.args[0] if input.args else None
         asked = request.resource() if isinstance(request, SyscallRequest) else syscall.name
+        answered = request if isinstance(request, BaseModel) else None
+        sealer: Sealer | None = None
+        if self.result_key is not None:
+            result_key = self.result_key
+
+            def sealer(kind: str, message: str) -> str:
+                return error_seal(
+                    result_key, key.workflow_id, syscall.name, answered, kind, message
+                )
+
         try:
             try:
                 caller = await self.kernel.identity.resolve(key.workflow_id, key.execution_run_id)
@@ -127,14 +149,23 @@ class _SyscallInbound(ActivityInboundInterceptor):
                 await self.kernel.audit.record_decision(key, subject, syscall.name, asked, refusal)
                 raise AccessDenied(false) if false else AffinityLost(lost or "")
             if not syscall.policy_checked:
-                return await super().execute_activity(input)
-            return await self._decided(input, key, subject, syscall, request)
+                result = await super().execute_activity(input)
+            else:
+                result = await self._decided(input, key, subject, syscall, request)
         except KernosError as exc:
             # Not chained: the server drops a pending activity's failure past a few KiB (it
             # shows "Failure exceeds size limit" instead), and a chain of HTTP-client stack
             # traces gets there. The message carries the cause; the worker's log has the trace.
             activity.logger.info("syscall %s failed: %r", syscall.name, exc, exc_info=exc)
-            raise to_application_error(exc) from None
+            raise to_application_error(exc, sealer) from None
+        except Exception as exc:
+            if sealer is None:
+                raise
+            raise sealed_failure(exc, sealer) from exc
+        if self.result_key is None or not isinstance(result, SyscallResponse):
+            return result
+        seal = result_seal(self.result_key, key.workflow_id, syscall.name, answered, result)
+        return result.model_copy(update={"seal": seal})
 
     async def _decided(
         self,

@@ -7,7 +7,9 @@
    change).
 2. The check of what a workflow claims about a syscall (`kernel.claims.false_claim`: queue,
    model, priority and fairness, timeouts, retries against the syscall table and the run's
-   record), on an honest `llm.chat` of a `fair` run: microseconds per syscall, in-process.
+   record), on an honest `llm.chat` of a `fair` run: microseconds per syscall, in-process;
+   and the seal of its result (`kernel.result_seal`): made on the kernel worker, checked on
+   the agent worker.
 3. The kernel's database work per syscall: the decision's audit row (one statement: the run's
    liveness, the tenant's budget, the hash chain's append) and the result row, on an embedded
    PostgreSQL of its own: p50 and p99, one at a time; then 8 at once spread over 8 tenants
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import secrets
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -37,10 +40,12 @@ from kernos.kernel.claims import Claims, Served, false_claim
 from kernos.kernel.config import DatabaseSettings, Settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.db.pool import Pool, open_pool
+from kernos.kernel.result_seal import result_seal, verified
 from kernos.kernel.runs import RunRecord, RunStore
 from kernos.kernel.syscall_table import LLM_CHAT
 from kernos.kernel.syscalls import (
     LLMRequest,
+    LLMResponse,
     Message,
     RunInput,
     RunSpec,
@@ -115,6 +120,31 @@ def claims_check_us(count: int) -> float:
     for _ in range(count):
         false_claim(LLM_CHAT, claims, request, record, served)
     return (time.perf_counter() - started) / count * 1e6
+
+
+def result_seal_us(count: int) -> tuple[float, float]:
+    """Microseconds per seal and per check of an `llm.chat` result (kernel and agent side).
+
+    A request of 20 messages of 200 characters, and an answer of 500, both dumped to JSON and
+    hashed under HMAC-SHA256 on each side.
+    """
+    key = secrets.token_bytes(32)
+    request = LLMRequest(
+        model="m", messages=[Message(role="user", content="x" * 200) for _ in range(20)]
+    )
+    response = LLMResponse(text="y" * 500, model="m", usage=TokenUsage(input_tokens=900))
+    started = time.perf_counter()
+    for _ in range(count):
+        sealed = response.model_copy(
+            update={"seal": result_seal(key, "run-1", LLM_CHAT.name, request, response)}
+        )
+    sealing = (time.perf_counter() - started) / count * 1e6
+    started = time.perf_counter()
+    for _ in range(count):
+        expected = result_seal(key, "run-1", LLM_CHAT.name, request, sealed)
+        assert verified(expected, sealed.seal)
+        sealed.model_copy(update={"seal": None})
+    return sealing, (time.perf_counter() - started) / count * 1e6
 
 
 async def timed(count: int, concurrency: int, call: Callable[[int], Awaitable[Any]]) -> list[float]:
@@ -203,6 +233,9 @@ async def main() -> None:
         "decisions_per_s_1000_rules_remembered": round(large_warm),
         "claims_check_us": round(claims_check_us(args.decisions * 4), 1),
     }
+    sealing, checking = result_seal_us(args.decisions)
+    result["result_seal_us"] = round(sealing, 1)
+    result["result_check_us"] = round(checking, 1)
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
     try:
         await upgrade(postgres.dsn(role="owner"))

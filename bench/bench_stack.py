@@ -41,6 +41,7 @@ class Services:
                 "agent_task_queue": f"agents-{unique}",
                 "kernel_task_queue": f"kernel-{unique}",
                 "llm_queue_prefix": f"llm-{unique}.",
+                "result_key": "bench-result-key",
             },
             "database": {"dsn": self.postgres.dsn(), "pool_max": 16},
             "agents": AGENTS,

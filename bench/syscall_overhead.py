@@ -177,7 +177,8 @@ async def main() -> None:
     try:
         await upgrade(postgres.dsn(role="owner"))
         settings = load_settings(
-            temporal={"address": temporal.address},
+            # Results sealed and checked, as on every kernel `kernos up` starts.
+            temporal={"address": temporal.address, "result_key": "bench-result-key"},
             database={"dsn": postgres.dsn()},
             llm=[{"name": "noop", "kind": "scripted", "model": "noop", "slots": 64}],
             default_model="noop",  # not the embedded stack's model, if one was set up here

@@ -29,7 +29,13 @@ from kernos.infra.postgres import (
     stop_cluster,
 )
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.config import CREDENTIALS_FILE, OPERATOR_FILE, STACK_FILE, Settings
+from kernos.kernel.config import (
+    AGENT_FILE,
+    CREDENTIALS_FILE,
+    OPERATOR_FILE,
+    STACK_FILE,
+    Settings,
+)
 from kernos.kernel.db import upgrade
 from kernos.kernel.errors import ConfigError
 
@@ -115,13 +121,21 @@ def _write_settings(
     )
     (state / STACK_FILE).write_text(stack)
     credentials = state / CREDENTIALS_FILE
-    # The anchor key outlives restarts: anchors signed before must still count.
-    anchor_key = _stored_anchor_key(credentials) or secrets.token_hex(32)
+    # The keys outlive restarts: anchors signed before must still count, and runs in flight
+    # replay the results sealed before.
+    anchor_key = _stored(credentials, "audit", "anchor_key") or secrets.token_hex(32)
+    result_key = _stored(credentials, "temporal", "result_key") or secrets.token_hex(32)
     _write_secret(
         credentials,
         "# Written by `kernos up`: the kernel's credentials. Agent workers never read this.\n"
         f"[database]\ndsn = {_toml(postgres.dsn())}\n\n"
-        f"[audit]\nanchor_key = {_toml(anchor_key)}\n",
+        f"[audit]\nanchor_key = {_toml(anchor_key)}\n\n"
+        f"[temporal]\nresult_key = {_toml(result_key)}\n",
+    )
+    _write_secret(
+        state / AGENT_FILE,
+        "# Written by `kernos up`: what agent workers check kernel workers' results with.\n"
+        f"[temporal]\nresult_key = {_toml(result_key)}\n",
     )
     _write_secret(
         state / OPERATOR_FILE,
@@ -137,12 +151,12 @@ def _write_secret(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _stored_anchor_key(credentials: Path) -> str | None:
+def _stored(credentials: Path, section: str, name: str) -> str | None:
     import tomllib
 
     if not credentials.is_file():
         return None
-    key = tomllib.loads(credentials.read_text()).get("audit", {}).get("anchor_key")
+    key = tomllib.loads(credentials.read_text()).get(section, {}).get(name)
     return key if isinstance(key, str) else None
 
 

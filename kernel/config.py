@@ -40,6 +40,11 @@ class TemporalSettings(BaseModel):
     kernel_task_queue: str = "kernos.kernel"
     llm_queue_prefix: str = "llm."
     """LLM pool queues are `<prefix><model>`; kernels sharing a namespace use distinct prefixes."""
+    result_key: SecretStr | None = None
+    """The key kernel workers seal syscall results with, and agent workers check them with (the
+    same on both): a result completed by any other poller of a kernel queue is refused before
+    agent code sees it. `kernos up` makes one and keeps it. Changing it while runs are in
+    flight fails their replay: let them finish first."""
     max_cached_workflows: int = Field(default=10_000, ge=0)
     """Runs an agent worker keeps in memory between their workflow tasks (1,000 more cached
     runs took 73 MB more in bench/scaling.py); a run evicted from the cache is replayed from
@@ -178,6 +183,8 @@ STACK_FILE = "stack.toml"
 CREDENTIALS_FILE = "kernel.toml"
 #: The operator's credential on this host (mode 0600); no worker or gateway loads it.
 OPERATOR_FILE = "operator.toml"
+#: What agent workers are given on this host (mode 0600): the key that checks syscall results.
+AGENT_FILE = "agent.toml"
 
 
 class SchedulerSettings(BaseModel):
@@ -415,6 +422,8 @@ class Settings(BaseSettings):
         stack = [state_dir() / STACK_FILE]
         if cls.with_credentials:
             stack.append(state_dir() / CREDENTIALS_FILE)
+        else:
+            stack.append(state_dir() / AGENT_FILE)
         if cls.with_operator:
             stack.append(state_dir() / OPERATOR_FILE)
         return (
@@ -448,6 +457,8 @@ class Settings(BaseSettings):
                 data["database"][field] = mask_dsn(secret.get_secret_value())
         if self.audit.anchor_key is not None:
             data["audit"]["anchor_key"] = "********"
+        if self.temporal.result_key is not None:
+            data["temporal"]["result_key"] = "********"
         return data
 
 
@@ -473,8 +484,8 @@ def load_settings(
     """Read settings from `config_file` (or `$KERNOS_CONFIG`, or ./kernos.toml) and the env.
 
     Beneath them lie the files `kernos up` writes; with `credentials=False` (agent workers) the
-    kernel's credentials file is not read, and only with `operator=True` (the operator's
-    commands and scripts, never a worker) the operator's.
+    kernel's credentials file is not read (the agent workers' own is, instead), and only with
+    `operator=True` (the operator's commands and scripts, never a worker) the operator's.
     """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {str(config_file)!r} does not exist")

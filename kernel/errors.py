@@ -84,6 +84,14 @@ class AffinityLost(AccessDenied):
     """
 
 
+class UnsealedResult(AccessDenied):
+    """A syscall's result or error that no kernel worker sealed: refused, its content unread.
+
+    Another poller of the syscall's task queue completed it (or the kernel's and the agent
+    workers' `[temporal] result_key` differ).
+    """
+
+
 class ApprovalRequired(KernosError):
     """A syscall that policy lets through only with a human's approval, not given yet.
 

@@ -23,7 +23,7 @@ _VERSION_COLUMNS = "path, version, size, sha256, action, created_at"
 
 
 def _version(row: dict[str, Any]) -> FileVersion:
-    return FileVersion.model_validate({key: row[key] for key in FileVersion.model_fields})
+    return FileVersion.model_validate({key: row[key] for key in _VERSION_COLUMNS.split(", ")})
 
 
 class StorageStore:

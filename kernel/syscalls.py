@@ -329,7 +329,14 @@ class LLMRequest(SyscallRequest):
         return f"llm:{self.model}"
 
 
-class LLMResponse(BaseModel):
+class SyscallResponse(BaseModel):
+    """What a syscall returns: the kernel worker that answered seals it (`result_seal`)."""
+
+    seal: str | None = Field(default=None, repr=False)
+    """The kernel worker's seal, checked (and cleared) before the agent sees the response."""
+
+
+class LLMResponse(SyscallResponse):
     """The result of `llm.chat`."""
 
     text: str
@@ -364,7 +371,7 @@ class ConversationOpen(SyscallRequest):
         return "conversation:new"
 
 
-class ConversationRef(BaseModel):
+class ConversationRef(SyscallResponse):
     """A conversation, as agent state holds it: by reference, never by content."""
 
     model_config = ConfigDict(frozen=True)
@@ -386,7 +393,7 @@ class CompactRequest(SyscallRequest):
         return f"llm:{self.model}"
 
 
-class Compaction(BaseModel):
+class Compaction(SyscallResponse):
     """What `llm.compact` did."""
 
     summarized: int
@@ -563,7 +570,7 @@ class MemoryList(MemoryScoped):
     _filter = field_validator("filter")(_check_metadata)
 
 
-class MemoryItem(BaseModel):
+class MemoryItem(SyscallResponse):
     """An item as memory syscalls return it."""
 
     id: str
@@ -585,13 +592,13 @@ class MemoryAdded(MemoryItem):
     evicted: list[str] = []
 
 
-class MemoryItems(BaseModel):
+class MemoryItems(SyscallResponse):
     """Items of `memory.search` (best first) or `memory.list` (newest first)."""
 
     items: list[MemoryItem]
 
 
-class MemoryDeleted(BaseModel):
+class MemoryDeleted(SyscallResponse):
     """What `memory.delete` did (a retried delete finds nothing left and says so)."""
 
     id: str
@@ -697,13 +704,13 @@ class FileHit(BaseModel):
     snippet: str
 
 
-class FileHits(BaseModel):
+class FileHits(SyscallResponse):
     """Files of `storage.search`, best first."""
 
     files: list[FileHit]
 
 
-class FileVersion(BaseModel):
+class FileVersion(SyscallResponse):
     """One version of a file."""
 
     path: str
@@ -714,7 +721,7 @@ class FileVersion(BaseModel):
     created_at: datetime
 
 
-class FileContent(BaseModel):
+class FileContent(SyscallResponse):
     """What `storage.read` returns."""
 
     path: str
@@ -735,19 +742,19 @@ class FileInfo(BaseModel):
     deleted: bool
 
 
-class FileList(BaseModel):
+class FileList(SyscallResponse):
     """Files of `storage.list`, by path."""
 
     files: list[FileInfo]
 
 
-class FileVersions(BaseModel):
+class FileVersions(SyscallResponse):
     """Versions of `storage.versions`, oldest first."""
 
     versions: list[FileVersion]
 
 
-class FileDeleted(BaseModel):
+class FileDeleted(SyscallResponse):
     """What `storage.delete` did (False: already deleted)."""
 
     path: str
@@ -774,7 +781,7 @@ class ToolCallRequest(SyscallRequest):
         return f"tool:{self.name}"
 
 
-class ToolResult(BaseModel):
+class ToolResult(SyscallResponse):
     """What a tool call came to: its output, or an error the model can read and act on.
 
     Bad arguments, a tool's own exception, a timeout or an oversized result are results, not

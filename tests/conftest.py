@@ -30,6 +30,9 @@ from kernos.kernel.llm.base import LLMBackend
 from kernos.worker import RunningWorkers, WorkerGroup, WorkerKind
 from tests.agents import AGENTS
 
+#: Kernel and agent workers of the tests seal and check syscall results with this key.
+RESULT_KEY = uuid.uuid4().hex
+
 # Tests never read a developer's ./kernos.toml: settings come from the fixtures alone.
 _EMPTY_CONFIG = Path(tempfile.mkdtemp(prefix="kernos-test-")) / "kernos.toml"
 _EMPTY_CONFIG.write_text("")
@@ -90,6 +93,7 @@ def make_settings(
             "agent_task_queue": f"agents-{unique}",
             "kernel_task_queue": f"kernel-{unique}",
             "llm_queue_prefix": f"llm-{unique}.",
+            "result_key": RESULT_KEY,
         },
         "database": {"dsn": postgres.dsn(), "operator_dsn": postgres.dsn(role="operator")},
         "agents": AGENTS,

@@ -12,7 +12,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from kernos.kernel import errors, scheduler, visibility
+    from kernos.kernel import errors, result_seal, scheduler, visibility
     from kernos.kernel.syscall_table import (
         LLM_CHAT,
         LLM_COMPACT,
@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         LLMResponse,
         RunInput,
         RunOutcome,
+        SyscallResponse,
         TokenUsage,
         ToolCallRequest,
         ToolResult,
@@ -102,6 +103,7 @@ class SyscallDispatcher:
         #: Decisions announced to this run (`kernos approve`), and syscalls waiting for one.
         self._decisions = 0
         self._waiting = 0
+        self._workflow_id = workflow.info().workflow_id
 
     def approval_decided(self) -> None:
         """Wake the syscalls that wait for an approval; each asks the kernel again.
@@ -110,17 +112,24 @@ class SyscallDispatcher:
         """
         self._decisions += 1
 
-    async def _approved(self, execute: Callable[[], Awaitable[Answer]]) -> Answer:
+    async def _approved(
+        self,
+        syscall: Syscall[Any, Any],
+        request: BaseModel,
+        execute: Callable[[], Awaitable[Answer]],
+    ) -> Answer:
         """Run a syscall; while the kernel says it awaits a human's approval, wait for one.
 
         The run shows `awaiting-approval` in its status meanwhile. A wait ends at a decision or
-        at the approval's timeout; either way the kernel is asked again and decides.
+        at the approval's timeout; either way the kernel is asked again and decides. What comes
+        back is checked first: only a result or error sealed by a kernel worker gets further.
         """
         timeout = self.run.limits.approval_timeout_s
         while True:
             try:
-                return await execute()
+                return self._unsealed(syscall, request, await execute())
             except ActivityError as exc:
+                self._check_failure(syscall, request, exc)
                 cause = exc.cause
                 if not (isinstance(cause, ApplicationError) and cause.type == "ApprovalRequired"):
                     raise
@@ -132,6 +141,45 @@ class SyscallDispatcher:
                 finally:
                     self._wait_ends()
                 timeout = _RECHECK_S
+
+    def _unsealed(self, syscall: Syscall[Any, Any], request: BaseModel, result: Answer) -> Answer:
+        """The result without its seal, once checked; UnsealedResult if no kernel worker's."""
+        key = result_seal.checking()
+        if key is None or not isinstance(result, SyscallResponse):
+            return result
+        expected = result_seal.result_seal(key, self._workflow_id, syscall.name, request, result)
+        if not result_seal.verified(expected, result.seal):
+            raise self._unsealed_error(syscall, "result")
+        return result.model_copy(update={"seal": None})
+
+    def _check_failure(
+        self, syscall: Syscall[Any, Any], request: BaseModel, exc: ActivityError
+    ) -> None:
+        """Raise UnsealedResult for an activity's error that a kernel worker did not seal.
+
+        Only errors that workers raise (ApplicationError) are sealed; timeouts and
+        cancellations come from the server.
+        """
+        cause = exc.cause
+        key = result_seal.checking()
+        if key is None or not isinstance(cause, ApplicationError):
+            return
+        kind = cause.type or type(cause).__name__
+        expected = result_seal.error_seal(
+            key, self._workflow_id, syscall.name, request, kind, cause.message
+        )
+        if not (cause.details and result_seal.verified(expected, cause.details[-1])):
+            raise self._unsealed_error(syscall, f"{kind} error") from None
+
+    def _unsealed_error(self, syscall: Syscall[Any, Any], what: str) -> errors.UnsealedResult:
+        workflow.logger.warning(
+            "%s of %s was not sealed by a kernel worker: refused", what, syscall.name
+        )
+        return errors.UnsealedResult(
+            f"the {what} of {syscall.name} was not sealed by a kernel worker: another poller "
+            "of its task queue completed it, or the workers' [temporal] result_key differ. "
+            "Refused, unread"
+        )
 
     def _decided_after(self, seen: int) -> Callable[[], bool]:
         return lambda: self._decisions > seen
@@ -202,6 +250,8 @@ class SyscallDispatcher:
         """
         try:
             result: Response = await self._approved(
+                syscall,
+                request,
                 lambda: workflow.execute_activity(
                     syscall.name,
                     request,
@@ -211,7 +261,7 @@ class SyscallDispatcher:
                     start_to_close_timeout=syscall.start_to_close(self.run.limits),
                     retry_policy=self._retry,
                     summary=f"{syscall.name} {detail}".rstrip(),
-                )
+                ),
             )
         except ActivityError as exc:
             _raise_translated(exc)
@@ -268,6 +318,8 @@ class SyscallDispatcher:
     ) -> Result:
         limits = self.run.limits
         return await self._approved(
+            syscall,
+            request,
             lambda: workflow.execute_activity(
                 syscall.name,
                 request,
@@ -280,7 +332,7 @@ class SyscallDispatcher:
                 retry_policy=self._retry,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{syscall.name} {detail}",
-            )
+            ),
         )
 
     async def finish(self, outcome: RunOutcome) -> None:

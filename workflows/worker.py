@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -9,8 +10,11 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from kernos.kernel.config import Settings
+from kernos.kernel.result_seal import SealCheckInterceptor
 from kernos.workflows import registry
 from kernos.workflows.agent_run import AgentRun
+
+log = logging.getLogger(__name__)
 
 # kernos itself and the libraries it imports are deterministic where workflows use them; agents'
 # own modules are not passed through, so they are imported, and checked, inside the sandbox.
@@ -37,12 +41,22 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
 def agent_worker(
     client: Client, settings: Settings, *, agents: dict[str, str] | None = None
 ) -> Worker:
-    """A worker for `AgentRun` with the configured agents registered."""
+    """A worker for `AgentRun` with the configured agents registered.
+
+    With `[temporal] result_key`, its runs take only results that kernel workers sealed.
+    """
     registry.register(agents if agents is not None else settings.agents)
+    key = settings.temporal.result_key
+    if key is None:
+        log.warning(
+            "agent worker: no [temporal] result_key, so syscall results are not checked: a "
+            "poller of a kernel queue other than the kernel's could answer this worker's runs"
+        )
     return Worker(
         client,
         task_queue=settings.temporal.agent_task_queue,
         workflows=[AgentRun],
+        interceptors=[SealCheckInterceptor(key.get_secret_value().encode())] if key else [],
         workflow_runner=sandbox_runner(),
         max_cached_workflows=settings.temporal.max_cached_workflows,
         # A dead worker's runs move to another within seconds, not the default ten.
