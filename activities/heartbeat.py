@@ -1,14 +1,51 @@
-"""Heartbeating a long activity on a clock, whatever the pace of its progress."""
+"""Heartbeating a long activity on a clock, whatever the pace of its progress.
+
+What an attempt heartbeats is what a later attempt of the same activity resumes from (the
+tokens generated so far). Another poller of the queue could heartbeat text of its own and fail
+its attempt, for the next honest one to carry on from it; so kernel workers sign their
+heartbeats with a key only they hold (`SIGNING`, set per activity by the interceptor), and an
+attempt resumes only from a heartbeat that verifies.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity
+
+#: The key this activity's heartbeats are signed and checked with (None: not signed).
+SIGNING: ContextVar[bytes | None] = ContextVar("kernos_heartbeat_key", default=None)
+
+
+def _mac(key: bytes, details: Any) -> str:
+    info = activity.info()
+    mac = hmac.new(key, b"kernos-heartbeat-v1", hashlib.sha256)
+    for part in (info.workflow_id or "", info.workflow_run_id or "", info.activity_id):
+        mac.update(len(part).to_bytes(8, "big") + part.encode())
+    mac.update(json.dumps(details, sort_keys=True, separators=(",", ":")).encode())
+    return mac.hexdigest()
+
+
+def last_heartbeat() -> Any:
+    """What an earlier attempt of this activity heartbeat, if a kernel worker signed it."""
+    details = activity.info().heartbeat_details
+    if not details:
+        return None
+    key = SIGNING.get()
+    if key is None:
+        return details[0]
+    if len(details) < 2 or not hmac.compare_digest(str(details[1]), _mac(key, details[0])):
+        activity.logger.warning("an earlier attempt's heartbeat is not signed: not resumed from")
+        return None
+    return details[0]
 
 
 class _Beat:
@@ -36,7 +73,9 @@ async def heartbeating() -> AsyncIterator[_Beat]:
             await asyncio.sleep(interval)
             details = beat.details
             # Serialised when sent, not per token: a long generation reports often.
-            activity.heartbeat(details.model_dump() if isinstance(details, BaseModel) else details)
+            data = details.model_dump(mode="json") if isinstance(details, BaseModel) else details
+            key = SIGNING.get()
+            activity.heartbeat(*((data, _mac(key, data)) if key is not None else (data,)))
 
     task = asyncio.create_task(loop())
     try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 from pydantic import BaseModel
 from temporalio import activity
@@ -16,6 +18,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from kernos.activities import heartbeat
 from kernos.activities.errors import Sealer, public_type, sealed_failure, to_application_error
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
@@ -29,7 +32,7 @@ from kernos.kernel.errors import (
 )
 from kernos.kernel.identity import Caller, CallerDenied
 from kernos.kernel.kernel import Kernel
-from kernos.kernel.result_seal import error_seal, result_seal
+from kernos.kernel.result_seal import error_message, result_message, sign, signing_key
 from kernos.kernel.runs import RunRecord
 from kernos.kernel.syscall_table import SYSCALLS, Syscall
 from kernos.kernel.syscalls import SyscallRequest, SyscallResponse, TokenUsage
@@ -80,13 +83,19 @@ class SyscallInterceptor(Interceptor):
     def __init__(self, kernel: Kernel, served: Served) -> None:
         self.kernel = kernel
         self.served = served
-        secret = kernel.settings.temporal.result_key
-        #: What results and errors are sealed with (`kernel.result_seal`); None: not sealed.
-        self.result_key = secret.get_secret_value().encode() if secret is not None else None
+        secret = kernel.settings.temporal.result_signing_key
+        #: What results and errors are signed with (`kernel.result_seal`); None: not signed.
+        self.result_key = signing_key(secret.get_secret_value()) if secret is not None else None
+        #: What heartbeats are signed with (kernel workers only): derived from the same secret.
+        self.heartbeat_key = (
+            hashlib.sha256(b"kernos-heartbeat\x00" + secret.get_secret_value().encode()).digest()
+            if secret is not None
+            else None
+        )
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Wrap every activity of the worker."""
-        return _SyscallInbound(next, self.kernel, self.served, self.result_key)
+        return _SyscallInbound(next, self.kernel, self.served, self.result_key, self.heartbeat_key)
 
 
 class _SyscallInbound(ActivityInboundInterceptor):
@@ -95,15 +104,18 @@ class _SyscallInbound(ActivityInboundInterceptor):
         next: ActivityInboundInterceptor,
         kernel: Kernel,
         served: Served,
-        result_key: bytes | None,
+        result_key: Ed25519PrivateKey | None,
+        heartbeat_key: bytes | None,
     ) -> None:
         super().__init__(next)
         self.kernel = kernel
         self.served = served
         self.result_key = result_key
+        self.heartbeat_key = heartbeat_key
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
+        heartbeat.SIGNING.set(self.heartbeat_key)
         # Registration takes only the table's syscalls, so an activity is always one of them.
         syscall = SYSCALLS[info.activity_type]
         key = AttemptKey(
@@ -115,14 +127,13 @@ class _SyscallInbound(ActivityInboundInterceptor):
         request = input.args[0] if input.args else None
         asked = request.resource() if isinstance(request, SyscallRequest) else syscall.name
         answered = request if isinstance(request, BaseModel) else None
+        run = (key.workflow_id, key.execution_run_id)
         sealer: Sealer | None = None
         if self.result_key is not None:
             result_key = self.result_key
 
             def sealer(kind: str, message: str) -> str:
-                return error_seal(
-                    result_key, key.workflow_id, syscall.name, answered, kind, message
-                )
+                return sign(result_key, error_message(run, syscall.name, answered, kind, message))
 
         try:
             try:
@@ -164,8 +175,8 @@ class _SyscallInbound(ActivityInboundInterceptor):
             raise sealed_failure(exc, sealer) from exc
         if self.result_key is None or not isinstance(result, SyscallResponse):
             return result
-        seal = result_seal(self.result_key, key.workflow_id, syscall.name, answered, result)
-        return result.model_copy(update={"seal": seal})
+        signed = result_message(run, syscall.name, answered, result)
+        return result.model_copy(update={"seal": sign(self.result_key, signed)})
 
     async def _decided(
         self,

@@ -13,7 +13,7 @@ from opentelemetry.trace import Span, SpanKind
 from temporalio import activity
 
 from kernos.activities.context import ContextManager, activity_key
-from kernos.activities.heartbeat import heartbeating
+from kernos.activities.heartbeat import heartbeating, last_heartbeat
 from kernos.activities.interceptor import admitted, caller
 from kernos.kernel import tool_calling
 from kernos.kernel.config import SchedulerSettings
@@ -35,11 +35,11 @@ from kernos.kernel.telemetry import TRACER
 
 
 def _last_snapshot() -> Snapshot | None:
-    """What an interrupted earlier attempt of this activity had generated, from its heartbeat."""
-    details = activity.info().heartbeat_details
-    if not details or not isinstance(details[0], dict):
+    """What an interrupted earlier attempt had generated, from its (signed) heartbeat."""
+    details = last_heartbeat()
+    if not isinstance(details, dict):
         return None
-    snapshot = Snapshot.model_validate(details[0])
+    snapshot = Snapshot.model_validate(details)
     return snapshot if snapshot.length else None
 
 

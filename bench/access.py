@@ -8,8 +8,8 @@
 2. The check of what a workflow claims about a syscall (`kernel.claims.false_claim`: queue,
    model, priority and fairness, timeouts, retries against the syscall table and the run's
    record), on an honest `llm.chat` of a `fair` run: microseconds per syscall, in-process;
-   and the seal of its result (`kernel.result_seal`): made on the kernel worker, checked on
-   the agent worker.
+   and the signature of its result (`kernel.result_seal`): made on the kernel worker, checked
+   on the agent worker.
 3. The kernel's database work per syscall: the decision's audit row (one statement: the run's
    liveness, the tenant's budget, the hash chain's append) and the result row, on an embedded
    PostgreSQL of its own: p50 and p99, one at a time; then 8 at once spread over 8 tenants
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import secrets
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -40,7 +39,13 @@ from kernos.kernel.claims import Claims, Served, false_claim
 from kernos.kernel.config import DatabaseSettings, Settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.db.pool import Pool, open_pool
-from kernos.kernel.result_seal import result_seal, verified
+from kernos.kernel.result_seal import (
+    new_signing_key,
+    result_message,
+    sign,
+    signing_key,
+    verified,
+)
 from kernos.kernel.runs import RunRecord, RunStore
 from kernos.kernel.syscall_table import LLM_CHAT
 from kernos.kernel.syscalls import (
@@ -123,28 +128,28 @@ def claims_check_us(count: int) -> float:
 
 
 def result_seal_us(count: int) -> tuple[float, float]:
-    """Microseconds per seal and per check of an `llm.chat` result (kernel and agent side).
-
-    A request of 20 messages of 200 characters, and an answer of 500, both dumped to JSON and
-    hashed under HMAC-SHA256 on each side.
+    """Microseconds to sign an `llm.chat` result on the kernel worker and to check it on the
+    agent worker: a request of 20 messages of 200 characters and an answer of 500, both dumped
+    to JSON and hashed, then signed or verified with Ed25519.
     """
-    key = secrets.token_bytes(32)
+    key = signing_key(new_signing_key())
+    public = key.public_key()
+    run = ("run-1", "execution-1")
     request = LLMRequest(
         model="m", messages=[Message(role="user", content="x" * 200) for _ in range(20)]
     )
     response = LLMResponse(text="y" * 500, model="m", usage=TokenUsage(input_tokens=900))
     started = time.perf_counter()
     for _ in range(count):
-        sealed = response.model_copy(
-            update={"seal": result_seal(key, "run-1", LLM_CHAT.name, request, response)}
-        )
-    sealing = (time.perf_counter() - started) / count * 1e6
+        signed = sign(key, result_message(run, LLM_CHAT.name, request, response))
+        sealed = response.model_copy(update={"seal": signed})
+    signing = (time.perf_counter() - started) / count * 1e6
     started = time.perf_counter()
     for _ in range(count):
-        expected = result_seal(key, "run-1", LLM_CHAT.name, request, sealed)
-        assert verified(expected, sealed.seal)
+        message = result_message(run, LLM_CHAT.name, request, sealed)
+        assert verified(public, message, sealed.seal)
         sealed.model_copy(update={"seal": None})
-    return sealing, (time.perf_counter() - started) / count * 1e6
+    return signing, (time.perf_counter() - started) / count * 1e6
 
 
 async def timed(count: int, concurrency: int, call: Callable[[int], Awaitable[Any]]) -> list[float]:

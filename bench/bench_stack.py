@@ -15,6 +15,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db import upgrade
+from kernos.kernel.result_seal import new_signing_key
 from kernos.worker import RunningWorkers, WorkerGroup
 
 AGENTS = {
@@ -41,7 +42,7 @@ class Services:
                 "agent_task_queue": f"agents-{unique}",
                 "kernel_task_queue": f"kernel-{unique}",
                 "llm_queue_prefix": f"llm-{unique}.",
-                "result_key": "bench-result-key",
+                "result_signing_key": new_signing_key(),
             },
             "database": {"dsn": self.postgres.dsn(), "pool_max": 16},
             "agents": AGENTS,

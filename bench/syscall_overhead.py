@@ -50,6 +50,7 @@ from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey, AuditLog
 from kernos.kernel.config import load_settings
 from kernos.kernel.db import upgrade
+from kernos.kernel.result_seal import new_signing_key
 from kernos.worker import RunningWorkers, WorkerGroup
 from kernos.workflows.worker import sandbox_runner
 
@@ -178,7 +179,7 @@ async def main() -> None:
         await upgrade(postgres.dsn(role="owner"))
         settings = load_settings(
             # Results sealed and checked, as on every kernel `kernos up` starts.
-            temporal={"address": temporal.address, "result_key": "bench-result-key"},
+            temporal={"address": temporal.address, "result_signing_key": new_signing_key()},
             database={"dsn": postgres.dsn()},
             llm=[{"name": "noop", "kind": "scripted", "model": "noop", "slots": 64}],
             default_model="noop",  # not the embedded stack's model, if one was set up here

@@ -50,6 +50,11 @@ host    all   all   ::1/128        scram-sha-256
 """
 
 
+#: Put before the rules only while a role is added to a cluster whose superuser's password
+#: nobody knows; `start` removes it if a crash left it there.
+_TRUST_SUPERUSER = "local   all   postgres   trust   # kernos: adding a role\n"
+
+
 @dataclass(frozen=True)
 class Credentials:
     """The passwords of one cluster's roles.
@@ -161,6 +166,13 @@ class EmbeddedPostgres:
         data_dir = data_dir.resolve()
         secrets_file = data_dir.with_name(data_dir.name + ".credentials.json")
         server = get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+        hba = data_dir / "pg_hba.conf"
+        if hba.is_file() and _TRUST_SUPERUSER in (text := hba.read_text()):
+            # A conversion that did not finish: the superuser is trusted no longer.
+            hba.write_text(text.replace(_TRUST_SUPERUSER, ""))
+            pid = postmaster_pid(data_dir)
+            if pid is not None and alive(pid):
+                os.kill(pid, signal.SIGHUP)
         if secrets_file.exists():
             stored = json.loads(secrets_file.read_text())
             if "owner_password" not in stored:
@@ -243,7 +255,7 @@ class EmbeddedPostgres:
         """
         hba = self.data_dir / "pg_hba.conf"
         secured = hba.read_text()
-        hba.write_text(f"local   all   postgres   trust\n{secured}")
+        hba.write_text(_TRUST_SUPERUSER + secured)
         try:
             self._reload_conf()
             # The postmaster rereads the file when it gets to the signal: until then, retry.

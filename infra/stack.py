@@ -30,7 +30,6 @@ from kernos.infra.postgres import (
 )
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import (
-    AGENT_FILE,
     CREDENTIALS_FILE,
     OPERATOR_FILE,
     STACK_FILE,
@@ -38,6 +37,7 @@ from kernos.kernel.config import (
 )
 from kernos.kernel.db import upgrade
 from kernos.kernel.errors import ConfigError
+from kernos.kernel.result_seal import new_signing_key, public_hex, signing_key
 
 COMPONENTS = ("postgres", "temporal", "llm", "kernel-worker", "agent-worker", "gateway")
 _STATE = "stack.json"
@@ -95,6 +95,11 @@ def _toml(value: Any) -> str:
 def _write_settings(
     state: Path, settings: Settings, temporal: str, ui: str, llm: str, postgres: EmbeddedPostgres
 ) -> None:
+    credentials = state / CREDENTIALS_FILE
+    # The keys outlive restarts: anchors signed before must still count, and runs in flight
+    # replay the results signed before.
+    anchor_key = _stored(credentials, "audit", "anchor_key") or secrets.token_hex(32)
+    result_key = _stored(credentials, "temporal", "result_signing_key") or new_signing_key()
     stack = "\n".join(
         [
             "# Written by `kernos up`: where the embedded stack's services are. No secrets.",
@@ -103,6 +108,8 @@ def _write_settings(
             "[temporal]",
             f"address = {_toml(temporal)}",
             f"ui_url = {_toml(ui)}",
+            "# What agent workers check kernel workers' results with (the key's public half).",
+            f"result_check_key = {_toml(public_hex(signing_key(result_key)))}",
             "",
             "[[llm]]",
             'name = "local"',
@@ -120,22 +127,12 @@ def _write_settings(
         ]
     )
     (state / STACK_FILE).write_text(stack)
-    credentials = state / CREDENTIALS_FILE
-    # The keys outlive restarts: anchors signed before must still count, and runs in flight
-    # replay the results sealed before.
-    anchor_key = _stored(credentials, "audit", "anchor_key") or secrets.token_hex(32)
-    result_key = _stored(credentials, "temporal", "result_key") or secrets.token_hex(32)
     _write_secret(
         credentials,
         "# Written by `kernos up`: the kernel's credentials. Agent workers never read this.\n"
         f"[database]\ndsn = {_toml(postgres.dsn())}\n\n"
         f"[audit]\nanchor_key = {_toml(anchor_key)}\n\n"
-        f"[temporal]\nresult_key = {_toml(result_key)}\n",
-    )
-    _write_secret(
-        state / AGENT_FILE,
-        "# Written by `kernos up`: what agent workers check kernel workers' results with.\n"
-        f"[temporal]\nresult_key = {_toml(result_key)}\n",
+        f"[temporal]\nresult_signing_key = {_toml(result_key)}\n",
     )
     _write_secret(
         state / OPERATOR_FILE,
@@ -193,7 +190,11 @@ async def _start_process(
 ) -> ComponentState:
     """Start `kernos <command>` on the stack's settings; up once its log says `ready`."""
     log = state / "logs" / f"{name}.log"
-    env = {**os.environ, "KERNOS_STATE_DIR": str(state)}
+    # A worker or the gateway never gets the owner's or the operator's credential, even if the
+    # operator's shell holds one.
+    withheld = ("KERNOS_DATABASE__OWNER_DSN", "KERNOS_DATABASE__OPERATOR_DSN")
+    env = {k: v for k, v in os.environ.items() if k not in withheld}
+    env["KERNOS_STATE_DIR"] = str(state)
     start_size = log.stat().st_size if log.exists() else 0
     args = [sys.executable, "-m", "kernos.cli", *command]
     process = await asyncio.to_thread(spawn, args, log, env)

@@ -60,8 +60,10 @@ class Gate:
     """What the approvals say about one syscall attempt."""
 
     state: Literal["approved", "denied", "pending", "forged"]
-    """`forged`: marked approved with no decision for it in the chain (changed by hand)."""
+    """`forged`: marked approved with no decision for it in the chain (changed by hand), or
+    showing the human another request than the one asking."""
     approval: Approval
+    shows_another: bool = False
 
     def explain(self) -> str:
         """Why it passes or not, for the audit row and the error."""
@@ -73,6 +75,11 @@ class Gate:
             return (
                 f"{what} needs a human's approval (rule: {a.rule}); waiting for approval {a.id} "
                 f"until {a.expires_at:%Y-%m-%d %H:%M:%S %Z}: kernos approve {a.run_id}"
+            )
+        if self.state == "forged" and self.shows_another:
+            return (
+                f"{what}: approval {a.id} shows another request than this one under its "
+                "digest: an approval written outside the kernel lets nothing through"
             )
         if self.state == "forged":
             return (
@@ -143,6 +150,10 @@ class ApprovalStore:
                 )  # fmt: skip
                 created = await cursor.fetchone()
                 return Gate("pending", Approval.model_validate(created))
+            if (row["syscall"], row["resource"], row["request"]) != (syscall, resource, request):
+                # The request a human sees must be the one that goes through: this row shows
+                # another under this one's digest (the kernel's role wrote it so).
+                return Gate("forged", Approval.model_validate(row), shows_another=True)
             status = row["status"]
             if status == "pending" and not row["expired"]:
                 return Gate("pending", Approval.model_validate(row))

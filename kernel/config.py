@@ -40,11 +40,30 @@ class TemporalSettings(BaseModel):
     kernel_task_queue: str = "kernos.kernel"
     llm_queue_prefix: str = "llm."
     """LLM pool queues are `<prefix><model>`; kernels sharing a namespace use distinct prefixes."""
-    result_key: SecretStr | None = None
-    """The key kernel workers seal syscall results with, and agent workers check them with (the
-    same on both): a result completed by any other poller of a kernel queue is refused before
-    agent code sees it. `kernos up` makes one and keeps it. Changing it while runs are in
-    flight fails their replay: let them finish first."""
+    result_signing_key: SecretStr | None = None
+    """Kernel workers sign every syscall result with this Ed25519 key (its 32-byte seed, in
+    hex), so that a result completed by any other poller of a kernel queue is refused before
+    agent code sees it. Only kernel workers hold it; `kernos up` makes one and keeps it."""
+    result_check_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """The signing key's public half (hex), which agent workers check results with; not a
+    secret. Derived from `result_signing_key` where that is set. Changing the keys while runs
+    are in flight fails their replay: let them finish first."""
+
+    @field_validator("result_signing_key")
+    @classmethod
+    def _a_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and re.fullmatch(r"[0-9a-f]{64}", value.get_secret_value()) is None:
+            raise ValueError("must be an Ed25519 key's 32-byte seed in hex (64 digits)")
+        return value
+
+    def check_key_hex(self) -> str | None:
+        """The public key results are checked with: given, or derived from the signing key."""
+        if self.result_check_key is not None or self.result_signing_key is None:
+            return self.result_check_key
+        from kernos.kernel.result_seal import public_hex, signing_key
+
+        return public_hex(signing_key(self.result_signing_key.get_secret_value()))
+
     max_cached_workflows: int = Field(default=10_000, ge=0)
     """Runs an agent worker keeps in memory between their workflow tasks (1,000 more cached
     runs took 73 MB more in bench/scaling.py); a run evicted from the cache is replayed from
@@ -183,8 +202,6 @@ STACK_FILE = "stack.toml"
 CREDENTIALS_FILE = "kernel.toml"
 #: The operator's credential on this host (mode 0600); no worker or gateway loads it.
 OPERATOR_FILE = "operator.toml"
-#: What agent workers are given on this host (mode 0600): the key that checks syscall results.
-AGENT_FILE = "agent.toml"
 
 
 class SchedulerSettings(BaseModel):
@@ -422,8 +439,6 @@ class Settings(BaseSettings):
         stack = [state_dir() / STACK_FILE]
         if cls.with_credentials:
             stack.append(state_dir() / CREDENTIALS_FILE)
-        else:
-            stack.append(state_dir() / AGENT_FILE)
         if cls.with_operator:
             stack.append(state_dir() / OPERATOR_FILE)
         return (
@@ -457,8 +472,8 @@ class Settings(BaseSettings):
                 data["database"][field] = mask_dsn(secret.get_secret_value())
         if self.audit.anchor_key is not None:
             data["audit"]["anchor_key"] = "********"
-        if self.temporal.result_key is not None:
-            data["temporal"]["result_key"] = "********"
+        if self.temporal.result_signing_key is not None:
+            data["temporal"]["result_signing_key"] = "********"
         return data
 
 
@@ -484,8 +499,9 @@ def load_settings(
     """Read settings from `config_file` (or `$KERNOS_CONFIG`, or ./kernos.toml) and the env.
 
     Beneath them lie the files `kernos up` writes; with `credentials=False` (agent workers) the
-    kernel's credentials file is not read (the agent workers' own is, instead), and only with
-    `operator=True` (the operator's commands and scripts, never a worker) the operator's.
+    kernel's credentials file is not read, and only with `operator=True` (the operator's
+    commands and scripts, never a worker) the operator's, which is dropped otherwise, however
+    it was given.
     """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {str(config_file)!r} does not exist")
@@ -493,7 +509,7 @@ def load_settings(
     Settings.with_credentials = credentials
     Settings.with_operator = operator and credentials
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
@@ -504,3 +520,12 @@ def load_settings(
         Settings.config_file = None
         Settings.with_credentials = True
         Settings.with_operator = False
+    # Credentials a process of this kind must not hold, wherever they came from (a shared
+    # kernos.toml, the environment): the operator's, and, for agent workers, the signing key
+    # (they keep its public half).
+    if not (operator and credentials):
+        settings.database.operator_dsn = None
+    if not credentials and settings.temporal.result_signing_key is not None:
+        settings.temporal.result_check_key = settings.temporal.check_key_hex()
+        settings.temporal.result_signing_key = None
+    return settings

@@ -87,8 +87,8 @@ class AffinityLost(AccessDenied):
 class UnsealedResult(AccessDenied):
     """A syscall's result or error that no kernel worker sealed: refused, its content unread.
 
-    Another poller of the syscall's task queue completed it (or the kernel's and the agent
-    workers' `[temporal] result_key` differ).
+    Another poller of the syscall's task queue completed it (or the agent worker's
+    `[temporal] result_check_key` is not the public half of the kernel workers' signing key).
     """
 
 

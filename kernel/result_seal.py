@@ -1,24 +1,27 @@
-"""Syscall results sealed by the kernel's workers, checked before agent code sees them.
+"""Syscall results signed by the kernel's workers, checked before agent code sees them.
 
-Whoever can poll a kernel task queue (a leaked Temporal credential, on a cluster) could
-complete a syscall's activity with a result of its own. Kernel workers therefore seal every
-result and every error they return with an HMAC under `[temporal] result_key`, bound to the
-run (its workflow id), the syscall and the request it answers; the workflow side (agent
-workers, which hold the same key) checks the seal and refuses, with `UnsealedResult`, any
-result or error that does not carry it, so neither its content nor its message reaches the
-agent. A sealed result replayed into another run, or for another request, does not verify.
+Whoever can poll a kernel task queue (a leaked Temporal credential on a cluster, or agent code
+that reaches its worker's Temporal client) could complete a syscall's activity with a result of
+its own. Kernel workers therefore sign every result and every error they return with an
+Ed25519 key only they hold (`[temporal] result_signing_key`), over the run (workflow id and
+execution), the syscall and the request it answers; the workflow side checks the signature
+with the public key (`[temporal] result_check_key`, no secret: agent workers and agent code may
+read it) and refuses, with `UnsealedResult`, any result or error without a valid one, so
+neither its content nor its message reaches the agent. A signed result replayed into another
+run or execution, or for another request, does not verify.
 
-Runs started before results were sealed are recognised by the `PATCH` marker's absence in
+Runs started before results were signed are recognised by the `PATCH` marker's absence in
 their history, and are not checked: their replay stays what it was.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from contextvars import ContextVar
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.worker import (
@@ -31,16 +34,35 @@ from temporalio.worker import (
 #: The version marker in the history of every run whose results are checked.
 PATCH = "kernos-sealed-results"
 #: The key the current workflow's results are checked with (set by `SealCheckInterceptor`).
-CHECK_KEY: ContextVar[bytes | None] = ContextVar("kernos_result_key", default=None)
+CHECK_KEY: ContextVar[Ed25519PublicKey | None] = ContextVar("kernos_result_key", default=None)
 
 
-def _mac(key: bytes, *parts: str) -> str:
-    mac = hmac.new(key, b"kernos-result-v1", hashlib.sha256)
+def signing_key(hex_seed: str) -> Ed25519PrivateKey:
+    """The kernel workers' signing key from its 32-byte seed, in hex (ValueError if not)."""
+    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(hex_seed))
+
+
+def check_key(hex_key: str) -> Ed25519PublicKey:
+    """The public key that checks results, from its 32 bytes in hex (ValueError if not)."""
+    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(hex_key))
+
+
+def public_hex(key: Ed25519PrivateKey) -> str:
+    """The public half of a signing key, in hex: what agent workers are given."""
+    return key.public_key().public_bytes_raw().hex()
+
+
+def new_signing_key() -> str:
+    """A fresh signing key's seed, in hex."""
+    return Ed25519PrivateKey.generate().private_bytes_raw().hex()
+
+
+def _message(*parts: str) -> bytes:
+    data = bytearray(b"kernos-result-v1")
     for part in parts:
-        data = part.encode()
-        mac.update(len(data).to_bytes(8, "big"))
-        mac.update(data)
-    return mac.hexdigest()
+        encoded = part.encode()
+        data += len(encoded).to_bytes(8, "big") + encoded
+    return bytes(data)
 
 
 def _digest(request: BaseModel | None) -> str:
@@ -48,30 +70,40 @@ def _digest(request: BaseModel | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def result_seal(
-    key: bytes, workflow_id: str, syscall: str, request: BaseModel | None, response: BaseModel
-) -> str:
-    """The seal of `response` as the answer to `request` in run `workflow_id`."""
+def result_message(run: tuple[str, str], syscall: str, request: BaseModel | None,
+                   response: BaseModel) -> bytes:  # fmt: skip
+    """What is signed for `response` as the answer to `request` in run (workflow, execution)."""
     body = response.model_dump_json(exclude={"seal"})
-    return _mac(key, workflow_id, syscall, _digest(request), "ok", body)
+    return _message(*run, syscall, _digest(request), "ok", body)
 
 
-def error_seal(
-    key: bytes, workflow_id: str, syscall: str, request: BaseModel | None, kind: str, message: str
-) -> str:
-    """The seal of an error (its type name and message) as the answer to `request`."""
-    return _mac(key, workflow_id, syscall, _digest(request), "error", kind, message)
+def error_message(
+    run: tuple[str, str], syscall: str, request: BaseModel | None, kind: str, text: str
+) -> bytes:
+    """What is signed for an error (its type name and message) as the answer to `request`."""
+    return _message(*run, syscall, _digest(request), "error", kind, text)
 
 
-def verified(expected: str, presented: Any) -> bool:
-    """Whether `presented` is the expected seal (compared in constant time)."""
-    return isinstance(presented, str) and hmac.compare_digest(expected, presented)
+def sign(key: Ed25519PrivateKey, message: bytes) -> str:
+    """The signature of `message`, in hex."""
+    return key.sign(message).hex()
+
+
+def verified(key: Ed25519PublicKey, message: bytes, presented: Any) -> bool:
+    """Whether `presented` is a valid signature of `message` under `key`."""
+    if not isinstance(presented, str):
+        return False
+    try:
+        key.verify(bytes.fromhex(presented), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 class SealCheckInterceptor(Interceptor):
     """On an agent worker: every run it executes checks its results with `key`."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: Ed25519PublicKey) -> None:
         self._key = key
 
     def workflow_interceptor_class(
@@ -89,7 +121,7 @@ class SealCheckInterceptor(Interceptor):
         return _WithKey
 
 
-def checking() -> bytes | None:
+def checking() -> Ed25519PublicKey | None:
     """The key to check the current run's results with, or None if they are not checked.
 
     Not checked: on a worker with no key, and in a run from before results were sealed.

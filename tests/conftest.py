@@ -27,11 +27,12 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.db import upgrade
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.llm.base import LLMBackend
+from kernos.kernel.result_seal import new_signing_key
 from kernos.worker import RunningWorkers, WorkerGroup, WorkerKind
 from tests.agents import AGENTS
 
-#: Kernel and agent workers of the tests seal and check syscall results with this key.
-RESULT_KEY = uuid.uuid4().hex
+#: Kernel workers of the tests sign syscall results with this key; agent workers check them.
+RESULT_KEY = new_signing_key()
 
 # Tests never read a developer's ./kernos.toml: settings come from the fixtures alone.
 _EMPTY_CONFIG = Path(tempfile.mkdtemp(prefix="kernos-test-")) / "kernos.toml"
@@ -93,7 +94,7 @@ def make_settings(
             "agent_task_queue": f"agents-{unique}",
             "kernel_task_queue": f"kernel-{unique}",
             "llm_queue_prefix": f"llm-{unique}.",
-            "result_key": RESULT_KEY,
+            "result_signing_key": RESULT_KEY,
         },
         "database": {"dsn": postgres.dsn(), "operator_dsn": postgres.dsn(role="operator")},
         "agents": AGENTS,
@@ -107,7 +108,7 @@ def make_settings(
             values[key] = {**values[key], **value}
         else:
             values[key] = value
-    return load_settings(**values)
+    return load_settings(operator=True, **values)
 
 
 @pytest.fixture

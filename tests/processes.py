@@ -36,7 +36,7 @@ def to_toml(settings: Settings) -> str:
     """The settings as a kernos.toml, secrets included (tests only)."""
     data = settings.model_dump(mode="json", exclude_none=True)
     secrets = [("database", "dsn"), ("database", "owner_dsn"), ("database", "operator_dsn"),
-               ("audit", "anchor_key"), ("temporal", "result_key")]  # fmt: skip
+               ("audit", "anchor_key"), ("temporal", "result_signing_key")]  # fmt: skip
     for section, field in secrets:
         secret = getattr(getattr(settings, section), field)
         if secret is not None:

@@ -107,6 +107,10 @@ def test_each_process_reads_only_its_own_credentials(
     settings = load_settings(credentials=credentials, operator=operator)
     assert (settings.database.dsn is not None) == has_dsn
     assert (settings.database.operator_dsn is not None) == has_operator
+    # However it is given (the environment, a shared kernos.toml), only the operator keeps it.
+    monkeypatch.setenv("KERNOS_DATABASE__OPERATOR_DSN", "postgresql://kernos_ops:e@db/kernos")
+    settings = load_settings(credentials=credentials, operator=operator)
+    assert (settings.database.operator_dsn is not None) == has_operator
     masked = repr(load_settings(operator=True).masked())
     assert ":o@" not in masked and "kernos_ops:********@db" in masked
 

@@ -64,6 +64,11 @@ ATTACKS = [
         f" '{action}', 'r', 'allow', NULL, 'forged', 'policy')"
         for action in ("approval.decide", "budget.set", "policy.edit", "keys.create", "keys.revoke")
     ),
+    # Rows keyed as a decision's, so as to take its key before the operator's function does.
+    "SELECT audit_append('r', 'operator', 'approval.decide/' || gen_random_uuid() || '/approved',"
+    " 1, NULL, 't', 'u', '*', 'approval.decide', 'r', 'deny', NULL, 'planted', 'policy')",
+    "SELECT audit_append('operator:operator', 'operator', 'keys.revoke/0123456789ab', 1, NULL,"
+    " 't', 'operator', '*', 'llm.chat', 'r', 'allow', NULL, 'planted', 'policy')",
     "SELECT audit_chain_append('w', 'operator', 'x', 1, NULL, 't', 'u', '*', 'approval.decide',"
     " 'r', 'allow', NULL, 'forged', 'policy', NULL)",
     "SELECT approval_decide(gen_random_uuid(), true, NULL, NULL, 'operator', NULL)",

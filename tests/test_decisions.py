@@ -8,17 +8,20 @@ set to approved by any other means (here: by hand, with the owner's role) lets n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
-from pydantic import SecretStr
+from psycopg.types.json import Jsonb
 
 from kernos import AccessDenied, KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.access import Subject
+from kernos.kernel.approvals import ApprovalStore
 from kernos.kernel.errors import ConfigError
 from kernos.kernel.syscalls import ApprovalNotice
 from tests import tools as test_tools
@@ -134,7 +137,15 @@ async def test_a_key_decides_only_as_its_own_user(
         _, mallorys_key = await operator.create_key(user="mallory", tenant=tenant)
         _, revoked_key = await operator.create_key(user="alice", tenant=tenant)
         await operator.revoke_key(revoked_key.split("_")[1])
+        _, foreign_key = await operator.create_key(user="alice", tenant=f"{tenant}-other")
         with psycopg.connect(postgres.dsn()) as kernel:
+            # Another tenant's key, whatever user it names, decides nothing here.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="decides no approval"):
+                kernel.execute(
+                    "SELECT approval_decide(%s, true, NULL, 'p, alice', %s, %s)",
+                    (waiting.id, f"{tenant}-other/alice", foreign_key),
+                )
+            kernel.rollback()
             # Mallory's key is mallory's, whatever the call names (and policy lets her not).
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot decide as"):
                 kernel.execute(
@@ -211,12 +222,40 @@ async def test_the_kernels_dsn_sets_no_budget_key_or_rule(
         ]  # fmt: skip
 
 
-def test_settings_keep_the_operators_credential_a_secret(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+async def test_an_approval_shows_the_request_that_goes_through(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
-    from tests.conftest import make_settings
-
-    settings = make_settings(temporal, postgres)
-    assert isinstance(settings.database.operator_dsn, SecretStr)
-    masked = settings.masked()["database"]["operator_dsn"]
-    assert postgres.credentials.operator_password not in masked and "********" in masked
+    """The kernel's role records a request for approval showing a harmless request under the
+    digest of a harmful one; the human approves what they see; the harmful one is refused."""
+    tenant = f"shown-{uuid.uuid4().hex[:8]}"
+    settings = approval_settings(temporal, postgres, tmp_path, tenant)
+    harmful = {"name": "charge", "arguments": json.dumps({"cents": 1_000_000}), "call_id": ""}
+    shown = {"name": "charge", "arguments": json.dumps({"cents": 1}), "call_id": ""}
+    digest = hashlib.sha256(
+        f"tool.call\x1ftool:charge\x1f{json.dumps(harmful, sort_keys=True, separators=(',', ':'))}"
+        .encode()
+    ).digest()  # fmt: skip
+    async with workers_and_client(settings) as operator:
+        handle = await operator.submit(
+            RunSpec(agent="pausing", task="30", tenant=tenant)
+        )  # a live run to ask in the name of
+        forged_id = str(uuid.uuid4())
+        with psycopg.connect(postgres.dsn(), autocommit=True) as kernel:
+            kernel.execute(
+                "SELECT approval_request(%s, %s, 'tool.call', 'tool:charge', %s, %s, 'a', 60)",
+                (forged_id, handle.run_id, Jsonb(shown), digest),
+            )
+        await operator.approve(handle.run_id, user="alice", approval_id=forged_id)
+        record = (await operator.show(handle.run_id)).record
+        gate = await ApprovalStore(operator.pool).gate(
+            key="attempt-1",
+            subject=Subject(handle.run_id, tenant, record.user, record.agent),
+            syscall="tool.call",
+            resource="tool:charge",
+            request=harmful,
+            rule="a",
+            timeout_s=60,
+        )
+        await handle.cancel()
+    assert gate.state == "forged"
+    assert "shows another request" in gate.explain()

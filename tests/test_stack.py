@@ -15,6 +15,7 @@ import pytest
 
 from kernos.infra.daemons import alive, kill
 from kernos.infra.ports import free_port
+from kernos.kernel.result_seal import public_hex, signing_key
 from tests.processes import environment
 
 
@@ -57,20 +58,19 @@ async def test_up_status_run_crash_down(tmp_path: Path) -> None:
 
         kernel_toml = tmp_path / ".kernos" / "kernel.toml"
         anchor_key = tomllib.loads(kernel_toml.read_text())["audit"]["anchor_key"]
-        first_result_key = tomllib.loads(kernel_toml.read_text())["temporal"]["result_key"]
+        first_result_key = tomllib.loads(kernel_toml.read_text())["temporal"]["result_signing_key"]
         # A second `up` reuses everything, the anchor key too (earlier anchors still count).
         code, out, err = await kernos(tmp_path, env, "up", "--json")
         assert code == 0, err
         again = {c["name"]: c["pid"] for c in json.loads(out)["components"]}
         assert again == {name: c["pid"] for name, c in components.items()}
         assert tomllib.loads(kernel_toml.read_text())["audit"]["anchor_key"] == anchor_key
-        # The key kernel workers seal results with is the one agent workers check them with,
-        # kept across restarts too (runs in flight replay the results sealed before).
-        agent_toml = tmp_path / ".kernos" / "agent.toml"
-        assert agent_toml.stat().st_mode & 0o077 == 0
-        result_key = tomllib.loads(kernel_toml.read_text())["temporal"]["result_key"]
-        assert tomllib.loads(agent_toml.read_text()) == {"temporal": {"result_key": result_key}}
+        # Kernel workers sign results with a key only they hold, kept across restarts (runs in
+        # flight replay the results signed before); agent workers check with its public half.
+        result_key = tomllib.loads(kernel_toml.read_text())["temporal"]["result_signing_key"]
         assert result_key == first_result_key
+        stack_toml = tomllib.loads((tmp_path / ".kernos" / "stack.toml").read_text())
+        assert stack_toml["temporal"]["result_check_key"] == public_hex(signing_key(result_key))
         # No superuser's password is on disk; the owner's is not in the workers' settings.
         stored = json.loads((tmp_path / ".kernos" / "postgres.credentials.json").read_text())
         assert set(stored) == {"owner_password", "kernel_password", "operator_password"}

@@ -103,7 +103,6 @@ class SyscallDispatcher:
         #: Decisions announced to this run (`kernos approve`), and syscalls waiting for one.
         self._decisions = 0
         self._waiting = 0
-        self._workflow_id = workflow.info().workflow_id
 
     def approval_decided(self) -> None:
         """Wake the syscalls that wait for an approval; each asks the kernel again.
@@ -145,19 +144,22 @@ class SyscallDispatcher:
     def _unsealed(self, syscall: Syscall[Any, Any], request: BaseModel, result: Answer) -> Answer:
         """The result without its seal, once checked; UnsealedResult if no kernel worker's."""
         key = result_seal.checking()
-        if key is None or not isinstance(result, SyscallResponse):
+        if key is None or syscall.response is type(None):
             return result
-        expected = result_seal.result_seal(key, self._workflow_id, syscall.name, request, result)
-        if not result_seal.verified(expected, result.seal):
+        if not isinstance(result, SyscallResponse):
+            # An empty completion decodes to None for any type: nothing a kernel worker sends.
+            raise self._unsealed_error(syscall, "result")
+        signed = result_seal.result_message(self._run_ids(), syscall.name, request, result)
+        if not result_seal.verified(key, signed, result.seal):
             raise self._unsealed_error(syscall, "result")
         return result.model_copy(update={"seal": None})
 
     def _check_failure(
         self, syscall: Syscall[Any, Any], request: BaseModel, exc: ActivityError
     ) -> None:
-        """Raise UnsealedResult for an activity's error that a kernel worker did not seal.
+        """Raise UnsealedResult for an activity's error that a kernel worker did not sign.
 
-        Only errors that workers raise (ApplicationError) are sealed; timeouts and
+        Only errors that workers raise (ApplicationError) are signed; timeouts and
         cancellations come from the server.
         """
         cause = exc.cause
@@ -165,11 +167,15 @@ class SyscallDispatcher:
         if key is None or not isinstance(cause, ApplicationError):
             return
         kind = cause.type or type(cause).__name__
-        expected = result_seal.error_seal(
-            key, self._workflow_id, syscall.name, request, kind, cause.message
+        signed = result_seal.error_message(
+            self._run_ids(), syscall.name, request, kind, cause.message
         )
-        if not (cause.details and result_seal.verified(expected, cause.details[-1])):
+        if not (cause.details and result_seal.verified(key, signed, cause.details[-1])):
             raise self._unsealed_error(syscall, f"{kind} error") from None
+
+    def _run_ids(self) -> tuple[str, str]:
+        info = workflow.info()
+        return info.workflow_id, info.run_id
 
     def _unsealed_error(self, syscall: Syscall[Any, Any], what: str) -> errors.UnsealedResult:
         workflow.logger.warning(
@@ -177,8 +183,8 @@ class SyscallDispatcher:
         )
         return errors.UnsealedResult(
             f"the {what} of {syscall.name} was not sealed by a kernel worker: another poller "
-            "of its task queue completed it, or the workers' [temporal] result_key differ. "
-            "Refused, unread"
+            "of its task queue completed it, or the agent worker's [temporal] result_check_key "
+            "is not the kernel workers' key's. Refused, unread"
         )
 
     def _decided_after(self, seen: int) -> Callable[[], bool]:

@@ -10,7 +10,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from kernos.kernel.config import Settings
-from kernos.kernel.result_seal import SealCheckInterceptor
+from kernos.kernel.result_seal import SealCheckInterceptor, check_key
 from kernos.workflows import registry
 from kernos.workflows.agent_run import AgentRun
 
@@ -29,6 +29,8 @@ PASSTHROUGH = (
     "casbin",
     "annotated_types",
     "typing_extensions",
+    # Its Rust extension can be loaded once per process, not again inside each sandbox.
+    "cryptography",
 )
 
 
@@ -43,20 +45,21 @@ def agent_worker(
 ) -> Worker:
     """A worker for `AgentRun` with the configured agents registered.
 
-    With `[temporal] result_key`, its runs take only results that kernel workers sealed.
+    With `[temporal] result_check_key` (or a signing key to derive it from), its runs take only
+    results that kernel workers signed.
     """
     registry.register(agents if agents is not None else settings.agents)
-    key = settings.temporal.result_key
+    key = settings.temporal.check_key_hex()
     if key is None:
         log.warning(
-            "agent worker: no [temporal] result_key, so syscall results are not checked: a "
-            "poller of a kernel queue other than the kernel's could answer this worker's runs"
+            "agent worker: no [temporal] result_check_key, so syscall results are not checked: "
+            "a poller of a kernel queue other than the kernel's could answer this worker's runs"
         )
     return Worker(
         client,
         task_queue=settings.temporal.agent_task_queue,
         workflows=[AgentRun],
-        interceptors=[SealCheckInterceptor(key.get_secret_value().encode())] if key else [],
+        interceptors=[SealCheckInterceptor(check_key(key))] if key else [],
         workflow_runner=sandbox_runner(),
         max_cached_workflows=settings.temporal.max_cached_workflows,
         # A dead worker's runs move to another within seconds, not the default ten.

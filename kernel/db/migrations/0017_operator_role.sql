@@ -42,12 +42,19 @@ CREATE FUNCTION audit_append(
     p_key_id text DEFAULT NULL
 ) RETURNS audit LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
-    IF p_decision <> 'deny'
-       AND p_syscall IN ('approval.decide', 'budget.set', 'policy.edit', 'keys.create',
-                         'keys.revoke')
-       AND NOT pg_has_role(session_user, 'kernos_operator', 'MEMBER') THEN
+    -- Decisions over the record, and anything keyed like their rows (`<action>/<id>`, which
+    -- the decision functions' own rows use), are not the kernel's: it records only refusals of
+    -- them, each under a fresh UUID, so it can neither forge a decision nor take the key of one
+    -- the operator or an approver is about to make.
+    IF (p_syscall IN ('approval.decide', 'budget.set', 'policy.edit', 'keys.create',
+                      'keys.revoke')
+        OR split_part(p_activity_id, '/', 1) IN ('approval.decide', 'budget.set',
+                                                 'policy.edit', 'keys.create', 'keys.revoke'))
+       AND NOT pg_has_role(session_user, 'kernos_operator', 'MEMBER')
+       AND NOT (p_decision = 'deny' AND p_activity_id ~
+                '^[a-z.]+/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$') THEN
         RAISE EXCEPTION '% is the operator''s or an approver''s to decide; role % appends no '
-            'allowed % row', p_syscall, session_user, p_syscall
+            'allowed % row, nor one keyed as a decision''s', p_syscall, session_user, p_syscall
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN audit_chain_append(p_workflow_id, p_execution_run_id, p_activity_id, p_attempt,
@@ -121,8 +128,14 @@ BEGIN
         RETURN NULL;
     END IF;
     IF key.id IS NOT NULL THEN
-        approver := CASE WHEN key.tenant = asked.tenant THEN key.user_name
-                         ELSE key.tenant || '/' || key.user_name END;
+        -- A key decides only in its own tenant: whoever holds the kernel's DSN and some
+        -- tenant's key must not approve another tenant's syscalls with it.
+        IF key.tenant <> asked.tenant THEN
+            RAISE EXCEPTION 'API key % is of tenant %: it decides no approval of tenant % (an '
+                'approver from another tenant decides through the operator)', key.id,
+                key.tenant, asked.tenant USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        approver := key.user_name;
         IF p_approver IS DISTINCT FROM approver THEN
             RAISE EXCEPTION 'API key % is %''s: it cannot decide as %', key.id, approver,
                 p_approver USING ERRCODE = 'insufficient_privilege';
@@ -143,7 +156,8 @@ BEGIN
                decided.id, decided.syscall, decided.resource)
             || coalesce(': ' || p_reason, ''),
         'policy', key.id);
-    IF entry.decision <> 'allow' OR entry.user_name IS DISTINCT FROM approver THEN
+    IF entry.decision <> 'allow' OR entry.syscall <> 'approval.decide'
+       OR entry.user_name IS DISTINCT FROM approver THEN
         RAISE EXCEPTION 'the chain already holds another entry for approval %: not decided',
             decided.id;
     END IF;
@@ -166,14 +180,18 @@ CREATE FUNCTION api_key_create(
 ) RETURNS api_keys LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     created api_keys;
+    entry audit;
 BEGIN
     INSERT INTO api_keys (id, secret_sha256, user_name, tenant, label, created_by)
     VALUES (p_id, p_secret_sha256, p_user, p_tenant, p_label, p_by)
     RETURNING * INTO created;
-    PERFORM audit_chain_append(
+    entry := audit_chain_append(
         'operator:' || p_by, 'operator', 'keys.create/' || p_id, 1, NULL, p_tenant, p_by, '*',
         'keys.create', 'key:' || p_id, 'allow', NULL,
         format('keys.create for %s/%s', p_tenant, p_user), 'policy');
+    IF entry.syscall <> 'keys.create' OR entry.decision <> 'allow' THEN
+        RAISE EXCEPTION 'the chain already holds another entry for key %: not made', p_id;
+    END IF;
     RETURN created;
 END $$;
 
@@ -181,17 +199,22 @@ CREATE FUNCTION api_key_revoke(p_id text, p_by text) RETURNS api_keys
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     revoked api_keys;
+    entry audit;
 BEGIN
     UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = p_id
     RETURNING * INTO revoked;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    -- Once per key: revoking it again appends nothing.
-    PERFORM audit_chain_append(
+    -- Once per key: revoking it again appends nothing. The kernel's role cannot take the
+    -- row's key first (audit_append refuses it), so what comes back is this revocation's.
+    entry := audit_chain_append(
         'operator:' || p_by, 'operator', 'keys.revoke/' || p_id, 1, NULL, revoked.tenant, p_by,
         '*', 'keys.revoke', 'key:' || p_id, 'allow', NULL,
         format('keys.revoke for %s/%s', revoked.tenant, revoked.user_name), 'policy');
+    IF entry.syscall <> 'keys.revoke' THEN
+        RAISE EXCEPTION 'the chain holds another entry keyed as key %''s revocation', p_id;
+    END IF;
     RETURN revoked;
 END $$;
 REVOKE ALL ON FUNCTION api_key_create(text, bytea, text, text, text, text),
