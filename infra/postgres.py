@@ -170,9 +170,7 @@ class EmbeddedPostgres:
         if hba.is_file() and _TRUST_SUPERUSER in (text := hba.read_text()):
             # A conversion that did not finish: the superuser is trusted no longer.
             hba.write_text(text.replace(_TRUST_SUPERUSER, ""))
-            pid = postmaster_pid(data_dir)
-            if pid is not None and alive(pid):
-                os.kill(pid, signal.SIGHUP)
+            reload_conf(data_dir)
         if secrets_file.exists():
             stored = json.loads(secrets_file.read_text())
             if "owner_password" not in stored:
@@ -257,7 +255,7 @@ class EmbeddedPostgres:
         secured = hba.read_text()
         hba.write_text(_TRUST_SUPERUSER + secured)
         try:
-            self._reload_conf()
+            reload_conf(self.data_dir)
             # The postmaster rereads the file when it gets to the signal: until then, retry.
             deadline = time.monotonic() + 10
             while True:
@@ -276,13 +274,7 @@ class EmbeddedPostgres:
             ) from exc
         finally:
             hba.write_text(secured)
-            self._reload_conf()
-
-    def _reload_conf(self) -> None:
-        pid = self.pid
-        if pid is None:
-            raise ConfigError(f"embedded PostgreSQL in {self.data_dir} is not running")
-        os.kill(pid, signal.SIGHUP)
+            reload_conf(self.data_dir)
 
     def stop(self, *, delete: bool = False) -> None:
         """Stop the server (and remove its data)."""
@@ -333,6 +325,13 @@ def _write_secrets(path: Path, credentials: Credentials) -> None:
     path.touch(mode=0o600)
     path.chmod(0o600)
     path.write_text(json.dumps(credentials.stored()))
+
+
+def reload_conf(data_dir: Path) -> None:
+    """Have the server on `data_dir` reread its configuration (pg_hba.conf), if it runs."""
+    pid = postmaster_pid(data_dir)
+    if pid is not None and alive(pid):
+        os.kill(pid, signal.SIGHUP)
 
 
 def postmaster_pid(data_dir: Path) -> int | None:

@@ -185,16 +185,23 @@ def _check_port(port: int, what: str, setting: str) -> None:
         )
 
 
+#: What a worker or the gateway never gets, even if the operator's shell holds it.
+WITHHELD = ("KERNOS_DATABASE__OWNER_DSN", "KERNOS_DATABASE__OPERATOR_DSN")
+
+
+def child_environment(state: Path) -> dict[str, str]:
+    """The environment of a process `up` starts: this one's, less the owner's and operator's."""
+    env = {k: v for k, v in os.environ.items() if k not in WITHHELD}
+    env["KERNOS_STATE_DIR"] = str(state)
+    return env
+
+
 async def _start_process(
     state: Path, name: str, command: list[str], ready: str, address: str, timeout_s: float = 60.0
 ) -> ComponentState:
     """Start `kernos <command>` on the stack's settings; up once its log says `ready`."""
     log = state / "logs" / f"{name}.log"
-    # A worker or the gateway never gets the owner's or the operator's credential, even if the
-    # operator's shell holds one.
-    withheld = ("KERNOS_DATABASE__OWNER_DSN", "KERNOS_DATABASE__OPERATOR_DSN")
-    env = {k: v for k, v in os.environ.items() if k not in withheld}
-    env["KERNOS_STATE_DIR"] = str(state)
+    env = child_environment(state)
     start_size = log.stat().st_size if log.exists() else 0
     args = [sys.executable, "-m", "kernos.cli", *command]
     process = await asyncio.to_thread(spawn, args, log, env)

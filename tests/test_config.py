@@ -141,3 +141,18 @@ def test_no_worker_or_gateway_reads_the_operators_credential(
     monkeypatch.setattr(cli, "load_settings", refusing)
     assert cli.main(argv) == 1
     assert asked == [operator]
+
+
+def test_kernos_up_gives_its_processes_no_owner_or_operator_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kernos.infra.stack import child_environment
+
+    monkeypatch.setenv("KERNOS_DATABASE__OPERATOR_DSN", "postgresql://kernos_ops:o@db/kernos")
+    monkeypatch.setenv("KERNOS_DATABASE__OWNER_DSN", "postgresql://kernos_owner:w@db/kernos")
+    monkeypatch.setenv("KERNOS_TEMPORAL__ADDRESS", "temporal:7233")
+    env = child_environment(tmp_path)
+    assert "KERNOS_DATABASE__OPERATOR_DSN" not in env
+    assert "KERNOS_DATABASE__OWNER_DSN" not in env
+    assert env["KERNOS_TEMPORAL__ADDRESS"] == "temporal:7233"
+    assert env["KERNOS_STATE_DIR"] == str(tmp_path)

@@ -177,7 +177,7 @@ async def test_a_key_decides_only_as_its_own_user(
     assert "denied by 'alice'" in result["message"]
 
 
-async def test_the_kernels_dsn_sets_no_budget_key_or_rule(
+async def test_the_kernels_dsn_sets_no_budget_and_makes_no_key(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     tenant = f"ops-{uuid.uuid4().hex[:8]}"

@@ -41,15 +41,15 @@ CREATE FUNCTION audit_append(
     p_syscall text, p_resource text, p_decision text, p_rule text, p_reason text, p_basis text,
     p_key_id text DEFAULT NULL
 ) RETURNS audit LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    decisions CONSTANT text[] := ARRAY['approval.decide', 'budget.set', 'policy.edit',
+                                       'keys.create', 'keys.revoke'];
 BEGIN
     -- Decisions over the record, and anything keyed like their rows (`<action>/<id>`, which
     -- the decision functions' own rows use), are not the kernel's: it records only refusals of
     -- them, each under a fresh UUID, so it can neither forge a decision nor take the key of one
     -- the operator or an approver is about to make.
-    IF (p_syscall IN ('approval.decide', 'budget.set', 'policy.edit', 'keys.create',
-                      'keys.revoke')
-        OR split_part(p_activity_id, '/', 1) IN ('approval.decide', 'budget.set',
-                                                 'policy.edit', 'keys.create', 'keys.revoke'))
+    IF (p_syscall = ANY (decisions) OR split_part(p_activity_id, '/', 1) = ANY (decisions))
        AND NOT pg_has_role(session_user, 'kernos_operator', 'MEMBER')
        AND NOT (p_decision = 'deny' AND p_activity_id ~
                 '^[a-z.]+/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$') THEN
@@ -92,9 +92,9 @@ REVOKE ALL ON FUNCTION budget_set(text, bigint, text) FROM PUBLIC, kernos_kernel
 GRANT EXECUTE ON FUNCTION budget_set(text, bigint, text) TO kernos_operator;
 
 -- A decision on a pending approval, with its approver's proof: the operator's role, or an API
--- key (`kn_<id>_<secret>`) checked here against its hash, whose user is then the approver (named
--- `home/user` outside the key's home tenant). Who may decide is the policy's, checked by the
--- caller and recorded with the decision. The chain row is keyed by the approval and its outcome
+-- key (`kn_<id>_<secret>`) of the approval's own tenant, checked here against its hash, whose
+-- user is then the approver. Who may decide is the policy's, checked by the caller and recorded
+-- with the decision. The chain row is keyed by the approval and its outcome
 -- (`approval.decide/<id>/approved`): the gate lets an approval through only with that row.
 DROP FUNCTION approval_decide(uuid, text, boolean, text, text, text);
 CREATE FUNCTION approval_decide(
