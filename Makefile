@@ -10,7 +10,7 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 DEMO_AGENT ?= planner
 DEMO_TASK ?= Explain in two sentences why durable execution matters for LLM agents.
 
-.PHONY: install demo test lint typecheck pytest bench clean down
+.PHONY: install system demo test lint typecheck pytest bench clean down
 
 # The editable install is strict (a tree of links), so mypy can follow the package-dir mapping;
 # it must be redone when a module is added, hence the package directories as prerequisites.
@@ -24,7 +24,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(PKG_DIRS)
 		--config-settings editable_mode=strict -e '.[dev,local,embeddings]'
 	touch $@
 
-install: $(VENV)/.installed
+install: system $(VENV)/.installed
+
+# bubblewrap confines each pool's agent code (README "Isolation"): Debian's package, installed
+# here where it is missing and we are root (as in CI); otherwise we say how.
+system:
+	@command -v bwrap >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; \
+		else \
+			echo "kernos: install bubblewrap (apt-get install bubblewrap) to confine agent code" >&2; \
+		fi; }
 
 # The embedded stack (Temporal + UI, PostgreSQL, llama.cpp with Gemma 3 270M, workers), then the
 # example agent on a real task through the real model.

@@ -373,6 +373,44 @@ class AuditSettings(BaseModel):
     one; without one, every anchor is taken as given."""
 
 
+class IsolationSettings(BaseModel):
+    """Where agent code runs: in a confined child process per pool, driven by a trusted host."""
+
+    mode: Literal["auto", "bwrap", "process", "in_process"] = "auto"
+    """`bwrap`: each pool's child runs under bubblewrap (its own user, mount, PID and network
+    namespaces, an unprivileged uid, no capabilities, a read-only view without the kernel's
+    state, an empty environment); the host refuses to start where it cannot. `process`: a plain
+    child process (no OS confinement). `auto`: `bwrap` where it works, else `process`, said
+    loudly. `in_process`: agent code in the worker's own process, as before pools existed: no
+    isolation at all, for benchmarks and debugging."""
+    pools: dict[str, str] = {}
+    """`"tenant/agent" = "pool"`: runs of that agent in that tenant go to their own pool (and
+    process). Every other run's pool is its tenant: runs of one pool can reach each other."""
+    shared_unconfined: bool = False
+    """Without OS confinement (`process`, `in_process`, or `auto` where bubblewrap does not
+    work), a host serves one pool and fails runs of any other, since they would share what
+    agent code can reach. True lets it serve several anyway: isolation is then off."""
+    activation_timeout_s: float = Field(default=30.0, gt=0)
+    """How long the host waits for a pool's child to answer one activation before it takes
+    the child for dead, kills it and lets the pool's runs replay in a new one."""
+
+    @field_validator("pools")
+    @classmethod
+    def _named(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, pool in value.items():
+            tenant, separator, agent = key.partition("/")
+            if not separator:
+                raise ValueError(f"pool key {key!r} must be 'tenant/agent'")
+            check_name("tenant", tenant)
+            check_name("agent", agent)
+            check_name("pool", pool)
+        return value
+
+    def pool_of(self, tenant: str, agent: str) -> str:
+        """The pool a run of `agent` in `tenant` runs in."""
+        return self.pools.get(f"{tenant}/{agent}", tenant)
+
+
 class GatewaySettings(BaseModel):
     """The HTTP gateway (`kernos gateway`): where clients that hold only an API key submit."""
 
@@ -417,6 +455,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     gateway: GatewaySettings = GatewaySettings()
     tools: ToolSettings = ToolSettings()
+    isolation: IsolationSettings = IsolationSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     max_task_bytes: int = Field(default=256 * 1024, ge=1, le=1024 * 1024)

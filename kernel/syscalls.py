@@ -165,6 +165,9 @@ class RunInput(BaseModel):
     mcp_servers: list[str] = []
     """MCP servers registered then: their tools (`<server>__<tool>`) go to the server's queue."""
     scheduling: Scheduling = Scheduling()
+    pool: str | None = None
+    """The pool whose confined process runs the agent's code (its tenant unless an operator
+    split the tenant's agents); unset in runs admitted before pools, which ran as the tenant."""
     carried: Carried | None = None
     """Set by the run itself when it continues as new; never by a client."""
 

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from kernos.cli_output import print_json
+from kernos.infra import confine
 from kernos.infra.stack import ComponentStatus
 from kernos.kernel import telemetry
 from kernos.kernel.config import Settings, state_dir
@@ -30,6 +31,7 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         print_json({"components": [c.model_dump() for c in components]})
     else:
         _status_table(components)
+        print(f"isolation: {confine.report(settings.isolation.mode)[1]}")
         print(f"Temporal UI: http://127.0.0.1:{settings.embedded.ui_port}")
     return 0 if all(c.healthy for c in components) else 1
 
@@ -39,10 +41,19 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from kernos.infra import stack
 
     components = await stack.status(state_dir())
+    confined, isolation = confine.report(
+        settings.isolation.mode, settings.isolation.shared_unconfined
+    )
     if args.json:
-        print_json({"components": [c.model_dump() for c in components]})
+        print_json(
+            {
+                "components": [c.model_dump() for c in components],
+                "isolation": {"confined": confined, "said": isolation},
+            }
+        )
     else:
         _status_table(components)
+        print(f"isolation: {isolation}")
     return 0 if all(c.healthy for c in components) else 3
 
 

@@ -254,6 +254,7 @@ class KernosClient:
             tools=sorted(self.settings.tools.registry),
             mcp_servers=sorted(self.settings.tools.mcp),
             scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
+            pool=self.settings.isolation.pool_of(checked.tenant, checked.agent),
         )
         await self.runs.admit(run, api_key_id=self.principal.key_id if self.principal else None)
         try:
