@@ -15,6 +15,7 @@ from kernos.kernel.config import Settings
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import KernosWarning
 from kernos.kernel.llm.base import LLMBackend
+from kernos.workflows.pool import PoolRunner
 from kernos.workflows.worker import agent_worker
 
 WorkerKind = Literal["agent", "kernel", "all"]
@@ -23,9 +24,16 @@ WorkerKind = Literal["agent", "kernel", "all"]
 class WorkerGroup:
     """The workers of one process, started and stopped together."""
 
-    def __init__(self, agent: Worker | None, kernel: KernelWorkers | None) -> None:
+    def __init__(
+        self,
+        agent: Worker | None,
+        kernel: KernelWorkers | None,
+        pools: PoolRunner | None = None,
+    ) -> None:
         self.agent = agent
         self.kernel = kernel
+        #: The confined processes the agent worker runs agents' code in.
+        self.pools = pools
 
     @classmethod
     async def create(
@@ -46,13 +54,15 @@ class WorkerGroup:
                 KernosWarning,
                 stacklevel=2,
             )
-        agent = agent_worker(client, settings, agents=agents) if kind in ("agent", "all") else None
+        agent, pools = None, None
+        if kind in ("agent", "all"):
+            agent, pools = agent_worker(client, settings, agents=agents)
         kernel = None
         if kind in ("kernel", "all"):
             kernel = await KernelWorkers.create(
                 client, settings, backends=backends, embedder=embedder
             )
-        return cls(agent, kernel)
+        return cls(agent, kernel, pools)
 
     async def run(self) -> None:
         """Poll until shut down."""
@@ -67,6 +77,8 @@ class WorkerGroup:
         """Stop every worker of the group."""
         if self.agent is not None:
             await self.agent.shutdown()
+        if self.pools is not None:
+            self.pools.close()
         if self.kernel is not None:
             await self.kernel.shutdown()
 

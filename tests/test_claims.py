@@ -1,8 +1,12 @@
 """Nothing a workflow claims about a syscall is believed: each forged claim is refused and audited.
 
 The hostile agent (tests.agents.ForgerAgent) schedules its own activity, as agent code escaping
-the dispatcher would, with one option forged at a time; the kernel compares each with the
-syscall table and with what it fixed when it admitted the run.
+the dispatcher would, with one option forged at a time. Two lines of defence see it: the pool's
+host, which refuses the command before Temporal sees it and ends the run; and behind it the
+kernel, which compares each claim with the syscall table and with what it fixed when it
+admitted the run, for whatever reaches a kernel queue another way (a poller holding Temporal
+credentials). The kernel's line is tested with agent code in the worker's own process
+(`[isolation] mode = "in_process"`), where no host stands in front of it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import pytest
 from temporalio.common import Priority
 
 from kernos import ConfigError, KernosClient, RunSpec, Settings, load_settings
-from kernos.client import SyscallView
+from kernos.client import RunFailed, SyscallView
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.claims import Claims, Served, false_claim, lost_affinity
@@ -41,7 +45,11 @@ DEFAULT_POLICY = (Path(__file__).parent.parent / "policies" / "policy.csv").read
 
 
 def claim_settings(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path, tenant: str
+    temporal: TemporalDevServer,
+    postgres: EmbeddedPostgres,
+    tmp_path: Path,
+    tenant: str,
+    isolation: str = "in_process",
 ) -> Settings:
     """Two models, `open` and `closed`; the tenant may use only `open`."""
     path = tmp_path / "policy.csv"
@@ -53,6 +61,7 @@ def claim_settings(
             {"name": "closed-1", "kind": "scripted", "model": "closed"},
         ],
         policy={"policy_path": str(path)},
+        isolation={"mode": isolation},
     )  # fmt: skip
 
 
@@ -147,6 +156,43 @@ async def test_each_forged_claim_is_refused_and_audited(
     assert "deny:claim" in shown and said in shown
     assert closed.calls == 0  # the closed model served nothing
     assert open_.calls == 1  # only the honest call was generated
+
+
+#: Forged cases whose options the pool's host can judge from the run's input alone; the others
+#: (a request naming one model or tool on another's queue) need the request read, which the
+#: kernel does.
+HOST_REFUSES = {
+    "a higher priority and another tenant's fairness": "at a priority or fairness other than",
+    "a priority on a kernel syscall": "at a priority or fairness other than",
+    "a longer start-to-close timeout": "start-to-close timeout other than the table's",
+    "a longer heartbeat timeout": "heartbeat timeout other than the table's",
+    "a tighter retry loop": "retry policy other than the table's",
+    "fewer attempts": "retry policy other than the table's",
+}
+
+
+async def test_the_pool_host_ends_a_run_that_forges_options(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"claims-{uuid.uuid4().hex[:8]}"
+    settings = claim_settings(temporal, postgres, tmp_path, tenant, isolation="bwrap")
+    open_, closed = ScriptedBackend(), ScriptedBackend()
+    backends = {"open-1": open_, "closed-1": closed}
+    async with workers(settings, backends=backends), await KernosClient.connect(settings) as client:
+        _, honest, _ = await forge(client, tenant, {}, priority=5)
+        assert honest.startswith("ok: scripted reply"), honest
+        for case, forged, said in forged_cases(settings):
+            if case not in HOST_REFUSES:
+                # Through the host, the kernel refuses it as in the test above.
+                _, output, _ = await forge(client, tenant, forged, priority=5)
+                assert output.startswith("refused AccessDenied: ") and said in output, case
+                continue
+            with pytest.raises(RunFailed) as failed:
+                await forge(client, tenant, forged, priority=5)
+            assert failed.value.error_type == "CommandRefused", case
+            assert HOST_REFUSES[case] in failed.value.message, (case, failed.value.message)
+    assert closed.calls == 0
+    assert open_.calls == 1
 
 
 async def test_an_honest_run_outlives_a_change_of_weights(

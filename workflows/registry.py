@@ -39,9 +39,14 @@ def resolve(path: str) -> type[Agent]:
 
 def register(agents: dict[str, str]) -> None:
     """Register agents by name; each is imported once now so a bad path fails at startup."""
-    for name, path in agents.items():
+    for path in agents.values():
         resolve(path)
-        _paths[name] = path
+    declare(agents)
+
+
+def declare(agents: dict[str, str]) -> None:
+    """Register agents by name without importing them: each run imports its own, sandboxed."""
+    _paths.update(agents)
 
 
 def names() -> list[str]:

@@ -6,13 +6,14 @@ import logging
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from kernos.kernel.config import Settings
 from kernos.kernel.result_seal import SealCheckInterceptor, check_key
 from kernos.workflows import registry
 from kernos.workflows.agent_run import AgentRun
+from kernos.workflows.pool import PoolRunner
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +43,42 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
 
 def agent_worker(
     client: Client, settings: Settings, *, agents: dict[str, str] | None = None
-) -> Worker:
-    """A worker for `AgentRun` with the configured agents registered.
+) -> tuple[Worker, PoolRunner | None]:
+    """A worker for `AgentRun`, and the pools it runs agents' code in (None: in this process).
 
     With `[temporal] result_check_key` (or a signing key to derive it from), its runs take only
     results that kernel workers signed.
     """
-    registry.register(agents if agents is not None else settings.agents)
+    if agents is not None:
+        settings = settings.model_copy(update={"agents": agents})
     key = settings.temporal.check_key_hex()
     if key is None:
         log.warning(
             "agent worker: no [temporal] result_check_key, so syscall results are not checked: "
             "a poller of a kernel queue other than the kernel's could answer this worker's runs"
         )
-    return Worker(
+    pools: PoolRunner | None = None
+    runner: WorkflowRunner
+    if settings.isolation.mode == "in_process":
+        log.warning(
+            "[isolation] mode = 'in_process': AGENT CODE RUNS IN THIS WORKER'S OWN PROCESS, "
+            "with everything it can reach; use it only for benchmarks and debugging"
+        )
+        registry.register(settings.agents)
+        runner = sandbox_runner()
+    else:
+        pools = PoolRunner(settings)
+        pools.check_agents()
+        pools.warm()
+        runner = pools
+    worker = Worker(
         client,
         task_queue=settings.temporal.agent_task_queue,
         workflows=[AgentRun],
-        interceptors=[SealCheckInterceptor(check_key(key))] if key else [],
-        workflow_runner=sandbox_runner(),
+        interceptors=[SealCheckInterceptor(check_key(key))] if key and pools is None else [],
+        workflow_runner=runner,
         max_cached_workflows=settings.temporal.max_cached_workflows,
         # A dead worker's runs move to another within seconds, not the default ten.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
+    return worker, pools

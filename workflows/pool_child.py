@@ -1,0 +1,180 @@
+"""A pool's child: it runs agents' workflow code for its host, confined, and nothing else.
+
+`python -m kernos.workflows.pool_child` reads frames on stdin and answers on the descriptor
+that was stdout (stdout itself then goes to stderr, so an agent's `print` cannot garble the
+pipe). Each instance is Temporal's ordinary sandboxed workflow instance; agent modules are
+imported inside it, by the run that uses them. The child holds no credential and no client:
+what it answers goes to the host, which checks it before Temporal sees any of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib
+import logging
+import os
+import pickle
+import sys
+import traceback
+from typing import IO, Any
+
+import temporalio.api.common.v1
+import temporalio.api.failure.v1
+import temporalio.workflow
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import (
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+    WorkflowInterceptorClassInput,
+)
+
+from kernos.kernel.errors import ConfigError
+from kernos.kernel.result_seal import SealCheckInterceptor, check_key
+from kernos.workflows import registry
+from kernos.workflows.agent_run import AgentRun  # noqa: F401 - imported before any activation
+from kernos.workflows.pool_wire import (
+    ACTIVATE,
+    COMPLETION,
+    CREATE,
+    ERROR,
+    READY,
+    SETUP,
+    ChildSetup,
+    FrameError,
+    FrameWriter,
+    InstanceSpec,
+    receive,
+)
+from kernos.workflows.worker import sandbox_runner
+
+
+class Child:
+    """The instances of one pool, answering the host's activations."""
+
+    def __init__(self, setup: ChildSetup, writer: FrameWriter) -> None:
+        self.setup = setup
+        self.writer = writer
+        self.runner = sandbox_runner()
+        self.instances: dict[int, WorkflowInstance] = {}
+        #: Why an instance could not be made, until its activation reports it.
+        self.broken: dict[int, str] = {}
+        self.interceptors = []
+        if setup.check_key is not None:
+            seal = SealCheckInterceptor(check_key(setup.check_key))
+            self.interceptors.append(
+                seal.workflow_interceptor_class(WorkflowInterceptorClassInput({}))
+            )
+        registry.declare(setup.agents)
+
+    def create(self, instance_id: int, spec: InstanceSpec) -> None:
+        """Make an instance; on the event loop's thread, as the SDK's worker makes them."""
+        try:
+            self.instances[instance_id] = self._make(spec)
+        except Exception as exc:  # noqa: BLE001 - reported at the instance's activation
+            self.broken[instance_id] = "".join(traceback.format_exception(exc, limit=8))
+
+    def _make(self, spec: InstanceSpec) -> WorkflowInstance:
+        module, qualname = spec.workflow
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        last_result = temporalio.api.common.v1.Payloads()
+        last_result.ParseFromString(spec.last_completion_result)
+        last_failure = None
+        if spec.last_failure is not None:
+            last_failure = temporalio.api.failure.v1.Failure()
+            last_failure.ParseFromString(spec.last_failure)
+        return self.runner.create_instance(
+            WorkflowInstanceDetails(
+                payload_converter_factory=pydantic_data_converter.payload_converter_class,
+                failure_converter_class=pydantic_data_converter.failure_converter_class,
+                interceptor_classes=self.interceptors,
+                defn=temporalio.workflow._Definition.must_from_class(cls),
+                info=spec.info,
+                randomness_seed=spec.randomness_seed,
+                extern_functions={},
+                disable_eager_activity_execution=spec.disable_eager_activity_execution,
+                worker_level_failure_exception_types=[],
+                patch_activation_callback=None,
+                last_completion_result=last_result,
+                last_failure=last_failure,
+            )
+        )
+
+    def activate(self, request: int, body: bytes) -> None:
+        """Run one activation and send its completion (or the error that stopped it)."""
+        instance_id = int.from_bytes(body[:8], "big")
+        try:
+            activation = WorkflowActivation()
+            activation.ParseFromString(body[8:])
+            instance = self.instances.get(instance_id)
+            if instance is None:
+                broken = self.broken.pop(instance_id, "the host named no instance of this child")
+                raise RuntimeError(broken)
+            completion = instance.activate(activation)
+            if any(job.HasField("remove_from_cache") for job in activation.jobs):
+                self.instances.pop(instance_id, None)
+            self.writer.send(COMPLETION, request, completion.SerializeToString())
+        except Exception:  # noqa: BLE001 - the host turns it into a failed workflow task
+            self.instances.pop(instance_id, None)
+            self.writer.send(ERROR, request, traceback.format_exc(limit=8).encode())
+
+
+def check(stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    """Import each agent's module and say which failed: the host's start-up check."""
+    writer = FrameWriter(stdout)
+    setup: ChildSetup = pickle.loads(receive(stdin).body)
+    failures = []
+    for name, path in setup.agents.items():
+        try:
+            registry.resolve(path)
+        except ConfigError as exc:
+            failures.append(f"agent {name!r}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - module-level code of an agent failed
+            failures.append(f"agent {name!r}: importing {path!r} raised {exc!r}")
+    if failures:
+        writer.send(ERROR, 0, "; ".join(failures).encode())
+    else:
+        writer.send(READY, 0, b"")
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    """Answer the host until it closes the pipe."""
+    writer = FrameWriter(stdout)
+    # Started, with the kernel and the SDK imported: a spare, until the host names its pool.
+    writer.send(READY, 0, b"")
+    first = receive(stdin)
+    if first.kind != SETUP:
+        raise FrameError("the host's first frame is not the setup")
+    child = Child(pickle.loads(first.body), writer)
+    asyncio.run(_serve(child, stdin))
+
+
+async def _serve(child: Child, stdin: IO[bytes]) -> None:
+    # As in the SDK's worker: instances are made on the event loop's thread, and activated
+    # in a pool of threads.
+    loop = asyncio.get_running_loop()
+    with concurrent.futures.ThreadPoolExecutor(thread_name_prefix="activation") as executor:
+        while True:
+            try:
+                frame = await loop.run_in_executor(None, receive, stdin)
+            except FrameError:
+                return
+            if frame.kind == CREATE:
+                child.create(frame.request, pickle.loads(frame.body))
+            elif frame.kind == ACTIVATE:
+                loop.run_in_executor(executor, child.activate, frame.request, frame.body)
+
+
+def main() -> None:
+    """Entry point: the pipe is stdin and the original stdout."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    pipe_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    (check if "--check" in sys.argv[1:] else serve)(sys.stdin.buffer, pipe_out)
+
+
+if __name__ == "__main__":
+    main()
