@@ -1,0 +1,57 @@
+"""Shared by the hostile-agent tests: settings, a victim, and running a probe.
+
+This module never imports `tests.hostile_agents`, whose import-time code is the attack: only
+the pools' children (and, unconfined, the worker) may run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+from kernos import KernosClient, RunHandle, RunSpec, Settings
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from tests.conftest import make_settings
+
+#: The hostile agents, and the victims, by name.
+HOSTILE_AGENTS = {
+    "probe": "tests.hostile_agents:ProbeAgent",
+    "keeper": "tests.hostile_agents:KeeperAgent",
+    "patcher": "tests.hostile_agents:PatcherAgent",
+    "commander": "tests.hostile_agents:CommanderAgent",
+    "echo": "tests.agents:EchoAgent",
+}
+Mode = Literal["bwrap", "in_process"]
+
+
+def hostile_settings(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, mode: Mode, **overrides: Any
+) -> Settings:
+    """Settings whose agents are the hostile ones, confined by `mode`."""
+    return make_settings(
+        temporal, postgres, agents=HOSTILE_AGENTS, isolation={"mode": mode}, **overrides
+    )
+
+
+async def probe(client: KernosClient, tenant: str, **asked: Any) -> dict[str, Any]:
+    """Run the probe agent in `tenant`; what it found."""
+    handle = await client.submit(RunSpec(agent="probe", task=json.dumps(asked), tenant=tenant))
+    found: dict[str, Any] = json.loads((await handle.result()).output)
+    return found
+
+
+async def keep_secret(client: KernosClient, tenant: str, secret: str, seconds: float) -> RunHandle:
+    """A victim's run holding `secret` in memory for `seconds`, once its first syscall is done."""
+    handle = await client.submit(RunSpec(agent="keeper", task=f"{secret} {seconds}", tenant=tenant))
+    await until_syscalls(client, handle.run_id, 1)
+    return handle
+
+
+async def until_syscalls(client: KernosClient, run_id: str, count: int) -> None:
+    """Wait until the run's audit shows `count` syscalls."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while len((await client.show(run_id)).syscalls) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{run_id} made no syscall"
+        await asyncio.sleep(0.1)

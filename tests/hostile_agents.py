@@ -1,0 +1,243 @@
+"""Hostile agents: what a tenant that controls its agents' code tries, at import and in runs.
+
+Each escapes Temporal's sandbox (`sandbox_unrestricted`, modules passed through), as any
+tenant can, and reports what it reached; the tests check that, confined, it reached nothing.
+The same probes run unconfined (`[isolation] mode = "in_process"`) show that they do find
+what is there to find.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import Priority, SearchAttributeKey
+
+from kernos import Agent
+
+with workflow.unsafe.imports_passed_through():
+    import gc
+    import hashlib
+    import socket
+
+#: Where this module's import-time code leaves a mark, in whatever filesystem it sees.
+IMPORT_MARK = Path("/tmp/kernos-hostile-import-mark")
+#: What the victims' secrets look like.
+SECRET = re.compile(r"secret-[0-9a-f]{32}")
+#: Names that betray a credential in an environment.
+CREDENTIAL_NAMES = ("KERNOS", "DSN", "PASSWORD", "PGPASS", "SECRET", "TOKEN", "API_KEY")
+
+
+def _environment(text: str) -> list[str]:
+    names = [entry.split("=", 1)[0] for entry in text.split("\0") if "=" in entry]
+    return sorted(name for name in names if any(word in name for word in CREDENTIAL_NAMES))
+
+
+def _readable(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            file.read(1)
+    except OSError:
+        return False
+    return True
+
+
+def probe_process() -> dict[str, Any]:
+    """What this process can see of the machine: identity, environments, processes, files."""
+    found: dict[str, Any] = {"uid": os.getuid(), "environment": _environment(
+        "\0".join(f"{k}={v}" for k, v in os.environ.items())
+    )}  # fmt: skip
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    found["processes"] = len(pids)
+    others: list[str] = []
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            others += _environment(Path(f"/proc/{pid}/environ").read_text(errors="replace"))
+        except OSError:
+            continue
+    found["others_environment"] = sorted(set(others))
+    found["files"] = [
+        path
+        for path in (".kernos/kernel.toml", "/root/.bash_history", "/etc/shadow", "/etc/passwd")
+        if _readable(path)
+    ]
+    try:
+        found["interfaces"] = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        found["interfaces"] = []
+    return found
+
+
+with workflow.unsafe.sandbox_unrestricted():
+    AT_IMPORT = probe_process()
+    try:
+        IMPORT_MARK.write_text(str(os.getpid()))
+        AT_IMPORT["marked"] = True
+    except OSError:
+        AT_IMPORT["marked"] = False
+
+
+def _connects(address: str) -> str:
+    """`connected`, or the error's name: `host:port` over TCP, `unix:PATH` to a socket file."""
+    try:
+        if address.startswith("unix:"):
+            with socket.socket(socket.AF_UNIX) as unix:
+                unix.settimeout(2)
+                unix.connect(address.removeprefix("unix:"))
+        else:
+            host, _, port = address.rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=2):
+                pass
+    except OSError as exc:
+        return type(exc).__name__
+    return "connected"
+
+
+class ProbeAgent(Agent):
+    """Reports what it reaches from inside a run: the task (JSON) names what to look for.
+
+    `files`: paths to read; `addresses`: `host:port`s to connect to; `secret_sha256`: the hash
+    of a secret to find in this process's memory; `kill`: signal every process it sees.
+    """
+
+    name = "probe"
+
+    async def run(self, task: str) -> str:
+        asked: dict[str, Any] = json.loads(task)
+        with workflow.unsafe.sandbox_unrestricted():
+            found = probe_process()
+            found["at_import"] = AT_IMPORT
+            found["read"] = [path for path in asked.get("files", []) if _readable(path)]
+            found["connect"] = {
+                address: _connects(address) for address in asked.get("addresses", [])
+            }
+            found.update(_memory(asked.get("secret_sha256")))
+            if asked.get("kill"):
+                found["killed"] = _kill_everyone()
+        return json.dumps(found)
+
+
+def _memory(secret_sha256: str | None) -> dict[str, Any]:
+    """Temporal clients, and another run's secret (`secret-<32 hex>`, known by its hash, so
+    the probe's own task does not hold it), found by walking this process's objects."""
+    clients = 0
+    secret_seen = False
+    for thing in gc.get_objects():
+        kind = type(thing)
+        module = kind.__dict__.get("__module__")
+        if (
+            isinstance(module, str)
+            and module.startswith("temporalio.client")
+            and (kind.__name__ == "Client")
+        ):
+            clients += 1
+        if secret_sha256 and isinstance(thing, dict | list | tuple):
+            for candidate in SECRET.findall(repr(thing)[:100_000]):
+                if hashlib.sha256(candidate.encode()).hexdigest() == secret_sha256:
+                    secret_seen = True
+    return {"clients": clients, "secret_seen": secret_seen}
+
+
+def _kill_everyone() -> list[int]:
+    killed = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in (os.getpid(), 1):
+            try:
+                os.kill(int(name), 9)
+                killed.append(int(name))
+            except OSError:
+                continue
+    return killed
+
+
+class KeeperAgent(Agent):
+    """A victim: keeps its task (a secret) in memory, waits, then returns it unchanged."""
+
+    name = "keeper"
+
+    async def run(self, task: str) -> str:
+        secret, _, seconds = task.rpartition(" ")
+        kept = {"secret": secret}
+        await self.llm.chat([{"role": "user", "content": "hold"}], max_tokens=4)
+        await asyncio.sleep(float(seconds))
+        return kept["secret"]
+
+
+class PatcherAgent(Agent):
+    """Replaces a method of kernos's syscall dispatcher, for every run in its process.
+
+    Passed-through modules are shared by a process's runs: unconfined, another tenant's runs
+    would call the replacement. The replacement marks every chat reply it answers.
+    """
+
+    name = "patcher"
+
+    async def run(self, task: str) -> str:
+        from kernos.workflows.syscalls import SyscallDispatcher
+
+        original = SyscallDispatcher.llm_chat
+
+        async def hijacked(dispatcher: Any, request: Any) -> Any:
+            reply = await original(dispatcher, request)
+            return reply.model_copy(update={"text": "HIJACKED"})
+
+        with workflow.unsafe.sandbox_unrestricted():
+            SyscallDispatcher.llm_chat = hijacked  # type: ignore[method-assign,assignment]
+        await asyncio.sleep(float(task))
+        return "patched"
+
+
+class CommanderAgent(Agent):
+    """Asks Temporal, through its workflow, for what a run must not do (the task names it)."""
+
+    name = "commander"
+
+    async def run(self, task: str) -> str:
+        what, _, target = task.partition(" ")
+        run = self.llm._dispatcher.run
+        if what == "child":
+            await workflow.execute_child_workflow("AgentRun", run, id=f"{run.run_id}-child")
+        elif what == "signal":
+            await workflow.get_external_workflow_handle(target).signal("approval", None)
+        elif what == "cancel":
+            await workflow.get_external_workflow_handle(target).cancel()
+        elif what == "activity":
+            await workflow.execute_activity("shell.exec", "id", start_to_close_timeout=_seconds(10))
+        elif what == "queue":
+            await workflow.execute_activity(
+                "storage.read",
+                {"path": "a.txt"},
+                task_queue=target,
+                start_to_close_timeout=_seconds(10),
+            )
+        elif what == "priority":
+            await workflow.execute_activity(
+                "storage.read",
+                {"path": "a.txt"},
+                task_queue=run.kernel_task_queue,
+                priority=Priority(priority_key=1),
+                start_to_close_timeout=_seconds(10),
+            )
+        elif what == "tenant-attribute":
+            key = SearchAttributeKey.for_keyword("KernosTenant")
+            workflow.upsert_search_attributes([key.value_set(target)])
+            await asyncio.sleep(0.1)
+        elif what == "continue-as-other":
+            spec = run.spec.model_copy(update={"tenant": target})
+            workflow.continue_as_new(run.model_copy(update={"spec": spec}))
+        elif what == "memo":
+            workflow.upsert_memo({"owner": target})
+            await asyncio.sleep(0.1)
+        return f"{what} went through"
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)

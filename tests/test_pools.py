@@ -1,0 +1,89 @@
+"""Pools: each tenant's agent code in a child process of its own, driven by the host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+
+import pytest
+
+from kernos import ConfigError, KernosClient, RunFailed, RunSpec
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.worker import WorkerGroup
+from kernos.workflows.pool import PoolRunner
+from tests.conftest import make_settings, workers
+
+
+def pools_of(group: WorkerGroup) -> PoolRunner:
+    assert group.pools is not None
+    return group.pools
+
+
+async def test_each_tenant_gets_a_pool_and_an_operator_can_split_one(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    acme, globex = f"acme-{uuid.uuid4().hex[:6]}", f"globex-{uuid.uuid4().hex[:6]}"
+    settings = make_settings(
+        temporal, postgres, isolation={"pools": {f"{acme}/steps": f"{acme}-steps"}}
+    )
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        runs = [
+            await client.submit(RunSpec(agent="echo", task="a", tenant=acme)),
+            await client.submit(RunSpec(agent="steps", task="1", tenant=acme)),
+            await client.submit(RunSpec(agent="echo", task="b", tenant=globex)),
+        ]
+        for run in runs:
+            await run.result()
+        pools = pools_of(group).pools()
+    assert set(pools) == {acme, f"{acme}-steps", globex}
+    assert len(set(pools.values())) == 3  # three processes
+    assert all(pid is not None and pid != os.getpid() for pid in pools.values())
+
+
+async def test_a_run_outlives_its_pools_process(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres)
+    tenant = f"crash-{uuid.uuid4().hex[:6]}"
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        run = await client.submit(RunSpec(agent="pausing", task="2", tenant=tenant))
+        deadline = asyncio.get_running_loop().time() + 30
+        while tenant not in pools_of(group).pools():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        pid = pools_of(group).pools()[tenant]
+        assert pid is not None
+        # SIGKILL the bubblewrap process: it takes the pool's child with it.
+        os.kill(pid, signal.SIGKILL)
+        result = await run.result()
+        assert pools_of(group).pools()[tenant] not in (None, pid)
+    assert result.output.count("scripted reply") == 2
+
+
+async def test_without_confinement_a_host_serves_one_pool(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres, isolation={"mode": "process"})
+    first, second = f"one-{uuid.uuid4().hex[:6]}", f"two-{uuid.uuid4().hex[:6]}"
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        assert "echo" in (await (await client.submit(
+            RunSpec(agent="echo", task="echo", tenant=first))).result()).output  # fmt: skip
+        refused = await client.submit(RunSpec(agent="echo", task="x", tenant=second))
+        with pytest.raises(RunFailed) as failed:
+            await refused.result()
+    assert failed.value.error_type == "CommandRefused"
+    assert f"already runs pool {first!r}; pool {second!r} would share its process" in (
+        failed.value.message
+    )
+
+
+async def test_a_bad_agent_path_stops_the_host_before_it_polls(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres, agents={"gone": "tests.no_such_module:Agent"})
+    with pytest.raises(ConfigError, match="agent 'gone': cannot import agent module"):
+        async with workers(settings):
+            pass
