@@ -34,6 +34,7 @@ from kernos.kernel.llm.registry import build_backend
 from kernos.kernel.mcp_tools import MCPServers
 from kernos.kernel.memory import MemoryStore
 from kernos.kernel.policy_store import watch
+from kernos.kernel.run_ends import RunEnds
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 from kernos.kernel.storage import StorageStore
 from kernos.kernel.syscall_table import Queue, on_queue
@@ -94,6 +95,7 @@ class KernelWorkers:
         self._slots = slots
         self._embedder = embedder
         self.anchorer = Anchorer(kernel.pool, kernel.client, kernel.settings)
+        self.run_ends = RunEnds(kernel.pool, kernel.client, kernel.settings)
         self._stop = asyncio.Event()
 
     @classmethod
@@ -232,7 +234,11 @@ class KernelWorkers:
 
     async def run(self) -> None:
         """Poll (anchor the audit chains, follow policy changes) until shut down."""
-        tasks = [*(worker.run() for worker in self.workers), self.anchorer.run()]
+        tasks = [
+            *(worker.run() for worker in self.workers),
+            self.anchorer.run(),
+            self.run_ends.run(),
+        ]
         if self.kernel.policy_store is not None:
             tasks.append(
                 watch(dsn(self.kernel.settings.database), self.kernel.access.reload, self._stop)
@@ -242,6 +248,7 @@ class KernelWorkers:
     async def shutdown(self) -> None:
         """Stop polling, finish in-flight work, release connections."""
         self.anchorer.stop()
+        self.run_ends.stop()
         self._stop.set()
         await asyncio.gather(*(worker.shutdown() for worker in self.workers))
         for slots in self._slots:

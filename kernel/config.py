@@ -64,6 +64,10 @@ class TemporalSettings(BaseModel):
 
         return public_hex(signing_key(self.result_signing_key.get_secret_value()))
 
+    run_end_poll_s: float = Field(default=1.0, gt=0)
+    """How often kernel workers ask Temporal which agent runs ended, to record each as Temporal
+    has it (a run's own `run.finish` is agent code's word)."""
+
     max_cached_workflows: int = Field(default=10_000, ge=0)
     """Runs an agent worker keeps in memory between their workflow tasks (1,000 more cached
     runs took 73 MB more in bench/scaling.py); a run evicted from the cache is replayed from

@@ -150,3 +150,31 @@ class RunStore:
                     "run": run_id,
                 },
             )
+
+    async def record_end(self, run_id: str, outcome: RunOutcome) -> None:
+        """Record the end Temporal has for a run, over whatever the run said of itself."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s,"
+                " finished_at = coalesce(finished_at, now()),"
+                " input_tokens = (SELECT coalesce(sum(input_tokens), 0) FROM syscall_results"
+                "                 WHERE run_id = %(run)s),"
+                " output_tokens = (SELECT coalesce(sum(output_tokens), 0) FROM syscall_results"
+                "                  WHERE run_id = %(run)s)"
+                " WHERE run_id = %(run)s",
+                {
+                    "status": outcome.status,
+                    "output": outcome.output,
+                    "error": outcome.error,
+                    "run": run_id,
+                },
+            )
+
+    async def statuses(self, run_ids: list[str]) -> dict[str, str]:
+        """The recorded status of each of `run_ids` this kernel admitted."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (run_ids,)
+            )
+            rows = await cursor.fetchall()
+        return {row["run_id"]: row["status"] for row in rows}

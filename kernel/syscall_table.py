@@ -214,12 +214,14 @@ MEMORY_ERASE = Action(MEMORY_DELETE.name, "memory:<scope>")
 """An operator's deletion of a memory item: audited as the syscall of the same name."""
 KEY_CREATE = Action("keys.create", "key:<id>")
 KEY_REVOKE = Action("keys.revoke", "key:<id>")
+RUN_END = Action("run.end", "run:<run id>")
+"""A run ended, as Temporal has it: recorded by kernel workers, whatever the run said."""
 
 ACTIONS: dict[str, Action] = {
     action.name: action
     for action in (
         RUN_SUBMIT, RUN_CANCEL, APPROVAL_DECIDE, POLICY_EDIT, BUDGET_SET, STORAGE_PURGE,
-        MEMORY_ERASE, KEY_CREATE, KEY_REVOKE,
+        MEMORY_ERASE, KEY_CREATE, KEY_REVOKE, RUN_END,
     )
 }  # fmt: skip
 """Every kernel action by name (an operator's memory deletion shares the syscall's name)."""

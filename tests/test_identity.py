@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -55,10 +56,20 @@ async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
         )
         with pytest.raises(RunFailed) as failed:
             await handle.result()
-        view = await client.show(handle.run_id)
+        # It said it completed; the kernel records how it really ended, from Temporal.
+        deadline = asyncio.get_running_loop().time() + 30
+        while (view := await client.show(handle.run_id)).record.status != "failed":
+            assert asyncio.get_running_loop().time() < deadline, view.record
+            await asyncio.sleep(0.2)
     assert failed.value.error_type == "AccessDenied"
     assert "is completed; it makes no syscalls" in str(failed.value)
-    assert [(c.syscall, c.decision) for c in view.syscalls] == [("llm.chat", "deny")]
+    assert view.record.output is None
+    assert (view.record.error or "").startswith("AccessDenied: ")
+    assert [(c.syscall, c.decision) for c in view.syscalls] == [
+        ("llm.chat", "deny"),
+        ("run.end", "allow"),
+    ]
+    assert "(the run had said completed)" in (view.syscalls[1].reason or "")
     # The tokens it claimed in its own outcome are not the kernel's count.
     assert (view.record.input_tokens, view.record.output_tokens) == (0, 0)
 

@@ -1,0 +1,157 @@
+"""The kernel learns that runs ended from Temporal, not from the runs themselves.
+
+A run's own `run.finish` is agent code's to send (or not, or with any output): a run its pool's
+host ended for a refused command never sends it, and one that lies about its output would be
+believed. So kernel workers follow Temporal's visibility: every agent run that closed (not to
+continue as new) since the last look is recorded as Temporal has it, status, output or error,
+over whatever the run said of itself, and audited (`run.end`, in the run's tenant's chain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHistoryEventFilterType,
+)
+from temporalio.service import RPCError
+
+from kernos.kernel.access import Decision, Subject
+from kernos.kernel.audit import AuditLog
+from kernos.kernel.config import Settings
+from kernos.kernel.db.pool import Pool
+from kernos.kernel.runs import RunStore
+from kernos.kernel.syscall_table import AGENT_RUN, RUN_END
+from kernos.kernel.syscalls import RunOutcome, RunResult
+
+log = logging.getLogger(__name__)
+
+#: How far back each look reaches past the last close it saw: visibility is eventually
+#: consistent, and a close recorded late must not be missed.
+OVERLAP = timedelta(seconds=30)
+#: Closed runs checked against their records in one query.
+_BATCH = 500
+#: The record's status for each way Temporal closes a run.
+_STATUS = {
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TIMED_OUT: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "cancelled",
+}
+
+
+class RunEnds:
+    """Records the end of every agent run on this kernel's queue as Temporal has it."""
+
+    def __init__(self, pool: Pool, client: Client, settings: Settings) -> None:
+        self._runs = RunStore(pool)
+        self._audit = AuditLog(pool)
+        self._client = client
+        self._queue = settings.temporal.agent_task_queue
+        self._interval = settings.temporal.run_end_poll_s
+        self._since = datetime.now(UTC) - timedelta(days=1)
+        self._stop = asyncio.Event()
+
+    async def look(self) -> int:
+        """Record the runs that closed since the last look; how many records changed."""
+        since = self._since
+        query = (
+            f"WorkflowType = '{AGENT_RUN}' AND TaskQueue = '{self._queue}' AND "
+            f"ExecutionStatus != 'Running' AND CloseTime >= '{since.isoformat()}'"
+        )
+        changed = 0
+        latest = since
+        closed: list[WorkflowExecution] = []
+        async for execution in self._client.list_workflows(query):
+            if execution.close_time is not None:
+                latest = max(latest, execution.close_time)
+            if execution.status != WorkflowExecutionStatus.CONTINUED_AS_NEW:
+                closed.append(execution)
+            if len(closed) >= _BATCH:
+                changed += await self._reconcile(closed)
+                closed = []
+        changed += await self._reconcile(closed)
+        self._since = max(since, latest - OVERLAP)
+        return changed
+
+    async def _reconcile(self, closed: list[WorkflowExecution]) -> int:
+        """Record the end of each run whose record says other than Temporal's status."""
+        if not closed:
+            return 0
+        recorded = await self._runs.statuses([execution.id for execution in closed])
+        changed = 0
+        for execution in closed:
+            status = recorded.get(execution.id)
+            closed_as = _STATUS.get(execution.status) if execution.status else None
+            if status is None or status == closed_as:
+                # Not this kernel's run; or the run said how it ended, and Temporal agrees
+                # (what it returned is agent code's either way).
+                continue
+            outcome = await self._outcome(execution)
+            if outcome is not None:
+                await self._record(execution.id, outcome)
+                changed += 1
+        return changed
+
+    async def _outcome(self, execution: WorkflowExecution) -> RunOutcome | None:
+        handle = self._client.get_workflow_handle(
+            execution.id, run_id=execution.run_id, result_type=RunResult
+        )
+        status = execution.status
+        if status == WorkflowExecutionStatus.COMPLETED:
+            result = await handle.result()
+            return RunOutcome(status="completed", output=result.output)
+        closing = None
+        async for event in handle.fetch_history_events(
+            event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
+        ):
+            closing = event
+        if closing is None:
+            return None
+        if status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT):
+            failure = closing.workflow_execution_failed_event_attributes.failure
+            kind = failure.application_failure_info.type or "Failed"
+            if status == WorkflowExecutionStatus.TIMED_OUT:
+                return RunOutcome(status="failed", error="TimedOut: the run timed out")
+            return RunOutcome(status="failed", error=f"{kind}: {failure.message}")
+        if status == WorkflowExecutionStatus.TERMINATED:
+            reason = closing.workflow_execution_terminated_event_attributes.reason
+            return RunOutcome(status="cancelled", error=f"terminated: {reason or 'no reason'}")
+        return RunOutcome(status="cancelled", error="cancelled")
+
+    async def _record(self, run_id: str, outcome: RunOutcome) -> None:
+        """Record `outcome` over what the record says, and audit it."""
+        record = await self._runs.get(run_id)
+        await self._runs.record_end(run_id, outcome)
+        said = f"{outcome.status}" + (f": {outcome.error}" if outcome.error else "")
+        if record.finished:
+            said += f" (the run had said {record.status})"
+        await self._audit.record_operator(
+            Subject(run_id, record.tenant, record.user, record.agent),
+            RUN_END.name,
+            f"run:{run_id}",
+            Decision(True, None, said[:1000]),
+        )
+
+    async def run(self) -> None:
+        """Look every `[temporal] run_end_poll_s`, until `stop`."""
+        while not self._stop.is_set():
+            try:
+                await self.look()
+            except (RPCError, OSError) as exc:
+                log.warning("learning which runs ended failed (retried): %s", exc)
+            except Exception:  # a failed look is retried next time; the worker goes on
+                log.exception("learning which runs ended failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+
+    def stop(self) -> None:
+        """End `run` at its next wake-up."""
+        self._stop.set()
