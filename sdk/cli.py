@@ -264,8 +264,11 @@ async def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
 
     async def body(client: KernosClient) -> int:
         await client.runs.get(args.run_id)
-        await client.handle(args.run_id).cancel()
-        print(f"cancellation requested for {args.run_id}")
+        grace = args.terminate_after
+        if await client.handle(args.run_id).cancel(terminate_after_s=grace):
+            print(f"terminated {args.run_id}: still going {grace:g} s after being cancelled")
+        else:
+            print(f"cancellation requested for {args.run_id}")
         return 0
 
     return await with_client(settings, body)
@@ -332,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = commands.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run_id")
+    cancel.add_argument(
+        "--terminate-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="terminate the run if it is still going this long after the cancellation "
+        "(agent code may ignore one; default 10)",
+    )
     cancel.set_defaults(handler=cmd_cancel)
 
     instances = commands.add_parser("instances", help="LLM instances: health, running, queued")

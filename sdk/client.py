@@ -154,9 +154,35 @@ class RunHandle:
             message = getattr(cause, "message", None) or str(cause)
             raise RunFailed(self.run_id, error_type, message) from exc
 
-    async def cancel(self) -> None:
-        """Ask the run to stop; an in-flight generation is aborted on its server."""
+    async def cancel(self, *, terminate_after_s: float | None = None) -> bool:
+        """Ask the run to stop; an in-flight generation is aborted on its server.
+
+        Agent code may ignore the request: with `terminate_after_s`, a run still going after
+        that long is terminated. True if it was.
+        """
         await self._workflow.cancel()
+        if terminate_after_s is None:
+            return False
+        return await self.terminate_unless_stopped(terminate_after_s)
+
+    async def terminate_unless_stopped(self, after_s: float) -> bool:
+        """Terminate the run if it is still going `after_s` from now; True if it was."""
+        terminate_after_s = after_s
+        deadline = asyncio.get_running_loop().time() + terminate_after_s
+        while asyncio.get_running_loop().time() < deadline:
+            description = await self._workflow.describe()
+            if description.status not in (None, WorkflowExecutionStatus.RUNNING):
+                return False
+            await asyncio.sleep(0.2)
+        try:
+            await self._workflow.terminate(
+                reason=f"it did not stop within {terminate_after_s:g} s of being cancelled"
+            )
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return False  # it closed in the meantime
+        return True
 
 
 class KernosClient:

@@ -52,6 +52,10 @@ from kernos.remote import GatewayResult, GatewayRun
 
 #: Longest a result request waits for its run before answering 202.
 MAX_WAIT_S = 60.0
+#: How long a cancelled run may take to stop before it is terminated.
+CANCEL_GRACE_S = 10.0
+#: Terminations waiting on cancelled runs (kept so they are not collected mid-wait).
+_ENDING: set[asyncio.Task[bool]] = set()
 #: Deepest nesting of arrays and objects a body may have: a run spec is flat, and Python's
 #: parser recurses, so a body of 100,000 brackets would otherwise fail the request with a 500.
 MAX_JSON_DEPTH = 32
@@ -217,7 +221,12 @@ async def _cancel(request: Request, client: KernosClient) -> JSONResponse:
         Decision(True, None, "cancelled through the gateway"),
         key_id=principal.key_id,
     )
-    await client.handle(record.run_id).cancel()
+    handle = client.handle(record.run_id)
+    await handle.cancel()
+    # Agent code may ignore the cancellation: the run is terminated if it does.
+    ending = asyncio.create_task(handle.terminate_unless_stopped(CANCEL_GRACE_S))
+    _ENDING.add(ending)
+    ending.add_done_callback(_ENDING.discard)
     return JSONResponse({"run_id": record.run_id, "status": "cancelling"}, 202)
 
 

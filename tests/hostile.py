@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any, Literal
 
-from kernos import KernosClient, RunHandle, RunSpec, Settings
+from kernos import KernosClient, RunHandle, RunSpec, RunView, Settings
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from tests.conftest import make_settings
@@ -21,6 +21,7 @@ HOSTILE_AGENTS = {
     "keeper": "tests.hostile_agents:KeeperAgent",
     "patcher": "tests.hostile_agents:PatcherAgent",
     "commander": "tests.hostile_agents:CommanderAgent",
+    "stubborn": "tests.hostile_agents:StubbornAgent",
     "echo": "tests.agents:EchoAgent",
 }
 Mode = Literal["bwrap", "in_process"]
@@ -55,3 +56,12 @@ async def until_syscalls(client: KernosClient, run_id: str, count: int) -> None:
     while len((await client.show(run_id)).syscalls) < count:
         assert asyncio.get_running_loop().time() < deadline, f"{run_id} made no syscall"
         await asyncio.sleep(0.1)
+
+
+async def until_recorded(client: KernosClient, run_id: str) -> RunView:
+    """The run as `kernos show` has it, once the kernel has recorded its end."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (view := await client.show(run_id)).record.finished:
+        assert asyncio.get_running_loop().time() < deadline, f"{run_id} never recorded as ended"
+        await asyncio.sleep(0.2)
+    return view

@@ -140,9 +140,14 @@ def _memory(secret_sha256: str | None) -> dict[str, Any]:
         ):
             clients += 1
         if secret_sha256 and isinstance(thing, dict | list | tuple):
-            for candidate in SECRET.findall(repr(thing)[:100_000]):
-                if hashlib.sha256(candidate.encode()).hexdigest() == secret_sha256:
-                    secret_seen = True
+            # Strings only: a repr() of anything else may import (numpy's does), and an
+            # import of an extension module a second time fails in the sandbox.
+            values = thing.values() if isinstance(thing, dict) else thing
+            for value in values:
+                if isinstance(value, str) and len(value) < 100_000:
+                    for candidate in SECRET.findall(value):
+                        if hashlib.sha256(candidate.encode()).hexdigest() == secret_sha256:
+                            secret_seen = True
     return {"clients": clients, "secret_seen": secret_seen}
 
 
@@ -165,10 +170,10 @@ class KeeperAgent(Agent):
 
     async def run(self, task: str) -> str:
         secret, _, seconds = task.rpartition(" ")
-        kept = {"secret": secret}
+        kept: dict[str, str | list[str]] = {"secret": secret, "notes": []}  # a victim's state
         await self.llm.chat([{"role": "user", "content": "hold"}], max_tokens=4)
         await asyncio.sleep(float(seconds))
-        return kept["secret"]
+        return str(kept["secret"])
 
 
 class PatcherAgent(Agent):
@@ -241,3 +246,16 @@ class CommanderAgent(Agent):
 
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
+
+
+class StubbornAgent(Agent):
+    """Ignores cancellation: catches it and goes on sleeping, forever."""
+
+    name = "stubborn"
+
+    async def run(self, task: str) -> str:
+        while True:
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                continue

@@ -16,7 +16,7 @@ from kernos import KernosClient, RunFailed, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from tests.conftest import workers
-from tests.hostile import Mode, hostile_settings, keep_secret, probe
+from tests.hostile import Mode, hostile_settings, keep_secret, probe, until_recorded
 
 
 @pytest.mark.parametrize("mode", ["bwrap", "in_process"])
@@ -52,8 +52,10 @@ async def test_each_command_a_run_may_not_make_ends_it(
             f"continue-as-other {victim}": "an input other than the one the kernel admitted",
             f"memo {victim}": "modify_workflow_properties",
         }
+        refused: dict[str, str] = {}
         for task, reason in cases.items():
             handle = await client.submit(RunSpec(agent="commander", task=task, tenant=evil))
+            refused[handle.run_id] = reason
             with pytest.raises(RunFailed) as failed:
                 await handle.result()
             assert failed.value.error_type == "CommandRefused", task
@@ -64,3 +66,25 @@ async def test_each_command_a_run_may_not_make_ends_it(
             assert reason in ended.failure.message, task
         # The victim's run went on untouched, and returns its own output.
         assert (await kept.result()).output == "the-victims-secret"
+        # The kernel learned each end from Temporal (the runs never said), and audited it.
+        for run_id, reason in refused.items():
+            view = await until_recorded(client, run_id)
+            assert view.record.status == "failed"
+            assert (view.record.error or "").startswith("CommandRefused: kernos refused")
+            assert reason in (view.record.error or "")
+            [end] = [call for call in view.syscalls if call.syscall == "run.end"]
+            assert reason in (end.reason or "")
+
+
+async def test_a_run_that_ignores_its_cancellation_is_terminated(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = hostile_settings(temporal, postgres, "bwrap")
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(
+            RunSpec(agent="stubborn", task="stay", tenant=f"evil-{uuid.uuid4().hex[:6]}")
+        )
+        assert await handle.cancel(terminate_after_s=2) is True
+        view = await until_recorded(client, handle.run_id)
+    assert view.record.status == "cancelled"
+    assert view.record.error == "terminated: it did not stop within 2 s of being cancelled"
