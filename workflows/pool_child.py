@@ -49,6 +49,10 @@ from kernos.workflows.pool_wire import (
 )
 from kernos.workflows.worker import sandbox_runner
 
+#: Activations run at once, as the SDK's worker runs them (it allows 500): one blocked in
+#: agent code must not hold up the pool's other runs behind a small pool of threads.
+ACTIVATION_THREADS = 100
+
 
 class Child:
     """The instances of one pool, answering the host's activations."""
@@ -156,7 +160,7 @@ async def _serve(child: Child, stdin: IO[bytes]) -> None:
     # As in the SDK's worker: instances are made on the event loop's thread, and activated
     # in a pool of threads.
     loop = asyncio.get_running_loop()
-    with concurrent.futures.ThreadPoolExecutor(thread_name_prefix="activation") as executor:
+    with concurrent.futures.ThreadPoolExecutor(ACTIVATION_THREADS, "activation") as executor:
         while True:
             try:
                 frame = await loop.run_in_executor(None, receive, stdin)

@@ -1,0 +1,60 @@
+"""bubblewrap's view, as root and rootless: nobody, no capabilities, no network, no files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kernos.infra import confine
+
+PROBE = (
+    "id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
+    "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; "
+    "ls /etc/passwd /root/.bash_history 2>&1 | wc -l; ls /proc | grep -c '^[0-9]'"
+)
+
+
+def confined(argv: list[str], user: int | None = None) -> list[str]:
+    done = subprocess.run(
+        [*argv, "/bin/sh", "-c", PROBE], capture_output=True, text=True, timeout=30, user=user
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def expect_nothing(lines: list[str]) -> None:
+    uid, _, caps, _, no_new_privs, *rest = lines
+    interfaces, processes = rest[:-2], int(rest[-1])
+    assert uid == str(confine.NOBODY)
+    assert caps == "0000000000000000"
+    assert no_new_privs == "1"
+    assert interfaces == ["lo"]
+    assert processes <= 4  # bubblewrap's init, the shell and its pipeline
+
+
+def test_as_the_kernel_runs_here(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "kernel.toml").write_text("secret")
+    argv = confine.bwrap_argv([tmp_path], [state], {"HOME": "/tmp"})
+    done = subprocess.run(
+        [*argv, "/bin/sh", "-c", f"ls -A {state} | wc -l; env | wc -l"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout.split()[0] == "0"  # the state directory shows empty
+    assert int(done.stdout.split()[1]) <= 4  # HOME, PWD, SHLVL, _: the shell's own
+    expect_nothing(confined(argv))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the host runs rootless already: the test above")
+def test_rootless(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As an ordinary user, bubblewrap's own user namespace maps the caller to nobody.
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    argv = confine.bwrap_argv([], [], {})
+    assert "--unshare-all" in argv and not any("setpriv" in part for part in argv)
+    expect_nothing(confined(argv, user=confine.NOBODY))
