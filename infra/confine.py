@@ -13,6 +13,7 @@ set it up; as an ordinary user, bubblewrap's user namespace maps the caller to `
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ from pathlib import Path
 
 #: The unprivileged user and group the child runs as.
 NOBODY = 65534
+#: The size of a child's private /tmp.
+TMP_BYTES = 16 * 1024 * 1024
 #: The system directories a Python interpreter needs, where they exist.
 SYSTEM = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 
@@ -31,19 +34,36 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def import_roots() -> list[Path]:
-    """The directories Python imports from here: the interpreter, the venv, `sys.path`.
+def import_roots(agent_modules: Iterable[str]) -> tuple[list[Path], list[Path]]:
+    """What a child must see to import the kernel and the agents, and its import path.
 
-    The link tree of an editable install points into the source folders, so those come too.
+    The interpreter, the venv (and every import path entry inside them), the kernel's sources
+    (an editable install's link tree points into them), and each agent's top-level package
+    or module where it lies outside those: never the working directory or a script's folder
+    as a whole, which may hold anything (`.env`, `.git`, a settings file). The import path is
+    the folders those agents' packages sit in, and the link trees.
     """
-    roots: list[Path] = []
-    entries = [sys.base_prefix, sys.prefix, *(entry or os.getcwd() for entry in sys.path)]
-    for entry in entries:
-        path = Path(entry)
-        if path.is_dir():
-            roots.append(path.resolve())
-            roots += _link_targets(path)
-    return _outermost(roots)
+    prefixes = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
+    roots = list(prefixes)
+    python_path: list[Path] = []
+    for entry in sys.path:
+        path = Path(entry).resolve() if entry else None
+        if path is not None and path.name.startswith("__editable__") and path.is_dir():
+            roots += [path, *_link_targets(path)]
+            python_path.append(path)
+    for module in agent_modules:
+        top = module.partition(".")[0]
+        # The top-level name only: finding a submodule would run its parent package's code.
+        spec = importlib.util.find_spec(top) if top else None
+        if spec is None or spec.origin in (None, "built-in", "frozen"):
+            continue
+        origin = Path(spec.origin).resolve()
+        place = origin.parent if spec.submodule_search_locations is not None else origin
+        if any(place.is_relative_to(root) for root in roots):
+            continue
+        roots.append(place)
+        python_path.append(place.parent)
+    return _outermost(roots), list(dict.fromkeys(python_path))
 
 
 def _link_targets(directory: Path) -> list[Path]:
@@ -108,7 +128,9 @@ def bwrap_argv(
             argv += ["--tmpfs", str(resolved)]
         elif resolved.is_file() and any(resolved.is_relative_to(root) for root in roots):
             argv += ["--ro-bind", "/dev/null", str(resolved)]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    # A small /tmp: a tmpfs's pages are the machine's memory, not the child's.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    argv += ["--chdir", "/tmp"]
     for name, value in environment.items():
         argv += ["--setenv", name, value]
     argv.append("--")

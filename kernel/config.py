@@ -388,8 +388,9 @@ class IsolationSettings(BaseModel):
     loudly. `in_process`: agent code in the worker's own process, as before pools existed: no
     isolation at all, for benchmarks and debugging."""
     pools: dict[str, str] = {}
-    """`"tenant/agent" = "pool"`: runs of that agent in that tenant go to their own pool (and
-    process). Every other run's pool is its tenant: runs of one pool can reach each other."""
+    """`"tenant/agent" = "split"`: runs of that agent in that tenant go to a pool of their own
+    (and process), `tenant/split`. Every other run's pool is its tenant: runs of one pool can
+    reach each other, and a pool never holds two tenants' runs."""
     shared_unconfined: bool = False
     """Without OS confinement (`process`, `in_process`, or `auto` where bubblewrap does not
     work), a host serves one pool and fails runs of any other, since they would share what
@@ -411,8 +412,12 @@ class IsolationSettings(BaseModel):
         return value
 
     def pool_of(self, tenant: str, agent: str) -> str:
-        """The pool a run of `agent` in `tenant` runs in."""
-        return self.pools.get(f"{tenant}/{agent}", tenant)
+        """The pool a run of `agent` in `tenant` runs in: the tenant, or `tenant/<split>`.
+
+        A split is named inside its tenant, so no setting can put two tenants in one pool.
+        """
+        split = self.pools.get(f"{tenant}/{agent}")
+        return tenant if split is None else f"{tenant}/{split}"
 
 
 class GatewaySettings(BaseModel):

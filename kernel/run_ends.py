@@ -82,54 +82,60 @@ class RunEnds:
         return changed
 
     async def _reconcile(self, closed: list[WorkflowExecution]) -> int:
-        """Record the end of each run whose record says other than Temporal's status."""
+        """Record the end of each run whose record says other than Temporal."""
         if not closed:
             return 0
         recorded = await self._runs.statuses([execution.id for execution in closed])
         changed = 0
         for execution in closed:
-            status = recorded.get(execution.id)
+            said = recorded.get(execution.id)
             closed_as = _STATUS.get(execution.status) if execution.status else None
-            if status is None or status == closed_as:
-                # Not this kernel's run; or the run said how it ended, and Temporal agrees
-                # (what it returned is agent code's either way).
+            if said is None or (said[0] == closed_as == "completed"):
+                # Not this kernel's run; or it completed, as it said (what it returned is agent
+                # code's word either way).
                 continue
-            outcome = await self._outcome(execution)
-            if outcome is not None:
-                await self._record(execution.id, outcome)
-                changed += 1
+            try:
+                outcome = await self._outcome(execution)
+                if said == (outcome.status, outcome.error):
+                    continue
+                if await self._record(execution.id, outcome):
+                    changed += 1
+            except Exception:  # one run's history must not stop the others'
+                log.exception("recording how run %s ended failed", execution.id)
         return changed
 
-    async def _outcome(self, execution: WorkflowExecution) -> RunOutcome | None:
+    async def _outcome(self, execution: WorkflowExecution) -> RunOutcome:
         handle = self._client.get_workflow_handle(
             execution.id, run_id=execution.run_id, result_type=RunResult
         )
         status = execution.status
         if status == WorkflowExecutionStatus.COMPLETED:
-            result = await handle.result()
+            try:
+                result = await handle.result()
+            except Exception:  # noqa: BLE001 - the result is agent code's: it may be anything
+                return RunOutcome(status="completed", error="its result is not a run's result")
             return RunOutcome(status="completed", output=result.output)
         closing = None
         async for event in handle.fetch_history_events(
             event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
         ):
             closing = event
-        if closing is None:
-            return None
-        if status in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT):
+        if status == WorkflowExecutionStatus.TIMED_OUT:
+            return RunOutcome(status="failed", error="TimedOut: the run timed out")
+        if status == WorkflowExecutionStatus.FAILED and closing is not None:
             failure = closing.workflow_execution_failed_event_attributes.failure
             kind = failure.application_failure_info.type or "Failed"
-            if status == WorkflowExecutionStatus.TIMED_OUT:
-                return RunOutcome(status="failed", error="TimedOut: the run timed out")
             return RunOutcome(status="failed", error=f"{kind}: {failure.message}")
-        if status == WorkflowExecutionStatus.TERMINATED:
+        if status == WorkflowExecutionStatus.TERMINATED and closing is not None:
             reason = closing.workflow_execution_terminated_event_attributes.reason
             return RunOutcome(status="cancelled", error=f"terminated: {reason or 'no reason'}")
         return RunOutcome(status="cancelled", error="cancelled")
 
-    async def _record(self, run_id: str, outcome: RunOutcome) -> None:
-        """Record `outcome` over what the record says, and audit it."""
+    async def _record(self, run_id: str, outcome: RunOutcome) -> bool:
+        """Record `outcome` and audit it; False if another kernel worker was first."""
         record = await self._runs.get(run_id)
-        await self._runs.record_end(run_id, outcome)
+        if not await self._runs.record_end(run_id, outcome):
+            return False
         said = f"{outcome.status}" + (f": {outcome.error}" if outcome.error else "")
         if record.finished:
             said += f" (the run had said {record.status})"
@@ -139,6 +145,7 @@ class RunEnds:
             f"run:{run_id}",
             Decision(True, None, said[:1000]),
         )
+        return True
 
     async def run(self) -> None:
         """Look every `[temporal] run_end_poll_s`, until `stop`."""

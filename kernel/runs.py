@@ -151,17 +151,18 @@ class RunStore:
                 },
             )
 
-    async def record_end(self, run_id: str, outcome: RunOutcome) -> None:
-        """Record the end Temporal has for a run, over whatever the run said of itself."""
+    async def record_end(self, run_id: str, outcome: RunOutcome) -> bool:
+        """Record how Temporal says a run ended, over what it said; False if already so."""
         async with self._pool.connection() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 "UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s,"
                 " finished_at = coalesce(finished_at, now()),"
                 " input_tokens = (SELECT coalesce(sum(input_tokens), 0) FROM syscall_results"
                 "                 WHERE run_id = %(run)s),"
                 " output_tokens = (SELECT coalesce(sum(output_tokens), 0) FROM syscall_results"
                 "                  WHERE run_id = %(run)s)"
-                " WHERE run_id = %(run)s",
+                " WHERE run_id = %(run)s"
+                " AND (status, error) IS DISTINCT FROM (%(status)s, %(error)s)",
                 {
                     "status": outcome.status,
                     "output": outcome.output,
@@ -169,12 +170,13 @@ class RunStore:
                     "run": run_id,
                 },
             )
+            return cursor.rowcount > 0
 
-    async def statuses(self, run_ids: list[str]) -> dict[str, str]:
-        """The recorded status of each of `run_ids` this kernel admitted."""
+    async def statuses(self, run_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+        """The recorded status and error of each of `run_ids` this kernel admitted."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (run_ids,)
+                "SELECT run_id, status, error FROM runs WHERE run_id = ANY(%s)", (run_ids,)
             )
             rows = await cursor.fetchall()
-        return {row["run_id"]: row["status"] for row in rows}
+        return {row["run_id"]: (row["status"], row["error"]) for row in rows}

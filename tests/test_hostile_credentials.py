@@ -36,8 +36,10 @@ def state_with_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def secret_files(postgres: EmbeddedPostgres, kernel_toml: Path) -> list[str]:
-    """Files agent code must not read: the kernel's settings, the database's own files."""
-    return [str(kernel_toml), str(postgres.data_dir / "PG_VERSION")]
+    """Files agent code must not read: the kernel's settings, the database's own files, and a
+    file of the project the worker was started in (where a `.env` would be)."""
+    project = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    return [str(kernel_toml), str(postgres.data_dir / "PG_VERSION"), str(project)]
 
 
 async def probe_for_credentials(

@@ -27,7 +27,7 @@ async def test_each_tenant_gets_a_pool_and_an_operator_can_split_one(
 ) -> None:
     acme, globex = f"acme-{uuid.uuid4().hex[:6]}", f"globex-{uuid.uuid4().hex[:6]}"
     settings = make_settings(
-        temporal, postgres, isolation={"pools": {f"{acme}/steps": f"{acme}-steps"}}
+        temporal, postgres, isolation={"pools": {f"{acme}/steps": "steps-pool"}}
     )
     async with workers(settings) as group, await KernosClient.connect(settings) as client:
         runs = [
@@ -38,7 +38,7 @@ async def test_each_tenant_gets_a_pool_and_an_operator_can_split_one(
         for run in runs:
             await run.result()
         pools = pools_of(group).pools()
-    assert set(pools) == {acme, f"{acme}-steps", globex}
+    assert set(pools) == {acme, f"{acme}/steps-pool", globex}
     assert len(set(pools.values())) == 3  # three processes
     assert all(pid is not None and pid != os.getpid() for pid in pools.values())
 

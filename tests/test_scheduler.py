@@ -302,12 +302,12 @@ async def heavy_tokens_before_light_is_done(
             "base_url": fake.base_url, "slots": 1,
         }  # fmt: skip
         scheduler = {"policy": "fair", "slice_tokens": 8, "fair_in_tokens": fair_in_tokens}
-        # One pool for both tenants: what is measured is the queue's fairness, not a new pool's
-        # first run (its child imports the agent's module for the first time).
-        pools = {"heavy/length": "fairness", "light/length": "fairness"}
+        # Both tenants in the worker's process: what is measured is the queue's fairness, not
+        # a new pool's first run (its child imports the agent's module for the first time).
         settings = make_settings(
-            temporal, postgres, llm=[instance], scheduler=scheduler, isolation={"pools": pools}
-        )
+            temporal, postgres, llm=[instance], scheduler=scheduler,
+            isolation={"mode": "in_process"},
+        )  # fmt: skip
         tenants: dict[str, str] = {}
         async with workers(settings), await KernosClient.connect(settings) as client:
             handles = []

@@ -38,8 +38,8 @@ from kernos.kernel.syscalls import RunInput
 
 #: Values of the status search attribute that kernos's own code sets.
 STATUSES = frozenset({"running", "awaiting-approval", "completed", "failed", "cancelled"})
-#: The longest summary an activity may show in the Temporal UI.
-MAX_SUMMARY = 300
+#: The longest summary an activity may show in the Temporal UI (a storage path is 1,024 bytes).
+MAX_SUMMARY = 2000
 
 _HARMLESS = frozenset(
     {
@@ -134,8 +134,8 @@ class CommandCheck:
             return f"continuing as workflow type {command.workflow_type[:80]!r}"
         if command.task_queue not in ("", self.task_queue):
             return f"continuing as new on task queue {command.task_queue[:120]!r}"
-        if command.memo or command.search_attributes.indexed_fields:
-            return "continuing as new with a memo or search attributes of its own"
+        if command.memo or command.search_attributes.indexed_fields or command.headers:
+            return "continuing as new with a memo, headers or search attributes of its own"
         if command.HasField("retry_policy") or any(
             command.HasField(field)
             for field in ("workflow_run_timeout", "workflow_task_timeout", "backoff_start_interval")
@@ -156,11 +156,7 @@ class CommandCheck:
         for name, payload in fields.items():
             if name != visibility.STATUS.name:
                 return f"setting search attribute {name[:80]!r}"
-            try:
-                value = json.loads(payload.data)
-            except ValueError:
-                value = None
-            if value not in STATUSES:
+            if _json(payload.data) not in STATUSES:
                 return f"setting {name} to a value that is not a run status"
         return None
 
@@ -168,19 +164,25 @@ class CommandCheck:
         metadata = command.user_metadata
         if kind != "schedule_activity" or metadata.HasField("details"):
             return f"{kind} with a summary or details of its own"
-        try:
-            summary = json.loads(metadata.summary.data)
-        except ValueError:
-            summary = None
+        summary = _json(metadata.summary.data)
         name = command.schedule_activity.activity_type
         if not (
             isinstance(summary, str)
             and (summary == name or summary.startswith(name + " "))
             and len(summary) <= MAX_SUMMARY
-            and summary.isprintable()
+            and "\n" not in summary
         ):
             return f"syscall {name} with a summary that is not the syscall's"
         return None
+
+
+def _json(data: bytes) -> object:
+    """A payload's JSON value, or None if it is none (a hashable answer either way)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, str | int | float | bool) else None
 
 
 def _safe(name: str) -> bool:

@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
@@ -71,6 +72,12 @@ _ENDS_RUN = frozenset(
 )
 #: How long an eviction may take in the child before the host gives up on the child.
 _EVICTION_S = 10.0
+#: The largest answer a child may send: a completion's payloads are 2 MiB each at most, and
+#: Temporal takes no more than 4 MiB in one message.
+MAX_ANSWER = 16 * 1024 * 1024
+#: Lines of a child's stderr that reach the host's log, and how long each may be.
+MAX_LOG_LINES = 1000
+MAX_LOG_LINE = 2000
 #: How long a new child may take to start (import the kernel and Temporal's SDK).
 CHILD_START_S = 60.0
 
@@ -104,18 +111,21 @@ def confinement(isolation: IsolationSettings) -> Confinement:
     return Confinement("process", shortfall)
 
 
-def _hidden() -> list[Path]:
-    """What a child must not see even where its view would include it: state and settings."""
-    hidden = [state_dir(), Path(".kernos")]
-    config = Settings.config_file or Path(os.environ.get("KERNOS_CONFIG", "kernos.toml"))
-    hidden.append(config)
+def _hidden(settings: Settings) -> list[Path]:
+    """What a child must not see, should its view include it: state, settings, spans, anchors."""
+    hidden = [state_dir(), Path(".kernos"), Path(os.environ.get("KERNOS_CONFIG", "kernos.toml"))]
+    hidden += [path for path in (settings.audit.anchor_sink, settings.telemetry.spans_file) if path]
     return [path for path in hidden if path.exists()]
 
 
-def _child_command(how: Confinement, *arguments: str) -> tuple[list[str], dict[str, str]]:
+def _child_command(
+    how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...], *arguments: str
+) -> tuple[list[str], dict[str, str]]:
     """The argv and environment of a child: bubblewrap's view, or a plain process."""
+    modules = [path.partition(":")[0] for path in agents]
+    roots, python_path = confine.import_roots(modules)
     environment = {
-        "PYTHONPATH": os.pathsep.join(str(root) for root in _python_path()),
+        "PYTHONPATH": os.pathsep.join(str(path) for path in python_path),
         "PYTHONDONTWRITEBYTECODE": "1",
         "HOME": "/tmp",
         "PATH": "/usr/bin:/bin",
@@ -124,14 +134,16 @@ def _child_command(how: Confinement, *arguments: str) -> tuple[list[str], dict[s
     command = [sys.executable, "-m", "kernos.workflows.pool_child", *arguments]
     if not how.confined:
         return command, environment
-    argv = confine.bwrap_argv(confine.import_roots(), _hidden(), environment) + command
-    return argv, {}
+    return confine.bwrap_argv(roots, hidden, environment) + command, {}
 
 
 @functools.cache
-def _agents_checked(how: Confinement, agents: tuple[tuple[str, str], ...]) -> str | None:
+def _agents_checked(
+    how: Confinement, agents: tuple[tuple[str, str], ...], hidden: tuple[Path, ...]
+) -> str | None:
     """Why the agents' paths do not import (in a child like a pool's), or None if they do."""
-    argv, environment = _child_command(how, "--check")
+    paths = tuple(path for _, path in agents)
+    argv, environment = _child_command(how, paths, hidden, "--check")
     setup = ChildSetup(pool="", agents=dict(agents), check_key=None)
     frame = FrameWriter.frame(SETUP, 0, pickle.dumps(setup))
     try:
@@ -150,30 +162,61 @@ def _agents_checked(how: Confinement, agents: tuple[tuple[str, str], ...]) -> st
 class PoolChild:
     """One child process and the pipe to it; activations from many threads, multiplexed."""
 
-    def __init__(self, how: Confinement) -> None:
-        argv, environment = _child_command(how)
+    def __init__(self, how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...]) -> None:
+        argv, environment = _child_command(how, agents, hidden)
         self.process = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=environment,
             cwd="/",
             start_new_session=True,
         )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self._writer = FrameWriter(self.process.stdin)
+        assert self.process.stdin and self.process.stdout and self.process.stderr
+        # Frames go out through a queue and a thread of their own: a child that stops reading
+        # blocks that thread only, never a caller (who waits with a deadline).
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._stdout = self.process.stdout
         self._requests = itertools.count(1)
         self._pending: dict[int, concurrent.futures.Future[Frame]] = {}
         self._lock = threading.Lock()
         self._ready = concurrent.futures.Future[None]()
         self.pool: str | None = None
-        threading.Thread(target=self._read, name="pool-child-reader", daemon=True).start()
+        for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
+            threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
 
     def assign(self, setup: ChildSetup) -> None:
         """Make this child the pool's: from now on it serves only `setup.pool`'s runs."""
         self.pool = setup.pool
-        self._writer.send(SETUP, 0, pickle.dumps(setup))
+        self._send(SETUP, 0, pickle.dumps(setup))
+
+    def _send(self, kind: bytes, request: int, body: bytes) -> None:
+        self._outbox.put(FrameWriter.frame(kind, request, body))
+
+    def _write(self) -> None:
+        assert self.process.stdin is not None
+        writer = self.process.stdin
+        while (data := self._outbox.get()) is not None:
+            try:
+                writer.write(data)
+                writer.flush()
+            except (OSError, ValueError):
+                self.kill()
+                return
+
+    def _log(self) -> None:
+        """The child's stderr, into this process's log, prefixed and cut short.
+
+        At most `MAX_LOG_LINES` lines of `MAX_LOG_LINE` bytes: a child cannot fill the disk.
+        """
+        assert self.process.stderr is not None
+        for lines, line in enumerate(self.process.stderr, start=1):
+            if lines <= MAX_LOG_LINES:
+                text = line[:MAX_LOG_LINE].decode(errors="replace").rstrip()
+                log.warning("pool %s says: %s", self.pool or "(spare)", text)
+            elif lines == MAX_LOG_LINES + 1:
+                log.warning("pool %s: further output from its process dropped", self.pool)
 
     def wait_ready(self, timeout: float) -> None:
         """Wait until the child has started (ChildDied if it did not)."""
@@ -185,7 +228,7 @@ class PoolChild:
 
     def create(self, instance_id: int, spec: InstanceSpec) -> None:
         """Tell the child about an instance; it makes it at its first activation."""
-        self._writer.send(CREATE, instance_id, pickle.dumps(spec))
+        self._send(CREATE, instance_id, pickle.dumps(spec))
 
     def activate(self, instance_id: int, activation: bytes, timeout: float) -> Frame:
         """Send an activation and wait for the child's answer (ChildDied on none)."""
@@ -196,10 +239,10 @@ class PoolChild:
                 raise ChildDied("the pool's process has exited")
             self._pending[request] = answer
         try:
-            self._writer.send(ACTIVATE, request, instance_id.to_bytes(8, "big") + activation)
+            self._send(ACTIVATE, request, instance_id.to_bytes(8, "big") + activation)
             return answer.result(timeout)
-        except (OSError, FrameError) as exc:
-            raise ChildDied(f"the pipe to the pool's process broke: {exc}") from exc
+        except FrameError as exc:
+            raise ChildDied(f"the activation could not be sent: {exc}") from exc
         except concurrent.futures.TimeoutError:
             self.kill()
             raise ChildDied(f"the pool's process did not answer within {timeout:.0f} s") from None
@@ -214,6 +257,7 @@ class PoolChild:
 
     def kill(self) -> None:
         """Stop the child at once; activations waiting on it fail."""
+        self._outbox.put(None)
         if self.alive:
             self.process.kill()
         try:
@@ -226,7 +270,7 @@ class PoolChild:
         reason = "the pool's process exited"
         try:
             while True:
-                frame = receive(self._stdout)
+                frame = receive(self._stdout, MAX_ANSWER)
                 if frame.kind == READY and not self._ready.done():
                     self._ready.set_result(None)
                     continue
@@ -267,6 +311,7 @@ class PoolRunner(WorkflowRunner):
                 self.how.shortfall,
             )
         self._agents = dict(settings.agents)
+        self._hidden = tuple(_hidden(settings))
         self._check_key = settings.temporal.check_key_hex()
         self._children: dict[str, PoolChild] = {}
         self._spare: PoolChild | None = None
@@ -297,16 +342,19 @@ class PoolRunner(WorkflowRunner):
             child = self._spare if self._spare is not None and self._spare.alive else None
             self._spare = None
             if child is None:
-                child = PoolChild(self.how)
+                child = self._new_child()
             child.assign(ChildSetup(pool=pool, agents=self._agents, check_key=self._check_key))
             self._children[pool] = child
-            self._spare = PoolChild(self.how)
+            self._spare = self._new_child()
         child.wait_ready(CHILD_START_S)
         return child
 
+    def _new_child(self) -> PoolChild:
+        return PoolChild(self.how, tuple(self._agents.values()), self._hidden)
+
     def check_agents(self) -> None:
         """Import every agent's module in a throwaway child; ConfigError names what failed."""
-        failed = _agents_checked(self.how, tuple(sorted(self._agents.items())))
+        failed = _agents_checked(self.how, tuple(sorted(self._agents.items())), self._hidden)
         if failed is not None:
             raise ConfigError(failed)
 
@@ -318,7 +366,7 @@ class PoolRunner(WorkflowRunner):
         """
         with self._lock:
             if self._spare is None:
-                self._spare = PoolChild(self.how)
+                self._spare = self._new_child()
             spare = self._spare
         spare.wait_ready(CHILD_START_S)
 
@@ -384,7 +432,7 @@ class PoolInstance(WorkflowInstance):
             return _fail_task(act.run_id, f"the pool's process failed: {exc}")
         if answer.kind == ERROR:
             self._child = None
-            return _fail_task(act.run_id, answer.body.decode(errors="replace")[-4000:])
+            return _fail_task(act.run_id, answer.body[-4000:].decode(errors="replace"))
         completion = WorkflowActivationCompletion()
         try:
             completion.ParseFromString(answer.body)
@@ -515,9 +563,3 @@ def _fail_task(run_id: str, reason: str) -> WorkflowActivationCompletion:
     completion = WorkflowActivationCompletion(run_id=run_id)
     completion.failed.failure.message = reason
     return completion
-
-
-def _python_path() -> list[Path]:
-    """The import path here, for the child (the working directory where an empty entry stands)."""
-    entries = [Path(entry or os.getcwd()).resolve() for entry in sys.path]
-    return [entry for entry in dict.fromkeys(entries) if entry.is_dir()]

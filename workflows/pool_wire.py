@@ -86,12 +86,12 @@ class FrameWriter:
         return _HEADER.pack(len(body), kind, request) + body
 
 
-def receive(stream: IO[bytes]) -> Frame:
-    """The next frame on `stream`; FrameError at its end or on a malformed one."""
+def receive(stream: IO[bytes], limit: int = MAX_FRAME) -> Frame:
+    """The next frame on `stream` (FrameError at its end, or if malformed or over `limit`)."""
     header = _read(stream, _HEADER.size)
     length, kind, request = _HEADER.unpack(header)
-    if length > MAX_FRAME:
-        raise FrameError(f"a frame of {length} bytes is over the {MAX_FRAME} allowed")
+    if length > limit:
+        raise FrameError(f"a frame of {length} bytes is over the {limit} allowed")
     return Frame(kind, request, _read(stream, length))
 
 
