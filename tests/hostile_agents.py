@@ -139,10 +139,11 @@ def _memory(secret_sha256: str | None) -> dict[str, Any]:
             and (kind.__name__ == "Client")
         ):
             clients += 1
-        if secret_sha256 and isinstance(thing, dict | list | tuple):
-            # Strings only: a repr() of anything else may import (numpy's does), and an
-            # import of an extension module a second time fails in the sandbox.
-            values = thing.values() if isinstance(thing, dict) else thing
+        if secret_sha256 and kind in (dict, list, tuple):
+            # Plain containers and their strings only: a repr(), or a subclass's values() (a
+            # lazy mapping of transformers'), may import, and importing an extension module
+            # a second time fails in the sandbox.
+            values = dict.values(thing) if kind is dict else thing
             for value in values:
                 if isinstance(value, str) and len(value) < 100_000:
                     for candidate in SECRET.findall(value):
