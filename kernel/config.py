@@ -57,8 +57,12 @@ class TemporalSettings(BaseModel):
         return value
 
     def check_key_hex(self) -> str | None:
-        """The public key results are checked with: given, or derived from the signing key."""
-        if self.result_check_key is not None or self.result_signing_key is None:
+        """The public key results are checked with: the signing key's own where it is set.
+
+        A check key from another layer of settings (a stack's `stack.toml`) may belong to
+        another signing key; only without one is the given check key used.
+        """
+        if self.result_signing_key is None:
             return self.result_check_key
         from kernos.kernel.result_seal import public_hex, signing_key
 

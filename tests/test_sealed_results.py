@@ -239,3 +239,11 @@ async def test_an_attempt_resumes_only_from_a_kernel_workers_heartbeat(signed_by
         return heartbeat.last_heartbeat()
 
     assert env.run(resumed) == (snapshot if signed_by == "kernel" else None)
+
+
+def test_a_signing_key_checks_with_its_own_public_half() -> None:
+    # A stack's stack.toml carries its own check key; settings that also name a signing key
+    # (a benchmark's, a second kernel's on the same host) must check with that key's.
+    other = public_hex(signing_key(new_signing_key()))
+    settings = load_settings(temporal={"result_signing_key": RESULT_KEY, "result_check_key": other})
+    assert settings.temporal.check_key_hex() == public_hex(signing_key(RESULT_KEY))
