@@ -11,6 +11,9 @@ scheduled-to-started) and the server's own time for it: the activities' dispatch
 checks and audit commits, the workflow task between the calls, and recording the outcome.
 Admission (the record, the workflow's start and first task) is reported apart: with every run
 submitted in the same instant it measures how fast the kernel absorbs the burst.
+Each scale runs twice, side by side: agent code in its pool's confined child (bubblewrap, as
+kernos runs it) and in the agent worker's own process (`[isolation] mode = "in_process"`), so
+`confined_throughput_ratio` and `confined_added_p50_ms` say what confinement costs.
 Run: `python bench/scaling.py [RUNS ...]` (writes bench/results/scaling.json).
 """
 
@@ -23,6 +26,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from bench_results import run_benchmark, write_results
 from bench_stack import Services, kernel, services
@@ -62,7 +66,7 @@ async def calls_of(client: KernosClient, run_id: str) -> Calls:
     return Calls(first_scheduled=min(scheduled.values()), waits_s=waits)
 
 
-async def one_scale(stack: Services, agents: int) -> dict[str, float]:
+async def one_scale(stack: Services, agents: int, mode: str) -> dict[str, Any]:
     async with (
         simulated_server(max_running_requests=SLOTS, **BACKEND) as a,
         simulated_server(max_running_requests=SLOTS, **BACKEND) as b,
@@ -74,6 +78,7 @@ async def one_scale(stack: Services, agents: int) -> dict[str, float]:
                 for name, s in (("a", a), ("b", b))
             ],
             default_model="sim",
+            isolation={"mode": mode},
         )  # fmt: skip
         async with kernel(settings) as client:
             handles = await asyncio.gather(
@@ -101,6 +106,7 @@ async def one_scale(stack: Services, agents: int) -> dict[str, float]:
     elapsed = (last - first).total_seconds()
     return {
         "agents": agents,
+        "isolation": mode,
         "throughput": round(agents * CALLS * TOKENS / elapsed, 1),
         "kernel_added_p50_ms": round(percentile(added, 50) * 1000, 1),
         "kernel_added_p99_ms": round(percentile(added, 99) * 1000, 1),
@@ -113,22 +119,43 @@ async def one_scale(stack: Services, agents: int) -> dict[str, float]:
 async def main() -> None:
     scales = [int(arg) for arg in sys.argv[1:]] or SCALES
     async with services() as stack:
-        rows = [await one_scale(stack, agents) for agents in scales]
+        rows, unconfined = [], []
+        for agents in scales:
+            rows.append(await one_scale(stack, agents, "bwrap"))
+            unconfined.append(await one_scale(stack, agents, "in_process"))
     growth = rows[-1]["kernel_added_p99_ms"] / rows[0]["kernel_added_p99_ms"]
+    confinement = [
+        {
+            "agents": row["agents"],
+            "confined_throughput_ratio": round(row["throughput"] / other["throughput"], 3),
+            "confined_added_p50_ms": round(
+                row["kernel_added_p50_ms"] - other["kernel_added_p50_ms"], 1
+            ),
+        }
+        for row, other in zip(rows, unconfined, strict=True)
+    ]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "backend": f"2 simulated SGLang instances x {SLOTS} slots, {BACKEND}",
         "rows": rows,
+        "in_process_rows": unconfined,
+        "confinement": confinement,
         "p99_growth": round(growth, 2),
         "p99_growth_between": [scales[0], scales[-1]],
     }
-    print(f"{'runs':>6}{'tokens/s':>10}{'added p50 ms':>14}{'added p99 ms':>14}"
+    print(f"{'isolation':<11}{'runs':>6}{'tokens/s':>10}{'added p50 ms':>14}{'added p99 ms':>14}"
           f"{'admission p50':>15}{'admission p99':>15}{'seconds':>9}")  # fmt: skip
-    for row in rows:
-        print(f"{row['agents']:>6}{row['throughput']:>10.1f}{row['kernel_added_p50_ms']:>14.1f}"
+    for row in [row for pair in zip(rows, unconfined, strict=True) for row in pair]:
+        print(f"{row['isolation'][:10]:<11}{row['agents']:>6}{row['throughput']:>10.1f}{row['kernel_added_p50_ms']:>14.1f}"
               f"{row['kernel_added_p99_ms']:>14.1f}{row['admission_p50_ms']:>15.1f}"
               f"{row['admission_p99_ms']:>15.1f}{row['seconds']:>9.1f}")  # fmt: skip
     print(f"kernel-added p99 grows {growth:.2f}x from {scales[0]} to {scales[-1]} runs (goal <= 2)")
+    for each in confinement:
+        print(
+            f"confined, {each['agents']} runs: {each['confined_throughput_ratio']:.3f}x the "
+            f"throughput in process, {each['confined_added_p50_ms']:+.1f} ms added p50 "
+            "(goal: >= 0.9x, <= +2 ms)"
+        )
     write_results("scaling", result)
 
 

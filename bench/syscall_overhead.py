@@ -10,7 +10,10 @@ answers at once. Three ways to make the same call:
 - raw: a bare workflow calling a no-op activity on a worker and queue of its own: the kernel's
   topology without the kernel (the agent worker never runs syscalls: it holds no credentials);
 - raw, eager: the activity on the workflow's own worker and queue, so Temporal dispatches it
-  eagerly; a shape the kernel cannot take without giving agent code the credentials.
+  eagerly; a shape the kernel cannot take without giving agent code the credentials;
+- kernel, in process: the kernel's way with the agent's code in the agent worker's own process
+  (`[isolation] mode = "in_process"`) instead of its pool's confined child: what confinement
+  costs (`confined_ratio`).
 
 Figures, in ms per syscall:
 - sequential: one run at a time, 1 s apart; the marginal cost of one more syscall,
@@ -48,7 +51,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey, AuditLog
-from kernos.kernel.config import load_settings
+from kernos.kernel.config import DatabaseSettings, load_settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.result_seal import new_signing_key
 from kernos.worker import RunningWorkers, WorkerGroup
@@ -103,6 +106,8 @@ async def parallel_ms(run: Runner) -> float:
 def row(figures: dict[str, float]) -> dict[str, float]:
     return {
         "kernel_ms": round(figures["kernel"], 2),
+        "kernel_in_process_ms": round(figures["kernel_in_process"], 2),
+        "confined_ratio": round(figures["kernel"] / figures["kernel_in_process"], 3),
         "raw_temporal_ms": round(figures["raw"], 2),
         "ratio": round(figures["kernel"] / figures["raw"], 3),
         "raw_eager_ms": round(figures["raw_eager"], 2),
@@ -111,11 +116,14 @@ def row(figures: dict[str, float]) -> dict[str, float]:
 
 
 async def measure(
-    kernos: KernosClient, raw_client: Client, parallel_only: bool
+    kernos: KernosClient, in_process: KernosClient, raw_client: Client, parallel_only: bool
 ) -> dict[str, dict[str, float]]:
-    async def kernel(syscalls: int) -> None:
-        handle = await kernos.submit(RunSpec(agent="loop", task=str(syscalls)))
-        await handle.result()
+    def kernel_through(client: KernosClient) -> Runner:
+        async def kernel(syscalls: int) -> None:
+            handle = await client.submit(RunSpec(agent="loop", task=str(syscalls)))
+            await handle.result()
+
+        return kernel
 
     def raw_on(queue: str | None) -> Runner:
         async def raw(syscalls: int) -> None:
@@ -125,7 +133,12 @@ async def measure(
 
         return raw
 
-    runs = {"kernel": kernel, "raw": raw_on("raw-activities"), "raw_eager": raw_on(None)}
+    runs = {
+        "kernel": kernel_through(kernos),
+        "kernel_in_process": kernel_through(in_process),
+        "raw": raw_on("raw-activities"),
+        "raw_eager": raw_on(None),
+    }
     for run in runs.values():
         await run(2)  # warm up
     if parallel_only:
@@ -199,9 +212,30 @@ async def main() -> None:
         group = await WorkerGroup.create(
             await connect_temporal(settings), settings, backends={"noop": NoopBackend()}
         )
+        # The same kernel workers; agent code in the agent worker's process, on a queue of its
+        # own.
+        unconfined = settings.model_copy(
+            update={
+                "isolation": settings.isolation.model_copy(update={"mode": "in_process"}),
+                "temporal": settings.temporal.model_copy(
+                    update={"agent_task_queue": "agents-in-process"}
+                ),
+            }
+        )
+        in_process_group = await WorkerGroup.create(
+            await connect_temporal(unconfined),
+            unconfined.model_copy(update={"database": DatabaseSettings()}),
+            kind="agent",
+        )
         polling = [asyncio.create_task(worker.run()) for worker in raw_workers]
-        async with RunningWorkers(group), await KernosClient.connect(settings) as kernos:
-            figures = await measure(kernos, raw_client, options.parallel_only)
+        async with (
+            RunningWorkers(group),
+            RunningWorkers(in_process_group),
+            await KernosClient.connect(settings) as kernos,
+            await KernosClient.connect(unconfined) as in_process,
+        ):
+            assert group.pools is not None and group.pools.how.confined, "bubblewrap is needed"
+            figures = await measure(kernos, in_process, raw_client, options.parallel_only)
         for worker in raw_workers:
             await worker.shutdown()
         await asyncio.gather(*polling)
@@ -209,20 +243,25 @@ async def main() -> None:
         temporal.stop()
         postgres.stop(delete=True)
 
-    print(f"{'ms per syscall':<32}{'kernel':>9}{'raw':>9}{'ratio':>8}{'eager':>9}{'ratio':>8}")
+    print(
+        f"{'ms per syscall':<32}{'kernel':>9}{'in proc':>9}{'conf.':>7}{'raw':>9}{'ratio':>8}"
+        f"{'eager':>9}{'ratio':>8}"
+    )
     for label, key in (("sequential (1 s apart)", "sequential"), ("back to back", "back_to_back"),
                        (f"parallel ({PARALLEL_RUNS} runs)", "parallel")):  # fmt: skip
         if key not in figures:
             continue
         f = figures[key]
         print(
-            f"{label:<32}{f['kernel_ms']:>9.2f}{f['raw_temporal_ms']:>9.2f}{f['ratio']:>8.3f}"
+            f"{label:<32}{f['kernel_ms']:>9.2f}{f['kernel_in_process_ms']:>9.2f}"
+            f"{f['confined_ratio']:>7.3f}{f['raw_temporal_ms']:>9.2f}{f['ratio']:>8.3f}"
             f"{f['raw_eager_ms']:>9.2f}{f['ratio_to_eager']:>8.3f}"
         )
     if whole := figures.get("run_with_one_syscall"):
         print(
             f"a whole run with one syscall, submission to result: kernel {whole['kernel_ms']} "
-            f"ms, raw {whole['raw_ms']} ms, raw eager {whole['raw_eager_ms']} ms"
+            f"ms, in process {whole['kernel_in_process_ms']} ms, raw {whole['raw_ms']} ms, "
+            f"raw eager {whole['raw_eager_ms']} ms"
         )
     if options.parallel_only or options.without_audit_writes:
         print("(a partial or diagnostic measurement: not written to results)")
@@ -236,7 +275,9 @@ async def main() -> None:
             | figures["parallel"],
             "run_with_one_syscall": figures["run_with_one_syscall"],
             "method": f"median of {REPEATS} marginal costs ({LONG} vs 1 syscalls); "
-            "raw = activity on its own worker and queue; raw_eager = on the workflow's worker",
+            "raw = activity on its own worker and queue; raw_eager = on the workflow's worker; "
+            "kernel = agent code in its pool's confined child (bubblewrap); kernel_in_process "
+            "= in the agent worker's own process",
         },
     )
 
