@@ -111,7 +111,10 @@ def bwrap_argv(
     for system in SYSTEM:
         if os.path.exists(system):
             argv += ["--ro-bind", system, system]
-    made: set[Path] = set()
+    # A small /tmp of its own (a tmpfs's pages are the machine's memory, not the child's),
+    # mounted before the binds: a root under /tmp (a checkout there) is bound on top of it.
+    argv += ["--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    made: set[Path] = {Path("/tmp")}
     for root in roots:
         if any(root.is_relative_to(system) for system in SYSTEM):
             continue
@@ -128,9 +131,7 @@ def bwrap_argv(
             argv += ["--tmpfs", str(resolved)]
         elif resolved.is_file() and any(resolved.is_relative_to(root) for root in roots):
             argv += ["--ro-bind", "/dev/null", str(resolved)]
-    # A small /tmp: a tmpfs's pages are the machine's memory, not the child's.
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
-    argv += ["--chdir", "/tmp"]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
     for name, value in environment.items():
         argv += ["--setenv", name, value]
     argv.append("--")
