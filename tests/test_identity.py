@@ -58,7 +58,9 @@ async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
             await handle.result()
         # It said it completed; the kernel records how it really ended, from Temporal.
         deadline = asyncio.get_running_loop().time() + 30
-        while (view := await client.show(handle.run_id)).record.status != "failed":
+        while (view := await client.show(handle.run_id)).record.status != "failed" or not any(
+            call.syscall == "run.end" for call in view.syscalls
+        ):
             assert asyncio.get_running_loop().time() < deadline, view.record
             await asyncio.sleep(0.2)
     assert failed.value.error_type == "AccessDenied"
