@@ -87,7 +87,17 @@ async def test_kernel_worker_killed_mid_generation_resumes(
                 while not any(s["is_processing"] for s in (await http.get("/slots")).json()):
                     assert time.monotonic() < deadline, "the generation never started"
                     await asyncio.sleep(0.05)
-            await asyncio.sleep(1.5)  # well past the first heartbeat (every 0.5 s)
+            # Killed once a second heartbeat has come (the first may carry no tokens yet): a
+            # fixed sleep killed it before any on a loaded machine, after the end on an idle one.
+            workflow = client.temporal.get_workflow_handle(handle.run_id)
+            deadline = time.monotonic() + 60
+            beats: set[bytes] = set()
+            while len(beats) < 2:
+                assert time.monotonic() < deadline, "the generation never heartbeat twice"
+                for pending in (await workflow.describe()).raw_description.pending_activities:
+                    if pending.HasField("heartbeat_details"):
+                        beats.add(pending.heartbeat_details.SerializeToString())
+                await asyncio.sleep(0.02)
             kernel.kill()
             replacement = await WorkerProcess(config, "kernel", tmp_path / "kernel-2.log").start()
             result = await asyncio.wait_for(handle.result(), 120)
