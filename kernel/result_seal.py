@@ -10,15 +10,20 @@ read it) and refuses, with `UnsealedResult`, any result or error without a valid
 neither its content nor its message reaches the agent. A signed result replayed into another
 run or execution, or for another request, does not verify.
 
+Where agent code runs in a pool's confined child, its trusted host checks each result before
+the child sees it (`kernos.workflows.result_check`) and hands on, in place of one that fails,
+an `UnsealedResult` error of its own; the child's runs then only take the seals off.
+
 Runs started before results were signed are recognised by the `PATCH` marker's absence in
-their history, and are not checked: their replay stays what it was.
+their history, and are not checked: their replay stays what it was. (A pool's host checks every
+result, so such runs must end on an agent worker that runs agent code in its own process.)
 """
 
 from __future__ import annotations
 
 import hashlib
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Final, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -33,8 +38,13 @@ from temporalio.worker import (
 
 #: The version marker in the history of every run whose results are checked.
 PATCH = "kernos-sealed-results"
-#: The key the current workflow's results are checked with (set by `SealCheckInterceptor`).
-CHECK_KEY: ContextVar[Ed25519PublicKey | None] = ContextVar("kernos_result_key", default=None)
+#: Says that the host of a pool's child checked every result before the child saw it.
+BY_HOST: Final = "checked-by-host"
+#: How the current workflow's results are checked (set by `SealCheckInterceptor`): with a key,
+#: or already by the host.
+CHECK_KEY: ContextVar[Ed25519PublicKey | Literal["checked-by-host"] | None] = ContextVar(
+    "kernos_result_key", default=None
+)
 
 
 def signing_key(hex_seed: str) -> Ed25519PrivateKey:
@@ -84,6 +94,15 @@ def error_message(
     return _message(*run, syscall, _digest(request), "error", kind, text)
 
 
+def refusal(syscall: str, what: str) -> str:
+    """The message of the `UnsealedResult` that replaces `what` ("result", "X error") of a call."""
+    return (
+        f"the {what} of {syscall} was not sealed by a kernel worker: another poller of its task "
+        "queue completed it, or the agent worker's [temporal] result_check_key is not the "
+        "kernel workers' key's. Refused, unread"
+    )
+
+
 def sign(key: Ed25519PrivateKey, message: bytes) -> str:
     """The signature of `message`, in hex."""
     return key.sign(message).hex()
@@ -101,9 +120,12 @@ def verified(key: Ed25519PublicKey, message: bytes, presented: Any) -> bool:
 
 
 class SealCheckInterceptor(Interceptor):
-    """On an agent worker: every run it executes checks its results with `key`."""
+    """On an agent worker: every run it executes checks its results with `key`.
 
-    def __init__(self, key: Ed25519PublicKey) -> None:
+    In a pool's child, `key` is `BY_HOST`: its host has checked them already.
+    """
+
+    def __init__(self, key: Ed25519PublicKey | Literal["checked-by-host"]) -> None:
         self._key = key
 
     def workflow_interceptor_class(
@@ -121,8 +143,8 @@ class SealCheckInterceptor(Interceptor):
         return _WithKey
 
 
-def checking() -> Ed25519PublicKey | None:
-    """The key to check the current run's results with, or None if they are not checked.
+def checking() -> Ed25519PublicKey | Literal["checked-by-host"] | None:
+    """The key to check the current run's results with, `BY_HOST`, or None if not checked.
 
     Not checked: on a worker with no key, and in a run from before results were sealed.
     """

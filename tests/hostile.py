@@ -22,6 +22,7 @@ HOSTILE_AGENTS = {
     "patcher": "tests.hostile_agents:PatcherAgent",
     "commander": "tests.hostile_agents:CommanderAgent",
     "stubborn": "tests.hostile_agents:StubbornAgent",
+    "trusting": "tests.hostile_agents:TrustingAgent",
     "echo": "tests.agents:EchoAgent",
 }
 Mode = Literal["bwrap", "in_process"]

@@ -260,3 +260,30 @@ class StubbornAgent(Agent):
                 await asyncio.sleep(1)
             except asyncio.CancelledError:
                 continue
+
+
+class TrustingAgent(Agent):
+    """Turns its own run's check of syscall results off, and reports what it was handed.
+
+    Behind a pool's host, the host has checked every answer before the child sees it, so a
+    rogue poller's content reaches the agent in no form, whatever the agent's own code does.
+    """
+
+    name = "trusting"
+
+    async def run(self, task: str) -> str:
+        from kernos.kernel import result_seal
+
+        result_seal.CHECK_KEY.set(None)
+        seen: list[str] = []
+        calls = (
+            lambda: self.storage.read("plain"),
+            lambda: self.memory.add("note"),
+            lambda: self.llm.chat([{"role": "user", "content": "hi"}], max_tokens=4),
+        )
+        for call in calls:
+            try:
+                seen.append(repr(await call()))
+            except Exception as exc:  # noqa: BLE001 - what the agent was handed, reported
+                seen.append(f"{type(exc).__name__}: {exc}")
+        return json.dumps(seen)

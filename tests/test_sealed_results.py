@@ -8,8 +8,10 @@ from elsewhere). Each is refused with UnsealedResult, its content unread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -43,6 +45,7 @@ from kernos.kernel.syscalls import (
     TokenUsage,
 )
 from tests.conftest import RESULT_KEY, make_settings, workers
+from tests.hostile import HOSTILE_AGENTS
 
 KERNEL_KEY = signing_key(RESULT_KEY)
 
@@ -74,6 +77,28 @@ def forged_content(path: str, run: tuple[str, str]) -> FileContent:
         "garbage": "zz" * 64,
     }[path]
     return content.model_copy(update={"seal": seal})
+
+
+@contextlib.asynccontextmanager
+async def rogue_only(settings: Settings) -> AsyncIterator[KernosClient]:
+    """An agent worker, and a rogue as the only poller of the kernel's queue and the model's.
+
+    The rogue answers every syscall; the agent worker holds no database settings.
+    """
+    model = settings.model_for(None)
+    rogue_client = await connect_temporal(settings)
+    rogue = rogue_activities(model)
+    async with (
+        workers(settings.model_copy(update={"database": DatabaseSettings()}), kind="agent"),
+        Worker(rogue_client, task_queue=settings.temporal.kernel_task_queue, activities=rogue),
+        Worker(
+            rogue_client,
+            task_queue=f"{settings.temporal.llm_queue_prefix}{model}",
+            activities=rogue,
+        ),
+        await KernosClient.connect(settings) as client,
+    ):
+        yield client
 
 
 def rogue_activities(model: str) -> list[Any]:
@@ -114,11 +139,12 @@ def rogue_activities(model: str) -> list[Any]:
     return [storage_read, memory_add, memory_search, memory_get, llm_chat, run_finish]
 
 
+@pytest.mark.parametrize("mode", ["bwrap", "in_process"])
 async def test_a_rogue_pollers_results_never_reach_agent_code(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, mode: str
 ) -> None:
-    settings = make_settings(temporal, postgres)
-    model = settings.model_for(None)
+    """Checked by a pool's host (bwrap), or by the run itself (agent code in process)."""
+    settings = make_settings(temporal, postgres, isolation={"mode": mode})
     steps = [
         *({"op": "storage.read", "path": path}
           for path in ("plain", "guessed-key", "other-run", "other-execution", "other-request",
@@ -128,19 +154,7 @@ async def test_a_rogue_pollers_results_never_reach_agent_code(
         {"op": "get", "id": "m-1"},
         {"op": "llm.chat", "messages": [{"role": "user", "content": "hi"}]},
     ]  # fmt: skip
-    rogue_client = await connect_temporal(settings)
-    rogue = rogue_activities(model)
-    # Only the rogue polls the kernel's queue and the model's pool: it answers every syscall.
-    async with (
-        workers(settings.model_copy(update={"database": DatabaseSettings()}), kind="agent"),
-        Worker(rogue_client, task_queue=settings.temporal.kernel_task_queue, activities=rogue),
-        Worker(
-            rogue_client,
-            task_queue=f"{settings.temporal.llm_queue_prefix}{model}",
-            activities=rogue,
-        ),
-        await KernosClient.connect(settings) as client,
-    ):
+    async with rogue_only(settings) as client:
         handle = await client.submit(RunSpec(agent="memo", task=json.dumps(steps)))
         results = json.loads((await handle.result()).output)
 
@@ -148,6 +162,30 @@ async def test_a_rogue_pollers_results_never_reach_agent_code(
     assert not any("FORGED" in r["message"] or "INJECTED" in r["message"] for r in results)
     assert "the result of storage.read was not sealed by a kernel worker" in results[0]["message"]
     assert "the AccessDenied error of memory.add was not sealed" in results[6]["message"]
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "in_process"])
+async def test_a_run_that_turns_its_own_check_off_is_handed_nothing_forged(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, mode: str
+) -> None:
+    """A pool's host checks results before its child sees them: agent code cannot opt out.
+
+    In process, the run's own check is all there is, and agent code can switch it off: the
+    rogue's answers then reach it (which is why agent code runs behind a host).
+    """
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation={"mode": mode})
+    async with rogue_only(settings) as client:
+        handle = await client.submit(RunSpec(agent="trusting", task="report"))
+        seen = json.loads((await handle.result()).output)
+    forged = [text for text in seen if "FORGED" in text or "INJECTED" in text]
+    if mode == "in_process":
+        assert len(forged) == 3, seen
+        return
+    assert forged == [], seen
+    assert [text.partition(":")[0] for text in seen] == ["UnsealedResult"] * 3, seen
+    assert "the result of storage.read was not sealed by a kernel worker" in seen[0]
+    assert "the AccessDenied error of memory.add was not sealed" in seen[1]
+    assert "the result of llm.chat was not sealed" in seen[2]
 
 
 async def test_honest_results_are_sealed_and_reach_the_agent_unsealed(settings: Settings) -> None:

@@ -2,8 +2,9 @@
 
 The host is an ordinary Temporal worker for `AgentRun` (its polling, sticky queues, replay and
 Temporal connection are kernos's code), whose workflow runner hands each activation, through
-the SDK's `WorkflowRunner` seam, over a pipe to the child of the run's pool, and checks every
-command the child answers before Temporal sees it (`commands.CommandCheck`). A run's pool
+the SDK's `WorkflowRunner` seam, over a pipe to the child of the run's pool, checks every
+syscall's answer before the child sees it (`result_check.ResultCheck`) and every command the
+child answers before Temporal sees it (`commands.CommandCheck`). A run's pool
 comes from its input, which the kernel wrote at admission (`RunInput.pool`, else its tenant).
 
 The child (`pool_child`) holds no credential, no Temporal client and, under bubblewrap, reaches
@@ -39,6 +40,7 @@ from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, Workflo
 from kernos.infra import confine
 from kernos.kernel.config import IsolationSettings, Settings, state_dir
 from kernos.kernel.errors import ConfigError
+from kernos.kernel.result_seal import check_key
 from kernos.kernel.syscalls import RunInput
 from kernos.workflows.commands import CommandCheck
 from kernos.workflows.pool_tracing import RunTrace
@@ -56,6 +58,7 @@ from kernos.workflows.pool_wire import (
     InstanceSpec,
     receive,
 )
+from kernos.workflows.result_check import ResultCheck
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,7 @@ def _agents_checked(
     """Why the agents' paths do not import (in a child like a pool's), or None if they do."""
     paths = tuple(path for _, path in agents)
     argv, environment = _child_command(how, paths, hidden, "--check")
-    setup = ChildSetup(pool="", agents=dict(agents), check_key=None)
+    setup = ChildSetup(pool="", agents=dict(agents), results_checked=False)
     frame = FrameWriter.frame(SETUP, 0, pickle.dumps(setup))
     try:
         done = subprocess.run(
@@ -312,7 +315,9 @@ class PoolRunner(WorkflowRunner):
             )
         self._agents = dict(settings.agents)
         self._hidden = tuple(_hidden(settings))
-        self._check_key = settings.temporal.check_key_hex()
+        key = settings.temporal.check_key_hex()
+        #: The key this host checks syscall results with before a child sees them.
+        self.check_key = check_key(key) if key is not None else None
         self._children: dict[str, PoolChild] = {}
         self._spare: PoolChild | None = None
         self._lock = threading.Lock()
@@ -343,7 +348,11 @@ class PoolRunner(WorkflowRunner):
             self._spare = None
             if child is None:
                 child = self._new_child()
-            child.assign(ChildSetup(pool=pool, agents=self._agents, check_key=self._check_key))
+            child.assign(
+                ChildSetup(
+                    pool=pool, agents=self._agents, results_checked=self.check_key is not None
+                )
+            )
             self._children[pool] = child
             self._spare = self._new_child()
         child.wait_ready(CHILD_START_S)
@@ -404,6 +413,9 @@ class PoolInstance(WorkflowInstance):
         self._info = det.info
         self._child: PoolChild | None = None
         self._check: CommandCheck | None = None
+        self._results: ResultCheck | None = None
+        if runner.check_key is not None:
+            self._results = ResultCheck(runner.check_key, det.info.workflow_id)
         self._pool = ""
         self._ended: str | None = None
         self._trace: RunTrace | None = None
@@ -418,6 +430,8 @@ class PoolInstance(WorkflowInstance):
             if self._child is None or not self._child.alive:
                 self._start(act)
             assert self._child is not None and self._check is not None
+            if self._results is not None:
+                self._results.check(act)
             answer = self._child.activate(
                 self._id, act.SerializeToString(), self._runner.isolation.activation_timeout_s
             )
@@ -450,6 +464,8 @@ class PoolInstance(WorkflowInstance):
                 return _fail_run(act.run_id, self._ended)
             for command in commands:
                 if command.HasField("schedule_activity"):
+                    if self._results is not None:
+                        self._results.scheduled(command.schedule_activity)
                     if self._trace is not None and not act.is_replaying:
                         self._trace.activity(command.schedule_activity)
                     else:

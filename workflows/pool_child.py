@@ -31,7 +31,7 @@ from temporalio.worker import (
 )
 
 from kernos.kernel.errors import ConfigError
-from kernos.kernel.result_seal import SealCheckInterceptor, check_key
+from kernos.kernel.result_seal import BY_HOST, SealCheckInterceptor
 from kernos.workflows import registry
 from kernos.workflows.agent_run import AgentRun  # noqa: F401 - imported before any activation
 from kernos.workflows.pool_wire import (
@@ -65,8 +65,8 @@ class Child:
         #: Why an instance could not be made, until its activation reports it.
         self.broken: dict[int, str] = {}
         self.interceptors = []
-        if setup.check_key is not None:
-            seal = SealCheckInterceptor(check_key(setup.check_key))
+        if setup.results_checked:
+            seal = SealCheckInterceptor(BY_HOST)
             self.interceptors.append(
                 seal.workflow_interceptor_class(WorkflowInterceptorClassInput({}))
             )

@@ -35,8 +35,8 @@ class ChildSetup:
     pool: str
     agents: dict[str, str]
     """Agent name -> `module:Class`, imported (inside the sandbox) when a run uses it."""
-    check_key: str | None
-    """The public key syscall results are checked with, in hex."""
+    results_checked: bool
+    """Whether the host checks syscall results' seals before the child sees them."""
 
 
 @dataclass(frozen=True)

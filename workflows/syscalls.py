@@ -65,6 +65,8 @@ _RAISED_IN_AGENT: dict[str, type[errors.KernosError]] = {
         errors.UnknownTool,
         errors.ToolOutcomeUnknown,
         errors.ApprovalRequired,
+        # Only as a pool's host writes it: elsewhere an unsigned one is refused before this.
+        errors.UnsealedResult,
     )
 }
 
@@ -149,9 +151,10 @@ class SyscallDispatcher:
         if not isinstance(result, SyscallResponse):
             # An empty completion decodes to None for any type: nothing a kernel worker sends.
             raise self._unsealed_error(syscall, "result")
-        signed = result_seal.result_message(self._run_ids(), syscall.name, request, result)
-        if not result_seal.verified(key, signed, result.seal):
-            raise self._unsealed_error(syscall, "result")
+        if key != result_seal.BY_HOST:
+            signed = result_seal.result_message(self._run_ids(), syscall.name, request, result)
+            if not result_seal.verified(key, signed, result.seal):
+                raise self._unsealed_error(syscall, "result")
         return result.model_copy(update={"seal": None})
 
     def _check_failure(
@@ -160,11 +163,12 @@ class SyscallDispatcher:
         """Raise UnsealedResult for an activity's error that a kernel worker did not sign.
 
         Only errors that workers raise (ApplicationError) are signed; timeouts and
-        cancellations come from the server.
+        cancellations come from the server. Behind a pool's host, the host has replaced each
+        error it could not verify with an UnsealedResult of its own, which passes on.
         """
         cause = exc.cause
         key = result_seal.checking()
-        if key is None or not isinstance(cause, ApplicationError):
+        if key is None or key == result_seal.BY_HOST or not isinstance(cause, ApplicationError):
             return
         kind = cause.type or type(cause).__name__
         signed = result_seal.error_message(
@@ -181,11 +185,7 @@ class SyscallDispatcher:
         workflow.logger.warning(
             "%s of %s was not sealed by a kernel worker: refused", what, syscall.name
         )
-        return errors.UnsealedResult(
-            f"the {what} of {syscall.name} was not sealed by a kernel worker: another poller "
-            "of its task queue completed it, or the agent worker's [temporal] result_check_key "
-            "is not the kernel workers' key's. Refused, unread"
-        )
+        return errors.UnsealedResult(result_seal.refusal(syscall.name, what))
 
     def _decided_after(self, seen: int) -> Callable[[], bool]:
         return lambda: self._decisions > seen
