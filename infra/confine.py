@@ -6,20 +6,27 @@ privileges, in its own session (no terminal to inject into), and sees a read-onl
 what Python needs to import the kernel and agents' code, nothing else (no `/etc`, `/home`,
 `/var`, no home folder but the interpreter's own directory where it lives there, no kernel
 state: a tmpfs over it where it would show), a private `/tmp` and `/proc`, and an empty
-environment. As root, `setpriv` drops the child to the real uid `nobody` once bubblewrap has
-set it up; as an ordinary user, bubblewrap's user namespace maps the caller to `nobody`.
+environment, behind a seccomp filter (`kernos.infra.seccomp`). As root, `setpriv` drops the
+child to the real uid `nobody` once bubblewrap has set it up; as an ordinary user,
+bubblewrap's user namespace maps the caller to `nobody`.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from kernos.infra import seccomp
+
+log = logging.getLogger(__name__)
 
 #: The unprivileged user and group the child runs as.
 NOBODY = 65534
@@ -87,15 +94,40 @@ def _outermost(paths: Iterable[Path]) -> list[Path]:
     return sorted(kept)
 
 
+@functools.cache
+def seccomp_shortfall() -> str | None:
+    """Why children run without the seccomp filter here, or None if they have it (logged once)."""
+    try:
+        seccomp.program()
+    except seccomp.SeccompUnavailable as exc:
+        log.warning("confined children run WITHOUT a seccomp filter: %s", exc)
+        return str(exc)
+    return None
+
+
+@contextmanager
+def seccomp_fd() -> Iterator[int | None]:
+    """The filter to hand one bubblewrap start (`pass_fds`), or None where there is none."""
+    if seccomp_shortfall() is not None:
+        yield None
+        return
+    with seccomp.program_fd() as descriptor:
+        yield descriptor
+
+
 def bwrap_argv(
-    roots: Sequence[Path], hidden: Sequence[Path], environment: dict[str, str]
+    roots: Sequence[Path],
+    hidden: Sequence[Path],
+    environment: dict[str, str],
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """Bubblewrap's arguments: `roots` read-only, `hidden` masked, only `environment` set.
 
     The command that follows them runs as `nobody` with no capabilities. As root, bubblewrap
     sets the namespaces up and `setpriv` then drops to the real, unprivileged uid (a user
     namespace would leave it root outside, mapped); as anyone else, bubblewrap's own user
-    namespace maps the caller's uid to `nobody` inside.
+    namespace maps the caller's uid to `nobody` inside. With `seccomp_fd` (passed to the
+    child), bubblewrap installs that filter before it starts the command.
     """
     bwrap = bwrap_path()
     if bwrap is None:
@@ -134,6 +166,8 @@ def bwrap_argv(
     argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
     for name, value in environment.items():
         argv += ["--setenv", name, value]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     argv.append("--")
     if os.geteuid() == 0:
         argv += [
@@ -151,11 +185,16 @@ def bwrap_works() -> str | None:
         return "bubblewrap (bwrap) is not installed"
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         return "setpriv (util-linux), which drops root's uid in the child, is not installed"
-    argv = bwrap_argv([], [], {})
     try:
-        probe = subprocess.run(
-            [*argv, "/bin/sh", "-c", "id -u"], capture_output=True, text=True, timeout=10
-        )
+        with seccomp_fd() as descriptor:
+            argv = bwrap_argv([], [], {}, descriptor)
+            probe = subprocess.run(
+                [*argv, "/bin/sh", "-c", "id -u"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                pass_fds=() if descriptor is None else (descriptor,),
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap did not run: {exc}"
     if probe.returncode != 0 or probe.stdout.strip() != str(NOBODY):
@@ -170,7 +209,11 @@ def report(mode: str, shared_unconfined: bool = False) -> tuple[bool, str]:
             "the agent worker's own process"  # fmt: skip
     shortfall = "[isolation] mode = 'process'" if mode == "process" else bwrap_works()
     if shortfall is None:
-        return True, "agent code confined per pool (bubblewrap: no network, uid nobody)"
+        filtered = "seccomp" if seccomp_shortfall() is None else "NO SECCOMP FILTER"
+        return (
+            True,
+            f"agent code confined per pool (bubblewrap: no network, uid nobody, {filtered})",
+        )
     if mode == "bwrap":
         return False, f"AGENT WORKERS WILL NOT START: mode 'bwrap' but {shortfall}"
     one = "several pools share a process" if shared_unconfined else "one pool per host"

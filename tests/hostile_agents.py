@@ -26,6 +26,8 @@ with workflow.unsafe.imports_passed_through():
     import hashlib
     import socket
 
+    from tests.kernel_doors import kernel_doors
+
 #: Where this module's import-time code leaves a mark, in whatever filesystem it sees.
 IMPORT_MARK = Path("/tmp/kernos-hostile-import-mark")
 #: What the victims' secrets look like.
@@ -70,7 +72,9 @@ def probe_process() -> dict[str, Any]:
         if _readable(path)
     ]
     try:
-        found["interfaces"] = [name for _, name in socket.if_nameindex()]
+        # /proc, not netlink (which the seccomp filter shuts): the network namespace's own list.
+        lines = Path("/proc/net/dev").read_text().splitlines()[2:]
+        found["interfaces"] = sorted(line.partition(":")[0].strip() for line in lines)
     except OSError:
         found["interfaces"] = []
     return found
@@ -105,7 +109,8 @@ class ProbeAgent(Agent):
     """Reports what it reaches from inside a run: the task (JSON) names what to look for.
 
     `files`: paths to read; `addresses`: `host:port`s to connect to; `secret_sha256`: the hash
-    of a secret to find in this process's memory; `kill`: signal every process it sees.
+    of a secret to find in this process's memory; `kill`: signal every process it sees;
+    `doors`: try the Linux kernel's riskier syscalls (`tests.kernel_doors`).
     """
 
     name = "probe"
@@ -122,6 +127,8 @@ class ProbeAgent(Agent):
             found.update(_memory(asked.get("secret_sha256")))
             if asked.get("kill"):
                 found["killed"] = _kill_everyone()
+            if asked.get("doors"):
+                found["doors"] = kernel_doors()
         return json.dumps(found)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,50 @@ def test_rootless(monkeypatch: pytest.MonkeyPatch) -> None:
     argv = confine.bwrap_argv([], [], {})
     assert "--unshare-all" in argv and not any("setpriv" in part for part in argv)
     expect_nothing(confined(argv, user=confine.NOBODY))
+
+
+def doors(seccomp: bool, user: int | None = None) -> dict[str, str]:
+    """`tests/kernel_doors.py` run in bubblewrap's view, with or without the seccomp filter.
+
+    By the system's interpreter, which `nobody` can run (the venv's may live in root's home).
+    """
+    script = Path(__file__).with_name("kernel_doors.py")
+    with confine.seccomp_fd() as fd:
+        assert fd is not None, confine.seccomp_shortfall()
+        argv = confine.bwrap_argv([script.parent], [], {}, fd if seccomp else None)
+        done = subprocess.run(
+            [*argv, "/usr/bin/python3", str(script)],
+            capture_output=True, text=True, timeout=60, user=user, pass_fds=(fd,),
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found: dict[str, str] = json.loads(done.stdout)
+    return found
+
+
+def test_seccomp_shuts_the_kernels_riskier_doors() -> None:
+    # Without the filter the namespaces leave each of them open: the probes can tell.
+    assert set(doors(seccomp=False).values()) == {"open"}
+    assert set(doors(seccomp=True).values()) == {"EPERM"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the host runs rootless already: the test above")
+def test_seccomp_rootless(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert set(doors(seccomp=True, user=confine.NOBODY).values()) == {"EPERM"}
+
+
+def test_the_filter_leaves_what_python_needs() -> None:
+    # Threads (clone3 answers ENOSYS, the C library falls back to clone), a process, and
+    # sockets of the families a child may use.
+    script = (
+        "import socket, subprocess, threading; t = threading.Thread(target=print); t.start(); "
+        "t.join(); socket.socketpair(); socket.socket(socket.AF_INET6).close(); "
+        "print(subprocess.run(['/bin/true']).returncode)"
+    )
+    with confine.seccomp_fd() as fd:
+        argv = confine.bwrap_argv(*confine.import_roots([]), {}, fd)
+        done = subprocess.run(
+            [*argv, sys.executable, "-c", script],
+            capture_output=True, text=True, timeout=60, pass_fds=() if fd is None else (fd,),
+        )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.split()[-1] == "0", done.stderr

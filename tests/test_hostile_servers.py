@@ -3,7 +3,9 @@
 The probe tries PostgreSQL (its socket file and TCP), Temporal, and an HTTP server standing
 in for an LLM server or the gateway, all on this machine; and kills every process it sees.
 Unconfined it connects to each; confined it has only a loopback interface of its own, and
-the processes it can see are its own: the worker and the next run are untouched.
+the processes it can see are its own: the worker and the next run are untouched. It also
+knocks on the Linux kernel's riskier doors (netlink, another process's memory, the keyring,
+io_uring, personas, user namespaces): open unconfined, shut by the seccomp filter confined.
 """
 
 from __future__ import annotations
@@ -41,14 +43,18 @@ async def test_servers_on_this_machine_are_out_of_reach_only_confined(
     addresses = [socket_file, temporal.address, http]
     try:
         async with workers(settings), await KernosClient.connect(settings) as client:
-            found = await probe(client, f"evil-{uuid.uuid4().hex[:6]}", addresses=addresses)
+            found = await probe(
+                client, f"evil-{uuid.uuid4().hex[:6]}", addresses=addresses, doors=True
+            )
     finally:
         server.close()
     if mode == "in_process":
         assert set(found["connect"].values()) == {"connected"}
+        assert found["doors"]["netlink_socket"] == found["doors"]["process_vm_readv"] == "open"
     else:
         assert "connected" not in found["connect"].values(), found["connect"]
         assert found["interfaces"] == ["lo"]
+        assert set(found["doors"].values()) == {"EPERM"}, found["doors"]
 
 
 async def test_killing_every_visible_process_hurts_only_the_pool(

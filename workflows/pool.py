@@ -15,6 +15,7 @@ pool's runs; a spare one waits, already started, so that a new pool costs no int
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import io
 import itertools
@@ -25,6 +26,7 @@ import queue
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -122,7 +124,11 @@ def _hidden(settings: Settings) -> list[Path]:
 
 
 def _child_command(
-    how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...], *arguments: str
+    how: Confinement,
+    agents: tuple[str, ...],
+    hidden: tuple[Path, ...],
+    *arguments: str,
+    seccomp_fd: int | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment of a child: bubblewrap's view, or a plain process."""
     modules = [path.partition(":")[0] for path in agents]
@@ -137,7 +143,17 @@ def _child_command(
     command = [sys.executable, "-m", "kernos.workflows.pool_child", *arguments]
     if not how.confined:
         return command, environment
-    return confine.bwrap_argv(roots, hidden, environment) + command, {}
+    return confine.bwrap_argv(roots, hidden, environment, seccomp_fd) + command, {}
+
+
+@contextlib.contextmanager
+def _seccomp_fd(how: Confinement) -> Iterator[int | None]:
+    """The seccomp filter for one confined child's start, or None for a plain process."""
+    if not how.confined:
+        yield None
+        return
+    with confine.seccomp_fd() as fd:
+        yield fd
 
 
 @functools.cache
@@ -146,13 +162,15 @@ def _agents_checked(
 ) -> str | None:
     """Why the agents' paths do not import (in a child like a pool's), or None if they do."""
     paths = tuple(path for _, path in agents)
-    argv, environment = _child_command(how, paths, hidden, "--check")
     setup = ChildSetup(pool="", agents=dict(agents), results_checked=False)
     frame = FrameWriter.frame(SETUP, 0, pickle.dumps(setup))
     try:
-        done = subprocess.run(
-            argv, input=frame, capture_output=True, env=environment, cwd="/", timeout=120
-        )
+        with _seccomp_fd(how) as fd:
+            argv, environment = _child_command(how, paths, hidden, "--check", seccomp_fd=fd)
+            done = subprocess.run(
+                argv, input=frame, capture_output=True, env=environment, cwd="/", timeout=120,
+                pass_fds=() if fd is None else (fd,),
+            )  # fmt: skip
     except subprocess.TimeoutExpired:
         return "importing the agents' modules took over 120 s"
     try:
@@ -166,16 +184,18 @@ class PoolChild:
     """One child process and the pipe to it; activations from many threads, multiplexed."""
 
     def __init__(self, how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...]) -> None:
-        argv, environment = _child_command(how, agents, hidden)
-        self.process = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=environment,
-            cwd="/",
-            start_new_session=True,
-        )
+        with _seccomp_fd(how) as fd:
+            argv, environment = _child_command(how, agents, hidden, seccomp_fd=fd)
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=environment,
+                cwd="/",
+                start_new_session=True,
+                pass_fds=() if fd is None else (fd,),
+            )
         assert self.process.stdin and self.process.stdout and self.process.stderr
         # Frames go out through a queue and a thread of their own: a child that stops reading
         # blocks that thread only, never a caller (who waits with a deadline).
