@@ -46,7 +46,11 @@ class WorkerGroup:
         agents: dict[str, str] | None = None,
         embedder: Embedder | None = None,
     ) -> WorkerGroup:
-        """Build the workers of `kind`; a bad policy or agent path fails here, before polling."""
+        """Build the workers of `kind`; a bad policy fails here, before polling.
+
+        So does a bad agent path where agent code runs in process. In pools, a broken agent
+        module is named in the log and fails only its own runs (`agent_check`).
+        """
         if kind == "agent" and settings.database.dsn is not None:
             warnings.warn(
                 "this agent worker was given a database DSN it does not need: agent code is "
@@ -57,6 +61,14 @@ class WorkerGroup:
         agent, pools = None, None
         if kind in ("agent", "all"):
             agent, pools = agent_worker(client, settings, agents=agents)
+            if pools is not None:
+                # A run's first activation must not wait for a child to start: the spare is
+                # ready before the worker polls.
+                try:
+                    await asyncio.to_thread(pools.start)
+                except BaseException:
+                    pools.close()
+                    raise
         kernel = None
         if kind in ("kernel", "all"):
             kernel = await KernelWorkers.create(

@@ -6,10 +6,11 @@ import asyncio
 import os
 import signal
 import uuid
+from pathlib import Path
 
 import pytest
 
-from kernos import ConfigError, KernosClient, RunFailed, RunSpec
+from kernos import KernosClient, RunFailed, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.worker import WorkerGroup
@@ -38,9 +39,11 @@ async def test_each_tenant_gets_a_pool_and_an_operator_can_split_one(
         for run in runs:
             await run.result()
         pools = pools_of(group).pools()
+        # Each pool's process is bubblewrap's, with the child confined inside it.
+        commands = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pools.values()}
     assert set(pools) == {acme, f"{acme}/steps-pool", globex}
     assert len(set(pools.values())) == 3  # three processes
-    assert all(pid is not None and pid != os.getpid() for pid in pools.values())
+    assert commands == {"bwrap"}
 
 
 async def test_a_run_outlives_its_pools_process(
@@ -80,10 +83,34 @@ async def test_without_confinement_a_host_serves_one_pool(
     )
 
 
-async def test_a_bad_agent_path_stops_the_host_before_it_polls(
+async def test_broken_agent_modules_keep_no_one_else_from_running(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres
 ) -> None:
-    settings = make_settings(temporal, postgres, agents={"gone": "tests.no_such_module:Agent"})
-    with pytest.raises(ConfigError, match="agent 'gone': cannot import agent module"):
-        async with workers(settings):
-            pass
+    """One tenant's module that is missing, raises, ends its process or hangs at import is
+    named at the host's start, and fails its own runs; the host serves everyone else."""
+    broken = {
+        "gone": "tests.no_such_module:Agent",
+        "raises": "tests.broken_modules.raises:Agent",
+        "exits": "tests.broken_modules.exits:Agent",
+        "hangs": "tests.broken_modules.hangs:Agent",
+    }
+    settings = make_settings(
+        temporal,
+        postgres,
+        agents={"echo": "tests.agents:EchoAgent", **broken},
+        isolation={"activation_timeout_s": 5},
+    )
+    tenant = f"careless-{uuid.uuid4().hex[:6]}"
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        echo = await client.submit(RunSpec(agent="echo", task="served", tenant=tenant))
+        assert "served" in (await echo.result()).output
+        failing = await client.submit(RunSpec(agent="raises", task="x", tenant=tenant))
+        with pytest.raises(RunFailed) as failed:
+            await failing.result()
+        found = await asyncio.to_thread(pools_of(group).checked.result, 120)
+    assert "a tenant's bug at import" in failed.value.message
+    assert set(found) == set(broken)
+    assert "cannot import agent module 'tests.no_such_module'" in found["gone"]
+    assert "a tenant's bug at import" in found["raises"]
+    assert "ended the process" in found["exits"]
+    assert "took over 5 s" in found["hangs"]

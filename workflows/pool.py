@@ -7,29 +7,19 @@ syscall's answer before the child sees it (`result_check.ResultCheck`) and every
 child answers before Temporal sees it (`commands.CommandCheck`). A run's pool
 comes from its input, which the kernel wrote at admission (`RunInput.pool`, else its tenant).
 
-The child (`pool_child`) holds no credential, no Temporal client and, under bubblewrap, reaches
-no network, file or process outside its own view (`kernos.infra.confine`). One child serves a
-pool's runs; a spare one waits, already started, so that a new pool costs no interpreter start.
+The child (`pool_child`, started and spoken to through `pool_process`) holds no credential,
+no Temporal client and, under bubblewrap, reaches no network, file or process outside its own
+view (`kernos.infra.confine`). One child serves a pool's runs; a spare one waits, already
+started, so that a new pool costs no interpreter start.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import functools
-import io
 import itertools
 import logging
-import os
-import pickle
-import queue
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import temporalio.converter
 import temporalio.workflow
@@ -39,27 +29,20 @@ from temporalio.bridge.proto.workflow_commands import FailWorkflowExecution, Wor
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 
-from kernos.infra import confine
-from kernos.kernel.config import IsolationSettings, Settings, state_dir
-from kernos.kernel.errors import ConfigError
+from kernos.kernel.config import Settings
 from kernos.kernel.result_seal import check_key
 from kernos.kernel.syscalls import RunInput
+from kernos.workflows.agent_check import broken_agents
 from kernos.workflows.commands import CommandCheck
-from kernos.workflows.pool_tracing import RunTrace
-from kernos.workflows.pool_wire import (
-    ACTIVATE,
-    COMPLETION,
-    CREATE,
-    ERROR,
-    READY,
-    SETUP,
-    ChildSetup,
-    Frame,
-    FrameError,
-    FrameWriter,
-    InstanceSpec,
-    receive,
+from kernos.workflows.pool_process import (
+    CHILD_START_S,
+    ChildDied,
+    PoolChild,
+    confinement,
+    hidden_paths,
 )
+from kernos.workflows.pool_tracing import RunTrace
+from kernos.workflows.pool_wire import ERROR, ChildSetup, InstanceSpec
 from kernos.workflows.result_check import ResultCheck
 
 log = logging.getLogger(__name__)
@@ -77,248 +60,6 @@ _ENDS_RUN = frozenset(
 )
 #: How long an eviction may take in the child before the host gives up on the child.
 _EVICTION_S = 10.0
-#: The largest answer a child may send: a completion's payloads are 2 MiB each at most, and
-#: Temporal takes no more than 4 MiB in one message.
-MAX_ANSWER = 16 * 1024 * 1024
-#: Lines of a child's stderr that reach the host's log, and how long each may be.
-MAX_LOG_LINES = 1000
-MAX_LOG_LINE = 2000
-#: How long a new child may take to start (import the kernel and Temporal's SDK).
-CHILD_START_S = 60.0
-
-
-@dataclass(frozen=True)
-class Confinement:
-    """How this host confines its pools' children, and why not if it does not."""
-
-    mode: Literal["bwrap", "process"]
-    shortfall: str | None = None
-    """Why bubblewrap is not used where `auto` wanted it."""
-
-    @property
-    def confined(self) -> bool:
-        """Whether children are confined by the operating system."""
-        return self.mode == "bwrap"
-
-
-def confinement(isolation: IsolationSettings) -> Confinement:
-    """The confinement `[isolation] mode` asks for, as this host can give it (ConfigError)."""
-    if isolation.mode == "process":
-        return Confinement("process")
-    shortfall = confine.bwrap_works()
-    if shortfall is None:
-        return Confinement("bwrap")
-    if isolation.mode == "bwrap":
-        raise ConfigError(
-            f"[isolation] mode = 'bwrap', but {shortfall}: install bubblewrap "
-            "(`apt-get install bubblewrap`) or choose another mode"
-        )
-    return Confinement("process", shortfall)
-
-
-def _hidden(settings: Settings) -> list[Path]:
-    """What a child must not see, should its view include it: state, settings, spans, anchors."""
-    hidden = [state_dir(), Path(".kernos"), Path(os.environ.get("KERNOS_CONFIG", "kernos.toml"))]
-    hidden += [path for path in (settings.audit.anchor_sink, settings.telemetry.spans_file) if path]
-    return [path for path in hidden if path.exists()]
-
-
-def _child_command(
-    how: Confinement,
-    agents: tuple[str, ...],
-    hidden: tuple[Path, ...],
-    *arguments: str,
-    seccomp_fd: int | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """The argv and environment of a child: bubblewrap's view, or a plain process."""
-    modules = [path.partition(":")[0] for path in agents]
-    roots, python_path = confine.import_roots(modules)
-    environment = {
-        "PYTHONPATH": os.pathsep.join(str(path) for path in python_path),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "HOME": "/tmp",
-        "PATH": "/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-    }
-    command = [sys.executable, "-m", "kernos.workflows.pool_child", *arguments]
-    if not how.confined:
-        return command, environment
-    return confine.bwrap_argv(roots, hidden, environment, seccomp_fd) + command, {}
-
-
-@contextlib.contextmanager
-def _seccomp_fd(how: Confinement) -> Iterator[int | None]:
-    """The seccomp filter for one confined child's start, or None for a plain process."""
-    if not how.confined:
-        yield None
-        return
-    with confine.seccomp_fd() as fd:
-        yield fd
-
-
-@functools.cache
-def _agents_checked(
-    how: Confinement, agents: tuple[tuple[str, str], ...], hidden: tuple[Path, ...]
-) -> str | None:
-    """Why the agents' paths do not import (in a child like a pool's), or None if they do."""
-    paths = tuple(path for _, path in agents)
-    setup = ChildSetup(pool="", agents=dict(agents), results_checked=False)
-    frame = FrameWriter.frame(SETUP, 0, pickle.dumps(setup))
-    try:
-        with _seccomp_fd(how) as fd:
-            argv, environment = _child_command(how, paths, hidden, "--check", seccomp_fd=fd)
-            done = subprocess.run(
-                argv, input=frame, capture_output=True, env=environment, cwd="/", timeout=120,
-                pass_fds=() if fd is None else (fd,),
-            )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return "importing the agents' modules took over 120 s"
-    try:
-        answer = receive(io.BytesIO(done.stdout))
-    except FrameError:
-        return f"the agents' modules could not be checked: {done.stderr.decode()[-2000:]}"
-    return None if answer.kind == READY else answer.body.decode(errors="replace")[:4000]
-
-
-class PoolChild:
-    """One child process and the pipe to it; activations from many threads, multiplexed."""
-
-    def __init__(self, how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...]) -> None:
-        with _seccomp_fd(how) as fd:
-            argv, environment = _child_command(how, agents, hidden, seccomp_fd=fd)
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=environment,
-                cwd="/",
-                start_new_session=True,
-                pass_fds=() if fd is None else (fd,),
-            )
-        assert self.process.stdin and self.process.stdout and self.process.stderr
-        # Frames go out through a queue and a thread of their own: a child that stops reading
-        # blocks that thread only, never a caller (who waits with a deadline).
-        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._stdout = self.process.stdout
-        self._requests = itertools.count(1)
-        self._pending: dict[int, concurrent.futures.Future[Frame]] = {}
-        self._lock = threading.Lock()
-        self._ready = concurrent.futures.Future[None]()
-        self.pool: str | None = None
-        for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
-            threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
-
-    def assign(self, setup: ChildSetup) -> None:
-        """Make this child the pool's: from now on it serves only `setup.pool`'s runs."""
-        self.pool = setup.pool
-        self._send(SETUP, 0, pickle.dumps(setup))
-
-    def _send(self, kind: bytes, request: int, body: bytes) -> None:
-        self._outbox.put(FrameWriter.frame(kind, request, body))
-
-    def _write(self) -> None:
-        assert self.process.stdin is not None
-        writer = self.process.stdin
-        while (data := self._outbox.get()) is not None:
-            try:
-                writer.write(data)
-                writer.flush()
-            except (OSError, ValueError):
-                self.kill()
-                return
-
-    def _log(self) -> None:
-        """The child's stderr, into this process's log, prefixed and cut short.
-
-        At most `MAX_LOG_LINES` lines of `MAX_LOG_LINE` bytes: a child cannot fill the disk.
-        """
-        assert self.process.stderr is not None
-        for lines, line in enumerate(self.process.stderr, start=1):
-            if lines <= MAX_LOG_LINES:
-                text = line[:MAX_LOG_LINE].decode(errors="replace").rstrip()
-                log.warning("pool %s says: %s", self.pool or "(spare)", text)
-            elif lines == MAX_LOG_LINES + 1:
-                log.warning("pool %s: further output from its process dropped", self.pool)
-
-    def wait_ready(self, timeout: float) -> None:
-        """Wait until the child has started (ChildDied if it did not)."""
-        try:
-            self._ready.result(timeout)
-        except concurrent.futures.TimeoutError:
-            self.kill()
-            raise ChildDied(f"the pool's process did not start within {timeout:.0f} s") from None
-
-    def create(self, instance_id: int, spec: InstanceSpec) -> None:
-        """Tell the child about an instance; it makes it at its first activation."""
-        self._send(CREATE, instance_id, pickle.dumps(spec))
-
-    def activate(self, instance_id: int, activation: bytes, timeout: float) -> Frame:
-        """Send an activation and wait for the child's answer (ChildDied on none)."""
-        request = next(self._requests)
-        answer = concurrent.futures.Future[Frame]()
-        with self._lock:
-            if self.process.poll() is not None:
-                raise ChildDied("the pool's process has exited")
-            self._pending[request] = answer
-        try:
-            self._send(ACTIVATE, request, instance_id.to_bytes(8, "big") + activation)
-            return answer.result(timeout)
-        except FrameError as exc:
-            raise ChildDied(f"the activation could not be sent: {exc}") from exc
-        except concurrent.futures.TimeoutError:
-            self.kill()
-            raise ChildDied(f"the pool's process did not answer within {timeout:.0f} s") from None
-        finally:
-            with self._lock:
-                self._pending.pop(request, None)
-
-    @property
-    def alive(self) -> bool:
-        """Whether the process still runs."""
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        """Stop the child at once; activations waiting on it fail."""
-        self._outbox.put(None)
-        if self.alive:
-            self.process.kill()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            log.warning("pool %s: its process did not exit after SIGKILL", self.pool)
-
-    def _read(self) -> None:
-        """Hand each answer to the activation waiting for it; anything else ends the child."""
-        reason = "the pool's process exited"
-        try:
-            while True:
-                frame = receive(self._stdout, MAX_ANSWER)
-                if frame.kind == READY and not self._ready.done():
-                    self._ready.set_result(None)
-                    continue
-                with self._lock:
-                    waiting = self._pending.get(frame.request)
-                if frame.kind not in (COMPLETION, ERROR) or waiting is None or waiting.done():
-                    reason = "the pool's process sent an answer to nothing it was asked"
-                    self.kill()
-                    break
-                waiting.set_result(frame)
-        except (FrameError, OSError, ValueError):
-            pass
-        if self.alive:
-            self.kill()
-        with self._lock:
-            waiting_now = list(self._pending.values())
-        if not self._ready.done():
-            self._ready.set_exception(ChildDied(reason))
-        for future in waiting_now:
-            if not future.done():
-                future.set_exception(ChildDied(reason))
-
-
-class ChildDied(Exception):
-    """A pool's child exited, broke the protocol, or stopped answering."""
 
 
 class PoolRunner(WorkflowRunner):
@@ -334,7 +75,7 @@ class PoolRunner(WorkflowRunner):
                 self.how.shortfall,
             )
         self._agents = dict(settings.agents)
-        self._hidden = tuple(_hidden(settings))
+        self._hidden = tuple(hidden_paths(settings))
         key = settings.temporal.check_key_hex()
         #: The key this host checks syscall results with before a child sees them.
         self.check_key = check_key(key) if key is not None else None
@@ -342,6 +83,8 @@ class PoolRunner(WorkflowRunner):
         self._spare: PoolChild | None = None
         self._lock = threading.Lock()
         self._instances = itertools.count(1)
+        #: Agent name -> why its module does not import, once the start-up check is done.
+        self.checked = concurrent.futures.Future[dict[str, str]]()
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
         """Nothing: the workflow's code is checked by the child that runs it."""
@@ -381,11 +124,29 @@ class PoolRunner(WorkflowRunner):
     def _new_child(self) -> PoolChild:
         return PoolChild(self.how, tuple(self._agents.values()), self._hidden)
 
-    def check_agents(self) -> None:
-        """Import every agent's module in a throwaway child; ConfigError names what failed."""
-        failed = _agents_checked(self.how, tuple(sorted(self._agents.items())), self._hidden)
-        if failed is not None:
-            raise ConfigError(failed)
+    def start(self) -> None:
+        """Check the agents' modules in the background, and start the spare child.
+
+        Blocks until the spare is ready (seconds): call it off the event loop.
+        """
+        threading.Thread(target=self._check_agents, name="agent-check", daemon=True).start()
+        self.warm()
+
+    def _check_agents(self) -> None:
+        try:
+            broken = broken_agents(
+                self.how,
+                tuple(sorted(self._agents.items())),
+                self._hidden,
+                self.isolation.activation_timeout_s,
+            )
+        except Exception as exc:
+            log.exception("the agents' modules could not be checked")
+            self.checked.set_exception(exc)
+            return
+        for name, reason in broken.items():
+            log.error("agent %r cannot run, its runs will fail: %s", name, reason)
+        self.checked.set_result(broken)
 
     def warm(self) -> None:
         """Start the spare child and wait for it: the first pool's run must not.

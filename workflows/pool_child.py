@@ -127,21 +127,23 @@ class Child:
 
 
 def check(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """Import each agent's module and say which failed: the host's start-up check."""
+    """Import each agent's module, in the order given, and answer for each as it is done.
+
+    The host's start-up check (`agent_check`): one frame per agent (request: its index),
+    READY or ERROR with why, so that a module that hangs or ends the process is named by
+    where the answers stop.
+    """
     writer = FrameWriter(stdout)
     setup: ChildSetup = pickle.loads(receive(stdin).body)
-    failures = []
-    for name, path in setup.agents.items():
+    for index, path in enumerate(setup.agents.values()):
         try:
             registry.resolve(path)
         except ConfigError as exc:
-            failures.append(f"agent {name!r}: {exc}")
+            writer.send(ERROR, index, str(exc).encode())
         except Exception as exc:  # noqa: BLE001 - module-level code of an agent failed
-            failures.append(f"agent {name!r}: importing {path!r} raised {exc!r}")
-    if failures:
-        writer.send(ERROR, 0, "; ".join(failures).encode())
-    else:
-        writer.send(READY, 0, b"")
+            writer.send(ERROR, index, f"importing {path!r} raised {exc!r}".encode())
+        else:
+            writer.send(READY, index, b"")
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:

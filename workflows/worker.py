@@ -67,9 +67,8 @@ def agent_worker(
         registry.register(settings.agents)
         runner = sandbox_runner()
     else:
+        # Started (`PoolRunner.start`) by the caller, off its event loop.
         pools = PoolRunner(settings)
-        pools.check_agents()
-        pools.warm()
         runner = pools
     worker = Worker(
         client,

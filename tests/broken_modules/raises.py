@@ -1,0 +1,3 @@
+"""Raises at import."""
+
+raise RuntimeError("a tenant's bug at import")

@@ -1,0 +1,272 @@
+"""A pool's child process, as its host sees it: how it is confined, started, and spoken to.
+
+The child runs `python -m kernos.workflows.pool_child` under bubblewrap (or, where the host
+cannot confine, as a plain process) with an empty environment and a view of only what it
+needs to import the kernel and the agents (`kernos.infra.confine`). The host speaks to it
+over its stdin and stdout in frames (`pool_wire`), from many threads at once; nothing the
+child sends is unpickled, and a child that stops answering, sends what it was not asked or
+exits fails the activations waiting on it (`ChildDied`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from kernos.infra import confine
+from kernos.kernel.config import IsolationSettings, Settings, state_dir
+from kernos.kernel.errors import ConfigError
+from kernos.workflows.pool_wire import (
+    ACTIVATE,
+    COMPLETION,
+    CREATE,
+    ERROR,
+    READY,
+    SETUP,
+    ChildSetup,
+    Frame,
+    FrameError,
+    FrameWriter,
+    InstanceSpec,
+    receive,
+)
+
+log = logging.getLogger(__name__)
+
+#: The largest answer a child may send: a completion's payloads are 2 MiB each at most, and
+#: Temporal takes no more than 4 MiB in one message.
+MAX_ANSWER = 16 * 1024 * 1024
+#: Lines of a child's stderr that reach the host's log, and how long each may be.
+MAX_LOG_LINES = 1000
+MAX_LOG_LINE = 2000
+#: How long a new child may take to start (import the kernel and Temporal's SDK).
+CHILD_START_S = 60.0
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How this host confines its pools' children, and why not if it does not."""
+
+    mode: Literal["bwrap", "process"]
+    shortfall: str | None = None
+    """Why bubblewrap is not used where `auto` wanted it."""
+
+    @property
+    def confined(self) -> bool:
+        """Whether children are confined by the operating system."""
+        return self.mode == "bwrap"
+
+
+def confinement(isolation: IsolationSettings) -> Confinement:
+    """The confinement `[isolation] mode` asks for, as this host can give it (ConfigError)."""
+    if isolation.mode == "process":
+        return Confinement("process")
+    shortfall = confine.bwrap_works()
+    if shortfall is None:
+        return Confinement("bwrap")
+    if isolation.mode == "bwrap":
+        raise ConfigError(
+            f"[isolation] mode = 'bwrap', but {shortfall}: install bubblewrap "
+            "(`apt-get install bubblewrap`) or choose another mode"
+        )
+    return Confinement("process", shortfall)
+
+
+def hidden_paths(settings: Settings) -> list[Path]:
+    """What a child must not see, should its view include it: state, settings, spans, anchors."""
+    hidden = [state_dir(), Path(".kernos"), Path(os.environ.get("KERNOS_CONFIG", "kernos.toml"))]
+    hidden += [path for path in (settings.audit.anchor_sink, settings.telemetry.spans_file) if path]
+    return [path for path in hidden if path.exists()]
+
+
+def child_command(
+    how: Confinement,
+    agents: tuple[str, ...],
+    hidden: tuple[Path, ...],
+    *arguments: str,
+    seccomp_fd: int | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of a child: bubblewrap's view, or a plain process."""
+    modules = [path.partition(":")[0] for path in agents]
+    roots, python_path = confine.import_roots(modules)
+    environment = {
+        "PYTHONPATH": os.pathsep.join(str(path) for path in python_path),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": "/tmp",
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+    }
+    command = [sys.executable, "-m", "kernos.workflows.pool_child", *arguments]
+    if not how.confined:
+        return command, environment
+    return confine.bwrap_argv(roots, hidden, environment, seccomp_fd) + command, {}
+
+
+def start_child(
+    how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...], *arguments: str
+) -> subprocess.Popen[bytes]:
+    """Start a child (`pool_child` with `arguments`), its pipes open, in a session of its own."""
+    with _seccomp_fd(how) as fd:
+        argv, environment = child_command(how, agents, hidden, *arguments, seccomp_fd=fd)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
+            cwd="/",
+            start_new_session=True,
+            pass_fds=() if fd is None else (fd,),
+        )
+
+
+@contextlib.contextmanager
+def _seccomp_fd(how: Confinement) -> Iterator[int | None]:
+    """The seccomp filter for one confined child's start, or None for a plain process."""
+    if not how.confined:
+        yield None
+        return
+    with confine.seccomp_fd() as fd:
+        yield fd
+
+
+class PoolChild:
+    """One child process and the pipe to it; activations from many threads, multiplexed."""
+
+    def __init__(self, how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...]) -> None:
+        self.process = start_child(how, agents, hidden)
+        assert self.process.stdin and self.process.stdout and self.process.stderr
+        # Frames go out through a queue and a thread of their own: a child that stops reading
+        # blocks that thread only, never a caller (who waits with a deadline).
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._stdout = self.process.stdout
+        self._requests = itertools.count(1)
+        self._pending: dict[int, concurrent.futures.Future[Frame]] = {}
+        self._lock = threading.Lock()
+        self._ready = concurrent.futures.Future[None]()
+        self.pool: str | None = None
+        for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
+            threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
+
+    def assign(self, setup: ChildSetup) -> None:
+        """Make this child the pool's: from now on it serves only `setup.pool`'s runs."""
+        self.pool = setup.pool
+        self._send(SETUP, 0, pickle.dumps(setup))
+
+    def _send(self, kind: bytes, request: int, body: bytes) -> None:
+        self._outbox.put(FrameWriter.frame(kind, request, body))
+
+    def _write(self) -> None:
+        assert self.process.stdin is not None
+        writer = self.process.stdin
+        while (data := self._outbox.get()) is not None:
+            try:
+                writer.write(data)
+                writer.flush()
+            except (OSError, ValueError):
+                self.kill()
+                return
+
+    def _log(self) -> None:
+        """The child's stderr, into this process's log, prefixed and cut short.
+
+        At most `MAX_LOG_LINES` lines of `MAX_LOG_LINE` bytes: a child cannot fill the disk.
+        """
+        assert self.process.stderr is not None
+        for lines, line in enumerate(self.process.stderr, start=1):
+            if lines <= MAX_LOG_LINES:
+                text = line[:MAX_LOG_LINE].decode(errors="replace").rstrip()
+                log.warning("pool %s says: %s", self.pool or "(spare)", text)
+            elif lines == MAX_LOG_LINES + 1:
+                log.warning("pool %s: further output from its process dropped", self.pool)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the child has started (ChildDied if it did not)."""
+        try:
+            self._ready.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.kill()
+            raise ChildDied(f"the pool's process did not start within {timeout:.0f} s") from None
+
+    def create(self, instance_id: int, spec: InstanceSpec) -> None:
+        """Tell the child about an instance; it makes it at its first activation."""
+        self._send(CREATE, instance_id, pickle.dumps(spec))
+
+    def activate(self, instance_id: int, activation: bytes, timeout: float) -> Frame:
+        """Send an activation and wait for the child's answer (ChildDied on none)."""
+        request = next(self._requests)
+        answer = concurrent.futures.Future[Frame]()
+        with self._lock:
+            if self.process.poll() is not None:
+                raise ChildDied("the pool's process has exited")
+            self._pending[request] = answer
+        try:
+            self._send(ACTIVATE, request, instance_id.to_bytes(8, "big") + activation)
+            return answer.result(timeout)
+        except FrameError as exc:
+            raise ChildDied(f"the activation could not be sent: {exc}") from exc
+        except concurrent.futures.TimeoutError:
+            self.kill()
+            raise ChildDied(f"the pool's process did not answer within {timeout:.0f} s") from None
+        finally:
+            with self._lock:
+                self._pending.pop(request, None)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """Stop the child at once; activations waiting on it fail."""
+        self._outbox.put(None)
+        if self.alive:
+            self.process.kill()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.warning("pool %s: its process did not exit after SIGKILL", self.pool)
+
+    def _read(self) -> None:
+        """Hand each answer to the activation waiting for it; anything else ends the child."""
+        reason = "the pool's process exited"
+        try:
+            while True:
+                frame = receive(self._stdout, MAX_ANSWER)
+                if frame.kind == READY and not self._ready.done():
+                    self._ready.set_result(None)
+                    continue
+                with self._lock:
+                    waiting = self._pending.get(frame.request)
+                if frame.kind not in (COMPLETION, ERROR) or waiting is None or waiting.done():
+                    reason = "the pool's process sent an answer to nothing it was asked"
+                    self.kill()
+                    break
+                waiting.set_result(frame)
+        except (FrameError, OSError, ValueError):
+            pass
+        if self.alive:
+            self.kill()
+        with self._lock:
+            waiting_now = list(self._pending.values())
+        if not self._ready.done():
+            self._ready.set_exception(ChildDied(reason))
+        for future in waiting_now:
+            if not future.done():
+                future.set_exception(ChildDied(reason))
+
+
+class ChildDied(Exception):
+    """A pool's child exited, broke the protocol, or stopped answering."""
