@@ -72,18 +72,27 @@ def environment() -> dict[str, str]:
 class WorkerProcess:
     """`kernos worker --kind KIND` in its own process."""
 
-    def __init__(self, config: Path, kind: str, log: Path, module: str = "kernos.cli") -> None:
+    def __init__(
+        self,
+        config: Path,
+        kind: str,
+        log: Path,
+        module: str = "kernos.cli",
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
         self.kind = kind
         self.log = log
         #: The CLI module to run: `kernos.cli`, or a test's wrapper of it.
         self.module = module
+        #: What the command runs under (`ip netns exec NAME`: on another host).
+        self.prefix = prefix
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self, ready_timeout_s: float = 60.0) -> WorkerProcess:
         output = self.log.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, "--config", str(self.config),
+            *self.prefix, sys.executable, "-m", self.module, "--config", str(self.config),
             "worker", "--kind", self.kind,
             stdout=asyncio.subprocess.PIPE, stderr=output, env=environment(),
         )  # fmt: skip
