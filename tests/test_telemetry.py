@@ -5,6 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from kernos import KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
@@ -15,10 +17,15 @@ from tests.conftest import make_settings, workers
 SPANS = Path(tempfile.mkdtemp(prefix="kernos-spans-")) / "spans.jsonl"
 
 
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "replayed-each-task"])
 async def test_run_is_one_linked_trace(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, cached: bool
 ) -> None:
+    """Also where the host keeps no run cached, so every workflow task replays the run."""
     settings = make_settings(temporal, postgres, telemetry={"spans_file": str(SPANS)})
+    if not cached:
+        no_cache = settings.temporal.model_copy(update={"max_cached_workflows": 0})
+        settings = settings.model_copy(update={"temporal": no_cache})
     async with workers(settings), await KernosClient.connect(settings) as client:
         handle = await client.submit(RunSpec(agent="planner", task="trace me", tenant="acme"))
         result = await handle.result()

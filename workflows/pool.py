@@ -279,13 +279,14 @@ class PoolInstance(WorkflowInstance):
             run = _run_input(act)
             self._check = CommandCheck(run, self._info.task_queue)
             self._pool = run.pool or run.spec.tenant
-            if not act.is_replaying:
-                headers = next(
-                    job.initialize_workflow.headers
-                    for job in act.jobs
-                    if job.HasField("initialize_workflow")
-                )
-                self._trace = RunTrace(headers, self._info.workflow_type)
+            headers = next(
+                job.initialize_workflow.headers
+                for job in act.jobs
+                if job.HasField("initialize_workflow")
+            )
+            # A run that replays here (it left a cache, or another host) made its workflow
+            # span the first time; its new syscalls' spans still join the run's trace.
+            self._trace = RunTrace(headers, self._info.workflow_type, resumed=act.is_replaying)
         elif act.jobs and not any(job.HasField("initialize_workflow") for job in act.jobs):
             # A new child knows nothing of this run: it must replay from the start.
             raise ChildDied("the run's pool process was replaced; replaying")

@@ -5,7 +5,9 @@ confined child: it has no exporter, and whatever it put in a header would be age
 So the host makes them, as the plugin names them: `RunWorkflow:AgentRun` under the client's
 `StartWorkflow` (from the run's start header), and a `StartActivity:<syscall>` under it for
 each syscall, whose context it writes into the activity's only header, `_tracer-data`, for the
-kernel worker's `RunActivity` span. Replayed work makes no spans: they were made the first time.
+kernel worker's `RunActivity` span. Replayed work makes no spans: they were made the first time;
+a run that resumes on a host (after leaving its cache, or another host) parents its new
+syscalls' spans on the run's start context, as the plugin does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ class RunTrace:
     """The spans of one run on this host."""
 
     def __init__(
-        self, headers: Mapping[str, temporalio.api.common.v1.Payload], workflow_type: str
+        self,
+        headers: Mapping[str, temporalio.api.common.v1.Payload],
+        workflow_type: str,
+        *,
+        resumed: bool = False,
     ) -> None:
         carrier: dict[str, str] = {}
         if HEADER in headers:
@@ -40,13 +46,17 @@ class RunTrace:
                 carrier = {str(k): str(v) for k, v in decoded.items()}
         tracer = trace.get_tracer(__name__)
         self._tracer = tracer
-        self._span = tracer.start_span(
-            f"RunWorkflow:{workflow_type}", context=extract(carrier), kind=trace.SpanKind.SERVER
-        )
+        self._parent = extract(carrier)
+        self._span: trace.Span | None = None
+        if not resumed:
+            self._span = tracer.start_span(
+                f"RunWorkflow:{workflow_type}", context=self._parent, kind=trace.SpanKind.SERVER
+            )
+            self._parent = trace.set_span_in_context(self._span)
 
     def activity(self, command: ScheduleActivity) -> None:
         """Record the syscall's scheduling; its header is the span's context, and only that."""
-        parent = trace.set_span_in_context(self._span)
+        parent = self._parent
         span = self._tracer.start_span(
             f"StartActivity:{command.activity_type}", context=parent, kind=trace.SpanKind.CLIENT
         )
@@ -59,4 +69,5 @@ class RunTrace:
 
     def end(self) -> None:
         """The run ended, or left this host's cache."""
-        self._span.end()
+        if self._span is not None:
+            self._span.end()
