@@ -11,7 +11,9 @@ refuses (`EPERM`) what workflow code has no use for:
 - the kernel's own machinery (modules, `kexec`, `bpf`, `perf_event_open`, `userfaultfd`,
   `io_uring`, the keyring, file handles, clocks, swap, reboot, `personality`);
 - sockets of any family but Unix, IPv4 and IPv6 (netlink, packet, vsock, `AF_ALG`, ...).
-A syscall of another architecture (32-bit calls on a 64-bit kernel) kills the process.
+A syscall of another architecture (32-bit calls on a 64-bit kernel) kills the process. Being a
+list of what is refused, it cannot refuse syscalls newer than it (or than libseccomp, which
+skips names it does not know); the namespaces and the unprivileged user stay the boundary.
 
 The filter is compiled with the system's libseccomp (Debian's `libseccomp2`, on every Debian
 system), through ctypes, and handed to bubblewrap, which installs it just before it starts
@@ -27,9 +29,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: libseccomp's actions and comparison (from seccomp.h).
+#: libseccomp's actions, filter attribute and comparisons (from seccomp.h).
 _ALLOW = 0x7FFF0000
 _ERRNO = 0x00050000
+_KILL_PROCESS = 0x80000000
+_ATTR_ACT_BADARCH = 2
 _CMP_EQ = 4
 _CMP_GT = 6
 _CMP_MASKED_EQ = 7
@@ -49,7 +53,7 @@ DENIED = (
     "name_to_handle_at", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
     "swapon", "swapoff", "acct", "syslog", "quotactl", "quotactl_fd", "lookup_dcookie",
     "iopl", "ioperm", "sethostname", "setdomainname", "vhangup", "uselib", "personality",
-    "move_pages", "migrate_pages", "nfsservctl",
+    "move_pages", "migrate_pages", "mbind", "set_mempolicy", "nfsservctl", "modify_ldt",
 )  # fmt: skip
 #: Refused with ENOSYS: the C library then does the same with a call the filter can read.
 UNSUPPORTED = ("clone3",)
@@ -96,10 +100,13 @@ def program() -> bytes:
         ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)
     ]  # fmt: skip
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
     context = lib.seccomp_init(_ALLOW)
     if not context:
         raise SeccompUnavailable("libseccomp could not start a filter")
     try:
+        if lib.seccomp_attr_set(context, _ATTR_ACT_BADARCH, _KILL_PROCESS):
+            raise SeccompUnavailable("libseccomp would not kill on a foreign architecture")
         for name, action, conditions in _rules():
             number = lib.seccomp_syscall_resolve_name(name.encode())
             if number < 0:

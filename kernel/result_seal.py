@@ -11,7 +11,7 @@ neither its content nor its message reaches the agent. A signed result replayed 
 run or execution, or for another request, does not verify.
 
 Where agent code runs in a pool's confined child, its trusted host checks each result before
-the child sees it (`kernos.workflows.result_check`) and hands on, in place of one that fails,
+the child sees it (`kernos.workflows.activation_check`) and hands on, in place of one that fails,
 an `UnsealedResult` error of its own; the child's runs then only take the seals off.
 
 Runs started before results were signed are recognised by the `PATCH` marker's absence in

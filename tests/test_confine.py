@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +109,16 @@ def test_the_filter_leaves_what_python_needs() -> None:
             capture_output=True, text=True, timeout=60, pass_fds=() if fd is None else (fd,),
         )  # fmt: skip
     assert done.returncode == 0 and done.stdout.split()[-1] == "0", done.stderr
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x32 syscalls exist on x86-64 only")
+def test_a_syscall_of_another_abi_kills_the_process() -> None:
+    # getpid through the x32 ABI: a foreign architecture to the filter, so SIGSYS, not an errno.
+    script = "import ctypes; ctypes.CDLL(None).syscall(39 | 0x40000000); print('survived')"
+    with confine.seccomp_fd() as fd:
+        argv = confine.bwrap_argv([], [], {}, fd)
+        done = subprocess.run(
+            [*argv, "/usr/bin/python3", "-c", script],
+            capture_output=True, text=True, timeout=60, pass_fds=() if fd is None else (fd,),
+        )  # fmt: skip
+    assert done.returncode == 128 + signal.SIGSYS and "survived" not in done.stdout

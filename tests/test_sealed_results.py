@@ -8,6 +8,7 @@ from elsewhere). Each is refused with UnsealedResult, its content unread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
@@ -285,3 +287,26 @@ def test_a_signing_key_checks_with_its_own_public_half() -> None:
     other = public_hex(signing_key(new_signing_key()))
     settings = load_settings(temporal={"result_signing_key": RESULT_KEY, "result_check_key": other})
     assert settings.temporal.check_key_hex() == public_hex(signing_key(RESULT_KEY))
+
+
+async def test_an_outsiders_signals_queries_and_updates_reach_a_confined_run_only_as_allowed(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    """Whoever holds the namespace's credentials can message any run; its pool's host lets
+    through the UI's own queries, argument-free, and approvals only."""
+    settings = make_settings(temporal, postgres, isolation={"mode": "bwrap"})
+    outsider = await connect_temporal(settings)
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        run = await client.submit(RunSpec(agent="pausing", task="3"))
+        handle = outsider.get_workflow_handle(run.run_id)
+        await asyncio.sleep(1)  # the run is in its timer
+        await handle.signal("ROGUE_signal", "ROGUE")
+        stack = await handle.query("__stack_trace", "ROGUE argument")
+        assert isinstance(stack, str) and "ROGUE" not in stack
+        with pytest.raises(WorkflowQueryFailedError, match="__kernos_refused"):
+            await handle.query("ROGUE_query")
+        for name, argument in (("ROGUE_update", {}), ("approval", "ROGUE")):
+            with pytest.raises(WorkflowUpdateFailedError):
+                await handle.execute_update(name, argument)
+        result = await run.result()
+    assert result.output.count("scripted reply") == 2

@@ -8,6 +8,7 @@ broken agent fails, naming the error, when its own pool's child imports the modu
 
 from __future__ import annotations
 
+import collections
 import functools
 import pickle
 import queue
@@ -15,12 +16,12 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from kernos.workflows.pool_process import Confinement, start_child
+from kernos.workflows.pool_process import Confinement, bounded_lines, start_child
 from kernos.workflows.pool_wire import READY, SETUP, ChildSetup, Frame, FrameError, FrameWriter
 from kernos.workflows.pool_wire import receive as receive_frame
 
-#: How much of a crashed check's stderr is kept in its reason.
-_STDERR_TAIL = 2000
+#: How many of a crashed check's last lines of output are kept in its reason.
+_STDERR_LINES = 5
 
 
 @functools.cache
@@ -56,21 +57,25 @@ def _check(
     assert process.stdin and process.stdout and process.stderr
     frames: queue.SimpleQueue[Frame | None] = queue.SimpleQueue()
     threading.Thread(target=_read, args=(process.stdout, frames), daemon=True).start()
+    # Read as it comes (a module's warnings must not fill the pipe and stall it), last lines kept.
+    said: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+    stderr = threading.Thread(target=said.extend, args=(bounded_lines(process.stderr),))
+    stderr.start()
     answers: list[str | None] = []
     try:
         process.stdin.write(FrameWriter.frame(SETUP, 0, pickle.dumps(setup)))
         process.stdin.close()
-        for _ in agents:
+        for index in range(len(agents)):
             try:
                 frame = frames.get(timeout=timeout_s)
             except queue.Empty:
                 answers.append(f"importing its module took over {timeout_s:.0f} s")
                 break
-            if frame is None:
+            if frame is None or frame.request != index:
                 process.kill()
-                process.wait()
-                tail = process.stderr.read()[-_STDERR_TAIL:].decode(errors="replace")
-                answers.append(f"importing its module ended the process: {tail.strip()}")
+                stderr.join(5)
+                what = "ended the process" if frame is None else "broke the check's protocol"
+                answers.append(f"importing its module {what}: {' | '.join(said)}")
                 break
             why = frame.body[:4000].decode(errors="replace")
             answers.append(None if frame.kind == READY else why)
@@ -79,6 +84,7 @@ def _check(
     finally:
         process.kill()
         process.wait()
+        stderr.join(5)
         for stream in (process.stdout, process.stderr):
             stream.close()
     return answers

@@ -2,10 +2,11 @@
 
 The host is an ordinary Temporal worker for `AgentRun` (its polling, sticky queues, replay and
 Temporal connection are kernos's code), whose workflow runner hands each activation, through
-the SDK's `WorkflowRunner` seam, over a pipe to the child of the run's pool, checks every
-syscall's answer before the child sees it (`result_check.ResultCheck`) and every command the
-child answers before Temporal sees it (`commands.CommandCheck`). A run's pool
-comes from its input, which the kernel wrote at admission (`RunInput.pool`, else its tenant).
+the SDK's `WorkflowRunner` seam, over a pipe to the child of the run's pool. It checks every
+answer and message from outside the run before the child sees it (`activation_check`), and
+every command the child answers before Temporal sees it (`commands.CommandCheck`). A run's
+pool comes from its input, which the kernel wrote at admission (`RunInput.pool`, else its
+tenant).
 
 The child (`pool_child`, started and spoken to through `pool_process`) holds no credential,
 no Temporal client and, under bubblewrap, reaches no network, file or process outside its own
@@ -16,6 +17,7 @@ started, so that a new pool costs no interpreter start.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import threading
@@ -32,6 +34,7 @@ from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, Workflo
 from kernos.kernel.config import Settings
 from kernos.kernel.result_seal import check_key
 from kernos.kernel.syscalls import RunInput
+from kernos.workflows.activation_check import ActivationCheck
 from kernos.workflows.agent_check import broken_agents
 from kernos.workflows.commands import CommandCheck
 from kernos.workflows.pool_process import (
@@ -43,7 +46,6 @@ from kernos.workflows.pool_process import (
 )
 from kernos.workflows.pool_tracing import RunTrace
 from kernos.workflows.pool_wire import ERROR, ChildSetup, InstanceSpec
-from kernos.workflows.result_check import ResultCheck
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +196,7 @@ class PoolInstance(WorkflowInstance):
         self._info = det.info
         self._child: PoolChild | None = None
         self._check: CommandCheck | None = None
-        self._results: ResultCheck | None = None
-        if runner.check_key is not None:
-            self._results = ResultCheck(runner.check_key, det.info.workflow_id)
+        self._inbound = ActivationCheck(runner.check_key, det.info.workflow_id)
         self._pool = ""
         self._ended: str | None = None
         self._trace: RunTrace | None = None
@@ -211,8 +211,7 @@ class PoolInstance(WorkflowInstance):
             if self._child is None or not self._child.alive:
                 self._start(act)
             assert self._child is not None and self._check is not None
-            if self._results is not None:
-                self._results.check(act)
+            self._inbound.check(act)
             answer = self._child.activate(
                 self._id, act.SerializeToString(), self._runner.isolation.activation_timeout_s
             )
@@ -245,8 +244,7 @@ class PoolInstance(WorkflowInstance):
                 return _fail_run(act.run_id, self._ended)
             for command in commands:
                 if command.HasField("schedule_activity"):
-                    if self._results is not None:
-                        self._results.scheduled(command.schedule_activity)
+                    self._inbound.scheduled(command.schedule_activity)
                     if self._trace is not None and not act.is_replaying:
                         self._trace.activity(command.schedule_activity)
                     else:
@@ -296,7 +294,8 @@ class PoolInstance(WorkflowInstance):
             self._id,
             InstanceSpec(
                 workflow=(det.defn.cls.__module__, det.defn.cls.__qualname__),
-                info=det.info,
+                # Without what the run's starter could write into it.
+                info=dataclasses.replace(det.info, headers={}, raw_memo={}),
                 randomness_seed=det.randomness_seed,
                 last_completion_result=det.last_completion_result.SerializeToString(),
                 last_failure=det.last_failure.SerializeToString() if det.last_failure else None,

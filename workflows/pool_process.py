@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from kernos.infra import confine
 from kernos.kernel.config import IsolationSettings, Settings, state_dir
@@ -74,6 +74,11 @@ def confinement(isolation: IsolationSettings) -> Confinement:
     if isolation.mode == "process":
         return Confinement("process")
     shortfall = confine.bwrap_works()
+    if shortfall is None and isolation.mode == "bwrap" and confine.seccomp_shortfall():
+        raise ConfigError(
+            f"[isolation] mode = 'bwrap', but children would run without their seccomp filter: "
+            f"{confine.seccomp_shortfall()} (install libseccomp2, or choose mode 'auto')"
+        )
     if shortfall is None:
         return Confinement("bwrap")
     if isolation.mode == "bwrap":
@@ -142,6 +147,16 @@ def _seccomp_fd(how: Confinement) -> Iterator[int | None]:
         yield fd
 
 
+def bounded_lines(stream: IO[bytes]) -> Iterator[str]:
+    """The lines of a child's output, each cut to `MAX_LOG_LINE` bytes as it is read."""
+    while line := stream.readline(MAX_LOG_LINE):
+        if not line.endswith(b"\n"):
+            # The rest of an over-long line is read and dropped, a bounded piece at a time.
+            while (rest := stream.readline(MAX_LOG_LINE)) and not rest.endswith(b"\n"):
+                pass
+        yield line.decode(errors="replace").rstrip()
+
+
 class PoolChild:
     """One child process and the pipe to it; activations from many threads, multiplexed."""
 
@@ -182,14 +197,14 @@ class PoolChild:
     def _log(self) -> None:
         """The child's stderr, into this process's log, prefixed and cut short.
 
-        At most `MAX_LOG_LINES` lines of `MAX_LOG_LINE` bytes: a child cannot fill the disk.
+        At most `MAX_LOG_LINES` lines of `MAX_LOG_LINE` bytes: a child can neither fill the disk
+        nor, with a line that never ends, the host's memory.
         """
         assert self.process.stderr is not None
-        for lines, line in enumerate(self.process.stderr, start=1):
-            if lines <= MAX_LOG_LINES:
-                text = line[:MAX_LOG_LINE].decode(errors="replace").rstrip()
+        for number, text in enumerate(bounded_lines(self.process.stderr), start=1):
+            if number <= MAX_LOG_LINES:
                 log.warning("pool %s says: %s", self.pool or "(spare)", text)
-            elif lines == MAX_LOG_LINES + 1:
+            elif number == MAX_LOG_LINES + 1:
                 log.warning("pool %s: further output from its process dropped", self.pool)
 
     def wait_ready(self, timeout: float) -> None:
