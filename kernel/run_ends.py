@@ -155,6 +155,8 @@ class RunEnds:
             except (RPCError, OSError) as exc:
                 log.warning("learning which runs ended failed (retried): %s", exc)
             except Exception:  # a failed look is retried next time; the worker goes on
+                if self._stop.is_set():
+                    return  # the worker shut down under it (its database pool closed)
                 log.exception("learning which runs ended failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self._interval)
