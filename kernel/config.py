@@ -402,6 +402,22 @@ class IsolationSettings(BaseModel):
     activation_timeout_s: float = Field(default=30.0, gt=0)
     """How long the host waits for a pool's child to answer one activation before it takes
     the child for dead, kills it and lets the pool's runs replay in a new one."""
+    max_child_deaths: int = Field(default=3, ge=1)
+    """A run whose activations ended its pool's process this many times (a crash, a limit, no
+    answer in time) fails, `PoolLimitExceeded`, rather than replay and end it again."""
+    idle_s: float = Field(default=600.0, gt=0)
+    """A pool's process that has answered no activation for this long is stopped; a run that
+    wakes later (a timer, an approval) replays in a new one."""
+    memory_mib: int = Field(default=2048, ge=64)
+    """Memory per pool's process (cgroup; an rlimit on its data where there are no cgroups).
+    Over it, the kernel ends the process, and the runs it ran replay or fail."""
+    processes: int = Field(default=512, ge=150)
+    """Processes and threads per pool's process tree (cgroup `pids`; not bounded without
+    cgroups). The child itself runs up to about 110 threads."""
+    cpu_shares: int = Field(default=1024, ge=2)
+    """Each pool's weight for a contended CPU (cgroup `cpu.shares`; all equal by default)."""
+    open_files: int = Field(default=1024, ge=64)
+    """Open files per pool's process (rlimit)."""
 
     @field_validator("pools")
     @classmethod

@@ -23,6 +23,10 @@ HOSTILE_AGENTS = {
     "commander": "tests.hostile_agents:CommanderAgent",
     "stubborn": "tests.hostile_agents:StubbornAgent",
     "trusting": "tests.hostile_agents:TrustingAgent",
+    "hog": "tests.hostile_agents:HogAgent",
+    "forker": "tests.hostile_agents:ForkerAgent",
+    "spinner": "tests.hostile_agents:SpinnerAgent",
+    "crasher": "tests.hostile_agents:CrasherAgent",
     "echo": "tests.agents:EchoAgent",
 }
 Mode = Literal["bwrap", "in_process"]

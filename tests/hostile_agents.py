@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,57 @@ class TrustingAgent(Agent):
             except Exception as exc:  # noqa: BLE001 - what the agent was handed, reported
                 seen.append(f"{type(exc).__name__}: {exc}")
         return json.dumps(seen)
+
+
+class HogAgent(Agent):
+    """Takes memory, 32 MiB at a time, until something stops it."""
+
+    name = "hog"
+
+    async def run(self, task: str) -> str:
+        await self.llm.chat([{"role": "user", "content": "start"}], max_tokens=4)
+        with workflow.unsafe.sandbox_unrestricted():
+            held = []
+            while True:
+                held.append(b"\x01" * (32 << 20))
+
+
+class ForkerAgent(Agent):
+    """Forks sleeping processes until the system says no: a fork bomb, bounded by the pool."""
+
+    name = "forker"
+
+    async def run(self, task: str) -> str:
+        forked = 0
+        with workflow.unsafe.sandbox_unrestricted():
+            while forked < 100_000:
+                try:
+                    if os.fork() == 0:
+                        time.sleep(3600)  # noqa: ASYNC251 - a forked process, no event loop
+                        os._exit(0)
+                except OSError as exc:
+                    return f"forked {forked}, then {type(exc).__name__}"
+                forked += 1
+        return f"forked {forked}"
+
+
+class SpinnerAgent(Agent):
+    """Spins in its workflow code and never yields."""
+
+    name = "spinner"
+
+    async def run(self, task: str) -> str:
+        await self.llm.chat([{"role": "user", "content": "start"}], max_tokens=4)
+        spins = 0
+        while True:
+            spins += 1
+
+
+class CrasherAgent(Agent):
+    """Ends its own process from its workflow code, at every activation."""
+
+    name = "crasher"
+
+    async def run(self, task: str) -> str:
+        with workflow.unsafe.sandbox_unrestricted():
+            os._exit(3)

@@ -23,6 +23,15 @@ def pools_of(group: WorkerGroup) -> PoolRunner:
     return group.pools
 
 
+async def until_pool(group: WorkerGroup, pool: str) -> int:
+    """Wait until the pool has a process; its pid."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while (pid := pools_of(group).pools().get(pool)) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"pool {pool} never started"
+        await asyncio.sleep(0.1)
+    return pid
+
+
 async def test_each_tenant_gets_a_pool_and_an_operator_can_split_one(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres
 ) -> None:
@@ -53,12 +62,7 @@ async def test_a_run_outlives_its_pools_process(
     tenant = f"crash-{uuid.uuid4().hex[:6]}"
     async with workers(settings) as group, await KernosClient.connect(settings) as client:
         run = await client.submit(RunSpec(agent="pausing", task="2", tenant=tenant))
-        deadline = asyncio.get_running_loop().time() + 30
-        while tenant not in pools_of(group).pools():
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.1)
-        pid = pools_of(group).pools()[tenant]
-        assert pid is not None
+        pid = await until_pool(group, tenant)
         # SIGKILL the bubblewrap process: it takes the pool's child with it.
         os.kill(pid, signal.SIGKILL)
         result = await run.result()
@@ -114,3 +118,21 @@ async def test_broken_agent_modules_keep_no_one_else_from_running(
     assert "a tenant's bug at import" in found["raises"]
     assert "ended the process" in found["exits"]
     assert "took over 5 s" in found["hangs"]
+
+
+async def test_an_idle_pool_stops_and_its_woken_run_replays_in_a_new_one(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(temporal, postgres, isolation={"idle_s": 1.5})
+    tenant = f"sleepy-{uuid.uuid4().hex[:6]}"
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        run = await client.submit(RunSpec(agent="pausing", task="6", tenant=tenant))
+        first = await until_pool(group, tenant)
+        deadline = asyncio.get_running_loop().time() + 30
+        # In its 6 s timer the pool answers nothing: its process is stopped.
+        while tenant in pools_of(group).pools():
+            assert asyncio.get_running_loop().time() < deadline, "the idle pool still runs"
+            await asyncio.sleep(0.1)
+        result = await run.result()
+        assert pools_of(group).pools()[tenant] not in (None, first)
+    assert result.output.count("scripted reply") == 2

@@ -13,10 +13,9 @@ import functools
 import pickle
 import queue
 import threading
-from pathlib import Path
 from typing import IO
 
-from kernos.workflows.pool_process import Confinement, bounded_lines, start_child
+from kernos.workflows.pool_process import ChildSpec, bounded_lines, start_child
 from kernos.workflows.pool_wire import READY, SETUP, ChildSetup, Frame, FrameError, FrameWriter
 from kernos.workflows.pool_wire import receive as receive_frame
 
@@ -26,10 +25,7 @@ _STDERR_LINES = 5
 
 @functools.cache
 def broken_agents(
-    how: Confinement,
-    agents: tuple[tuple[str, str], ...],
-    hidden: tuple[Path, ...],
-    timeout_s: float,
+    spec: ChildSpec, agents: tuple[tuple[str, str], ...], timeout_s: float
 ) -> dict[str, str]:
     """Agent name -> why its module does not import, for each of `agents` that does not.
 
@@ -39,7 +35,7 @@ def broken_agents(
     broken: dict[str, str] = {}
     remaining = list(agents)
     while remaining:
-        answers = _check(how, remaining, hidden, timeout_s)
+        answers = _check(spec, remaining, timeout_s)
         for (name, _), reason in zip(remaining, answers, strict=False):
             if reason is not None:
                 broken[name] = reason
@@ -47,13 +43,11 @@ def broken_agents(
     return broken
 
 
-def _check(
-    how: Confinement, agents: list[tuple[str, str]], hidden: tuple[Path, ...], timeout_s: float
-) -> list[str | None]:
+def _check(spec: ChildSpec, agents: list[tuple[str, str]], timeout_s: float) -> list[str | None]:
     """One child's answers, in order, up to and including the agent it stopped at (if any)."""
     paths = tuple(path for _, path in agents)
     setup = ChildSetup(pool="", agents=dict(agents), results_checked=False)
-    process = start_child(how, paths, hidden, "--check")
+    process, cgroups = start_child(spec, "--check", agents=paths)
     assert process.stdin and process.stdout and process.stderr
     frames: queue.SimpleQueue[Frame | None] = queue.SimpleQueue()
     threading.Thread(target=_read, args=(process.stdout, frames), daemon=True).start()
@@ -87,6 +81,8 @@ def _check(
         stderr.join(5)
         for stream in (process.stdout, process.stderr):
             stream.close()
+        if cgroups is not None:
+            cgroups.remove()
     return answers
 
 

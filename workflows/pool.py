@@ -16,11 +16,13 @@ started, so that a new pool costs no interpreter start.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import itertools
 import logging
 import threading
+import time
 from typing import Any
 
 import temporalio.converter
@@ -31,19 +33,14 @@ from temporalio.bridge.proto.workflow_commands import FailWorkflowExecution, Wor
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 
+from kernos.infra.pool_limits import cgroups_shortfall
 from kernos.kernel.config import Settings
 from kernos.kernel.result_seal import check_key
 from kernos.kernel.syscalls import RunInput
 from kernos.workflows.activation_check import ActivationCheck
 from kernos.workflows.agent_check import broken_agents
 from kernos.workflows.commands import CommandCheck
-from kernos.workflows.pool_process import (
-    CHILD_START_S,
-    ChildDied,
-    PoolChild,
-    confinement,
-    hidden_paths,
-)
+from kernos.workflows.pool_process import CHILD_START_S, ChildDied, PoolChild, child_spec
 from kernos.workflows.pool_tracing import RunTrace
 from kernos.workflows.pool_wire import ERROR, ChildSetup, InstanceSpec
 
@@ -62,6 +59,10 @@ _ENDS_RUN = frozenset(
 )
 #: How long an eviction may take in the child before the host gives up on the child.
 _EVICTION_S = 10.0
+#: Runs whose pool-process deaths are remembered (the oldest are forgotten first).
+_DEATHS_KEPT = 10_000
+#: The error type of a run that kept ending its pool's process.
+LIMIT = "PoolLimitExceeded"
 
 
 class PoolRunner(WorkflowRunner):
@@ -69,15 +70,17 @@ class PoolRunner(WorkflowRunner):
 
     def __init__(self, settings: Settings) -> None:
         self.isolation = settings.isolation
-        self.how = confinement(self.isolation)
+        self.spec = child_spec(settings)
+        self.how = self.spec.how
         if self.how.shortfall is not None:
             log.warning(
                 "AGENT CODE IS NOT CONFINED on this host (%s): one pool only, unless "
                 "[isolation] shared_unconfined says isolation is off",
                 self.how.shortfall,
             )
+        if (shortfall := cgroups_shortfall()) is not None:
+            log.warning("pools' processes have no cgroups of their own: %s", shortfall)
         self._agents = dict(settings.agents)
-        self._hidden = tuple(hidden_paths(settings))
         key = settings.temporal.check_key_hex()
         #: The key this host checks syscall results with before a child sees them.
         self.check_key = check_key(key) if key is not None else None
@@ -87,6 +90,10 @@ class PoolRunner(WorkflowRunner):
         self._instances = itertools.count(1)
         #: Agent name -> why its module does not import, once the start-up check is done.
         self.checked = concurrent.futures.Future[dict[str, str]]()
+        #: Run (execution) id -> how many times its activations ended its pool's process, and
+        #: what ended it the last time.
+        self._deaths: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
+        self._closed = threading.Event()
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
         """Nothing: the workflow's code is checked by the child that runs it."""
@@ -124,23 +131,53 @@ class PoolRunner(WorkflowRunner):
         return child
 
     def _new_child(self) -> PoolChild:
-        return PoolChild(self.how, tuple(self._agents.values()), self._hidden)
+        return PoolChild(self.spec)
+
+    def died_running(self, run_id: str, reason: str) -> int:
+        """Count one more end of a pool's process while it ran `run_id`; the count so far."""
+        with self._lock:
+            count = self._deaths.pop(run_id, (0, ""))[0] + 1
+            self._deaths[run_id] = (count, reason)
+            while len(self._deaths) > _DEATHS_KEPT:
+                self._deaths.popitem(last=False)
+        return count
+
+    def deaths(self, run_id: str) -> tuple[int, str]:
+        """How many times `run_id`'s activations ended its pool's process, and the last why."""
+        with self._lock:
+            return self._deaths.get(run_id, (0, ""))
 
     def start(self) -> None:
-        """Check the agents' modules in the background, and start the spare child.
+        """Check the agents' modules, stop idle pools from now on, and start the spare child.
 
-        Blocks until the spare is ready (seconds): call it off the event loop.
+        The first two go on in the background. This blocks until the spare is ready
+        (seconds): call it off the event loop.
         """
         threading.Thread(target=self._check_agents, name="agent-check", daemon=True).start()
+        threading.Thread(target=self._stop_idle, name="pool-idle", daemon=True).start()
         self.warm()
+
+    def _stop_idle(self) -> None:
+        """Stop each pool's process that has answered nothing for `[isolation] idle_s`."""
+        idle_s = self.isolation.idle_s
+        while not self._closed.wait(min(idle_s / 4, 30.0)):
+            now = time.monotonic()
+            with self._lock:
+                idle = {
+                    pool: child
+                    for pool, child in self._children.items()
+                    if not child.busy and now - child.last_used > idle_s
+                }
+                for pool in idle:
+                    del self._children[pool]
+            for pool, child in idle.items():
+                log.info("pool %s: idle for %.0f s, its process stopped", pool, idle_s)
+                child.kill()
 
     def _check_agents(self) -> None:
         try:
             broken = broken_agents(
-                self.how,
-                tuple(sorted(self._agents.items())),
-                self._hidden,
-                self.isolation.activation_timeout_s,
+                self.spec, tuple(sorted(self._agents.items())), self.isolation.activation_timeout_s
             )
         except Exception as exc:
             log.exception("the agents' modules could not be checked")
@@ -164,6 +201,7 @@ class PoolRunner(WorkflowRunner):
 
     def close(self) -> None:
         """Stop every child."""
+        self._closed.set()
         with self._lock:
             children = list(self._children.values())
             if self._spare is not None:
@@ -198,7 +236,8 @@ class PoolInstance(WorkflowInstance):
         self._check: CommandCheck | None = None
         self._inbound = ActivationCheck(runner.check_key, det.info.workflow_id)
         self._pool = ""
-        self._ended: str | None = None
+        #: Why the host ended the run, and the error's type: every activation after is failed.
+        self._ended: tuple[str, str] | None = None
         self._trace: RunTrace | None = None
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
@@ -206,24 +245,33 @@ class PoolInstance(WorkflowInstance):
         if any(job.HasField("remove_from_cache") for job in act.jobs):
             return self._evict(act)
         if self._ended is not None:
-            return _fail_run(act.run_id, self._ended)
+            return _fail_run(act.run_id, *self._ended)
+        deaths, last = self._runner.deaths(act.run_id)
+        if deaths >= self._runner.isolation.max_child_deaths and not act.is_replaying:
+            # Decided here, before the child runs the code again: an activation that took
+            # longer than the SDK's deadlock timeout (2 s) could not end the run itself.
+            return self._give_up(act, deaths, last)
         try:
             if self._child is None or not self._child.alive:
                 self._start(act)
             assert self._child is not None and self._check is not None
             self._inbound.check(act)
-            answer = self._child.activate(
-                self._id, act.SerializeToString(), self._runner.isolation.activation_timeout_s
-            )
         except _Refused as exc:
-            self._ended = str(exc)
-            return _fail_run(act.run_id, self._ended)
+            self._ended = (str(exc), REFUSED)
+            return _fail_run(act.run_id, *self._ended)
         except PoolRefused as exc:
             return _fail_run(act.run_id, str(exc))
         except ChildDied as exc:
             # The run replays in a new child at its next workflow task.
             self._child = None
             return _fail_task(act.run_id, f"the pool's process failed: {exc}")
+        try:
+            answer = self._child.activate(
+                self._id, act.SerializeToString(), self._runner.isolation.activation_timeout_s
+            )
+        except ChildDied as exc:
+            self._child = None
+            return self._died(act, exc)
         if answer.kind == ERROR:
             self._child = None
             return _fail_task(act.run_id, answer.body[-4000:].decode(errors="replace"))
@@ -238,10 +286,10 @@ class PoolInstance(WorkflowInstance):
             commands = completion.successful.commands
             reason = self._check.refusal(commands)
             if reason is not None:
-                self._ended = f"kernos refused what the agent asked for: {reason}"
-                log.warning("run %s: %s", self._info.workflow_id, self._ended)
+                self._ended = (f"kernos refused what the agent asked for: {reason}", REFUSED)
+                log.warning("run %s: %s", self._info.workflow_id, self._ended[0])
                 self._end_trace()
-                return _fail_run(act.run_id, self._ended)
+                return _fail_run(act.run_id, *self._ended)
             for command in commands:
                 if command.HasField("schedule_activity"):
                     self._inbound.scheduled(command.schedule_activity)
@@ -252,6 +300,29 @@ class PoolInstance(WorkflowInstance):
                 elif command.WhichOneof("variant") in _ENDS_RUN:
                     self._end_trace()
         return completion
+
+    def _died(self, act: WorkflowActivation, exc: ChildDied) -> WorkflowActivationCompletion:
+        """The pool's process ended while it ran this activation: replay, or fail the run.
+
+        Replayed, a run whose code ends its process (a crash, a limit, a loop that never
+        answers) would end it again and again: after `[isolation] max_child_deaths` the run
+        fails, naming what ended the process the last time.
+        """
+        deaths = self._runner.died_running(act.run_id, str(exc))
+        if deaths < self._runner.isolation.max_child_deaths or act.is_replaying:
+            return _fail_task(act.run_id, f"the pool's process failed: {exc}")
+        return self._give_up(act, deaths, str(exc))
+
+    def _give_up(
+        self, act: WorkflowActivation, deaths: int, last: str
+    ) -> WorkflowActivationCompletion:
+        self._ended = (
+            f"the run's code ended its pool's process {deaths} times; the last time: {last}",
+            LIMIT,
+        )
+        log.warning("run %s: %s", self._info.workflow_id, self._ended[0])
+        self._end_trace()
+        return _fail_run(act.run_id, *self._ended)
 
     def _end_trace(self) -> None:
         if self._trace is not None:
@@ -342,12 +413,12 @@ def _run_input(act: WorkflowActivation) -> RunInput:
     raise _Refused("the run's first activation does not start it")
 
 
-def _fail_run(run_id: str, reason: str) -> WorkflowActivationCompletion:
-    """A completion that ends the run, failed, with `reason` (not retried)."""
+def _fail_run(run_id: str, reason: str, kind: str = REFUSED) -> WorkflowActivationCompletion:
+    """A completion that ends the run, failed, with `reason` as a `kind` error (not retried)."""
     completion = WorkflowActivationCompletion(run_id=run_id)
     failure = Failure(
         message=reason,
-        application_failure_info=ApplicationFailureInfo(type=REFUSED, non_retryable=True),
+        application_failure_info=ApplicationFailureInfo(type=kind, non_retryable=True),
     )
     completion.successful.commands.append(
         WorkflowCommand(fail_workflow_execution=FailWorkflowExecution(failure=failure))

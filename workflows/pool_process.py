@@ -20,12 +20,14 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 from kernos.infra import confine
+from kernos.infra.pool_limits import ChildCgroups, PoolLimits, cgroups_shortfall, rlimits
 from kernos.kernel.config import IsolationSettings, Settings, state_dir
 from kernos.kernel.errors import ConfigError
 from kernos.workflows.pool_wire import (
@@ -89,6 +91,33 @@ def confinement(isolation: IsolationSettings) -> Confinement:
     return Confinement("process", shortfall)
 
 
+@dataclass(frozen=True)
+class ChildSpec:
+    """What every child of a host is started with: its confinement, view and limits."""
+
+    how: Confinement
+    agents: tuple[str, ...]
+    """Every agent's `module:Class` (their packages are in the child's view)."""
+    hidden: tuple[Path, ...]
+    limits: PoolLimits
+
+
+def child_spec(settings: Settings) -> ChildSpec:
+    """The children's spec from the host's settings (ConfigError where it cannot be met)."""
+    isolation = settings.isolation
+    return ChildSpec(
+        how=confinement(isolation),
+        agents=tuple(settings.agents.values()),
+        hidden=tuple(hidden_paths(settings)),
+        limits=PoolLimits(
+            memory_mib=isolation.memory_mib,
+            processes=isolation.processes,
+            cpu_shares=isolation.cpu_shares,
+            open_files=isolation.open_files,
+        ),
+    )
+
+
 def hidden_paths(settings: Settings) -> list[Path]:
     """What a child must not see, should its view include it: state, settings, spans, anchors."""
     hidden = [state_dir(), Path(".kernos"), Path(os.environ.get("KERNOS_CONFIG", "kernos.toml"))]
@@ -120,21 +149,36 @@ def child_command(
 
 
 def start_child(
-    how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...], *arguments: str
-) -> subprocess.Popen[bytes]:
-    """Start a child (`pool_child` with `arguments`), its pipes open, in a session of its own."""
-    with _seccomp_fd(how) as fd:
-        argv, environment = child_command(how, agents, hidden, *arguments, seccomp_fd=fd)
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=environment,
-            cwd="/",
-            start_new_session=True,
-            pass_fds=() if fd is None else (fd,),
-        )
+    spec: ChildSpec, *arguments: str, agents: tuple[str, ...] | None = None
+) -> tuple[subprocess.Popen[bytes], ChildCgroups | None]:
+    """Start a child (`pool_child` with `arguments`) with its pipes open, in a session.
+
+    Where the host has cgroups, the child is in its own, which the caller removes once the
+    child has ended. `agents`: the modules whose packages it sees, if not every agent's.
+    """
+    cgroups = ChildCgroups(spec.limits) if cgroups_shortfall() is None else None
+    try:
+        with _seccomp_fd(spec.how) as fd:
+            argv, environment = child_command(
+                spec.how, spec.agents if agents is None else agents, spec.hidden, *arguments,
+                seccomp_fd=fd,
+            )  # fmt: skip
+            argv = rlimits(argv, spec.limits, cgroups)
+            process = subprocess.Popen(
+                cgroups.enter(argv) if cgroups is not None else argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=environment,
+                cwd="/",
+                start_new_session=True,
+                pass_fds=() if fd is None else (fd,),
+            )
+    except BaseException:
+        if cgroups is not None:
+            cgroups.remove()
+        raise
+    return process, cgroups
 
 
 @contextlib.contextmanager
@@ -160,8 +204,11 @@ def bounded_lines(stream: IO[bytes]) -> Iterator[str]:
 class PoolChild:
     """One child process and the pipe to it; activations from many threads, multiplexed."""
 
-    def __init__(self, how: Confinement, agents: tuple[str, ...], hidden: tuple[Path, ...]) -> None:
-        self.process = start_child(how, agents, hidden)
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.process, self._cgroups = start_child(spec)
+        #: When it last answered an activation (monotonic): idle pools are stopped.
+        self.last_used = time.monotonic()
         assert self.process.stdin and self.process.stdout and self.process.stderr
         # Frames go out through a queue and a thread of their own: a child that stops reading
         # blocks that thread only, never a caller (who waits with a deadline).
@@ -171,6 +218,7 @@ class PoolChild:
         self._pending: dict[int, concurrent.futures.Future[Frame]] = {}
         self._lock = threading.Lock()
         self._ready = concurrent.futures.Future[None]()
+        self._limit: str | None = None
         self.pool: str | None = None
         for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
             threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
@@ -234,10 +282,25 @@ class PoolChild:
             raise ChildDied(f"the activation could not be sent: {exc}") from exc
         except concurrent.futures.TimeoutError:
             self.kill()
-            raise ChildDied(f"the pool's process did not answer within {timeout:.0f} s") from None
+            raise ChildDied(
+                f"the pool's process did not answer within {timeout:.0f} s "
+                "([isolation] activation_timeout_s)",
+                limit="activation time",
+            ) from None
         finally:
+            self.last_used = time.monotonic()
             with self._lock:
                 self._pending.pop(request, None)
+
+    @property
+    def busy(self) -> bool:
+        """Whether an activation is waiting on it."""
+        with self._lock:
+            return bool(self._pending)
+
+    def memory_bytes(self) -> int | None:
+        """The memory its process uses now, where its cgroup counts it."""
+        return self._cgroups.memory_bytes() if self._cgroups is not None else None
 
     @property
     def alive(self) -> bool:
@@ -253,6 +316,25 @@ class PoolChild:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.warning("pool %s: its process did not exit after SIGKILL", self.pool)
+            return
+        with self._lock:
+            cgroups, self._cgroups = self._cgroups, None
+        if cgroups is not None:
+            # Counted before the cgroups go: what ended the child, if a limit did.
+            self._limit = cgroups.over()
+            cgroups.remove()
+
+    def _death(self, reason: str) -> ChildDied:
+        """Why the child ended, naming the limit it ran into if one ended it."""
+        with self._lock:
+            cgroups = self._cgroups
+        limit = cgroups.over() if cgroups is not None else self._limit
+        limits = self.spec.limits
+        if limit == "memory":
+            reason = f"the pool's process went over its memory limit ({limits.memory_mib} MiB)"
+        elif limit == "processes":
+            reason = f"{reason}, after reaching its process limit ({limits.processes})"
+        return ChildDied(reason, limit=limit)
 
     def _read(self) -> None:
         """Hand each answer to the activation waiting for it; anything else ends the child."""
@@ -272,16 +354,21 @@ class PoolChild:
                 waiting.set_result(frame)
         except (FrameError, OSError, ValueError):
             pass
-        if self.alive:
-            self.kill()
+        died = self._death(reason)
+        self.kill()
         with self._lock:
             waiting_now = list(self._pending.values())
         if not self._ready.done():
-            self._ready.set_exception(ChildDied(reason))
+            self._ready.set_exception(died)
         for future in waiting_now:
             if not future.done():
-                future.set_exception(ChildDied(reason))
+                future.set_exception(died)
 
 
 class ChildDied(Exception):
     """A pool's child exited, broke the protocol, or stopped answering."""
+
+    def __init__(self, reason: str, *, limit: str | None = None) -> None:
+        super().__init__(reason)
+        #: The pool limit that ended it ("memory", "processes", "activation time"), if one did.
+        self.limit = limit

@@ -1,0 +1,149 @@
+"""What one pool's child may use of its host: memory, processes, CPU, files.
+
+Where the host runs as root with cgroup v1's `memory`, `pids` and `cpu` controllers (as here),
+each child gets a cgroup of its own in each, under the host's own, made before the child
+starts and removed after it ends: a memory limit (the kernel's OOM killer ends the child, not
+the host or another pool), a process and thread count, and a CPU share (equal by default, so
+a busy pool gets no more of a contended CPU than any other). Everywhere, rlimits bound the
+child's open files; where there are no cgroups (rootless, cgroup v2 without delegation), an
+rlimit on its data segment stands in for the memory limit, and the process count is not
+bounded per pool (the kernel counts processes per user, and every pool's user is `nobody`).
+
+The child is placed in its cgroups by a shell that writes its own pid into each and then
+becomes the confined command, so nothing of the child ever runs outside them.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Where cgroup v1's hierarchies are mounted.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = ("memory", "pids", "cpu")
+#: A shell that moves itself into the cgroups named before `--`, then runs what follows.
+_ENTER = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+_names = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """The limits of every pool's child on a host (`[isolation]` settings)."""
+
+    memory_mib: int
+    processes: int
+    cpu_shares: int
+    open_files: int
+
+
+@functools.cache
+def cgroups_shortfall() -> str | None:
+    """Why children cannot have cgroups of their own here, or None if they can."""
+    if os.geteuid() != 0:
+        return "the host is not root (cgroups need it): rlimits only"
+    for controller in CONTROLLERS:
+        if _own(controller) is None:
+            return f"no cgroup v1 {controller!r} hierarchy here: rlimits only"
+    probe = _own("pids")
+    assert probe is not None
+    trial = probe / f"kernos-probe-{os.getpid()}"
+    try:
+        trial.mkdir()
+        trial.rmdir()
+    except OSError as exc:
+        return f"cgroups cannot be made here ({exc}): rlimits only"
+    return None
+
+
+def _own(controller: str) -> Path | None:
+    """The host's own cgroup directory in a v1 hierarchy, if the controller is mounted."""
+    mount = CGROUP_ROOT / controller
+    if not (mount / "cgroup.procs").exists():
+        return None
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return mount / path.lstrip("/")
+    return None
+
+
+class ChildCgroups:
+    """One child's cgroups, with the pool limits written in; `remove` once it has ended."""
+
+    def __init__(self, limits: PoolLimits) -> None:
+        name = f"kernos-{os.getpid()}-{next(_names)}"
+        self.paths: dict[str, Path] = {}
+        for controller in CONTROLLERS:
+            parent = _own(controller)
+            assert parent is not None
+            path = parent / name
+            path.mkdir()
+            self.paths[controller] = path
+        memory = self.paths["memory"]
+        (memory / "memory.limit_in_bytes").write_text(str(limits.memory_mib * 1024 * 1024))
+        (self.paths["pids"] / "pids.max").write_text(str(limits.processes))
+        (self.paths["cpu"] / "cpu.shares").write_text(str(limits.cpu_shares))
+
+    def enter(self, argv: list[str]) -> list[str]:
+        """`argv`, run inside these cgroups from its first instruction."""
+        procs = [str(path / "cgroup.procs") for path in self.paths.values()]
+        return ["/bin/sh", "-c", _ENTER, "kernos-cgroups", *procs, "--", *argv]
+
+    def over(self) -> str | None:
+        """Which limit the child ran into, if any: what the kernel counted."""
+        if _field(self.paths["memory"] / "memory.oom_control", "oom_kill"):
+            return "memory"
+        if _field(self.paths["pids"] / "pids.events", "max"):
+            return "processes"
+        return None
+
+    def memory_bytes(self) -> int:
+        """The memory the child uses now."""
+        return _field(self.paths["memory"] / "memory.usage_in_bytes", None)
+
+    def remove(self) -> None:
+        """Remove the cgroups (their processes must be gone; a few tries while they exit)."""
+        for path in self.paths.values():
+            for _ in range(50):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                log.warning("cgroup %s is still in use; left behind", path)
+
+
+def _field(path: Path, key: str | None) -> int:
+    """A number from a cgroup file: the whole file, or the line that starts with `key`."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        parts = line.split()
+        if key is None and len(parts) == 1:
+            return int(parts[0])
+        if key is not None and len(parts) == 2 and parts[0] == key:
+            return int(parts[1])
+    return 0
+
+
+def rlimits(argv: list[str], limits: PoolLimits, cgroups: ChildCgroups | None) -> list[str]:
+    """`argv` under `prlimit`: open files always; its data segment where no cgroup bounds it."""
+    prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
+    bounds = [f"--nofile={limits.open_files}"]
+    if cgroups is None:
+        data = limits.memory_mib * 1024 * 1024
+        bounds.append(f"--data={data}")
+    return [prlimit, *bounds, "--", *argv]
