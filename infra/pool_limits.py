@@ -2,12 +2,13 @@
 
 Where the host runs as root with cgroup v1's `memory`, `pids` and `cpu` controllers (as here),
 each child gets a cgroup of its own in each, under the host's own, made before the child
-starts and removed after it ends: a memory limit (the kernel's OOM killer ends the child, not
-the host or another pool), a process and thread count, and a CPU share (equal by default, so
-a busy pool gets no more of a contended CPU than any other). Everywhere, rlimits bound the
-child's open files; where there are no cgroups (rootless, cgroup v2 without delegation), an
-rlimit on its data segment stands in for the memory limit, and the process count is not
-bounded per pool (the kernel counts processes per user, and every pool's user is `nobody`).
+starts and removed after it ends: a memory limit, swap included (the kernel's OOM killer ends
+the child, not the host or another pool), a process and thread count, and a CPU share (equal
+by default, so a busy pool gets no more of a contended CPU than any other). Everywhere, an
+rlimit bounds the child's open files. Where there are no cgroups (rootless, cgroup v2 without
+delegation), memory and processes are NOT bounded per pool, and the host says so: rlimits
+cannot stand in (one on the data segment misses shared mappings and counts thread stacks; the
+kernel counts processes per user, and every pool's user is the same).
 
 The child is placed in its cgroups by a shell that writes its own pid into each and then
 becomes the confined command, so nothing of the child ever runs outside them.
@@ -16,11 +17,11 @@ becomes the confined command, so nothing of the child ever runs outside them.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("memory", "pids", "cpu")
 #: A shell that moves itself into the cgroups named before `--`, then runs what follows.
 _ENTER = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
-_names = itertools.count(1)
+#: The prefix of every child's cgroup name.
+PREFIX = "kernos-pool-"
 
 
 @dataclass(frozen=True)
@@ -79,18 +81,27 @@ class ChildCgroups:
     """One child's cgroups, with the pool limits written in; `remove` once it has ended."""
 
     def __init__(self, limits: PoolLimits) -> None:
-        name = f"kernos-{os.getpid()}-{next(_names)}"
+        name = f"{PREFIX}{uuid.uuid4().hex[:16]}"
         self.paths: dict[str, Path] = {}
-        for controller in CONTROLLERS:
-            parent = _own(controller)
-            assert parent is not None
-            path = parent / name
-            path.mkdir()
-            self.paths[controller] = path
-        memory = self.paths["memory"]
-        (memory / "memory.limit_in_bytes").write_text(str(limits.memory_mib * 1024 * 1024))
-        (self.paths["pids"] / "pids.max").write_text(str(limits.processes))
-        (self.paths["cpu"] / "cpu.shares").write_text(str(limits.cpu_shares))
+        try:
+            for controller in CONTROLLERS:
+                parent = _own(controller)
+                assert parent is not None
+                path = parent / name
+                path.mkdir()
+                self.paths[controller] = path
+            memory, limit = self.paths["memory"], str(limits.memory_mib * 1024 * 1024)
+            (memory / "memory.limit_in_bytes").write_text(limit)
+            if (memory / "memory.memsw.limit_in_bytes").exists():
+                # Swap counts too, or a hog would be swapped out rather than stopped.
+                (memory / "memory.memsw.limit_in_bytes").write_text(limit)
+            else:
+                (memory / "memory.swappiness").write_text("0")
+            (self.paths["pids"] / "pids.max").write_text(str(limits.processes))
+            (self.paths["cpu"] / "cpu.shares").write_text(str(limits.cpu_shares))
+        except BaseException:
+            self.remove(tries=1)
+            raise
 
     def enter(self, argv: list[str]) -> list[str]:
         """`argv`, run inside these cgroups from its first instruction."""
@@ -109,10 +120,10 @@ class ChildCgroups:
         """The memory the child uses now."""
         return _field(self.paths["memory"] / "memory.usage_in_bytes", None)
 
-    def remove(self) -> None:
+    def remove(self, tries: int = 50) -> None:
         """Remove the cgroups (their processes must be gone; a few tries while they exit)."""
         for path in self.paths.values():
-            for _ in range(50):
+            for _ in range(tries):
                 try:
                     path.rmdir()
                     break
@@ -139,11 +150,20 @@ def _field(path: Path, key: str | None) -> int:
     return 0
 
 
-def rlimits(argv: list[str], limits: PoolLimits, cgroups: ChildCgroups | None) -> list[str]:
-    """`argv` under `prlimit`: open files always; its data segment where no cgroup bounds it."""
+def sweep() -> None:
+    """Remove the empty cgroups that children of an earlier host left (one killed, say)."""
+    if cgroups_shortfall() is not None:
+        return
+    for controller in CONTROLLERS:
+        parent = _own(controller)
+        for path in parent.glob(f"{PREFIX}*") if parent is not None else ():
+            try:
+                path.rmdir()
+            except OSError:
+                continue  # still in use: another host's
+
+
+def rlimits(argv: list[str], limits: PoolLimits) -> list[str]:
+    """`argv` under `prlimit`, with the pool's bound on open files."""
     prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
-    bounds = [f"--nofile={limits.open_files}"]
-    if cgroups is None:
-        data = limits.memory_mib * 1024 * 1024
-        bounds.append(f"--data={data}")
-    return [prlimit, *bounds, "--", *argv]
+    return [prlimit, f"--nofile={limits.open_files}", "--", *argv]

@@ -405,12 +405,12 @@ class IsolationSettings(BaseModel):
     max_child_deaths: int = Field(default=3, ge=1)
     """A run whose activations ended its pool's process this many times (a crash, a limit, no
     answer in time) fails, `PoolLimitExceeded`, rather than replay and end it again."""
-    idle_s: float = Field(default=600.0, gt=0)
+    idle_s: float = Field(default=600.0, ge=1)
     """A pool's process that has answered no activation for this long is stopped; a run that
     wakes later (a timer, an approval) replays in a new one."""
-    memory_mib: int = Field(default=2048, ge=64)
-    """Memory per pool's process (cgroup; an rlimit on its data where there are no cgroups).
-    Over it, the kernel ends the process, and the runs it ran replay or fail."""
+    memory_mib: int = Field(default=2048, ge=256)
+    """Memory per pool's process, swap included (cgroup; not bounded without cgroups). Over
+    it, the kernel ends the process, and the runs it ran replay or fail."""
     processes: int = Field(default=512, ge=150)
     """Processes and threads per pool's process tree (cgroup `pids`; not bounded without
     cgroups). The child itself runs up to about 110 threads."""

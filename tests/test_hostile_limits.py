@@ -58,7 +58,7 @@ async def test_an_attacker_that_keeps_ending_its_pool_fails_alone(
         assert "unharmed" in (await victim.result()).output
     assert failed.value.error_type == "PoolLimitExceeded", failed.value
     # At least the limit's count: a death the SDK had already given up on counts too.
-    assert re.search(r"ended its pool's process [2-9] times", failed.value.message)
+    assert re.search(r"broke its pool's process [2-9] times", failed.value.message)
     assert named in failed.value.message
 
 

@@ -14,7 +14,7 @@ from kernos import KernosClient, RunFailed, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.worker import WorkerGroup
-from kernos.workflows.pool import PoolRunner
+from kernos.workflows.pool import PoolExhausted, PoolRunner
 from tests.conftest import make_settings, workers
 
 
@@ -136,3 +136,16 @@ async def test_an_idle_pool_stops_and_its_woken_run_replays_in_a_new_one(
         result = await run.result()
         assert pools_of(group).pools()[tenant] not in (None, first)
     assert result.output.count("scripted reply") == 2
+
+
+def test_a_pool_whose_process_keeps_ending_waits_for_another(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # Code that ends its process between activations is never caught running: the pool's
+    # own count of restarts stops it from using up new processes.
+    runner = PoolRunner(make_settings(temporal, postgres))
+    for _ in range(10):
+        runner._restarted("crashy")
+    with pytest.raises(PoolExhausted, match="its process ended 10 times in 5 minutes"):
+        runner._restarted("crashy")
+    runner._restarted("another")  # the budget is the pool's own

@@ -33,7 +33,7 @@ from temporalio.bridge.proto.workflow_commands import FailWorkflowExecution, Wor
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 
-from kernos.infra.pool_limits import cgroups_shortfall
+from kernos.infra.pool_limits import cgroups_shortfall, sweep
 from kernos.kernel.config import Settings
 from kernos.kernel.result_seal import check_key
 from kernos.kernel.syscalls import RunInput
@@ -63,6 +63,11 @@ _EVICTION_S = 10.0
 _DEATHS_KEPT = 10_000
 #: The error type of a run that kept ending its pool's process.
 LIMIT = "PoolLimitExceeded"
+#: How long Temporal's SDK lets an activation take before it fails the workflow task.
+_SDK_DEADLOCK_S = 2.0
+#: A pool whose process ended unasked this many times in the window waits for the next.
+_RESTARTS = 10
+_RESTART_WINDOW_S = 300.0
 
 
 class PoolRunner(WorkflowRunner):
@@ -79,7 +84,8 @@ class PoolRunner(WorkflowRunner):
                 self.how.shortfall,
             )
         if (shortfall := cgroups_shortfall()) is not None:
-            log.warning("pools' processes have no cgroups of their own: %s", shortfall)
+            log.warning("POOLS' MEMORY AND PROCESSES ARE NOT BOUNDED on this host: %s", shortfall)
+        sweep()
         self._agents = dict(settings.agents)
         key = settings.temporal.check_key_hex()
         #: The key this host checks syscall results with before a child sees them.
@@ -94,6 +100,10 @@ class PoolRunner(WorkflowRunner):
         #: what ended it the last time.
         self._deaths: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
         self._closed = threading.Event()
+        #: When each pool's process ended unasked, lately: a pool that keeps ending it waits.
+        self._restarts: dict[str, collections.deque[float]] = {}
+        #: The one pool a host that cannot confine serves, once it has served one.
+        self._served: str | None = None
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
         """Nothing: the workflow's code is checked by the child that runs it."""
@@ -108,14 +118,18 @@ class PoolRunner(WorkflowRunner):
             child = self._children.get(pool)
             if child is not None and child.alive:
                 return child
-            served = [name for name, other in self._children.items() if other.alive]
-            if served and not self.how.confined and not self.isolation.shared_unconfined:
+            if child is not None:
+                self._restarted(pool)
+            alone = not self.how.confined and not self.isolation.shared_unconfined
+            if alone and self._served not in (None, pool):
                 raise PoolRefused(
                     f"this host cannot confine agent code ({self.how.shortfall or 'mode process'})"
-                    f" and already runs pool {served[0]!r}; pool {pool!r} would share its "
+                    f" and already runs pool {self._served!r}; pool {pool!r} would share its "
                     "process. Install bubblewrap, run a host per pool, or set [isolation] "
                     "shared_unconfined = true"
                 )
+            if alone:
+                self._served = pool
             child = self._spare if self._spare is not None and self._spare.alive else None
             self._spare = None
             if child is None:
@@ -132,6 +146,19 @@ class PoolRunner(WorkflowRunner):
 
     def _new_child(self) -> PoolChild:
         return PoolChild(self.spec)
+
+    def _restarted(self, pool: str) -> None:
+        """Count a pool's process that ended unasked; PoolExhausted past the budget."""
+        now = time.monotonic()
+        ended = self._restarts.setdefault(pool, collections.deque())
+        while ended and now - ended[0] > _RESTART_WINDOW_S:
+            ended.popleft()
+        if len(ended) >= _RESTARTS:
+            raise PoolExhausted(
+                f"pool {pool!r}: its process ended {len(ended)} times in "
+                f"{_RESTART_WINDOW_S / 60:.0f} minutes; its runs wait until that is no longer so"
+            )
+        ended.append(now)
 
     def died_running(self, run_id: str, reason: str) -> int:
         """Count one more end of a pool's process while it ran `run_id`; the count so far."""
@@ -161,12 +188,11 @@ class PoolRunner(WorkflowRunner):
         """Stop each pool's process that has answered nothing for `[isolation] idle_s`."""
         idle_s = self.isolation.idle_s
         while not self._closed.wait(min(idle_s / 4, 30.0)):
-            now = time.monotonic()
             with self._lock:
                 idle = {
                     pool: child
                     for pool, child in self._children.items()
-                    if not child.busy and now - child.last_used > idle_s
+                    if child.retire_if_idle(idle_s)
                 }
                 for pool in idle:
                     del self._children[pool]
@@ -224,6 +250,10 @@ class PoolRefused(Exception):
     """The host will not run the pool: it cannot keep it apart from another."""
 
 
+class PoolExhausted(Exception):
+    """The pool's process kept ending: the pool waits before it gets another."""
+
+
 class PoolInstance(WorkflowInstance):
     """One run's instance, as the host sees it: an id in its pool's child, and a checker."""
 
@@ -232,6 +262,8 @@ class PoolInstance(WorkflowInstance):
         self._det = det
         self._id = instance_id
         self._info = det.info
+        #: The run across its continuations: what its pool-process deaths are counted by.
+        self._run = f"{det.info.workflow_id}/{det.info.first_execution_run_id}"
         self._child: PoolChild | None = None
         self._check: CommandCheck | None = None
         self._inbound = ActivationCheck(runner.check_key, det.info.workflow_id)
@@ -246,7 +278,7 @@ class PoolInstance(WorkflowInstance):
             return self._evict(act)
         if self._ended is not None:
             return _fail_run(act.run_id, *self._ended)
-        deaths, last = self._runner.deaths(act.run_id)
+        deaths, last = self._runner.deaths(self._run)
         if deaths >= self._runner.isolation.max_child_deaths and not act.is_replaying:
             # Decided here, before the child runs the code again: an activation that took
             # longer than the SDK's deadlock timeout (2 s) could not end the run itself.
@@ -261,10 +293,11 @@ class PoolInstance(WorkflowInstance):
             return _fail_run(act.run_id, *self._ended)
         except PoolRefused as exc:
             return _fail_run(act.run_id, str(exc))
-        except ChildDied as exc:
+        except (ChildDied, PoolExhausted) as exc:
             # The run replays in a new child at its next workflow task.
             self._child = None
             return _fail_task(act.run_id, f"the pool's process failed: {exc}")
+        started = time.monotonic()
         try:
             answer = self._child.activate(
                 self._id, act.SerializeToString(), self._runner.isolation.activation_timeout_s
@@ -272,6 +305,13 @@ class PoolInstance(WorkflowInstance):
         except ChildDied as exc:
             self._child = None
             return self._died(act, exc)
+        took = time.monotonic() - started
+        if took > _SDK_DEADLOCK_S:
+            # Temporal's SDK gave up on this workflow task already, and held a slot meanwhile:
+            # a run whose code does that again and again is stopped like one that crashes.
+            self._runner.died_running(
+                self._run, f"an activation held its pool's process {took:.1f} s"
+            )
         if answer.kind == ERROR:
             self._child = None
             return _fail_task(act.run_id, answer.body[-4000:].decode(errors="replace"))
@@ -308,7 +348,9 @@ class PoolInstance(WorkflowInstance):
         answers) would end it again and again: after `[isolation] max_child_deaths` the run
         fails, naming what ended the process the last time.
         """
-        deaths = self._runner.died_running(act.run_id, str(exc))
+        if not exc.counted:
+            return _fail_task(act.run_id, f"the pool's process was replaced: {exc}")
+        deaths = self._runner.died_running(self._run, str(exc))
         if deaths < self._runner.isolation.max_child_deaths or act.is_replaying:
             return _fail_task(act.run_id, f"the pool's process failed: {exc}")
         return self._give_up(act, deaths, str(exc))
@@ -317,7 +359,8 @@ class PoolInstance(WorkflowInstance):
         self, act: WorkflowActivation, deaths: int, last: str
     ) -> WorkflowActivationCompletion:
         self._ended = (
-            f"the run's code ended its pool's process {deaths} times; the last time: {last}",
+            f"the run's code broke its pool's process {deaths} times (ended it, or held it "
+            f"past Temporal's {_SDK_DEADLOCK_S:.0f} s); the last time: {last}",
             LIMIT,
         )
         log.warning("run %s: %s", self._info.workflow_id, self._ended[0])

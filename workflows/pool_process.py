@@ -156,14 +156,17 @@ def start_child(
     Where the host has cgroups, the child is in its own, which the caller removes once the
     child has ended. `agents`: the modules whose packages it sees, if not every agent's.
     """
-    cgroups = ChildCgroups(spec.limits) if cgroups_shortfall() is None else None
+    try:
+        cgroups = ChildCgroups(spec.limits) if cgroups_shortfall() is None else None
+    except OSError as exc:
+        raise ChildDied(f"the pool's cgroups could not be made: {exc}", counted=False) from exc
     try:
         with _seccomp_fd(spec.how) as fd:
             argv, environment = child_command(
                 spec.how, spec.agents if agents is None else agents, spec.hidden, *arguments,
                 seccomp_fd=fd,
             )  # fmt: skip
-            argv = rlimits(argv, spec.limits, cgroups)
+            argv = rlimits(argv, spec.limits)
             process = subprocess.Popen(
                 cgroups.enter(argv) if cgroups is not None else argv,
                 stdin=subprocess.PIPE,
@@ -219,6 +222,7 @@ class PoolChild:
         self._lock = threading.Lock()
         self._ready = concurrent.futures.Future[None]()
         self._limit: str | None = None
+        self._retired = False
         self.pool: str | None = None
         for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
             threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
@@ -226,6 +230,7 @@ class PoolChild:
     def assign(self, setup: ChildSetup) -> None:
         """Make this child the pool's: from now on it serves only `setup.pool`'s runs."""
         self.pool = setup.pool
+        self.last_used = time.monotonic()
         self._send(SETUP, 0, pickle.dumps(setup))
 
     def _send(self, kind: bytes, request: int, body: bytes) -> None:
@@ -272,6 +277,8 @@ class PoolChild:
         request = next(self._requests)
         answer = concurrent.futures.Future[Frame]()
         with self._lock:
+            if self._retired:
+                raise ChildDied("the pool's process was stopped, idle", counted=False)
             if self.process.poll() is not None:
                 raise ChildDied("the pool's process has exited")
             self._pending[request] = answer
@@ -292,11 +299,16 @@ class PoolChild:
             with self._lock:
                 self._pending.pop(request, None)
 
-    @property
-    def busy(self) -> bool:
-        """Whether an activation is waiting on it."""
+    def retire_if_idle(self, idle_s: float) -> bool:
+        """Take the child out of service if no activation has used it for `idle_s`.
+
+        Not while an activation waits on it. True if taken out: the caller then kills it.
+        """
         with self._lock:
-            return bool(self._pending)
+            if self._pending or time.monotonic() - self.last_used <= idle_s:
+                return False
+            self._retired = True
+            return True
 
     def memory_bytes(self) -> int | None:
         """The memory its process uses now, where its cgroup counts it."""
@@ -319,16 +331,16 @@ class PoolChild:
             return
         with self._lock:
             cgroups, self._cgroups = self._cgroups, None
+            if cgroups is not None:
+                # Counted before the cgroups go: what ended the child, if a limit did.
+                self._limit = cgroups.over()
         if cgroups is not None:
-            # Counted before the cgroups go: what ended the child, if a limit did.
-            self._limit = cgroups.over()
             cgroups.remove()
 
     def _death(self, reason: str) -> ChildDied:
         """Why the child ended, naming the limit it ran into if one ended it."""
         with self._lock:
-            cgroups = self._cgroups
-        limit = cgroups.over() if cgroups is not None else self._limit
+            limit = self._cgroups.over() if self._cgroups is not None else self._limit
         limits = self.spec.limits
         if limit == "memory":
             reason = f"the pool's process went over its memory limit ({limits.memory_mib} MiB)"
@@ -355,7 +367,7 @@ class PoolChild:
         except (FrameError, OSError, ValueError):
             pass
         died = self._death(reason)
-        self.kill()
+        # Those waiting learn at once; the process and its cgroups are cleaned up after.
         with self._lock:
             waiting_now = list(self._pending.values())
         if not self._ready.done():
@@ -363,12 +375,15 @@ class PoolChild:
         for future in waiting_now:
             if not future.done():
                 future.set_exception(died)
+        self.kill()
 
 
 class ChildDied(Exception):
     """A pool's child exited, broke the protocol, or stopped answering."""
 
-    def __init__(self, reason: str, *, limit: str | None = None) -> None:
+    def __init__(self, reason: str, *, limit: str | None = None, counted: bool = True) -> None:
         super().__init__(reason)
         #: The pool limit that ended it ("memory", "processes", "activation time"), if one did.
         self.limit = limit
+        #: Whether it counts against the runs it ran: not where the host itself stopped it.
+        self.counted = counted
