@@ -12,6 +12,7 @@ from kernos.infra.stack import ComponentStatus
 from kernos.kernel import telemetry
 from kernos.kernel.config import Settings, state_dir
 from kernos.kernel.errors import ConfigError
+from kernos.workflows.pool_status import HostPools, fresh_reports
 
 
 def _status_table(components: list[ComponentStatus]) -> None:
@@ -20,6 +21,25 @@ def _status_table(components: list[ComponentStatus]) -> None:
         extra = f"  slots {c.load}/{c.slots} busy" if c.slots is not None else ""
         pid = str(c.pid) if c.pid else "-"
         print(f"{c.name:<15}{'yes' if c.healthy else 'no':<9}{pid:>8}  {c.address}{extra}")
+
+
+def _pools_table(hosts: list[HostPools]) -> None:
+    """The pools of each agent host that reported lately."""
+    if not hosts:
+        print("pools: no agent host on this machine has reported")
+        return
+    print(f"{'POOL':<28}{'HOST':<24}{'PID':>8}{'RUNS':>6}{'AGE':>8}{'IDLE':>8}{'MEMORY':>10}")
+    for host in hosts:
+        where = f"{host.host}:{host.pid}"
+        if not host.limited:
+            print(f"{'(no cgroups: memory, processes unbounded)':<28}{where:<24}")
+        for pool in host.pools:
+            memory = f"{pool.memory_bytes / 2**20:.0f} MiB" if pool.memory_bytes else "-"
+            print(
+                f"{pool.pool:<28}{where:<24}{pool.pid or '-':>8}{pool.runs:>6}"
+                f"{pool.age_s:>7.0f}s{pool.idle_s:>7.0f}s{memory:>10}"
+                + (f"  restarted {pool.restarts}x" if pool.restarts else "")
+            )
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -44,16 +64,19 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     confined, isolation = confine.report(
         settings.isolation.mode, settings.isolation.shared_unconfined
     )
+    hosts = fresh_reports(state_dir())
     if args.json:
         print_json(
             {
                 "components": [c.model_dump() for c in components],
                 "isolation": {"confined": confined, "said": isolation},
+                "agent_hosts": [host.model_dump(mode="json") for host in hosts],
             }
         )
     else:
         _status_table(components)
         print(f"isolation: {isolation}")
+        _pools_table(hosts)
     return 0 if all(c.healthy for c in components) else 3
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -11,10 +12,14 @@ from pathlib import Path
 import pytest
 
 from kernos import KernosClient, RunFailed, RunSpec
+from kernos.cli_stack import cmd_status
+from kernos.infra.pool_limits import cgroups_shortfall
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import state_dir
 from kernos.worker import WorkerGroup
 from kernos.workflows.pool import PoolExhausted, PoolRunner
+from kernos.workflows.pool_status import fresh_reports
 from tests.conftest import make_settings, workers
 
 
@@ -149,3 +154,28 @@ def test_a_pool_whose_process_keeps_ending_waits_for_another(
     with pytest.raises(PoolExhausted, match="its process ended 10 times in 5 minutes"):
         runner._restarted("crashy")
     runner._restarted("another")  # the budget is the pool's own
+
+
+async def test_kernos_status_lists_each_hosts_pools(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_dir().mkdir(parents=True, exist_ok=True)
+    settings = make_settings(temporal, postgres)
+    tenant = f"listed-{uuid.uuid4().hex[:6]}"
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        run = await client.submit(RunSpec(agent="pausing", task="4", tenant=tenant))
+        pid = await until_pool(group, tenant)
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (listed := [p for h in fresh_reports(state_dir()) for p in h.pools
+                              if p.pool == tenant and p.runs == 1]):  # fmt: skip
+            assert asyncio.get_running_loop().time() < deadline, "no host reported the pool"
+            await asyncio.sleep(0.2)
+        await cmd_status(settings, argparse.Namespace(json=False))
+        table = capsys.readouterr().out
+        await run.result()
+    assert listed[0].pid == pid
+    if cgroups_shortfall() is None:
+        assert (listed[0].memory_bytes or 0) > 10 * 2**20  # an interpreter, counted by its cgroup
+    assert any(line.startswith(tenant) and str(pid) in line for line in table.splitlines())
+    # A host that stopped takes its report with it.
+    assert not any(p.pool == tenant for h in fresh_reports(state_dir()) for p in h.pools)

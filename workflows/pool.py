@@ -21,8 +21,11 @@ import concurrent.futures
 import dataclasses
 import itertools
 import logging
+import os
+import socket
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import temporalio.converter
@@ -34,13 +37,14 @@ from temporalio.bridge.proto.workflow_completion import WorkflowActivationComple
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 
 from kernos.infra.pool_limits import cgroups_shortfall, sweep
-from kernos.kernel.config import Settings
+from kernos.kernel.config import Settings, state_dir
 from kernos.kernel.result_seal import check_key
 from kernos.kernel.syscalls import RunInput
 from kernos.workflows.activation_check import ActivationCheck
 from kernos.workflows.agent_check import broken_agents
 from kernos.workflows.commands import CommandCheck
 from kernos.workflows.pool_process import CHILD_START_S, ChildDied, PoolChild, child_spec
+from kernos.workflows.pool_status import EVERY_S, HostPools, PoolState, publish, withdraw
 from kernos.workflows.pool_tracing import RunTrace
 from kernos.workflows.pool_wire import ERROR, ChildSetup, InstanceSpec
 
@@ -104,6 +108,8 @@ class PoolRunner(WorkflowRunner):
         self._restarts: dict[str, collections.deque[float]] = {}
         #: The one pool a host that cannot confine serves, once it has served one.
         self._served: str | None = None
+        #: Runs of each pool in this host's cache.
+        self._runs: collections.Counter[str] = collections.Counter()
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
         """Nothing: the workflow's code is checked by the child that runs it."""
@@ -182,6 +188,7 @@ class PoolRunner(WorkflowRunner):
         """
         threading.Thread(target=self._check_agents, name="agent-check", daemon=True).start()
         threading.Thread(target=self._stop_idle, name="pool-idle", daemon=True).start()
+        threading.Thread(target=self._publish, name="pool-report", daemon=True).start()
         self.warm()
 
     def _stop_idle(self) -> None:
@@ -244,6 +251,57 @@ class PoolRunner(WorkflowRunner):
                 pool: child.process.pid if child.alive else None
                 for pool, child in self._children.items()
             }
+
+    def run_arrived(self, pool: str) -> None:
+        """A run of `pool` is now in this host's cache."""
+        with self._lock:
+            self._runs[pool] += 1
+
+    def run_left(self, pool: str) -> None:
+        """A run of `pool` left this host's cache."""
+        with self._lock:
+            self._runs[pool] -= 1
+            if self._runs[pool] <= 0:
+                del self._runs[pool]
+
+    def status(self) -> HostPools:
+        """What this host says of its pools (`kernos status`)."""
+        now = time.monotonic()
+        with self._lock:
+            children = dict(self._children)
+            runs = dict(self._runs)
+            restarts = {pool: len(ended) for pool, ended in self._restarts.items()}
+        return HostPools(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            updated=datetime.now(UTC),
+            confined=self.how.confined,
+            limited=cgroups_shortfall() is None,
+            pools=[
+                PoolState(
+                    pool=pool,
+                    pid=child.process.pid if child.alive else None,
+                    runs=runs.get(pool, 0),
+                    age_s=round(now - child.since, 1),
+                    idle_s=round(now - child.last_used, 1),
+                    memory_bytes=child.memory_bytes(),
+                    restarts=restarts.get(pool, 0),
+                )
+                for pool, child in sorted(children.items())
+            ],
+        )
+
+    def _publish(self) -> None:
+        """Keep this host's report in the state directory fresh until it closes."""
+        directory = state_dir()
+        while True:
+            try:
+                publish(directory, self.status())
+            except OSError as exc:
+                log.warning("the pools' report could not be written: %s", exc)
+            if self._closed.wait(EVERY_S):
+                break
+        withdraw(directory)
 
 
 class PoolRefused(Exception):
@@ -374,6 +432,8 @@ class PoolInstance(WorkflowInstance):
 
     def _evict(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
         """Let the child drop the instance; the host's is dropped by the worker."""
+        if self._check is not None:
+            self._runner.run_left(self._pool)
         self._end_trace()
         child, self._child = self._child, None
         if child is not None and child.alive:
@@ -391,6 +451,7 @@ class PoolInstance(WorkflowInstance):
             run = _run_input(act)
             self._check = CommandCheck(run, self._info.task_queue)
             self._pool = run.pool or run.spec.tenant
+            self._runner.run_arrived(self._pool)
             headers = next(
                 job.initialize_workflow.headers
                 for job in act.jobs

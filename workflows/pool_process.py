@@ -212,6 +212,8 @@ class PoolChild:
         self.process, self._cgroups = start_child(spec)
         #: When it last answered an activation (monotonic): idle pools are stopped.
         self.last_used = time.monotonic()
+        #: When it started, or became its pool's.
+        self.since = self.last_used
         assert self.process.stdin and self.process.stdout and self.process.stderr
         # Frames go out through a queue and a thread of their own: a child that stops reading
         # blocks that thread only, never a caller (who waits with a deadline).
@@ -230,7 +232,7 @@ class PoolChild:
     def assign(self, setup: ChildSetup) -> None:
         """Make this child the pool's: from now on it serves only `setup.pool`'s runs."""
         self.pool = setup.pool
-        self.last_used = time.monotonic()
+        self.since = self.last_used = time.monotonic()
         self._send(SETUP, 0, pickle.dumps(setup))
 
     def _send(self, kind: bytes, request: int, body: bytes) -> None:
