@@ -81,7 +81,7 @@ class ChildCgroups:
     """One child's cgroups, with the pool limits written in; `remove` once it has ended."""
 
     def __init__(self, limits: PoolLimits) -> None:
-        name = f"{PREFIX}{uuid.uuid4().hex[:16]}"
+        name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.paths: dict[str, Path] = {}
         try:
             for controller in CONTROLLERS:
@@ -151,16 +151,33 @@ def _field(path: Path, key: str | None) -> int:
 
 
 def sweep() -> None:
-    """Remove the empty cgroups that children of an earlier host left (one killed, say)."""
+    """Remove the cgroups that children of a host no longer running left (one killed, say).
+
+    Only those of hosts that are gone: another host's may be empty for the moment between
+    being made and its child entering it.
+    """
     if cgroups_shortfall() is not None:
         return
     for controller in CONTROLLERS:
         parent = _own(controller)
         for path in parent.glob(f"{PREFIX}*") if parent is not None else ():
+            owner = path.name.removeprefix(PREFIX).partition("-")[0]
+            if owner.isdigit() and _running(int(owner)):
+                continue
             try:
                 path.rmdir()
             except OSError:
-                continue  # still in use: another host's
+                continue  # still in use
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def rlimits(argv: list[str], limits: PoolLimits) -> list[str]:
