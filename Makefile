@@ -71,6 +71,7 @@ bench: install
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/access.py
+	$(BIN)/python bench/pools.py
 	$(BIN)/python bench/plots.py
 
 clean:

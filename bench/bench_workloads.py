@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -141,3 +142,22 @@ class CallsAgent(Agent):
             )
             tokens += reply.usage.output_tokens
         return str(tokens)
+
+
+class BurnerAgent(Agent):
+    """A greedy neighbour: `task` turns of 1.5 s of pure CPU in workflow code, a timer between.
+
+    Each turn stays under the SDK's 2 s deadlock timeout, so nothing stops it: it is what a
+    pool's CPU share is for.
+    """
+
+    name = "burner"
+
+    async def run(self, task: str) -> str:
+        for _ in range(int(task)):
+            with workflow.unsafe.sandbox_unrestricted():
+                until = time.monotonic() + 1.5
+                while time.monotonic() < until:
+                    pass
+            await workflow.sleep(timedelta(milliseconds=10))
+        return "burnt"

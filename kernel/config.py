@@ -414,8 +414,10 @@ class IsolationSettings(BaseModel):
     processes: int = Field(default=512, ge=150)
     """Processes and threads per pool's process tree (cgroup `pids`; not bounded without
     cgroups). The child itself runs up to about 110 threads."""
-    cpu_shares: int = Field(default=1024, ge=2)
-    """Each pool's weight for a contended CPU (cgroup `cpu.shares`; all equal by default)."""
+    cpu_shares: int = Field(default=128, ge=2)
+    """Each pool's weight for a contended CPU (cgroup `cpu.shares`), against the host's own
+    processes' 1024 (the host, and the kernel's workers, Temporal and PostgreSQL where they
+    share the machine): agent code gets what is idle, and little of what the kernel needs."""
     open_files: int = Field(default=1024, ge=64)
     """Open files per pool's process (rlimit)."""
 
