@@ -25,6 +25,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernos.infra.daemons import alive
+
 log = logging.getLogger(__name__)
 
 #: Where cgroup v1's hierarchies are mounted.
@@ -162,22 +164,12 @@ def sweep() -> None:
         parent = _own(controller)
         for path in parent.glob(f"{PREFIX}*") if parent is not None else ():
             owner = path.name.removeprefix(PREFIX).partition("-")[0]
-            if owner.isdigit() and _running(int(owner)):
+            if owner.isdigit() and alive(int(owner)):
                 continue
             try:
                 path.rmdir()
             except OSError:
                 continue  # still in use
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def rlimits(argv: list[str], limits: PoolLimits) -> list[str]:

@@ -167,8 +167,7 @@ class RunHandle:
 
     async def terminate_unless_stopped(self, after_s: float) -> bool:
         """Terminate the run if it is still going `after_s` from now; True if it was."""
-        terminate_after_s = after_s
-        deadline = asyncio.get_running_loop().time() + terminate_after_s
+        deadline = asyncio.get_running_loop().time() + after_s
         while asyncio.get_running_loop().time() < deadline:
             description = await self._workflow.describe()
             if description.status not in (None, WorkflowExecutionStatus.RUNNING):
@@ -176,7 +175,7 @@ class RunHandle:
             await asyncio.sleep(0.2)
         try:
             await self._workflow.terminate(
-                reason=f"it did not stop within {terminate_after_s:g} s of being cancelled"
+                reason=f"it did not stop within {after_s:g} s of being cancelled"
             )
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:

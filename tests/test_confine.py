@@ -122,3 +122,17 @@ def test_a_syscall_of_another_abi_kills_the_process() -> None:
             capture_output=True, text=True, timeout=60, pass_fds=() if fd is None else (fd,),
         )  # fmt: skip
     assert done.returncode == 128 + signal.SIGSYS and "survived" not in done.stdout
+
+
+def test_mode_bwrap_refuses_to_start_without_the_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernos.kernel.config import IsolationSettings
+    from kernos.kernel.errors import ConfigError
+    from kernos.workflows.pool_process import confinement
+
+    assert confinement(IsolationSettings(mode="bwrap")).confined
+    assert "seccomp" in confine.report("bwrap")[1]  # what `kernos status` says
+    monkeypatch.setattr(confine, "seccomp_shortfall", lambda: "libseccomp is not installed")
+    with pytest.raises(ConfigError, match="without their seccomp filter: libseccomp"):
+        confinement(IsolationSettings(mode="bwrap"))
+    assert "NO SECCOMP FILTER" in confine.report("bwrap")[1]
+    assert confinement(IsolationSettings(mode="auto")).confined  # auto goes on, said loudly

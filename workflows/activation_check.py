@@ -20,7 +20,6 @@ The child's runs then trust the answers they are handed (`result_seal.BY_HOST`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -47,6 +46,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from kernos.kernel import errors, result_seal
 from kernos.kernel.syscall_table import SYSCALLS, Syscall
 from kernos.kernel.syscalls import ApprovalNotice, SyscallResponse
+from kernos.workflows.commands import json_scalar
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -103,18 +103,19 @@ class ActivationCheck:
 
     def check(self, act: WorkflowActivation) -> None:
         """Rewrite `act`, in place, to hold only what the host vouches for."""
-        kept = []
+        dropped = False
         for job in act.jobs:
             kind = job.WhichOneof("variant")
             if kind in _NEVER:
-                continue
-            if kind == "resolve_activity" and self._key is not None:
+                dropped = True
+            elif kind == "resolve_activity" and self._key is not None:
                 self._resolve(act.run_id, job.resolve_activity)
             else:
                 _outsiders(job)
-            kept.append(job)
-        del act.jobs[:]
-        act.jobs.extend(kept)
+        if dropped:
+            kept = [job for job in act.jobs if job.WhichOneof("variant") not in _NEVER]
+            del act.jobs[:]
+            act.jobs.extend(kept)
 
     def _resolve(self, run_id: str, resolve: ResolveActivity) -> None:
         asked = self._asked.pop(resolve.seq, None)
@@ -192,7 +193,10 @@ class ActivationCheck:
         name = info.type or "ApplicationError"
         what = f"{name} error" if name in KERNEL_ERRORS else "error"
         asked = _decoded(syscall.request, request)
-        signature = _json(info.details.payloads[-1]) if info.details.payloads else None
+        last = info.details.payloads[-1] if info.details.payloads else None
+        signature = (
+            json_scalar(last.data) if last and last.metadata.get("encoding") == _JSON else None
+        )
         # Encoded attributes would stand in for the message the seal covers: no kernel worker
         # writes them.
         if asked is None or not isinstance(signature, str) or cause.HasField("encoded_attributes"):
@@ -241,15 +245,6 @@ def _decoded(model: type[Model], payload: Payload) -> Model | None:
     try:
         return model.model_validate_json(payload.data)
     except ValidationError:
-        return None
-
-
-def _json(payload: Payload) -> object:
-    if payload.metadata.get("encoding") != _JSON:
-        return None
-    try:
-        return json.loads(payload.data)
-    except (ValueError, RecursionError):
         return None
 
 

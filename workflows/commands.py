@@ -156,7 +156,7 @@ class CommandCheck:
         for name, payload in fields.items():
             if name != visibility.STATUS.name:
                 return f"setting search attribute {name[:80]!r}"
-            if _json(payload.data) not in STATUSES:
+            if json_scalar(payload.data) not in STATUSES:
                 return f"setting {name} to a value that is not a run status"
         return None
 
@@ -164,7 +164,7 @@ class CommandCheck:
         metadata = command.user_metadata
         if kind != "schedule_activity" or metadata.HasField("details"):
             return f"{kind} with a summary or details of its own"
-        summary = _json(metadata.summary.data)
+        summary = json_scalar(metadata.summary.data)
         name = command.schedule_activity.activity_type
         if not (
             isinstance(summary, str)
@@ -176,7 +176,7 @@ class CommandCheck:
         return None
 
 
-def _json(data: bytes) -> object:
+def json_scalar(data: bytes) -> object:
     """A payload's JSON value, or None if it is none (a hashable answer either way)."""
     try:
         value = json.loads(data)
