@@ -312,7 +312,8 @@ class MemorySettings(BaseModel):
 class StorageSettings(BaseModel):
     """The storage manager's limits."""
 
-    max_file_bytes: int = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
+    max_file_bytes: int = Field(default=1024 * 1024, ge=1, le=2 * 1024 * 1024)
+    """A file's write travels in one syscall request: `[limits] max_payload_bytes` bounds it."""
     max_namespace_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     """Bytes a tenant's agent may store, every version counted once per distinct content."""
 
@@ -521,6 +522,23 @@ class Settings(BaseSettings):
                 if file.is_file()
             ),
         )
+
+    @model_validator(mode="after")
+    def _requests_fit_a_payload(self) -> Self:
+        """Each resource's size limit must let its requests through the run's payload limit."""
+        payload = self.limits.max_payload_bytes
+        for setting, size in (
+            ("[storage] max_file_bytes", self.storage.max_file_bytes),
+            ("[memory] max_content_bytes", self.memory.max_content_bytes),
+            ("[tools] max_argument_bytes", self.tools.max_argument_bytes),
+            ("max_task_bytes", self.max_task_bytes),
+        ):
+            if size > payload:
+                raise ValueError(
+                    f"{setting} ({size}) is over [limits] max_payload_bytes ({payload}): a "
+                    "request that large could not reach the kernel"
+                )
+        return self
 
     def model_for(self, requested: str | None) -> str:
         """The model a run uses: the requested one or the default."""

@@ -107,7 +107,15 @@ class RunSpec(BaseModel):
 
 
 class SyscallLimits(BaseModel):
-    """Timeouts and retry bounds of a run's syscalls, in seconds; fixed at admission."""
+    """What a run may ask of the kernel and of Temporal; fixed at admission.
+
+    Its syscalls' timeouts and retries (in seconds), and how much it may hold at once.
+
+    The SDK keeps an honest run inside the bounds (a syscall past `max_pending_syscalls` waits
+    its turn, a request over `max_payload_bytes` raises PayloadTooLarge in agent code); a
+    pool's host enforces them on whatever the run's code sends, and fails a run that goes past
+    one (`RunLimitExceeded`), before Temporal's own limits would end it unnamed.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -115,14 +123,36 @@ class SyscallLimits(BaseModel):
     llm_heartbeat_s: float = Field(default=30.0, gt=0)
     kernel_start_to_close_s: float = Field(default=30.0, gt=0)
     tool_start_to_close_s: float = Field(default=300.0, gt=0)
+    """The outer bound on a tool call's attempt; each tool's own `timeout_s` is enforced inside."""
     approval_timeout_s: float = Field(default=86_400.0, gt=0)
     """How long a syscall waits for a human's approval before it is denied."""
-    """The outer bound on a tool call's attempt; each tool's own `timeout_s` is enforced inside."""
     retry_initial_interval_s: float = Field(default=1.0, gt=0)
     retry_max_interval_s: float = Field(default=30.0, gt=0)
     continue_as_new_events: int = Field(default=10_000, ge=20)
     """A step agent's run continues as new past this many history events, or sooner when
     Temporal suggests it (Temporal's own limits are 51,200 events and 50 MiB)."""
+    max_pending_syscalls: int = Field(default=256, ge=1, le=2000)
+    """Syscalls a run may have in flight at once (Temporal allows 2,000 pending activities)."""
+    max_pending_timers: int = Field(default=256, ge=1, le=10_000)
+    """Timers a run may have running at once: sleeps, and waits with a timeout."""
+    max_history_events: int = Field(default=40_000, ge=100, le=51_200)
+    """Events a run's history may hold: past it the run fails, named, where Temporal would
+    terminate it at 51,200 with no outcome recorded."""
+    max_history_bytes: int = Field(default=40 * 2**20, ge=2**20, le=50 * 2**20)
+    """Bytes a run's history may hold (Temporal terminates a run at 50 MiB)."""
+    max_payload_bytes: int = Field(default=7 * 2**18, ge=64 * 2**10, le=2 * 2**20 - 64 * 2**10)
+    """Largest payload (its data, in bytes) a run may send: a syscall's request, its result,
+    the state it carries on. Temporal refuses a payload over 2 MiB; the default is 1.75 MiB."""
+
+    @model_validator(mode="after")
+    def _continues_before_the_limit(self) -> Self:
+        if self.continue_as_new_events >= self.max_history_events:
+            raise ValueError(
+                f"continue_as_new_events ({self.continue_as_new_events}) must be below "
+                f"max_history_events ({self.max_history_events}): a step agent's run would "
+                "fail before it continued as new"
+            )
+        return self
 
 
 class Scheduling(BaseModel):

@@ -27,6 +27,10 @@ HOSTILE_AGENTS = {
     "forker": "tests.hostile_agents:ForkerAgent",
     "spinner": "tests.hostile_agents:SpinnerAgent",
     "crasher": "tests.hostile_agents:CrasherAgent",
+    "flooder": "tests.hostile_agents:FlooderAgent",
+    "timers": "tests.hostile_agents:TimerAgent",
+    "historian": "tests.hostile_agents:HistorianAgent",
+    "bloater": "tests.hostile_agents:BloaterAgent",
     "echo": "tests.agents:EchoAgent",
 }
 Mode = Literal["bwrap", "in_process"]

@@ -27,6 +27,9 @@ with workflow.unsafe.imports_passed_through():
     import hashlib
     import socket
 
+    from kernos.kernel import visibility
+    from kernos.kernel.errors import PayloadTooLarge
+    from kernos.workflows.syscalls import SyscallDispatcher
     from tests.kernel_doors import kernel_doors
 
 #: Where this module's import-time code leaves a mark, in whatever filesystem it sees.
@@ -349,3 +352,68 @@ class CrasherAgent(Agent):
     async def run(self, task: str) -> str:
         with workflow.unsafe.sandbox_unrestricted():
             os._exit(3)
+
+
+def _around_the_sdk(agent: Agent) -> SyscallDispatcher:
+    """A dispatcher of the agent's own run that keeps no count of its own syscalls."""
+    return SyscallDispatcher(agent.llm._dispatcher.run)
+
+
+class FlooderAgent(Agent):
+    """Lists its files N times at once (`honest N`), or as N dispatchers (`around N`), each of
+    which knows of one syscall pending: the SDK's own limit never applies."""
+
+    name = "flooder"
+
+    async def run(self, task: str) -> str:
+        mode, count = task.split()
+        if mode == "around":
+            stores = [type(self.storage)(_around_the_sdk(self)) for _ in range(int(count))]
+        else:
+            stores = [self.storage] * int(count)
+        listed = await asyncio.gather(*(storage.list() for storage in stores))
+        return f"listed {len(listed)} times"
+
+
+class TimerAgent(Agent):
+    """Starts N timers it never waits for, then sleeps a moment."""
+
+    name = "timers"
+
+    async def run(self, task: str) -> str:
+        sleepers = [asyncio.ensure_future(asyncio.sleep(3600 + n)) for n in range(int(task))]
+        await asyncio.sleep(0.5)
+        for sleeper in sleepers:
+            sleeper.cancel()
+        return f"{len(sleepers)} timers started"
+
+
+class HistorianAgent(Agent):
+    """Fills its history: N search-attribute updates at every workflow task, for ever."""
+
+    name = "historian"
+
+    async def run(self, task: str) -> str:
+        while True:
+            for _ in range(int(task)):
+                workflow.upsert_search_attributes([visibility.STATUS.value_set("running")])
+            await asyncio.sleep(0.05)
+
+
+class BloaterAgent(Agent):
+    """Writes a file of N bytes, through the SDK (`honest N`) or around its size check."""
+
+    name = "bloater"
+
+    async def run(self, task: str) -> str:
+        mode, size = task.split()
+        storage = self.storage
+        if mode == "around":
+            dispatcher = _around_the_sdk(self)
+            dispatcher._check_size = lambda *args: None  # type: ignore[method-assign]
+            storage = type(self.storage)(dispatcher)
+        try:
+            await storage.write("big.txt", "x" * int(size))
+        except PayloadTooLarge as exc:
+            return f"refused: {exc}"
+        return "written"

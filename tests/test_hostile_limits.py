@@ -5,6 +5,12 @@ a busy loop in workflow code, and code that ends its own process at every activa
 is contained by its pool's limits (cgroups here, as root) and the host's count of how often a
 run's code ended its pool's process: the attacker's run fails, `PoolLimitExceeded`, naming
 what ended it, while another tenant's run on the same host completes with its true output.
+
+Others hold what Temporal keeps for a run, going around the SDK that keeps an honest run within
+its limits: a flood of syscalls, of timers, a history that grows without end, a payload too
+big to store. The host counts what each run holds, and fails the one past a limit,
+`RunLimitExceeded`, naming it; the same work done through the SDK waits its turn or raises
+PayloadTooLarge in agent code, and the run goes on.
 """
 
 from __future__ import annotations
@@ -83,3 +89,60 @@ async def test_a_fork_bomb_is_bounded_by_its_pool(
     # Its pool's process tree (the child's own threads included) stops at the pool's limit.
     assert 0 < forked < LIMITS["processes"], said
     assert "BlockingIOError" in said
+
+
+RUN_LIMITS: dict[str, Any] = {
+    "max_pending_syscalls": 8,
+    "max_pending_timers": 16,
+    "continue_as_new_events": 100,
+    "max_history_events": 300,
+    "max_payload_bytes": 100_000,
+}
+
+
+async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    settings = make_settings(
+        temporal, postgres, agents=HOSTILE_AGENTS, isolation={"mode": "bwrap"},
+        limits=RUN_LIMITS, storage={"max_file_bytes": 50_000}, max_task_bytes=50_000,
+    )  # fmt: skip
+    attacks = {
+        "flooder": ("around 40", "the run has 40 syscalls pending, over the limit of 8 "
+                    "([limits] max_pending_syscalls)"),
+        "timers": ("100", "timers pending, over the limit of 16 "
+                   "([limits] max_pending_timers)"),
+        "historian": ("20", "over the limit of 300 ([limits] max_history_events)"),
+        "bloater": ("around 150000", "a request of syscall storage.write is 1500"),
+    }  # fmt: skip
+    honest = {
+        "flooder": ("honest 40", "listed 40 times"),
+        "timers": ("10", "10 timers started"),
+        "bloater": ("honest 150000", "refused: the storage.write request is 1500"),
+    }
+    async with workers(settings), await KernosClient.connect(settings) as client:
+
+        async def submit(agent: str, task: str, who: str) -> Any:
+            tenant = f"{who}-{agent}-{uuid.uuid4().hex[:6]}"
+            return await client.submit(RunSpec(agent=agent, task=task, tenant=tenant))
+
+        attackers = {
+            agent: await submit(agent, task, "evil") for agent, (task, _) in attacks.items()
+        }
+        honest_runs = {
+            agent: await submit(agent, task, "honest") for agent, (task, _) in honest.items()
+        }
+        victim = await submit("echo", "unharmed", "other")
+        for agent, handle in attackers.items():
+            with pytest.raises(RunFailed) as failed:
+                await handle.result()
+            assert failed.value.error_type == "RunLimitExceeded", (agent, failed.value)
+            assert attacks[agent][1] in failed.value.message, (agent, failed.value.message)
+        for agent, handle in honest_runs.items():
+            output = (await handle.result()).output
+            assert honest[agent][1] in output, (agent, output)
+        assert (
+            "over the limit of 100000 bytes ([limits] max_payload_bytes)"
+            in (await honest_runs["bloater"].result()).output
+        )
+        assert "unharmed" in (await victim.result()).output

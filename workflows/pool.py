@@ -47,6 +47,7 @@ from kernos.workflows.pool_process import CHILD_START_S, ChildDied, PoolChild, c
 from kernos.workflows.pool_status import EVERY_S, HostPools, PoolState, publish, withdraw
 from kernos.workflows.pool_tracing import RunTrace
 from kernos.workflows.pool_wire import ERROR, ChildSetup, InstanceSpec
+from kernos.workflows.run_limits import RUN_LIMIT, RunBounds
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,7 @@ class PoolInstance(WorkflowInstance):
         self._run = f"{det.info.workflow_id}/{det.info.first_execution_run_id}"
         self._child: PoolChild | None = None
         self._check: CommandCheck | None = None
+        self._bounds: RunBounds | None = None
         self._inbound = ActivationCheck(runner.check_key, det.info.workflow_id)
         self._pool = ""
         #: Why the host ended the run, and the error's type: every activation after is failed.
@@ -345,7 +347,9 @@ class PoolInstance(WorkflowInstance):
             if self._child is None or not self._child.alive:
                 self._start(act)
             assert self._child is not None and self._check is not None
+            assert self._bounds is not None
             self._inbound.check(act)
+            self._bounds.arrived(act)
         except _Refused as exc:
             self._ended = (str(exc), REFUSED)
             return _fail_run(act.run_id, *self._ended)
@@ -384,10 +388,11 @@ class PoolInstance(WorkflowInstance):
             commands = completion.successful.commands
             reason = self._check.refusal(commands)
             if reason is not None:
-                self._ended = (f"kernos refused what the agent asked for: {reason}", REFUSED)
-                log.warning("run %s: %s", self._info.workflow_id, self._ended[0])
-                self._end_trace()
-                return _fail_run(act.run_id, *self._ended)
+                return self._end(act, f"kernos refused what the agent asked for: {reason}", REFUSED)
+            over = self._bounds.answered(act, commands, completion.ByteSize())
+            if over is not None and not act.is_replaying:
+                # (Replayed, the commands already went to Temporal, and passed then.)
+                return self._end(act, over, RUN_LIMIT)
             for command in commands:
                 if command.HasField("schedule_activity"):
                     self._inbound.scheduled(command.schedule_activity)
@@ -398,6 +403,13 @@ class PoolInstance(WorkflowInstance):
                 elif command.WhichOneof("variant") in _ENDS_RUN:
                     self._end_trace()
         return completion
+
+    def _end(self, act: WorkflowActivation, reason: str, kind: str) -> WorkflowActivationCompletion:
+        """Fail the run, `reason` as a `kind` error; every activation after fails it again."""
+        self._ended = (reason, kind)
+        log.warning("run %s: %s", self._info.workflow_id, reason)
+        self._end_trace()
+        return _fail_run(act.run_id, *self._ended)
 
     def _died(self, act: WorkflowActivation, exc: ChildDied) -> WorkflowActivationCompletion:
         """The pool's process ended while it ran this activation: replay, or fail the run.
@@ -416,14 +428,12 @@ class PoolInstance(WorkflowInstance):
     def _give_up(
         self, act: WorkflowActivation, deaths: int, last: str
     ) -> WorkflowActivationCompletion:
-        self._ended = (
+        return self._end(
+            act,
             f"the run's code broke its pool's process {deaths} times (ended it, or held it "
             f"past Temporal's {_SDK_DEADLOCK_S:.0f} s); the last time: {last}",
             LIMIT,
         )
-        log.warning("run %s: %s", self._info.workflow_id, self._ended[0])
-        self._end_trace()
-        return _fail_run(act.run_id, *self._ended)
 
     def _end_trace(self) -> None:
         if self._trace is not None:
@@ -450,6 +460,7 @@ class PoolInstance(WorkflowInstance):
         if self._check is None:
             run = _run_input(act)
             self._check = CommandCheck(run, self._info.task_queue)
+            self._bounds = RunBounds(run.limits)
             self._pool = run.pool or run.spec.tenant
             self._runner.run_arrived(self._pool)
             headers = next(

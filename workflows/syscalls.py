@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -12,6 +13,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic_core import to_json
+
     from kernos.kernel import errors, result_seal, scheduler, visibility
     from kernos.kernel.syscall_table import (
         LLM_CHAT,
@@ -105,6 +108,8 @@ class SyscallDispatcher:
         #: Decisions announced to this run (`kernos approve`), and syscalls waiting for one.
         self._decisions = 0
         self._waiting = 0
+        #: Turns for syscalls in flight: past the run's limit, the next one waits for one.
+        self._turns = asyncio.Semaphore(run.limits.max_pending_syscalls)
 
     def approval_decided(self) -> None:
         """Wake the syscalls that wait for an approval; each asks the kernel again.
@@ -125,10 +130,11 @@ class SyscallDispatcher:
         at the approval's timeout; either way the kernel is asked again and decides. What comes
         back is checked first: only a result or error sealed by a kernel worker gets further.
         """
+        self._check_size(syscall, request)
         timeout = self.run.limits.approval_timeout_s
         while True:
             try:
-                return self._unsealed(syscall, request, await execute())
+                return self._unsealed(syscall, request, await self._in_turn(execute))
             except ActivityError as exc:
                 self._check_failure(syscall, request, exc)
                 cause = exc.cause
@@ -142,6 +148,22 @@ class SyscallDispatcher:
                 finally:
                     self._wait_ends()
                 timeout = _RECHECK_S
+
+    def _check_size(self, syscall: Syscall[Any, Any], request: BaseModel) -> None:
+        """PayloadTooLarge for a request the run's limits would not let reach the kernel."""
+        size, limit = len(to_json(request)), self.run.limits.max_payload_bytes
+        if size > limit:
+            raise errors.PayloadTooLarge(
+                f"the {syscall.name} request", size, limit, "[limits] max_payload_bytes"
+            )
+
+    async def _in_turn(self, execute: Callable[[], Awaitable[Answer]]) -> Answer:
+        """Run `execute` once fewer than the run's `max_pending_syscalls` are in flight.
+
+        Below the limit the semaphore does not yield, so a run's commands are what they were.
+        """
+        async with self._turns:
+            return await execute()
 
     def _unsealed(self, syscall: Syscall[Any, Any], request: BaseModel, result: Answer) -> Answer:
         """The result without its seal, once checked; UnsealedResult if no kernel worker's."""
@@ -343,12 +365,14 @@ class SyscallDispatcher:
 
     async def finish(self, outcome: RunOutcome) -> None:
         """`run.finish`: the kernel records the outcome."""
-        await workflow.execute_activity(
-            RUN_FINISH.name,
-            outcome,
-            task_queue=self.run.kernel_task_queue,
-            priority=self._priority,
-            start_to_close_timeout=RUN_FINISH.start_to_close(self.run.limits),
-            retry_policy=self._retry,
-            summary=f"{RUN_FINISH.name} {outcome.status}",
+        await self._in_turn(
+            lambda: workflow.execute_activity(
+                RUN_FINISH.name,
+                outcome,
+                task_queue=self.run.kernel_task_queue,
+                priority=self._priority,
+                start_to_close_timeout=RUN_FINISH.start_to_close(self.run.limits),
+                retry_policy=self._retry,
+                summary=f"{RUN_FINISH.name} {outcome.status}",
+            )
         )
