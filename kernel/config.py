@@ -421,6 +421,17 @@ class IsolationSettings(BaseModel):
     share the machine): agent code gets what is idle, and little of what the kernel needs."""
     open_files: int = Field(default=1024, ge=64)
     """Open files per pool's process (rlimit)."""
+    task_slots: int = Field(default=100, ge=2)
+    """Workflow tasks the host runs at once (Temporal's `max_concurrent_workflow_tasks`)."""
+    pool_share: float = Field(default=0.25, gt=0, le=1)
+    """The share of `task_slots` one pool's runs may hold while they would leave the others
+    less than that: past it, the pool's next workflow task is turned back, and Temporal gives
+    it again once its retry is due. A pool whose code holds its tasks long (a loop, a slow
+    import) so keeps only its share; one alone on the host may use more."""
+
+    def pool_slots(self) -> int:
+        """Slots one pool may hold while others could use them: at least one."""
+        return max(1, int(self.task_slots * self.pool_share))
 
     @field_validator("pools")
     @classmethod

@@ -39,6 +39,7 @@ def _pools_table(hosts: list[HostPools]) -> None:
                 f"{pool.pool:<28}{where:<24}{pool.pid or '-':>8}{pool.runs:>6}"
                 f"{pool.age_s:>7.0f}s{pool.idle_s:>7.0f}s{memory:>10}"
                 + (f"  restarted {pool.restarts}x" if pool.restarts else "")
+                + (f"  {pool.turned_back} tasks over its share" if pool.turned_back else "")
             )
 
 

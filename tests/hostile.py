@@ -31,6 +31,7 @@ HOSTILE_AGENTS = {
     "timers": "tests.hostile_agents:TimerAgent",
     "historian": "tests.hostile_agents:HistorianAgent",
     "bloater": "tests.hostile_agents:BloaterAgent",
+    "holder": "tests.hostile_agents:HolderAgent",
     "echo": "tests.agents:EchoAgent",
 }
 Mode = Literal["bwrap", "in_process"]

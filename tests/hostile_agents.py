@@ -417,3 +417,14 @@ class BloaterAgent(Agent):
         except PayloadTooLarge as exc:
             return f"refused: {exc}"
         return "written"
+
+
+class HolderAgent(Agent):
+    """Holds each workflow task it gets for N seconds (a blocking call in workflow code)."""
+
+    name = "holder"
+
+    async def run(self, task: str) -> str:
+        with workflow.unsafe.sandbox_unrestricted():
+            time.sleep(float(task))  # noqa: ASYNC251 - the point: the task is held
+        return "held"

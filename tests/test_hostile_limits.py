@@ -11,10 +11,14 @@ its limits: a flood of syscalls, of timers, a history that grows without end, a 
 big to store. The host counts what each run holds, and fails the one past a limit,
 `RunLimitExceeded`, naming it; the same work done through the SDK waits its turn or raises
 PayloadTooLarge in agent code, and the run goes on.
+
+And one pool's runs that hold their workflow tasks (code that blocks) keep only their share
+of the host's workflow-task slots: another tenant's run gets one meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -146,3 +150,36 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
             in (await honest_runs["bloater"].result()).output
         )
         assert "unharmed" in (await victim.result()).output
+
+
+async def test_a_pool_that_holds_its_tasks_keeps_only_its_share_of_the_slots(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # Four slots, two a pool's share; the holders' tasks are held 30 s, and not ended sooner.
+    isolation = {"mode": "bwrap", "task_slots": 4, "pool_share": 0.5, "activation_timeout_s": 120}
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
+    evil = f"evil-{uuid.uuid4().hex[:6]}"
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        pools = group.pools
+        assert pools is not None
+        holders = [
+            await client.submit(RunSpec(agent="holder", task="30", tenant=evil)) for _ in range(4)
+        ]
+
+        def held() -> tuple[int, int]:
+            state = next((p for p in pools.status().pools if p.pool == evil), None)
+            return (state.tasks, state.turned_back) if state is not None else (0, 0)
+
+        for _ in range(300):
+            if held()[1] > 0:
+                break
+            await asyncio.sleep(0.1)
+        assert held() == (2, held()[1]) and held()[1] >= 1, held()
+        victim = await client.submit(
+            RunSpec(agent="echo", task="unharmed", tenant=f"honest-{uuid.uuid4().hex[:6]}")
+        )
+        assert "unharmed" in (await victim.result()).output
+        # Served while every holder still held, or waited for, its first task.
+        assert held()[0] == 2
+        for holder in holders:
+            assert (await client.show(holder.run_id)).status == "running"

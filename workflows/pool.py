@@ -111,6 +111,9 @@ class PoolRunner(WorkflowRunner):
         self._served: str | None = None
         #: Runs of each pool in this host's cache.
         self._runs: collections.Counter[str] = collections.Counter()
+        #: Workflow tasks of each pool running here now, and those turned back over its share.
+        self._tasks: collections.Counter[str] = collections.Counter()
+        self._turned_back: collections.Counter[str] = collections.Counter()
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
         """Nothing: the workflow's code is checked by the child that runs it."""
@@ -175,6 +178,32 @@ class PoolRunner(WorkflowRunner):
             while len(self._deaths) > _DEATHS_KEPT:
                 self._deaths.popitem(last=False)
         return count
+
+    def task_starts(self, pool: str) -> str | None:
+        """Count a workflow task of `pool` as running here; why not, if over the pool's share.
+
+        A pool may hold more than its share of the slots only while the others are left at
+        least as many.
+        """
+        slots, share = self.isolation.task_slots, self.isolation.pool_slots()
+        with self._lock:
+            held = self._tasks[pool]
+            if held >= share and self._tasks.total() >= slots - share:
+                self._turned_back[pool] += 1
+                return (
+                    f"pool {pool!r} holds {held} of this host's {slots} workflow-task slots, its "
+                    "share while other pools may need them ([isolation] pool_share): this task "
+                    "waits for Temporal to give it again"
+                )
+            self._tasks[pool] += 1
+        return None
+
+    def task_ends(self, pool: str) -> None:
+        """A workflow task of `pool` counted by `task_starts` is done."""
+        with self._lock:
+            self._tasks[pool] -= 1
+            if self._tasks[pool] <= 0:
+                del self._tasks[pool]
 
     def deaths(self, run_id: str) -> tuple[int, str]:
         """How many times `run_id`'s activations ended its pool's process, and the last why."""
@@ -272,6 +301,7 @@ class PoolRunner(WorkflowRunner):
             children = dict(self._children)
             runs = dict(self._runs)
             restarts = {pool: len(ended) for pool, ended in self._restarts.items()}
+            tasks, turned_back = dict(self._tasks), dict(self._turned_back)
         return HostPools(
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -287,6 +317,8 @@ class PoolRunner(WorkflowRunner):
                     idle_s=round(now - child.last_used, 1),
                     memory_bytes=child.memory_bytes(),
                     restarts=restarts.get(pool, 0),
+                    tasks=tasks.get(pool, 0),
+                    turned_back=turned_back.get(pool, 0),
                 )
                 for pool, child in sorted(children.items())
             ],
@@ -359,9 +391,21 @@ class PoolInstance(WorkflowInstance):
             # The run replays in a new child at its next workflow task.
             self._child = None
             return _fail_task(act.run_id, f"the pool's process failed: {exc}")
+        turned_back = self._runner.task_starts(self._pool)
+        if turned_back is not None:
+            return _fail_task(act.run_id, turned_back)
+        try:
+            return self._in_child(act, self._child, self._check, self._bounds)
+        finally:
+            self._runner.task_ends(self._pool)
+
+    def _in_child(
+        self, act: WorkflowActivation, child: PoolChild, check: CommandCheck, bounds: RunBounds
+    ) -> WorkflowActivationCompletion:
+        """Run the activation in the pool's child; its completion, if the run may send it."""
         started = time.monotonic()
         try:
-            answer = self._child.activate(
+            answer = child.activate(
                 self._id, act.SerializeToString(), self._runner.isolation.activation_timeout_s
             )
         except ChildDied as exc:
@@ -386,10 +430,10 @@ class PoolInstance(WorkflowInstance):
         completion.run_id = act.run_id
         if completion.HasField("successful"):
             commands = completion.successful.commands
-            reason = self._check.refusal(commands)
+            reason = check.refusal(commands)
             if reason is not None:
                 return self._end(act, f"kernos refused what the agent asked for: {reason}", REFUSED)
-            over = self._bounds.answered(act, commands, completion.ByteSize())
+            over = bounds.answered(act, commands, completion.ByteSize())
             if over is not None and not act.is_replaying:
                 # (Replayed, the commands already went to Temporal, and passed then.)
                 return self._end(act, over, RUN_LIMIT)

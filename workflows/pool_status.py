@@ -1,9 +1,9 @@
 """What each agent host says of its pools, for `kernos status`: a file per host, kept fresh.
 
-A host writes its report (pools, their processes, runs, age, memory, restarts) every few
-seconds into the state directory's `pools/` folder, which no pool's child can see, and removes
-it when it stops; `kernos status` reads the reports that are fresh. A host that died leaves a
-stale report, which is not shown.
+A host writes its report (pools, their processes, runs, age, memory, restarts, workflow
+tasks) every few seconds into the state directory's `pools/` folder, which no pool's child can
+see, and removes it when it stops; `kernos status` reads the reports that are fresh. A host
+that died leaves a stale report, which is not shown.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ class PoolState(BaseModel):
     """What its process uses now, where its cgroup counts it."""
     restarts: int
     """How often its process ended unasked in the last few minutes."""
+    tasks: int = 0
+    """Workflow tasks of its runs running on the host now."""
+    turned_back: int = 0
+    """Workflow tasks turned back since the host started: the pool held its share of slots."""
 
 
 class HostPools(BaseModel):

@@ -77,6 +77,7 @@ def agent_worker(
         interceptors=[SealCheckInterceptor(check_key(key))] if key and pools is None else [],
         workflow_runner=runner,
         max_cached_workflows=settings.temporal.max_cached_workflows,
+        max_concurrent_workflow_tasks=settings.isolation.task_slots,
         # A dead worker's runs move to another within seconds, not the default ten.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
