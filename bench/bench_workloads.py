@@ -161,3 +161,28 @@ class BurnerAgent(Agent):
                     pass
             await workflow.sleep(timedelta(milliseconds=10))
         return "burnt"
+
+
+class HolderAgent(Agent):
+    """A neighbour that holds its workflow tasks: `task` turns of 1.5 s blocked in workflow
+    code (a synchronous call), a timer between; what a pool's share of the slots is for."""
+
+    name = "holder"
+
+    async def run(self, task: str) -> str:
+        for _ in range(int(task)):
+            with workflow.unsafe.sandbox_unrestricted():
+                time.sleep(1.5)  # noqa: ASYNC251 - the point: the task is held
+            await workflow.sleep(timedelta(milliseconds=10))
+        return "held"
+
+
+class WaiterAgent(Agent):
+    """Waits `task` seconds on a timer, then makes one no-op syscall: a run that is open."""
+
+    name = "waiter"
+
+    async def run(self, task: str) -> str:
+        await workflow.sleep(timedelta(seconds=float(task)))
+        await self.llm.chat([{"role": "user", "content": "x"}])
+        return "waited"

@@ -7,7 +7,13 @@
   count, as root);
 - a hostile neighbour: an honest tenant's 20 runs of 10 no-op syscalls at once, wall time and
   per-run p99, alone and while another tenant's two runs burn CPU in workflow code (1.5 s
-  turns, under the SDK's deadlock timeout), in pools with equal CPU shares.
+  turns, under the SDK's deadlock timeout), in pools with equal CPU shares;
+- a neighbour that holds its workflow tasks: the same burst, alone and while another tenant's
+  40 runs block their tasks (1.5 s turns) on a host of 20 workflow-task slots, once with each
+  pool held to its share (a quarter) and once without (`pool_share = 1`);
+- a crowd: 2,000 runs open at once over 100 tenants (100 pools on one host), each waiting on
+  a timer then making one syscall: how long the 2,000 take to submit, the time each takes
+  beyond its wait (p50, p99), the pools' processes and the memory they take.
 
 Run: `python bench/pools.py` (writes bench/results/pools.json). As root for cgroups.
 """
@@ -15,12 +21,14 @@ Run: `python bench/pools.py` (writes bench/results/pools.json). As root for cgro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 from bench_results import run_benchmark, write_results
-from bench_stack import services
+from bench_stack import Services, services
 from bench_workloads import NoopBackend
 
 from kernos import KernosClient, RunSpec
@@ -32,6 +40,21 @@ COLD_STARTS = 12
 HONEST_RUNS = 20
 HONEST_SYSCALLS = 10
 REPEATS = 3
+#: The slot-holding neighbour: a small host, and more holders than its slots.
+SLOTS = 20
+HOLDERS = 40
+HOLDER_TURNS = 6
+#: The crowd: tenants, runs each, and how long each run waits before its syscall.
+TENANTS = 100
+RUNS_PER_TENANT = 20
+WAIT_S = 60.0
+SUBMITTERS = 32
+AGENTS = {
+    "loop": "bench_workloads:LoopAgent",
+    "burner": "bench_workloads:BurnerAgent",
+    "holder": "bench_workloads:HolderAgent",
+    "waiter": "bench_workloads:WaiterAgent",
+}
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -97,6 +120,78 @@ async def neighbour(client: KernosClient) -> dict[str, float]:
     }
 
 
+async def holding_neighbour(client: KernosClient) -> dict[str, float]:
+    """The honest burst alone, and next to HOLDERS runs that hold their workflow tasks."""
+    honest = f"honest-{uuid.uuid4().hex[:6]}"
+    await one_run(client, honest)
+    alone, crowded = [], []
+    for _ in range(REPEATS):
+        alone.append(await honest_burst(client, honest))
+        holder = f"holder-{uuid.uuid4().hex[:6]}"
+        holders = [
+            await client.submit(RunSpec(agent="holder", task=str(HOLDER_TURNS), tenant=holder))
+            for _ in range(HOLDERS)
+        ]
+        await asyncio.sleep(2.0)  # the holders hold
+        crowded.append(await honest_burst(client, honest))
+        for handle in holders:
+            await handle.cancel()
+        await asyncio.sleep(2.0)
+    return {
+        "alone_wall_ms": round(statistics.median(a[0] for a in alone), 1),
+        "crowded_wall_ms": round(statistics.median(c[0] for c in crowded), 1),
+        "wall_ratio": round(
+            statistics.median(c[0] for c in crowded) / statistics.median(a[0] for a in alone), 3
+        ),
+        "crowded_p99_ms": round(statistics.median(c[1] for c in crowded), 1),
+    }
+
+
+async def crowd(client: KernosClient, pools: PoolRunner) -> dict[str, float]:
+    """TENANTS x RUNS_PER_TENANT runs open at once, each in its tenant's pool."""
+    tenants = [f"crowd{n:03d}-{uuid.uuid4().hex[:4]}" for n in range(TENANTS)]
+    specs = [
+        RunSpec(agent="waiter", task=str(WAIT_S), tenant=tenant)
+        for _ in range(RUNS_PER_TENANT)
+        for tenant in tenants
+    ]
+    gate = asyncio.Semaphore(SUBMITTERS)
+    submitted: list[float] = []
+    all_submitted = asyncio.Event()
+
+    async def run(spec: RunSpec) -> float:
+        async with gate:
+            started = time.perf_counter()
+            handle = await client.submit(spec)
+            submitted.append(time.perf_counter())
+            if len(submitted) == len(specs):
+                all_submitted.set()
+        await handle.result()
+        return (time.perf_counter() - started) * 1000 - WAIT_S * 1000
+
+    began = time.perf_counter()
+    tasks = [asyncio.create_task(run(spec)) for spec in specs]
+    await all_submitted.wait()
+    submit_s = max(submitted) - began
+    # Every run is open (the first to finish does so WAIT_S after its submission): the pools
+    # have started by now, or are starting.
+    await asyncio.sleep(min(10.0, max(0.0, WAIT_S - submit_s - 5)))
+    state = pools.status()
+    memory = [p.memory_bytes for p in state.pools if p.memory_bytes]
+    extra = await asyncio.gather(*tasks)
+    return {
+        "runs": len(specs),
+        "tenants": TENANTS,
+        "submit_s": round(submit_s, 1),
+        "extra_ms_p50": round(statistics.median(extra), 1),
+        "extra_ms_p99": round(percentile(list(extra), 0.99), 1),
+        "pools": len(state.pools),
+        "runs_cached": sum(p.runs for p in state.pools),
+        "pools_memory_gib": round(sum(memory) / 2**30, 2) if memory else 0.0,
+        "turned_back": sum(p.turned_back for p in pools.status().pools),
+    }
+
+
 def idle_memory(pools: PoolRunner) -> dict[str, float] | None:
     counted = [p.memory_bytes for p in pools.status().pools if p.memory_bytes]
     if not counted:
@@ -109,22 +204,44 @@ def idle_memory(pools: PoolRunner) -> dict[str, float] | None:
     }
 
 
+@contextlib.asynccontextmanager
+async def kernel(
+    running: Services, **isolation: float
+) -> AsyncIterator[tuple[KernosClient, PoolRunner]]:
+    """Workers on the embedded stack, with `isolation` settings, and a client."""
+    settings = running.settings(
+        llm=[{"name": "noop", "kind": "scripted", "model": "noop", "slots": 64}],
+        default_model="noop",
+        agents=AGENTS,
+        isolation=isolation,
+    )
+    group = await WorkerGroup.create(
+        await connect_temporal(settings), settings, backends={"noop": NoopBackend()}
+    )
+    async with RunningWorkers(group), await KernosClient.connect(settings) as client:
+        assert group.pools is not None and group.pools.how.confined, "bubblewrap is needed"
+        yield client, group.pools
+
+
 async def main() -> None:
     async with services() as running:
-        settings = running.settings(
-            llm=[{"name": "noop", "kind": "scripted", "model": "noop", "slots": 64}],
-            default_model="noop",
-            agents={"loop": "bench_workloads:LoopAgent", "burner": "bench_workloads:BurnerAgent"},
-        )
-        group = await WorkerGroup.create(
-            await connect_temporal(settings), settings, backends={"noop": NoopBackend()}
-        )
-        async with RunningWorkers(group), await KernosClient.connect(settings) as client:
-            assert group.pools is not None and group.pools.how.confined, "bubblewrap is needed"
+        async with kernel(running) as (client, pools):
             cold = await cold_starts(client)
-            memory = idle_memory(group.pools)
-            crowd = await neighbour(client)
-    result = {"cold_start": cold, "idle_pool_memory": memory, "hostile_neighbour": crowd}
+            memory = idle_memory(pools)
+            burner = await neighbour(client)
+        shares: dict[str, dict[str, float]] = {}
+        for share in (0.25, 1.0):
+            async with kernel(running, task_slots=SLOTS, pool_share=share) as (client, _):
+                shares[str(share)] = await holding_neighbour(client)
+        async with kernel(running) as (client, pools):
+            many = await crowd(client, pools)
+    result = {
+        "cold_start": cold,
+        "idle_pool_memory": memory,
+        "hostile_neighbour": burner,
+        "holding_neighbour": shares,
+        "crowd": many,
+    }
     print(
         f"cold start: +{cold['extra_ms_p50']} ms p50, +{cold['extra_ms_p99']} ms p99 "
         "over a warm pool"
@@ -136,9 +253,22 @@ async def main() -> None:
         )
     print(
         f"honest burst ({HONEST_RUNS} runs x {HONEST_SYSCALLS} syscalls): "
-        f"{crowd['alone_wall_ms']} ms alone, {crowd['crowded_wall_ms']} ms next to a burner "
-        f"({crowd['wall_ratio']}x); p99 per run {crowd['alone_p99_ms']} -> "
-        f"{crowd['crowded_p99_ms']} ms ({crowd['p99_ratio']}x; goal <= 1.2x)"
+        f"{burner['alone_wall_ms']} ms alone, {burner['crowded_wall_ms']} ms next to a burner "
+        f"({burner['wall_ratio']}x); p99 per run {burner['alone_p99_ms']} -> "
+        f"{burner['crowded_p99_ms']} ms ({burner['p99_ratio']}x; goal <= 1.2x)"
+    )
+    for share_name, held in shares.items():
+        print(
+            f"next to {HOLDERS} runs holding their tasks, {SLOTS} slots, pool_share {share_name}: "
+            f"{held['alone_wall_ms']} ms alone, {held['crowded_wall_ms']} ms crowded "
+            f"({held['wall_ratio']}x)"
+        )
+    print(
+        f"crowd: {many['runs']} runs over {many['tenants']} tenants in {many['pools']} pools "
+        f"({many['pools_memory_gib']} GiB), submitted in {many['submit_s']} s; beyond each "
+        "run's wait: "
+        f"{many['extra_ms_p50']} ms p50, {many['extra_ms_p99']} ms p99; "
+        f"{many['turned_back']} tasks turned back"
     )
     write_results("pools", result)
 

@@ -424,10 +424,10 @@ class IsolationSettings(BaseModel):
     task_slots: int = Field(default=100, ge=2)
     """Workflow tasks the host runs at once (Temporal's `max_concurrent_workflow_tasks`)."""
     pool_share: float = Field(default=0.25, gt=0, le=1)
-    """The share of `task_slots` one pool's runs may hold while they would leave the others
-    less than that: past it, the pool's next workflow task is turned back, and Temporal gives
-    it again once its retry is due. A pool whose code holds its tasks long (a loop, a slow
-    import) so keeps only its share; one alone on the host may use more."""
+    """The share of `task_slots` a pool whose code holds its tasks (one running over a second:
+    a loop, a blocking call) keeps while the others would be left less: past it, its next
+    workflow task is turned back, and Temporal gives it again once its retry is due. Quick
+    tasks, and a pool alone on the host, are not held to it."""
 
     def pool_slots(self) -> int:
         """Slots one pool may hold while others could use them: at least one."""

@@ -70,6 +70,8 @@ _DEATHS_KEPT = 10_000
 LIMIT = "PoolLimitExceeded"
 #: How long Temporal's SDK lets an activation take before it fails the workflow task.
 _SDK_DEADLOCK_S = 2.0
+#: A pool over its share of the slots whose oldest task has run this long holds its tasks.
+_HELD_S = _SDK_DEADLOCK_S / 2
 #: A pool whose process ended unasked this many times in the window waits for the next.
 _RESTARTS = 10
 _RESTART_WINDOW_S = 300.0
@@ -111,8 +113,10 @@ class PoolRunner(WorkflowRunner):
         self._served: str | None = None
         #: Runs of each pool in this host's cache.
         self._runs: collections.Counter[str] = collections.Counter()
-        #: Workflow tasks of each pool running here now, and those turned back over its share.
-        self._tasks: collections.Counter[str] = collections.Counter()
+        #: Workflow tasks of each pool running here now (instance -> when it started), how many
+        #: in all, and how many were turned back over a pool's share.
+        self._tasks: dict[str, dict[int, float]] = {}
+        self._running = 0
         self._turned_back: collections.Counter[str] = collections.Counter()
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
@@ -179,31 +183,41 @@ class PoolRunner(WorkflowRunner):
                 self._deaths.popitem(last=False)
         return count
 
-    def task_starts(self, pool: str) -> str | None:
+    def task_starts(self, pool: str, instance: int) -> str | None:
         """Count a workflow task of `pool` as running here; why not, if over the pool's share.
 
-        A pool may hold more than its share of the slots only while the others are left at
-        least as many.
+        A pool may hold more than its share of the slots while the others are left at least
+        as many, or while its tasks are quick (a burst of runs): only a pool that holds a task
+        long, while at its share on a crowded host, has its next one turned back.
         """
         slots, share = self.isolation.task_slots, self.isolation.pool_slots()
+        now = time.monotonic()
         with self._lock:
-            held = self._tasks[pool]
-            if held >= share and self._tasks.total() >= slots - share:
+            running = self._tasks.setdefault(pool, {})
+            if (
+                len(running) >= share
+                and self._running >= slots - share
+                and now - min(running.values()) > _HELD_S
+            ):
                 self._turned_back[pool] += 1
                 return (
-                    f"pool {pool!r} holds {held} of this host's {slots} workflow-task slots, its "
-                    "share while other pools may need them ([isolation] pool_share): this task "
-                    "waits for Temporal to give it again"
+                    f"pool {pool!r} holds {len(running)} of this host's {slots} workflow-task "
+                    f"slots, one for {now - min(running.values()):.1f} s, its share while other "
+                    "pools may need them ([isolation] pool_share): this task waits for Temporal "
+                    "to give it again"
                 )
-            self._tasks[pool] += 1
+            running[instance] = now
+            self._running += 1
         return None
 
-    def task_ends(self, pool: str) -> None:
+    def task_ends(self, pool: str, instance: int) -> None:
         """A workflow task of `pool` counted by `task_starts` is done."""
         with self._lock:
-            self._tasks[pool] -= 1
-            if self._tasks[pool] <= 0:
-                del self._tasks[pool]
+            running = self._tasks.get(pool, {})
+            if running.pop(instance, None) is not None:
+                self._running -= 1
+            if not running:
+                self._tasks.pop(pool, None)
 
     def deaths(self, run_id: str) -> tuple[int, str]:
         """How many times `run_id`'s activations ended its pool's process, and the last why."""
@@ -301,7 +315,8 @@ class PoolRunner(WorkflowRunner):
             children = dict(self._children)
             runs = dict(self._runs)
             restarts = {pool: len(ended) for pool, ended in self._restarts.items()}
-            tasks, turned_back = dict(self._tasks), dict(self._turned_back)
+            tasks = {pool: len(running) for pool, running in self._tasks.items()}
+            turned_back = dict(self._turned_back)
         return HostPools(
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -391,13 +406,13 @@ class PoolInstance(WorkflowInstance):
             # The run replays in a new child at its next workflow task.
             self._child = None
             return _fail_task(act.run_id, f"the pool's process failed: {exc}")
-        turned_back = self._runner.task_starts(self._pool)
+        turned_back = self._runner.task_starts(self._pool, self._id)
         if turned_back is not None:
             return _fail_task(act.run_id, turned_back)
         try:
             return self._in_child(act, self._child, self._check, self._bounds)
         finally:
-            self._runner.task_ends(self._pool)
+            self._runner.task_ends(self._pool, self._id)
 
     def _in_child(
         self, act: WorkflowActivation, child: PoolChild, check: CommandCheck, bounds: RunBounds
