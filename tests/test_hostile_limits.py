@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from kernos import KernosClient, RunFailed, RunSpec
+from kernos.client import connect_temporal
 from kernos.infra.pool_limits import cgroups_shortfall
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
@@ -183,3 +185,46 @@ async def test_a_pool_that_holds_its_tasks_keeps_only_its_share_of_the_slots(
         assert held()[0] == 2
         for holder in holders:
             assert (await client.show(holder.run_id)).status == "running"
+
+
+async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # Two runs of one pool hold their tasks; the first passes the 6 s timeout while the second,
+    # started 3 s later, is still within it when the host ends the process for the first.
+    isolation = {"mode": "bwrap", "activation_timeout_s": 6}
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
+    tenant = f"pool-{uuid.uuid4().hex[:6]}"
+    temporal_client = await connect_temporal(settings)
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        pools = group.pools
+        assert pools is not None
+
+        async def deaths(run_id: str) -> tuple[int, str]:
+            first = (await temporal_client.get_workflow_handle(run_id).describe()).run_id
+            return pools.deaths(f"{run_id}/{first}")
+
+        stuck = await client.submit(RunSpec(agent="holder", task="20", tenant=tenant))
+        await until(lambda: any(p.pool == tenant and p.tasks for p in pools.status().pools))
+        await asyncio.sleep(3)
+        bystander = await client.submit(RunSpec(agent="holder", task="20", tenant=tenant))
+        await until(lambda: any(p.pool == tenant and p.tasks == 2 for p in pools.status().pools))
+        for _ in range(200):
+            if (await deaths(stuck.run_id))[0]:
+                break
+            await asyncio.sleep(0.05)
+        # The bystander's own timeout is 6 s after its next attempt starts: not yet.
+        assert await deaths(bystander.run_id) == (0, "")
+        charged, why = await deaths(stuck.run_id)
+        assert charged == 1 and "did not answer within 6 s" in why
+        await stuck.cancel()
+        await bystander.cancel()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (up to 30 s) until `condition` holds."""
+    for _ in range(300):
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the condition never held")

@@ -46,7 +46,7 @@ from kernos.workflows.commands import CommandCheck
 from kernos.workflows.pool_process import CHILD_START_S, ChildDied, PoolChild, child_spec
 from kernos.workflows.pool_status import EVERY_S, HostPools, PoolState, publish, withdraw
 from kernos.workflows.pool_tracing import RunTrace
-from kernos.workflows.pool_wire import ERROR, ChildSetup, InstanceSpec
+from kernos.workflows.pool_wire import ERROR, ChildSetup, InstanceSpec, read_completion
 from kernos.workflows.run_limits import RUN_LIMIT, RunBounds
 
 log = logging.getLogger(__name__)
@@ -427,18 +427,22 @@ class PoolInstance(WorkflowInstance):
             self._child = None
             return self._died(act, exc)
         took = time.monotonic() - started
-        if took > _SDK_DEADLOCK_S:
-            # Temporal's SDK gave up on this workflow task already, and held a slot meanwhile:
-            # a run whose code does that again and again is stopped like one that crashes.
-            self._runner.died_running(
-                self._run, f"an activation held its pool's process {took:.1f} s"
-            )
         if answer.kind == ERROR:
             self._child = None
             return _fail_task(act.run_id, answer.body[-4000:].decode(errors="replace"))
+        cpu_s, body = read_completion(answer.body)
+        if took > _SDK_DEADLOCK_S and cpu_s > _HELD_S:
+            # Temporal's SDK gave up on this workflow task already, and held a slot meanwhile:
+            # a run whose code does that again and again is stopped like one that crashes.
+            # Only when its code was busy (as its child says): on a crowded host, a task can
+            # wait long for a CPU without being the cause.
+            self._runner.died_running(
+                self._run,
+                f"an activation held its pool's process {took:.1f} s, {cpu_s:.1f} s on a CPU",
+            )
         completion = WorkflowActivationCompletion()
         try:
-            completion.ParseFromString(answer.body)
+            completion.ParseFromString(body)
         except Exception:  # noqa: BLE001 - protobuf's DecodeError, from hostile bytes
             return _fail_task(act.run_id, "the pool's process sent a malformed completion")
         # The answer is to this activation, whatever run the child named.

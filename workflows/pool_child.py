@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import sys
+import time
 import traceback
 from typing import IO, Any
 
@@ -45,6 +46,7 @@ from kernos.workflows.pool_wire import (
     FrameError,
     FrameWriter,
     InstanceSpec,
+    completion_body,
     receive,
 )
 from kernos.workflows.worker import sandbox_runner
@@ -117,10 +119,13 @@ class Child:
             if instance is None:
                 broken = self.broken.pop(instance_id, "the host named no instance of this child")
                 raise RuntimeError(broken)
+            started = time.thread_time()
             completion = instance.activate(activation)
+            cpu_s = time.thread_time() - started
             if any(job.HasField("remove_from_cache") for job in activation.jobs):
                 self.instances.pop(instance_id, None)
-            self.writer.send(COMPLETION, request, completion.SerializeToString())
+            body = completion_body(cpu_s, completion.SerializeToString())
+            self.writer.send(COMPLETION, request, body)
         except Exception:  # noqa: BLE001 - the host turns it into a failed workflow task
             self.instances.pop(instance_id, None)
             self.writer.send(ERROR, request, traceback.format_exc(limit=8).encode())

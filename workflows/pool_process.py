@@ -225,6 +225,9 @@ class PoolChild:
         self._ready = concurrent.futures.Future[None]()
         self._limit: str | None = None
         self._retired = False
+        #: Why the host ended the child, where one run's activation was the cause: the other
+        #: runs it was running are not charged with its end.
+        self._ended_for: str | None = None
         self.pool: str | None = None
         for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
             threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
@@ -290,6 +293,8 @@ class PoolChild:
         except FrameError as exc:
             raise ChildDied(f"the activation could not be sent: {exc}") from exc
         except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._ended_for = "another run's activation did not answer in time"
             self.kill()
             raise ChildDied(
                 f"the pool's process did not answer within {timeout:.0f} s "
@@ -344,6 +349,8 @@ class PoolChild:
         with self._lock:
             limit = self._cgroups.over() if self._cgroups is not None else self._limit
         limits = self.spec.limits
+        if limit is None and self._ended_for is not None:
+            return ChildDied(f"the pool's process was ended: {self._ended_for}", counted=False)
         if limit == "memory":
             reason = f"the pool's process went over its memory limit ({limits.memory_mib} MiB)"
         elif limit == "processes":

@@ -19,8 +19,9 @@ import temporalio.workflow
 #: to make (request: the instance's id; body: a pickled `InstanceSpec`), an activation of one
 #: (body: the instance's id, 8 bytes, then the activation).
 SETUP, CREATE, ACTIVATE = b"S", b"C", b"A"
-#: Child to host: it has started (sent once, before the setup), an activation's completion, an
-#: error's message.
+#: Child to host: it has started (sent once, before the setup), an activation's completion
+#: (body: the CPU time its thread spent on it, in microseconds, 8 bytes, then the completion),
+#: an error's message.
 READY, COMPLETION, ERROR = b"R", b"K", b"E"
 
 #: The largest frame either side accepts: completions carry payloads (2 MiB each at most).
@@ -103,3 +104,13 @@ def _read(stream: IO[bytes], size: int) -> bytes:
             raise FrameError("the pipe closed")
         data += chunk
     return bytes(data)
+
+
+def completion_body(cpu_s: float, completion: bytes) -> bytes:
+    """A completion frame's body: the CPU time the activation took, then the completion."""
+    return max(0, round(cpu_s * 1_000_000)).to_bytes(8, "big") + completion
+
+
+def read_completion(body: bytes) -> tuple[float, bytes]:
+    """The CPU seconds an activation took, as the child says, and its completion."""
+    return int.from_bytes(body[:8], "big") / 1_000_000, body[8:]
