@@ -46,6 +46,9 @@ from kernos.kernel.runs import RunRecord, RunStore
 from kernos.kernel.syscall_table import AGENT_RUN
 from kernos.kernel.syscalls import RunInput, RunResult, RunSpec, check_name
 
+#: How a server at its limit of long polls turns a run's wait away: the wait polls again.
+_POLL_AGAIN = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.CANCELLED})
+
 
 class RunFailed(KernosError):
     """A run ended in failure; `error_type` names the agent's or kernel's error."""
@@ -133,14 +136,15 @@ class RunHandle:
         """Wait for the run to finish; RunFailed if it failed.
 
         The wait is a long poll; a server at its limit of concurrent long polls (thousands of
-        waiting clients) answers RESOURCE_EXHAUSTED, and the wait backs off and polls again.
+        waiting clients) answers RESOURCE_EXHAUSTED, or cancels a poll it had taken, and the
+        wait backs off and polls again.
         """
         delay = 0.2
         while True:
             try:
                 return await self._wait()
             except RPCError as exc:
-                if exc.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                if exc.status not in _POLL_AGAIN:
                     raise
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)

@@ -47,6 +47,7 @@ async def test_waiting_for_a_result_backs_off_when_the_server_is_at_its_poll_lim
         RPCError(
             "namespace concurrent poller limit exceeded", RPCStatusCode.RESOURCE_EXHAUSTED, b""
         ),
+        RPCError("operation was canceled", RPCStatusCode.CANCELLED, b""),
         RunResult(run_id="run-1", output="done", usage=TokenUsage(), syscalls=1),
     ]
 
