@@ -68,7 +68,7 @@ _EVICTION_S = 10.0
 _DEATHS_KEPT = 10_000
 #: The error type of a run that kept ending its pool's process.
 LIMIT = "PoolLimitExceeded"
-#: How long Temporal's SDK lets an activation take before it fails the workflow task.
+#: How long Temporal's SDK lets an activation take where it checks (not on a pool's host).
 _SDK_DEADLOCK_S = 2.0
 #: A pool over its share of the slots whose oldest task has run this long holds its tasks.
 _HELD_S = _SDK_DEADLOCK_S / 2
@@ -432,8 +432,8 @@ class PoolInstance(WorkflowInstance):
             return _fail_task(act.run_id, answer.body[-4000:].decode(errors="replace"))
         cpu_s, body = read_completion(answer.body)
         if took > _SDK_DEADLOCK_S and cpu_s > _HELD_S:
-            # Temporal's SDK gave up on this workflow task already, and held a slot meanwhile:
-            # a run whose code does that again and again is stopped like one that crashes.
+            # Over Temporal's own bound on a workflow task (2 s), holding a slot and its pool's
+            # CPU: a run whose code does that again and again is stopped like one that crashes.
             # Only when its code was busy (as its child says): on a crowded host, a task can
             # wait long for a CPU without being the cause.
             self._runner.died_running(
