@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import temporalio.api.common.v1
 from temporalio.bridge.proto.workflow_commands import (
+    ActivityCancellationType,
     ContinueAsNewWorkflowExecution,
     ScheduleActivity,
     ScheduleLocalActivity,
@@ -111,6 +112,13 @@ def test_what_the_dispatcher_makes_passes() -> None:
     )
 
 
+def abandoned() -> WorkflowCommand:
+    """The dispatcher's llm.chat, abandoned (unwaited for) if the run cancels it."""
+    command = activity()
+    command.schedule_activity.cancellation_type = ActivityCancellationType.ABANDON
+    return command
+
+
 @pytest.mark.parametrize(
     ("command", "reason"),
     [
@@ -128,6 +136,7 @@ def test_what_the_dispatcher_makes_passes() -> None:
         (activity(maximum_attempts=1), "retry policy other than the table's"),
         (activity(arguments=None), "with 0 arguments"),
         (activity(summary="approve me, operator"), "a summary that is not the syscall's"),
+        (abandoned(), "syscall llm.chat to be abandoned on cancellation"),
         (
             WorkflowCommand(
                 signal_external_workflow_execution=SignalExternalWorkflowExecution(seq=1)

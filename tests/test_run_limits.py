@@ -98,7 +98,7 @@ def test_the_history_is_bounded_before_the_commands_reach_it() -> None:
         "([limits] max_history_events)"
     )
     over = SyscallLimits(max_history_bytes=2**20)
-    big = RunBounds(over).answered(activation(), [], 2**20)
+    big = RunBounds(over).answered(activation(), upserts[:1], 2**20)
     assert big is not None and "[limits] max_history_bytes" in big
     whole = RunBounds(SyscallLimits()).answered(activation(), [], MAX_COMPLETION_BYTES + 1)
     assert whole is not None and "bytes Temporal takes in one message" in whole
@@ -118,3 +118,26 @@ def test_a_resource_limit_over_the_payload_limit_is_a_config_error() -> None:
         max_task_bytes=50_000,
     )
     assert settings.limits.max_payload_bytes == 100_000
+
+
+def test_a_number_reused_while_pending_and_what_a_command_carries_besides_payloads() -> None:
+    bounds = RunBounds(LIMITS)
+    assert bounds.answered(activation(), [activity(1), timer(1)], 10) is None
+    assert bounds.answered(activation(), [activity(1)], 10) == (
+        "a syscall scheduled under the number of one still pending"
+    )
+    assert RunBounds(LIMITS).answered(activation(), [timer(2), timer(2)], 10) == (
+        "a timer started under the number of one still running"
+    )
+    failed = WorkflowCommand()
+    failed.fail_workflow_execution.failure.message = "m" * (65_536 + 65_537)
+    reason = RunBounds(LIMITS).answered(activation(), [failed], 140_000)
+    assert reason is not None and reason.startswith("a fail_workflow_execution command is")
+
+
+def test_answering_a_query_writes_no_history() -> None:
+    full = WorkflowActivation(run_id="r", history_length=99, history_size_bytes=1000)
+    answer = WorkflowCommand()
+    answer.respond_to_query.query_id = "q"
+    assert RunBounds(LIMITS).answered(full, [answer], 10) is None
+    assert RunBounds(LIMITS).answered(full, [answer, timer(1)], 10) is not None

@@ -26,6 +26,7 @@ import temporalio.api.common.v1
 from google.protobuf.duration_pb2 import Duration
 from pydantic import ValidationError
 from temporalio.bridge.proto.workflow_commands import (
+    ActivityCancellationType,
     ContinueAsNewWorkflowExecution,
     ScheduleActivity,
     UpsertWorkflowSearchAttributes,
@@ -113,6 +114,9 @@ class CommandCheck:
             return f"{what} with a retry policy other than the table's"
         if len(command.arguments) != 1:
             return f"{what} with {len(command.arguments)} arguments, not its one request"
+        if command.cancellation_type == ActivityCancellationType.ABANDON:
+            # Abandoned, it would look answered to the run while it still ran: uncounted.
+            return f"{what} to be abandoned on cancellation"
         return None
 
     def _queue_allowed(self, syscall: Syscall[Any, Any], queue: str) -> bool:

@@ -46,7 +46,13 @@ from kernos.workflows.commands import CommandCheck
 from kernos.workflows.pool_process import CHILD_START_S, ChildDied, PoolChild, child_spec
 from kernos.workflows.pool_status import EVERY_S, HostPools, PoolState, publish, withdraw
 from kernos.workflows.pool_tracing import RunTrace
-from kernos.workflows.pool_wire import ERROR, ChildSetup, InstanceSpec, read_completion
+from kernos.workflows.pool_wire import (
+    CPU_TIME_BYTES,
+    ERROR,
+    ChildSetup,
+    InstanceSpec,
+    read_completion,
+)
 from kernos.workflows.run_limits import RUN_LIMIT, RunBounds
 
 log = logging.getLogger(__name__)
@@ -68,7 +74,8 @@ _EVICTION_S = 10.0
 _DEATHS_KEPT = 10_000
 #: The error type of a run that kept ending its pool's process.
 LIMIT = "PoolLimitExceeded"
-#: How long Temporal's SDK lets an activation take where it checks (not on a pool's host).
+#: How long Temporal's SDK lets an activation take where it checks (not on a pool's host,
+#: which times activations itself): a task held longer, busy, counts against its run.
 _SDK_DEADLOCK_S = 2.0
 #: A pool over its share of the slots whose oldest task has run this long holds its tasks.
 _HELD_S = _SDK_DEADLOCK_S / 2
@@ -430,10 +437,16 @@ class PoolInstance(WorkflowInstance):
         if answer.kind == ERROR:
             self._child = None
             return _fail_task(act.run_id, answer.body[-4000:].decode(errors="replace"))
+        if len(answer.body) < CPU_TIME_BYTES:
+            return _fail_task(act.run_id, "the pool's process sent a malformed completion")
         cpu_s, body = read_completion(answer.body)
-        if took > _SDK_DEADLOCK_S and cpu_s > _HELD_S:
-            # Over Temporal's own bound on a workflow task (2 s), holding a slot and its pool's
-            # CPU: a run whose code does that again and again is stopped like one that crashes.
+        # A run's first activation in a process imports its agent's module: not held, however
+        # long that takes (a spin there still meets the activation timeout).
+        starts = any(job.HasField("initialize_workflow") for job in act.jobs)
+        if took > _SDK_DEADLOCK_S and cpu_s > _HELD_S and not starts:
+            # Over Temporal's norm for a workflow task (2 s, which its SDK enforces where no
+            # pool's host times activations), holding a slot and its pool's CPU: a run whose code
+            # does that again and again is stopped like one that crashes.
             # Only when its code was busy (as its child says): on a crowded host, a task can
             # wait long for a CPU without being the cause.
             self._runner.died_running(
@@ -493,8 +506,8 @@ class PoolInstance(WorkflowInstance):
     ) -> WorkflowActivationCompletion:
         return self._end(
             act,
-            f"the run's code broke its pool's process {deaths} times (ended it, or held it "
-            f"past Temporal's {_SDK_DEADLOCK_S:.0f} s); the last time: {last}",
+            f"the run's code broke its pool's process {deaths} times (ended it, or kept it "
+            f"busy past {_SDK_DEADLOCK_S:.0f} s in one task); the last time: {last}",
             LIMIT,
         )
 
@@ -514,6 +527,9 @@ class PoolInstance(WorkflowInstance):
                 child.activate(self._id, act.SerializeToString(), _EVICTION_S)
             except ChildDied as exc:
                 log.warning("run %s: evicting it: %s", self._info.workflow_id, exc)
+                if exc.limit is not None and exc.counted:
+                    # Its own eviction did not answer: charged like any activation.
+                    self._runner.died_running(self._run, str(exc))
         completion = WorkflowActivationCompletion(run_id=act.run_id)
         completion.successful.SetInParent()
         return completion

@@ -106,11 +106,16 @@ def _read(stream: IO[bytes], size: int) -> bytes:
     return bytes(data)
 
 
+#: The bytes before a completion: the activation's CPU time, in microseconds.
+CPU_TIME_BYTES = 8
+
+
 def completion_body(cpu_s: float, completion: bytes) -> bytes:
     """A completion frame's body: the CPU time the activation took, then the completion."""
-    return max(0, round(cpu_s * 1_000_000)).to_bytes(8, "big") + completion
+    return max(0, round(cpu_s * 1_000_000)).to_bytes(CPU_TIME_BYTES, "big") + completion
 
 
 def read_completion(body: bytes) -> tuple[float, bytes]:
     """The CPU seconds an activation took, as the child says, and its completion."""
-    return int.from_bytes(body[:8], "big") / 1_000_000, body[8:]
+    cpu = int.from_bytes(body[:CPU_TIME_BYTES], "big") / 1_000_000
+    return cpu, body[CPU_TIME_BYTES:]

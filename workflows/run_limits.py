@@ -26,6 +26,8 @@ MAX_COMPLETION_BYTES = 4 * 2**20 - 64 * 2**10
 _EVENTS_PER_COMMAND = 3
 #: Events each workflow task adds (scheduled, started, completed).
 _EVENTS_PER_TASK = 3
+#: What a command may carry besides its payloads' data (their metadata, names, options).
+_COMMAND_ENVELOPE = 64 * 2**10
 
 
 class RunBounds:
@@ -57,8 +59,12 @@ class RunBounds:
         for command in commands:
             kind = command.WhichOneof("variant")
             if kind == "schedule_activity":
+                if command.schedule_activity.seq in self._activities:
+                    return "a syscall scheduled under the number of one still pending"
                 self._activities.add(command.schedule_activity.seq)
             elif kind == "start_timer":
+                if command.start_timer.seq in self._timers:
+                    return "a timer started under the number of one still running"
                 self._timers.add(command.start_timer.seq)
             elif kind == "cancel_timer":
                 self._timers.discard(command.cancel_timer.seq)
@@ -68,6 +74,12 @@ class RunBounds:
                         f"{what} is {len(payload.data)} bytes",
                         limits.max_payload_bytes, "payload_bytes",
                     )  # fmt: skip
+            # Whatever else it carries (a payload's metadata, a failure's message, details).
+            if command.ByteSize() > limits.max_payload_bytes + _COMMAND_ENVELOPE:
+                return _over(
+                    f"a {kind} command is {command.ByteSize()} bytes",
+                    limits.max_payload_bytes, "payload_bytes",
+                )  # fmt: skip
         activities, timers = self.pending
         if activities > limits.max_pending_syscalls:
             return _over(
@@ -83,7 +95,11 @@ class RunBounds:
                 f"one workflow task's commands are {size} bytes, over the {MAX_COMPLETION_BYTES} "
                 "bytes Temporal takes in one message"
             )
-        events = act.history_length + _EVENTS_PER_TASK + _EVENTS_PER_COMMAND * len(commands)
+        recorded = [c for c in commands if c.WhichOneof("variant") != "respond_to_query"]
+        if not recorded:
+            # Answering a query writes nothing to the history.
+            return None
+        events = act.history_length + _EVENTS_PER_TASK + _EVENTS_PER_COMMAND * len(recorded)
         if events > limits.max_history_events:
             return _over(
                 f"the run's history would reach {events} events",
