@@ -14,7 +14,6 @@ from kernos.kernel.result_seal import SealCheckInterceptor, check_key
 from kernos.workflows import registry
 from kernos.workflows.agent_run import AgentRun
 from kernos.workflows.pool import PoolRunner
-from kernos.workflows.pool_process import CHILD_START_S
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +103,9 @@ def _pools_time_their_tasks(worker: Worker, activation_timeout_s: float) -> None
             "tasks over 2 s (a pool starting on a busy host) fail and are retried later"
         )
         return
-    # After the longest the host waits itself: a child's start, then its answer.
-    inner._deadlock_timeout_seconds = CHILD_START_S + activation_timeout_s + _AFTER_THE_HOST_S
+    inner._deadlock_timeout_seconds = activation_timeout_s + _AFTER_THE_HOST_S
 
 
-#: The SDK's check comes this long after the host's own, which names what happened.
-_AFTER_THE_HOST_S = 10.0
+#: The SDK's check comes this long after the host's own, which names what happened. (Not
+#: after a child's start as well: the SDK waits as long for an eviction while it shuts down.)
+_AFTER_THE_HOST_S = 5.0
