@@ -100,20 +100,23 @@ async def honest_burst(client: KernosClient, tenant: str) -> tuple[float, float]
     return (time.perf_counter() - started) * 1000, percentile(list(each), 0.99)
 
 
-async def neighbour(client: KernosClient) -> dict[str, float]:
+async def beside(client: KernosClient, agent: str, task: str, count: int) -> dict[str, float]:
+    """The honest burst alone, and next to `count` runs of `agent` in another tenant."""
     honest = f"honest-{uuid.uuid4().hex[:6]}"
     await one_run(client, honest)
     alone, crowded = [], []
     for _ in range(REPEATS):
         alone.append(await honest_burst(client, honest))
-        greedy = f"greedy-{uuid.uuid4().hex[:6]}"
-        burners = [
-            await client.submit(RunSpec(agent="burner", task="8", tenant=greedy)) for _ in range(2)
+        neighbour = f"{agent}-{uuid.uuid4().hex[:6]}"
+        handles = [
+            await client.submit(RunSpec(agent=agent, task=task, tenant=neighbour))
+            for _ in range(count)
         ]
-        await asyncio.sleep(2.0)  # the burners are burning
+        await asyncio.sleep(2.0)  # the neighbour is at it
         crowded.append(await honest_burst(client, honest))
-        for burner in burners:
-            await burner.result()
+        for handle in handles:
+            await handle.cancel()
+        await asyncio.sleep(2.0)
     wall = statistics.median(c[0] for c in crowded) / statistics.median(a[0] for a in alone)
     p99 = statistics.median(c[1] for c in crowded) / statistics.median(a[1] for a in alone)
     return {
@@ -123,33 +126,6 @@ async def neighbour(client: KernosClient) -> dict[str, float]:
         "alone_p99_ms": round(statistics.median(a[1] for a in alone), 1),
         "crowded_p99_ms": round(statistics.median(c[1] for c in crowded), 1),
         "p99_ratio": round(p99, 3),
-    }
-
-
-async def holding_neighbour(client: KernosClient) -> dict[str, float]:
-    """The honest burst alone, and next to HOLDERS runs that hold their workflow tasks."""
-    honest = f"honest-{uuid.uuid4().hex[:6]}"
-    await one_run(client, honest)
-    alone, crowded = [], []
-    for _ in range(REPEATS):
-        alone.append(await honest_burst(client, honest))
-        holder = f"holder-{uuid.uuid4().hex[:6]}"
-        holders = [
-            await client.submit(RunSpec(agent="holder", task=str(HOLDER_TURNS), tenant=holder))
-            for _ in range(HOLDERS)
-        ]
-        await asyncio.sleep(2.0)  # the holders hold
-        crowded.append(await honest_burst(client, honest))
-        for handle in holders:
-            await handle.cancel()
-        await asyncio.sleep(2.0)
-    return {
-        "alone_wall_ms": round(statistics.median(a[0] for a in alone), 1),
-        "crowded_wall_ms": round(statistics.median(c[0] for c in crowded), 1),
-        "wall_ratio": round(
-            statistics.median(c[0] for c in crowded) / statistics.median(a[0] for a in alone), 3
-        ),
-        "crowded_p99_ms": round(statistics.median(c[1] for c in crowded), 1),
     }
 
 
@@ -238,7 +214,7 @@ async def part_single(running: Services, result: dict[str, Any]) -> None:
     async with kernel(running) as (client, pools):
         cold = await cold_starts(client)
         memory = idle_memory(pools)
-        burner = await neighbour(client)
+        burner = await beside(client, "burner", "8", 2)
     result.update(cold_start=cold, idle_pool_memory=memory, hostile_neighbour=burner)
     print(
         f"cold start: +{cold['extra_ms_p50']} ms p50, +{cold['extra_ms_p99']} ms p99 "
@@ -261,7 +237,7 @@ async def part_slots(running: Services, result: dict[str, Any]) -> None:
     shares: dict[str, dict[str, float]] = {}
     for share in (0.25, 1.0):
         async with kernel(running, task_slots=SLOTS, pool_share=share) as (client, _):
-            shares[str(share)] = held = await holding_neighbour(client)
+            shares[str(share)] = held = await beside(client, "holder", str(HOLDER_TURNS), HOLDERS)
         print(
             f"next to {HOLDERS} runs holding their tasks, {SLOTS} slots, pool_share {share}: "
             f"{held['alone_wall_ms']} ms alone, {held['crowded_wall_ms']} ms crowded "
