@@ -9,8 +9,9 @@
   per-run p99, alone and while another tenant's two runs burn CPU in workflow code (1.5 s
   turns, under the SDK's deadlock timeout), in pools with equal CPU shares;
 - a neighbour that holds its workflow tasks: the same burst, alone and while another tenant's
-  40 runs block their tasks (1.5 s turns) on a host of 20 workflow-task slots, once with each
-  pool held to its share (a quarter) and once without (`pool_share = 1`);
+  40 runs block their first task 6 s each on a host of 20 workflow-task slots, once with each
+  pool held to its share (a quarter) and once without (`pool_share = 1`), and how many tasks
+  of each tenant were turned or given back;
 - a crowd: 2,000 runs open at once over 100 tenants (100 pools on one host), each waiting on
   a timer then making one syscall: how long the 2,000 take to submit, the time each takes
   beyond its wait (p50, p99), the pools' processes and the memory they take.
@@ -100,14 +101,18 @@ async def honest_burst(client: KernosClient, tenant: str) -> tuple[float, float]
     return (time.perf_counter() - started) * 1000, percentile(list(each), 0.99)
 
 
-async def beside(client: KernosClient, agent: str, task: str, count: int) -> dict[str, float]:
+async def beside(
+    client: KernosClient, pools: PoolRunner, agent: str, task: str, count: int
+) -> dict[str, float]:
     """The honest burst alone, and next to `count` runs of `agent` in another tenant."""
     honest = f"honest-{uuid.uuid4().hex[:6]}"
     await one_run(client, honest)
     alone, crowded = [], []
+    neighbours = []
     for _ in range(REPEATS):
         alone.append(await honest_burst(client, honest))
         neighbour = f"{agent}-{uuid.uuid4().hex[:6]}"
+        neighbours.append(neighbour)
         handles = [
             await client.submit(RunSpec(agent=agent, task=task, tenant=neighbour))
             for _ in range(count)
@@ -117,6 +122,7 @@ async def beside(client: KernosClient, agent: str, task: str, count: int) -> dic
         for handle in handles:
             await handle.cancel()
         await asyncio.sleep(2.0)
+    turned_back = pools.status().pools
     wall = statistics.median(c[0] for c in crowded) / statistics.median(a[0] for a in alone)
     p99 = statistics.median(c[1] for c in crowded) / statistics.median(a[1] for a in alone)
     return {
@@ -126,6 +132,9 @@ async def beside(client: KernosClient, agent: str, task: str, count: int) -> dic
         "alone_p99_ms": round(statistics.median(a[1] for a in alone), 1),
         "crowded_p99_ms": round(statistics.median(c[1] for c in crowded), 1),
         "p99_ratio": round(p99, 3),
+        # Workflow tasks turned back or given back over a pool's share, in all.
+        "honest_turned_back": sum(p.turned_back for p in turned_back if p.pool == honest),
+        "neighbour_turned_back": sum(p.turned_back for p in turned_back if p.pool in neighbours),
     }
 
 
@@ -214,7 +223,7 @@ async def part_single(running: Services, result: dict[str, Any]) -> None:
     async with kernel(running) as (client, pools):
         cold = await cold_starts(client)
         memory = idle_memory(pools)
-        burner = await beside(client, "burner", "8", 2)
+        burner = await beside(client, pools, "burner", "8", 2)
     result.update(cold_start=cold, idle_pool_memory=memory, hostile_neighbour=burner)
     print(
         f"cold start: +{cold['extra_ms_p50']} ms p50, +{cold['extra_ms_p99']} ms p99 "
@@ -236,12 +245,15 @@ async def part_single(running: Services, result: dict[str, Any]) -> None:
 async def part_slots(running: Services, result: dict[str, Any]) -> None:
     shares: dict[str, dict[str, float]] = {}
     for share in (0.25, 1.0):
-        async with kernel(running, task_slots=SLOTS, pool_share=share) as (client, _):
-            shares[str(share)] = held = await beside(client, "holder", str(HOLDER_TURNS), HOLDERS)
+        async with kernel(running, task_slots=SLOTS, pool_share=share) as (client, pools):
+            shares[str(share)] = held = await beside(
+                client, pools, "holder", str(HOLDER_TURNS), HOLDERS
+            )
         print(
             f"next to {HOLDERS} runs holding their tasks, {SLOTS} slots, pool_share {share}: "
             f"{held['alone_wall_ms']} ms alone, {held['crowded_wall_ms']} ms crowded "
-            f"({held['wall_ratio']}x)"
+            f"({held['wall_ratio']}x); tasks turned or given back: {held['honest_turned_back']} "
+            f"of the honest tenant's, {held['neighbour_turned_back']} of its neighbour's"
         )
     result["holding_neighbour"] = shares
 

@@ -422,16 +422,28 @@ class IsolationSettings(BaseModel):
     open_files: int = Field(default=1024, ge=64)
     """Open files per pool's process (rlimit)."""
     task_slots: int = Field(default=100, ge=2)
-    """Workflow tasks the host runs at once (Temporal's `max_concurrent_workflow_tasks`)."""
+    """Workflow tasks the host runs at once (Temporal's `max_concurrent_workflow_tasks`),
+    its open polls for tasks included: Temporal's SDK takes a slot before each poll."""
     pool_share: float = Field(default=0.25, gt=0, le=1)
-    """The share of `task_slots` a pool whose code holds its tasks (one running over a second:
-    a loop, a blocking call) keeps while the others would be left less: past it, its next
-    workflow task is turned back, and Temporal gives it again once its retry is due. Quick
-    tasks, and a pool alone on the host, are not held to it."""
+    """The share of the slots a pool keeps while other pools wait for one: past it, a task
+    of its held over a second (a loop, a blocking call) is given back to Temporal, to be
+    retried, and its next is turned back. Quick tasks, and a pool alone on the host, are not
+    held to it (it may take every slot but one). 1 turns it off."""
+
+    def task_polls(self) -> int:
+        """Polls for workflow tasks the host keeps open (`max_concurrent_workflow_task_polls`).
+
+        One is on the task queue, the others on the host's sticky queue.
+        """
+        return 5 if self.task_slots >= 10 else 2
+
+    def runnable_slots(self) -> int:
+        """Slots tasks can take: the others are held by the sticky queue's open polls."""
+        return self.task_slots - (self.task_polls() - 1)
 
     def pool_slots(self) -> int:
         """Slots one pool may hold while others could use them: at least one."""
-        return max(1, int(self.task_slots * self.pool_share))
+        return max(1, int(self.runnable_slots() * self.pool_share))
 
     @field_validator("pools")
     @classmethod

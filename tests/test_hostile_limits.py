@@ -25,12 +25,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
 from kernos import KernosClient, RunFailed, RunSpec
 from kernos.client import connect_temporal
 from kernos.infra.pool_limits import cgroups_shortfall
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.workflows.pool import PoolRunner
+from kernos.workflows.pool_status import PoolState
 from tests.conftest import make_settings, workers
 from tests.hostile import HOSTILE_AGENTS
 
@@ -154,37 +157,90 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
         assert "unharmed" in (await victim.result()).output
 
 
-async def test_a_pool_that_holds_its_tasks_keeps_only_its_share_of_the_slots(
+async def test_a_pool_that_holds_its_tasks_gives_back_all_but_its_share_of_the_slots(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres
 ) -> None:
-    # Four slots, two a pool's share; the holders' tasks are held 30 s, and not ended sooner.
-    isolation = {"mode": "bwrap", "task_slots": 4, "pool_share": 0.5, "activation_timeout_s": 120}
+    # Six slots, one held by the sticky queue's poll: five tasks at once, one a pool's share, so
+    # the host is crowded only once four are taken. The holders' tasks are held 8 s.
+    isolation = {"mode": "bwrap", "task_slots": 6, "pool_share": 0.2, "activation_timeout_s": 120}
     settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
     evil = f"evil-{uuid.uuid4().hex[:6]}"
     async with workers(settings) as group, await KernosClient.connect(settings) as client:
         pools = group.pools
         assert pools is not None
-        holders = [
-            await client.submit(RunSpec(agent="holder", task="30", tenant=evil)) for _ in range(4)
-        ]
 
-        def held() -> tuple[int, int]:
+        def evil_pool() -> PoolState:
             state = next((p for p in pools.status().pools if p.pool == evil), None)
-            return (state.tasks, state.turned_back) if state is not None else (0, 0)
+            if state is None:
+                return PoolState(
+                    pool=evil, pid=None, runs=0, age_s=0, idle_s=0, memory_bytes=None, restarts=0
+                )
+            return state
 
-        for _ in range(300):
-            if held()[1] > 0:
-                break
-            await asyncio.sleep(0.1)
-        assert held() == (2, held()[1]) and held()[1] >= 1, held()
+        holders = [
+            await client.submit(RunSpec(agent="holder", task="8", tenant=evil)) for _ in range(6)
+        ]
+        # Alone on the host, the pool takes every slot; held on a full host, it gives one back
+        # (and its next tasks are turned back), so that others' tasks can still come in.
+        await until(lambda: evil_pool().tasks == 4 and evil_pool().turned_back >= 1)
+        before = evil_pool()
+        await asyncio.sleep(1.5)  # held, by now
         victim = await client.submit(
             RunSpec(agent="echo", task="unharmed", tenant=f"honest-{uuid.uuid4().hex[:6]}")
         )
         assert "unharmed" in (await victim.result()).output
-        # Served while every holder still held, or waited for, its first task.
-        assert held()[0] == 2
-        for holder in holders:
-            assert (await client.show(holder.run_id)).status == "running"
+        # Its first task took the free slot and was seen: the holders gave back all but their
+        # share.
+        after = evil_pool()
+        assert after.turned_back >= before.turned_back + 3, (before, after)
+        assert all([(await client.show(h.run_id)).status == "running" for h in holders])
+        # Once the given-back tasks' code lets go, the process drops them and their answers;
+        # it is not ended for them.
+        await asyncio.sleep(8)
+        assert evil_pool().pid == before.pid and evil_pool().restarts == 0
+
+
+async def test_a_task_given_back_must_still_end_within_the_activation_timeout(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # As above, with a 6 s activation timeout: the pool's oldest task ends within it, the three
+    # given back (held 30 s) do not, and their process is ended for them.
+    isolation = {"mode": "bwrap", "task_slots": 6, "pool_share": 0.2, "activation_timeout_s": 6}
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
+    evil = f"evil-{uuid.uuid4().hex[:6]}"
+    temporal_client = await connect_temporal(settings)
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        pools = group.pools
+        assert pools is not None
+
+        async def deaths(run_id: str) -> tuple[int, str]:
+            return await charged_deaths(temporal_client, pools, run_id)
+
+        def tasks() -> int:
+            return next((p.tasks for p in pools.status().pools if p.pool == evil), 0)
+
+        kept = await client.submit(RunSpec(agent="holder", task="5", tenant=evil))
+        await until(lambda: tasks() == 1)
+        await asyncio.sleep(3)
+        given = [
+            await client.submit(RunSpec(agent="holder", task="30", tenant=evil)) for _ in range(3)
+        ]
+        await until(lambda: tasks() == 4)
+        await asyncio.sleep(1.5)
+        victim = await client.submit(
+            RunSpec(agent="echo", task="unharmed", tenant=f"honest-{uuid.uuid4().hex[:6]}")
+        )
+        assert "unharmed" in (await victim.result()).output
+        for _ in range(300):
+            charged = [await deaths(run.run_id) for run in given]
+            if any(count for count, _ in charged):
+                break
+            await asyncio.sleep(0.1)
+        assert sum(count for count, _ in charged) == 1, charged
+        assert any("given back to Temporal" in why and "6 s" in why for _, why in charged)
+        assert await deaths(kept.run_id) == (0, "")
+        for run in [kept, *given]:
+            await run.cancel()
 
 
 async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
@@ -201,8 +257,7 @@ async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
         assert pools is not None
 
         async def deaths(run_id: str) -> tuple[int, str]:
-            first = (await temporal_client.get_workflow_handle(run_id).describe()).run_id
-            return pools.deaths(f"{run_id}/{first}")
+            return await charged_deaths(temporal_client, pools, run_id)
 
         stuck = await client.submit(RunSpec(agent="holder", task="20", tenant=tenant))
         await until(lambda: any(p.pool == tenant and p.tasks for p in pools.status().pools))
@@ -219,6 +274,14 @@ async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
         assert charged == 1 and "did not answer within 6 s" in why
         await stuck.cancel()
         await bystander.cancel()
+
+
+async def charged_deaths(
+    temporal_client: Client, pools: PoolRunner, run_id: str
+) -> tuple[int, str]:
+    """How often `run_id` was charged with its pool's process's end, and the last why."""
+    first = (await temporal_client.get_workflow_handle(run_id).describe()).run_id
+    return pools.deaths(f"{run_id}/{first}")
 
 
 async def until(condition: Callable[[], bool]) -> None:

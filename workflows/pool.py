@@ -43,7 +43,13 @@ from kernos.kernel.syscalls import RunInput
 from kernos.workflows.activation_check import ActivationCheck
 from kernos.workflows.agent_check import broken_agents
 from kernos.workflows.commands import CommandCheck
-from kernos.workflows.pool_process import CHILD_START_S, ChildDied, PoolChild, child_spec
+from kernos.workflows.pool_process import (
+    CHILD_START_S,
+    ChildDied,
+    GivenBack,
+    PoolChild,
+    child_spec,
+)
 from kernos.workflows.pool_status import EVERY_S, HostPools, PoolState, publish, withdraw
 from kernos.workflows.pool_tracing import RunTrace
 from kernos.workflows.pool_wire import (
@@ -54,6 +60,7 @@ from kernos.workflows.pool_wire import (
     read_completion,
 )
 from kernos.workflows.run_limits import RUN_LIMIT, RunBounds
+from kernos.workflows.slot_shares import HELD_S, GiveBack, SlotShares
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +84,8 @@ LIMIT = "PoolLimitExceeded"
 #: How long Temporal's SDK lets an activation take where it checks (not on a pool's host,
 #: which times activations itself): a task held longer, busy, counts against its run.
 _SDK_DEADLOCK_S = 2.0
-#: A pool over its share of the slots whose oldest task has run this long holds its tasks.
-_HELD_S = _SDK_DEADLOCK_S / 2
+#: How often the host looks for pools over their share of the slots that others wait for.
+_REBALANCE_S = 0.25
 #: A pool whose process ended unasked this many times in the window waits for the next.
 _RESTARTS = 10
 _RESTART_WINDOW_S = 300.0
@@ -120,11 +127,10 @@ class PoolRunner(WorkflowRunner):
         self._served: str | None = None
         #: Runs of each pool in this host's cache.
         self._runs: collections.Counter[str] = collections.Counter()
-        #: Workflow tasks of each pool running here now (instance -> when it started), how many
-        #: in all, and how many were turned back over a pool's share.
-        self._tasks: dict[str, dict[int, float]] = {}
-        self._running = 0
-        self._turned_back: collections.Counter[str] = collections.Counter()
+        #: Who holds this host's workflow-task slots, each pool held to its share.
+        self.shares = SlotShares(
+            settings.isolation.runnable_slots(), settings.isolation.pool_slots()
+        )
 
     def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
         """Nothing: the workflow's code is checked by the child that runs it."""
@@ -190,42 +196,6 @@ class PoolRunner(WorkflowRunner):
                 self._deaths.popitem(last=False)
         return count
 
-    def task_starts(self, pool: str, instance: int) -> str | None:
-        """Count a workflow task of `pool` as running here; why not, if over the pool's share.
-
-        A pool may hold more than its share of the slots while the others are left at least
-        as many, or while its tasks are quick (a burst of runs): only a pool that holds a task
-        long, while at its share on a crowded host, has its next one turned back.
-        """
-        slots, share = self.isolation.task_slots, self.isolation.pool_slots()
-        now = time.monotonic()
-        with self._lock:
-            running = self._tasks.setdefault(pool, {})
-            if (
-                len(running) >= share
-                and self._running >= slots - share
-                and now - min(running.values()) > _HELD_S
-            ):
-                self._turned_back[pool] += 1
-                return (
-                    f"pool {pool!r} holds {len(running)} of this host's {slots} workflow-task "
-                    f"slots, one for {now - min(running.values()):.1f} s, its share while other "
-                    "pools may need them ([isolation] pool_share): this task waits for Temporal "
-                    "to give it again"
-                )
-            running[instance] = now
-            self._running += 1
-        return None
-
-    def task_ends(self, pool: str, instance: int) -> None:
-        """A workflow task of `pool` counted by `task_starts` is done."""
-        with self._lock:
-            running = self._tasks.get(pool, {})
-            if running.pop(instance, None) is not None:
-                self._running -= 1
-            if not running:
-                self._tasks.pop(pool, None)
-
     def deaths(self, run_id: str) -> tuple[int, str]:
         """How many times `run_id`'s activations ended its pool's process, and the last why."""
         with self._lock:
@@ -240,7 +210,28 @@ class PoolRunner(WorkflowRunner):
         threading.Thread(target=self._check_agents, name="agent-check", daemon=True).start()
         threading.Thread(target=self._stop_idle, name="pool-idle", daemon=True).start()
         threading.Thread(target=self._publish, name="pool-report", daemon=True).start()
+        threading.Thread(target=self._keep_shares, name="pool-shares", daemon=True).start()
         self.warm()
+
+    def _keep_shares(self) -> None:
+        """Have pools over their share give back held tasks that other pools wait for.
+
+        A task given back still has its activation's time to end in its pool's process: past
+        it, the process is ended and the run charged, as for any activation.
+        """
+        timeout = self.isolation.activation_timeout_s
+        while not self._closed.wait(_REBALANCE_S):
+            self.shares.rebalance()
+            with self._lock:
+                children = list(self._children.values())
+            for child in children:
+                if (run := child.overdue()) is not None:
+                    self.died_running(
+                        run,
+                        f"an activation given back to Temporal, over its pool's share of the "
+                        f"slots, still ran after {timeout:.0f} s ([isolation] "
+                        "activation_timeout_s)",
+                    )
 
     def _stop_idle(self) -> None:
         """Stop each pool's process that has answered nothing for `[isolation] idle_s`."""
@@ -322,8 +313,7 @@ class PoolRunner(WorkflowRunner):
             children = dict(self._children)
             runs = dict(self._runs)
             restarts = {pool: len(ended) for pool, ended in self._restarts.items()}
-            tasks = {pool: len(running) for pool, running in self._tasks.items()}
-            turned_back = dict(self._turned_back)
+        tasks, turned_back = self.shares.tasks(), self.shares.turned_back()
         return HostPools(
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -413,26 +403,39 @@ class PoolInstance(WorkflowInstance):
             # The run replays in a new child at its next workflow task.
             self._child = None
             return _fail_task(act.run_id, f"the pool's process failed: {exc}")
-        turned_back = self._runner.task_starts(self._pool, self._id)
+        shares = self._runner.shares
+        turned_back = shares.starts(self._pool, self._id)
         if turned_back is not None:
             return _fail_task(act.run_id, turned_back)
         try:
             return self._in_child(act, self._child, self._check, self._bounds)
         finally:
-            self._runner.task_ends(self._pool, self._id)
+            shares.ends(self._pool, self._id)
 
     def _in_child(
         self, act: WorkflowActivation, child: PoolChild, check: CommandCheck, bounds: RunBounds
     ) -> WorkflowActivationCompletion:
         """Run the activation in the pool's child; its completion, if the run may send it."""
         started = time.monotonic()
+
+        def can_give_back(give_back: GiveBack) -> None:
+            self._runner.shares.can_give_back(self._pool, self._id, give_back)
+
         try:
             answer = child.activate(
-                self._id, act.SerializeToString(), self._runner.isolation.activation_timeout_s
+                self._id,
+                act.SerializeToString(),
+                self._runner.isolation.activation_timeout_s,
+                can_give_back,
+                self._run,
             )
         except ChildDied as exc:
             self._child = None
             return self._died(act, exc)
+        except GivenBack as exc:
+            # The child drops the instance itself; the run replays in a new one.
+            self._child = None
+            return _fail_task(act.run_id, str(exc))
         took = time.monotonic() - started
         if answer.kind == ERROR:
             self._child = None
@@ -443,7 +446,7 @@ class PoolInstance(WorkflowInstance):
         # A run's first activation in a process imports its agent's module: not held, however
         # long that takes (a spin there still meets the activation timeout).
         starts = any(job.HasField("initialize_workflow") for job in act.jobs)
-        if took > _SDK_DEADLOCK_S and cpu_s > _HELD_S and not starts:
+        if took > _SDK_DEADLOCK_S and cpu_s > HELD_S and not starts:
             # Over Temporal's norm for a workflow task (2 s, which its SDK enforces where no
             # pool's host times activations), holding a slot and its pool's CPU: a run whose code
             # does that again and again is stopped like one that crashes.

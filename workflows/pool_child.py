@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import sys
+import threading
 import time
 import traceback
 from typing import IO, Any
@@ -23,7 +24,11 @@ from typing import IO, Any
 import temporalio.api.common.v1
 import temporalio.api.failure.v1
 import temporalio.workflow
-from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.bridge.proto.workflow_activation import (
+    RemoveFromCache,
+    WorkflowActivation,
+    WorkflowActivationJob,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import (
     WorkflowInstance,
@@ -39,6 +44,7 @@ from kernos.workflows.pool_wire import (
     ACTIVATE,
     COMPLETION,
     CREATE,
+    DROP,
     ERROR,
     READY,
     SETUP,
@@ -50,6 +56,8 @@ from kernos.workflows.pool_wire import (
     receive,
 )
 from kernos.workflows.worker import sandbox_runner
+
+log = logging.getLogger(__name__)
 
 #: Activations run at once, as the SDK's worker runs them (it allows 500): one blocked in
 #: agent code must not hold up the pool's other runs behind a small pool of threads.
@@ -66,6 +74,12 @@ class Child:
         self.instances: dict[int, WorkflowInstance] = {}
         #: Why an instance could not be made, until its activation reports it.
         self.broken: dict[int, str] = {}
+        #: Each instance's run, the instances with an activation running, and those of them
+        #: the host dropped meanwhile.
+        self.runs: dict[int, str] = {}
+        self.busy: set[int] = set()
+        self.dropped: set[int] = set()
+        self.lock = threading.Lock()
         self.interceptors = []
         if setup.results_checked:
             seal = SealCheckInterceptor(BY_HOST)
@@ -109,12 +123,18 @@ class Child:
             )
         )
 
+    def begins(self, body: bytes) -> None:
+        """An activation of the instance named in `body` is on its way to a thread."""
+        with self.lock:
+            self.busy.add(int.from_bytes(body[:8], "big"))
+
     def activate(self, request: int, body: bytes) -> None:
         """Run one activation and send its completion (or the error that stopped it)."""
         instance_id = int.from_bytes(body[:8], "big")
         try:
             activation = WorkflowActivation()
             activation.ParseFromString(body[8:])
+            self.runs[instance_id] = activation.run_id
             instance = self.instances.get(instance_id)
             if instance is None:
                 broken = self.broken.pop(instance_id, "the host named no instance of this child")
@@ -124,11 +144,51 @@ class Child:
             cpu_s = time.thread_time() - started
             if any(job.HasField("remove_from_cache") for job in activation.jobs):
                 self.instances.pop(instance_id, None)
+                self.runs.pop(instance_id, None)
             body = completion_body(cpu_s, completion.SerializeToString())
             self.writer.send(COMPLETION, request, body)
         except Exception:  # noqa: BLE001 - the host turns it into a failed workflow task
             self.instances.pop(instance_id, None)
+            self.runs.pop(instance_id, None)
             self.writer.send(ERROR, request, traceback.format_exc(limit=8).encode())
+        finally:
+            with self.lock:
+                self.busy.discard(instance_id)
+                dropped = instance_id in self.dropped
+                self.dropped.discard(instance_id)
+            if dropped:
+                self._evict(instance_id)
+
+    def drop(self, instance_id: int) -> None:
+        """The host gave the instance's task back: evict it now, or when its activation ends."""
+        with self.lock:
+            if instance_id in self.busy:
+                self.dropped.add(instance_id)
+                return
+        self._evict(instance_id)
+
+    def _evict(self, instance_id: int) -> None:
+        """Evict an instance as the SDK's worker does (its coroutines end), answering no one."""
+        instance = self.instances.pop(instance_id, None)
+        run_id = self.runs.pop(instance_id, "")
+        if instance is None:
+            return
+        eviction = WorkflowActivation(
+            run_id=run_id,
+            jobs=[
+                WorkflowActivationJob(
+                    remove_from_cache=RemoveFromCache(
+                        message="its task was given back to Temporal",
+                        reason=RemoveFromCache.EvictionReason.LANG_REQUESTED,
+                    )
+                )
+            ],
+        )
+        try:
+            instance.activate(eviction)
+        except Exception:
+            # Nobody waits for this eviction's outcome.
+            log.warning("evicting a dropped instance failed", exc_info=True)
 
 
 def check(stdin: IO[bytes], stdout: IO[bytes]) -> None:
@@ -176,7 +236,10 @@ async def _serve(child: Child, stdin: IO[bytes]) -> None:
             if frame.kind == CREATE:
                 child.create(frame.request, pickle.loads(frame.body))
             elif frame.kind == ACTIVATE:
+                child.begins(frame.body)
                 loop.run_in_executor(executor, child.activate, frame.request, frame.body)
+            elif frame.kind == DROP:
+                loop.run_in_executor(executor, child.drop, frame.request)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -34,6 +34,7 @@ from kernos.workflows.pool_wire import (
     ACTIVATE,
     COMPLETION,
     CREATE,
+    DROP,
     ERROR,
     READY,
     SETUP,
@@ -221,6 +222,9 @@ class PoolChild:
         self._stdout = self.process.stdout
         self._requests = itertools.count(1)
         self._pending: dict[int, concurrent.futures.Future[Frame]] = {}
+        #: Activations given back while the child still runs them -> by when each must end,
+        #: and whose run it is: their answers are dropped.
+        self._given_back: dict[int, tuple[float, str]] = {}
         self._lock = threading.Lock()
         self._ready = concurrent.futures.Future[None]()
         self._limit: str | None = None
@@ -277,9 +281,22 @@ class PoolChild:
         """Tell the child about an instance; it makes it at its first activation."""
         self._send(CREATE, instance_id, pickle.dumps(spec))
 
-    def activate(self, instance_id: int, activation: bytes, timeout: float) -> Frame:
-        """Send an activation and wait for the child's answer (ChildDied on none)."""
+    def activate(
+        self,
+        instance_id: int,
+        activation: bytes,
+        timeout: float,
+        can_give_back: Callable[[Callable[[str], None]], None] | None = None,
+        run: str = "",
+    ) -> Frame:
+        """Send an activation of `run` and wait for the child's answer (ChildDied on none).
+
+        `can_give_back`, if given, is handed a function that ends the wait at once with
+        `GivenBack(reason)`; the child then drops the instance once its code lets go of it,
+        which must still be within `timeout` (`overdue`).
+        """
         request = next(self._requests)
+        deadline = time.monotonic() + timeout
         answer = concurrent.futures.Future[Frame]()
         with self._lock:
             if self._retired:
@@ -287,11 +304,16 @@ class PoolChild:
             if self.process.poll() is not None:
                 raise ChildDied("the pool's process has exited")
             self._pending[request] = answer
+        if can_give_back is not None:
+            can_give_back(lambda reason: self._give_back(request, reason, (deadline, run)))
         try:
             self._send(ACTIVATE, request, instance_id.to_bytes(8, "big") + activation)
             return answer.result(timeout)
         except FrameError as exc:
             raise ChildDied(f"the activation could not be sent: {exc}") from exc
+        except GivenBack:
+            self._send(DROP, instance_id, b"")
+            raise
         except concurrent.futures.TimeoutError:
             with self._lock:
                 self._ended_for = "another run's activation did not answer in time"
@@ -305,6 +327,34 @@ class PoolChild:
             self.last_used = time.monotonic()
             with self._lock:
                 self._pending.pop(request, None)
+
+    def _give_back(self, request: int, reason: str, due: tuple[float, str]) -> None:
+        """End the wait for `request`'s answer with `GivenBack`; its answer will be dropped."""
+        with self._lock:
+            answer = self._pending.pop(request, None)
+            if answer is None or answer.done():
+                return
+            self._given_back[request] = due
+        answer.set_exception(GivenBack(reason))
+
+    def overdue(self) -> str | None:
+        """The run of an activation given back that the child still runs past its timeout.
+
+        The child is then ended, as for any activation that does not answer in time (the
+        other runs it ran are not charged), and the caller charges that run.
+        """
+        now = time.monotonic()
+        with self._lock:
+            if not self.alive:
+                # Ended already, by whatever ended it: nothing is running any more.
+                self._given_back.clear()
+                return None
+            late = next((run for due, run in self._given_back.values() if now > due), None)
+            if late is None:
+                return None
+            self._ended_for = "another run's activation did not answer in time"
+        self.kill()
+        return late
 
     def retire_if_idle(self, idle_s: float) -> bool:
         """Take the child out of service if no activation has used it for `idle_s`.
@@ -368,6 +418,9 @@ class PoolChild:
                     continue
                 with self._lock:
                     waiting = self._pending.get(frame.request)
+                    if waiting is None and frame.request in self._given_back:
+                        del self._given_back[frame.request]
+                        continue
                 if frame.kind not in (COMPLETION, ERROR) or waiting is None or waiting.done():
                     reason = "the pool's process sent an answer to nothing it was asked"
                     self.kill()
@@ -385,6 +438,10 @@ class PoolChild:
             if not future.done():
                 future.set_exception(died)
         self.kill()
+
+
+class GivenBack(Exception):
+    """The host gave the activation back to Temporal before the child answered it."""
 
 
 class ChildDied(Exception):

@@ -39,7 +39,8 @@ class PoolState(BaseModel):
     tasks: int = 0
     """Workflow tasks of its runs running on the host now."""
     turned_back: int = 0
-    """Workflow tasks turned back since the host started: the pool held its share of slots."""
+    """Workflow tasks turned back, or given back, since the host started: the pool was over its
+    share of the slots while others waited."""
 
 
 class HostPools(BaseModel):

@@ -17,8 +17,9 @@ import temporalio.workflow
 
 #: Host to child: what the child serves (body: a pickled `ChildSetup`, sent once), an instance
 #: to make (request: the instance's id; body: a pickled `InstanceSpec`), an activation of one
-#: (body: the instance's id, 8 bytes, then the activation).
-SETUP, CREATE, ACTIVATE = b"S", b"C", b"A"
+#: (body: the instance's id, 8 bytes, then the activation), an instance to drop once its
+#: activation running now is done (request: the instance's id; its answer is not awaited).
+SETUP, CREATE, ACTIVATE, DROP = b"S", b"C", b"A", b"D"
 #: Child to host: it has started (sent once, before the setup), an activation's completion
 #: (body: the CPU time its thread spent on it, in microseconds, 8 bytes, then the completion),
 #: an error's message.

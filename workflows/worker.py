@@ -78,6 +78,7 @@ def agent_worker(
         workflow_runner=runner,
         max_cached_workflows=settings.temporal.max_cached_workflows,
         max_concurrent_workflow_tasks=settings.isolation.task_slots,
+        max_concurrent_workflow_task_polls=settings.isolation.task_polls(),
         # A dead worker's runs move to another within seconds, not the default ten.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )

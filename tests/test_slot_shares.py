@@ -1,0 +1,136 @@
+"""The share of a host's workflow-task slots each pool keeps (no Temporal: a clock of our own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kernos.workflows.slot_shares import CONTESTED_S, HELD_S, SlotShares
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fill(shares: SlotShares, pool: str, count: int, first: int = 0) -> list[int]:
+    """Start `count` tasks of `pool`; the ones that were let in."""
+    started = []
+    for task in range(first, first + count):
+        if shares.starts(pool, task) is None:
+            started.append(task)
+    return started
+
+
+def given_back_log(shares: SlotShares, pool: str, tasks: list[int]) -> list[tuple[int, str]]:
+    """Make `tasks` of `pool` able to be given back; what was given back lands in the list."""
+    log: list[tuple[int, str]] = []
+
+    def recorder(task: int) -> Callable[[str], None]:
+        return lambda reason: log.append((task, reason))
+
+    for task in tasks:
+        shares.can_give_back(pool, task, recorder(task))
+    return log
+
+
+def test_a_pool_alone_takes_every_slot_and_gives_one_back_once_they_are_held() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    log = given_back_log(shares, "big", fill(shares, "big", 20))
+    assert shares.tasks() == {"big": 20}
+    assert shares.rebalance() == 0  # quick, so far
+    clock.now += HELD_S + 0.5
+    # Held, on a full host: one is given back, so that the SDK can poll for other pools.
+    assert shares.rebalance() == 1 and [task for task, _ in log] == [19]
+    assert "the host was full" in log[0][1]
+    assert shares.rebalance() == 0  # until it ends
+    shares.ends("big", 19)
+    reason = shares.starts("big", 99)  # and its next is turned back
+    assert reason is not None and "pool_share" in reason
+    assert shares.turned_back() == {"big": 2}
+
+
+def test_a_crowded_pool_over_its_share_is_turned_back_once_its_tasks_are_held() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    assert len(fill(shares, "big", 16)) == 16  # quick tasks: let in past the share
+    clock.now += HELD_S + 0.5
+    reason = shares.starts("big", 50)
+    assert reason is not None and "for 1.5 s" in reason
+    # Another pool under its share still gets a slot.
+    assert shares.starts("small", 1) is None
+    shares.ends("big", 0)
+    assert shares.tasks() == {"big": 15, "small": 1}
+
+
+def test_held_tasks_over_a_share_are_given_back_when_another_pool_waits() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    holder = fill(shares, "holder", 19)
+    log = given_back_log(shares, "holder", holder)
+    clock.now += HELD_S + 0.5
+    assert shares.rebalance() == 0  # nobody waits: a pool alone keeps what it holds
+    assert shares.starts("honest", 0) is None  # under its share, on a crowded host
+    assert shares.rebalance() == 14
+    # The latest held go first; the pool keeps its share, the oldest.
+    assert sorted(task for task, _ in log) == list(range(5, 19))
+    assert "other pools wanted them" in log[0][1] and "pool_share" in log[0][1]
+    # Until they end, they are not given back twice.
+    assert shares.rebalance() == 0
+    for task, _ in log:
+        shares.ends("holder", task)
+    assert shares.tasks() == {"holder": 5, "honest": 1}
+    assert shares.turned_back() == {"holder": 14}
+
+
+def test_quick_tasks_are_never_given_back() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    log = given_back_log(shares, "busy", fill(shares, "busy", 19))
+    clock.now += HELD_S / 2
+    assert shares.starts("other", 0) is None
+    assert shares.rebalance() == 0 and log == []
+
+
+def test_a_pool_bursting_quick_tasks_is_not_held_to_its_share() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    assert shares.starts("other", 0) is None
+    clock.now += 0.1
+    # Contested, and past its share on a crowded host: its tasks are quick, so all come in.
+    assert len(fill(shares, "burst", 18, first=100)) == 18
+    assert shares.rebalance() == 0
+
+
+def test_a_pool_that_holds_its_tasks_is_turned_back_at_its_share_while_contested() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    fill(shares, "holder", 5)
+    clock.now += HELD_S + 0.5
+    assert shares.starts("holder", 5) is None  # nobody else here, and room to spare
+    assert shares.starts("other", 0) is None
+    reason = shares.starts("holder", 6)  # not crowded, but another pool wants slots
+    assert reason is not None and "other pools may need them" in reason
+
+
+def test_a_wait_counts_for_a_while_only() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    given_back_log(shares, "holder", fill(shares, "holder", 18))
+    assert shares.starts("honest", 0) is None
+    shares.ends("honest", 0)
+    clock.now += CONTESTED_S + 0.5
+    assert shares.rebalance() == 0
+
+
+def test_a_share_of_one_turns_it_off() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=20, clock=clock)
+    log = given_back_log(shares, "holder", fill(shares, "holder", 19))
+    clock.now += 10
+    assert shares.starts("other", 0) is None
+    assert shares.rebalance() == 0 and log == []
+    assert shares.turned_back() == {}

@@ -1,0 +1,156 @@
+"""A fair share of a pool host's workflow-task slots.
+
+A slot is taken for as long as a workflow task runs, and Temporal's SDK polls for no task while
+every slot is taken: a pool whose code holds its tasks (a blocking call, a loop) could take
+them all and leave every other tenant unserved, with no sign on the host that anyone waits.
+A task counts as held once it has run `HELD_S` (a quick one takes milliseconds); a pool is
+contested while another pool started a task in the last `CONTESTED_S`; the host is crowded
+once fewer slots than a share are free. Then:
+
+- a pool at its share that holds a task, on a crowded host or contested, has its next task
+  turned back: Temporal gives it again later;
+- on a crowded host, each contested pool over its share gives back its held tasks, the latest
+  first, down to its share; on a full host, an uncontested one gives back one, so that the
+  SDK polls again and a waiting tenant's task is seen. The host answers Temporal for a task
+  given back at once (it is retried; its run replays in a fresh instance), and the pool's
+  process drops its instance once its code lets go, within the activation timeout still.
+
+Quick tasks are never given back or turned back: a pool bursting many short runs keeps every
+slot it can use.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: A task held this long counts as held (a quick one takes milliseconds).
+HELD_S = 1.0
+#: How long another pool's task start counts as that pool wanting slots.
+CONTESTED_S = 2.0
+
+#: Gives a task back: its host answers Temporal at once, with this reason.
+GiveBack = Callable[[str], None]
+
+
+@dataclass
+class _Task:
+    started: float
+    give_back: GiveBack | None = None
+    given_back: bool = False
+
+
+class SlotShares:
+    """Which pool holds which of a host's workflow-task slots, and who must give some back."""
+
+    def __init__(self, slots: int, share: int, clock: Callable[[], float] = time.monotonic) -> None:
+        #: The slots tasks can take (not those Temporal's SDK holds for its open polls).
+        self.slots = slots
+        self.share = share
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tasks: dict[str, dict[int, _Task]] = {}
+        self._running = 0
+        #: Pool -> when a task of it last started.
+        self._started: dict[str, float] = {}
+        self._turned_back: collections.Counter[str] = collections.Counter()
+
+    def starts(self, pool: str, task: int) -> str | None:
+        """Count `task` of `pool` as running; or why it is turned back, over the pool's share."""
+        now = self._clock()
+        with self._lock:
+            running = self._tasks.setdefault(pool, {})
+            if len(running) >= self.share:
+                held_s = now - min(t.started for t in running.values())
+                if held_s > HELD_S and (self._crowded() or self._contested(pool, now)):
+                    self._turned_back[pool] += 1
+                    return (
+                        f"pool {pool!r} holds {len(running)} of this host's {self.slots} "
+                        f"workflow-task slots, its share ([isolation] pool_share), one for "
+                        f"{held_s:.1f} s, while other pools may need them: this task waits for "
+                        "Temporal to give it again"
+                    )
+            running[task] = _Task(now)
+            self._running += 1
+            self._started[pool] = now
+        return None
+
+    def _crowded(self) -> bool:
+        return self._running >= self.slots - self.share
+
+    def _contested(self, pool: str, now: float) -> bool:
+        return any(
+            other != pool and now - when <= CONTESTED_S for other, when in self._started.items()
+        )
+
+    def can_give_back(self, pool: str, task: int, give_back: GiveBack) -> None:
+        """`task`, counted by `starts`, is running in its pool's process: how to give it back."""
+        with self._lock:
+            running = self._tasks.get(pool, {}).get(task)
+            if running is not None:
+                running.give_back = give_back
+
+    def ends(self, pool: str, task: int) -> None:
+        """`task` of `pool`, counted by `starts`, is done (or given back)."""
+        with self._lock:
+            running = self._tasks.get(pool, {})
+            if running.pop(task, None) is not None:
+                self._running -= 1
+            if not running:
+                self._tasks.pop(pool, None)
+
+    def rebalance(self) -> int:
+        """Give back the held tasks of pools over their share that others wait for; how many."""
+        now = self._clock()
+        chosen: list[tuple[GiveBack, str]] = []
+        with self._lock:
+            self._started = {
+                pool: when for pool, when in self._started.items() if now - when <= CONTESTED_S
+            }
+            if not self._crowded():
+                return 0
+            kept = {
+                pool: [t for t in running.values() if not t.given_back]
+                for pool, running in self._tasks.items()
+            }
+            full = sum(len(tasks) for tasks in kept.values()) >= self.slots
+            for pool, tasks in kept.items():
+                if len(tasks) <= self.share:
+                    continue
+                # Down to its share if others want slots; one, on a full host, so that the SDK
+                # can poll again and others' tasks be seen.
+                wanted = len(tasks) - self.share if self._contested(pool, now) else int(full)
+                # The latest first (in order of start, where they started at once).
+                held = [t for t in tasks if t.give_back is not None and now - t.started > HELD_S]
+                held.sort(key=lambda t: t.started)
+                held.reverse()
+                for task in held[:wanted]:
+                    assert task.give_back is not None
+                    task.given_back = True
+                    self._turned_back[pool] += 1
+                    chosen.append(
+                        (
+                            task.give_back,
+                            f"pool {pool!r} held {len(tasks)} of this host's {self.slots} "
+                            "workflow-task slots, over its share ([isolation] pool_share), "
+                            f"this one for {now - task.started:.1f} s, while other pools "
+                            "wanted them or the host was full: the task is given back, to be "
+                            "retried",
+                        )
+                    )
+        for give_back, reason in chosen:
+            give_back(reason)
+        return len(chosen)
+
+    def tasks(self) -> dict[str, int]:
+        """Pool -> its tasks running now."""
+        with self._lock:
+            return {pool: len(running) for pool, running in self._tasks.items()}
+
+    def turned_back(self) -> dict[str, int]:
+        """Pool -> its tasks turned back or given back over its share, so far."""
+        with self._lock:
+            return dict(self._turned_back)
