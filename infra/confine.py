@@ -106,12 +106,15 @@ def seccomp_shortfall() -> str | None:
 
 
 @contextmanager
-def seccomp_fd() -> Iterator[int | None]:
-    """The filter to hand one bubblewrap start (`pass_fds`), or None where there is none."""
+def seccomp_fd(single_process: bool = False) -> Iterator[int | None]:
+    """The filter to hand one bubblewrap start (`pass_fds`), or None where there is none.
+
+    `single_process`: the child may start threads but no process (`seccomp`).
+    """
     if seccomp_shortfall() is not None:
         yield None
         return
-    with seccomp.program_fd() as descriptor:
+    with seccomp.program_fd(single_process) as descriptor:
         yield descriptor
 
 

@@ -6,9 +6,12 @@ starts and removed after it ends: a memory limit, swap included (the kernel's OO
 the child, not the host or another pool), a process and thread count, and a CPU share (equal
 by default, so a busy pool gets no more of a contended CPU than any other). Everywhere, an
 rlimit bounds the child's open files. Where there are no cgroups (rootless, cgroup v2 without
-delegation), memory and processes are NOT bounded per pool, and the host says so: rlimits
-cannot stand in (one on the data segment misses shared mappings and counts thread stacks; the
-kernel counts processes per user, and every pool's user is the same).
+delegation, or `[isolation] cgroups = false`), rlimits and the seccomp filter stand in, less
+exactly: the child's address space is bounded (`RLIMIT_AS`: its memory limit, plus
+`ADDRESS_ALLOWANCE_MIB` for what its interpreter and threads reserve but do not use), so a
+hog meets `MemoryError`, which its host counts as the pool's memory limit; and the child may
+start no process at all (`seccomp`, `single_process`), since the kernel counts processes per
+user, and every pool's user is the same. Its CPU share is then not bounded.
 
 The child is placed in its cgroups by a shell that writes its own pid into each and then
 becomes the confined command, so nothing of the child ever runs outside them.
@@ -172,7 +175,15 @@ def sweep() -> None:
                 continue  # still in use
 
 
-def rlimits(argv: list[str], limits: PoolLimits) -> list[str]:
-    """`argv` under `prlimit`, with the pool's bound on open files."""
+#: Address space a child reserves beyond what it uses: its interpreter and libraries, and 8 MiB
+#: of stack for each of its ~110 threads (with `MALLOC_ARENA_MAX=2`; 1.0 GiB measured).
+ADDRESS_ALLOWANCE_MIB = 1280
+
+
+def rlimits(argv: list[str], limits: PoolLimits, *, cgrouped: bool) -> list[str]:
+    """`argv` under `prlimit`: open files, and the address space where no cgroup bounds memory."""
     prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
-    return [prlimit, f"--nofile={limits.open_files}", "--", *argv]
+    bounds = [f"--nofile={limits.open_files}"]
+    if not cgrouped:
+        bounds.append(f"--as={(limits.memory_mib + ADDRESS_ALLOWANCE_MIB) << 20}")
+    return [prlimit, *bounds, "--", *argv]

@@ -10,7 +10,10 @@ refuses (`EPERM`) what workflow code has no use for:
 - reaching into other processes (`ptrace`, `process_vm_readv`/`writev`, `kcmp`, `pidfd_getfd`);
 - the kernel's own machinery (modules, `kexec`, `bpf`, `perf_event_open`, `userfaultfd`,
   `io_uring`, the keyring, file handles, clocks, swap, reboot, `personality`);
-- sockets of any family but Unix, IPv4 and IPv6 (netlink, packet, vsock, `AF_ALG`, ...).
+- sockets of any family but Unix, IPv4 and IPv6 (netlink, packet, vsock, `AF_ALG`, ...);
+- with `single_process` (a host without cgroups, whose process counts are per user, shared
+  by every pool), any new process: `fork`, `vfork`, and `clone` without `CLONE_THREAD`;
+  threads stay allowed, bounded by the process's address space (`pool_limits.rlimits`).
 A syscall of another architecture (32-bit calls on a 64-bit kernel) kills the process. Being a
 list of what is refused, it cannot refuse syscalls newer than it (or than libseccomp, which
 skips names it does not know); the namespaces and the unprivileged user stay the boundary.
@@ -68,6 +71,10 @@ CLONE_NAMESPACES = (
     0x40000000,  # CLONE_NEWNET
     0x00000080,  # CLONE_NEWTIME
 )
+#: The `clone` flag that makes a thread rather than a process.
+CLONE_THREAD = 0x00010000
+#: New processes, refused in a single-process child.
+FORKS = ("fork", "vfork")
 #: Socket families a child may open: AF_UNIX, AF_INET, AF_INET6 (its network is only `lo`).
 SOCKET_FAMILIES = (1, 2, 10)
 
@@ -86,7 +93,7 @@ class SeccompUnavailable(Exception):
 
 
 @functools.cache
-def program() -> bytes:
+def program(single_process: bool = False) -> bytes:
     """The filter, as the BPF program bubblewrap's `--seccomp` reads (SeccompUnavailable)."""
     try:
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
@@ -107,7 +114,7 @@ def program() -> bytes:
     try:
         if lib.seccomp_attr_set(context, _ATTR_ACT_BADARCH, _KILL_PROCESS):
             raise SeccompUnavailable("libseccomp would not kill on a foreign architecture")
-        for name, action, conditions in _rules():
+        for name, action, conditions in _rules(single_process):
             number = lib.seccomp_syscall_resolve_name(name.encode())
             if number < 0:
                 continue  # not a syscall on this architecture
@@ -127,10 +134,12 @@ def program() -> bytes:
         lib.seccomp_release(context)
 
 
-def _rules() -> Iterator[tuple[str, int, list[_ArgCmp]]]:
+def _rules(single_process: bool) -> Iterator[tuple[str, int, list[_ArgCmp]]]:
     refuse, unsupported = _ERRNO | errno.EPERM, _ERRNO | errno.ENOSYS
-    for name in DENIED:
+    for name in DENIED + (FORKS if single_process else ()):
         yield name, refuse, []
+    if single_process:
+        yield "clone", refuse, [_ArgCmp(0, _CMP_MASKED_EQ, CLONE_THREAD, 0)]
     for name in UNSUPPORTED:
         yield name, unsupported, []
     for flag in CLONE_NAMESPACES:
@@ -151,11 +160,11 @@ def _read_all(descriptor: int) -> bytes:
 
 
 @contextmanager
-def program_fd() -> Iterator[int]:
+def program_fd(single_process: bool = False) -> Iterator[int]:
     """A file descriptor to read the filter from, once (bubblewrap reads it to its end)."""
     descriptor = os.memfd_create("kernos-seccomp")
     try:
-        os.write(descriptor, program())
+        os.write(descriptor, program(single_process))
         os.lseek(descriptor, 0, os.SEEK_SET)
         yield descriptor
     finally:

@@ -410,11 +410,16 @@ class IsolationSettings(BaseModel):
     """A pool's process that has answered no activation for this long is stopped; a run that
     wakes later (a timer, an approval) replays in a new one."""
     memory_mib: int = Field(default=2048, ge=256)
-    """Memory per pool's process, swap included (cgroup; not bounded without cgroups). Over
-    it, the kernel ends the process, and the runs it ran replay or fail."""
+    """Memory per pool's process, swap included (cgroup). Over it, the kernel ends the process,
+    and the runs it ran replay or fail. Without cgroups, its address space is bounded instead
+    (this, plus 1.25 GiB its threads reserve): code over it meets `MemoryError`, and the host
+    ends the process as if the cgroup had."""
     processes: int = Field(default=512, ge=150)
-    """Processes and threads per pool's process tree (cgroup `pids`; not bounded without
-    cgroups). The child itself runs up to about 110 threads."""
+    """Processes and threads per pool's process tree (cgroup `pids`). The child itself runs up
+    to about 110 threads. Without cgroups, the child may start no process at all (seccomp)."""
+    cgroups: bool = True
+    """Bound pools with cgroups where the host has them (root, cgroup v1); false bounds them as
+    a host without: rlimits and seccomp (`kernos/infra/pool_limits.py`)."""
     cpu_shares: int = Field(default=128, ge=2)
     """Each pool's weight for a contended CPU (cgroup `cpu.shares`), against the host's own
     processes' 1024 (the host, and the kernel's workers, Temporal and PostgreSQL where they

@@ -111,6 +111,28 @@ def test_the_filter_leaves_what_python_needs() -> None:
     assert done.returncode == 0 and done.stdout.split()[-1] == "0", done.stderr
 
 
+def test_a_single_process_filter_allows_threads_and_no_process() -> None:
+    # Where no cgroup counts a pool's processes: threads still start, fork and vfork do not.
+    script = (
+        "import os, threading; t = threading.Thread(target=print); t.start(); t.join()\n"
+        "for fork in (os.fork, lambda: os.posix_spawn('/bin/true', ['true'], {})):\n"
+        "    try:\n"
+        "        pid = fork()\n"
+        "    except PermissionError:\n"
+        "        print('refused')\n"
+        "    else:\n"
+        "        os._exit(0) if pid == 0 else print('started')\n"
+    )
+    with confine.seccomp_fd(single_process=True) as fd:
+        argv = confine.bwrap_argv(*confine.import_roots([]), {}, fd)
+        done = subprocess.run(
+            [*argv, sys.executable, "-c", script],
+            capture_output=True, text=True, timeout=60, pass_fds=() if fd is None else (fd,),
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["refused", "refused"], done.stdout
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="x32 syscalls exist on x86-64 only")
 def test_a_syscall_of_another_abi_kills_the_process() -> None:
     # getpid through the x32 ABI: a foreign architecture to the filter, so SIGSYS, not an errno.

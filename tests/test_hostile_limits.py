@@ -32,6 +32,7 @@ from kernos.client import connect_temporal
 from kernos.infra.pool_limits import cgroups_shortfall
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import Settings
 from kernos.workflows.pool import PoolRunner
 from kernos.workflows.pool_status import PoolState
 from tests.conftest import make_settings, workers
@@ -47,20 +48,26 @@ LIMITS: dict[str, Any] = {
 
 
 @pytest.mark.parametrize(
-    ("attacker", "named"),
+    ("attacker", "cgroups", "named"),
     [
-        ("hog", "over its memory limit (400 MiB)"),
-        ("spinner", "did not answer within 3 s"),
-        ("crasher", "the pool's process exited"),
+        ("hog", True, "over its memory limit (400 MiB)"),
+        ("hog", False, "over its memory limit (400 MiB, as address space"),
+        ("spinner", True, "did not answer within 3 s"),
+        ("crasher", True, "the pool's process exited"),
     ],
-    ids=["memory-hog", "busy-loop", "crash-at-every-activation"],
+    ids=["memory-hog", "memory-hog-without-cgroups", "busy-loop", "crash-at-every-activation"],
 )
 async def test_an_attacker_that_keeps_ending_its_pool_fails_alone(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, attacker: str, named: str
+    temporal: TemporalDevServer,
+    postgres: EmbeddedPostgres,
+    attacker: str,
+    cgroups: bool,
+    named: str,
 ) -> None:
-    if attacker == "hog" and cgroups_shortfall() is not None:
+    if attacker == "hog" and cgroups and cgroups_shortfall() is not None:
         pytest.skip(f"memory limits need cgroups: {cgroups_shortfall()}")
-    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=LIMITS)
+    isolation = {**LIMITS, "cgroups": cgroups}
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
     async with workers(settings), await KernosClient.connect(settings) as client:
         attack = await client.submit(
             RunSpec(agent=attacker, task="go", tenant=f"evil-{uuid.uuid4().hex[:6]}")
@@ -85,6 +92,26 @@ async def test_a_fork_bomb_is_bounded_by_its_pool(
     # Memory enough for every fork's copy of the child: the process count is what stops it.
     limits = {**LIMITS, "memory_mib": 3000}
     settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=limits)
+    said = await bomb_beside_a_victim(settings)
+    forked = int(said.split()[1].rstrip(","))
+    # Its pool's process tree (the child's own threads included) stops at the pool's limit.
+    assert 0 < forked < LIMITS["processes"], said
+    assert "BlockingIOError" in said
+
+
+async def test_without_cgroups_a_pool_starts_no_process(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # Processes are counted per user, and every pool's user is the same: no rlimit can bound
+    # one pool's, so none may start (its threads are bounded by its address space).
+    limits = {**LIMITS, "cgroups": False}
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=limits)
+    said = await bomb_beside_a_victim(settings)
+    assert said == "forked 0, then PermissionError"
+
+
+async def bomb_beside_a_victim(settings: Settings) -> str:
+    """What a fork bomb said of itself; another tenant's run completed after it."""
     async with workers(settings), await KernosClient.connect(settings) as client:
         bomb = await client.submit(
             RunSpec(agent="forker", task="go", tenant=f"evil-{uuid.uuid4().hex[:6]}")
@@ -94,10 +121,7 @@ async def test_a_fork_bomb_is_bounded_by_its_pool(
             RunSpec(agent="echo", task="unharmed", tenant=f"honest-{uuid.uuid4().hex[:6]}")
         )
         assert "unharmed" in (await victim.result()).output
-    forked = int(said.split()[1].rstrip(","))
-    # Its pool's process tree (the child's own threads included) stops at the pool's limit.
-    assert 0 < forked < LIMITS["processes"], said
-    assert "BlockingIOError" in said
+    return said
 
 
 RUN_LIMITS: dict[str, Any] = {

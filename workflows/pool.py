@@ -104,8 +104,12 @@ class PoolRunner(WorkflowRunner):
                 "[isolation] shared_unconfined says isolation is off",
                 self.how.shortfall,
             )
-        if (shortfall := cgroups_shortfall()) is not None:
-            log.warning("POOLS' MEMORY AND PROCESSES ARE NOT BOUNDED on this host: %s", shortfall)
+        if not self.spec.cgrouped:
+            log.warning(
+                "pools have no cgroups on this host (%s): their memory is bounded as address "
+                "space, no process of theirs may start another, and their CPU is NOT shared out",
+                cgroups_shortfall() or "[isolation] cgroups = false",
+            )
         sweep()
         self._agents = dict(settings.agents)
         key = settings.temporal.check_key_hex()
@@ -319,7 +323,7 @@ class PoolRunner(WorkflowRunner):
             pid=os.getpid(),
             updated=datetime.now(UTC),
             confined=self.how.confined,
-            limited=cgroups_shortfall() is None,
+            limited=self.spec.cgrouped,
             pools=[
                 PoolState(
                     pool=pool,
@@ -437,7 +441,10 @@ class PoolInstance(WorkflowInstance):
             self._child = None
             return _fail_task(act.run_id, str(exc))
         took = time.monotonic() - started
+        bounded_by_address_space = not self._runner.spec.cgrouped
         if answer.kind == ERROR:
+            if bounded_by_address_space and b"MemoryError" in answer.body:
+                return self._over_memory(act, child)
             self._child = None
             return _fail_task(act.run_id, answer.body[-4000:].decode(errors="replace"))
         if len(answer.body) < CPU_TIME_BYTES:
@@ -463,6 +470,8 @@ class PoolInstance(WorkflowInstance):
             return _fail_task(act.run_id, "the pool's process sent a malformed completion")
         # The answer is to this activation, whatever run the child named.
         completion.run_id = act.run_id
+        if bounded_by_address_space and _out_of_memory(completion):
+            return self._over_memory(act, child)
         if completion.HasField("successful"):
             commands = completion.successful.commands
             reason = check.refusal(commands)
@@ -503,6 +512,26 @@ class PoolInstance(WorkflowInstance):
         if deaths < self._runner.isolation.max_child_deaths or act.is_replaying:
             return _fail_task(act.run_id, f"the pool's process failed: {exc}")
         return self._give_up(act, deaths, str(exc))
+
+    def _over_memory(
+        self, act: WorkflowActivation, child: PoolChild
+    ) -> WorkflowActivationCompletion:
+        """The run's code met the address-space bound that stands in for a memory cgroup.
+
+        Its pool's process is ended, as the cgroup would have ended it, and the run charged.
+        (The child could claim this falsely only against its own run.)
+        """
+        self._child = None
+        child.end("another run's activation went over the pool's memory limit")
+        memory_mib = self._runner.spec.limits.memory_mib
+        return self._died(
+            act,
+            ChildDied(
+                f"the pool's process went over its memory limit ({memory_mib} MiB, as address "
+                "space: no cgroups on this host)",
+                limit="memory",
+            ),
+        )
 
     def _give_up(
         self, act: WorkflowActivation, deaths: int, last: str
@@ -621,6 +650,26 @@ def _fail_run(run_id: str, reason: str, kind: str = REFUSED) -> WorkflowActivati
         WorkflowCommand(fail_workflow_execution=FailWorkflowExecution(failure=failure))
     )
     return completion
+
+
+def _out_of_memory(completion: WorkflowActivationCompletion) -> bool:
+    """Whether the task, or the run, failed for `MemoryError` (or an error it caused)."""
+    if completion.HasField("failed"):
+        failures = [completion.failed.failure]
+    else:
+        failures = [
+            command.fail_workflow_execution.failure
+            for command in completion.successful.commands
+            if command.HasField("fail_workflow_execution")
+        ]
+    for failure in failures:
+        for _ in range(16):
+            if failure.application_failure_info.type == "MemoryError":
+                return True
+            if not failure.HasField("cause"):
+                break
+            failure = failure.cause
+    return False
 
 
 def _fail_task(run_id: str, reason: str) -> WorkflowActivationCompletion:

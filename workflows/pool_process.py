@@ -101,6 +101,8 @@ class ChildSpec:
     """Every agent's `module:Class` (their packages are in the child's view)."""
     hidden: tuple[Path, ...]
     limits: PoolLimits
+    cgrouped: bool
+    """Whether each child gets cgroups; if not, rlimits and seccomp bound it (`pool_limits`)."""
 
 
 def child_spec(settings: Settings) -> ChildSpec:
@@ -116,6 +118,7 @@ def child_spec(settings: Settings) -> ChildSpec:
             cpu_shares=isolation.cpu_shares,
             open_files=isolation.open_files,
         ),
+        cgrouped=isolation.cgroups and cgroups_shortfall() is None,
     )
 
 
@@ -142,6 +145,9 @@ def child_command(
         "HOME": "/tmp",
         "PATH": "/usr/bin:/bin",
         "LANG": "C.UTF-8",
+        # Two malloc arenas, not eight per CPU: what a thread reserves stays small, for a
+        # bound on the address space (`pool_limits.rlimits`).
+        "MALLOC_ARENA_MAX": "2",
     }
     command = [sys.executable, "-m", "kernos.workflows.pool_child", *arguments]
     if not how.confined:
@@ -158,16 +164,16 @@ def start_child(
     child has ended. `agents`: the modules whose packages it sees, if not every agent's.
     """
     try:
-        cgroups = ChildCgroups(spec.limits) if cgroups_shortfall() is None else None
+        cgroups = ChildCgroups(spec.limits) if spec.cgrouped else None
     except OSError as exc:
         raise ChildDied(f"the pool's cgroups could not be made: {exc}", counted=False) from exc
     try:
-        with _seccomp_fd(spec.how) as fd:
+        with _seccomp_fd(spec.how, single_process=not spec.cgrouped) as fd:
             argv, environment = child_command(
                 spec.how, spec.agents if agents is None else agents, spec.hidden, *arguments,
                 seccomp_fd=fd,
             )  # fmt: skip
-            argv = rlimits(argv, spec.limits)
+            argv = rlimits(argv, spec.limits, cgrouped=spec.cgrouped)
             process = subprocess.Popen(
                 cgroups.enter(argv) if cgroups is not None else argv,
                 stdin=subprocess.PIPE,
@@ -186,12 +192,12 @@ def start_child(
 
 
 @contextlib.contextmanager
-def _seccomp_fd(how: Confinement) -> Iterator[int | None]:
+def _seccomp_fd(how: Confinement, *, single_process: bool) -> Iterator[int | None]:
     """The seccomp filter for one confined child's start, or None for a plain process."""
     if not how.confined:
         yield None
         return
-    with confine.seccomp_fd() as fd:
+    with confine.seccomp_fd(single_process) as fd:
         yield fd
 
 
@@ -315,9 +321,7 @@ class PoolChild:
             self._send(DROP, instance_id, b"")
             raise
         except concurrent.futures.TimeoutError:
-            with self._lock:
-                self._ended_for = "another run's activation did not answer in time"
-            self.kill()
+            self.end("another run's activation did not answer in time")
             raise ChildDied(
                 f"the pool's process did not answer within {timeout:.0f} s "
                 "([isolation] activation_timeout_s)",
@@ -350,11 +354,15 @@ class PoolChild:
                 self._given_back.clear()
                 return None
             late = next((run for due, run in self._given_back.values() if now > due), None)
-            if late is None:
-                return None
-            self._ended_for = "another run's activation did not answer in time"
-        self.kill()
+        if late is not None:
+            self.end("another run's activation did not answer in time")
         return late
+
+    def end(self, why: str) -> None:
+        """Kill the child for one run's activation: the others it ran are not charged."""
+        with self._lock:
+            self._ended_for = why
+        self.kill()
 
     def retire_if_idle(self, idle_s: float) -> bool:
         """Take the child out of service if no activation has used it for `idle_s`.
