@@ -10,8 +10,8 @@
   turns, under the SDK's deadlock timeout), in pools with equal CPU shares;
 - a neighbour that holds its workflow tasks: the same burst, alone and while another tenant's
   40 runs block their first task 6 s each on a host of 20 workflow-task slots, once with each
-  pool held to its share (a quarter) and once without (`pool_share = 1`), and how many tasks
-  of each tenant were turned or given back;
+  pool held to its share (a quarter) and once without (`pool_share = 1`), then 120 runs on a
+  host of the default 100 slots; and how many tasks of each tenant were turned or given back;
 - a crowd: 2,000 runs open at once over 100 tenants (100 pools on one host), each waiting on
   a timer then making one syscall: how long the 2,000 take to submit, the time each takes
   beyond its wait (p50, p99), the pools' processes and the memory they take.
@@ -45,9 +45,10 @@ COLD_STARTS = 12
 HONEST_RUNS = 20
 HONEST_SYSCALLS = 10
 REPEATS = 3
-#: The slot-holding neighbour: a small host, and more holders than its slots.
-SLOTS = 20
-HOLDERS = 40
+#: The slot-holding neighbour: (slots, holders, pool_share) of each host it is measured on,
+#: with more holders than slots: a small host with and without shares, and the default one.
+HOSTS = ((20, 40, 0.25), (20, 40, 1.0), (100, 120, 0.25))
+#: How long each holder holds its first task, in seconds.
 HOLDER_TURNS = 6
 #: The crowd: tenants, runs each, and how long each run waits before its syscall.
 TENANTS = 100
@@ -244,13 +245,12 @@ async def part_single(running: Services, result: dict[str, Any]) -> None:
 
 async def part_slots(running: Services, result: dict[str, Any]) -> None:
     shares: dict[str, dict[str, float]] = {}
-    for share in (0.25, 1.0):
-        async with kernel(running, task_slots=SLOTS, pool_share=share) as (client, pools):
-            shares[str(share)] = held = await beside(
-                client, pools, "holder", str(HOLDER_TURNS), HOLDERS
-            )
+    for slots, holders, share in HOSTS:
+        async with kernel(running, task_slots=slots, pool_share=share) as (client, pools):
+            held = await beside(client, pools, "holder", str(HOLDER_TURNS), holders)
+        shares[f"{slots} slots, pool_share {share}"] = held
         print(
-            f"next to {HOLDERS} runs holding their tasks, {SLOTS} slots, pool_share {share}: "
+            f"next to {holders} runs holding their tasks, {slots} slots, pool_share {share}: "
             f"{held['alone_wall_ms']} ms alone, {held['crowded_wall_ms']} ms crowded "
             f"({held['wall_ratio']}x); tasks turned or given back: {held['honest_turned_back']} "
             f"of the honest tenant's, {held['neighbour_turned_back']} of its neighbour's"
