@@ -66,7 +66,9 @@ async def test_an_attacker_that_keeps_ending_its_pool_fails_alone(
 ) -> None:
     if attacker == "hog" and cgroups and cgroups_shortfall() is not None:
         pytest.skip(f"memory limits need cgroups: {cgroups_shortfall()}")
-    isolation = {**LIMITS, "cgroups": cgroups}
+    # Without cgroups the hog must fill its address space (1.7 GiB) before its limit: time
+    # enough for that on a loaded machine.
+    isolation = {**LIMITS, "cgroups": cgroups, **({} if cgroups else {"activation_timeout_s": 30})}
     settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
     async with workers(settings), await KernosClient.connect(settings) as client:
         attack = await client.submit(
@@ -227,9 +229,9 @@ async def test_a_pool_that_holds_its_tasks_gives_back_all_but_its_share_of_the_s
 async def test_a_task_given_back_must_still_end_within_the_activation_timeout(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres
 ) -> None:
-    # As above, with a 6 s activation timeout: the pool's oldest task ends within it, the three
-    # given back (held 30 s) do not, and their process is ended for them.
-    isolation = {"mode": "bwrap", "task_slots": 6, "pool_share": 0.2, "activation_timeout_s": 6}
+    # As above, with a 20 s activation timeout: the pool's oldest task (held 8 s) ends within
+    # it, the three given back (held 60 s) do not, and their process is ended for them.
+    isolation = {"mode": "bwrap", "task_slots": 6, "pool_share": 0.2, "activation_timeout_s": 20}
     settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
     evil = f"evil-{uuid.uuid4().hex[:6]}"
     temporal_client = await connect_temporal(settings)
@@ -243,11 +245,10 @@ async def test_a_task_given_back_must_still_end_within_the_activation_timeout(
         def tasks() -> int:
             return next((p.tasks for p in pools.status().pools if p.pool == evil), 0)
 
-        kept = await client.submit(RunSpec(agent="holder", task="5", tenant=evil))
+        kept = await client.submit(RunSpec(agent="holder", task="8", tenant=evil))
         await until(lambda: tasks() == 1)
-        await asyncio.sleep(3)
         given = [
-            await client.submit(RunSpec(agent="holder", task="30", tenant=evil)) for _ in range(3)
+            await client.submit(RunSpec(agent="holder", task="60", tenant=evil)) for _ in range(3)
         ]
         await until(lambda: tasks() == 4)
         await asyncio.sleep(1.5)
@@ -261,7 +262,7 @@ async def test_a_task_given_back_must_still_end_within_the_activation_timeout(
                 break
             await asyncio.sleep(0.1)
         assert sum(count for count, _ in charged) == 1, charged
-        assert any("given back to Temporal" in why and "6 s" in why for _, why in charged)
+        assert any("given back to Temporal" in why and "20 s" in why for _, why in charged)
         assert await deaths(kept.run_id) == (0, "")
         for run in [kept, *given]:
             await run.cancel()

@@ -453,25 +453,24 @@ class PoolInstance(WorkflowInstance):
         # A run's first activation in a process imports its agent's module: not held, however
         # long that takes (a spin there still meets the activation timeout).
         starts = any(job.HasField("initialize_workflow") for job in act.jobs)
-        if took > _SDK_DEADLOCK_S and cpu_s > HELD_S and not starts:
-            # Over Temporal's norm for a workflow task (2 s, which its SDK enforces where no
-            # pool's host times activations), holding a slot and its pool's CPU: a run whose code
-            # does that again and again is stopped like one that crashes.
-            # Only when its code was busy (as its child says): on a crowded host, a task can
-            # wait long for a CPU without being the cause.
+        # Over Temporal's norm for a workflow task (2 s, which its SDK enforces where no pool's
+        # host times activations), holding a slot and its pool's CPU: a run whose code does that
+        # again and again is stopped like one that crashes. Only when its code was busy (as its
+        # child says): on a crowded host, a task can wait long for a CPU without being the cause.
+        busy = took > _SDK_DEADLOCK_S and cpu_s > HELD_S and not starts
+        completion = _parsed(body)
+        if completion is not None and bounded_by_address_space and _out_of_memory(completion):
+            # (Its time went to filling its memory: charged once, for the limit.)
+            return self._over_memory(act, child)
+        if busy:
             self._runner.died_running(
                 self._run,
                 f"an activation held its pool's process {took:.1f} s, {cpu_s:.1f} s on a CPU",
             )
-        completion = WorkflowActivationCompletion()
-        try:
-            completion.ParseFromString(body)
-        except Exception:  # noqa: BLE001 - protobuf's DecodeError, from hostile bytes
+        if completion is None:
             return _fail_task(act.run_id, "the pool's process sent a malformed completion")
         # The answer is to this activation, whatever run the child named.
         completion.run_id = act.run_id
-        if bounded_by_address_space and _out_of_memory(completion):
-            return self._over_memory(act, child)
         if completion.HasField("successful"):
             commands = completion.successful.commands
             reason = check.refusal(commands)
@@ -649,6 +648,16 @@ def _fail_run(run_id: str, reason: str, kind: str = REFUSED) -> WorkflowActivati
     completion.successful.commands.append(
         WorkflowCommand(fail_workflow_execution=FailWorkflowExecution(failure=failure))
     )
+    return completion
+
+
+def _parsed(body: bytes) -> WorkflowActivationCompletion | None:
+    """A child's completion, or None if its bytes are not one."""
+    completion = WorkflowActivationCompletion()
+    try:
+        completion.ParseFromString(body)
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError, from hostile bytes
+        return None
     return completion
 
 

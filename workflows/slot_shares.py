@@ -15,8 +15,8 @@ once fewer slots than a share are free. Then:
   given back at once (it is retried; its run replays in a fresh instance), and the pool's
   process drops its instance once its code lets go, within the activation timeout still.
 
-Quick tasks are never given back or turned back: a pool bursting many short runs keeps every
-slot it can use.
+Quick tasks are never given back, and a pool that holds none is never turned back: a pool
+bursting many short runs keeps every slot it can use.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class SlotShares:
                 self._tasks.pop(pool, None)
 
     def rebalance(self) -> int:
-        """Give back the held tasks of pools over their share that others wait for; how many."""
+        """Have pools over their share give back held tasks (see the module); how many."""
         now = self._clock()
         chosen: list[tuple[GiveBack, str]] = []
         with self._lock:
