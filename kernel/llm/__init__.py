@@ -1,20 +1,6 @@
-"""The LLM core: one backend per server kind, built from settings."""
+"""The LLM core: one backend per server kind, built from settings.
 
-from kernos.kernel.llm.base import LLMBackend, Placement, Progress, Snapshot
-from kernos.kernel.llm.llamacpp import LlamaCppBackend
-from kernos.kernel.llm.openai import OpenAIBackend
-from kernos.kernel.llm.registry import build_backend
-from kernos.kernel.llm.scripted import ScriptedBackend
-from kernos.kernel.llm.sglang import SGLangBackend
-
-__all__ = [
-    "LLMBackend",
-    "LlamaCppBackend",
-    "OpenAIBackend",
-    "Placement",
-    "Progress",
-    "SGLangBackend",
-    "ScriptedBackend",
-    "Snapshot",
-    "build_backend",
-]
+Backends: `llamacpp`, `sglang`, `openai`, `scripted`, each an `base.LLMBackend`, built by
+`registry.build_backend`. Nothing is imported here: a module that needs one backend's types
+(an agent's, in a pool's child) does not pay for every backend's HTTP client.
+"""
