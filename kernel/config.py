@@ -430,10 +430,11 @@ class IsolationSettings(BaseModel):
     """Workflow tasks the host runs at once (Temporal's `max_concurrent_workflow_tasks`),
     its open polls for tasks included: Temporal's SDK takes a slot before each poll."""
     pool_share: float = Field(default=0.25, gt=0, le=1)
-    """The share of the slots a pool keeps while other pools wait for one: past it, a task
-    of its held over a second (a loop, a blocking call) is given back to Temporal, to be
-    retried, and its next is turned back. Quick tasks, and a pool alone on the host, are not
-    held to it (it may take every slot but one). 1 turns it off."""
+    """The share of the slots a pool keeps while other pools want them: past it, its tasks
+    held over a second (a loop, a blocking call) are given back to Temporal, to be retried,
+    and its next ones turned back (`kernos/workflows/slot_shares.py`). Quick tasks are never
+    held to it, and a pool alone may use every slot (on a full host of held tasks it gives
+    one back, so that others' tasks can be seen). 1: no share."""
 
     def task_polls(self) -> int:
         """Polls for workflow tasks the host keeps open (`max_concurrent_workflow_task_polls`).

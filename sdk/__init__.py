@@ -3,8 +3,8 @@
 Agent authors subclass `Agent`; client code submits runs with `KernosClient` on the kernel's
 side, or with `RemoteClient` through the gateway, holding an API key only.
 
-Each name is imported when first used: a pool's child, which imports `Agent` only, and the
-CLI do not pay for the client, the gateway's client or the policy store.
+Each name is imported when first used: a pool's child, which needs `Agent` only, does not pay
+for the client, the gateway's client or the policy store.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Each attacker is agent code in a confined pool with small limits: a memory hog, a fork bomb,
 a busy loop in workflow code, and code that ends its own process at every activation. Each
-is contained by its pool's limits (cgroups here, as root) and the host's count of how often a
-run's code ended its pool's process: the attacker's run fails, `PoolLimitExceeded`, naming
+is contained by its pool's limits (cgroups here, as root; rlimits and seccomp with
+`cgroups = false`, as on a rootless host) and the host's count of how often a run's code ended
+its pool's process: the attacker's run fails, `PoolLimitExceeded`, naming
 what ended it, while another tenant's run on the same host completes with its true output.
 
 Others hold what Temporal keeps for a run, going around the SDK that keeps an honest run within
@@ -12,8 +13,9 @@ big to store. The host counts what each run holds, and fails the one past a limi
 `RunLimitExceeded`, naming it; the same work done through the SDK waits its turn or raises
 PayloadTooLarge in agent code, and the run goes on.
 
-And one pool's runs that hold their workflow tasks (code that blocks) keep only their share
-of the host's workflow-task slots: another tenant's run gets one meanwhile.
+And one pool's runs that hold their workflow tasks (code that blocks) give back all but their
+share of the host's workflow-task slots once another tenant's run wants one; a task given
+back must still end within the activation timeout.
 """
 
 from __future__ import annotations
@@ -219,7 +221,9 @@ async def test_a_pool_that_holds_its_tasks_gives_back_all_but_its_share_of_the_s
         # share.
         after = evil_pool()
         assert after.turned_back >= before.turned_back + 3, (before, after)
-        assert all([(await client.show(h.run_id)).status == "running" for h in holders])
+        # Given back, not failed: retried (or done, if their 8 s passed meanwhile).
+        statuses = {(await client.show(h.run_id)).status for h in holders}
+        assert statuses <= {"running", "completed"}, statuses
         # Once the given-back tasks' code lets go, the process drops them and their answers;
         # it is not ended for them.
         await asyncio.sleep(8)

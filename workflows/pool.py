@@ -527,7 +527,7 @@ class PoolInstance(WorkflowInstance):
             act,
             ChildDied(
                 f"the pool's process went over its memory limit ({memory_mib} MiB, as address "
-                "space: no cgroups on this host)",
+                "space, without cgroups)",
                 limit="memory",
             ),
         )
