@@ -99,6 +99,7 @@ def seccomp_shortfall() -> str | None:
     """Why children run without the seccomp filter here, or None if they have it (logged once)."""
     try:
         seccomp.program()
+        seccomp.program(single_process=True)
     except seccomp.SeccompUnavailable as exc:
         log.warning("confined children run WITHOUT a seccomp filter: %s", exc)
         return str(exc)

@@ -178,6 +178,7 @@ def sweep() -> None:
 #: Address space a child reserves beyond what it uses: its interpreter and libraries, and 8 MiB
 #: of stack for each of its ~110 threads (with `MALLOC_ARENA_MAX=2`; 1.0 GiB measured).
 ADDRESS_ALLOWANCE_MIB = 1280
+THREAD_STACK_MIB = 8
 
 
 def rlimits(argv: list[str], limits: PoolLimits, *, cgrouped: bool) -> list[str]:
@@ -186,4 +187,6 @@ def rlimits(argv: list[str], limits: PoolLimits, *, cgrouped: bool) -> list[str]
     bounds = [f"--nofile={limits.open_files}"]
     if not cgrouped:
         bounds.append(f"--as={(limits.memory_mib + ADDRESS_ALLOWANCE_MIB) << 20}")
+        # Threads' stacks at the size the allowance counts, whatever the host's `ulimit -s`.
+        bounds.append(f"--stack={THREAD_STACK_MIB << 20}")
     return [prlimit, *bounds, "--", *argv]

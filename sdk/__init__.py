@@ -9,7 +9,6 @@ for the client, the gateway's client or the policy store.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -136,13 +135,15 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'kernos' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
+    # Through `__import__`, which Temporal's workflow sandbox hooks, so that the module is
+    # passed through to agent code rather than loaded again inside a run's sandbox.
+    value = getattr(__import__(home, fromlist=[name]), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

@@ -163,7 +163,8 @@ async def test_kernos_status_lists_each_hosts_pools(
     settings = make_settings(temporal, postgres)
     tenant = f"listed-{uuid.uuid4().hex[:6]}"
     async with workers(settings) as group, await KernosClient.connect(settings) as client:
-        run = await client.submit(RunSpec(agent="pausing", task="4", tenant=tenant))
+        # Longer than two of the host's reports (one each 5 s), so that one sees the run.
+        run = await client.submit(RunSpec(agent="pausing", task="12", tenant=tenant))
         pid = await until_pool(group, tenant)
         deadline = asyncio.get_running_loop().time() + 30
         while not (listed := [p for h in fresh_reports(state_dir()) for p in h.pools

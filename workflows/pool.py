@@ -36,6 +36,7 @@ from temporalio.bridge.proto.workflow_commands import FailWorkflowExecution, Wor
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 
+from kernos.infra import confine
 from kernos.infra.pool_limits import cgroups_shortfall, sweep
 from kernos.kernel.config import Settings, state_dir
 from kernos.kernel.result_seal import check_key
@@ -107,8 +108,11 @@ class PoolRunner(WorkflowRunner):
         if not self.spec.cgrouped:
             log.warning(
                 "pools have no cgroups on this host (%s): their memory is bounded as address "
-                "space, no process of theirs may start another, and their CPU is NOT shared out",
+                "space, %s, and their CPU is NOT shared out",
                 cgroups_shortfall() or "[isolation] cgroups = false",
+                "no process of theirs may start another"
+                if self.how.confined and confine.seccomp_shortfall() is None
+                else "their processes are NOT bounded (no seccomp filter here)",
             )
         sweep()
         self._agents = dict(settings.agents)
@@ -225,17 +229,23 @@ class PoolRunner(WorkflowRunner):
         """
         timeout = self.isolation.activation_timeout_s
         while not self._closed.wait(_REBALANCE_S):
-            self.shares.rebalance()
-            with self._lock:
-                children = list(self._children.values())
-            for child in children:
-                if (run := child.overdue()) is not None:
-                    self.died_running(
-                        run,
-                        f"an activation given back to Temporal, over its pool's share of the "
-                        f"slots, still ran after {timeout:.0f} s ([isolation] "
-                        "activation_timeout_s)",
-                    )
+            try:
+                self._rebalance(timeout)
+            except Exception:
+                # The thread must outlive one bad turn.
+                log.exception("the pools' shares of the slots could not be kept this time")
+
+    def _rebalance(self, timeout: float) -> None:
+        self.shares.rebalance()
+        with self._lock:
+            children = list(self._children.values())
+        for child in children:
+            if (run := child.overdue()) is not None:
+                self.died_running(
+                    run,
+                    f"an activation given back to Temporal, over its pool's share of the "
+                    f"slots, still ran after {timeout:.0f} s ([isolation] activation_timeout_s)",
+                )
 
     def _stop_idle(self) -> None:
         """Stop each pool's process that has answered nothing for `[isolation] idle_s`."""

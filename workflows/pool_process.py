@@ -354,6 +354,8 @@ class PoolChild:
                 self._given_back.clear()
                 return None
             late = next((run for due, run in self._given_back.values() if now > due), None)
+            if late is not None:
+                self._given_back.clear()
         if late is not None:
             self.end("another run's activation did not answer in time")
         return late
@@ -424,12 +426,14 @@ class PoolChild:
                 if frame.kind == READY and not self._ready.done():
                     self._ready.set_result(None)
                     continue
+                # Whoever takes a request out of `_pending` (here, `_give_back`, the end below)
+                # is the one to settle its future: never two at once.
                 with self._lock:
-                    waiting = self._pending.get(frame.request)
+                    waiting = self._pending.pop(frame.request, None)
                     if waiting is None and frame.request in self._given_back:
                         del self._given_back[frame.request]
                         continue
-                if frame.kind not in (COMPLETION, ERROR) or waiting is None or waiting.done():
+                if frame.kind not in (COMPLETION, ERROR) or waiting is None:
                     reason = "the pool's process sent an answer to nothing it was asked"
                     self.kill()
                     break
@@ -440,11 +444,12 @@ class PoolChild:
         # Those waiting learn at once; the process and its cgroups are cleaned up after.
         with self._lock:
             waiting_now = list(self._pending.values())
+            self._pending.clear()
+            self._given_back.clear()
         if not self._ready.done():
             self._ready.set_exception(died)
         for future in waiting_now:
-            if not future.done():
-                future.set_exception(died)
+            future.set_exception(died)
         self.kill()
 
 

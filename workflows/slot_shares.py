@@ -56,6 +56,8 @@ class SlotShares:
         self._running = 0
         #: Pool -> when a task of it last started.
         self._started: dict[str, float] = {}
+        #: When a task was last given back for a full host (one per `CONTESTED_S`).
+        self._freed_at = float("-inf")
         self._turned_back: collections.Counter[str] = collections.Counter()
 
     def starts(self, pool: str, task: int) -> str | None:
@@ -116,13 +118,18 @@ class SlotShares:
                 pool: [t for t in running.values() if not t.given_back]
                 for pool, running in self._tasks.items()
             }
-            full = sum(len(tasks) for tasks in kept.values()) >= self.slots
+            full = (
+                sum(len(tasks) for tasks in kept.values()) >= self.slots
+                and now - self._freed_at > CONTESTED_S
+            )
             for pool, tasks in kept.items():
                 if len(tasks) <= self.share:
                     continue
                 # Down to its share if others want slots; one, on a full host, so that the SDK
                 # can poll again and others' tasks be seen.
-                wanted = len(tasks) - self.share if self._contested(pool, now) else int(full)
+                contested = self._contested(pool, now)
+                # (A pool alone replays what it gives back: once in a while, no more.)
+                wanted = len(tasks) - self.share if contested else int(full)
                 # The latest first (in order of start, where they started at once).
                 held = [t for t in tasks if t.give_back is not None and now - t.started > HELD_S]
                 held.sort(key=lambda t: t.started)
@@ -130,6 +137,8 @@ class SlotShares:
                 for task in held[:wanted]:
                     assert task.give_back is not None
                     task.given_back = True
+                    if not contested:
+                        self._freed_at, full = now, False
                     self._turned_back[pool] += 1
                     chosen.append(
                         (
@@ -142,7 +151,7 @@ class SlotShares:
                         )
                     )
         for give_back, reason in chosen:
-            give_back(reason)
+            give_back(reason)  # (a task that has just ended is not given back: no harm)
         return len(chosen)
 
     def tasks(self) -> dict[str, int]:
