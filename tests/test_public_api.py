@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -66,3 +69,31 @@ async def test_waiting_for_a_result_backs_off_when_the_server_is_at_its_poll_lim
     answers.append(RPCError("nope", RPCStatusCode.PERMISSION_DENIED, b""))
     with pytest.raises(RPCError):
         await handle.result()
+
+
+def test_a_name_first_used_in_a_workflow_sandbox_is_the_kernels_own() -> None:
+    # The package root imports a name when first used. In a run's sandbox that import must go
+    # through the sandbox's hook, which passes kernos through, or agent code would get a copy
+    # of the module made inside the sandbox (classes that are not the kernel's). In a fresh
+    # interpreter, where nothing has imported `kernos.remote` yet.
+    script = """
+import sys
+import kernos
+from temporalio.worker.workflow_sandbox._importer import Importer
+from temporalio.worker.workflow_sandbox._restrictions import (
+    RestrictionContext, SandboxRestrictions,
+)
+from kernos.workflows.worker import PASSTHROUGH
+assert "kernos.remote" not in sys.modules
+restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+scope = {}
+with Importer(restrictions, RestrictionContext()).applied():
+    exec("from kernos import RemoteClient", scope)
+import kernos.remote
+print(scope["RemoteClient"] is kernos.remote.RemoteClient)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]

@@ -10,10 +10,11 @@ once fewer slots than a share are free. Then:
 - a pool at its share that holds a task, on a crowded host or contested, has its next task
   turned back: Temporal gives it again later;
 - on a crowded host, each contested pool over its share gives back its held tasks, the latest
-  first, down to its share; on a full host, an uncontested one gives back one, so that the
-  SDK polls again and a waiting tenant's task is seen. The host answers Temporal for a task
-  given back at once (it is retried; its run replays in a fresh instance), and the pool's
-  process drops its instance once its code lets go, within the activation timeout still.
+  first, down to its share; on a full host, an uncontested one gives back one (at most one
+  each `CONTESTED_S`), so that the SDK polls again and a waiting tenant's task is seen. The
+  host answers Temporal for a task given back at once (it is retried; its run replays in a
+  fresh instance), and the pool's process drops its instance once its code lets go, within
+  the activation timeout still.
 
 Quick tasks are never given back, and a pool that holds none is never turned back: a pool
 bursting many short runs keeps every slot it can use.
