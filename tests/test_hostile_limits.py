@@ -21,13 +21,13 @@ back must still end within the activation timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from temporalio.client import Client
 
 from kernos import KernosClient, RunFailed, RunSpec
 from kernos.client import connect_temporal
@@ -238,13 +238,7 @@ async def test_a_task_given_back_must_still_end_within_the_activation_timeout(
     isolation = {"mode": "bwrap", "task_slots": 6, "pool_share": 0.2, "activation_timeout_s": 20}
     settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
     evil = f"evil-{uuid.uuid4().hex[:6]}"
-    temporal_client = await connect_temporal(settings)
-    async with workers(settings) as group, await KernosClient.connect(settings) as client:
-        pools = group.pools
-        assert pools is not None
-
-        async def deaths(run_id: str) -> tuple[int, str]:
-            return await charged_deaths(temporal_client, pools, run_id)
+    async with host_counting_deaths(settings) as (client, pools, deaths):
 
         def tasks() -> int:
             return next((p.tasks for p in pools.status().pools if p.pool == evil), 0)
@@ -280,14 +274,7 @@ async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
     isolation = {"mode": "bwrap", "activation_timeout_s": 6}
     settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
     tenant = f"pool-{uuid.uuid4().hex[:6]}"
-    temporal_client = await connect_temporal(settings)
-    async with workers(settings) as group, await KernosClient.connect(settings) as client:
-        pools = group.pools
-        assert pools is not None
-
-        async def deaths(run_id: str) -> tuple[int, str]:
-            return await charged_deaths(temporal_client, pools, run_id)
-
+    async with host_counting_deaths(settings) as (client, pools, deaths):
         stuck = await client.submit(RunSpec(agent="holder", task="20", tenant=tenant))
         await until(lambda: any(p.pool == tenant and p.tasks for p in pools.status().pools))
         await asyncio.sleep(3)
@@ -305,12 +292,21 @@ async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
         await bystander.cancel()
 
 
-async def charged_deaths(
-    temporal_client: Client, pools: PoolRunner, run_id: str
-) -> tuple[int, str]:
-    """How often `run_id` was charged with its pool's process's end, and the last why."""
-    first = (await temporal_client.get_workflow_handle(run_id).describe()).run_id
-    return pools.deaths(f"{run_id}/{first}")
+@contextlib.asynccontextmanager
+async def host_counting_deaths(
+    settings: Settings,
+) -> AsyncIterator[tuple[KernosClient, PoolRunner, Callable[[str], Awaitable[tuple[int, str]]]]]:
+    """A pool host and a client, and how often a run was charged with its pool's end (and why)."""
+    temporal_client = await connect_temporal(settings)
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        pools = group.pools
+        assert pools is not None
+
+        async def deaths(run_id: str) -> tuple[int, str]:
+            first = (await temporal_client.get_workflow_handle(run_id).describe()).run_id
+            return pools.deaths(f"{run_id}/{first}")
+
+        yield client, pools, deaths
 
 
 async def until(condition: Callable[[], bool]) -> None:
