@@ -361,12 +361,23 @@ def _around_the_sdk(agent: Agent) -> SyscallDispatcher:
 
 class FlooderAgent(Agent):
     """Lists its files N times at once (`honest N`), or as N dispatchers (`around N`), each of
-    which knows of one syscall pending: the SDK's own limit never applies."""
+    which knows of one syscall pending: the SDK's own limit never applies. Or (`cancelling N`)
+    lists them four at a time, cancelling each four before the next: a syscall cancelled so is
+    answered at once, while the kernel may still run it."""
 
     name = "flooder"
 
     async def run(self, task: str) -> str:
         mode, count = task.split()
+        if mode == "cancelling":
+            for _ in range(int(count) // 4):
+                listing = [asyncio.ensure_future(self.storage.list()) for _ in range(4)]
+                for _ in range(50):  # (each to its schedule command, in this activation)
+                    await asyncio.sleep(0)
+                for each in listing:
+                    each.cancel()
+                await asyncio.gather(*listing, return_exceptions=True)
+            return f"cancelled {count}"
         if mode == "around":
             stores = [type(self.storage)(_around_the_sdk(self)) for _ in range(int(count))]
         else:

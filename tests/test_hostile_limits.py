@@ -144,13 +144,17 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
         temporal, postgres, agents=HOSTILE_AGENTS, isolation={"mode": "bwrap"},
         limits=RUN_LIMITS, storage={"max_file_bytes": 50_000}, max_task_bytes=50_000,
     )  # fmt: skip
+    # Attack -> its agent, its task, what the run fails with.
     attacks = {
-        "flooder": ("around 40", "the run has 40 syscalls pending, over the limit of 8 "
-                    "([limits] max_pending_syscalls)"),
-        "timers": ("100", "timers pending, over the limit of 16 "
+        "flooder": ("flooder", "around 40", "the run has 40 syscalls pending, over the limit of "
+                    "8 ([limits] max_pending_syscalls)"),
+        # (Four scheduled and cancelled at each workflow task: the third goes over.)
+        "canceller": ("flooder", "cancelling 40", "the run has 12 syscalls pending, over the "
+                      "limit of 8 ([limits] max_pending_syscalls)"),
+        "timers": ("timers", "100", "timers pending, over the limit of 16 "
                    "([limits] max_pending_timers)"),
-        "historian": ("20", "over the limit of 300 ([limits] max_history_events)"),
-        "bloater": ("around 150000", "a request of syscall storage.write is 1500"),
+        "historian": ("historian", "20", "over the limit of 300 ([limits] max_history_events)"),
+        "bloater": ("bloater", "around 150000", "a request of syscall storage.write is 1500"),
     }  # fmt: skip
     honest = {
         "flooder": ("honest 40", "listed 40 times"),
@@ -164,17 +168,18 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
             return await client.submit(RunSpec(agent=agent, task=task, tenant=tenant))
 
         attackers = {
-            agent: await submit(agent, task, "evil") for agent, (task, _) in attacks.items()
+            attack: await submit(agent, task, "evil")
+            for attack, (agent, task, _) in attacks.items()
         }
         honest_runs = {
             agent: await submit(agent, task, "honest") for agent, (task, _) in honest.items()
         }
         victim = await submit("echo", "unharmed", "other")
-        for agent, handle in attackers.items():
+        for attack, handle in attackers.items():
             with pytest.raises(RunFailed) as failed:
                 await handle.result()
-            assert failed.value.error_type == "RunLimitExceeded", (agent, failed.value)
-            assert attacks[agent][1] in failed.value.message, (agent, failed.value.message)
+            assert failed.value.error_type == "RunLimitExceeded", (attack, failed.value)
+            assert attacks[attack][2] in failed.value.message, (attack, failed.value.message)
         for agent, handle in honest_runs.items():
             output = (await handle.result()).output
             assert honest[agent][1] in output, (agent, output)

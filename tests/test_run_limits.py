@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 from temporalio.api.common.v1 import Payload
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
-from temporalio.bridge.proto.workflow_commands import WorkflowCommand
+from temporalio.bridge.proto.workflow_commands import ActivityCancellationType, WorkflowCommand
 
 from kernos import ConfigError, load_settings
 from kernos.kernel.syscalls import SyscallLimits
@@ -40,9 +40,10 @@ def timer(seq: int) -> WorkflowCommand:
 
 
 def activation(
-    *, resolved: tuple[int, ...] = (), fired: tuple[int, ...] = ()
+    *, resolved: tuple[int, ...] = (), fired: tuple[int, ...] = (), at: float = 0.0
 ) -> WorkflowActivation:
     act = WorkflowActivation(run_id="r", history_length=10, history_size_bytes=1000)
+    act.timestamp.FromNanoseconds(int(at * 1e9))
     for seq in resolved:
         act.jobs.add().resolve_activity.seq = seq
     for seq in fired:
@@ -59,6 +60,35 @@ def test_pending_syscalls_are_counted_until_answered() -> None:
     assert reason == (
         "the run has 4 syscalls pending, over the limit of 3 ([limits] max_pending_syscalls)"
     )
+
+
+def cancelled_three(at: float) -> RunBounds:
+    """Three syscalls, of 30 s attempts, cancelled at `at`: #1 answered once it stops, #2 and #3
+    answered at once (`TRY_CANCEL`, the SDK's default)."""
+    bounds = RunBounds(LIMITS)
+    commands = [activity(seq) for seq in (1, 2, 3)]
+    commands[
+        0
+    ].schedule_activity.cancellation_type = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    for command in commands:
+        command.schedule_activity.start_to_close_timeout.FromSeconds(30)
+    assert bounds.answered(activation(at=at - 1), commands, 100) is None
+    cancels = [WorkflowCommand() for _ in commands]
+    for seq, cancel in enumerate(cancels, 1):
+        cancel.request_cancel_activity.seq = seq
+    assert bounds.answered(activation(at=at), cancels, 100) is None
+    bounds.arrived(activation(at=at + 0.2, resolved=(2, 3)))
+    return bounds
+
+
+def test_a_syscall_answered_as_soon_as_cancelled_counts_until_its_attempt_is_up() -> None:
+    bounds = cancelled_three(at=100)
+    assert bounds.pending == (3, 0)
+    reason = bounds.answered(activation(at=102), [activity(4)], 100)
+    assert reason is not None and reason.startswith("the run has 4 syscalls pending")
+    later = cancelled_three(at=100)
+    later.arrived(activation(at=130.5, resolved=(1,)))
+    assert later.pending == (0, 0)
 
 
 def test_timers_are_counted_until_fired_or_cancelled() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from temporalio.api.common.v1 import Payload
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
-from temporalio.bridge.proto.workflow_commands import WorkflowCommand
+from temporalio.bridge.proto.workflow_commands import ActivityCancellationType, WorkflowCommand
 
 from kernos.kernel.syscalls import SyscallLimits
 
@@ -35,19 +35,25 @@ class RunBounds:
 
     def __init__(self, limits: SyscallLimits) -> None:
         self.limits = limits
-        self._activities: set[int] = set()
+        #: Pending syscall -> whether it is answered as soon as it is cancelled, and how long an
+        #: attempt of it may run.
+        self._activities: dict[int, tuple[bool, float]] = {}
+        #: Syscall answered when cancelled -> when (workflow time) it has surely stopped.
+        self._cancelled: dict[int, float] = {}
         self._timers: set[int] = set()
 
     @property
     def pending(self) -> tuple[int, int]:
-        """Syscalls and timers the run has pending."""
-        return len(self._activities), len(self._timers)
+        """Syscalls (those cancelled that may still run among them) and timers the run has."""
+        return len(self._activities) + len(self._cancelled), len(self._timers)
 
     def arrived(self, act: WorkflowActivation) -> None:
         """Forget the syscalls and timers the activation resolves."""
+        now = _workflow_time(act)
+        self._cancelled = {seq: ends for seq, ends in self._cancelled.items() if ends > now}
         for job in act.jobs:
             if job.HasField("resolve_activity"):
-                self._activities.discard(job.resolve_activity.seq)
+                self._activities.pop(job.resolve_activity.seq, None)
             elif job.HasField("fire_timer"):
                 self._timers.discard(job.fire_timer.seq)
 
@@ -59,9 +65,22 @@ class RunBounds:
         for command in commands:
             kind = command.WhichOneof("variant")
             if kind == "schedule_activity":
-                if command.schedule_activity.seq in self._activities:
+                schedule = command.schedule_activity
+                if schedule.seq in self._activities or schedule.seq in self._cancelled:
                     return "a syscall scheduled under the number of one still pending"
-                self._activities.add(command.schedule_activity.seq)
+                self._activities[schedule.seq] = (
+                    schedule.cancellation_type == ActivityCancellationType.TRY_CANCEL,
+                    schedule.start_to_close_timeout.ToTimedelta().total_seconds(),
+                )
+            elif kind == "request_cancel_activity":
+                # Cancelled so, a syscall is answered at once, while the kernel may still run
+                # it (cancellation reaches an attempt only at a heartbeat): a run could cancel
+                # and schedule again without end. It counts until its attempt's time is up.
+                seq = command.request_cancel_activity.seq
+                answered_at_once, start_to_close_s = self._activities.get(seq, (False, 0.0))
+                if answered_at_once:
+                    del self._activities[seq]
+                    self._cancelled[seq] = _workflow_time(act) + start_to_close_s
             elif kind == "start_timer":
                 if command.start_timer.seq in self._timers:
                     return "a timer started under the number of one still running"
@@ -129,6 +148,11 @@ def _payloads(command: WorkflowCommand) -> Iterable[tuple[str, Payload]]:
             yield "the state the run carries on", payload
     elif kind == "update_response" and command.update_response.HasField("completed"):
         yield "an update's answer", command.update_response.completed
+
+
+def _workflow_time(act: WorkflowActivation) -> float:
+    """The activation's time as Temporal gives it (not the pool's clock, not the code's)."""
+    return act.timestamp.seconds + act.timestamp.nanos / 1e9
 
 
 def _over(what: str, limit: int, setting: str) -> str:
