@@ -46,8 +46,8 @@ HONEST_RUNS = 20
 HONEST_SYSCALLS = 10
 REPEATS = 3
 #: The slot-holding neighbour: (slots, holders, pool_share) of each host it is measured on,
-#: with more holders than slots: a small host with and without shares, and the default one.
-HOSTS = ((20, 40, 0.25), (20, 40, 1.0), (100, 120, 0.25))
+#: with more holders than slots: a small host with two shares and none, and the default one.
+HOSTS = ((20, 40, 0.25), (20, 40, 0.1), (20, 40, 1.0), (100, 120, 0.25))
 #: How long each holder holds its first task, in seconds.
 HOLDER_TURNS = 6
 #: The crowd: tenants, runs each, and how long each run waits before its syscall.
