@@ -17,11 +17,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import httpx
-
 from kernos.kernel.config import MemorySettings
 from kernos.kernel.errors import ConfigError, EmbeddingMismatch, LLMUnavailable
-from kernos.kernel.llm.http import HTTPBackend, ServerUnreachable, error_for_status
+from kernos.kernel.llm.http import HTTPBackend, error_for_status, transport_errors
 
 #: The store's vector dimension (migration 0006): all-MiniLM-L6-v2's.
 DIMENSIONS = 384
@@ -126,14 +124,10 @@ class OpenAIEmbedder(HTTPBackend):
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = list(texts[start : start + self.batch_size])
-            try:
+            with transport_errors(self.where):
                 response = await self._client.post(
                     "/v1/embeddings", json={"model": self.model, "input": batch}
                 )
-            except httpx.TimeoutException as exc:
-                raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
-            except httpx.TransportError as exc:
-                raise ServerUnreachable(f"cannot reach {self.where}: {exc}") from exc
             if response.status_code >= 400:
                 raise error_for_status(self.where, response)
             try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 
 import httpx
 
@@ -60,6 +62,21 @@ def error_for_status(server: str, response: httpx.Response) -> LLMError:
     if "context" in lowered and any(word in lowered for word in _CONTEXT_WORDS):
         return ContextTooLong(message)
     return LLMBadRequest(message)
+
+
+@contextlib.contextmanager
+def transport_errors(where: str) -> Iterator[None]:
+    """A request to `where` inside, whose transport failures become the kernel's LLM errors.
+
+    A timeout is `LLMUnavailable` (retried); a connection that failed or broke is
+    `ServerUnreachable`, which also takes the instance out of rotation until its probe passes.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise LLMUnavailable(f"{where} timed out: {type(exc).__name__}") from exc
+    except httpx.TransportError as exc:
+        raise ServerUnreachable(f"cannot reach {where}: {exc}") from exc
 
 
 class HTTPBackend:

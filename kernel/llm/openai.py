@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import httpx
 from pydantic import ValidationError
 
 from kernos.kernel.errors import LLMUnavailable
@@ -29,7 +28,7 @@ from kernos.kernel.llm.base import (
     Snapshot,
     token_budget,
 )
-from kernos.kernel.llm.http import HTTPBackend, ServerUnreachable, error_for_status
+from kernos.kernel.llm.http import HTTPBackend, error_for_status, transport_errors
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage, ToolCall
 
 TextResume = Literal["none", "prefill", "continue_final_message"]
@@ -112,7 +111,7 @@ class OpenAIBackend(HTTPBackend):
         usage: TokenUsage | None = None
         finish_reason: str | None = None
         body = self._body(request, resume, budget)
-        try:
+        with transport_errors(where):
             async with self._client.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -123,7 +122,7 @@ class OpenAIBackend(HTTPBackend):
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    chunk = json.loads(data)
+                    chunk = _stream_chunk(where, data)
                     if chunk.get("error"):
                         raise LLMUnavailable(f"{where} failed mid-stream: {chunk['error']}")
                     for choice in chunk.get("choices") or []:
@@ -140,12 +139,6 @@ class OpenAIBackend(HTTPBackend):
                             input_tokens=chunk["usage"].get("prompt_tokens") or 0,
                             output_tokens=chunk["usage"].get("completion_tokens") or 0,
                         )
-        except httpx.TimeoutException as exc:
-            raise LLMUnavailable(f"{where} timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"cannot reach {where}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise LLMUnavailable(f"{where} sent a malformed stream chunk: {exc}") from exc
         usage = usage or TokenUsage(output_tokens=len(parts))
         # As on the id-resuming kinds: the text so far is read again as input, and the output
         # is the whole generation's.
@@ -187,3 +180,14 @@ def _tool_calls(where: str, calls: dict[int, dict[str, str]]) -> list[ToolCall]:
         raise LLMUnavailable(
             f"{where} sent a malformed tool call: {exc.errors()[0]['msg']}"
         ) from exc
+
+
+def _stream_chunk(where: str, data: str) -> dict[str, Any]:
+    """One server-sent event's chunk of a streamed completion."""
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise LLMUnavailable(f"{where} sent a malformed stream chunk: {exc}") from exc
+    if not isinstance(chunk, dict):
+        raise LLMUnavailable(f"{where} sent a stream chunk that is not an object: {data[:200]}")
+    return chunk

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from kernos.kernel.errors import ContextTooLong, LLMUnavailable
+from kernos.kernel.errors import ContextTooLong
 from kernos.kernel.llm.base import (
     SLICE_END,
     Placement,
@@ -20,7 +18,7 @@ from kernos.kernel.llm.base import (
     Snapshot,
     token_budget,
 )
-from kernos.kernel.llm.http import HTTPBackend, ServerUnreachable, error_for_status
+from kernos.kernel.llm.http import HTTPBackend, error_for_status, transport_errors
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 
@@ -43,12 +41,8 @@ class ResumableBackend(HTTPBackend):
 
     async def measure(self, request: LLMRequest) -> PromptSize:
         """The prompt's ids counted, with the window the server reports."""
-        try:
+        with transport_errors(self.where):
             prompt, window = await self.prompt_tokens(request)
-        except httpx.TimeoutException as exc:
-            raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"cannot reach {self.where}: {exc}") from exc
         return PromptSize(tokens=len(prompt), window=window)
 
     async def generate(
@@ -82,7 +76,7 @@ class ResumableBackend(HTTPBackend):
         budget, sliced = token_budget(
             request.sampling.max_tokens, resumed_from, placement.slice_tokens
         )
-        try:
+        with transport_errors(self.where):
             prompt, window = await self.prompt_tokens(request)
             usage = TokenUsage(input_tokens=len(prompt) + resumed_from)
             if window is not None:
@@ -116,10 +110,6 @@ class ResumableBackend(HTTPBackend):
             )
             if finish != SLICE_END:
                 response = await self.concluded(request, response, placement)
-        except httpx.TimeoutException as exc:
-            raise LLMUnavailable(f"{self.where} timed out: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"cannot reach {self.where}: {exc}") from exc
         return response
 
     async def concluded(
