@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -132,8 +132,9 @@ class _SyscallInbound(ActivityInboundInterceptor):
         if self.result_key is not None:
             result_key = self.result_key
 
-            def sealer(kind: str, message: str) -> str:
-                return sign(result_key, error_message(run, syscall.name, answered, kind, message))
+            def sealer(kind: str, message: str, fields: Mapping[str, Any]) -> str:
+                signed = error_message(run, syscall.name, answered, kind, message, fields)
+                return sign(result_key, signed)
 
         try:
             try:

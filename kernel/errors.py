@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -25,6 +26,25 @@ class KernosError(Exception):
 
     #: Whether retrying the same request can succeed; read at the activity edge.
     retryable: bool = False
+    #: The attributes it holds besides its message (JSON values), which travel with it from a
+    #: kernel worker into agent code.
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    def field_values(self) -> dict[str, Any]:
+        """Its `fields`, by name, as it holds them."""
+        return {name: getattr(self, name, None) for name in self.fields}
+
+    @classmethod
+    def rebuilt(cls, message: str, values: Mapping[str, Any]) -> Self:
+        """The error that `message` and its fields' `values` describe.
+
+        Built around the message: some errors' constructors take the parts of it instead.
+        """
+        error = cls.__new__(cls)
+        Exception.__init__(error, message)
+        for name in cls.fields:
+            setattr(error, name, values.get(name))
+        return error
 
 
 class InvalidRequest(KernosError, ValueError):
@@ -38,6 +58,8 @@ class InvalidRunSpec(InvalidRequest):
 class UnknownAgent(InvalidRequest):
     """An agent name that no worker registers."""
 
+    fields = ("name", "registered")
+
     def __init__(self, name: str, registered: list[str]) -> None:
         self.name = name
         self.registered = sorted(registered)
@@ -47,6 +69,8 @@ class UnknownAgent(InvalidRequest):
 
 class UnknownModel(InvalidRequest):
     """A model that no configured LLM instance serves."""
+
+    fields = ("model", "known")
 
     def __init__(self, model: str, known: list[str]) -> None:
         self.model = model
@@ -58,18 +82,12 @@ class UnknownModel(InvalidRequest):
 class PayloadTooLarge(InvalidRequest):
     """A payload over a named size limit."""
 
+    fields = ("size", "limit")
+
     def __init__(self, what: str, size: int, limit: int, setting: str) -> None:
         self.size = size
         self.limit = limit
         super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes ({setting})")
-
-
-class RunNotFound(KernosError, LookupError):
-    """A run id that the kernel has no record of."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        super().__init__(f"no run with id {run_id!r}")
 
 
 class AccessDenied(KernosError, PermissionError):
@@ -113,7 +131,17 @@ class PolicyError(ConfigError):
 
 
 class NotFound(InvalidRequest, LookupError):
-    """A memory item or file that the caller's scope does not hold (or may not see)."""
+    """A run, memory item, file, approval or key the caller's scope does not hold (or see)."""
+
+
+class RunNotFound(NotFound):
+    """A run id that the kernel has no record of (or that the caller may not see)."""
+
+    fields = ("run_id",)
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id {run_id!r}")
 
 
 class InvalidPath(InvalidRequest):
@@ -127,8 +155,11 @@ class VersionConflict(InvalidRequest):
 class UnknownTool(InvalidRequest):
     """A tool name that the kernel does not register."""
 
+    fields = ("name", "registered")
+
     def __init__(self, name: str, registered: list[str]) -> None:
         self.name = name
+        self.registered = sorted(registered)
         listed = ", ".join(sorted(registered)) or "none"
         super().__init__(f"unknown tool {name!r}; registered tools: {listed}")
 
@@ -144,6 +175,8 @@ class ToolOutcomeUnknown(KernosError):
 class EmbeddingMismatch(ConfigError):
     """An embedding model whose vectors do not fit the store's dimension."""
 
+    fields = ("dimensions", "expected")
+
     def __init__(self, model: str, dimensions: int, expected: int) -> None:
         self.dimensions = dimensions
         self.expected = expected
@@ -158,6 +191,7 @@ class LLMError(KernosError):
     """A failure of an LLM server, translated at the activity edge."""
 
     retryable = True
+    fields = ("retry_after_s",)
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         self.retry_after_s = retry_after_s

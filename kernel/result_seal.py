@@ -22,6 +22,8 @@ result, so such runs must end on an agent worker that runs agent code in its own
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Final, Literal
 
@@ -88,10 +90,21 @@ def result_message(run: tuple[str, str], syscall: str, request: BaseModel | None
 
 
 def error_message(
-    run: tuple[str, str], syscall: str, request: BaseModel | None, kind: str, text: str
+    run: tuple[str, str],
+    syscall: str,
+    request: BaseModel | None,
+    kind: str,
+    text: str,
+    fields: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """What is signed for an error (its type name and message) as the answer to `request`."""
-    return _message(*run, syscall, _digest(request), "error", kind, text)
+    """What is signed for an error (its type name, message and fields) answering `request`.
+
+    Without fields, what was signed before errors carried them.
+    """
+    parts = [kind, text]
+    if fields:
+        parts.append(json.dumps(fields, sort_keys=True, separators=(",", ":")))
+    return _message(*run, syscall, _digest(request), "error", *parts)
 
 
 def refusal(syscall: str, what: str) -> str:

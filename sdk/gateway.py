@@ -44,7 +44,7 @@ from kernos.kernel.api_keys import (
 )
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
-from kernos.kernel.errors import AccessDenied, KernosError, RunNotFound, first_problem
+from kernos.kernel.errors import AccessDenied, KernosError, NotFound, RunNotFound, first_problem
 from kernos.kernel.policy_store import load_access
 from kernos.kernel.runs import RunRecord
 from kernos.kernel.syscall_table import RUN_CANCEL, RUN_SUBMIT
@@ -97,8 +97,8 @@ def gateway_app(settings: Settings) -> Starlette:
                 return _error(401, "AuthenticationFailed", str(exc))
             except AccessDenied as exc:
                 return _error(403, type(exc).__name__, str(exc))
-            except RunNotFound as exc:
-                return _error(404, "RunNotFound", str(exc))
+            except NotFound as exc:
+                return _error(404, type(exc).__name__, str(exc))
             except ValidationError as exc:
                 return _error(400, "InvalidRequest", first_problem(exc))
             except KernosError as exc:

@@ -19,7 +19,13 @@ from pydantic import BaseModel
 
 from kernos.client import RunFailed
 from kernos.kernel.api_keys import AuthenticationFailed
-from kernos.kernel.errors import AccessDenied, InvalidRequest, KernosError, RunNotFound
+from kernos.kernel.errors import (
+    AccessDenied,
+    InvalidRequest,
+    KernosError,
+    NotFound,
+    RunNotFound,
+)
 from kernos.kernel.runs import RunRecord
 from kernos.kernel.syscalls import RunResult, RunSpec
 
@@ -140,6 +146,8 @@ class RemoteClient:
             raise AuthenticationFailed(message)
         if response.status_code == 403:
             raise AccessDenied(message)
+        if response.status_code == 404 and kind != "RunNotFound":
+            raise NotFound(message)
         if response.status_code == 404:
             raise RunNotFound(path.split("/")[3] if path.count("/") >= 3 else path)
         if response.status_code in (400, 413):

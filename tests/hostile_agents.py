@@ -426,7 +426,8 @@ class BloaterAgent(Agent):
         try:
             await storage.write("big.txt", "x" * int(size))
         except PayloadTooLarge as exc:
-            return f"refused: {exc}"
+            # Refused by the SDK, before the kernel; or by the kernel, its fields carried here.
+            return f"refused ({exc.size} bytes, limit {exc.limit}): {exc}"
         return "written"
 
 

@@ -8,6 +8,7 @@ cancels the run: whatever it sends, only what the host writes reaches the child.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -175,6 +176,21 @@ def test_a_kernel_workers_error_passes_as_its_type_and_message_only() -> None:
     assert failure.activity_failure_info.activity_type.name == "storage.read"
     assert ROGUE not in act.SerializeToString()
     assert b"123456" not in act.SerializeToString() and b"psycopg" not in act.SerializeToString()
+
+
+def test_a_kernel_errors_sealed_fields_pass_with_it_and_forged_ones_do_not() -> None:
+    message = "the file 'a.md' is 60000 bytes, over the limit of 50000 bytes"
+    fields = {"size": 60000, "limit": 50000}
+    signed = error_message(RUN, "storage.read", REQUEST, "PayloadTooLarge", message, fields)
+    seal = sign(KEY, signed)
+    act = checked(failed(application("PayloadTooLarge", message, fields, seal)))
+    cause = act.jobs[0].resolve_activity.result.failed.failure.cause
+    assert cause.application_failure_info.type == "PayloadTooLarge"
+    kept = cause.application_failure_info.details.payloads
+    assert [json.loads(detail.data) for detail in kept] == [fields]
+    forged = {"size": 1, "limit": 50000}
+    act = checked(failed(application("PayloadTooLarge", message, forged, seal)))
+    assert "the PayloadTooLarge error of storage.read was not sealed" in (unsealed(act) or "")
 
 
 @pytest.mark.parametrize("how", ["unsigned", "signed-elsewhere", "encoded-message"])

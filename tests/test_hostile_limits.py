@@ -156,11 +156,16 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
         "historian": ("historian", "20", "over the limit of 300 ([limits] max_history_events)"),
         "bloater": ("bloater", "around 150000", "a request of syscall storage.write is 1500"),
     }  # fmt: skip
+    # Honest runs -> their agent, their task, what they end with.
     honest = {
-        "flooder": ("honest 40", "listed 40 times"),
-        "timers": ("10", "10 timers started"),
-        "bloater": ("honest 150000", "refused: the storage.write request is 1500"),
-    }
+        "flooder": ("flooder", "honest 40", "listed 40 times"),
+        "timers": ("timers", "10", "10 timers started"),
+        "bloater": ("bloater", "honest 150000", "refused (150074 bytes, limit 100000): the "
+                    "storage.write request is 150074 bytes"),
+        # Under the run's payload limit, over the store's file limit: the kernel refuses it.
+        "bloater in the kernel": ("bloater", "honest 60000", "refused (60000 bytes, limit "
+                                  "50000): the file 'big.txt' is 60000 bytes"),
+    }  # fmt: skip
     async with workers(settings), await KernosClient.connect(settings) as client:
 
         async def submit(agent: str, task: str, who: str) -> Any:
@@ -172,7 +177,7 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
             for attack, (agent, task, _) in attacks.items()
         }
         honest_runs = {
-            agent: await submit(agent, task, "honest") for agent, (task, _) in honest.items()
+            case: await submit(agent, task, "honest") for case, (agent, task, _) in honest.items()
         }
         victim = await submit("echo", "unharmed", "other")
         for attack, handle in attackers.items():
@@ -180,9 +185,9 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
                 await handle.result()
             assert failed.value.error_type == "RunLimitExceeded", (attack, failed.value)
             assert attacks[attack][2] in failed.value.message, (attack, failed.value.message)
-        for agent, handle in honest_runs.items():
+        for case, handle in honest_runs.items():
             output = (await handle.result()).output
-            assert honest[agent][1] in output, (agent, output)
+            assert honest[case][2] in output, (case, output)
         assert (
             "over the limit of 100000 bytes ([limits] max_payload_bytes)"
             in (await honest_runs["bloater"].result()).output

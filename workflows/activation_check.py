@@ -20,6 +20,7 @@ The child's runs then trust the answers they are handed (`result_seal.BY_HOST`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -193,22 +194,27 @@ class ActivationCheck:
         name = info.type or "ApplicationError"
         what = f"{name} error" if name in KERNEL_ERRORS else "error"
         asked = _decoded(syscall.request, request)
-        last = info.details.payloads[-1] if info.details.payloads else None
+        details = info.details.payloads
+        last = details[-1] if details else None
         signature = (
             json_scalar(last.data) if last and last.metadata.get("encoding") == _JSON else None
         )
+        # A kernel error's fields come first, where it has any (with its seal, two details).
+        fields = (_json_object(details[0]) if len(details) == 2 else None) or {}
         # Encoded attributes would stand in for the message the seal covers: no kernel worker
         # writes them.
         if asked is None or not isinstance(signature, str) or cause.HasField("encoded_attributes"):
             return what
-        signed = result_seal.error_message(run, syscall.name, asked, name, cause.message)
+        signed = result_seal.error_message(run, syscall.name, asked, name, cause.message, fields)
         assert self._key is not None
         if not result_seal.verified(self._key, signed, signature):
             return what
-        # The type and the message, which the seal covers; nothing else the worker sent.
-        return Failure(
-            message=cause.message, application_failure_info=ApplicationFailureInfo(type=name)
-        )
+        # The type, the message and the fields, which the seal covers; nothing else the worker
+        # sent (the fields as they were read, whatever their bytes were).
+        kept = ApplicationFailureInfo(type=name)
+        if fields:
+            kept.details.payloads.extend(_CONVERTER.to_payloads([fields]))
+        return Failure(message=cause.message, application_failure_info=kept)
 
 
 def _outsiders(job: WorkflowActivationJob) -> None:
@@ -263,6 +269,17 @@ def _activity_info(failure: Failure) -> ActivityFailureInfo:
     )
     info.activity_type.name = known.activity_type.name
     return info
+
+
+def _json_object(payload: Payload) -> dict[str, Any] | None:
+    """A payload's JSON object; None if it is something else."""
+    if payload.metadata.get("encoding") != _JSON:
+        return None
+    try:
+        value = json.loads(payload.data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _wrapped(original: Failure, cause: Failure) -> Failure:

@@ -78,11 +78,14 @@ def _translate(exc: ActivityError) -> errors.KernosError | None:
     """The kernel error an activity failure stands for, if it is one agents may catch."""
     cause = exc.cause
     if isinstance(cause, ApplicationError) and cause.type in _RAISED_IN_AGENT:
-        # Built around the message alone: some errors' constructors take the parts of it.
-        error = _RAISED_IN_AGENT[cause.type].__new__(_RAISED_IN_AGENT[cause.type])
-        Exception.__init__(error, cause.message)
-        return error
+        return _RAISED_IN_AGENT[cause.type].rebuilt(cause.message, error_fields(cause))
     return None
+
+
+def error_fields(cause: ApplicationError) -> dict[str, Any]:
+    """The fields a kernel error's failure carries (its first detail, an object), if any."""
+    first = cause.details[0] if cause.details else None
+    return first if isinstance(first, dict) else {}
 
 
 def _raise_translated(exc: ActivityError) -> NoReturn:
@@ -194,7 +197,7 @@ class SyscallDispatcher:
             return
         kind = cause.type or type(cause).__name__
         signed = result_seal.error_message(
-            self._run_ids(), syscall.name, request, kind, cause.message
+            self._run_ids(), syscall.name, request, kind, cause.message, error_fields(cause)
         )
         if not (cause.details and result_seal.verified(key, signed, cause.details[-1])):
             raise self._unsealed_error(syscall, f"{kind} error") from None
