@@ -73,6 +73,8 @@ bench: install
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/pools.py
 	$(BIN)/python bench/plots.py
+	# The README's tables of figures, from the results just written (checked by the tests).
+	$(BIN)/python bench/readme_figures.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,200 @@
+"""The README's tables of figures, rendered from `bench/results/*.json`: never typed by hand.
+
+Each table sits between `<!-- figures: NAME -->` and `<!-- /figures -->` in the README, NAME
+naming its renderer here. `python bench/readme_figures.py` rewrites them from the last
+results; `--check` only says which differ (the test tier runs it), so a benchmark rerun whose
+figures did not reach the README fails there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+_BLOCK = re.compile(
+    r"(<!-- figures: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S
+)
+
+
+def _load(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((RESULTS / f"{name}.json").read_text())
+    return loaded
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _s(ms: float) -> str:
+    return f"{ms / 1000:.1f} s"
+
+
+def pools() -> str:
+    """`bench/pools.py`: what a pool costs, and what a greedy neighbour costs an honest tenant."""
+    result = _load("pools")
+    cold, memory = result["cold_start"], result["idle_pool_memory"]
+    burner, crowd = result["hostile_neighbour"], result["crowd"]
+    rows = [
+        [
+            "a run in a pool with no process yet, over the same run in a warm pool",
+            f"+{cold['extra_ms_p50']:.0f} ms p50, +{cold['extra_ms_p99']:.0f} ms p99",
+        ],
+        [
+            "memory of an idle pool's process (its cgroup's count)",
+            f"{memory['mib_p50']:.0f} MiB p50, {memory['mib_max']:.0f} MiB at most, "
+            f"over {memory['pools']} pools",
+        ],
+        [
+            "an honest tenant's burst of runs, next to another tenant's runs burning CPU in "
+            "workflow code",
+            f"**{burner['wall_ratio']:.2f}x** the wall time alone "
+            f"({_s(burner['crowded_wall_ms'])} against {_s(burner['alone_wall_ms'])}), "
+            f"{burner['p99_ratio']:.2f}x the p99",
+        ],
+    ]
+    for host, held in result["holding_neighbour"].items():
+        rows.append(
+            [
+                f"the same burst next to runs that block their workflow tasks, {host}",
+                f"**{held['wall_ratio']:.2f}x** the wall time alone "
+                f"({_s(held['crowded_wall_ms'])} against {_s(held['alone_wall_ms'])}); "
+                f"tasks turned or given back: {held['neighbour_turned_back']} of the "
+                f"neighbour's, {held['honest_turned_back']} of the honest tenant's",
+            ]
+        )
+    rows.append(
+        [
+            f"{crowd['runs']:,} runs open at once over {crowd['tenants']} tenants, each waiting "
+            "60 s then making one syscall",
+            f"{crowd['pools']} pools ({crowd['pools_memory_gib']:.1f} GiB), submitted in "
+            f"{crowd['submit_s']:.0f} s; **{crowd['extra_ms_p50'] / 1000:.0f} s p50, "
+            f"{crowd['extra_ms_p99'] / 1000:.0f} s p99 beyond each run's wait**",
+        ]
+    )
+    return _table(["", "figure (goal for a neighbour: ≤ 1.2x)"], rows)
+
+
+def syscall_overhead() -> str:
+    """`bench/syscall_overhead.py`: one more syscall in a run, kernel against bare Temporal."""
+    result = _load("syscall_overhead")
+    rows = []
+    for label, row in (
+        ("sequential, runs 1 s apart", result),
+        ("sequential, back to back", result["back_to_back"]),
+        (f"{result['parallel']['runs']} runs in parallel (wall time per syscall)",
+         result["parallel"]),
+    ):  # fmt: skip
+        rows.append(
+            [
+                label,
+                f"{row['kernel_ms']:.1f}",
+                f"{row['kernel_in_process_ms']:.1f}",
+                f"{row['raw_temporal_ms']:.1f}",
+                f"{row['ratio']:.2f}",
+                f"{row['raw_eager_ms']:.1f}",
+                f"{row['ratio_to_eager']:.2f}",
+            ]
+        )
+    whole = result["run_with_one_syscall"]
+    rows.append(
+        [
+            "a whole run with one syscall, submission to result",
+            f"{whole['kernel_ms']:.1f}",
+            f"{whole['kernel_in_process_ms']:.1f}",
+            f"{whole['raw_ms']:.1f}",
+            f"{whole['kernel_ms'] / whole['raw_ms']:.2f}",
+            f"{whole['raw_eager_ms']:.1f}",
+            f"{whole['kernel_ms'] / whole['raw_eager_ms']:.2f}",
+        ]
+    )
+    header = [
+        "ms",
+        "kernel (agent code confined)",
+        "kernel, agent code in process",
+        "raw Temporal, activity on its own worker and queue",
+        "ratio",
+        "raw, activity on the workflow's worker (eager)",
+        "ratio",
+    ]
+    return _table(header, rows)
+
+
+def llm_throughput() -> str:
+    """`bench/llm_throughput.py`: the local model's tokens per second, direct and through kernos."""
+    result = _load("llm_throughput")
+    tokens = result["tokens_per_s"]
+    rows = [
+        ["llama-server directly", f"{tokens['direct']['1']:.1f}", f"{tokens['direct']['4']:.1f}"],
+        [
+            "through kernos, one agent run per request",
+            f"{tokens['kernel']['1']:.1f}",
+            f"{tokens['kernel']['4']:.1f}",
+        ],
+        [
+            "kernos over direct",
+            f"{result['kernel_over_direct']['1']:.0%}",
+            f"{result['kernel_over_direct']['4']:.0%}",
+        ],
+    ]
+    return _table(["tokens/s", "1 request at a time", "4 at once"], rows)
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "pools": pools,
+    "syscall_overhead": syscall_overhead,
+    "llm_throughput": llm_throughput,
+}
+
+
+def rendered(readme: str) -> str:
+    """`readme` with every figures block rendered afresh (ValueError for an unknown name)."""
+
+    def block(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in RENDERERS:
+            raise ValueError(f"the README names figures {name!r}; known: {', '.join(RENDERERS)}")
+        return match[1] + RENDERERS[name]() + match[4]
+
+    return _BLOCK.sub(block, readme)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only say which tables differ")
+    parser.add_argument("--readme", type=Path, default=README, help="the README to render")
+    args = parser.parse_args()
+    readme = args.readme.read_text()
+    try:
+        fresh = rendered(readme)
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"cannot render the README's figures: {exc!r}", file=sys.stderr)
+        return 2
+    if not args.check:
+        args.readme.write_text(fresh)
+        return 0
+    stale = [
+        match["name"]
+        for match, new in zip(_BLOCK.finditer(readme), _BLOCK.finditer(fresh), strict=True)
+        if match["body"] != new["body"]
+    ]
+    if stale:
+        print(
+            f"README figures out of date: {', '.join(stale)}; run python bench/readme_figures.py",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
