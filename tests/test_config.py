@@ -156,3 +156,15 @@ def test_kernos_up_gives_its_processes_no_owner_or_operator_credential(
     assert "KERNOS_DATABASE__OWNER_DSN" not in env
     assert env["KERNOS_TEMPORAL__ADDRESS"] == "temporal:7233"
     assert env["KERNOS_STATE_DIR"] == str(tmp_path)
+
+
+def test_llama_server_skips_amx_repacking_where_the_cpu_advertises_amx(tmp_path: Path) -> None:
+    # (A VM here advertised AMX and the server died of SIGILL in its AMX kernels.)
+    from kernos.infra.llama import advertises_amx
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+    assert advertises_amx(cpuinfo)
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert not advertises_amx(cpuinfo)
+    assert not advertises_amx(tmp_path / "missing")
