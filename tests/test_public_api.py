@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import subprocess
 import sys
+import typing
 
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
@@ -78,6 +81,10 @@ def test_a_name_first_used_in_a_workflow_sandbox_is_the_kernels_own() -> None:
     # interpreter, where nothing has imported `kernos.remote` yet.
     script = """
 import sys
+import inspect
+import re
+import typing
+
 import kernos
 from temporalio.worker.workflow_sandbox._importer import Importer
 from temporalio.worker.workflow_sandbox._restrictions import (
@@ -97,3 +104,28 @@ print(scope["RemoteClient"] is kernos.remote.RemoteClient)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True"]
+
+
+def test_every_kernel_type_the_sdk_takes_or_returns_is_exported() -> None:
+    """A caller of `Agent`'s managers or of `KernosClient` never imports from kernos.kernel."""
+    import kernos.agent
+    import kernos.client
+    from kernos.kernel import syscalls
+
+    abi = {
+        name
+        for name, value in vars(syscalls).items()
+        if inspect.isclass(value) and value.__module__ == syscalls.__name__
+    }
+    touched: set[str] = set()
+    for module in (kernos.agent, kernos.client):
+        for cls in vars(module).values():
+            if not (inspect.isclass(cls) and cls.__module__ == module.__name__):
+                continue
+            for name, method in vars(cls).items():
+                if name.startswith("_") or not inspect.isfunction(method):
+                    continue
+                for hint in typing.get_type_hints(method).values():
+                    touched |= {n for n in abi if re.search(rf"\b{n}\b", repr(hint))}
+    assert touched, "no method of the SDK names a kernel type"
+    assert touched <= set(kernos.__all__), sorted(touched - set(kernos.__all__))
