@@ -10,7 +10,7 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 DEMO_AGENT ?= planner
 DEMO_TASK ?= Explain in two sentences why durable execution matters for LLM agents.
 
-.PHONY: install system demo test lint typecheck pytest bench clean down
+.PHONY: install system demo test test-fast lint typecheck pytest bench clean down
 
 # The editable install is strict (a tree of links), so mypy can follow the package-dir mapping;
 # it must be redone when a module is added, hence the package directories as prerequisites.
@@ -58,6 +58,12 @@ pytest: install
 	$(BIN)/python -m pytest
 
 test: lint pytest
+
+# The fast tier: every test that needs no Temporal server, PostgreSQL or llama-server (workflow
+# logic through recorded histories, the host's checks, the SDK, settings, the HTTP backends
+# against fakes). `make test` still runs everything against the real servers.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not servers"
 
 bench: install
 	$(BIN)/python bench/syscall_overhead.py

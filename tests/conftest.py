@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,57 @@ for _name in [
 os.environ["KERNOS_STATE_DIR"] = str(_EMPTY_CONFIG.parent / "state")
 
 
+#: Fixtures that start a real server (or need one): a test using any of them, directly or not,
+#: is marked `servers`, and the fast tier (`make test-fast`, `-m "not servers"`) leaves it out.
+SERVER_FIXTURES = frozenset({"temporal", "postgres", "llama"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--sglang-url",
         default=None,
         help="run the SGLang conformance tests against this server instead of the fake",
     )
+    parser.addoption(
+        "--record-histories",
+        action="store_true",
+        help="write the histories of the runs tests keep for replay into tests/histories/ "
+        "(then take the new fingerprints: python -m tests.workflow_sources)",
+    )
+
+
+HISTORIES = Path(__file__).parent / "histories"
+#: Keeps a run's histories for replay (with --record-histories): `(client, run id, name)`.
+KeepHistory = Callable[[Client, str, str], Awaitable[None]]
+
+
+@pytest.fixture
+def keep_history(request: pytest.FixtureRequest) -> KeepHistory:
+    """Where a test has taken a run through a workflow feature, its histories for replay.
+
+    Without the option it does nothing: histories are recorded on purpose, once per feature,
+    and then replayed on every test run (tests/test_replay.py).
+    """
+    recording = bool(request.config.getoption("--record-histories"))
+
+    async def keep(temporal: Client, run_id: str, name: str) -> None:
+        if not recording:
+            return
+        found = temporal.list_workflows(f'WorkflowId = "{run_id}"')
+        executions = sorted([e async for e in found], key=lambda e: e.start_time)
+        for number, execution in enumerate(executions, 1):
+            handle = temporal.get_workflow_handle(run_id, run_id=execution.run_id)
+            history = await handle.fetch_history()
+            suffix = f"-{number}" if len(executions) > 1 else ""
+            (HISTORIES / f"{name}{suffix}.json").write_text(history.to_json())
+
+    return keep
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,10 @@
 
 Histories under tests/histories/ are replayed on every test run, so a change to workflow code
 that would break running workflows fails the suite. Add a history for new behaviour; never
-re-record an existing one to make a test pass.
+re-record an existing one to make a test pass. This records a run of one agent on the default
+settings; a run a test takes through a feature (an approval, continue-as-new, a sliced
+generation) is recorded by that test with `pytest --record-histories` (`keep_history`). Then
+take the new fingerprints: `python -m tests.workflow_sources`.
 """
 
 from __future__ import annotations

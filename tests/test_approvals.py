@@ -20,7 +20,7 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel import visibility
 from kernos.kernel.approvals import Approval, ApprovalStore
 from tests import tools as test_tools
-from tests.conftest import workers
+from tests.conftest import KeepHistory, workers
 from tests.test_cli import config_file, kernos
 from tests.test_tools import tool_settings
 
@@ -76,8 +76,9 @@ def charge(cents: int) -> dict[str, Any]:
 
 
 async def test_a_marked_call_waits_for_an_allowed_approver_then_runs_once(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
-) -> None:
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path,
+    keep_history: KeepHistory,
+) -> None:  # fmt: skip
     tenant = f"approve-{uuid.uuid4().hex[:8]}"
     settings = approval_settings(temporal, postgres, tmp_path, tenant)
     async with workers_and_client(settings) as client:
@@ -106,6 +107,7 @@ async def test_a_marked_call_waits_for_an_allowed_approver_then_runs_once(
         assert await status_of(client, handle.run_id) == "completed"
         rows = await audited(client, handle.run_id)
         used = await ApprovalStore(client.pool).get(waiting.id)
+        await keep_history(client.temporal, handle.run_id, "memo-approved")
 
     assert len((test_tools.EFFECTS / tenant).read_text().splitlines()) == 1
     assert rows == [

@@ -12,7 +12,7 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import ContextSettings
 from kernos.kernel.conversations import ConversationStore
 from kernos.kernel.syscalls import CompactRequest, LLMRequest, Message
-from tests.conftest import make_settings, workers
+from tests.conftest import KeepHistory, make_settings, workers
 
 
 def diary_reply(request: LLMRequest) -> str:
@@ -24,7 +24,7 @@ def diary_reply(request: LLMRequest) -> str:
 
 
 async def test_a_long_run_keeps_everything_across_continue_as_new_and_compaction(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, keep_history: KeepHistory
 ) -> None:
     settings = make_settings(
         temporal,
@@ -51,6 +51,7 @@ async def test_a_long_run_keeps_everything_across_continue_as_new_and_compaction
         history = await store.history(row["id"], handle.run_id)
         active = await store.active(row["id"], handle.run_id)
         view = await client.show(handle.run_id)
+        await keep_history(client.temporal, handle.run_id, "diary-continue-as-new")
     # The state came through every continue-as-new: all sixteen replies, in order.
     assert result.output.splitlines() == [f"noted entry {n}" for n in range(16)]
     assert len(executions) >= 2, "the run never continued as new"

@@ -148,6 +148,7 @@ def legacy_cluster(data_dir: Path) -> None:
     secrets.write_text(json.dumps({"admin_password": "old-admin", "kernel_password": "old-kernel"}))
 
 
+@pytest.mark.servers  # (starts its own)
 async def test_a_cluster_from_before_the_owner_role_is_converted(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     legacy_cluster(data_dir)
@@ -203,6 +204,7 @@ def cluster_before_the_operator(data_dir: Path) -> None:
     )
 
 
+@pytest.mark.servers  # (starts its own)
 async def test_a_cluster_from_before_the_operator_role_gets_it(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     cluster_before_the_operator(data_dir)

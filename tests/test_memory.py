@@ -350,6 +350,7 @@ async def test_an_openai_embeddings_server_is_asked_in_batches() -> None:
     assert vectors[1][0] > vectors[2][0] > vectors[0][0]  # in the order asked, not answered
 
 
+@pytest.mark.servers  # (starts its own)
 async def test_a_real_embeddings_server_of_another_dimension_is_refused(tmp_path: Path) -> None:
     """llama-server's embeddings of Gemma 3 270M have 640 dimensions; the store holds 384."""
     server = await LlamaServer.start(

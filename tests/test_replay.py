@@ -9,9 +9,11 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from kernos.kernel.result_seal import BY_HOST, SealCheckInterceptor
 from kernos.workflows import registry
 from kernos.workflows.agent_run import AgentRun
 from kernos.workflows.worker import sandbox_runner
+from tests import workflow_sources
 from tests.agents import AGENTS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -28,8 +30,22 @@ async def test_history_replays(path: Path) -> None:
         workflows=[AgentRun],
         workflow_runner=sandbox_runner(),
         data_converter=pydantic_data_converter,
+        # As in a pool's child: results were checked when they came (their seals are under a
+        # test run's key), and a run that checks them replays its `kernos-sealed-results` marker.
+        interceptors=[SealCheckInterceptor(BY_HOST)],
     )
     result = await replayer.replay_workflow(
         WorkflowHistory.from_json(path.stem, path.read_text()), raise_on_replay_failure=False
     )
     assert result.replay_failure is None, result.replay_failure
+
+
+def test_the_code_runs_replay_is_the_code_their_histories_were_checked_with() -> None:
+    stale = workflow_sources.changed()
+    assert not stale, (
+        f"workflow code changed since its histories were last checked: {', '.join(stale)}. "
+        "Runs in flight replay their whole history with the new code when they next wake: "
+        "record a history of what changed (python -m tests.record_history NAME AGENT TASK), "
+        "put a change to what a run does behind workflow.patched(...) with a history of both "
+        "branches, then take the new fingerprints: python -m tests.workflow_sources"
+    )

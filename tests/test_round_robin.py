@@ -11,7 +11,7 @@ from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
-from tests.conftest import make_settings, workers
+from tests.conftest import KeepHistory, make_settings, workers
 from tests.fake_openai import FakeOpenAIServer
 from tests.fake_sglang import FakeSGLangServer
 
@@ -131,7 +131,7 @@ async def generation_of(client: KernosClient, run_id: str) -> str:
 
 
 async def test_rr_on_an_openai_server_resumes_by_text(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, keep_history: KeepHistory
 ) -> None:
     """No token ids on the chat API: each slice sends the text so far for the server to go on."""
     words = [f"w{i}" for i in range(40)]
@@ -147,6 +147,7 @@ async def test_rr_on_an_openai_server_resumes_by_text(
             handle = await client.submit(RunSpec(agent="length", task="30 go on"))
             result = await handle.result()
             record = (await client.show(handle.run_id)).record
+            await keep_history(client.temporal, handle.run_id, "length-sliced-continued")
     assert result.output == "30 " + " ".join(words[:30])
     assert record.output_tokens == 30  # each slice charged its own tokens once
     assert len(fake.requests) == 30 // 4 + 1

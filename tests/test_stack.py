@@ -43,6 +43,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.servers  # (starts its own)
 async def test_up_status_run_crash_down(tmp_path: Path) -> None:
     env = stack_env(tmp_path)
     code, out, err = await kernos(tmp_path, env, "up", "--json")
