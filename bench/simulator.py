@@ -14,19 +14,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from kernos.kernel.errors import LLMRateLimited, LLMUnavailable
 from kernos.kernel.llm.base import Placement
 from kernos.kernel.llm.sglang import SGLangBackend
 from kernos.kernel.syscalls import LLMRequest
-from tests.fake_sglang import FakeSGLangServer
+from kernos.testing.fake_sglang import FakeSGLangServer
 
 CALIBRATION = Path(__file__).parent / "results" / "calibration.json"
 #: Measured here before calibrate.py wrote its file (llama-server, Gemma 3 270M, 2 cores).

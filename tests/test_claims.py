@@ -38,7 +38,7 @@ from kernos.kernel.syscalls import (
     Scheduling,
     SyscallLimits,
 )
-from tests.conftest import make_settings, workers
+from tests.conftest import KeepHistory, make_settings, workers
 from tests.test_cli import config_file, kernos
 
 DEFAULT_POLICY = (Path(__file__).parent.parent / "policies" / "policy.csv").read_text()
@@ -234,8 +234,9 @@ async def audit_rows(client: KernosClient, run_id: str) -> list[tuple[str, str, 
 
 
 async def test_an_instance_queue_takes_only_runs_the_instance_served(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
-) -> None:
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path,
+    keep_history: KeepHistory,
+) -> None:  # fmt: skip
     tenant = f"affinity-{uuid.uuid4().hex[:8]}"
     settings = scheduled(claim_settings(temporal, postgres, tmp_path, tenant), affinity_s=3.0)
     own_queue = f"{settings.temporal.llm_queue_prefix}open@open-1"
@@ -262,6 +263,7 @@ async def test_an_instance_queue_takes_only_runs_the_instance_served(
             result = await pausing.result()
             assert result.output.count("scripted reply") == 2
             rows = await audit_rows(client, pausing.run_id)
+            await keep_history(client.temporal, pausing.run_id, "pausing-affinity-lost")
     assert rows == [
         ("llm.chat", "allow", "policy"),
         ("llm.chat", "deny", "claim"),

@@ -10,8 +10,8 @@ from pathlib import Path
 from kernos import KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.testing.fake_openai import FakeOpenAIServer
 from tests.conftest import make_settings
-from tests.fake_openai import FakeOpenAIServer
 from tests.processes import WorkerProcess, write_worker_configs
 
 

@@ -16,8 +16,8 @@ from kernos import KernosClient, RunFailed, RunSpec, Settings
 from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.testing.fake_openai import Failure, FakeOpenAIServer
 from tests.conftest import make_settings, workers
-from tests.fake_openai import Failure, FakeOpenAIServer
 
 
 def llm_settings(

@@ -14,9 +14,9 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.llm.probe import probe
 from kernos.kernel.queues import describe_queues
+from kernos.testing.fake_openai import FakeOpenAIServer
+from kernos.testing.fake_sglang import FakeSGLangServer
 from tests.conftest import make_settings, workers
-from tests.fake_openai import FakeOpenAIServer
-from tests.fake_sglang import FakeSGLangServer
 from tests.test_cli import config_file, kernos
 
 

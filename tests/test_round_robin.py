@@ -11,9 +11,9 @@ from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
+from kernos.testing.fake_openai import FakeOpenAIServer
+from kernos.testing.fake_sglang import FakeSGLangServer
 from tests.conftest import KeepHistory, make_settings, workers
-from tests.fake_openai import FakeOpenAIServer
-from tests.fake_sglang import FakeSGLangServer
 
 
 def sglang_settings(

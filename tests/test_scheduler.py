@@ -15,9 +15,9 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.scheduler import priority_of
 from kernos.kernel.syscalls import Policy, Scheduling
+from kernos.testing.fake_openai import FakeOpenAIServer
+from kernos.testing.fake_sglang import FakeSGLangServer
 from tests.conftest import make_settings, workers
-from tests.fake_openai import FakeOpenAIServer
-from tests.fake_sglang import FakeSGLangServer
 
 
 async def served_order(

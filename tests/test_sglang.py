@@ -20,7 +20,7 @@ from kernos.kernel.llm.base import SLICE_END, Placement, Snapshot
 from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.sglang import SGLangBackend
 from kernos.kernel.syscalls import MAX_TOOL_ARGUMENTS, LLMRequest, LLMResponse, ToolSpec
-from tests.fake_sglang import FakeSGLangServer, PrefixCache, calls_then_answers
+from kernos.testing.fake_sglang import FakeSGLangServer, PrefixCache, calls_then_answers
 
 
 class Target:

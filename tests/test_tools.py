@@ -27,10 +27,10 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel import tool_calling
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
 from kernos.kernel.tools import ToolArgumentsInvalid, load_tools
+from kernos.testing.fake_openai import FakeOpenAIServer
+from kernos.testing.fake_sglang import FakeSGLangServer, calls_then_answers
 from tests import tools as test_tools
 from tests.conftest import make_settings, workers
-from tests.fake_openai import FakeOpenAIServer
-from tests.fake_sglang import FakeSGLangServer, calls_then_answers
 
 DEFAULT_POLICY = (Path(__file__).parents[1] / "policies" / "policy.csv").read_text()
 

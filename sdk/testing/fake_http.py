@@ -1,5 +1,7 @@
-"""A minimal HTTP/1.1 server for fake model servers: JSON and server-sent-event responses,
-one request per connection, on 127.0.0.1."""
+"""A minimal HTTP/1.1 server for fake model servers.
+
+JSON and server-sent-event responses, one request per connection, on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
@@ -62,18 +64,22 @@ class MiniHTTPServer:
 
     @property
     def port(self) -> int:
+        """The port it listens on (once started)."""
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
     def base_url(self) -> str:
+        """Its address, for a client."""
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        """Listen (on a free port, unless one was given)."""
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self._port)
         self._port = self.port
 
     async def stop(self) -> None:
+        """Stop listening and drop the connections still open."""
         if self._server is not None:
             self._server.close()
             for writer in list(self._writers):

@@ -1,5 +1,7 @@
-"""A small OpenAI-compatible chat server for tests: it streams, records every request, and can
-be told to fail, to be slow, or to go away."""
+"""A small OpenAI-compatible chat server for tests.
+
+It streams, records every request, and can be told to fail, to be slow, or to go away.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fake_http import EventStream, JSONResponse, MiniHTTPServer, Request
+from kernos.testing.fake_http import EventStream, JSONResponse, MiniHTTPServer, Request
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Failure:
 
 
 def default_reply(body: dict[str, Any]) -> str:
+    """The answer to a request: its last message, quoted."""
     return "reply to: " + str(body["messages"][-1]["content"])
 
 
@@ -55,13 +58,16 @@ class FakeOpenAIServer:
 
     @property
     def base_url(self) -> str:
+        """Its address, for a client."""
         return self.http.base_url
 
     async def start(self) -> FakeOpenAIServer:
+        """Listen; itself, started."""
         await self.http.start()
         return self
 
     async def stop(self) -> None:
+        """Stop listening."""
         await self.http.stop()
 
     async def __aenter__(self) -> FakeOpenAIServer:
@@ -71,6 +77,7 @@ class FakeOpenAIServer:
         await self.stop()
 
     def completed(self) -> list[Recorded]:
+        """The requests it answered to the end."""
         return [r for r in self.requests if r.completed]
 
     async def _chat(self, request: Request) -> JSONResponse | EventStream:

@@ -45,7 +45,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fake_http import EventStream, JSONResponse, MiniHTTPServer, Request, TextResponse
+from kernos.testing.fake_http import (
+    EventStream,
+    JSONResponse,
+    MiniHTTPServer,
+    Request,
+    TextResponse,
+)
 
 EOS, BOS = 1, 2
 ASSISTANT = "<assistant>"
@@ -72,8 +78,10 @@ def next_token(previous: int) -> int:
 
 
 def calls_then_answers(prompt: str) -> str:
-    """A scripted model for `replies`: a call to the calculator in the `qwen` parser's format,
-    then, once the prompt holds its result, an answer."""
+    """A scripted model for `replies`: a calculator call, then an answer.
+
+    The call is in the `qwen` parser's format; the answer comes once the prompt holds its result.
+    """
     if "<tool>" in prompt:
         return "it is 42"
     call = '{"name":"calculator","arguments":{"expression":"6*7"}}'
@@ -177,6 +185,7 @@ class Tokenizer:
         self._words: dict[int, str] = {}
 
     def encode(self, text: str) -> list[int]:
+        """One id a word (`w<n>` is id n)."""
         ids = []
         for word in text.split():
             if word.startswith("w") and word[1:].isdigit() and 3 <= int(word[1:]) < _VOCAB:
@@ -188,6 +197,7 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: list[int], skip_special: bool = True) -> str:
+        """The words of `ids`, special tokens left out unless asked for."""
         words = []
         for token in ids:
             if token in _SPECIAL:
@@ -200,6 +210,7 @@ class Tokenizer:
     def chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> list[int]:
+        """The chat template's ids for `messages` (and the tools offered)."""
         ids = [BOS]
         if tools:
             names = " ".join(tool["function"]["name"] for tool in tools)
@@ -332,14 +343,17 @@ class FakeSGLangServer:
 
     @property
     def base_url(self) -> str:
+        """Its address, for a client."""
         return self.http.base_url
 
     async def start(self) -> FakeSGLangServer:
+        """Listen and start the engine; itself, started."""
         await self.http.start()
         self._engine = asyncio.create_task(self._run_engine())
         return self
 
     async def stop(self) -> None:
+        """Stop the engine and stop listening."""
         if self._engine is not None:
             self._engine.cancel()
             self._engine = None
@@ -523,8 +537,11 @@ class FakeSGLangServer:
     # The engine.
 
     def _script(self, input_ids: list[int]) -> list[int] | None:
-        """The scripted reply's ids left to generate: the prompt runs to the last assistant
-        tag, and whatever follows it is the part of the reply generated before a resume."""
+        """The scripted reply's ids left to generate.
+
+        The prompt runs to the last assistant tag; whatever follows it is the part of the reply
+        generated before a resume.
+        """
         if self.replies is None:
             return None
         [tag] = self.tokenizer.encode(ASSISTANT)
