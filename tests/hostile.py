@@ -6,7 +6,6 @@ the pools' children (and, unconfined, the worker) may run it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ from kernos import KernosClient, RunHandle, RunSpec, RunView, Settings
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from tests.conftest import make_settings
+from tests.waiting import eventually
 
 #: The hostile agents, and the victims, by name.
 HOSTILE_AGENTS = {
@@ -62,19 +62,20 @@ async def keep_secret(client: KernosClient, tenant: str, secret: str, seconds: f
 
 async def until_syscalls(client: KernosClient, run_id: str, count: int) -> None:
     """Wait until the run's audit shows `count` syscalls."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while len((await client.show(run_id)).syscalls) < count:
-        assert asyncio.get_running_loop().time() < deadline, f"{run_id} made no syscall"
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: client.show(run_id), lambda view: len(view.syscalls) >= count,
+        what=f"{count} syscalls of {run_id}",
+    )  # fmt: skip
 
 
 async def until_recorded(client: KernosClient, run_id: str) -> RunView:
     """The run as `kernos show` has it, once the kernel recorded (and audited) its end."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while not (view := await client.show(run_id)).record.finished or (
+
+    def recorded(view: RunView) -> bool:
         # Recorded by the kernel from Temporal: its audit row follows the record.
-        view.record.error and not any(call.syscall == "run.end" for call in view.syscalls)
-    ):
-        assert asyncio.get_running_loop().time() < deadline, f"{run_id} never recorded as ended"
-        await asyncio.sleep(0.2)
-    return view
+        audited = any(call.syscall == "run.end" for call in view.syscalls)
+        return view.record.finished and (not view.record.error or audited)
+
+    return await eventually(
+        lambda: client.show(run_id), recorded, what=f"{run_id} recorded as ended", every_s=0.2
+    )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 from threading import Thread
@@ -26,6 +24,7 @@ from tests.test_audit import (
     run_steps,
     tenant_name,
 )
+from tests.waiting import eventually
 
 KEY = "k"
 
@@ -85,15 +84,15 @@ def sinking(temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: P
 
 
 async def anchored_at(client: KernosClient, settings: Settings, tenant: str, seq: int) -> Anchors:
-    deadline = time.monotonic() + 30
-    while True:
-        anchors = await all_anchors(client.temporal, settings)
+    def reached(anchors: Anchors) -> bool:
         # In the sink first, then in Temporal's history: wait for both.
         in_temporal = [h.seq for s in anchors.signals for h in s.heads if h.chain == tenant]
-        if max(in_temporal, default=0) >= seq:
-            return anchors
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+        return max(in_temporal, default=0) >= seq
+
+    return await eventually(
+        lambda: all_anchors(client.temporal, settings), reached,
+        what=f"chain {tenant} anchored at {seq} in Temporal",
+    )  # fmt: skip
 
 
 async def test_the_sink_and_temporal_each_catch_what_the_other_lost(

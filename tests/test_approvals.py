@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +21,7 @@ from tests import tools as test_tools
 from tests.conftest import KeepHistory, workers
 from tests.test_cli import config_file, kernos
 from tests.test_tools import tool_settings
+from tests.waiting import eventually
 
 
 @asynccontextmanager
@@ -48,13 +47,11 @@ def approval_settings(
 
 
 async def pending_of(client: KernosClient, run_id: str, deadline_s: float = 30) -> Approval:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        found = await ApprovalStore(client.pool).listing(run_id=run_id)
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"run {run_id} never asked for approval"
-        await asyncio.sleep(0.1)
+    found = await eventually(
+        lambda: ApprovalStore(client.pool).listing(run_id=run_id),
+        what=f"run {run_id} asking for approval", timeout_s=deadline_s,
+    )  # fmt: skip
+    return found[0]
 
 
 async def status_of(client: KernosClient, run_id: str) -> str | None:
@@ -202,10 +199,9 @@ async def test_approvals_from_the_cli(
 
 
 async def until(probe: Any, expected: object, deadline_s: float = 20) -> None:
-    deadline = time.monotonic() + deadline_s
-    while (found := await probe()) != expected:
-        assert time.monotonic() < deadline, f"still {found!r}, not {expected!r}"
-        await asyncio.sleep(0.1)
+    await eventually(
+        probe, lambda found: found == expected, what=repr(expected), timeout_s=deadline_s
+    )
 
 
 async def test_a_budget_overrun_marked_for_approval_waits_instead_of_failing(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey, AuditLog
-from kernos.kernel.audit_anchor import Anchorer, read_anchors
+from kernos.kernel.audit_anchor import Anchorer, Anchors, read_anchors
 from kernos.kernel.audit_chain import (
     GENESIS,
     AnchoredHeads,
@@ -35,6 +34,7 @@ from kernos.kernel.runs import RunStore
 from kernos.kernel.syscalls import RunInput, RunOutcome
 from tests.conftest import make_settings, new_database, workers
 from tests.test_cli import config_file, kernos
+from tests.waiting import eventually
 
 
 def tenant_name() -> str:
@@ -69,16 +69,17 @@ async def wait_anchored(
     A signal that arrives while the anchor workflow's task is in flight enters its history when
     that task completes: poll until it is there.
     """
-    deadline = time.monotonic() + 30
-    while True:
-        anchors = await read_anchors(client.temporal, settings.audit.anchor_workflow_id, ANCHOR_KEY)
-        furthest = max((head.seq for head in anchors.chains.get(tenant, [])), default=0)
-        if furthest >= seq:
-            assert furthest == seq
-            assert anchors.ignored == []
-            return anchors.chains
-        assert time.monotonic() < deadline, f"chain {tenant} never anchored at {seq}: {anchors}"
-        await asyncio.sleep(0.1)
+
+    def furthest(anchors: Anchors) -> int:
+        return max((head.seq for head in anchors.chains.get(tenant, [])), default=0)
+
+    anchors = await eventually(
+        lambda: read_anchors(client.temporal, settings.audit.anchor_workflow_id, ANCHOR_KEY),
+        lambda anchors: furthest(anchors) >= seq, what=f"chain {tenant} anchored at {seq}",
+    )  # fmt: skip
+    assert furthest(anchors) == seq
+    assert anchors.ignored == []
+    return anchors.chains
 
 
 def as_superuser(postgres: EmbeddedPostgres, *statements: tuple[str, Any]) -> None:
@@ -215,12 +216,10 @@ async def test_an_anchor_the_kernel_did_not_sign_is_ignored_and_reported(
         handle = client.temporal.get_workflow_handle(settings.audit.anchor_workflow_id)
         for signal in (forged, forged.signed("a guess")):
             await handle.signal("anchor", signal)
-        deadline = time.monotonic() + 30
-        while len((anchors := await read_anchors(
-            client.temporal, settings.audit.anchor_workflow_id, ANCHOR_KEY
-        )).ignored) < 2:  # fmt: skip
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        anchors = await eventually(
+            lambda: read_anchors(client.temporal, settings.audit.anchor_workflow_id, ANCHOR_KEY),
+            lambda anchors: len(anchors.ignored) >= 2, what="both forged heads ignored",
+        )  # fmt: skip
         [check] = await verify(client.pool, anchors.chains, tenant)
     assert check.ok  # the honest chain holds: the forged head was not taken
     assert all("not signed with the kernel's anchor key" in why for why in anchors.ignored)

@@ -11,7 +11,6 @@ credentials). The kernel's line is tested with agent code in the worker's own pr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from dataclasses import replace
@@ -40,6 +39,7 @@ from kernos.kernel.syscalls import (
 )
 from tests.conftest import KeepHistory, make_settings, workers
 from tests.test_cli import config_file, kernos
+from tests.waiting import eventually
 
 DEFAULT_POLICY = (Path(__file__).parent.parent / "policies" / "policy.csv").read_text()
 
@@ -254,10 +254,9 @@ async def test_an_instance_queue_takes_only_runs_the_instance_served(
             assert await audit_rows(client, steps.run_id) == [("llm.chat", "allow", "policy")] * 3
             # A run whose next call comes after the kernel worker restarted...
             pausing = await client.submit(RunSpec(agent="pausing", task="4", tenant=tenant))
-            deadline = asyncio.get_running_loop().time() + 30
-            while not await audit_rows(client, pausing.run_id):
-                assert asyncio.get_running_loop().time() < deadline
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: audit_rows(client, pausing.run_id), what="the paused run's first call"
+            )
         async with workers(settings, kind="kernel"), await KernosClient.connect(settings) as client:
             # ...is turned away from the instance's queue and served from the pool.
             result = await pausing.result()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from kernos import KernosClient, RunSpec, ScriptedBackend, Settings
 from kernos.kernel import visibility
 from tests.conftest import workers
+from tests.waiting import eventually
 
 
 async def audit_rows(client: KernosClient, run_id: str) -> list[dict[str, object]]:
@@ -65,12 +63,14 @@ async def test_search_attributes_follow_the_run(
 
     # What an operator types: `temporal workflow list --query "KernosTenant='tenant-sa'"`.
     query = "KernosTenant='tenant-sa' AND KernosAgent='echo' AND KernosStatus='completed'"
-    deadline = time.monotonic() + 30
-    found: list[str] = []
-    while handle.run_id not in found:  # visibility is eventually consistent
-        assert time.monotonic() < deadline, "the run never showed up in the query"
-        await asyncio.sleep(0.2)
-        found = [wf.id async for wf in kernos_client.temporal.list_workflows(query)]
+
+    async def found() -> list[str]:
+        return [wf.id async for wf in kernos_client.temporal.list_workflows(query)]
+
+    # Visibility is eventually consistent.
+    await eventually(
+        found, lambda ids: handle.run_id in ids, what="the run in the query", every_s=0.2
+    )
 
 
 async def test_agent_bug_fails_the_run_with_its_error(

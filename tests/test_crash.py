@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,13 +12,11 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.testing.fake_openai import FakeOpenAIServer
 from tests.conftest import make_settings
 from tests.processes import WorkerProcess, write_worker_configs
+from tests.waiting import eventually
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+    await eventually(condition, what="the condition", timeout_s=timeout_s, every_s=0.05)
 
 
 async def test_workers_killed_mid_syscall(

@@ -39,6 +39,7 @@ from kernos.workflows.pool import PoolRunner
 from kernos.workflows.pool_status import PoolState
 from tests.conftest import make_settings, workers
 from tests.hostile import HOSTILE_AGENTS
+from tests.waiting import eventually
 
 LIMITS: dict[str, Any] = {
     "mode": "bwrap",
@@ -321,8 +322,4 @@ async def host_counting_deaths(
 
 async def until(condition: Callable[[], bool]) -> None:
     """Wait (up to 30 s) until `condition` holds."""
-    for _ in range(300):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the condition never held")
+    await eventually(condition, what="the condition")

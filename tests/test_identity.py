@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -13,6 +12,7 @@ from kernos.kernel.identity import IdentityResolver
 from kernos.kernel.runs import RunStore
 from kernos.kernel.syscalls import RunInput, RunOutcome, Scheduling
 from tests.conftest import workers
+from tests.waiting import eventually
 
 
 async def test_unadmitted_workflow_is_denied_and_audited(
@@ -57,12 +57,12 @@ async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
         with pytest.raises(RunFailed) as failed:
             await handle.result()
         # It said it completed; the kernel records how it really ended, from Temporal.
-        deadline = asyncio.get_running_loop().time() + 30
-        while (view := await client.show(handle.run_id)).record.status != "failed" or not any(
-            call.syscall == "run.end" for call in view.syscalls
-        ):
-            assert asyncio.get_running_loop().time() < deadline, view.record
-            await asyncio.sleep(0.2)
+        view = await eventually(
+            lambda: client.show(handle.run_id),
+            lambda view: view.record.status == "failed"
+            and any(call.syscall == "run.end" for call in view.syscalls),
+            what="the run recorded as failed", every_s=0.2,
+        )  # fmt: skip
     assert failed.value.error_type == "AccessDenied"
     assert "is completed; it makes no syscalls" in str(failed.value)
     assert view.record.output is None

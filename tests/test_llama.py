@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.builtin_tools import calculator, read_file
 from tests.agents import City
 from tests.conftest import MODELS, make_settings, workers
+from tests.waiting import eventually
 
 
 def llama_settings(
@@ -108,13 +108,11 @@ async def test_server_killed_mid_run_then_restarted(
     try:
         async with workers(settings), await KernosClient.connect(settings) as client:
             handle = await client.submit(RunSpec(agent="short-steps", task="4"))
-            deadline = time.monotonic() + 60
-            while True:  # wait for a generation in progress, then kill the server under it
-                load = await slot_load(server.base_url)
-                if load is not None and load.busy:
-                    break
-                assert time.monotonic() < deadline, "no generation started"
-                await asyncio.sleep(0.05)
+            # A generation in progress, then the server killed under it.
+            await eventually(
+                lambda: slot_load(server.base_url), lambda load: load is not None and load.busy,
+                what="a generation started", timeout_s=60, every_s=0.05,
+            )  # fmt: skip
             await asyncio.to_thread(kill, server.pid)
             await asyncio.sleep(1.0)
             server = await LlamaServer.start(model, port=port, slots=2, context=2048, log_file=log)

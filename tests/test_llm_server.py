@@ -18,6 +18,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.testing.fake_openai import Failure, FakeOpenAIServer
 from tests.conftest import make_settings, workers
+from tests.waiting import eventually
 
 
 def llm_settings(
@@ -44,11 +45,7 @@ async def kernos(settings: Settings) -> AsyncIterator[KernosClient]:
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
+    await eventually(condition, what="the condition", timeout_s=timeout_s)
 
 
 async def test_example_agent_on_a_server(

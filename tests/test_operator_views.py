@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
 from kernos import KernosClient, LLMInstance, RunSpec
@@ -13,11 +11,12 @@ from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.llm.probe import probe
-from kernos.kernel.queues import describe_queues
+from kernos.kernel.queues import QueueStatus, describe_queues
 from kernos.testing.fake_openai import FakeOpenAIServer
 from kernos.testing.fake_sglang import FakeSGLangServer
 from tests.conftest import make_settings, workers
 from tests.test_cli import config_file, kernos
+from tests.waiting import eventually
 
 
 async def test_instances_are_probed(llama: LlamaServer) -> None:
@@ -49,14 +48,17 @@ async def test_queues_show_the_backlog(
                 await client.submit(RunSpec(agent="echo", task=f"t{i}", priority=p))
                 for i, p in enumerate((3, 1, 5, 5))
             ]
-            deadline = time.monotonic() + 30
-            while True:  # Temporal's queue statistics are approximate and refreshed lazily
-                queues = {q.name: q for q in await describe_queues(client.temporal, settings)}
-                llm = queues[f"{settings.temporal.llm_queue_prefix}one"]
-                if llm.backlog >= 2:
-                    break
-                assert time.monotonic() < deadline, llm
-                await asyncio.sleep(0.2)
+
+            async def described() -> dict[str, QueueStatus]:
+                return {q.name: q for q in await describe_queues(client.temporal, settings)}
+
+            # Temporal's queue statistics are approximate and refreshed lazily.
+            llm_queue = f"{settings.temporal.llm_queue_prefix}one"
+            queues = await eventually(
+                described, lambda queues: queues[llm_queue].backlog >= 2,
+                what="a backlog of 2", every_s=0.2,
+            )  # fmt: skip
+            llm = queues[llm_queue]
             code, out, err = await kernos(config_file(settings, tmp_path), "queues", "--json")
             for handle in handles:
                 await handle.cancel()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -16,16 +14,17 @@ from kernos.kernel.db import upgrade
 from tests import tools as test_tools
 from tests.conftest import make_settings, new_database, workers
 from tests.test_cli import config_file, kernos
+from tests.waiting import eventually
 
 DEFAULT_POLICY = Path(__file__).parents[1] / "policies" / "policy.csv"
 
 
 async def until_decided(access: AccessManager, allowed: bool, tenant: str) -> None:
-    deadline = time.monotonic() + 15
     subject = Subject("r", tenant, "operator", "memo")
-    while access.decide(subject, "tool.call", "tool:charge").allowed != allowed:
-        assert time.monotonic() < deadline, "the worker never reloaded its rules"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: access.decide(subject, "tool.call", "tool:charge").allowed == allowed,
+        what="the worker's rules reloaded", timeout_s=15, every_s=0.05,
+    )  # fmt: skip
 
 
 async def test_rules_in_the_database_are_edited_live_and_only_by_editors(

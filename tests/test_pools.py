@@ -21,6 +21,7 @@ from kernos.worker import WorkerGroup
 from kernos.workflows.pool import PoolExhausted, PoolRunner
 from kernos.workflows.pool_status import fresh_reports
 from tests.conftest import make_settings, workers
+from tests.waiting import eventually
 
 
 def pools_of(group: WorkerGroup) -> PoolRunner:
@@ -30,10 +31,11 @@ def pools_of(group: WorkerGroup) -> PoolRunner:
 
 async def until_pool(group: WorkerGroup, pool: str) -> int:
     """Wait until the pool has a process; its pid."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while (pid := pools_of(group).pools().get(pool)) is None:
-        assert asyncio.get_running_loop().time() < deadline, f"pool {pool} never started"
-        await asyncio.sleep(0.1)
+    pid = await eventually(
+        lambda: pools_of(group).pools().get(pool),
+        lambda pid: pid is not None, what=f"pool {pool} started",
+    )  # fmt: skip
+    assert pid is not None
     return pid
 
 
@@ -133,11 +135,10 @@ async def test_an_idle_pool_stops_and_its_woken_run_replays_in_a_new_one(
     async with workers(settings) as group, await KernosClient.connect(settings) as client:
         run = await client.submit(RunSpec(agent="pausing", task="6", tenant=tenant))
         first = await until_pool(group, tenant)
-        deadline = asyncio.get_running_loop().time() + 30
         # In its 6 s timer the pool answers nothing: its process is stopped.
-        while tenant in pools_of(group).pools():
-            assert asyncio.get_running_loop().time() < deadline, "the idle pool still runs"
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: tenant not in pools_of(group).pools(), what="the idle pool stopped"
+        )
         result = await run.result()
         assert pools_of(group).pools()[tenant] not in (None, first)
     assert result.output.count("scripted reply") == 2
@@ -166,11 +167,11 @@ async def test_kernos_status_lists_each_hosts_pools(
         # Longer than two of the host's reports (one each 5 s), so that one sees the run.
         run = await client.submit(RunSpec(agent="pausing", task="12", tenant=tenant))
         pid = await until_pool(group, tenant)
-        deadline = asyncio.get_running_loop().time() + 30
-        while not (listed := [p for h in fresh_reports(state_dir()) for p in h.pools
-                              if p.pool == tenant and p.runs == 1]):  # fmt: skip
-            assert asyncio.get_running_loop().time() < deadline, "no host reported the pool"
-            await asyncio.sleep(0.2)
+        listed = await eventually(
+            lambda: [p for h in fresh_reports(state_dir()) for p in h.pools
+                     if p.pool == tenant and p.runs == 1],
+            what="a host reporting the pool", every_s=0.2,
+        )  # fmt: skip
         await cmd_status(settings, argparse.Namespace(json=False))
         table = capsys.readouterr().out
         await run.result()

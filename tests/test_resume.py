@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from kernos.kernel.llm.base import Snapshot
 from kernos.kernel.llm.llamacpp import LlamaCppBackend
 from tests.conftest import make_settings, workers
 from tests.processes import WorkerProcess, write_worker_configs
+from tests.waiting import eventually
 
 QUESTION = "List the planets of the solar system, one per line, with a fact about each."
 
@@ -83,21 +83,28 @@ async def test_kernel_worker_killed_mid_generation_resumes(
         async with await KernosClient.connect(settings) as client:
             handle = await client.submit(RunSpec(agent="long-answer", task=QUESTION))
             async with httpx.AsyncClient(base_url=llama.base_url) as http:
-                deadline = time.monotonic() + 60
-                while not any(s["is_processing"] for s in (await http.get("/slots")).json()):
-                    assert time.monotonic() < deadline, "the generation never started"
-                    await asyncio.sleep(0.05)
+
+                async def processing() -> bool:
+                    return any(s["is_processing"] for s in (await http.get("/slots")).json())
+
+                await eventually(
+                    processing, what="the generation started", timeout_s=60, every_s=0.05
+                )
             # Killed once a second heartbeat has come (the first may carry no tokens yet): a
             # fixed sleep killed it before any on a loaded machine, after the end on an idle one.
             workflow = client.temporal.get_workflow_handle(handle.run_id)
-            deadline = time.monotonic() + 60
             beats: set[bytes] = set()
-            while len(beats) < 2:
-                assert time.monotonic() < deadline, "the generation never heartbeat twice"
+
+            async def heartbeats() -> int:
                 for pending in (await workflow.describe()).raw_description.pending_activities:
                     if pending.HasField("heartbeat_details"):
                         beats.add(pending.heartbeat_details.SerializeToString())
-                await asyncio.sleep(0.02)
+                return len(beats)
+
+            await eventually(
+                heartbeats, lambda count: count >= 2, what="two heartbeats of the generation",
+                timeout_s=60, every_s=0.02,
+            )  # fmt: skip
             kernel.kill()
             replacement = await WorkerProcess(config, "kernel", tmp_path / "kernel-2.log").start()
             result = await asyncio.wait_for(handle.result(), 120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from kernos import KernosClient, RunSpec
@@ -14,6 +13,7 @@ from kernos.kernel.config import Settings
 from kernos.testing.fake_openai import FakeOpenAIServer
 from kernos.testing.fake_sglang import FakeSGLangServer
 from tests.conftest import KeepHistory, make_settings, workers
+from tests.waiting import eventually
 
 
 def sglang_settings(
@@ -50,10 +50,9 @@ async def finishing_order(
         )
         async with workers(settings), await KernosClient.connect(settings) as client:
             long = await client.submit(RunSpec(agent="length", task="120 tell a long story"))
-            deadline = time.monotonic() + 30
-            while not fake.requests:
-                assert time.monotonic() < deadline, "the long generation never started"
-                await asyncio.sleep(0.01)
+            await eventually(
+                lambda: fake.requests, what="the long generation started", every_s=0.01
+            )
             short = await client.submit(RunSpec(agent="length", task="8 say hi"))
             order: list[str] = []
             outputs: dict[str, str] = {}

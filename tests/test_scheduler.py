@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from kernos.kernel.syscalls import Policy, Scheduling
 from kernos.testing.fake_openai import FakeOpenAIServer
 from kernos.testing.fake_sglang import FakeSGLangServer
 from tests.conftest import make_settings, workers
+from tests.waiting import eventually
 
 
 async def served_order(
@@ -38,10 +37,7 @@ async def served_order(
         )
         async with workers(settings), await KernosClient.connect(settings) as client:
             blocker = await client.submit(RunSpec(agent="echo", task="blocker"))
-            deadline = time.monotonic() + 30
-            while not server.requests:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.02)
+            await eventually(lambda: server.requests, what="the blocker's request", every_s=0.02)
             handles = []
             for spec in queued:
                 handle = await client.submit(spec)
@@ -49,9 +45,11 @@ async def served_order(
                 # Arrival order is submission order only once each syscall is in the queue:
                 # runs' workflow tasks run concurrently and could schedule out of order.
                 workflow = client.temporal.get_workflow_handle(handle.run_id)
-                while not (await workflow.describe()).raw_description.pending_activities:
-                    assert time.monotonic() < deadline, "the syscall never reached the queue"
-                    await asyncio.sleep(0.02)
+                await eventually(
+                    workflow.describe,
+                    lambda described: described.raw_description.pending_activities,
+                    what="the syscall in the queue", every_s=0.02,
+                )  # fmt: skip
             for handle in [blocker, *handles]:
                 await handle.result()
     return [str(r.body["messages"][-1]["content"]) for r in server.requests[1:]]
@@ -183,10 +181,9 @@ async def test_affinity_waits_for_the_instance_with_the_runs_cache(
             await first_call_done(client, run.run_id)
             # Only a polls: this long run takes a's one slot through the run's pause.
             blocker = await client.submit(RunSpec(agent="length", task="60 block", model="m"))
-            deadline = time.monotonic() + 30
-            while len(a.requests) < 2:
-                assert time.monotonic() < deadline, "the blocker never reached instance a"
-                await asyncio.sleep(0.01)
+            await eventually(
+                lambda: len(a.requests) >= 2, what="the blocker at instance a", every_s=0.01
+            )
             async with workers(only["b"], kind="kernel"):
                 await run.result()
                 await blocker.result()
@@ -196,13 +193,12 @@ async def test_affinity_waits_for_the_instance_with_the_runs_cache(
 async def first_call_done(client: KernosClient, run_id: str) -> None:
     """Wait until the run's first activity has completed."""
     handle = client.temporal.get_workflow_handle(run_id)
-    deadline = time.monotonic() + 30
-    while not any(
-        e.HasField("activity_task_completed_event_attributes")
-        for e in (await handle.fetch_history()).events
-    ):
-        assert time.monotonic() < deadline, "the first call never completed"
-        await asyncio.sleep(0.05)
+
+    async def completed() -> bool:
+        events = (await handle.fetch_history()).events
+        return any(e.HasField("activity_task_completed_event_attributes") for e in events)
+
+    await eventually(completed, what="the first call completed", every_s=0.05)
 
 
 async def test_affinity_falls_back_to_the_pool_when_its_instance_is_gone(
@@ -262,15 +258,18 @@ async def test_a_dead_instance_takes_no_new_work_until_it_is_back(
         )
         async with workers(settings), await KernosClient.connect(settings) as client:
             await a.stop()
+
             # Runs until one has met the dead server: its call failed there and was retried.
-            deadline = time.monotonic() + 30
-            while True:
-                assert time.monotonic() < deadline, "no call ever went to the dead instance"
+            async def probe_attempts() -> list[int]:
                 handle = await client.submit(RunSpec(agent="length", task="4 probe"))
                 await handle.result()
                 history = await client.temporal.get_workflow_handle(handle.run_id).fetch_history()
-                if attempts_of_llm_calls(history) != [1]:
-                    break
+                return attempts_of_llm_calls(history)
+
+            await eventually(
+                probe_attempts, lambda attempts: attempts != [1],
+                what="a call that went to the dead instance", every_s=0,
+            )  # fmt: skip
             # From then on a's worker takes no new work: only its two pollers, which held slots
             # when it went down, can still take a call each; every other call starts once, on b.
             # (Without the closed slots, about half of these would meet the dead server.)
@@ -285,10 +284,12 @@ async def test_a_dead_instance_takes_no_new_work_until_it_is_back(
             assert retried <= 2, f"{retried} of 16 calls went to the dead instance first"
             # Back on its port, a is found healthy again and takes work.
             async with FakeSGLangServer(port=port) as revived:
-                deadline = time.monotonic() + 30
-                while not revived.requests:
-                    assert time.monotonic() < deadline, "the revived instance got no work"
+
+                async def work_done() -> int:
                     await (await client.submit(RunSpec(agent="length", task="4 again"))).result()
+                    return len(revived.requests)
+
+                await eventually(work_done, what="work for the revived instance", every_s=0)
 
 
 async def heavy_tokens_before_light_is_done(
@@ -318,10 +319,11 @@ async def heavy_tokens_before_light_is_done(
                 handles.append(handle)
                 tenants[handle.run_id] = name
                 workflow = client.temporal.get_workflow_handle(handle.run_id)
-                deadline = time.monotonic() + 30
-                while not (await workflow.describe()).raw_description.pending_activities:
-                    assert time.monotonic() < deadline, "the syscall never reached the queue"
-                    await asyncio.sleep(0.02)
+                await eventually(
+                    workflow.describe,
+                    lambda described: described.raw_description.pending_activities,
+                    what="the syscall in the queue", every_s=0.02,
+                )  # fmt: skip
             for handle in handles:
                 length = 48 if tenants[handle.run_id] == "heavy" else 8
                 assert (await handle.result()).output.startswith(f"{length} ")  # whole

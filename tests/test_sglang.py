@@ -21,6 +21,7 @@ from kernos.kernel.llm.probe import probe
 from kernos.kernel.llm.sglang import SGLangBackend
 from kernos.kernel.syscalls import MAX_TOOL_ARGUMENTS, LLMRequest, LLMResponse, ToolSpec
 from kernos.testing.fake_sglang import FakeSGLangServer, PrefixCache, calls_then_answers
+from tests.waiting import eventually
 
 
 class Target:
@@ -143,10 +144,10 @@ async def test_cancel_aborts_the_generation_on_the_server(sglang: Target) -> Non
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        deadline = time.monotonic() + 30
-        while (await probe(instance)).running:
-            assert time.monotonic() < deadline, "the server kept generating after the cancel"
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: probe(instance), lambda load: not load.running,
+            what="the server stopped generating after the cancel",
+        )  # fmt: skip
     finally:
         await backend.aclose()
     if sglang.fake is not None:
@@ -157,10 +158,10 @@ async def test_cancel_aborts_the_generation_on_the_server(sglang: Target) -> Non
 
 
 async def arrived(fake: FakeSGLangServer, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(fake.requests) < count:
-        assert time.monotonic() < deadline, f"{count} requests never arrived"
-        await asyncio.sleep(0.005)
+    await eventually(
+        lambda: len(fake.requests) >= count, what=f"{count} requests", timeout_s=10,
+        every_s=0.005,
+    )  # fmt: skip
 
 
 async def test_priority_is_forwarded_and_orders_the_server_queue() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from kernos.infra.daemons import alive, kill
 from kernos.infra.ports import free_port
 from kernos.kernel.result_seal import public_hex, signing_key
 from tests.processes import environment
+from tests.waiting import eventually
 
 
 async def kernos(cwd: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
@@ -113,13 +113,11 @@ async def test_up_status_run_crash_down(tmp_path: Path) -> None:
         await asyncio.to_thread(kill, components["temporal"]["pid"])
         code, out, err = await kernos(tmp_path, env, "up", "--json")
         assert code == 0, err
-        deadline = time.monotonic() + 180
-        while True:
-            code, out, err = await kernos(tmp_path, env, "show", run_id, "--json")
-            if code == 0 and json.loads(out)["status"] == "completed":
-                break
-            assert time.monotonic() < deadline, f"the run did not complete: {out}{err}"
-            await asyncio.sleep(1.0)
+        code, out, err = await eventually(
+            lambda: kernos(tmp_path, env, "show", run_id, "--json"),
+            lambda shown: shown[0] == 0 and json.loads(shown[1])["status"] == "completed",
+            what="the run completed", timeout_s=180, every_s=1.0,
+        )  # fmt: skip
         shown = json.loads(out)
         assert shown["output"].strip()
         assert shown["output_tokens"] > 0
