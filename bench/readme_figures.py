@@ -149,10 +149,121 @@ def llm_throughput() -> str:
     return _table(["tokens/s", "1 request at a time", "4 at once"], rows)
 
 
+def memory() -> str:
+    """`bench/memory.py`: scoped vector search over 100,000 paragraphs."""
+    result = _load("memory")
+    goal = result["goal"]
+    p99_met = "met" if result["search_p99_ms"] < goal["search_p99_ms"] else "**not met**"
+    recall_met = "met" if result["recall_at_10"] >= goal["recall_at_10"] else "**not met**"
+    rows = [
+        [
+            "scoped search, p50 / p99",
+            f"**{result['search_p50_ms']:.1f} / {result['search_p99_ms']:.1f} ms** "
+            f"({result['search_path']} ranking)",
+            f"p99 < {goal['search_p99_ms']} ms: {p99_met}",
+        ],
+        [
+            "recall@10 against exact search",
+            f"**{result['recall_at_10']}**",
+            f"≥ {goal['recall_at_10']}: {recall_met}",
+        ],
+        [
+            f"the same queries with the HNSW plan forced (iterative scan, `ef_search` "
+            f"{result['ef_search']})",
+            f"recall {result['hnsw_forced_recall_at_10']}, p50 / p99 "
+            f"{result['hnsw_forced_p50_ms']:.1f} / {result['hnsw_forced_p99_ms']:.1f} ms",
+            "",
+        ],
+        [
+            "a query's embedding (all-MiniLM-L6-v2, CPU)",
+            f"{result['query_embedding_p50_ms']:.1f} ms p50",
+            "",
+        ],
+        [
+            "inserts through the syscall's transaction (quota check, LRU)",
+            f"{result['insert_per_s']:.0f} items/s",
+            "",
+        ],
+        [
+            f"HNSW build over {result['items']:,} (in `maintenance_work_mem`)",
+            f"{result['index_build_s']:.1f} s",
+            "",
+        ],
+    ]
+    return _table(["figure", "value", "goal"], rows)
+
+
+def storage() -> str:
+    """`bench/storage.py`: file operations through the store, several at once."""
+    result = _load("storage")
+    rows = [
+        [
+            f"{what}, {result['concurrency']} at once over {result['namespaces']} namespaces",
+            f"**{result[key]:,.0f}**/s",
+        ]
+        for what, key in (
+            ("new files", "write_new_per_s"),
+            ("new versions", "write_version_per_s"),
+            ("reads", "read_per_s"),
+            ("rollbacks", "rollback_per_s"),
+        )
+    ]
+    return _table([f"files of {result['file_bytes']:,} bytes", "operations"], rows)
+
+
+def access() -> str:
+    """`bench/access.py`: Casbin decisions, the claims check, seals, and the audit's rows."""
+    result = _load("access")
+    rows = [
+        [
+            f"Casbin decisions/s, packaged policy ({result['rules_default_policy']} rules)",
+            f"{result['decisions_per_s_default_policy']:,} fresh; "
+            f"{result['decisions_per_s_default_policy_remembered'] / 1e6:.1f} M remembered",
+        ],
+        [
+            f"Casbin decisions/s, {result['rules_large_policy']:,} rules (50 tenants, roles, "
+            "deny and approval rules)",
+            f"**{result['decisions_per_s_1000_rules']:,}** fresh; "
+            f"**{result['decisions_per_s_1000_rules_remembered'] / 1e6:.1f} M** remembered",
+        ],
+        [
+            "the check of a syscall's claims against the syscall table and the run's record",
+            f"{result['claims_check_us']:.1f} µs",
+        ],
+        [
+            "sealing an `llm.chat` result of 20 messages (kernel worker) / checking it (agent "
+            "side)",
+            f"{result['result_seal_us']:.0f} / {result['result_check_us']:.0f} µs",
+        ],
+        [
+            "the decision's audit row (liveness, budget, hash-chain append in one statement), "
+            "p50 / p99",
+            f"{result['decision_row_p50_ms']:.2f} / {result['decision_row_p99_ms']:.2f} ms",
+        ],
+        [
+            "decision row + result row per syscall, p50 / p99",
+            f"**{result['per_syscall_p50_ms']:.2f} / {result['per_syscall_p99_ms']:.2f} ms**",
+        ],
+        [
+            "syscalls/s, 8 at once over 8 tenants (8 chains)",
+            f"{result['syscalls_per_s_8_at_once_8_tenants']:,.0f}",
+        ],
+        [
+            "syscalls/s, 8 at once in one tenant (one chain: its decisions committed in groups)",
+            f"{result['syscalls_per_s_8_at_once_1_tenant']:,.0f}, p99 "
+            f"{result['one_tenant_p99_ms']:.1f} ms",
+        ],
+    ]
+    return _table(["figure", "value"], rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "pools": pools,
     "syscall_overhead": syscall_overhead,
     "llm_throughput": llm_throughput,
+    "memory": memory,
+    "storage": storage,
+    "access": access,
 }
 
 
