@@ -257,6 +257,48 @@ def access() -> str:
     return _table(["figure", "value"], rows)
 
 
+def fairness() -> str:
+    """`bench/fairness.py`: turnaround per tenant under each policy."""
+    result = _load("fairness")
+    rows = []
+    for policy, measured in result["policies"].items():
+        heavy, light = measured["turnaround"]["heavy"], measured["turnaround"]["light"]
+        rows.append(
+            [
+                policy,
+                f"{measured['jain']:.3f}",
+                f"{heavy['mean_s']:.1f}",
+                f"{heavy['p99_s']:.1f}",
+                f"{light['mean_s']:.1f}",
+                f"{light['p99_s']:.1f}",
+            ]
+        )
+    header = ["policy", "Jain", "heavy mean", "heavy p99", "light mean", "light p99"]
+    return _table(header, rows)
+
+
+def scaling() -> str:
+    """`bench/scaling.py`: runs open at once, agent code confined and in process."""
+    result = _load("scaling")
+    rows = [
+        [
+            f"{row['agents']:,}",
+            "confined" if row["isolation"] != "in_process" else "in process",
+            f"{row['throughput']:.1f}",
+            f"{row['kernel_added_p50_ms']:,.0f}",
+            f"{row['kernel_added_p99_ms']:,.0f}",
+            f"{row['admission_p50_ms']:,.0f}",
+            f"{row['admission_p99_ms']:,.0f}",
+        ]
+        for row in [*result["rows"], *result.get("in_process_rows", [])]
+    ]
+    header = [
+        "runs", "agent code", "tokens/s", "added p50", "added p99", "admission p50",
+        "admission p99",
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "pools": pools,
     "syscall_overhead": syscall_overhead,
@@ -264,6 +306,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "memory": memory,
     "storage": storage,
     "access": access,
+    "fairness": fairness,
+    "scaling": scaling,
 }
 
 
