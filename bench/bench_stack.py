@@ -23,6 +23,7 @@ AGENTS = {
     "sized": "bench_workloads:SizedChatAgent",
     "react": "bench_workloads:ReActShapedAgent",
     "calls": "bench_workloads:CallsAgent",
+    "cost": "bench_workloads:CostAgent",
 }
 
 

@@ -144,6 +144,23 @@ class CallsAgent(Agent):
         return str(tokens)
 
 
+class CostAgent(Agent):
+    """`"<calls>\n<max tokens>\n<system message>\n<prompt>"`: that many model calls at
+    temperature 0, in turn (bench/run_cost.py's kernos side).
+    """
+
+    name = "cost"
+
+    async def run(self, task: str) -> str:
+        calls, tokens, system, prompt = task.split("\n", 3)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+        text = ""
+        for _ in range(int(calls)):
+            reply = await self.llm.chat(messages, max_tokens=int(tokens), temperature=0.0)
+            text = reply.text
+        return text
+
+
 class BurnerAgent(Agent):
     """A greedy neighbour: `task` turns of 1.5 s of pure CPU in workflow code, a timer between.
 

@@ -299,6 +299,46 @@ def scaling() -> str:
     return _table(header, rows)
 
 
+def run_cost() -> str:
+    """`bench/run_cost.py`: a run's phases, kernos against Temporal's OpenAI Agents plugin."""
+    result = _load("run_cost")
+    backends = [backend for backend in ("sim", "llama") if backend in result]
+    sides = ["plugin, 1 calls", "kernos, 1 calls", "plugin, 10 calls", "kernos, 10 calls"]
+    columns = [(backend, side) for backend in backends for side in sides]
+
+    def phases(backend: str, side: str) -> dict[str, float]:
+        # The model call is one phase on both sides, whatever its activity is called.
+        found: dict[str, float] = {}
+        for name, value in result[backend][side].items():
+            for activity in ("invoke_model_activity", "llm.chat"):
+                name = name.replace(f"{activity}:", "model call (plugin: invoke_model_activity; "
+                                    "kernos: llm.chat):")  # fmt: skip
+            found[name] = found.get(name, 0.0) + value
+        return found
+
+    table = {column: phases(*column) for column in columns}
+    names: list[str] = []
+    for column in columns:
+        names += [name for name in table[column] if name not in names]
+    rows = [
+        [name, *(f"{table[column].get(name, 0.0):.1f}" for column in columns)] for name in names
+    ]
+    for label, key in (("one call: kernos / plugin", "one_call_ratio"),):
+        rows.append([f"**{label}** (goal ≤ 1.10)", *(
+            f"**{result[backend][key]:.2f}x**" if side == "kernos, 1 calls" else ""
+            for backend, side in columns
+        )])  # fmt: skip
+    rows.append(["**each further call: kernos / plugin** (goal ≤ 1.10)", *(
+        f"**{result[backend]['further_call_ratio']:.2f}x** "
+        f"({result[backend]['further_call_ms']['kernos']:.0f} / "
+        f"{result[backend]['further_call_ms']['plugin']:.0f} ms)"
+        if side == "kernos, 10 calls" else ""
+        for backend, side in columns
+    )])  # fmt: skip
+    header = ["p50, ms", *(f"{backend}: {side}" for backend, side in columns)]
+    return _table(header, rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "pools": pools,
     "syscall_overhead": syscall_overhead,
@@ -308,6 +348,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "access": access,
     "fairness": fairness,
     "scaling": scaling,
+    "run_cost": run_cost,
 }
 
 

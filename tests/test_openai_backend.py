@@ -21,6 +21,7 @@ from kernos import (
 from kernos.activities.errors import to_application_error
 from kernos.kernel.llm.base import SLICE_END, Placement, Snapshot
 from kernos.kernel.llm.openai import OpenAIBackend, TextResume
+from kernos.testing.fake_openai import FakeOpenAIServer
 
 REQUEST = LLMRequest(model="m", messages=[Message(role="user", content="hi")])
 
@@ -185,3 +186,17 @@ async def test_a_generation_already_at_its_limit_sends_nothing() -> None:
     assert (response.text, response.finish_reason, response.usage.output_tokens) == (
         "Hello", "length", 3,
     )  # fmt: skip
+
+
+async def test_the_fake_answers_whole_when_not_asked_to_stream() -> None:
+    # (Temporal's OpenAI Agents plugin, which bench/run_cost.py measures, does not stream.)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    async with (
+        FakeOpenAIServer(lambda body: "one two three") as fake,
+        httpx.AsyncClient(base_url=fake.base_url) as http,
+    ):
+        answer = (await http.post("/v1/chat/completions", json=body)).json()
+    assert answer["object"] == "chat.completion"
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "one two"}
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}

@@ -38,7 +38,7 @@ def default_reply(body: dict[str, Any]) -> str:
 
 
 class FakeOpenAIServer:
-    """`POST /v1/chat/completions` with SSE streaming, on 127.0.0.1."""
+    """`POST /v1/chat/completions`, streamed (SSE) or whole as asked, on 127.0.0.1."""
 
     def __init__(
         self,
@@ -89,10 +89,49 @@ class FakeOpenAIServer:
                 {"error": {"message": failure.message}}, failure.status, failure.headers
             )
 
+        if not record.body.get("stream"):
+            return await self._whole(record)
+
         def aborted() -> None:
             record.aborted = True
 
         return EventStream(self._stream(record), on_disconnect=aborted)
+
+    async def _whole(self, record: Recorded) -> JSONResponse:
+        """The same answer as the stream's, taken as long, in one JSON completion."""
+        text: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        finish: str | None = None
+        usage: dict[str, int] = {}
+        async for chunk in self._stream(record):
+            if chunk == "[DONE]":
+                break
+            choice = chunk["choices"][0]
+            text.append(choice["delta"].get("content") or "")
+            for delta in choice["delta"].get("tool_calls") or []:
+                call = calls.setdefault(
+                    delta["index"],
+                    {"id": delta.get("id"), "type": "function",
+                     "function": {"name": "", "arguments": ""}},
+                )  # fmt: skip
+                call["function"]["name"] += delta["function"].get("name") or ""
+                call["function"]["arguments"] += delta["function"].get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+            usage = chunk.get("usage") or usage
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+        if calls:
+            message["tool_calls"] = [calls[index] for index in sorted(calls)]
+        used = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-fake-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": record.body.get("model", ""),
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {**usage, "total_tokens": used},
+            }
+        )
 
     async def _stream(self, record: Recorded) -> AsyncIterator[Any]:
         body = record.body
