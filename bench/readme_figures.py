@@ -339,6 +339,68 @@ def run_cost() -> str:
     return _table(header, rows)
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def scheduling() -> str:
+    """The scheduling benchmarks' headline figures against their goals (last runs)."""
+    throughput, agents = _load("throughput"), _load("agents_vs_direct")
+    fair, scaled = _load("fairness"), _load("scaling")
+    saturation, overload = throughput["saturation"], throughput["overload_4x"]
+    unequal = agents["unequal_instances"]
+    without = agents["direct"]["seconds"] / agents["kernel_without_affinity"]["seconds"]
+    first, last = scaled["p99_growth_between"]
+    rows = [
+        [
+            "`throughput.py`: 2 instances x 8 slots at saturation, 64-token answers",
+            f"kernel / direct tokens/s **{throughput['ratio']:.3f}** "
+            f"({saturation['kernel']['tokens_per_s']:.0f} vs "
+            f"{saturation['direct']['tokens_per_s']:.0f})",
+            "≥ 0.95",
+            _met(throughput["ratio"] >= 0.95),
+        ],
+        [
+            f"same, 4x overload ({overload['clients']} clients, servers queue ≤ "
+            f"{overload['max_queued_per_instance']}, clients give up after "
+            f"{overload['client_timeout_s']:.0f} s)",
+            f"failed requests: direct **{overload['direct']['failed']} of "
+            f"{overload['direct']['requests']}**, kernel **{overload['kernel']['failed']}**; p99 "
+            f"{overload['kernel']['p99_s']:.1f} s vs {overload['direct']['p99_s']:.1f} s",
+            "kernel loses none",
+            _met(overload["kernel"]["failed"] == 0),
+        ],
+        [
+            f"`agents_vs_direct.py`: {agents['workload']}, 2 equal instances",
+            f"kernel / direct **{agents['ratio']:.2f}** with `affinity_s = "
+            f"{agents['affinity_s']:g}` ({agents['kernel']['seconds']:.0f} vs "
+            f"{agents['direct']['seconds']:.0f} s); {without:.2f} without affinity",
+            "≥ 1.5",
+            _met(agents["ratio"] >= 1.5),
+        ],
+        [
+            f"same, instances of {unequal['slots'][0]} and {unequal['slots'][1]} slots",
+            f"**{unequal['ratio']:.2f}**",
+            "",
+            "",
+        ],
+        [
+            "`fairness.py`: two tenants at 10:1, `fair`",
+            f"Jain's index over token shares **{fair['jain']:.3f}** "
+            f"(fifo {fair['policies']['fifo']['jain']:.2f})",
+            "≥ 0.95",
+            _met(fair["jain"] >= 0.95),
+        ],
+        [
+            f"`scaling.py`: {first:,} → {last:,} concurrent runs, agent code confined",
+            f"kernel-added p99 grows **{scaled['p99_growth']:.2f}x**",
+            "within 2x",
+            _met(scaled["p99_growth"] <= 2.0),
+        ],
+    ]
+    return _table(["benchmark", "figure (last run)", "goal", ""], rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "pools": pools,
     "syscall_overhead": syscall_overhead,
@@ -349,6 +411,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "fairness": fairness,
     "scaling": scaling,
     "run_cost": run_cost,
+    "scheduling": scheduling,
 }
 
 

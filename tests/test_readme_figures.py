@@ -22,7 +22,7 @@ def test_the_readme_shows_the_last_benchmark_figures() -> None:
     assert checked.returncode == 0, checked.stderr
     readme = (ROOT / "README.md").read_text()
     for name in ("pools", "syscall_overhead", "llm_throughput", "memory", "storage", "access",
-                 "fairness", "scaling", "run_cost"):  # fmt: skip
+                 "fairness", "scaling", "run_cost", "scheduling"):  # fmt: skip
         assert f"<!-- figures: {name} -->\n|" in readme, name
 
 
