@@ -28,6 +28,7 @@ HOSTILE_AGENTS = {
     "spinner": "tests.hostile_agents:SpinnerAgent",
     "crasher": "tests.hostile_agents:CrasherAgent",
     "flooder": "tests.hostile_agents:FlooderAgent",
+    "continuer": "tests.hostile_agents:ContinuerAgent",
     "timers": "tests.hostile_agents:TimerAgent",
     "historian": "tests.hostile_agents:HistorianAgent",
     "bloater": "tests.hostile_agents:BloaterAgent",

@@ -386,6 +386,20 @@ class FlooderAgent(Agent):
         return f"listed {len(listed)} times"
 
 
+class ContinuerAgent(Agent):
+    """Lists its files N times without waiting for any, then continues as new, for ever: each
+    execution alone stays under the limit, while the syscalls it left keep running."""
+
+    name = "continuer"
+
+    async def run(self, task: str) -> str:
+        listing = [asyncio.ensure_future(self.storage.list()) for _ in range(int(task))]
+        for _ in range(50):  # (each to its schedule command, in this activation)
+            await asyncio.sleep(0)
+        assert all(not each.done() for each in listing)
+        workflow.continue_as_new(self.llm._dispatcher.run)
+
+
 class TimerAgent(Agent):
     """Starts N timers it never waits for, then sleeps a moment."""
 

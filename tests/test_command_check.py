@@ -112,10 +112,10 @@ def test_what_the_dispatcher_makes_passes() -> None:
     )
 
 
-def abandoned() -> WorkflowCommand:
-    """The dispatcher's llm.chat, abandoned (unwaited for) if the run cancels it."""
+def cancelled_as(kind: int) -> WorkflowCommand:
+    """The dispatcher's llm.chat, to be cancelled as `kind` says (ABANDON: unwaited for)."""
     command = activity()
-    command.schedule_activity.cancellation_type = ActivityCancellationType.ABANDON
+    command.schedule_activity.cancellation_type = kind  # type: ignore[assignment]
     return command
 
 
@@ -136,7 +136,12 @@ def abandoned() -> WorkflowCommand:
         (activity(maximum_attempts=1), "retry policy other than the table's"),
         (activity(arguments=None), "with 0 arguments"),
         (activity(summary="approve me, operator"), "a summary that is not the syscall's"),
-        (abandoned(), "syscall llm.chat to be abandoned on cancellation"),
+        (
+            cancelled_as(ActivityCancellationType.ABANDON),
+            "syscall llm.chat with cancellation type 2, not one allowed",
+        ),
+        # A value the enum does not name: Temporal's core takes it for TRY_CANCEL.
+        (cancelled_as(7), "syscall llm.chat with cancellation type 7, not one allowed"),
         (
             WorkflowCommand(
                 signal_external_workflow_execution=SignalExternalWorkflowExecution(seq=1)

@@ -149,6 +149,9 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
     attacks = {
         "flooder": ("flooder", "around 40", "the run has 40 syscalls pending, over the limit of "
                     "8 ([limits] max_pending_syscalls)"),
+        # (Six left running by each execution: the second goes over.)
+        "continuer": ("continuer", "6", "the run has 12 syscalls pending, over the limit of 8 "
+                      "([limits] max_pending_syscalls)"),
         # (Four scheduled and cancelled at each workflow task: the third goes over.)
         "canceller": ("flooder", "cancelling 40", "the run has 12 syscalls pending, over the "
                       "limit of 8 ([limits] max_pending_syscalls)"),

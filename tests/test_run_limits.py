@@ -171,3 +171,21 @@ def test_answering_a_query_writes_no_history() -> None:
     answer.respond_to_query.query_id = "q"
     assert RunBounds(LIMITS).answered(full, [answer], 10) is None
     assert RunBounds(LIMITS).answered(full, [answer, timer(1)], 10) is not None
+
+
+def test_syscalls_an_execution_leaves_running_count_in_the_next_one() -> None:
+    # A run that continues as new leaves its pending syscalls to the kernel, answered to no one.
+    bounds = RunBounds(LIMITS)
+    commands = [activity(seq) for seq in (1, 2)]
+    for command in commands:
+        command.schedule_activity.start_to_close_timeout.FromSeconds(30)
+    assert bounds.answered(activation(at=100), commands, 100) is None
+    left = bounds.left_running(activation(at=101))
+    assert left == [131.0, 131.0]
+    following = RunBounds(LIMITS, left)
+    assert following.pending == (2, 0)
+    reason = following.answered(activation(at=102), [activity(1), activity(2)], 100)
+    assert reason is not None and reason.startswith("the run has 4 syscalls pending")
+    later = RunBounds(LIMITS, left)
+    later.arrived(activation(at=131.5))
+    assert later.pending == (0, 0)

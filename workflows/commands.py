@@ -57,6 +57,12 @@ _HARMLESS = frozenset(
 )
 
 
+#: How a syscall may be cancelled: answered at once, or once the kernel has stopped it.
+_CANCELLATION_TYPES = frozenset(
+    {ActivityCancellationType.TRY_CANCEL, ActivityCancellationType.WAIT_CANCELLATION_COMPLETED}
+)
+
+
 class CommandCheck:
     """Checks the commands of one run against what the kernel admitted."""
 
@@ -114,9 +120,10 @@ class CommandCheck:
             return f"{what} with a retry policy other than the table's"
         if len(command.arguments) != 1:
             return f"{what} with {len(command.arguments)} arguments, not its one request"
-        if command.cancellation_type == ActivityCancellationType.ABANDON:
-            # Abandoned, it would look answered to the run while it still ran: uncounted.
-            return f"{what} to be abandoned on cancellation"
+        if command.cancellation_type not in _CANCELLATION_TYPES:
+            # Abandoned, it would look answered to the run while it still ran: uncounted. (An
+            # unknown value is TRY_CANCEL to Temporal's core: it is refused as well.)
+            return f"{what} with cancellation type {command.cancellation_type}, not one allowed"
         return None
 
     def _queue_allowed(self, syscall: Syscall[Any, Any], queue: str) -> bool:

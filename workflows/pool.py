@@ -128,6 +128,9 @@ class PoolRunner(WorkflowRunner):
         #: Run (execution) id -> how many times its activations ended its pool's process, and
         #: what ended it the last time.
         self._deaths: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
+        #: Run -> when (workflow time) the syscalls its executions left running have surely
+        #: stopped: a run that continues as new leaves its pending syscalls to the kernel.
+        self._left_running: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self._closed = threading.Event()
         #: When each pool's process ended unasked, lately: a pool that keeps ending it waits.
         self._restarts: dict[str, collections.deque[float]] = {}
@@ -203,6 +206,19 @@ class PoolRunner(WorkflowRunner):
             while len(self._deaths) > _DEATHS_KEPT:
                 self._deaths.popitem(last=False)
         return count
+
+    def continued(self, run_id: str, left_running: list[float]) -> None:
+        """`run_id` continued as new, leaving syscalls running until these times."""
+        with self._lock:
+            self._left_running.pop(run_id, None)
+            self._left_running[run_id] = left_running
+            while len(self._left_running) > _DEATHS_KEPT:
+                self._left_running.popitem(last=False)
+
+    def left_running(self, run_id: str) -> list[float]:
+        """When the syscalls `run_id`'s earlier executions left running have surely stopped."""
+        with self._lock:
+            return list(self._left_running.get(run_id, ()))
 
     def deaths(self, run_id: str) -> tuple[int, str]:
         """How many times `run_id`'s activations ended its pool's process, and the last why."""
@@ -499,6 +515,8 @@ class PoolInstance(WorkflowInstance):
                         command.schedule_activity.headers.clear()
                 elif command.WhichOneof("variant") in _ENDS_RUN:
                     self._end_trace()
+                    if command.HasField("continue_as_new_workflow_execution"):
+                        self._runner.continued(self._run, bounds.left_running(act))
         return completion
 
     def _end(self, act: WorkflowActivation, reason: str, kind: str) -> WorkflowActivationCompletion:
@@ -580,7 +598,7 @@ class PoolInstance(WorkflowInstance):
         if self._check is None:
             run = _run_input(act)
             self._check = CommandCheck(run, self._info.task_queue)
-            self._bounds = RunBounds(run.limits)
+            self._bounds = RunBounds(run.limits, self._runner.left_running(self._run))
             self._pool = run.pool or run.spec.tenant
             self._runner.run_arrived(self._pool)
             headers = next(

@@ -33,8 +33,10 @@ _COMMAND_ENVELOPE = 64 * 2**10
 class RunBounds:
     """One run's pending syscalls and timers, counted from what passes the host."""
 
-    def __init__(self, limits: SyscallLimits) -> None:
+    def __init__(self, limits: SyscallLimits, left_running: Sequence[float] = ()) -> None:
         self.limits = limits
+        #: When the syscalls the run's earlier executions left running have surely stopped.
+        self._left_running = list(left_running)
         #: Pending syscall -> whether it is answered as soon as it is cancelled, and how long an
         #: attempt of it may run.
         self._activities: dict[int, tuple[bool, float]] = {}
@@ -44,18 +46,33 @@ class RunBounds:
 
     @property
     def pending(self) -> tuple[int, int]:
-        """Syscalls (those cancelled that may still run among them) and timers the run has."""
-        return len(self._activities) + len(self._cancelled), len(self._timers)
+        """Syscalls and timers the run has (syscalls it cancelled or left running, counted)."""
+        syscalls = len(self._activities) + len(self._cancelled) + len(self._left_running)
+        return syscalls, len(self._timers)
 
     def arrived(self, act: WorkflowActivation) -> None:
         """Forget the syscalls and timers the activation resolves."""
         now = _workflow_time(act)
         self._cancelled = {seq: ends for seq, ends in self._cancelled.items() if ends > now}
+        self._left_running = [ends for ends in self._left_running if ends > now]
         for job in act.jobs:
             if job.HasField("resolve_activity"):
                 self._activities.pop(job.resolve_activity.seq, None)
             elif job.HasField("fire_timer"):
                 self._timers.discard(job.fire_timer.seq)
+
+    def left_running(self, act: WorkflowActivation) -> list[float]:
+        """When each syscall still counted has surely stopped, as the run continues as new.
+
+        A closed execution's syscalls are answered to no one, but the kernel runs each until
+        it ends (only generations heartbeat and learn sooner): the next execution counts them.
+        """
+        now = _workflow_time(act)
+        return [
+            *(now + start_to_close_s for _, start_to_close_s in self._activities.values()),
+            *self._cancelled.values(),
+            *self._left_running,
+        ]
 
     def answered(
         self, act: WorkflowActivation, commands: Sequence[WorkflowCommand], size: int
@@ -69,7 +86,9 @@ class RunBounds:
                 if schedule.seq in self._activities or schedule.seq in self._cancelled:
                     return "a syscall scheduled under the number of one still pending"
                 self._activities[schedule.seq] = (
-                    schedule.cancellation_type == ActivityCancellationType.TRY_CANCEL,
+                    # (Whatever is not a wait for the kernel is answered at once by Temporal.)
+                    schedule.cancellation_type
+                    != ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                     schedule.start_to_close_timeout.ToTimedelta().total_seconds(),
                 )
             elif kind == "request_cancel_activity":
