@@ -39,8 +39,12 @@ def to_application_error(exc: KernosError, seal: Sealer | None = None) -> Applic
         delay = timedelta(seconds=exc.retry_after_s)
     public = public_class(exc)
     kind, message = public.__name__, str(exc)
-    # The public class's fields only: a kernel subclass may hold more (a caller's record).
-    fields = {name: getattr(exc, name, None) for name in public.fields}
+    # The public class's fields only (a kernel subclass may hold more: a caller's record), and
+    # those it has: an error without any is sealed as before errors carried fields, which a
+    # pool's host of an earlier version still verifies.
+    fields = {
+        name: value for name in public.fields if (value := getattr(exc, name, None)) is not None
+    }
     details: list[Any] = [fields] if fields else []
     if seal is not None:
         details.append(seal(kind, message, fields))

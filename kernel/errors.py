@@ -17,6 +17,12 @@ def first_problem(exc: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+def carried_fields(kind: str) -> tuple[str, ...]:
+    """The fields an error of public type name `kind` carries into agent code (or none)."""
+    cls = globals().get(kind)
+    return cls.fields if isinstance(cls, type) and issubclass(cls, KernosError) else ()
+
+
 class KernosWarning(UserWarning):
     """A warning raised by kernos itself (tests turn these into errors)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -16,7 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from kernos.activities.errors import to_application_error
 from kernos.kernel import errors
-from kernos.kernel.llm.http import ServerUnreachable
+from kernos.kernel.llm.http import ServerUnreachable, error_for_status
 from kernos.kernel.result_seal import error_message, new_signing_key, sign, signing_key
 from kernos.workflows.syscalls import _translate
 
@@ -77,3 +78,25 @@ def test_one_hierarchy_a_caller_catches_by_kind() -> None:
     with pytest.raises(errors.NotFound) as caught:
         raise errors.RunNotFound("run-1")
     assert caught.value.field_values() == {"run_id": "run-1"}
+
+
+@pytest.mark.parametrize(("header", "expected"), [("2.5", 2.5), ("1e300", 3600.0), ("inf", None)])
+def test_a_servers_retry_after_is_kept_within_bounds(header: str, expected: float | None) -> None:
+    # ("inf" or "1e300" overflowed the retry's timedelta at the activity edge.)
+    response = httpx.Response(429, headers={"retry-after": header}, json={"error": "busy"})
+    error = error_for_status("llama", response)
+    assert isinstance(error, errors.LLMRateLimited)
+    assert error.retry_after_s == expected
+    assert to_application_error(error).type == "LLMRateLimited"
+
+
+def test_an_error_without_fields_is_sealed_as_before_errors_had_them() -> None:
+    # A pool's host of an earlier version verifies (type, message) alone.
+    sealed: list[Any] = []
+
+    def seal(kind: str, message: str, fields: Any) -> str:
+        sealed.append(fields)
+        return "seal"
+
+    failure = to_application_error(errors.LLMUnavailable("llama answered 503"), seal)
+    assert failure.details == ("seal",) and sealed == [{}]

@@ -3,7 +3,8 @@
 A run's workflow code is replayed, from the start of its history, by whatever code the worker
 has when the run next wakes: a change to what that code does can break every run in flight
 (Temporal's nondeterminism error), however long ago it started. The code in question is every
-kernos module the workflow definition and the SDK's agent class import; each is fingerprinted
+kernos module the workflow definition, the SDK's agent class, the shipped agents and the pool
+host's checks of what a run sends and is sent import; each is fingerprinted
 by its syntax tree, without docstrings, so comments, docstrings and formatting do not count.
 
 The fast tier compares them with `tests/workflow_sources.json`: a change fails it until
@@ -23,8 +24,19 @@ import sys
 from pathlib import Path
 
 RECORDED = Path(__file__).with_suffix(".json")
-#: What a worker imports to run a workflow: the definition and the agents' base class.
-ROOTS = ("kernos.workflows.agent_run", "kernos.agent")
+#: What a run's code is made of: the workflow definition, the agents' base class, the agents
+#: kernos ships and the tools' SDK, and what a pool's host checks and rewrites in what a run
+#: sends and is sent (its replays pass the same checks).
+ROOTS = (
+    "kernos.workflows.agent_run",
+    "kernos.agent",
+    "kernos.examples.planner",
+    "kernos.examples.react",
+    "kernos.kernel.tools",
+    "kernos.workflows.activation_check",
+    "kernos.workflows.commands",
+    "kernos.workflows.run_limits",
+)
 
 _CLOSURE = (
     "import sys\n"

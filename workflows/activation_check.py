@@ -199,8 +199,9 @@ class ActivationCheck:
         signature = (
             json_scalar(last.data) if last and last.metadata.get("encoding") == _JSON else None
         )
-        # A kernel error's fields come first, where it has any (with its seal, two details).
-        fields = (_json_object(details[0]) if len(details) == 2 else None) or {}
+        # A kernel error's fields come first, where its type has any (then its seal).
+        carried = len(details) == 2 and errors.carried_fields(name)
+        fields = (_json_object(details[0]) if carried else None) or {}
         # Encoded attributes would stand in for the message the seal covers: no kernel worker
         # writes them.
         if asked is None or not isinstance(signature, str) or cause.HasField("encoded_attributes"):

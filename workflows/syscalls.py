@@ -83,9 +83,13 @@ def _translate(exc: ActivityError) -> errors.KernosError | None:
 
 
 def error_fields(cause: ApplicationError) -> dict[str, Any]:
-    """The fields a kernel error's failure carries (its first detail, an object), if any."""
+    """The fields a kernel error's failure carries (its first detail, an object), if any.
+
+    Only an error type that has fields carries them: any other's details are not read.
+    """
     first = cause.details[0] if cause.details else None
-    return first if isinstance(first, dict) else {}
+    carried = isinstance(first, dict) and errors.carried_fields(cause.type or "")
+    return first if carried and isinstance(first, dict) else {}
 
 
 def _raise_translated(exc: ActivityError) -> NoReturn:

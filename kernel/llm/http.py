@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 
 import httpx
@@ -16,6 +17,8 @@ from kernos.kernel.errors import (
     LLMUnavailable,
 )
 
+#: The longest wait a server's Retry-After may ask for.
+MAX_RETRY_AFTER_S = 3600.0
 _CONTEXT_WORDS = ("context length", "context window", "context size", "too long", "exceeds")
 
 
@@ -31,9 +34,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None  # an HTTP date: rare from LLM servers; Temporal's backoff applies
+    # (A server's "inf" or "1e300" would overflow the retry's timedelta.)
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
 
 
 def _reason(response: httpx.Response) -> str:
