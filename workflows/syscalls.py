@@ -88,8 +88,9 @@ def error_fields(cause: ApplicationError) -> dict[str, Any]:
     Only an error type that has fields carries them: any other's details are not read.
     """
     first = cause.details[0] if cause.details else None
-    carried = isinstance(first, dict) and errors.carried_fields(cause.type or "")
-    return first if carried and isinstance(first, dict) else {}
+    if isinstance(first, dict) and errors.carried_fields(cause.type or ""):
+        return first
+    return {}
 
 
 def _raise_translated(exc: ActivityError) -> NoReturn:
