@@ -128,8 +128,9 @@ class PoolRunner(WorkflowRunner):
         #: Run (execution) id -> how many times its activations ended its pool's process, and
         #: what ended it the last time.
         self._deaths: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
-        #: Run -> when (workflow time) the syscalls its executions left running have surely
-        #: stopped: a run that continues as new leaves its pending syscalls to the kernel.
+        #: Execution that continued as new -> when (workflow time) the syscalls it and the
+        #: executions before it left running have surely stopped: they are the kernel's to run
+        #: still. Keyed by execution, so only the next one reads it, never a replay of its own.
         self._left_running: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self._closed = threading.Event()
         #: When each pool's process ended unasked, lately: a pool that keeps ending it waits.
@@ -207,18 +208,27 @@ class PoolRunner(WorkflowRunner):
                 self._deaths.popitem(last=False)
         return count
 
-    def continued(self, run_id: str, left_running: list[float]) -> None:
-        """`run_id` continued as new, leaving syscalls running until these times."""
+    def continued(self, execution: str, left_running: list[float]) -> None:
+        """`execution` (a run id) continued as new, leaving syscalls running until these times.
+
+        A continue-as-new that Temporal refused (new events came meanwhile) is recorded again
+        when the execution, replayed, continues anew.
+        """
         with self._lock:
-            self._left_running.pop(run_id, None)
-            self._left_running[run_id] = left_running
+            self._left_running.pop(execution, None)
+            self._left_running[execution] = left_running
             while len(self._left_running) > _DEATHS_KEPT:
                 self._left_running.popitem(last=False)
 
-    def left_running(self, run_id: str) -> list[float]:
-        """When the syscalls `run_id`'s earlier executions left running have surely stopped."""
+    def left_running(self, continued_from: str | None) -> list[float]:
+        """When the syscalls `continued_from` (an execution) and those before it left stop.
+
+        What the execution that continued it starts with.
+        """
+        if continued_from is None:
+            return []
         with self._lock:
-            return list(self._left_running.get(run_id, ()))
+            return list(self._left_running.get(continued_from, ()))
 
     def deaths(self, run_id: str) -> tuple[int, str]:
         """How many times `run_id`'s activations ended its pool's process, and the last why."""
@@ -516,7 +526,7 @@ class PoolInstance(WorkflowInstance):
                 elif command.WhichOneof("variant") in _ENDS_RUN:
                     self._end_trace()
                     if command.HasField("continue_as_new_workflow_execution"):
-                        self._runner.continued(self._run, bounds.left_running(act))
+                        self._runner.continued(act.run_id, bounds.left_running(act))
         return completion
 
     def _end(self, act: WorkflowActivation, reason: str, kind: str) -> WorkflowActivationCompletion:
@@ -598,7 +608,9 @@ class PoolInstance(WorkflowInstance):
         if self._check is None:
             run = _run_input(act)
             self._check = CommandCheck(run, self._info.task_queue)
-            self._bounds = RunBounds(run.limits, self._runner.left_running(self._run))
+            self._bounds = RunBounds(
+                run.limits, self._runner.left_running(self._info.continued_run_id)
+            )
             self._pool = run.pool or run.spec.tenant
             self._runner.run_arrived(self._pool)
             headers = next(
