@@ -177,6 +177,9 @@ class Carried(BaseModel):
     steps: int
     syscalls: int
     usage: TokenUsage
+    held_turns: list[float] = []
+    """When each syscall the last execution left pending has surely ended (workflow time): the
+    next execution keeps a turn for each till then, as the pool's host counts them."""
 
 
 class RunInput(BaseModel):

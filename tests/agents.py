@@ -229,6 +229,36 @@ class DiaryAgent(StepAgent[Diary]):
         return state.model_copy(update={"replies": replies})
 
 
+class Race(BaseModel):
+    """RacerAgent's state: the races run so far, of how many."""
+
+    races: int
+    of: int
+
+
+class RacerAgent(StepAgent[Race]):
+    """Races four listings of its files at each step, takes the first answer, cancels the rest:
+    honest code that leaves cancelled syscalls behind (as `wait_for` timeouts do), `task` steps,
+    continuing as new between steps when its limits say so."""
+
+    name = "racer"
+    state_model = Race
+
+    async def start(self, task: str) -> Race:
+        return Race(races=0, of=int(task))
+
+    async def step(self, state: Race) -> Race | Done:
+        listings = [asyncio.ensure_future(self.storage.list()) for _ in range(4)]
+        await workflow.wait(listings, return_when=asyncio.FIRST_COMPLETED)
+        for listing in listings:
+            listing.cancel()
+        await asyncio.gather(*listings, return_exceptions=True)
+        state = state.model_copy(update={"races": state.races + 1})
+        if state.races == state.of:
+            return Done(output=f"{state.races} races won")
+        return state
+
+
 class ChatterAgent(Agent):
     """One turn in a conversation: a new one, or (`"<id> <model> <text>"`) someone else's."""
 
@@ -374,6 +404,7 @@ AGENTS = {
     "length": "tests.agents:LengthAgent",
     "hijack": "tests.agents:HijackAgent",
     "diary": "tests.agents:DiaryAgent",
+    "racer": "tests.agents:RacerAgent",
     "chatter": "tests.agents:ChatterAgent",
     "pausing": "tests.agents:PausingAgent",
     "memo": "tests.agents:MemoAgent",

@@ -362,8 +362,9 @@ def _around_the_sdk(agent: Agent) -> SyscallDispatcher:
 class FlooderAgent(Agent):
     """Lists its files N times at once (`honest N`), or as N dispatchers (`around N`), each of
     which knows of one syscall pending: the SDK's own limit never applies. Or (`cancelling N`)
-    lists them four at a time, cancelling each four before the next: a syscall cancelled so is
-    answered at once, while the kernel may still run it."""
+    lists them four at a time, each four through a dispatcher of its own, cancelling them
+    before the next: a syscall cancelled so is answered at once, while the kernel may still run
+    it (the SDK would keep its turn meanwhile)."""
 
     name = "flooder"
 
@@ -371,7 +372,8 @@ class FlooderAgent(Agent):
         mode, count = task.split()
         if mode == "cancelling":
             for _ in range(int(count) // 4):
-                listing = [asyncio.ensure_future(self.storage.list()) for _ in range(4)]
+                storage = type(self.storage)(_around_the_sdk(self))
+                listing = [asyncio.ensure_future(storage.list()) for _ in range(4)]
                 for _ in range(50):  # (each to its schedule command, in this activation)
                     await asyncio.sleep(0)
                 for each in listing:

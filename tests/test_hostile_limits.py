@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,7 +38,7 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
 from kernos.workflows.pool import PoolRunner
 from kernos.workflows.pool_status import PoolState
-from tests.conftest import make_settings, workers
+from tests.conftest import KeepHistory, make_settings, workers
 from tests.hostile import HOSTILE_AGENTS
 from tests.waiting import eventually
 
@@ -197,6 +198,36 @@ async def test_runs_past_their_limits_fail_alone_and_honest_ones_wait(
             in (await honest_runs["bloater"].result()).output
         )
         assert "unharmed" in (await victim.result()).output
+
+
+async def test_an_honest_run_that_cancels_its_syscalls_waits_for_turns_and_does_not_fail(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, keep_history: KeepHistory
+) -> None:
+    # Each race leaves up to three listings cancelled, which the host counts for 3 s (their
+    # attempts' time): by the third race the run is at its limit of 8, so the SDK holds their
+    # turns as the host counts them, into the next execution too (continue-as-new every two
+    # races or so). Given back at once, the run would be failed, RunLimitExceeded.
+    limits = {"max_pending_syscalls": 8, "continue_as_new_events": 20, "kernel_start_to_close_s": 3}
+    settings = make_settings(
+        temporal, postgres, agents={"racer": "tests.agents:RacerAgent"},
+        isolation={"mode": "bwrap"}, limits=limits,
+    )  # fmt: skip
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="racer", task="8", tenant="racing"))
+        assert (await handle.result()).output == "8 races won"
+        found = client.temporal.list_workflows(f'WorkflowId = "{handle.run_id}"')
+        executions = sorted([e async for e in found], key=lambda e: e.start_time)
+        assert len(executions) > 1, "the run never continued as new: the carry is untested"
+        carried = []
+        for execution in executions[1:]:
+            history = await client.temporal.get_workflow_handle(
+                handle.run_id, run_id=execution.run_id
+            ).fetch_history()
+            started = history.events[0].workflow_execution_started_event_attributes
+            carried.append(json.loads(started.input.payloads[0].data)["carried"]["held_turns"])
+        # The turns still held as it continued went with it (the host counts them there too).
+        assert any(carried), carried
+        await keep_history(client.temporal, handle.run_id, "racer-held-turns")
 
 
 async def test_a_pool_that_holds_its_tasks_gives_back_all_but_its_share_of_the_slots(

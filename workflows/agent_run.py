@@ -108,6 +108,7 @@ class AgentRun:
                                 steps=steps,
                                 syscalls=dispatcher.syscalls,
                                 usage=dispatcher.usage,
+                                held_turns=dispatcher.turns.held_until(),
                             )
                         }
                     )

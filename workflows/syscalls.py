@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -38,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCallRequest,
         ToolResult,
     )
+    from kernos.workflows.syscall_turns import SyscallTurns
 
 Result = TypeVar("Result", LLMResponse, Compaction)
 Request = TypeVar("Request", bound=BaseModel)
@@ -117,7 +117,10 @@ class SyscallDispatcher:
         self._decisions = 0
         self._waiting = 0
         #: Turns for syscalls in flight: past the run's limit, the next one waits for one.
-        self._turns = asyncio.Semaphore(run.limits.max_pending_syscalls)
+        self.turns = SyscallTurns(
+            run.limits.max_pending_syscalls,
+            run.carried.held_turns if run.carried is not None else (),
+        )
 
     def approval_decided(self) -> None:
         """Wake the syscalls that wait for an approval; each asks the kernel again.
@@ -131,6 +134,8 @@ class SyscallDispatcher:
         syscall: Syscall[Any, Any],
         request: BaseModel,
         execute: Callable[[], Awaitable[Answer]],
+        *,
+        cancellation_waits: bool = False,
     ) -> Answer:
         """Run a syscall; while the kernel says it awaits a human's approval, wait for one.
 
@@ -142,7 +147,12 @@ class SyscallDispatcher:
         timeout = self.run.limits.approval_timeout_s
         while True:
             try:
-                return self._unsealed(syscall, request, await self._in_turn(execute))
+                answer = await self.turns.run(
+                    execute,
+                    syscall.start_to_close(self.run.limits),
+                    cancellation_waits=cancellation_waits,
+                )
+                return self._unsealed(syscall, request, answer)
             except ActivityError as exc:
                 self._check_failure(syscall, request, exc)
                 cause = exc.cause
@@ -164,14 +174,6 @@ class SyscallDispatcher:
             raise errors.PayloadTooLarge(
                 f"the {syscall.name} request", size, limit, "[limits] max_payload_bytes"
             )
-
-    async def _in_turn(self, execute: Callable[[], Awaitable[Answer]]) -> Answer:
-        """Run `execute` once fewer than the run's `max_pending_syscalls` are in flight.
-
-        Below the limit the semaphore does not yield, so a run's commands are what they were.
-        """
-        async with self._turns:
-            return await execute()
 
     def _unsealed(self, syscall: Syscall[Any, Any], request: BaseModel, result: Answer) -> Answer:
         """The result without its seal, once checked; UnsealedResult if no kernel worker's."""
@@ -369,11 +371,12 @@ class SyscallDispatcher:
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{syscall.name} {detail}",
             ),
+            cancellation_waits=True,
         )
 
     async def finish(self, outcome: RunOutcome) -> None:
         """`run.finish`: the kernel records the outcome."""
-        await self._in_turn(
+        await self.turns.run(
             lambda: workflow.execute_activity(
                 RUN_FINISH.name,
                 outcome,
@@ -382,5 +385,6 @@ class SyscallDispatcher:
                 start_to_close_timeout=RUN_FINISH.start_to_close(self.run.limits),
                 retry_policy=self._retry,
                 summary=f"{RUN_FINISH.name} {outcome.status}",
-            )
+            ),
+            RUN_FINISH.start_to_close(self.run.limits),
         )
