@@ -70,7 +70,7 @@ class TemporalSettings(BaseModel):
 
     run_end_poll_s: float = Field(default=1.0, gt=0)
     """How often kernel workers ask Temporal which agent runs ended, to record each as Temporal
-    has it (a run's own `run.finish` is agent code's word)."""
+    has it where no client waiting for its result did (a run says nothing of its own end)."""
 
     max_cached_workflows: int = Field(default=10_000, ge=0)
     """Runs an agent worker keeps in memory between their workflow tasks (1,000 more cached

@@ -1,10 +1,12 @@
 """The kernel learns that runs ended from Temporal, not from the runs themselves.
 
-A run's own `run.finish` is agent code's to send (or not, or with any output): a run its pool's
-host ended for a refused command never sends it, and one that lies about its output would be
-believed. So kernel workers follow Temporal's visibility: every agent run that closed (not to
-continue as new) since the last look is recorded as Temporal has it, status, output or error,
-over whatever the run said of itself, and audited (`run.end`, in the run's tenant's chain).
+A run says nothing of its own end (runs begun before this version sent `run.finish`, agent
+code's to send, or not, or with any output: a run its pool's host ended for a refused command
+never sent it, and one that lied about its output would have been believed). The end is
+recorded as Temporal has it, status, output or error, and audited (`run.end`, in the run's
+tenant's chain), by whoever learns it first: a client that waited for the run's result
+(`RunHandle.result`), or kernel workers following Temporal's visibility, which record every
+agent run that closed (not to continue as new) since their last look.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from temporalio.client import (
     Client,
     WorkflowExecution,
     WorkflowExecutionStatus,
-    WorkflowHistoryEventFilterType,
+    WorkflowFailureError,
 )
+from temporalio.exceptions import CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as RunTimedOut
 from temporalio.service import RPCError
 
 from kernos.kernel.access import Decision, Subject
@@ -45,6 +49,36 @@ _STATUS = {
     WorkflowExecutionStatus.CANCELED: "cancelled",
     WorkflowExecutionStatus.TERMINATED: "cancelled",
 }
+
+
+def ended_as(failure: WorkflowFailureError) -> RunOutcome:
+    """How a run that did not complete ended, from what waiting for its result raised."""
+    cause = failure.cause
+    if isinstance(cause, CancelledError):
+        return RunOutcome(status="cancelled", error="cancelled")
+    if isinstance(cause, TerminatedError):
+        return RunOutcome(status="cancelled", error=f"terminated: {cause.message}")
+    if isinstance(cause, RunTimedOut):
+        return RunOutcome(status="failed", error="TimedOut: the run timed out")
+    kind = getattr(cause, "type", None) or "Failed"
+    return RunOutcome(status="failed", error=f"{kind}: {getattr(cause, 'message', cause)}")
+
+
+async def record_end(runs: RunStore, audit: AuditLog, run_id: str, outcome: RunOutcome) -> bool:
+    """Record how Temporal says `run_id` ended, and audit it; False if it was recorded so."""
+    record = await runs.record_end(run_id, outcome)
+    if record is None:
+        return False
+    said = f"{outcome.status}" + (f": {outcome.error}" if outcome.error else "")
+    if record.finished:
+        said += f" (the run had said {record.status})"
+    await audit.record_operator(
+        Subject(run_id, record.tenant, record.user, record.agent),
+        RUN_END.name,
+        f"run:{run_id}",
+        Decision(True, None, said[:1000]),
+    )
+    return True
 
 
 class RunEnds:
@@ -98,7 +132,7 @@ class RunEnds:
                 outcome = await self._outcome(execution)
                 if said == (outcome.status, outcome.error):
                     continue
-                if await self._record(execution.id, outcome):
+                if await record_end(self._runs, self._audit, execution.id, outcome):
                     changed += 1
             except Exception:  # one run's history must not stop the others'
                 log.exception("recording how run %s ended failed", execution.id)
@@ -108,44 +142,13 @@ class RunEnds:
         handle = self._client.get_workflow_handle(
             execution.id, run_id=execution.run_id, result_type=RunResult
         )
-        status = execution.status
-        if status == WorkflowExecutionStatus.COMPLETED:
-            try:
-                result = await handle.result()
-            except Exception:  # noqa: BLE001 - the result is agent code's: it may be anything
-                return RunOutcome(status="completed", error="its result is not a run's result")
-            return RunOutcome(status="completed", output=result.output)
-        closing = None
-        async for event in handle.fetch_history_events(
-            event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
-        ):
-            closing = event
-        if status == WorkflowExecutionStatus.TIMED_OUT:
-            return RunOutcome(status="failed", error="TimedOut: the run timed out")
-        if status == WorkflowExecutionStatus.FAILED and closing is not None:
-            failure = closing.workflow_execution_failed_event_attributes.failure
-            kind = failure.application_failure_info.type or "Failed"
-            return RunOutcome(status="failed", error=f"{kind}: {failure.message}")
-        if status == WorkflowExecutionStatus.TERMINATED and closing is not None:
-            reason = closing.workflow_execution_terminated_event_attributes.reason
-            return RunOutcome(status="cancelled", error=f"terminated: {reason or 'no reason'}")
-        return RunOutcome(status="cancelled", error="cancelled")
-
-    async def _record(self, run_id: str, outcome: RunOutcome) -> bool:
-        """Record `outcome` and audit it; False if another kernel worker was first."""
-        record = await self._runs.get(run_id)
-        if not await self._runs.record_end(run_id, outcome):
-            return False
-        said = f"{outcome.status}" + (f": {outcome.error}" if outcome.error else "")
-        if record.finished:
-            said += f" (the run had said {record.status})"
-        await self._audit.record_operator(
-            Subject(run_id, record.tenant, record.user, record.agent),
-            RUN_END.name,
-            f"run:{run_id}",
-            Decision(True, None, said[:1000]),
-        )
-        return True
+        try:
+            result = await handle.result(follow_runs=False)
+        except WorkflowFailureError as failure:
+            return ended_as(failure)
+        except Exception:  # noqa: BLE001 - the result is agent code's: it may be anything
+            return RunOutcome(status="completed", error="its result is not a run's result")
+        return RunOutcome(status="completed", output=result.output)
 
     async def run(self) -> None:
         """Look every `[temporal] run_end_poll_s`, until `stop`."""

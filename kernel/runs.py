@@ -151,18 +151,23 @@ class RunStore:
                 },
             )
 
-    async def record_end(self, run_id: str, outcome: RunOutcome) -> bool:
-        """Record how Temporal says a run ended, over what it said; False if already so."""
+    async def record_end(self, run_id: str, outcome: RunOutcome) -> RunRecord | None:
+        """Record how Temporal says a run ended, over what it said.
+
+        The record as it was before; None if it said so already (or the run is not ours).
+        """
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s,"
-                " finished_at = coalesce(finished_at, now()),"
+                "WITH before AS (SELECT * FROM runs WHERE run_id = %(run)s FOR UPDATE)"
+                " UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s,"
+                " finished_at = coalesce(runs.finished_at, now()),"
                 " input_tokens = (SELECT coalesce(sum(input_tokens), 0) FROM syscall_results"
                 "                 WHERE run_id = %(run)s),"
                 " output_tokens = (SELECT coalesce(sum(output_tokens), 0) FROM syscall_results"
                 "                  WHERE run_id = %(run)s)"
-                " WHERE run_id = %(run)s"
-                " AND (status, error) IS DISTINCT FROM (%(status)s, %(error)s)",
+                " FROM before WHERE runs.run_id = before.run_id"
+                " AND (runs.status, runs.error) IS DISTINCT FROM (%(status)s, %(error)s)"
+                " RETURNING before.*",
                 {
                     "status": outcome.status,
                     "output": outcome.output,
@@ -170,7 +175,8 @@ class RunStore:
                     "run": run_id,
                 },
             )
-            return cursor.rowcount > 0
+            row = await cursor.fetchone()
+        return None if row is None else RunRecord.from_row(row)
 
     async def statuses(self, run_ids: list[str]) -> dict[str, tuple[str, str | None]]:
         """The recorded status and error of each of `run_ids` this kernel admitted."""

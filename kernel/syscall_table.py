@@ -162,6 +162,7 @@ TOOL_CALL = Syscall(
     "tool.call", ToolCallRequest, ToolResult, "tool", "tool:<name>", "external",
     resource_source="served",
 )  # fmt: skip
+#: Sent only by runs begun before the kernel learned ends from Temporal (kernel/run_ends.py).
 RUN_FINISH = Syscall(
     "run.finish", RunOutcome, type(None), "kernel", "run:<own>", "lifecycle", policy_checked=False
 )
@@ -215,7 +216,8 @@ MEMORY_ERASE = Action(MEMORY_DELETE.name, "memory:<scope>")
 KEY_CREATE = Action("keys.create", "key:<id>")
 KEY_REVOKE = Action("keys.revoke", "key:<id>")
 RUN_END = Action("run.end", "run:<run id>")
-"""A run ended, as Temporal has it: recorded by kernel workers, whatever the run said."""
+"""A run ended, as Temporal has it: recorded by the client that waited for it or by kernel
+workers, whatever the run said."""
 
 ACTIONS: dict[str, Action] = {
     action.name: action

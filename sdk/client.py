@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
@@ -42,9 +44,12 @@ from kernos.kernel.errors import (
     UnknownModel,
     first_problem,
 )
+from kernos.kernel.run_ends import ended_as, record_end
 from kernos.kernel.runs import RunRecord, RunStore
 from kernos.kernel.syscall_table import AGENT_RUN
-from kernos.kernel.syscalls import RunInput, RunResult, RunSpec, check_name
+from kernos.kernel.syscalls import RunInput, RunOutcome, RunResult, RunSpec, check_name
+
+log = logging.getLogger(__name__)
 
 #: How a server at its limit of long polls turns a run's wait away: the wait polls again.
 _POLL_AGAIN = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.CANCELLED})
@@ -135,7 +140,9 @@ class RunHandle:
     async def result(self) -> RunResult:
         """Wait for the run to finish; RunFailed if it failed.
 
-        The wait is a long poll; a server at its limit of concurrent long polls (thousands of
+        The run's record says how it ended by the time this returns: it is recorded from
+        what Temporal answers, unless a kernel worker (`RunEnds`) was first. The wait is a long
+        poll; a server at its limit of concurrent long polls (thousands of
         waiting clients) answers RESOURCE_EXHAUSTED, or cancels a poll it had taken, and the
         wait backs off and polls again.
         """
@@ -151,12 +158,22 @@ class RunHandle:
 
     async def _wait(self) -> RunResult:
         try:
-            return await self._workflow.result()
+            result = await self._workflow.result()
         except WorkflowFailureError as exc:
+            await self._client._record_end(self.run_id, ended_as(exc))
             cause = exc.cause
             error_type = getattr(cause, "type", None) or type(cause).__name__
             message = getattr(cause, "message", None) or str(cause)
             raise RunFailed(self.run_id, error_type, message) from exc
+        await self._client._record_end(
+            self.run_id, RunOutcome(status="completed", output=result.output)
+        )
+        return result
+
+    async def closed(self) -> bool:
+        """Whether Temporal has closed the run (its record may not say so yet)."""
+        description = await self._workflow.describe()
+        return description.status not in (None, WorkflowExecutionStatus.RUNNING)
 
     async def cancel(self, *, terminate_after_s: float | None = None) -> bool:
         """Ask the run to stop; an in-flight generation is aborted on its server.
@@ -173,8 +190,7 @@ class RunHandle:
         """Terminate the run if it is still going `after_s` from now; True if it was."""
         deadline = asyncio.get_running_loop().time() + after_s
         while asyncio.get_running_loop().time() < deadline:
-            description = await self._workflow.describe()
-            if description.status not in (None, WorkflowExecutionStatus.RUNNING):
+            if await self.closed():
                 return False
             await asyncio.sleep(0.2)
         try:
@@ -251,6 +267,17 @@ class KernosClient:
         if self._operator_pool is None:
             self._operator_pool = await open_pool(self.settings.database, operator=True)
         return self._operator_pool
+
+    async def _record_end(self, run_id: str, outcome: RunOutcome) -> None:
+        """Record how Temporal says `run_id` ended, unless its record says so already.
+
+        The result is Temporal's to give: a database this client cannot reach (or a client
+        closed under its handle) leaves the record to kernel workers, who learn every end.
+        """
+        try:
+            await record_end(self.runs, AuditLog(self.pool), run_id, outcome)
+        except psycopg.OperationalError as exc:
+            log.warning("run %s ended; its record is left to kernel workers: %s", run_id, exc)
 
     @property
     def api_key(self) -> str | None:

@@ -195,13 +195,13 @@ async def _result(request: Request, client: KernosClient) -> JSONResponse:
         wait_s = min(MAX_WAIT_S, max(0.0, float(request.query_params.get("wait_s", "0"))))
     except ValueError as exc:
         raise _Refused(400, "InvalidRequest", "wait_s must be a number of seconds") from exc
-    if not record.finished and not wait_s:
-        return JSONResponse(GatewayResult(status="running").model_dump(), 202)
     handle = client.handle(record.run_id)
+    # The record says a run ended once the end is learned from Temporal: ask Temporal first.
+    closed = record.finished or await handle.closed()
+    if not closed and not wait_s:
+        return JSONResponse(GatewayResult(status="running").model_dump(), 202)
     try:
-        result = await asyncio.wait_for(
-            handle.result(), timeout=None if record.finished else wait_s
-        )
+        result = await asyncio.wait_for(handle.result(), timeout=None if closed else wait_s)
     except TimeoutError:
         return JSONResponse(GatewayResult(status="running").model_dump(), 202)
     except RunFailed as exc:

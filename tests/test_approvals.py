@@ -112,6 +112,7 @@ async def test_a_marked_call_waits_for_an_allowed_approver_then_runs_once(
         ("approval.decide", "deny", "policy", "mallory"),
         ("approval.decide", "allow", "policy", "alice"),
         ("tool.call", "allow", "approval", "operator"),
+        ("run.end", "allow", "policy", "operator"),  # as Temporal has it, recorded by result()
     ]
     assert used.used_by is not None and used.decided_by == "alice"
 
@@ -226,4 +227,5 @@ async def test_a_budget_overrun_marked_for_approval_waits_instead_of_failing(
         ("llm.chat", "deny", "approval"),  # over budget: waiting, not failing
         ("approval.decide", "allow", "policy"),
         ("llm.chat", "allow", "approval"),
+        ("run.end", "allow", "policy"),
     ]

@@ -128,12 +128,13 @@ async def test_each_tenant_has_its_own_chain_and_an_edited_row_is_named(
         await run_steps(settings, kernos_client, globex, 2)
         await run_steps(settings, kernos_client, acme, 1)
     acme_rows = await rows_of(kernos_client, acme)
-    assert [row.seq for row in acme_rows] == [1, 2, 3, 4]
+    # Each run's syscalls, then its end (`run.end`, as Temporal has it).
+    assert [row.seq for row in acme_rows] == [1, 2, 3, 4, 5, 6]
     assert bytes.fromhex(acme_rows[0].prev_hash) == GENESIS
     assert all(row.prev_hash == before.hash for before, row in itertools.pairwise(acme_rows))
-    assert [row.seq for row in await rows_of(kernos_client, globex)] == [1, 2]
+    assert [row.seq for row in await rows_of(kernos_client, globex)] == [1, 2, 3]
     [check] = await verify(kernos_client.pool, {}, acme)
-    assert (check.ok, check.rows, check.problem) == (True, 4, None)
+    assert (check.ok, check.rows, check.problem) == (True, 6, None)
 
     edited = acme_rows[1]
     as_superuser(postgres, ("UPDATE audit SET resource = 'llm:other' WHERE id = %s", (edited.id,)))
@@ -153,8 +154,8 @@ async def test_a_consistent_rewrite_or_a_cut_tail_is_caught_by_the_anchor(
     settings = anchoring(temporal, postgres)
     tenant = tenant_name()
     async with workers(settings), await KernosClient.connect(settings) as client:
-        await run_steps(settings, client, tenant, 4)
-        anchors = await wait_anchored(client, settings, tenant, 4)
+        await run_steps(settings, client, tenant, 4)  # four rows, and its end
+        anchors = await wait_anchored(client, settings, tenant, 5)
         rows = await rows_of(client, tenant)
         assert anchors[tenant][-1].hash == rows[-1].hash
 
@@ -174,32 +175,32 @@ async def test_a_consistent_rewrite_or_a_cut_tail_is_caught_by_the_anchor(
     # the newest anchor now matches the rewritten chain, the ones before it still do not.
     async with workers(settings), await KernosClient.connect(settings) as client:
         await run_steps(settings, client, tenant, 1)
-        anchors = await wait_anchored(client, settings, tenant, 5)
+        anchors = await wait_anchored(client, settings, tenant, 7)
         [anchored] = await verify(client.pool, anchors, tenant)
-    assert anchors[tenant][-1].seq == 5 and len(anchors[tenant]) >= 2
+    assert anchors[tenant][-1].seq == 7 and len(anchors[tenant]) >= 2
     assert not anchored.ok
     assert anchored.broken_id == caught_at
 
     tenant = tenant_name()
     async with workers(settings), await KernosClient.connect(settings) as client:
-        await run_steps(settings, client, tenant, 3)
+        await run_steps(settings, client, tenant, 3)  # three rows, and its end
         anchorer = Anchorer(client.pool, client.temporal, settings)
         assert await anchorer.anchor_once()
         assert not await anchorer.anchor_once()  # nothing moved: nothing to send
-        anchors = await wait_anchored(client, settings, tenant, 3)
+        anchors = await wait_anchored(client, settings, tenant, 4)
         rows = await rows_of(client, tenant)
         as_superuser(
             postgres,
             ("DELETE FROM audit WHERE id = %s", (rows[-1].id,)),
             (
-                "UPDATE audit_chains SET seq = 2, hash = %s WHERE chain = %s",
-                (bytes.fromhex(rows[1].hash), tenant),
+                "UPDATE audit_chains SET seq = 3, hash = %s WHERE chain = %s",
+                (bytes.fromhex(rows[2].hash), tenant),
             ),
         )
         [alone] = await verify(client.pool, {}, tenant)
         assert alone.ok
         [anchored] = await verify(client.pool, anchors, tenant)
-        assert "before its anchored head (seq 3): rows were removed" in (anchored.problem or "")
+        assert "before its anchored head (seq 4): rows were removed" in (anchored.problem or "")
 
 
 async def test_an_anchor_the_kernel_did_not_sign_is_ignored_and_reported(
@@ -209,7 +210,7 @@ async def test_an_anchor_the_kernel_did_not_sign_is_ignored_and_reported(
     tenant = tenant_name()
     async with workers(settings), await KernosClient.connect(settings) as client:
         await run_steps(settings, client, tenant, 2)
-        await wait_anchored(client, settings, tenant, 2)
+        await wait_anchored(client, settings, tenant, 3)
         # Anyone who reaches Temporal can signal the anchor workflow: a head no row has, for an
         # honest tenant's chain, unsigned and signed with another key.
         forged = AnchoredHeads(heads=[ChainHead(chain=tenant, seq=1, hash="00" * 32)])
@@ -228,7 +229,7 @@ async def test_an_anchor_the_kernel_did_not_sign_is_ignored_and_reported(
         config_file(settings, tmp_path), "audit", "verify", "--tenant", tenant
     )
     assert code == 1
-    assert f"chain '{tenant}': 2 rows, " in out and ": ok" in out
+    assert f"chain '{tenant}': 3 rows, " in out and ": ok" in out
     assert out.count("IGNORED anchor signal") == 2
 
 
@@ -337,7 +338,7 @@ async def test_audit_cli_lists_exports_and_verifies(
     async with workers(settings), await KernosClient.connect(settings) as client:
         run_id = await run_steps(settings, client, good, 2)
         await run_steps(settings, client, bad, 2)
-        [first_bad, _] = await rows_of(client, bad)
+        [first_bad, _, _] = await rows_of(client, bad)
 
     code, out, err = await kernos(config, "audit", "--tenant", good, "--json")
     assert code == 0, err
@@ -345,15 +346,16 @@ async def test_audit_cli_lists_exports_and_verifies(
     assert [(row["run_id"], row["syscall"], row["seq"]) for row in exported] == [
         (run_id, "llm.chat", 1),
         (run_id, "llm.chat", 2),
+        (run_id, "run.end", 3),
     ]
     assert exported[1]["prev_hash"] == exported[0]["hash"]
     code, out, _ = await kernos(config, "audit", "--run", run_id, "--last", "1")
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()[1:]] == [str(exported[1]["id"])]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [str(exported[2]["id"])]
 
     as_superuser(postgres, ("UPDATE audit SET decision = 'deny' WHERE id = %s", (first_bad.id,)))
     code, out, _ = await kernos(config, "audit", "verify", "--tenant", good)
-    assert (code, out.strip()) == (0, f"chain '{good}': 2 rows: ok")
+    assert (code, out.strip()) == (0, f"chain '{good}': 3 rows: ok")
     code, out, _ = await kernos(config, "audit", "verify", "--tenant", bad, "--json")
     report = json.loads(out)
     assert code == 1

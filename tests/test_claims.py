@@ -68,13 +68,16 @@ def claim_settings(
 async def forge(
     client: KernosClient, tenant: str, forged: dict[str, Any], *, priority: int = 3
 ) -> tuple[str, str, list[SyscallView]]:
-    """One forger run: its id, what it returned, and its syscalls as `kernos show` has them."""
+    """One forger run: its id, what it returned, and its syscalls as `kernos show` has them
+    (without its end, `run.end`, which every run has)."""
     handle = await client.submit(
         RunSpec(agent="forger", task=json.dumps(forged), tenant=tenant, model="open",
                 priority=priority)
     )  # fmt: skip
     output = (await handle.result()).output
-    return handle.run_id, output, (await client.show(handle.run_id)).syscalls
+    calls = (await client.show(handle.run_id)).syscalls
+    assert calls[-1].syscall == "run.end", calls
+    return handle.run_id, output, calls[:-1]
 
 
 def forged_cases(settings: Settings) -> list[tuple[str, dict[str, Any], str]]:
@@ -212,7 +215,11 @@ async def test_an_honest_run_outlives_a_change_of_weights(
         result = await handle.result()
         view = await client.show(handle.run_id)
     assert result.output.count("scripted reply") == 2
-    assert [(c.syscall, c.decision) for c in view.syscalls] == [("llm.chat", "allow")] * 2
+    assert [(c.syscall, c.decision) for c in view.syscalls] == [
+        ("llm.chat", "allow"),
+        ("llm.chat", "allow"),
+        ("run.end", "allow"),
+    ]
     assert view.record.scheduling.fairness_weight == 2.5
 
 
@@ -251,7 +258,10 @@ async def test_an_instance_queue_takes_only_runs_the_instance_served(
             # An honest run's later calls go there, and are served.
             steps = await client.submit(RunSpec(agent="steps", task="3", tenant=tenant))
             await steps.result()
-            assert await audit_rows(client, steps.run_id) == [("llm.chat", "allow", "policy")] * 3
+            assert await audit_rows(client, steps.run_id) == [
+                *[("llm.chat", "allow", "policy")] * 3,
+                ("run.end", "allow", "policy"),
+            ]
             # A run whose next call comes after the kernel worker restarted...
             pausing = await client.submit(RunSpec(agent="pausing", task="4", tenant=tenant))
             await eventually(
@@ -263,7 +273,8 @@ async def test_an_instance_queue_takes_only_runs_the_instance_served(
             assert result.output.count("scripted reply") == 2
             rows = await audit_rows(client, pausing.run_id)
             await keep_history(client.temporal, pausing.run_id, "pausing-affinity-lost")
-    assert rows == [
+    # (Its end's row comes when kernel workers learn it: its handle's client had closed.)
+    assert rows[:3] == [
         ("llm.chat", "allow", "policy"),
         ("llm.chat", "deny", "claim"),
         ("llm.chat", "allow", "policy"),

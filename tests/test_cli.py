@@ -79,6 +79,7 @@ async def test_run_ps_show(settings: Settings, tmp_path: Path) -> None:
     assert [(s["syscall"], s["decision"], s["outcome"]) for s in shown["syscalls"]] == [
         ("llm.chat", "allow", "ok"),
         ("llm.chat", "allow", "ok"),
+        ("run.end", "allow", None),
     ]
     code, out, _ = await kernos(config, "show", run_id)
     assert code == 0

@@ -38,13 +38,22 @@ async def test_example_agent_runs_two_syscalls(
     assert [(c.syscall, c.decision, c.outcome) for c in view.syscalls] == [
         ("llm.chat", "allow", "ok"),
         ("llm.chat", "allow", "ok"),
+        ("run.end", "allow", None),
     ]
     rows = await audit_rows(kernos_client, handle.run_id)
-    assert len(rows) == 2
-    assert {(r["tenant"], r["user_name"], r["agent"], r["resource"]) for r in rows} == {
+    calls, [end] = rows[:-1], rows[-1:]
+    assert len(calls) == 2
+    assert {(r["tenant"], r["user_name"], r["agent"], r["resource"]) for r in calls} == {
         ("acme", "alice", "planner", "llm:scripted")
     }
-    assert all(r["rule"] == "*, *, *, llm:*, llm.*, allow" for r in rows)
+    assert all(r["rule"] == "*, *, *, llm:*, llm.*, allow" for r in calls)
+    # Its end, as Temporal has it, in the same chain under the same identity.
+    assert (end["syscall"], end["tenant"], end["user_name"], end["reason"]) == (
+        "run.end",
+        "acme",
+        "alice",
+        "completed",
+    )
 
 
 async def test_search_attributes_follow_the_run(

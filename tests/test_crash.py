@@ -76,4 +76,4 @@ async def test_workers_killed_mid_syscall(
     assert sent(3) == [True]
     assert [r.aborted for r in server.requests].count(True) == 1
     attempts = [(c.attempt, c.outcome) for c in view.syscalls]
-    assert attempts == [(1, "ok"), (1, None), (2, "ok"), (1, "ok"), (1, "ok")]
+    assert attempts == [(1, "ok"), (1, None), (2, "ok"), (1, "ok"), (1, "ok"), (1, None)]

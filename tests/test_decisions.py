@@ -120,6 +120,7 @@ async def test_the_kernels_dsn_alone_decides_no_approval(
         ("tool.call", "deny", "approval", "operator"),  # the second charge waiting
         ("approval.decide", "allow", "policy", "alice"),
         ("tool.call", "allow", "approval", "operator"),
+        ("run.end", "allow", "policy", "operator"),
     ]
     assert decision_keys == [alices_key.split("_")[1]]
 

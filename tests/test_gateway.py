@@ -186,11 +186,14 @@ async def post(url: str, token: str | None, body: bytes | dict[str, object]) -> 
 async def audit_of(
     client: KernosClient, tenant: str, *, keys: bool = True
 ) -> list[dict[str, object]]:
-    """The operator's and clients' rows of a tenant's chain (without `keys.*`, if not `keys`)."""
+    """The operator's and clients' rows of a tenant's chain (without `keys.*`, if not `keys`).
+
+    Not the kernel's records of how its runs ended (`run.end`), which come as each end is learned.
+    """
     async with client.pool.connection() as conn:
         cursor = await conn.execute(
             "SELECT syscall, resource, decision, user_name, key_id, reason, run_id FROM audit"
-            " WHERE tenant = %s AND execution_run_id = 'operator'"
+            " WHERE tenant = %s AND execution_run_id = 'operator' AND syscall <> 'run.end'"
             " AND (%s OR syscall NOT LIKE 'keys.%%') ORDER BY id",
             (tenant, keys),
         )

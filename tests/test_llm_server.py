@@ -73,6 +73,7 @@ async def test_example_agent_on_a_server(
         (1, "allow", "error", "LLMUnavailable"),
         (2, "allow", "ok", None),
         (1, "allow", "ok", None),
+        (1, "allow", None, None),  # run.end
     ]
     assert view.record.output_tokens == result.usage.output_tokens
     sent = server.requests[0].body
@@ -100,7 +101,8 @@ async def test_denied_syscall_never_reaches_the_server(
     assert "acme, llm:secret, llm.chat, deny" in result.output
     assert server.requests == []
     assert [(c.resource, c.decision, c.outcome) for c in view.syscalls] == [
-        ("llm:secret", "deny", None)
+        ("llm:secret", "deny", None),
+        (f"run:{handle.run_id}", "allow", None),
     ]
 
 

@@ -236,11 +236,17 @@ async def test_affinity_falls_back_to_the_pool_when_its_instance_is_gone(
 
 def attempts_of_llm_calls(history: Any) -> list[int]:
     """The attempt at which each of a run's LLM calls started."""
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
     return [
         e.activity_task_started_event_attributes.attempt
         for e in history.events
         if e.HasField("activity_task_started_event_attributes")
-    ][:-1]  # the last activity is run.finish
+        and scheduled[e.activity_task_started_event_attributes.scheduled_event_id] == "llm.chat"
+    ]
 
 
 async def test_a_dead_instance_takes_no_new_work_until_it_is_back(

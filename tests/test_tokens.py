@@ -127,12 +127,13 @@ async def test_budget_refuses_syscalls_once_spent(settings: Settings) -> None:
     assert failed.value.error_type == "TokenBudgetExceeded"
     assert f"tenant '{name}' has used 16 tokens of its budget of 10" in str(failed.value)
     assert backend.calls == 2 + 1  # the refused syscall never reached the model
-    assert [(c.decision, c.outcome) for c in view.syscalls] == [
-        ("allow", "ok"),
-        ("allow", "ok"),
-        ("deny", None),
+    assert [(c.syscall, c.decision, c.outcome) for c in view.syscalls] == [
+        ("llm.chat", "allow", "ok"),
+        ("llm.chat", "allow", "ok"),
+        ("llm.chat", "deny", None),
+        ("run.end", "allow", None),  # failed, TokenBudgetExceeded, as Temporal has it
     ]
-    assert bases == ["policy", "policy", "budget"]
+    assert bases == ["policy", "policy", "budget", "policy"]
     assert usage.total_tokens == 16
     assert usage.max_tokens == 10
     assert result.syscalls == 1
