@@ -335,8 +335,21 @@ def run_cost() -> str:
         if side == "kernos, 10 calls" else ""
         for backend, side in columns
     )])  # fmt: skip
+    if any("runs_per_second" in result[backend] for backend in backends):
+        rows.append(["**one-call runs per second at saturation** (goal ≥ the plugin's)", *(
+            _rate(result[backend]["runs_per_second"], side)
+            if "runs_per_second" in result[backend] and side.endswith("1 calls") else ""
+            for backend, side in columns
+        )])  # fmt: skip
     header = ["p50, ms", *(f"{backend}: {side}" for backend, side in columns)]
     return _table(header, rows)
+
+
+def _rate(rates: dict[str, float], side: str) -> str:
+    """One side's runs per second (`at_once` in flight); kernos's judged against the plugin's."""
+    if side.startswith("plugin"):
+        return f"{rates['plugin']:.1f} ({rates['at_once']:.0f} at once)"
+    return f"**{rates['kernos']:.1f}**: {_met(rates['kernos'] >= rates['plugin'])}"
 
 
 def _met(ok: bool) -> str:

@@ -11,14 +11,18 @@ kernel's own cost stands out.
 
 Each run's phases come from its history (event times, milliseconds): the wait for and the
 processing of its workflow tasks, the wait for its activities to start and their run, by
-activity type; and from the client: the whole run, and for kernos the admission before the
-workflow starts. Printed as p50 over the runs; `bench/results/run_cost.json` keeps them.
+activity type; and from the client: the whole run, for kernos the admission before the
+workflow starts, and from the close to the result in hand (a kernos client records the end
+before it returns). On `sim`, also one-call runs per second at saturation, each side alone
+with 32 runs in flight, and the CPU each part of the stack spent per run then. Printed as p50
+over the runs; `bench/results/run_cost.json` keeps them.
 Run: `python bench/run_cost.py [--backend llama|sim] [--runs N]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import os
@@ -27,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,8 @@ from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model
 from kernos.infra.ports import free_port
 from kernos.testing.fake_openai import FakeOpenAIServer
 
+#: Runs in flight when measuring runs per second at saturation (the fake answers any number).
+SATURATING_AT_ONCE = 32
 #: The fake's time per token: about llama-server's on this machine for this model.
 SIM_TOKEN_S = 0.012
 SIM_REPLY = " ".join(f"w{i}" for i in range(TOKENS))
@@ -108,8 +115,9 @@ async def plugin_run(client: Client, queue: str, calls: int) -> Phases:
         PluginCalls.run, args=[calls, MODEL_ALIAS], id=workflow_id, task_queue=queue
     )
     await handle.result()
-    total = (time.perf_counter() - began) * 1000
-    return Phases(total, by_phase=history_phases(await handle.fetch_history()))
+    total, ended_ns = (time.perf_counter() - began) * 1000, time.time_ns()
+    history = await handle.fetch_history()
+    return Phases(total, by_phase=history_phases(history) | _after_close(history, ended_ns))
 
 
 async def kernos_run(client: KernosClient, calls: int) -> Phases:
@@ -119,11 +127,31 @@ async def kernos_run(client: KernosClient, calls: int) -> Phases:
     task = f"{calls}\n{TOKENS}\n{SYSTEM}\n{PROMPT}"
     handle = await client.submit(RunSpec(agent="cost", task=task))
     await handle.result()
-    total = (time.perf_counter() - began) * 1000
+    total, ended_ns = (time.perf_counter() - began) * 1000, time.time_ns()
     history = await client.temporal.get_workflow_handle(handle.run_id).fetch_history()
     # Admission: from the client's call to the workflow's start (one clock: this machine's).
     admission = _ms(history.events[0]) - began_ns / 1e6
-    return Phases(total, admission, history_phases(history))
+    return Phases(total, admission, history_phases(history) | _after_close(history, ended_ns))
+
+
+def _after_close(history: WorkflowHistory, ended_ns: int) -> dict[str, float]:
+    """From the run's close to its result in the client's hands (for kernos, with the end
+    recorded), on this machine's one clock."""
+    return {"after the close: the client has the result": ended_ns / 1e6 - _ms(history.events[-1])}
+
+
+async def plugin_call(client: Client, queue: str) -> None:
+    """One plugin run of one call, start to result, nothing else."""
+    await client.execute_workflow(
+        PluginCalls.run, args=[1, MODEL_ALIAS], id=f"plugin-{uuid.uuid4().hex[:10]}",
+        task_queue=queue,
+    )  # fmt: skip
+
+
+async def kernos_call(client: KernosClient) -> None:
+    """One kernos run of one call, submit to result (its end recorded), nothing else."""
+    handle = await client.submit(RunSpec(agent="cost", task=f"1\n{TOKENS}\n{SYSTEM}\n{PROMPT}"))
+    await handle.result()
 
 
 def p50(runs: list[Phases]) -> dict[str, float]:
@@ -138,7 +166,92 @@ def p50(runs: list[Phases]) -> dict[str, float]:
     return {name: round(value, 1) for name, value in figures.items()}
 
 
-async def measure(running: Services, base_url: str, kind: str, runs: int) -> dict[str, Any]:
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user and system) each part of the stack has used so far, from /proc.
+
+    The parts: the Temporal server, PostgreSQL, this process (the client, the workers, the
+    pools' host and the fake model server, in-process on both sides) and its children (the
+    pools' confined processes, where agent code runs).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    used: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (command, (int(fields[11]) + int(fields[12])) / tick)
+
+    def part(pid: int, command: str) -> str | None:
+        if pid == me:
+            return "this process"
+        if "temporal" in command.split(" ")[0]:
+            return "temporal server"
+        if "postgres" in command:
+            return "postgresql"
+        while pid in parents and pid > 1:
+            pid = parents[pid]
+            if pid == me:
+                return "pool children"
+        return None
+
+    parts: dict[str, float] = defaultdict(float)
+    for pid, (command, seconds) in used.items():
+        found = part(pid, command)
+        if found is not None:
+            parts[found] += seconds
+    return dict(parts)
+
+
+async def runs_per_second(
+    one_run: Callable[[], Awaitable[object]], runs: int, at_once: int
+) -> tuple[float, dict[str, float]]:
+    """One-call runs per second with `at_once` in flight, `runs` in all; and the CPU
+    milliseconds each part of the stack spent per run meanwhile."""
+    slots = asyncio.Semaphore(at_once)
+
+    async def in_slot() -> None:
+        async with slots:
+            await one_run()
+
+    before = cpu_seconds()
+    began = time.perf_counter()
+    await asyncio.gather(*(in_slot() for _ in range(runs)))
+    rate = runs / (time.perf_counter() - began)
+    after = cpu_seconds()
+    return rate, {
+        part: round((after[part] - before.get(part, 0.0)) * 1000 / runs, 1) for part in after
+    }
+
+
+async def saturation(
+    plugin: Callable[[], Awaitable[object]], kernos: Callable[[], Awaitable[object]],
+    runs: int, at_once: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Each side's one-call runs per second at saturation (two rounds each, alternated; the
+    better of two, the machine being shared), and the CPU each part spent per run then."""
+    best: dict[str, tuple[float, dict[str, float]]] = {}
+    for _ in range(2):
+        for side, one_run in (("plugin", plugin), ("kernos", kernos)):
+            measured = await runs_per_second(one_run, runs, at_once)
+            if side not in best or measured[0] > best[side][0]:
+                best[side] = measured
+    return {
+        **{side: round(rate, 1) for side, (rate, _) in best.items()},
+        "cpu_ms_per_run": {side: cpu for side, (_, cpu) in best.items()},
+    }
+
+
+async def measure(
+    running: Services, base_url: str, kind: str, runs: int, saturating: int = 0
+) -> dict[str, Any]:
     """Both sides on the server at `base_url`, interleaved; p50 of each phase."""
     provider = OpenAIProvider(
         openai_client=AsyncOpenAI(base_url=f"{base_url}/v1", api_key="none"),
@@ -167,7 +280,17 @@ async def measure(running: Services, base_url: str, kind: str, runs: int) -> dic
                     await plugin_run(plugin_client, queue, calls)
                 )
                 sides[f"kernos, {calls} calls"].append(await kernos_run(client, calls))
+        rates = (
+            await saturation(
+                lambda: plugin_call(plugin_client, queue), lambda: kernos_call(client),
+                saturating, SATURATING_AT_ONCE,
+            )
+            if saturating
+            else None
+        )  # fmt: skip
     result: dict[str, Any] = {side: p50(measured) for side, measured in sides.items()}
+    if rates is not None:
+        result["runs_per_second"] = rates | {"runs": saturating, "at_once": SATURATING_AT_ONCE}
     one = {side: result[f"{side}, 1 calls"]["whole run (client)"] for side in ("plugin", "kernos")}
     ten = {side: result[f"{side}, 10 calls"]["whole run (client)"] for side in ("plugin", "kernos")}
     further = {side: (ten[side] - one[side]) / 9 for side in one}
@@ -192,6 +315,14 @@ def show(backend: str, result: dict[str, Any]) -> None:
         f"{result['further_call_ms']['kernos']} ms against {result['further_call_ms']['plugin']}"
         f" ms ({result['further_call_ratio']}x, goal 1.10)"
     )
+    if "runs_per_second" in result:
+        rates = result["runs_per_second"]
+        print(
+            f"one-call runs per second, {rates['at_once']} at once: kernos {rates['kernos']}, "
+            f"plugin {rates['plugin']} (goal: kernos at least the plugin's)"
+        )
+        for side, cpu in rates["cpu_ms_per_run"].items():
+            print(f"  CPU ms per run, {side}: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
 
 
 async def main() -> None:
@@ -202,6 +333,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("llama", "sim"), nargs="+", default=["sim", "llama"])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument(
+        "--saturating", type=int, default=160,
+        help="one-call runs per side for runs per second at saturation (on sim; 0: none)",
+    )  # fmt: skip
     args = parser.parse_args()
     path = RESULTS / "run_cost.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -211,7 +346,9 @@ async def main() -> None:
                 async with FakeOpenAIServer(
                     lambda body: SIM_REPLY, token_delay_s=SIM_TOKEN_S
                 ) as fake:
-                    measured = await measure(running, fake.base_url, "openai", args.runs)
+                    measured = await measure(
+                        running, fake.base_url, "openai", args.runs, args.saturating
+                    )
             else:
                 work = Path(tempfile.mkdtemp())
                 model = local_model(Path.home() / ".cache" / "kernos" / "models")
