@@ -203,6 +203,10 @@ class RunInput(BaseModel):
     split the tenant's agents); unset in runs admitted before pools, which ran as the tenant."""
     carried: Carried | None = None
     """Set by the run itself when it continues as new; never by a client."""
+    reports_end: bool = True
+    """Whether the run sends `run.finish` as it ends: only runs admitted before the kernel
+    learned every end from Temporal (`kernel/run_ends.py`) do. Fixed in the input, not by
+    `workflow.patched`, whose marker would cost each run a search-attribute update."""
 
 
 class RunResult(BaseModel):

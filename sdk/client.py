@@ -311,6 +311,7 @@ class KernosClient:
             mcp_servers=sorted(self.settings.tools.mcp),
             scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
             pool=self.settings.isolation.pool_of(checked.tenant, checked.agent),
+            reports_end=False,
         )
         await self.runs.admit(run, api_key_id=self.principal.key_id if self.principal else None)
         try:

@@ -23,10 +23,6 @@ with workflow.unsafe.imports_passed_through():
     from kernos.workflows.syscalls import SyscallDispatcher
 
 
-#: Runs begun before this version record their own end with `run.finish`.
-RUN_ENDS_FROM_TEMPORAL = "kernos-run-ends-from-temporal"
-
-
 def _describe(exc: BaseException) -> tuple[str, str]:
     """(type name, message) of an agent's failure, as the run's error."""
     if isinstance(exc, ApplicationError) and exc.type:
@@ -128,7 +124,7 @@ class AgentRun:
             update={"usage": dispatcher.usage, "syscalls": dispatcher.syscalls}
         )
         workflow.upsert_search_attributes([visibility.STATUS.value_set(outcome.status)])
-        if workflow.patched(RUN_ENDS_FROM_TEMPORAL):
+        if not dispatcher.run.reports_end:
             # The kernel records the end as Temporal has it (kernel/run_ends.py): a `run.finish`
             # would cost the run an activity and a workflow task, to say what is not believed.
             return
