@@ -187,7 +187,9 @@ def cpu_seconds() -> dict[str, float]:
             continue  # gone meanwhile
         fields = stat[stat.rindex(")") + 2 :].split()
         parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = (command, (int(fields[11]) + int(fields[12])) / tick)
+        # utime, stime, and those of its children that ended (PostgreSQL's backends), so
+        # that a process gone before the second look still counts.
+        used[int(entry.name)] = (command, sum(int(field) for field in fields[11:15]) / tick)
 
     def part(pid: int, command: str) -> str | None:
         if pid == me:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernos.kernel.access import Decision, Subject
-from kernos.kernel.db.pool import Pool
+from kernos.kernel.db.pool import Connection, Pool, connection
 from kernos.kernel.syscalls import TokenUsage
 
 
@@ -235,14 +235,16 @@ class AuditLog:
         decision: Decision,
         *,
         key_id: str | None = None,
+        within: Connection | None = None,
     ) -> None:
         """Append an operator's or a client's action to the tenant's chain.
 
         `subject.user` is who acted; the action is, say, a decision on an approval, a run
         submitted or cancelled, or (with no run: `subject.run_id` empty) an edit of the policy.
-        `key_id` names the API key the request came with.
+        `key_id` names the API key the request came with; `within`, a connection whose
+        transaction the row belongs to.
         """
-        async with self._pool.connection() as conn:
+        async with connection(self._pool, within) as conn:
             await conn.execute(
                 "SELECT 1 FROM audit_append(%s, 'operator', %s, 1, %s, %s, %s, %s, %s, %s, %s,"
                 " %s, %s, %s, %s)",

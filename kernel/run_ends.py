@@ -64,20 +64,26 @@ def ended_as(failure: WorkflowFailureError) -> RunOutcome:
     return RunOutcome(status="failed", error=f"{kind}: {getattr(cause, 'message', cause)}")
 
 
-async def record_end(runs: RunStore, audit: AuditLog, run_id: str, outcome: RunOutcome) -> bool:
-    """Record how Temporal says `run_id` ended, and audit it; False if it was recorded so."""
-    record = await runs.record_end(run_id, outcome)
-    if record is None:
-        return False
-    said = f"{outcome.status}" + (f": {outcome.error}" if outcome.error else "")
-    if record.finished:
-        said += f" (the run had said {record.status})"
-    await audit.record_operator(
-        Subject(run_id, record.tenant, record.user, record.agent),
-        RUN_END.name,
-        f"run:{run_id}",
-        Decision(True, None, said[:1000]),
-    )
+async def record_and_audit_end(pool: Pool, run_id: str, outcome: RunOutcome) -> bool:
+    """Record how Temporal says `run_id` ended, and audit it; False if it was recorded so.
+
+    One transaction: an end is never recorded without its `run.end` row (nobody would add the
+    row later, since the record would then agree with Temporal).
+    """
+    async with pool.connection() as conn, conn.transaction():
+        record = await RunStore(pool).record_end(run_id, outcome, within=conn)
+        if record is None:
+            return False
+        said = f"{outcome.status}" + (f": {outcome.error}" if outcome.error else "")
+        if record.finished:
+            said += f" (the run had said {record.status})"
+        await AuditLog(pool).record_operator(
+            Subject(run_id, record.tenant, record.user, record.agent),
+            RUN_END.name,
+            f"run:{run_id}",
+            Decision(True, None, said[:1000].replace("\x00", "\ufffd")),
+            within=conn,
+        )
     return True
 
 
@@ -85,8 +91,8 @@ class RunEnds:
     """Records the end of every agent run on this kernel's queue as Temporal has it."""
 
     def __init__(self, pool: Pool, client: Client, settings: Settings) -> None:
+        self._pool = pool
         self._runs = RunStore(pool)
-        self._audit = AuditLog(pool)
         self._client = client
         self._queue = settings.temporal.agent_task_queue
         self._interval = settings.temporal.run_end_poll_s
@@ -132,7 +138,7 @@ class RunEnds:
                 outcome = await self._outcome(execution)
                 if said == (outcome.status, outcome.error):
                     continue
-                if await record_end(self._runs, self._audit, execution.id, outcome):
+                if await record_and_audit_end(self._pool, execution.id, outcome):
                     changed += 1
             except Exception:  # one run's history must not stop the others'
                 log.exception("recording how run %s ended failed", execution.id)
@@ -146,8 +152,11 @@ class RunEnds:
             result = await handle.result(follow_runs=False)
         except WorkflowFailureError as failure:
             return ended_as(failure)
-        except Exception:  # noqa: BLE001 - the result is agent code's: it may be anything
-            return RunOutcome(status="completed", error="its result is not a run's result")
+        except Exception:  # noqa: BLE001 - what the run returned or failed with is agent code's
+            closed_as = _STATUS.get(execution.status or WorkflowExecutionStatus.FAILED, "failed")
+            if closed_as == "completed":
+                return RunOutcome(status=closed_as, error="its result is not a run's result")
+            return RunOutcome(status=closed_as, error="its failure could not be read")
         return RunOutcome(status="completed", output=result.output)
 
     async def run(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kernos.kernel.db.pool import Pool
+from kernos.kernel.db.pool import Connection, Pool, connection
 from kernos.kernel.errors import RunNotFound
 from kernos.kernel.syscalls import RunInput, RunOutcome, RunSpec, Scheduling, SyscallLimits
 
@@ -151,12 +151,16 @@ class RunStore:
                 },
             )
 
-    async def record_end(self, run_id: str, outcome: RunOutcome) -> RunRecord | None:
+    async def record_end(
+        self, run_id: str, outcome: RunOutcome, *, within: Connection | None = None
+    ) -> RunRecord | None:
         """Record how Temporal says a run ended, over what it said.
 
-        The record as it was before; None if it said so already (or the run is not ours).
+        The record as it was before; None if it said so already (or the run is not ours). The
+        output and error are agent code's text: a NUL, which PostgreSQL's text cannot hold,
+        is stored as U+FFFD.
         """
-        async with self._pool.connection() as conn:
+        async with connection(self._pool, within) as conn:
             cursor = await conn.execute(
                 "WITH before AS (SELECT * FROM runs WHERE run_id = %(run)s FOR UPDATE)"
                 " UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s,"
@@ -170,8 +174,8 @@ class RunStore:
                 " RETURNING before.*",
                 {
                     "status": outcome.status,
-                    "output": outcome.output,
-                    "error": outcome.error,
+                    "output": _storable(outcome.output),
+                    "error": _storable(outcome.error),
                     "run": run_id,
                 },
             )
@@ -186,3 +190,7 @@ class RunStore:
             )
             rows = await cursor.fetchall()
         return {row["run_id"]: (row["status"], row["error"]) for row in rows}
+
+
+def _storable(text: str | None) -> str | None:
+    return None if text is None else text.replace("\x00", "\ufffd")

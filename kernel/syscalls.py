@@ -177,9 +177,12 @@ class Carried(BaseModel):
     steps: int
     syscalls: int
     usage: TokenUsage
-    held_turns: list[float] = []
-    """When each syscall the last execution left pending has surely ended (workflow time): the
-    next execution keeps a turn for each till then, as the pool's host counts them."""
+    held_turns: list[Annotated[float, Field(allow_inf_nan=False, ge=0, lt=1e11)]] = Field(
+        default=[], max_length=2000
+    )
+    """When each syscall the last execution left pending has surely ended (workflow time, in
+    seconds): the next execution keeps a turn for each till then, as the pool's host counts
+    them. Never more than the most pending syscalls a run may have."""
 
 
 class RunInput(BaseModel):

@@ -44,7 +44,7 @@ from kernos.kernel.errors import (
     UnknownModel,
     first_problem,
 )
-from kernos.kernel.run_ends import ended_as, record_end
+from kernos.kernel.run_ends import ended_as, record_and_audit_end
 from kernos.kernel.runs import RunRecord, RunStore
 from kernos.kernel.syscall_table import AGENT_RUN
 from kernos.kernel.syscalls import RunInput, RunOutcome, RunResult, RunSpec, check_name
@@ -275,8 +275,9 @@ class KernosClient:
         closed under its handle) leaves the record to kernel workers, who learn every end.
         """
         try:
-            await record_end(self.runs, AuditLog(self.pool), run_id, outcome)
-        except psycopg.OperationalError as exc:
+            # Shielded: a caller that stops waiting (a gateway's wait_s) must not cut it short.
+            await asyncio.shield(record_and_audit_end(self.pool, run_id, outcome))
+        except psycopg.Error as exc:
             log.warning("run %s ended; its record is left to kernel workers: %s", run_id, exc)
 
     @property

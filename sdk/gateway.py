@@ -196,8 +196,8 @@ async def _result(request: Request, client: KernosClient) -> JSONResponse:
     except ValueError as exc:
         raise _Refused(400, "InvalidRequest", "wait_s must be a number of seconds") from exc
     handle = client.handle(record.run_id)
-    # The record says a run ended once the end is learned from Temporal: ask Temporal first.
-    closed = record.finished or await handle.closed()
+    # Temporal says whether the run has closed: the record says so only once the end is learned.
+    closed = await handle.closed()
     if not closed and not wait_s:
         return JSONResponse(GatewayResult(status="running").model_dump(), 202)
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import Priority, SearchAttributeKey
+from temporalio.exceptions import TerminatedError
 
 from kernos import Agent
 
@@ -29,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
 
     from kernos.kernel import visibility
     from kernos.kernel.errors import PayloadTooLarge
+    from kernos.kernel.syscalls import RunOutcome
+    from kernos.workflows import agent_run
     from kernos.workflows.syscalls import SyscallDispatcher
     from tests.kernel_doors import kernel_doors
 
@@ -253,6 +256,17 @@ class CommanderAgent(Agent):
         elif what == "memo":
             workflow.upsert_memo({"owner": target})
             await asyncio.sleep(0.1)
+        elif what == "finish":
+            # Says it completed, with an output of its choosing, while it goes on.
+            await self.llm._dispatcher.finish(RunOutcome(status="completed", output=target))
+        elif what == "terminated":
+            # Ends as if an operator had terminated it: the run's own workflow is patched to
+            # fail with Temporal's termination in place of its error.
+            async def as_terminated(*_: object) -> None:
+                raise TerminatedError(f"by operator {target}")
+
+            agent_run.AgentRun._fail = as_terminated  # type: ignore[method-assign,assignment]
+            raise RuntimeError("hidden")
         return f"{what} went through"
 
 

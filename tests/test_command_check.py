@@ -9,9 +9,18 @@ from typing import Any
 
 import pytest
 import temporalio.api.common.v1
+from temporalio.api.failure.v1 import (
+    ApplicationFailureInfo,
+    CanceledFailureInfo,
+    Failure,
+    TerminatedFailureInfo,
+    TimeoutFailureInfo,
+)
 from temporalio.bridge.proto.workflow_commands import (
     ActivityCancellationType,
+    CompleteWorkflowExecution,
     ContinueAsNewWorkflowExecution,
+    FailWorkflowExecution,
     ScheduleActivity,
     ScheduleLocalActivity,
     ScheduleNexusOperation,
@@ -32,9 +41,11 @@ from kernos.kernel.syscall_table import (
 )
 from kernos.kernel.syscalls import Carried, RunInput, RunSpec, Scheduling, TokenUsage
 from kernos.workflows.commands import CommandCheck
+from kernos.workflows.pool import without_payloads
 
 RUN = RunInput(
     run_id="run-1",
+    reports_end=False,
     spec=RunSpec(agent="echo", task="hi", tenant="acme", user="alice", model="m", priority=2),
     kernel_task_queue="kernel",
     llm_queue_prefix="llm.",
@@ -191,3 +202,61 @@ def test_search_attributes_only_the_status_to_a_status() -> None:
     assert refusal(upsert("KernosStatus", "awaiting-approval")) is None
     assert "not a run status" in (refusal(upsert("KernosStatus", "approved-by-ops")) or "")
     assert "'KernosTenant'" in (refusal(upsert("KernosTenant", "victim")) or "")
+
+
+def test_a_run_ends_as_its_own_error_and_says_nothing_else_of_its_end() -> None:
+    def failing(**info: Any) -> WorkflowCommand:
+        return WorkflowCommand(
+            fail_workflow_execution=FailWorkflowExecution(failure=Failure(message="x", **info))
+        )
+
+    def completing(encoding: bytes) -> WorkflowCommand:
+        result = temporalio.api.common.v1.Payload(metadata={"encoding": encoding}, data=b"{}")
+        return WorkflowCommand(complete_workflow_execution=CompleteWorkflowExecution(result=result))
+
+    assert refusal(failing(application_failure_info=ApplicationFailureInfo(type="Boom"))) is None
+    assert refusal(completing(b"json/plain")) is None
+    # A termination, a cancellation or a timeout would be recorded as the run's end, believed.
+    for lie in (
+        {"terminated_failure_info": TerminatedFailureInfo()},
+        {"canceled_failure_info": CanceledFailureInfo()},
+        {"timeout_failure_info": TimeoutFailureInfo()},
+        {},
+    ):
+        assert "not an error of its own" in (refusal(failing(**lie)) or ""), lie
+    assert refusal(completing(b"x-made-up")) == "completing the run with a result that is not JSON"
+    # A run admitted now never sends run.finish; one admitted before still may.
+    finish = activity("run.finish", "kernel", summary="run.finish completed")
+    assert "the kernel learns how this run ends from Temporal" in (refusal(finish) or "")
+    older = CommandCheck(RUN.model_copy(update={"reports_end": True}), "agents")
+    assert older.refusal([finish]) is None
+
+
+def test_a_runs_failure_reaches_temporal_without_payloads_of_agent_codes_encoding() -> None:
+    made_up = temporalio.api.common.v1.Payload(metadata={"encoding": b"x-made-up"}, data=b"?")
+    failure = Failure(
+        message="it failed",
+        stack_trace="at line 1",
+        encoded_attributes=made_up,
+        application_failure_info=ApplicationFailureInfo(type="Boom"),
+        cause=Failure(
+            message="because",
+            application_failure_info=ApplicationFailureInfo(type="Inner"),
+            cause=Failure(message="deeper", timeout_failure_info=TimeoutFailureInfo()),
+        ),
+    )
+    failure.application_failure_info.details.payloads.append(made_up)
+    failure.cause.application_failure_info.details.payloads.append(made_up)
+    failure.cause.cause.timeout_failure_info.last_heartbeat_details.payloads.append(made_up)
+    without_payloads(failure)
+    assert not failure.HasField("encoded_attributes")
+    assert not failure.application_failure_info.HasField("details")
+    assert not failure.cause.application_failure_info.HasField("details")
+    assert not failure.cause.cause.timeout_failure_info.HasField("last_heartbeat_details")
+    # What a person reads of it stays.
+    assert (failure.message, failure.stack_trace, failure.application_failure_info.type) == (
+        "it failed",
+        "at line 1",
+        "Boom",
+    )
+    assert failure.cause.cause.message == "deeper"

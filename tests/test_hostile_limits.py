@@ -262,10 +262,9 @@ async def test_a_pool_that_holds_its_tasks_gives_back_all_but_its_share_of_the_s
             RunSpec(agent="echo", task="unharmed", tenant=f"honest-{uuid.uuid4().hex[:6]}")
         )
         assert "unharmed" in (await victim.result()).output
-        # Its first task took the free slot and was seen: the holders gave back all but their
-        # share.
-        after = evil_pool()
-        assert after.turned_back >= before.turned_back + 3, (before, after)
+        # Its first task took the free slot and was seen: the holders give back all but their
+        # share at the host's next look (every 0.25 s; the victim's one task may end sooner).
+        await until(lambda: evil_pool().turned_back >= before.turned_back + 3)
         # Given back, not failed: retried (or done, if their 8 s passed meanwhile).
         statuses = {(await client.show(h.run_id)).status for h in holders}
         assert statuses <= {"running", "completed"}, statuses

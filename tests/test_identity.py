@@ -7,12 +7,11 @@ import uuid
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from kernos import KernosClient, RunFailed, RunSpec, Settings
+from kernos import KernosClient, RunFailed, RunSpec, RunView, Settings
 from kernos.kernel.identity import IdentityResolver
 from kernos.kernel.runs import RunStore
 from kernos.kernel.syscalls import RunInput, RunOutcome, Scheduling
 from tests.conftest import workers
-from tests.waiting import eventually
 
 
 async def test_unadmitted_workflow_is_denied_and_audited(
@@ -47,25 +46,28 @@ async def test_unadmitted_workflow_is_denied_and_audited(
     assert rows[0]["decision"] == "deny"
 
 
-async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
+async def self_finished(settings: Settings, mode: str) -> tuple[RunFailed, RunView]:
+    """A run that says it completed, then asks for more: how it failed, and its record."""
     agents = {**settings.agents, "self-finisher": "tests.agents:FinishesItselfAgent"}
-    settings = settings.model_copy(update={"agents": agents})
+    isolation = settings.isolation.model_copy(update={"mode": mode})
+    settings = settings.model_copy(update={"agents": agents, "isolation": isolation})
     async with workers(settings), await KernosClient.connect(settings) as client:
         handle = await client.submit(
             RunSpec(agent="self-finisher", task=settings.temporal.kernel_task_queue)
         )
         with pytest.raises(RunFailed) as failed:
             await handle.result()
-        # It said it completed; the kernel records how it really ended, from Temporal.
-        view = await eventually(
-            lambda: client.show(handle.run_id),
-            lambda view: view.record.status == "failed"
-            and any(call.syscall == "run.end" for call in view.syscalls),
-            what="the run recorded as failed", every_s=0.2,
-        )  # fmt: skip
-    assert failed.value.error_type == "AccessDenied"
-    assert "is completed; it makes no syscalls" in str(failed.value)
-    assert view.record.output is None
+        return failed.value, await client.show(handle.run_id)
+
+
+async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
+    # Unconfined, the kernel records what the run said of its end (as for a run admitted
+    # before runs stopped saying), and refuses what it asks after.
+    failed, view = await self_finished(settings, "in_process")
+    assert failed.error_type == "AccessDenied"
+    assert "is completed; it makes no syscalls" in str(failed)
+    # It said it completed; its record says how it really ended, from Temporal.
+    assert view.record.status == "failed" and view.record.output is None
     assert (view.record.error or "").startswith("AccessDenied: ")
     assert [(c.syscall, c.decision) for c in view.syscalls] == [
         ("llm.chat", "deny"),
@@ -74,6 +76,17 @@ async def test_finished_run_makes_no_syscalls(settings: Settings) -> None:
     assert "(the run had said completed)" in (view.syscalls[1].reason or "")
     # The tokens it claimed in its own outcome are not the kernel's count.
     assert (view.record.input_tokens, view.record.output_tokens) == (0, 0)
+
+
+async def test_a_confined_run_says_nothing_of_its_end(settings: Settings) -> None:
+    # In its pool, the host refuses a run.finish from a run admitted now.
+    failed, view = await self_finished(settings, "bwrap")
+    assert failed.error_type == "CommandRefused"
+    assert "syscall run.finish: the kernel learns how this run ends from Temporal" in str(failed)
+    # Its record never said "completed": only how Temporal closed it.
+    assert view.record.status == "failed" and view.record.output is None
+    assert [(c.syscall, c.decision) for c in view.syscalls] == [("run.end", "allow")]
+    assert "(the run had said" not in (view.syscalls[0].reason or "")
 
 
 async def test_the_identity_cache_keeps_what_admission_fixed_not_the_task(

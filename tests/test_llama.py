@@ -122,6 +122,6 @@ async def test_server_killed_mid_run_then_restarted(
     finally:
         stop(server.pid)
     assert result.syscalls == 4
-    assert len(result.output.split(" | ")) == 4
+    assert len(result.output.split(" | ")) >= 4  # (a reply may hold " | " itself)
     failed = [c for c in view.syscalls if c.outcome == "error"]
     assert failed and all(c.error_type == "LLMUnavailable" for c in failed)

@@ -27,14 +27,16 @@ from google.protobuf.duration_pb2 import Duration
 from pydantic import ValidationError
 from temporalio.bridge.proto.workflow_commands import (
     ActivityCancellationType,
+    CompleteWorkflowExecution,
     ContinueAsNewWorkflowExecution,
+    FailWorkflowExecution,
     ScheduleActivity,
     UpsertWorkflowSearchAttributes,
     WorkflowCommand,
 )
 
 from kernos.kernel import scheduler, visibility
-from kernos.kernel.syscall_table import AGENT_RUN, SYSCALLS, Syscall, retry_policy
+from kernos.kernel.syscall_table import AGENT_RUN, RUN_FINISH, SYSCALLS, Syscall, retry_policy
 from kernos.kernel.syscalls import RunInput
 
 #: Values of the status search attribute that kernos's own code sets.
@@ -50,11 +52,11 @@ _HARMLESS = frozenset(
         "respond_to_query",
         "update_response",
         "set_patch_marker",
-        "complete_workflow_execution",
-        "fail_workflow_execution",
         "cancel_workflow_execution",
     }
 )
+#: How a run's result is encoded: RunResult is JSON, and a client decodes nothing else.
+_RESULT_ENCODING = b"json/plain"
 
 
 #: How a syscall may be cancelled: answered at once, or once the kernel has stopped it.
@@ -83,6 +85,8 @@ class CommandCheck:
                 "schedule_activity": self._activity,
                 "continue_as_new_workflow_execution": self._continue_as_new,
                 "upsert_workflow_search_attributes": self._search_attributes,
+                "complete_workflow_execution": self._completion,
+                "fail_workflow_execution": self._failure,
             }
             check = checks.get(kind)
             if check is None and kind not in _HARMLESS:
@@ -100,6 +104,8 @@ class CommandCheck:
         if syscall is None:
             return f"activity {name[:80]!r} is not a syscall"
         what = f"syscall {name}"
+        if name == RUN_FINISH.name and not self.run.reports_end:
+            return f"{what}: the kernel learns how this run ends from Temporal, not from the run"
         if not self._queue_allowed(syscall, command.task_queue):
             return f"{what} on task queue {command.task_queue[:120]!r}, not its own"
         if _proto(command.priority) != self._priority:
@@ -160,6 +166,21 @@ class CommandCheck:
             return "continuing as new with an input that is not a run's"
         if carried.model_dump(exclude={"carried"}) != self.run.model_dump(exclude={"carried"}):
             return "continuing as new with an input other than the one the kernel admitted"
+        return None
+
+    def _completion(self, command: CompleteWorkflowExecution) -> str | None:
+        if command.HasField("result") and (
+            command.result.metadata.get("encoding") != _RESULT_ENCODING
+        ):
+            return "completing the run with a result that is not JSON"
+        return None
+
+    def _failure(self, command: FailWorkflowExecution) -> str | None:
+        # Recorded as the run's end, a termination, cancellation or timeout would be believed:
+        # those are Temporal's (an operator's, a deadline's) to record, never the run's.
+        kind = command.failure.WhichOneof("failure_info")
+        if kind != "application_failure_info":
+            return f"failing the run with a failure of kind {kind}, not an error of its own"
         return None
 
     def _search_attributes(self, command: UpsertWorkflowSearchAttributes) -> str | None:

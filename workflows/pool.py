@@ -524,6 +524,8 @@ class PoolInstance(WorkflowInstance):
                     else:
                         command.schedule_activity.headers.clear()
                 elif command.WhichOneof("variant") in _ENDS_RUN:
+                    if command.HasField("fail_workflow_execution"):
+                        without_payloads(command.fail_workflow_execution.failure)
                     self._end_trace()
                     if command.HasField("continue_as_new_workflow_execution"):
                         self._runner.continued(act.run_id, bounds.left_running(act))
@@ -676,6 +678,25 @@ def _run_input(act: WorkflowActivation) -> RunInput:
             except ValueError as exc:
                 raise _Refused(f"the run's input is not one the kernel writes: {exc}") from exc
     raise _Refused("the run's first activation does not start it")
+
+
+def without_payloads(failure: Failure) -> None:
+    """Drop the payloads a run's failure carries down its chain, keeping its text.
+
+    Their encoding is agent code's to choose: one no converter knows would make every client
+    that waits for the run's result fail to read how it ended.
+    """
+    while True:
+        failure.ClearField("encoded_attributes")
+        kind = failure.WhichOneof("failure_info")
+        if kind is not None:
+            info = getattr(failure, kind)
+            for field in ("details", "last_heartbeat_details"):
+                if field in info.DESCRIPTOR.fields_by_name:
+                    info.ClearField(field)
+        if not failure.HasField("cause"):
+            return
+        failure = failure.cause
 
 
 def _fail_run(run_id: str, reason: str, kind: str = REFUSED) -> WorkflowActivationCompletion:

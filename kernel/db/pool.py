@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -10,6 +13,17 @@ from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.errors import ConfigError
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+Connection = AsyncConnection[DictRow]
+
+
+@asynccontextmanager
+async def connection(pool: Pool, within: Connection | None = None) -> AsyncIterator[Connection]:
+    """`within` (a connection whose transaction the caller holds), else one of `pool`'s."""
+    if within is not None:
+        yield within
+        return
+    async with pool.connection() as conn:
+        yield conn
 
 
 def dsn(settings: DatabaseSettings) -> str:
