@@ -78,6 +78,8 @@ bench: install
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/access.py
 	$(BIN)/python bench/pools.py
+	$(BIN)/python bench/run_cost.py
+	$(BIN)/python bench/llm_chat_steps.py
 	$(BIN)/python bench/plots.py
 	# The README's tables of figures, from the results just written (checked by the tests).
 	$(BIN)/python bench/readme_figures.py

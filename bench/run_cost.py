@@ -124,8 +124,7 @@ async def kernos_run(client: KernosClient, calls: int) -> Phases:
     """One kernos run of `calls` `llm.chat` syscalls."""
     began = time.perf_counter()
     began_ns = time.time_ns()
-    task = f"{calls}\n{TOKENS}\n{SYSTEM}\n{PROMPT}"
-    handle = await client.submit(RunSpec(agent="cost", task=task))
+    handle = await client.submit(cost_run(calls))
     await handle.result()
     total, ended_ns = (time.perf_counter() - began) * 1000, time.time_ns()
     history = await client.temporal.get_workflow_handle(handle.run_id).fetch_history()
@@ -150,8 +149,13 @@ async def plugin_call(client: Client, queue: str) -> None:
 
 async def kernos_call(client: KernosClient) -> None:
     """One kernos run of one call, submit to result (its end recorded), nothing else."""
-    handle = await client.submit(RunSpec(agent="cost", task=f"1\n{TOKENS}\n{SYSTEM}\n{PROMPT}"))
+    handle = await client.submit(cost_run(1))
     await handle.result()
+
+
+def cost_run(calls: int) -> RunSpec:
+    """The kernos run of `calls` calls, each the request the plugin's workflow sends."""
+    return RunSpec(agent="cost", task=f"{calls}\n{TOKENS}\n{SYSTEM}\n{PROMPT}")
 
 
 def p50(runs: list[Phases]) -> dict[str, float]:
