@@ -61,8 +61,11 @@ def in_context(active: Sequence[StoredMessage]) -> list[Message]:
     return head + [Message.model_validate(m.model_dump()) for m in active if m.role != "system"]
 
 
-class ContextManager:
-    """Conversations for one LLM instance's activities."""
+class ContextWindow:
+    """The AIOS context manager for one LLM instance: its conversations in and out of its window.
+
+    (Not a Python context manager, hence the name.)
+    """
 
     def __init__(
         self,

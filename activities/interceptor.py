@@ -19,7 +19,7 @@ from temporalio.worker import (
 )
 
 from kernos.activities import heartbeat
-from kernos.activities.errors import Sealer, public_type, sealed_failure, to_application_error
+from kernos.activities.failures import Sealer, public_type, sealed_failure, to_application_error
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
 from kernos.kernel.claims import Claims, Served, false_claim, lost_affinity
@@ -31,9 +31,9 @@ from kernos.kernel.errors import (
     TokenBudgetExceeded,
 )
 from kernos.kernel.identity import Caller, CallerDenied
-from kernos.kernel.kernel import Kernel
+from kernos.kernel.managers import Kernel
 from kernos.kernel.result_seal import error_message, result_message, sign, signing_key
-from kernos.kernel.runs import RunRecord
+from kernos.kernel.run_store import RunRecord
 from kernos.kernel.syscall_table import SYSCALLS, Syscall
 from kernos.kernel.syscalls import SyscallRequest, SyscallResponse, TokenUsage
 

@@ -12,10 +12,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from temporalio import activity
 
-from kernos.activities.context import ContextManager, activity_key
+from kernos.activities.context import ContextWindow, activity_key
 from kernos.activities.heartbeat import heartbeating, last_heartbeat
 from kernos.activities.interceptor import admitted, caller
-from kernos.kernel import tool_calling
 from kernos.kernel.config import SchedulerSettings
 from kernos.kernel.errors import ContextTooLong, InvalidRequest
 from kernos.kernel.generations import GenerationStore
@@ -32,6 +31,7 @@ from kernos.kernel.syscalls import (
     ToolSpec,
 )
 from kernos.kernel.telemetry import TRACER
+from kernos.kernel.tools import calling
 
 
 def _last_snapshot() -> Snapshot | None:
@@ -56,7 +56,7 @@ class LLMActivities:
         backend: LLMBackend,
         generations: GenerationStore,
         scheduler: SchedulerSettings,
-        context: ContextManager,
+        context: ContextWindow,
         provider: str = "openai",
         instance: str | None = None,
         on_unreachable: Callable[[], None] = lambda: None,
@@ -92,7 +92,7 @@ class LLMActivities:
         """Generate the next assistant message, heartbeating the partial output."""
         run_id = caller().run_id
         key = activity_key()
-        resolved = tool_calling.offer(
+        resolved = calling.offer(
             await self.context.resolve(request, run_id, key), self.tools, native=self.native_tools
         )
         try:
@@ -103,7 +103,7 @@ class LLMActivities:
             raise await self.context.too_long(request, resolved) from None
         if response.finish_reason != SLICE_END:
             concluded = await self.context.conclude(resolved, response, run_id, key)
-            return tool_calling.parse(resolved, concluded, key)
+            return calling.parse(resolved, concluded, key)
         await self.generations.save(
             key, run_id, resolved, snapshot, charged_before=0, written_by=key
         )
@@ -149,7 +149,7 @@ class LLMActivities:
             response = await self.context.conclude(
                 suspended.request, response, run_id, continuation.generation
             )
-            response = tool_calling.parse(suspended.request, response, continuation.generation)
+            response = calling.parse(suspended.request, response, continuation.generation)
         update: dict[str, object] = {"usage": usage, "resumed_from": stored.length}
         if sliced:
             # The history takes this slice's text only; the whole text comes once, at the end.

@@ -18,7 +18,7 @@ from kernos.kernel.access import Subject
 from kernos.kernel.config import MemorySettings
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import InvalidRequest, PayloadTooLarge
-from kernos.kernel.memory import MemoryStore
+from kernos.kernel.memory_store import MemoryStore
 from kernos.kernel.syscall_table import (
     MEMORY_ADD,
     MEMORY_DELETE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from kernos.kernel.kernel import Kernel
+from kernos.kernel.managers import Kernel
 from kernos.kernel.syscall_table import RUN_FINISH
 from kernos.kernel.syscalls import RunOutcome
 

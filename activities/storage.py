@@ -18,7 +18,7 @@ from kernos.activities.context import activity_key
 from kernos.activities.interceptor import caller
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import InvalidRequest
-from kernos.kernel.storage import StorageStore
+from kernos.kernel.file_store import StorageStore
 from kernos.kernel.syscall_table import (
     STORAGE_DELETE,
     STORAGE_LIST,

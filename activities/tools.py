@@ -7,15 +7,15 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from temporalio import activity
 
-from kernos.activities.errors import public_type
+from kernos.activities.failures import public_type
 from kernos.activities.interceptor import caller
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest, KernosError, ToolOutcomeUnknown, UnknownTool
-from kernos.kernel.storage import StorageStore
+from kernos.kernel.file_store import StorageStore
 from kernos.kernel.syscall_table import TOOL_CALL
 from kernos.kernel.syscalls import ToolCallRequest, ToolResult
-from kernos.kernel.tool_calls import CallKey, ToolCallStore
 from kernos.kernel.tools import RunnableTool, ToolArgumentsInvalid, ToolContext
+from kernos.kernel.tools.ledger import CallKey, ToolCallStore
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from kernos.kernel.result_seal import (
     signing_key,
     verified,
 )
-from kernos.kernel.runs import RunRecord, RunStore
+from kernos.kernel.run_store import RunRecord, RunStore
 from kernos.kernel.syscall_table import LLM_CHAT
 from kernos.kernel.syscalls import (
     LLMRequest,

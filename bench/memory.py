@@ -41,7 +41,7 @@ from kernos.kernel.config import DatabaseSettings, MemorySettings
 from kernos.kernel.db import upgrade
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.embeddings import LocalEmbedder
-from kernos.kernel.memory import MemoryStore, nearest, vector_literal
+from kernos.kernel.memory_store import MemoryStore, nearest, vector_literal
 
 SCOPES = [(f"t{t}", f"a{a}") for t in range(10) for a in range(10)]
 CACHE = Path.home() / ".cache" / "kernos"

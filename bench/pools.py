@@ -39,7 +39,7 @@ from bench_workloads import NoopBackend
 from kernos import KernosClient, RunSpec
 from kernos.client import connect_temporal
 from kernos.worker import RunningWorkers, WorkerGroup
-from kernos.workflows.pool import PoolRunner
+from kernos.workflows.pool_host import PoolRunner
 
 COLD_STARTS = 12
 HONEST_RUNS = 20

@@ -26,7 +26,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.kernel.config import DatabaseSettings, StorageSettings
 from kernos.kernel.db import upgrade
 from kernos.kernel.db.pool import open_pool
-from kernos.kernel.storage import StorageStore
+from kernos.kernel.file_store import StorageStore
 
 NAMESPACES = [(f"t{n % 10}", f"a{n // 10}") for n in range(100)]
 CONCURRENCY = 8

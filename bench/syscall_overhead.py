@@ -55,7 +55,7 @@ from kernos.kernel.config import DatabaseSettings, load_settings
 from kernos.kernel.db import upgrade
 from kernos.kernel.result_seal import new_signing_key
 from kernos.worker import RunningWorkers, WorkerGroup
-from kernos.workflows.worker import sandbox_runner
+from kernos.workflows.agent_worker import sandbox_runner
 
 LONG = 41
 REPEATS = 7

@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from kernos.infra.temporal_dev import DYNAMIC_CONFIG, TemporalDevServer
-from kernos.workflows.worker import sandbox_runner
+from kernos.workflows.agent_worker import sandbox_runner
 
 SETTING = "history.transferProcessorMaxPollRPS=1000"
 CALLS = 10

@@ -17,7 +17,7 @@ from typing import Any
 
 from temporalio.common import Priority, RetryPolicy
 
-from kernos.kernel.runs import RunRecord
+from kernos.kernel.run_store import RunRecord
 from kernos.kernel.scheduler import priority_of
 from kernos.kernel.syscall_table import AGENT_RUN, Queue, Syscall, retry_policy
 from kernos.kernel.syscalls import SyscallRequest

@@ -335,10 +335,10 @@ class ToolSettings(BaseModel):
 
     registry: dict[str, str] = Field(
         default_factory=lambda: {
-            "calculator": "kernos.kernel.builtin_tools:calculator",
-            "http_fetch": "kernos.kernel.builtin_tools:http_fetch",
-            "read_file": "kernos.kernel.builtin_tools:read_file",
-            "write_file": "kernos.kernel.builtin_tools:write_file",
+            "calculator": "kernos.kernel.tools.builtin:calculator",
+            "http_fetch": "kernos.kernel.tools.builtin:http_fetch",
+            "read_file": "kernos.kernel.tools.builtin:read_file",
+            "write_file": "kernos.kernel.tools.builtin:write_file",
         }
     )
     """Tool name to `module:attribute` of a `@kernos.tool` function."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kernos.kernel.access import Subject
 from kernos.kernel.errors import AccessDenied, RunNotFound
-from kernos.kernel.runs import RunRecord, RunStore
+from kernos.kernel.run_store import RunRecord, RunStore
 
 FirstRunLookup = Callable[[str, str], Awaitable[str]]
 """(workflow id, execution run id) -> the first execution's run id of that chain."""

@@ -30,7 +30,7 @@ from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.db.pool import Pool
-from kernos.kernel.runs import RunStore
+from kernos.kernel.run_store import RunStore
 from kernos.kernel.syscall_table import AGENT_RUN, RUN_END
 from kernos.kernel.syscalls import RunOutcome, RunResult
 

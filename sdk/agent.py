@@ -63,7 +63,7 @@ from kernos.kernel.syscalls import (
     ToolCallRequest,
     ToolResult,
 )
-from kernos.workflows.syscalls import SyscallDispatcher
+from kernos.workflows.dispatcher import SyscallDispatcher
 
 MessageLike = Message | Mapping[str, str]
 Structured = TypeVar("Structured", bound=BaseModel)

@@ -89,7 +89,7 @@ async def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_llm_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Start an LLM server with the flags the kernel relies on (or print its command)."""
-    from kernos.infra.sglang import launch_command, require_sglang
+    from kernos.infra.sglang_server import launch_command, require_sglang
 
     command = launch_command(
         args.model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kernos.approvals import decide
+from kernos.approval_decisions import decide
 from kernos.cli_output import print_json, with_client
 from kernos.client import KernosClient
 from kernos.kernel.api_keys import OPERATOR

@@ -9,7 +9,7 @@ from kernos.client import KernosClient
 from kernos.kernel.config import Settings
 from kernos.kernel.embeddings import build_embedder
 from kernos.kernel.errors import InvalidRequest
-from kernos.kernel.memory import MemoryStore
+from kernos.kernel.memory_store import MemoryStore
 from kernos.kernel.syscall_table import MEMORY_ERASE
 from kernos.kernel.syscalls import MemoryItem, check_name
 

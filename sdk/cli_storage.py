@@ -8,8 +8,8 @@ from kernos.cli_output import print_json, with_client
 from kernos.client import KernosClient
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest
+from kernos.kernel.file_store import StorageStore
 from kernos.kernel.paths import check_path, check_prefix
-from kernos.kernel.storage import StorageStore
 from kernos.kernel.syscall_table import STORAGE_PURGE
 from kernos.kernel.syscalls import check_name
 

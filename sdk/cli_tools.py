@@ -6,8 +6,8 @@ import argparse
 
 from kernos.cli_output import print_json
 from kernos.kernel.config import Settings
-from kernos.kernel.mcp_tools import MCPServers
 from kernos.kernel.tools import RunnableTool, load_tools
+from kernos.kernel.tools.mcp_servers import MCPServers
 
 
 def add_tools_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

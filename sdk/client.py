@@ -25,7 +25,7 @@ from temporalio.common import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
-from kernos.approvals import Decided, decide
+from kernos.approval_decisions import Decided, decide
 from kernos.kernel import telemetry, visibility
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.admission import admitted_spec
@@ -45,7 +45,7 @@ from kernos.kernel.errors import (
     first_problem,
 )
 from kernos.kernel.run_ends import ended_as, record_and_audit_end
-from kernos.kernel.runs import RunRecord, RunStore
+from kernos.kernel.run_store import RunRecord, RunStore
 from kernos.kernel.syscall_table import AGENT_RUN
 from kernos.kernel.syscalls import RunInput, RunOutcome, RunResult, RunSpec, check_name
 

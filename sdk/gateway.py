@@ -46,7 +46,7 @@ from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import AccessDenied, KernosError, NotFound, RunNotFound, first_problem
 from kernos.kernel.policy_store import load_access
-from kernos.kernel.runs import RunRecord
+from kernos.kernel.run_store import RunRecord
 from kernos.kernel.syscall_table import RUN_CANCEL, RUN_SUBMIT
 from kernos.remote import GatewayResult, GatewayRun
 

@@ -26,7 +26,7 @@ from kernos.kernel.errors import (
     NotFound,
     RunNotFound,
 )
-from kernos.kernel.runs import RunRecord
+from kernos.kernel.run_store import RunRecord
 from kernos.kernel.syscalls import RunResult, RunSpec
 
 

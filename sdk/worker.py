@@ -10,13 +10,13 @@ from typing import Literal
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from kernos.activities.worker import KernelWorkers
+from kernos.activities.kernel_worker import KernelWorkers
 from kernos.kernel.config import Settings
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import KernosWarning
 from kernos.kernel.llm.base import LLMBackend
-from kernos.workflows.pool import PoolRunner
-from kernos.workflows.worker import agent_worker
+from kernos.workflows.agent_worker import agent_worker
+from kernos.workflows.pool_host import PoolRunner
 
 WorkerKind = Literal["agent", "kernel", "all"]
 

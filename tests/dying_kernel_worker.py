@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from kernos.cli import main
-from kernos.kernel.storage import StorageStore
+from kernos.kernel.file_store import StorageStore
 from kernos.kernel.syscalls import FileVersion
 
 _write = StorageStore.write

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from kernos.kernel.errors import PayloadTooLarge
     from kernos.kernel.syscalls import RunOutcome
     from kernos.workflows import agent_run
-    from kernos.workflows.syscalls import SyscallDispatcher
+    from kernos.workflows.dispatcher import SyscallDispatcher
     from tests.kernel_doors import kernel_doors
 
 #: Where this module's import-time code leaves a mark, in whatever filesystem it sees.
@@ -201,7 +201,7 @@ class PatcherAgent(Agent):
     name = "patcher"
 
     async def run(self, task: str) -> str:
-        from kernos.workflows.syscalls import SyscallDispatcher
+        from kernos.workflows.dispatcher import SyscallDispatcher
 
         original = SyscallDispatcher.llm_chat
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kernos import AccessDenied, KernosClient, RunSpec, Settings
-from kernos.approvals import decide
+from kernos.approval_decisions import decide
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel import visibility

@@ -30,7 +30,7 @@ from kernos.kernel.audit_chain import (
 from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.db.migrate import available
 from kernos.kernel.db.pool import open_pool
-from kernos.kernel.runs import RunStore
+from kernos.kernel.run_store import RunStore
 from kernos.kernel.syscalls import RunInput, RunOutcome
 from tests.conftest import make_settings, new_database, workers
 from tests.test_cli import config_file, kernos

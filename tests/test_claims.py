@@ -28,7 +28,7 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.claims import Claims, Served, false_claim, lost_affinity
 from kernos.kernel.config import DatabaseSettings
 from kernos.kernel.llm.scripted import ScriptedBackend
-from kernos.kernel.runs import RunRecord
+from kernos.kernel.run_store import RunRecord
 from kernos.kernel.syscall_table import LLM_CHAT, LLM_COMPACT, retry_policy
 from kernos.kernel.syscalls import (
     CompactRequest,

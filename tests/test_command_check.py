@@ -41,7 +41,7 @@ from kernos.kernel.syscall_table import (
 )
 from kernos.kernel.syscalls import Carried, RunInput, RunSpec, Scheduling, TokenUsage
 from kernos.workflows.commands import CommandCheck
-from kernos.workflows.pool import without_payloads
+from kernos.workflows.pool_host import without_payloads
 
 RUN = RunInput(
     run_id="run-1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from kernos import KernosClient, RunSpec, ScriptedBackend
-from kernos.activities.context import SUMMARY_INSTRUCTION, ContextManager
+from kernos.activities.context import SUMMARY_INSTRUCTION, ContextWindow
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
@@ -137,7 +137,7 @@ async def test_compaction_summarises_the_fewest_oldest_turns_that_make_the_rest_
         await store.append(conversation, run_id, exchange, f"turn-{index}")
     settings = ContextSettings(compact_ratio=0.75, keep_ratio=0.5, summary_tokens=16)
     backend = ScriptedBackend(["a summary"], context_window=200)
-    manager = ContextManager(backend, store, settings)
+    manager = ContextWindow(backend, store, settings)
     done = await manager.compact(
         CompactRequest(model="m", conversation=conversation), run_id, "compact-1", lambda _: None
     )

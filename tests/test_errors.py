@@ -15,11 +15,11 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from kernos.activities.errors import to_application_error
+from kernos.activities.failures import to_application_error
 from kernos.kernel import errors
 from kernos.kernel.llm.http import ServerUnreachable, error_for_status
 from kernos.kernel.result_seal import error_message, new_signing_key, sign, signing_key
-from kernos.workflows.syscalls import _translate
+from kernos.workflows.dispatcher import _translate
 
 KEY = signing_key(new_signing_key())
 CONVERTER = pydantic_data_converter

@@ -36,7 +36,7 @@ from kernos.infra.pool_limits import cgroups_shortfall
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
-from kernos.workflows.pool import PoolRunner
+from kernos.workflows.pool_host import PoolRunner
 from kernos.workflows.pool_status import PoolState
 from tests.conftest import KeepHistory, make_settings, workers
 from tests.hostile import HOSTILE_AGENTS

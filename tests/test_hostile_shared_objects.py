@@ -17,7 +17,7 @@ import pytest
 from kernos import KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.workflows.syscalls import SyscallDispatcher
+from kernos.workflows.dispatcher import SyscallDispatcher
 from tests.conftest import workers
 from tests.hostile import Mode, hostile_settings, keep_secret, probe
 

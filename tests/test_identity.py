@@ -9,7 +9,7 @@ from temporalio.client import WorkflowFailureError
 
 from kernos import KernosClient, RunFailed, RunSpec, RunView, Settings
 from kernos.kernel.identity import IdentityResolver
-from kernos.kernel.runs import RunStore
+from kernos.kernel.run_store import RunStore
 from kernos.kernel.syscalls import RunInput, RunOutcome, Scheduling
 from tests.conftest import workers
 

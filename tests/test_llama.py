@@ -14,7 +14,7 @@ from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model, slot_load
 from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.builtin_tools import calculator, read_file
+from kernos.kernel.tools.builtin import calculator, read_file
 from tests.agents import City
 from tests.conftest import MODELS, make_settings, workers
 from tests.waiting import eventually

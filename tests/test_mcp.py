@@ -10,7 +10,7 @@ from kernos import KernosClient, ScriptedBackend
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import MCPServerSettings
-from kernos.kernel.mcp_tools import MCPServers
+from kernos.kernel.tools.mcp_servers import MCPServers
 from tests.conftest import workers
 from tests.test_tools import answer, calls, ledger, run_memo, tool_settings
 

@@ -22,7 +22,7 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import MemorySettings
 from kernos.kernel.embeddings import DIMENSIONS, LocalEmbedder, OpenAIEmbedder, checked
 from kernos.kernel.errors import EmbeddingMismatch
-from kernos.kernel.memory import NEAREST, MemoryStore, nearest, vector_literal
+from kernos.kernel.memory_store import NEAREST, MemoryStore, nearest, vector_literal
 from kernos.kernel.syscalls import MemoryAdd, MemoryGet, MemorySearch
 from tests.conftest import MODELS, make_settings, workers
 

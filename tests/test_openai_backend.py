@@ -18,7 +18,7 @@ from kernos import (
     Message,
     Sampling,
 )
-from kernos.activities.errors import to_application_error
+from kernos.activities.failures import to_application_error
 from kernos.kernel.llm.base import SLICE_END, Placement, Snapshot
 from kernos.kernel.llm.openai import OpenAIBackend, TextResume
 from kernos.testing.fake_openai import FakeOpenAIServer

@@ -18,7 +18,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import state_dir
 from kernos.worker import WorkerGroup
-from kernos.workflows.pool import PoolExhausted, PoolRunner
+from kernos.workflows.pool_host import PoolExhausted, PoolRunner
 from kernos.workflows.pool_status import fresh_reports
 from tests.conftest import make_settings, workers
 from tests.waiting import eventually

@@ -10,9 +10,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from kernos.kernel.result_seal import BY_HOST, SealCheckInterceptor
-from kernos.workflows import registry
+from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun
-from kernos.workflows.worker import sandbox_runner
+from kernos.workflows.agent_worker import sandbox_runner
 from tests import workflow_sources
 from tests.agents import AGENTS
 
@@ -25,7 +25,7 @@ def test_there_are_histories() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    registry.register(AGENTS)
+    agent_registry.register(AGENTS)
     replayer = Replayer(
         workflows=[AgentRun],
         workflow_runner=sandbox_runner(),

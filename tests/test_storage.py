@@ -19,8 +19,8 @@ from kernos.activities.storage import searchable_text
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import DatabaseSettings, StorageSettings
+from kernos.kernel.file_store import StorageStore
 from kernos.kernel.paths import check_path
-from kernos.kernel.storage import StorageStore
 from kernos.kernel.syscalls import StorageList, StorageWrite
 from tests.conftest import make_settings, workers
 from tests.processes import WorkerProcess, write_worker_configs

@@ -18,7 +18,7 @@ from kernos import (
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey, AuditLog
 from kernos.kernel.db.pool import Pool, open_pool
-from kernos.kernel.runs import RunStore
+from kernos.kernel.run_store import RunStore
 from kernos.kernel.syscalls import RunInput, TokenUsage
 from tests.conftest import workers
 

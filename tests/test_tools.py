@@ -24,9 +24,8 @@ from kernos import (
 )
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel import tool_calling
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
-from kernos.kernel.tools import ToolArgumentsInvalid, load_tools
+from kernos.kernel.tools import ToolArgumentsInvalid, calling, load_tools
 from kernos.testing.fake_openai import FakeOpenAIServer
 from kernos.testing.fake_sglang import FakeSGLangServer, calls_then_answers
 from tests import tools as test_tools
@@ -141,7 +140,7 @@ def test_constrained_request_describes_the_tools_and_admits_only_their_calls() -
         ],
         tools=["order", "shout"],
     )
-    constrained = tool_calling.constrain(request, specs)
+    constrained = calling.constrain(request, specs)
     system = constrained.messages[0]
     assert system.role == "system"
     assert "- order(orders: list of Order, note?: string | null): Place orders" in system.content
@@ -159,11 +158,11 @@ def test_constrained_request_describes_the_tools_and_admits_only_their_calls() -
     ]
     # Stored for a continuation, it validates again (tools and response_format never both).
     assert LLMRequest.model_validate(constrained.model_dump()) == constrained
-    required = tool_calling.constrain(request.model_copy(update={"tool_choice": "required"}), specs)
+    required = calling.constrain(request.model_copy(update={"tool_choice": "required"}), specs)
     assert required.response_format is not None
     assert "anyOf" not in required.response_format.json_schema
     with pytest.raises(Exception, match="unknown tool 'nope'; registered tools: broken, charge"):
-        tool_calling.constrain(request.model_copy(update={"tools": ["nope"]}), specs)
+        calling.constrain(request.model_copy(update={"tools": ["nope"]}), specs)
 
 
 @pytest.mark.parametrize(
@@ -186,14 +185,14 @@ def test_the_reply_is_parsed_into_calls(
     text: str, expected_text: str | None, expected_calls: list[str]
 ) -> None:
     specs = {"shout": test_tools.shout.spec(), "order": test_tools.order.spec()}
-    request = tool_calling.constrain(
+    request = calling.constrain(
         LLMRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=["shout"]), specs
     )
     response = LLMResponse(text=text, model="m", usage=TokenUsage(), finish_reason="length")
-    parsed = tool_calling.parse(request, response, "wf/run/7")
+    parsed = calling.parse(request, response, "wf/run/7")
     assert parsed.text == (text if expected_text is None else expected_text)
     assert [call.name for call in parsed.tool_calls] == expected_calls
-    again = tool_calling.parse(request, response, "wf/run/7")
+    again = calling.parse(request, response, "wf/run/7")
     assert [c.id for c in again.tool_calls] == [c.id for c in parsed.tool_calls]  # per syscall
 
 
@@ -236,7 +235,7 @@ async def test_the_loop_runs_every_call_and_gives_results_back(
     assert (placed["ok"], json.loads(placed["content"])) == (True, {"pear": 3})
     first, second = backend.requests
     assert first.response_format is not None
-    assert first.response_format.name == tool_calling.FORMAT_NAME
+    assert first.response_format.name == calling.FORMAT_NAME
     assert "- calculator(expression: string): Evaluate an arithmetic" in first.messages[0].content
     seen = [m.content for m in second.messages]
     assert any(c.startswith("Result of tool call call-") and c.endswith("\n14") for c in seen)
@@ -418,7 +417,7 @@ async def test_the_file_tools_work_in_the_agents_own_files(
     [("2 ** 10", "1024"), ("7 // 2 + 0.5", "3.5"), ("-(3 - 5)", "2")],
 )
 def test_the_calculator(expression: str, result: str) -> None:
-    from kernos.kernel.builtin_tools import calculator
+    from kernos.kernel.tools.builtin import calculator
 
     assert str(calculator(expression)) == result
 
@@ -434,7 +433,7 @@ def test_the_calculator(expression: str, result: str) -> None:
     ],
 )
 def test_the_calculator_refuses_what_is_not_arithmetic(expression: str, problem: str) -> None:
-    from kernos.kernel.builtin_tools import calculator
+    from kernos.kernel.tools.builtin import calculator
 
     with pytest.raises(Exception, match=problem):
         calculator(expression)
@@ -442,7 +441,7 @@ def test_the_calculator_refuses_what_is_not_arithmetic(expression: str, problem:
 
 async def test_http_fetch_reaches_only_allowed_hosts(tmp_path: Path) -> None:
     from kernos.kernel.access import Subject
-    from kernos.kernel.builtin_tools import http_fetch
+    from kernos.kernel.tools.builtin import http_fetch
 
     settings = Settings(tools={"http_allow": [".example.org"]})
     context = ToolContext(

@@ -19,8 +19,8 @@ with workflow.unsafe.imports_passed_through():
     from kernos.kernel.errors import InvalidRequest
     from kernos.kernel.syscall_table import AGENT_RUN
     from kernos.kernel.syscalls import ApprovalNotice, Carried, RunInput, RunOutcome, RunResult
-    from kernos.workflows import registry
-    from kernos.workflows.syscalls import SyscallDispatcher
+    from kernos.workflows import agent_registry
+    from kernos.workflows.dispatcher import SyscallDispatcher
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
@@ -56,7 +56,7 @@ class AgentRun:
             dispatcher.syscalls = input.carried.syscalls
             dispatcher.usage = input.carried.usage
         try:
-            agent = registry.load(input.spec.agent)(dispatcher)
+            agent = agent_registry.load(input.spec.agent)(dispatcher)
             if isinstance(agent, StepAgent):
                 output = await self._steps(agent, input, dispatcher)
             else:

@@ -38,8 +38,9 @@ from temporalio.worker import (
 
 from kernos.kernel.errors import ConfigError
 from kernos.kernel.result_seal import BY_HOST, SealCheckInterceptor
-from kernos.workflows import registry
+from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun  # noqa: F401 - imported before any activation
+from kernos.workflows.agent_worker import sandbox_runner
 from kernos.workflows.pool_wire import (
     ACTIVATE,
     COMPLETION,
@@ -55,7 +56,6 @@ from kernos.workflows.pool_wire import (
     completion_body,
     receive,
 )
-from kernos.workflows.worker import sandbox_runner
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Child:
             self.interceptors.append(
                 seal.workflow_interceptor_class(WorkflowInterceptorClassInput({}))
             )
-        registry.declare(setup.agents)
+        agent_registry.declare(setup.agents)
 
     def create(self, instance_id: int, spec: InstanceSpec) -> None:
         """Make an instance; on the event loop's thread, as the SDK's worker makes them."""
@@ -202,7 +202,7 @@ def check(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     setup: ChildSetup = pickle.loads(receive(stdin).body)
     for index, path in enumerate(setup.agents.values()):
         try:
-            registry.resolve(path)
+            agent_registry.resolve(path)
         except ConfigError as exc:
             writer.send(ERROR, index, str(exc).encode())
         except Exception as exc:  # noqa: BLE001 - module-level code of an agent failed

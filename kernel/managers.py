@@ -11,7 +11,7 @@ from kernos.kernel.config import Settings
 from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.identity import IdentityResolver
 from kernos.kernel.policy_store import PolicyStore, open_access
-from kernos.kernel.runs import RunStore
+from kernos.kernel.run_store import RunStore
 
 
 class Kernel:

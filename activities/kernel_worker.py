@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.service import ServiceClient
 from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 
-from kernos.activities.context import ContextManager, ConversationActivities
+from kernos.activities.context import ContextWindow, ConversationActivities
 from kernos.activities.interceptor import SyscallInterceptor
 from kernos.activities.llm import LLMActivities
 from kernos.activities.memory import MemoryActivities
@@ -26,22 +26,22 @@ from kernos.kernel.conversations import ConversationStore
 from kernos.kernel.db.pool import dsn
 from kernos.kernel.embeddings import Embedder, build_embedder
 from kernos.kernel.errors import ConfigError
+from kernos.kernel.file_store import StorageStore
 from kernos.kernel.generations import GenerationStore
-from kernos.kernel.kernel import Kernel
+from kernos.kernel.llm.backends import build_backend
 from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.llm.probe import probe
-from kernos.kernel.llm.registry import build_backend
-from kernos.kernel.mcp_tools import MCPServers
-from kernos.kernel.memory import MemoryStore
+from kernos.kernel.managers import Kernel
+from kernos.kernel.memory_store import MemoryStore
 from kernos.kernel.policy_store import watch
 from kernos.kernel.run_ends import RunEnds
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
-from kernos.kernel.storage import StorageStore
 from kernos.kernel.syscall_table import Queue, on_queue
-from kernos.kernel.tool_calls import ToolCallStore
 from kernos.kernel.tools import load_tools
-from kernos.workflows.audit_anchor import AuditAnchor
-from kernos.workflows.worker import sandbox_runner
+from kernos.kernel.tools.ledger import ToolCallStore
+from kernos.kernel.tools.mcp_servers import MCPServers
+from kernos.workflows.agent_worker import sandbox_runner
+from kernos.workflows.audit_anchor_workflow import AuditAnchor
 
 
 async def _own_connection(client: Client) -> Client:
@@ -198,7 +198,7 @@ class KernelWorkers:
                 backend,
                 GenerationStore(kernel.pool),
                 settings.scheduler,
-                ContextManager(backend, conversations, settings.context, instance.context_window),
+                ContextWindow(backend, conversations, settings.context, instance.context_window),
                 provider=instance.kind,
                 instance=instance.name,
                 tools=specs,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from kernos.kernel.config import StorageSettings
 from kernos.kernel.db.pool import Pool
 from kernos.kernel.errors import NotFound, PayloadTooLarge, VersionConflict
-from kernos.kernel.memory import vector_literal
+from kernos.kernel.memory_store import vector_literal
 from kernos.kernel.syscalls import FileHit, FileInfo, FileVersion
 
 _VERSION_COLUMNS = "path, version, size, sha256, action, created_at"

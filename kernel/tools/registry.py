@@ -26,7 +26,7 @@ from kernos.kernel.syscalls import ToolSpec
 
 if typing.TYPE_CHECKING:
     from kernos.kernel.config import Settings
-    from kernos.kernel.storage import StorageStore
+    from kernos.kernel.file_store import StorageStore
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,10 @@ def tool(
     return make(function) if function is not None else make
 
 
+#: Modules of kernos's own tools that have moved: settings written before still name them.
+MOVED_MODULES = {"kernos.kernel.builtin_tools": "kernos.kernel.tools.builtin"}
+
+
 def load_tools(paths: Mapping[str, str]) -> dict[str, Tool]:
     """Import each `name = "module:attribute"` and check it is a Tool of that name."""
     tools: dict[str, Tool] = {}
@@ -186,6 +190,7 @@ def load_tools(paths: Mapping[str, str]) -> dict[str, Tool]:
         module_name, _, attribute = path.partition(":")
         if not module_name or not attribute:
             raise ConfigError(f"tool path {path!r} is not of the form 'module:attribute'")
+        module_name = MOVED_MODULES.get(module_name, module_name)
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

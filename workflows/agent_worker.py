@@ -11,9 +11,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from kernos.kernel.config import Settings
 from kernos.kernel.result_seal import SealCheckInterceptor, check_key
-from kernos.workflows import registry
+from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun
-from kernos.workflows.pool import PoolRunner
+from kernos.workflows.pool_host import PoolRunner
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def agent_worker(
             "[isolation] mode = 'in_process': AGENT CODE RUNS IN THIS WORKER'S OWN PROCESS, "
             "with everything it can reach; use it only for benchmarks and debugging"
         )
-        registry.register(settings.agents)
+        agent_registry.register(settings.agents)
         runner = sandbox_runner()
     else:
         # Started (`PoolRunner.start`) by the caller, off its event loop.

@@ -1,0 +1,51 @@
+"""The `tool.call` syscall's types: a registered tool's call and what it came to."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field, field_validator
+
+from kernos.kernel.syscalls.common import SyscallRequest, SyscallResponse, no_nul
+from kernos.kernel.syscalls.llm_calls import MAX_TOOL_ARGUMENTS, Message, ToolName
+
+
+class ToolCallRequest(SyscallRequest):
+    """`tool.call`: run one registered tool with the model's (or the agent's) arguments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ToolName
+    arguments: str = Field(default="{}", max_length=MAX_TOOL_ARGUMENTS)
+    """A JSON object, as text: validated against the tool's parameters by the kernel."""
+    call_id: str = Field(default="", max_length=128)
+
+    @field_validator("arguments")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        return no_nul(value, "tool call's arguments")
+
+    def resource(self) -> str:
+        """The tool, as `tool:<name>`."""
+        return f"tool:{self.name}"
+
+
+class ToolResult(SyscallResponse):
+    """What a tool call came to: its output, or an error the model can read and act on.
+
+    Bad arguments, a tool's own exception, a timeout or an oversized result are results, not
+    failures of the run: the model sees them as the tool's answer.
+    """
+
+    call_id: str
+    name: str
+    ok: bool
+    content: str
+    """The tool's output as text (JSON for anything but a string), or the error's message."""
+    error_type: str | None = None
+    replayed: bool = False
+    """True when the kernel answered from its record of an earlier attempt of this call."""
+
+    def message(self) -> Message:
+        """The tool message that gives this result back to the model."""
+        content = self.content if self.ok else f"error ({self.error_type}): {self.content}"
+        content = content.replace("\x00", "\ufffd")  # a message is stored; NUL cannot be
+        return Message(role="tool", content=content, tool_call_id=self.call_id or None)
