@@ -259,6 +259,44 @@ class RacerAgent(StepAgent[Race]):
         return state
 
 
+class Tally(BaseModel):
+    """CounterAgent's state: the replies so far, and how many it wants."""
+
+    replies: list[str] = []
+    of: int
+
+
+class CounterAgent(StepAgent[Tally]):
+    """One model call per step, `task` steps, continuing as new when its limits say so."""
+
+    name = "counter"
+    state_model = Tally
+
+    async def start(self, task: str) -> Tally:
+        return Tally(of=int(task))
+
+    async def step(self, state: Tally) -> Tally | Done:
+        reply = await self.llm.chat([{"role": "user", "content": f"step {len(state.replies)}"}])
+        state = state.model_copy(update={"replies": [*state.replies, reply.text]})
+        if len(state.replies) == state.of:
+            return Done(output=" | ".join(state.replies))
+        return state
+
+
+class CatcherAgent(Agent):
+    """Writes the file the task names and reports, as JSON, the kernel error it caught."""
+
+    name = "catcher"
+
+    async def run(self, task: str) -> str:
+        try:
+            await self.storage.write(task, "content")
+        except KernosError as exc:
+            caught = {"type": type(exc).__name__, "message": str(exc)}
+            return json.dumps({**caught, "fields": exc.field_values()})
+        return "no error"
+
+
 class ChatterAgent(Agent):
     """One turn in a conversation: a new one, or (`"<id> <model> <text>"`) someone else's."""
 
@@ -405,6 +443,8 @@ AGENTS = {
     "hijack": "tests.agents:HijackAgent",
     "diary": "tests.agents:DiaryAgent",
     "racer": "tests.agents:RacerAgent",
+    "counter": "tests.agents:CounterAgent",
+    "catcher": "tests.agents:CatcherAgent",
     "chatter": "tests.agents:ChatterAgent",
     "pausing": "tests.agents:PausingAgent",
     "memo": "tests.agents:MemoAgent",

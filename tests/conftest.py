@@ -46,9 +46,11 @@ for _name in [
 os.environ["KERNOS_STATE_DIR"] = str(_EMPTY_CONFIG.parent / "state")
 
 
-#: Fixtures that start a real server (or need one): a test using any of them, directly or not,
-#: is marked `servers`, and the fast tier (`make test-fast`, `-m "not servers"`) leaves it out.
-SERVER_FIXTURES = frozenset({"temporal", "postgres", "llama"})
+#: Fixtures that start PostgreSQL or a model server (or need one): a test using any of them,
+#: directly or not, is marked `servers`, and the fast tier (`make test-fast`, `-m "not
+#: servers"`) leaves it out. The Temporal dev server alone does not count: it starts in a
+#: fraction of a second, and the fast tier runs workflows on it (tests/test_workflow_logic.py).
+SERVER_FIXTURES = frozenset({"postgres", "llama"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
