@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
+
+import pytest
 
 from tests.test_syscall_table import PACKAGE, ROOT
 
@@ -29,3 +32,37 @@ def test_the_check_finds_a_repeated_name(tmp_path: Path) -> None:
         (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / module).write_text("")
     assert repeated_basenames(tmp_path, ("a", "b")) == {"worker.py": ["a/worker.py", "b/worker.py"]}
+
+
+ARCHITECTURE = ROOT / "ARCHITECTURE.md"
+NAMED_PATH = re.compile(
+    r"`((?:sdk|kernel|activities|workflows|infra|policies|bench|tests)/[\w/.]*)`"
+)
+
+
+#: How the README names a module of the installed package: `kernos/workflows/commands.py`.
+INSTALLED_PATH = re.compile(r"`kernos/([\w/]+\.py)`")
+PACKAGE_DIRS = {"kernel", "activities", "workflows", "infra", "policies"}
+
+
+@pytest.mark.parametrize("document", ["ARCHITECTURE.md", "README.md"])
+def test_every_path_a_document_names_exists(document: str) -> None:
+    text = (ROOT / document).read_text()
+    named = set(NAMED_PATH.findall(text))
+    for path in INSTALLED_PATH.findall(text):
+        top = path.split("/")[0]
+        named.add(path if top in PACKAGE_DIRS else f"sdk/{path}")
+    assert named, f"{document} names no path"
+    assert sorted(path for path in named if not (ROOT / path).exists()) == []
+
+
+def test_the_walk_through_counts_its_files() -> None:
+    text = ARCHITECTURE.read_text()
+    walk = text[text.index("## One `llm.chat`") : text.index("## Where each concern lives")]
+    rows = [line.split(" | ") for line in walk.splitlines() if re.match(r"^\| \d+ \|", line)]
+    main = {NAMED_PATH.findall(row[1])[0] for row in rows}
+    consulted = {path for row in rows for path in NAMED_PATH.findall(row[3])}
+    consulted = {path for path in consulted if path.endswith(".py")} - main
+    counted = re.search(r"Counted: (\d+) files on the main line, (\d+) more", walk)
+    assert counted is not None
+    assert (int(counted[1]), int(counted[2])) == (len(main), len(consulted))
