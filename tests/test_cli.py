@@ -99,7 +99,7 @@ async def test_errors_are_one_line(settings: Settings, tmp_path: Path) -> None:
     cases = [
         (("show", "run-nope"), "no run with id 'run-nope'"),
         (("cancel", "run-nope"), "no run with id 'run-nope'"),
-        (("run", "nobody", "x"), "unknown agent 'nobody'; registered agents: buggy, catcher, chatter, "),
+        (("run", "nobody", "x"), "unknown agent 'nobody'; registered agents: buggy, catcher, "),
         (("run", "echo", "x", "--priority", "9"), "priority: Input should be less than or"),
         (("run", "echo", " "), "task: task is empty"),
         (("run", "echo", "x", "--tenant", "../x"), "tenant '../x' is not a valid name"),
