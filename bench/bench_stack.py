@@ -11,6 +11,7 @@ from typing import Any
 
 from kernos import KernosClient
 from kernos.client import connect_temporal
+from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings, load_settings
@@ -30,9 +31,13 @@ AGENTS = {
 class Services:
     """Temporal and PostgreSQL, started for one benchmark."""
 
-    def __init__(self, temporal: TemporalDevServer, postgres: EmbeddedPostgres) -> None:
+    def __init__(
+        self, temporal: TemporalDevServer, postgres: EmbeddedPostgres, metrics_port: int
+    ) -> None:
         self.temporal = temporal
         self.postgres = postgres
+        #: Where the Temporal server's counters are (Prometheus's text format).
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
     def settings(self, **overrides: Any) -> Settings:
         """Kernel settings on these services, with task queues no other configuration uses."""
@@ -60,10 +65,11 @@ class Services:
 async def services() -> AsyncIterator[Services]:
     """Start the dev server and an embedded PostgreSQL; stop them after."""
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
-    temporal = await TemporalDevServer.start(headless=True)
+    metrics_port = free_port()
+    temporal = await TemporalDevServer.start(headless=True, metrics_port=metrics_port)
     try:
         await upgrade(postgres.dsn(role="owner"))
-        yield Services(temporal, postgres)
+        yield Services(temporal, postgres, metrics_port)
     finally:
         temporal.stop()
         postgres.stop(delete=True)

@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -36,6 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from agents import OpenAIProvider, set_tracing_disabled
 from bench_results import RESULTS, run_benchmark, write_results
 from bench_stack import Services, kernel, services
@@ -216,42 +218,84 @@ def cpu_seconds() -> dict[str, float]:
     return dict(parts)
 
 
+#: The Temporal server's counters of work done: requests to each service, by operation, and
+#: what they asked of its persistence and of its visibility store.
+SERVER_COUNTERS = ("service_requests", "persistence_requests", "visibility_persistence_requests")
+_COUNTER = re.compile(r"^(\w+)\{(.*)\} ([0-9.e+]+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+async def server_counters(metrics_url: str) -> dict[str, float]:
+    """The server's counters now, as `<counter> <service or store> <operation>`."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(metrics_url, timeout=10)).text
+    counters: dict[str, float] = defaultdict(float)
+    for line in text.splitlines():
+        found = _COUNTER.match(line)
+        if found is None or found[1] not in SERVER_COUNTERS:
+            continue
+        labels = dict(_LABEL.findall(found[2]))
+        where = labels.get("service_name", "")
+        counters[f"{found[1]} {where} {labels.get('operation', '?')}".replace("  ", " ")] += float(
+            found[3]
+        )
+    return counters
+
+
+@dataclasses.dataclass
+class Rate:
+    """One side's runs at saturation."""
+
+    runs_per_second: float
+    cpu_ms_per_run: dict[str, float]
+    #: The Temporal server's work per run, by counter (those that moved).
+    server_work_per_run: dict[str, float]
+
+
 async def runs_per_second(
-    one_run: Callable[[], Awaitable[object]], runs: int, at_once: int
-) -> tuple[float, dict[str, float]]:
-    """One-call runs per second with `at_once` in flight, `runs` in all; and the CPU
-    milliseconds each part of the stack spent per run meanwhile."""
+    one_run: Callable[[], Awaitable[object]], runs: int, at_once: int, metrics_url: str
+) -> Rate:
+    """One-call runs per second with `at_once` in flight, `runs` in all; the CPU milliseconds
+    each part of the stack spent per run meanwhile, and the Temporal server's work per run."""
     slots = asyncio.Semaphore(at_once)
 
     async def in_slot() -> None:
         async with slots:
             await one_run()
 
+    counted = await server_counters(metrics_url)
     before = cpu_seconds()
     began = time.perf_counter()
     await asyncio.gather(*(in_slot() for _ in range(runs)))
     rate = runs / (time.perf_counter() - began)
     after = cpu_seconds()
-    return rate, {
-        part: round((after[part] - before.get(part, 0.0)) * 1000 / runs, 1) for part in after
+    work = {
+        name: round((value - counted.get(name, 0.0)) / runs, 2)
+        for name, value in (await server_counters(metrics_url)).items()
     }
+    return Rate(
+        rate,
+        {part: round((after[part] - before.get(part, 0.0)) * 1000 / runs, 1) for part in after},
+        {name: per_run for name, per_run in sorted(work.items()) if per_run >= 0.05},
+    )
 
 
 async def saturation(
     plugin: Callable[[], Awaitable[object]], kernos: Callable[[], Awaitable[object]],
-    runs: int, at_once: int,
+    runs: int, at_once: int, metrics_url: str,
 ) -> dict[str, Any]:  # fmt: skip
     """Each side's one-call runs per second at saturation (two rounds each, alternated; the
     better of two, the machine being shared), and the CPU each part spent per run then."""
-    best: dict[str, tuple[float, dict[str, float]]] = {}
+    best: dict[str, Rate] = {}
     for _ in range(2):
         for side, one_run in (("plugin", plugin), ("kernos", kernos)):
-            measured = await runs_per_second(one_run, runs, at_once)
-            if side not in best or measured[0] > best[side][0]:
+            measured = await runs_per_second(one_run, runs, at_once, metrics_url)
+            if side not in best or measured.runs_per_second > best[side].runs_per_second:
                 best[side] = measured
     return {
-        **{side: round(rate, 1) for side, (rate, _) in best.items()},
-        "cpu_ms_per_run": {side: cpu for side, (_, cpu) in best.items()},
+        **{side: round(rate.runs_per_second, 1) for side, rate in best.items()},
+        "cpu_ms_per_run": {side: rate.cpu_ms_per_run for side, rate in best.items()},
+        "server_work_per_run": {side: rate.server_work_per_run for side, rate in best.items()},
     }
 
 
@@ -289,7 +333,7 @@ async def measure(
         rates = (
             await saturation(
                 lambda: plugin_call(plugin_client, queue), lambda: kernos_call(client),
-                saturating, SATURATING_AT_ONCE,
+                saturating, SATURATING_AT_ONCE, running.metrics_url,
             )
             if saturating
             else None
@@ -329,6 +373,13 @@ def show(backend: str, result: dict[str, Any]) -> None:
         )
         for side, cpu in rates["cpu_ms_per_run"].items():
             print(f"  CPU ms per run, {side}: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
+        work = rates["server_work_per_run"]
+        print(f"  Temporal server's work per run{'':<38}{'plugin':>10}{'kernos':>10}")
+        for name in sorted({*work["plugin"], *work["kernos"]}):
+            print(
+                f"    {name[:70]:<70}{work['plugin'].get(name, 0.0):>10.2f}"
+                f"{work['kernos'].get(name, 0.0):>10.2f}"
+            )
 
 
 async def main() -> None:

@@ -72,6 +72,7 @@ class TemporalDevServer:
         headless: bool = False,
         ready_timeout_s: float = 60.0,
         dynamic_config: Sequence[str] = DYNAMIC_CONFIG,
+        metrics_port: int | None = None,
     ) -> TemporalDevServer:
         """Start the server with kernos's search attributes and wait until it answers."""
         port = port or free_port()
@@ -99,6 +100,9 @@ class TemporalDevServer:
             args += ["--db-filename", str(db_file)]
         if headless:
             args.append("--headless")
+        if metrics_port is not None:
+            # Prometheus's text format on /metrics (otherwise on a port of the server's choice).
+            args += ["--metrics-port", str(metrics_port)]
         process = await asyncio.to_thread(spawn, args, log_file or Path(os.devnull))
         server = cls(process, port, ui_port)
         deadline = time.monotonic() + ready_timeout_s
