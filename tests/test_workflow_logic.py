@@ -10,110 +10,25 @@ here; what the kernel decides is tested against the real servers.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import pytest
-from temporalio import activity
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
-from kernos.activities.failures import to_application_error
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel import errors, scheduler, visibility
-from kernos.kernel.syscall_table import AGENT_RUN, LLM_CHAT, STORAGE_WRITE
-from kernos.kernel.syscalls import (
-    ApprovalNotice,
-    FileVersion,
-    LLMRequest,
-    LLMResponse,
-    RunInput,
-    RunResult,
-    RunSpec,
-    StorageWrite,
-    SyscallLimits,
-    TokenUsage,
-)
+from kernos.kernel import errors, scheduler
+from kernos.kernel.syscalls import ApprovalNotice, SyscallLimits
 from kernos.workflows import agent_registry
-from kernos.workflows.agent_run import AgentRun
-from kernos.workflows.agent_worker import sandbox_runner
 from tests.agents import AGENTS
+from tests.fake_kernel import MODEL, USAGE, FakeKernel, started, status_of
 from tests.waiting import eventually
-
-MODEL = "fake-model"
-USAGE = TokenUsage(input_tokens=3, output_tokens=5)
-
-
-class FakeKernel:
-    """Kernel activities that answer as the test says, and note what they were asked."""
-
-    def __init__(self, *, refuse_first: errors.KernosError | None = None) -> None:
-        #: Raised, as the kernel's activity edge raises it, by the first `llm.chat` only.
-        self.refuse_first = refuse_first
-        #: Raised by every `storage.write`.
-        self.write_error: errors.KernosError = errors.InvalidPath("no file here")
-        self.chats: list[LLMRequest] = []
-        self.priorities: list[int | None] = []
-
-    @activity.defn(name=LLM_CHAT.name)
-    async def chat(self, request: LLMRequest) -> LLMResponse:
-        """`llm.chat`: `reply <n>` for the n-th call."""
-        self.chats.append(request)
-        self.priorities.append(activity.info().priority.priority_key)
-        if self.refuse_first is not None and len(self.chats) == 1:
-            raise to_application_error(self.refuse_first)
-        return LLMResponse(text=f"reply {len(self.chats)}", model=request.model, usage=USAGE)
-
-    @activity.defn(name=STORAGE_WRITE.name)
-    async def write(self, request: StorageWrite) -> FileVersion:
-        """`storage.write`: always refused with `write_error`."""
-        raise to_application_error(self.write_error)
 
 
 @pytest.fixture(scope="module")
 async def client(temporal: TemporalDevServer) -> Client:
     agent_registry.register(AGENTS)
     return await Client.connect(temporal.address, data_converter=pydantic_data_converter)
-
-
-@asynccontextmanager
-async def started(
-    client: Client, kernel: FakeKernel, agent: str, task: str, **run: Any
-) -> AsyncIterator[tuple[WorkflowHandle[Any, RunResult], RunInput]]:
-    """A run of `agent` on `task`, admitted as the kernel would, with workers for its queues."""
-    unique = uuid.uuid4().hex[:8]
-    input = RunInput(
-        run_id=f"fast-{agent}-{unique}",
-        spec=RunSpec(agent=agent, task=task, model=MODEL, priority=2),
-        kernel_task_queue=f"kernel-{unique}",
-        llm_queue_prefix=f"llm-{unique}.",
-        reports_end=False,
-        **run,
-    )
-    agents_queue = f"agents-{unique}"
-    async with AsyncExitStack() as workers:
-        for worker in (
-            Worker(client, task_queue=agents_queue, workflows=[AgentRun],
-                   workflow_runner=sandbox_runner()),
-            Worker(client, task_queue=scheduler.llm_task_queue(input.llm_queue_prefix, MODEL),
-                   activities=[kernel.chat]),
-            Worker(client, task_queue=input.kernel_task_queue, activities=[kernel.write]),
-        ):  # fmt: skip
-            await workers.enter_async_context(worker)
-        handle = await client.start_workflow(
-            AGENT_RUN, input, id=input.run_id, task_queue=agents_queue, result_type=RunResult
-        )
-        yield handle, input
-
-
-async def status_of(handle: WorkflowHandle[Any, Any]) -> str | None:
-    """The run's status as operators see it in the Temporal UI's list."""
-    described = await handle.describe()
-    return described.typed_search_attributes.get(visibility.STATUS)
 
 
 async def test_a_run_sums_its_calls_each_at_the_priority_of_its_admission(client: Client) -> None:

@@ -25,14 +25,15 @@ from pathlib import Path
 
 RECORDED = Path(__file__).with_suffix(".json")
 #: What a run's code is made of: the workflow definition, the agents' base class, the agents
-#: kernos ships and the tools' SDK, and what a pool's host checks and rewrites in what a run
-#: sends and is sent (its replays pass the same checks).
+#: kernos ships, the tools' SDK and the framework adapters, and what a pool's host checks and
+#: rewrites in what a run sends and is sent (its replays pass the same checks).
 ROOTS = (
     "kernos.workflows.agent_run",
     "kernos.agent",
     "kernos.examples.planner",
     "kernos.examples.react",
     "kernos.kernel.tools",
+    "kernos.adapters.openai_agents",
     "kernos.workflows.activation_check",
     "kernos.workflows.commands",
     "kernos.workflows.run_limits",

@@ -7,6 +7,7 @@ inside Temporal's sandbox, where nondeterministic calls are caught.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING
 
 from kernos.kernel.errors import ConfigError, UnknownAgent
@@ -18,12 +19,14 @@ _paths: dict[str, str] = {}
 
 
 def resolve(path: str) -> type[Agent]:
-    """Import `module:Class` and check that it is an Agent subclass."""
+    """Import `module:Class` (an Agent subclass) or `module:agent` (a framework's agent)."""
     from kernos.agent import Agent
 
     module_name, _, qualname = path.partition(":")
     if not module_name or not qualname:
-        raise ConfigError(f"agent path {path!r} is not of the form 'module:Class'")
+        raise ConfigError(
+            f"agent path {path!r} is not of the form 'module:Class' or 'module:agent'"
+        )
     try:
         target: object = importlib.import_module(module_name)
     except ImportError as exc:
@@ -32,9 +35,28 @@ def resolve(path: str) -> type[Agent]:
         if not hasattr(target, part):
             raise ConfigError(f"module {module_name!r} has no {qualname!r} (agent path {path!r})")
         target = getattr(target, part)
-    if not (isinstance(target, type) and issubclass(target, Agent)):
-        raise ConfigError(f"{path!r} is not a subclass of kernos.Agent")
-    return target
+    if isinstance(target, type) and issubclass(target, Agent):
+        return target
+    adapted = _adapted(target)
+    if adapted is None:
+        raise ConfigError(
+            f"{path!r} is neither a subclass of kernos.Agent nor an agent of a framework kernos "
+            "adapts (an agents.Agent of the OpenAI Agents SDK)"
+        )
+    return adapted
+
+
+def _adapted(target: object) -> type[Agent] | None:
+    """A framework's agent object as a kernos agent (kernos.adapters), if it is one.
+
+    Recognised by its kind: only a framework the agent's own module imported is looked at.
+    """
+    sdk = sys.modules.get("agents")
+    if sdk is not None and isinstance(target, getattr(sdk, "Agent", ())):
+        from kernos.adapters.openai_agents import wrap
+
+        return wrap(target)  # type: ignore[arg-type]  # checked by isinstance above
+    return None
 
 
 def register(agents: dict[str, str]) -> None:

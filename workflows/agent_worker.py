@@ -32,6 +32,14 @@ PASSTHROUGH = (
     "typing_extensions",
     # Its Rust extension can be loaded once per process, not again inside each sandbox.
     "cryptography",
+    # Agent frameworks kernos adapts (kernos.adapters): imported again in every run they would
+    # cost seconds against the SDK's deadlock timeout. Shared by the runs of one pool's
+    # process, as kernos itself is: their module-level state (the OpenAI Agents SDK's default
+    # runner, its trace provider) is one per pool, never across tenants' pools.
+    "agents",
+    "openai",
+    "mcp",
+    "mcp_types",
 )
 
 

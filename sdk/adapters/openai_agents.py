@@ -1,0 +1,375 @@
+"""The OpenAI Agents SDK on kernos: an `agents.Agent` run as a governed, durable kernos run.
+
+Register the SDK's own object by path, in settings (`[agents] triage = "my_app.agents:triage"`,
+where `triage` is an `agents.Agent`; its module need not import kernos), or in code with
+`wrap(agent)`. Inside the run the SDK's `Runner.run` drives the agent as it always does; each
+agent's model is replaced by `KernosModel`, so every model call is an `llm.chat` syscall of the
+run (decided, audited, scheduled, resumed after a crash), and the tools that `tools(...)`
+returns are `tool.call` syscalls of tools registered with the kernel (decided, ledgered,
+once-only when irreversible).
+
+The run's messages cross in the SDK's own chat format (`Converter.items_to_messages`), and the
+model's answer comes back as the SDK's output items (`Converter.message_to_output_items`), so
+what the SDK makes of them (tool calls, the final output, `output_type`) is its own logic.
+
+Refused by name when the agent is loaded (nothing starts): tools that are not the kernel's
+(an inline `@function_tool` would run in the workflow, where I/O is impossible; hosted tools
+need OpenAI's servers) and handoffs. Not yet supported: streamed runs, MCP servers configured on
+the agent, the SDK's approvals.
+
+The SDK's tracing is switched off: it exports to OpenAI's platform from a thread of its own,
+which a confined pool cannot reach; the kernel's own tracing and audit cover the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Iterable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pydantic_core
+from agents import (
+    Agent as SDKAgent,
+)
+from agents import (
+    FunctionTool,
+    Handoff,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    ModelTracing,
+    RunConfig,
+    Runner,
+    Tool,
+    Usage,
+    set_trace_provider,
+)
+from agents.agent_output import AgentOutputSchemaBase
+from agents.items import TResponseInputItem, TResponseStreamEvent
+from agents.models.chatcmpl_converter import Converter
+from agents.tool_context import ToolContext
+from agents.tracing import setup as tracing_setup
+from agents.tracing.provider import DefaultTraceProvider
+from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageFunctionToolCall
+from openai.types.chat.chat_completion_message_function_tool_call import Function
+from pydantic import ValidationError
+
+from kernos.agent import Agent
+from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest
+from kernos.kernel.syscalls import (
+    JSONSchemaFormat,
+    LLMRequest,
+    LLMResponse,
+    Message,
+    Sampling,
+    ToolCall,
+    ToolCallRequest,
+)
+
+if TYPE_CHECKING:
+    from kernos.workflows.dispatcher import SyscallDispatcher
+
+#: The run whose syscalls the SDK's model and tools make: set by the wrapped agent's `run` for
+#: the tasks it starts (each run of a pool's process is a task of its own, with its context).
+_RUN: ContextVar[SyscallDispatcher] = ContextVar("kernos_openai_agents_run")
+
+#: What kernos's JSON-schema formats may be named.
+_FORMAT_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _dispatcher() -> SyscallDispatcher:
+    try:
+        return _RUN.get()
+    except LookupError:
+        raise InvalidRequest(
+            "a kernos model or tool was called outside a kernos run: register the agent with "
+            "kernos ([agents] or wrap(agent)) rather than calling Runner.run yourself"
+        ) from None
+
+
+class KernosTool(FunctionTool):
+    """A tool registered with the kernel, offered to the SDK's agent: each call is `tool.call`.
+
+    Its schema is the kernel's (the model is told it by the kernel), so the one here accepts any
+    object; the kernel validates the arguments and tells the model what was wrong.
+    """
+
+
+def tools(*names: str) -> list[Tool]:
+    """The kernel's registered tools `names`, as tools for an `agents.Agent`."""
+    return [_kernos_tool(name) for name in names]
+
+
+def _kernos_tool(name: str) -> KernosTool:
+    try:
+        ToolCallRequest(name=name)
+    except ValidationError as exc:
+        raise ConfigError(f"{name!r} cannot name a kernos tool: {exc.errors()[0]['msg']}") from None
+
+    async def call(context: ToolContext[Any], arguments: str) -> str:
+        request = ToolCallRequest(
+            name=name, arguments=arguments or "{}", call_id=context.tool_call_id
+        )
+        try:
+            result = await _dispatcher().tool_call(request)
+        except (AccessDenied, InvalidRequest) as exc:
+            # The model reads the refusal as the tool's answer, as it reads a tool's own error.
+            return f"error ({type(exc).__name__}): {exc}"
+        return result.message().content
+
+    return KernosTool(
+        name=name,
+        description=f"The kernel's tool {name!r}.",
+        params_json_schema={"type": "object", "additionalProperties": True},
+        on_invoke_tool=call,
+        strict_json_schema=False,
+    )
+
+
+class KernosModel(Model):
+    """The SDK's model seam: each call is an `llm.chat` syscall of the current run."""
+
+    def __init__(self, model: str | None) -> None:
+        #: The model's name as kernos's instances serve it; None: the run's default model.
+        self.model = model
+
+    async def get_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff[Any, Any]],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        prompt: Any = None,
+    ) -> ModelResponse:
+        """The model's answer to the run's messages, as the SDK's output items."""
+        if handoffs:
+            raise InvalidRequest(_HANDOFFS)
+        dispatcher = _dispatcher()
+        offered, choice = _offered(tools, model_settings)
+        request = LLMRequest(
+            model=self.model or dispatcher.run.spec.model or "",
+            messages=_messages(system_instructions, input),
+            sampling=Sampling(
+                temperature=model_settings.temperature,
+                top_p=model_settings.top_p,
+                max_tokens=model_settings.max_tokens,
+            ),
+            # kernos takes tools or a format, not both: with tools, the final answer is free.
+            response_format=None if offered else _format(output_schema),
+            tools=offered,
+            tool_choice=choice,
+        )
+        return _model_response(await dispatcher.llm_chat(request))
+
+    def stream_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff[Any, Any]],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        prompt: Any = None,
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        """Not yet: a run's answers come whole (`Runner.run`)."""
+        raise InvalidRequest("streamed runs (Runner.run_streamed) are not supported on kernos yet")
+
+
+_HANDOFFS = "handoffs are not supported on kernos yet: give the agent the other agents' tools"
+
+
+def _text(content: Any) -> str:
+    """A chat message's content as text: text parts only (kernos's messages are text)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        kind = part.get("type")
+        if kind not in ("text", "output_text", "input_text"):
+            raise InvalidRequest(f"a message part of type {kind!r}: kernos's messages are text")
+        texts.append(str(part.get("text", "")))
+    return "".join(texts)
+
+
+def _messages(system: str | None, input: str | list[TResponseInputItem]) -> list[Message]:
+    """The SDK's input items as kernos's chat messages, the agent's instructions first."""
+    messages = [Message(role="system", content=system)] if system else []
+    for item in Converter.items_to_messages(input):
+        chat: dict[str, Any] = dict(item)
+        role, content = chat["role"], _text(chat.get("content"))
+        if role in ("system", "developer"):
+            messages.append(Message(role="system", content=content))
+        elif role == "user":
+            messages.append(Message(role="user", content=content))
+        elif role == "assistant":
+            calls = [
+                ToolCall(
+                    id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"]
+                )
+                for c in chat.get("tool_calls") or []
+            ]
+            messages.append(Message(role="assistant", content=content, tool_calls=calls))
+        elif role == "tool":
+            messages.append(
+                Message(role="tool", content=content, tool_call_id=chat["tool_call_id"])
+            )
+        else:
+            raise InvalidRequest(
+                f"a message of role {role!r}: kernos takes system, user, assistant and tool "
+                "messages"
+            )
+    return messages
+
+
+def _offered(tools: Iterable[Tool], settings: ModelSettings) -> tuple[list[str], Any]:
+    """The kernel's tools to offer the model, and whether it must call one."""
+    names = []
+    for tool in tools:
+        if not isinstance(tool, KernosTool):
+            raise InvalidRequest(_not_the_kernels(tool))
+        names.append(tool.name)
+    choice = settings.tool_choice
+    if choice == "none":
+        return [], "auto"
+    if choice in (None, "auto"):
+        return names, "auto"
+    if choice == "required":
+        return names, "required"
+    named = str(choice)
+    if named not in names:
+        raise InvalidRequest(f"tool_choice names {named!r}, which the agent does not have")
+    return [named], "required"
+
+
+def _not_the_kernels(tool: Tool) -> str:
+    return (
+        f"tool {tool.name!r} is not one of the kernel's: on kernos an agent's tools run on kernel "
+        "workers, decided and recorded. Register it with @kernos.tool and give the agent "
+        "kernos.adapters.openai_agents.tools(...)"
+    )
+
+
+def _format(schema: AgentOutputSchemaBase | None) -> JSONSchemaFormat | None:
+    """The agent's `output_type` as a JSON-schema format (None: plain text)."""
+    if schema is None or schema.is_plain_text():
+        return None
+    name = _FORMAT_NAME.sub("_", schema.name())[:64] or "output"
+    return JSONSchemaFormat(name=name, json_schema=schema.json_schema())
+
+
+def _model_response(response: LLMResponse) -> ModelResponse:
+    """The kernel's answer as the SDK's: output items and usage."""
+    message = ChatCompletionMessage(
+        role="assistant",
+        content=response.text or None,
+        tool_calls=[
+            ChatCompletionMessageFunctionToolCall(
+                id=call.id,
+                type="function",
+                function=Function(name=call.name, arguments=call.arguments),
+            )
+            for call in response.tool_calls
+        ]
+        or None,
+    )
+    usage = response.usage
+    return ModelResponse(
+        output=Converter.message_to_output_items(message),
+        usage=Usage(
+            requests=1,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+        ),
+        response_id=None,
+    )
+
+
+def check(agent: SDKAgent[Any]) -> None:
+    """ConfigError naming what kernos cannot run in `agent`, if anything."""
+    for tool in agent.tools:
+        if not isinstance(tool, KernosTool):
+            raise ConfigError(f"agent {agent.name!r}: {_not_the_kernels(tool)}")
+    if agent.handoffs:
+        raise ConfigError(f"agent {agent.name!r}: {_HANDOFFS}")
+    if agent.mcp_servers:
+        raise ConfigError(
+            f"agent {agent.name!r}: MCP servers on the agent are not supported on kernos yet; "
+            "configure them in kernos ([[mcp]]) and give the agent their tools"
+        )
+
+
+def _model_name(agent: SDKAgent[Any]) -> str | None:
+    model = agent.model
+    if model is None or isinstance(model, str):
+        return model or None
+    named = getattr(model, "model", None)  # the SDK's own models keep their name here
+    return named if isinstance(named, str) else None
+
+
+def _output(final: Any) -> str:
+    """The agent's final output as the run's output: text, or JSON for a typed output."""
+    if isinstance(final, str):
+        return final
+    return pydantic_core.to_json(final).decode()
+
+
+class _NoTracing(DefaultTraceProvider):
+    """The SDK's trace provider without its exporter, disabled.
+
+    The SDK's default provider, made on first use, exports to OpenAI's platform over HTTP from
+    a thread of its own: a confined pool cannot reach it, and making its client inside a run
+    trips the workflow sandbox. This one is set before the SDK makes its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_disabled(True)
+
+
+def _without_sdk_tracing() -> None:
+    if not isinstance(tracing_setup.GLOBAL_TRACE_PROVIDER, _NoTracing):
+        set_trace_provider(_NoTracing())
+
+
+def wrap(agent: SDKAgent[Any]) -> type[Agent]:
+    """A kernos agent that runs `agent` with the SDK's `Runner`, its calls as syscalls."""
+    check(agent)
+    _without_sdk_tracing()
+    governed = dataclasses.replace(agent, model=KernosModel(_model_name(agent)))
+
+    class OpenAIAgentsRun(Agent):
+        name: ClassVar[str] = agent.name
+        description: ClassVar[str] = agent.handoff_description or ""
+
+        def __init__(self, dispatcher: SyscallDispatcher) -> None:
+            super().__init__(dispatcher)
+            self._dispatcher = dispatcher
+
+        async def run(self, task: str) -> str:
+            """Run the SDK's agent on `task`; its final output is the run's."""
+            token = _RUN.set(self._dispatcher)
+            try:
+                result = await Runner.run(
+                    governed, task, run_config=RunConfig(tracing_disabled=True)
+                )
+            finally:
+                _RUN.reset(token)
+            return _output(result.final_output)
+
+    OpenAIAgentsRun.__qualname__ = f"OpenAIAgentsRun[{agent.name}]"
+    return OpenAIAgentsRun

@@ -1,0 +1,139 @@
+"""Agents written with the OpenAI Agents SDK, run as kernos runs (`kernos.adapters.openai_agents`).
+
+The fast tier runs them on the dev server against a kernel of fakes (what the adapter sends and
+makes of the answers); the servers tier runs one through the real kernel, audited.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from kernos import KernosClient, RunSpec
+from kernos.infra.postgres import EmbeddedPostgres
+from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.errors import ConfigError
+from kernos.kernel.llm.scripted import ScriptedBackend
+from kernos.kernel.syscalls import LLMResponse, ToolCall
+from kernos.workflows import agent_registry
+from tests.conftest import KeepHistory, workers
+from tests.fake_kernel import MODEL, USAGE, FakeKernel, started
+from tests.sdk_agents import SDK_AGENTS
+from tests.test_tools import answer, calls, ledger, tool_settings
+
+
+@pytest.fixture(scope="module")
+async def client(temporal: TemporalDevServer) -> Client:
+    # Declared, not imported here: each run imports its agent inside the sandbox, as in a pool.
+    agent_registry.declare(SDK_AGENTS)
+    return await Client.connect(temporal.address, data_converter=pydantic_data_converter)
+
+
+async def test_a_plain_agent_asks_the_runs_model_with_its_instructions(client: Client) -> None:
+    kernel = FakeKernel()
+    async with started(client, kernel, "plain", "Say hello.") as (handle, _):
+        result = await handle.result()
+    assert result.output == "reply 1"
+    assert (result.syscalls, result.usage) == (1, USAGE)
+    [request] = kernel.chats
+    assert request.model == MODEL  # the agent names none: the run's model
+    assert [(m.role, m.content) for m in request.messages] == [
+        ("system", "Answer in one word."),
+        ("user", "Say hello."),
+    ]
+    assert request.tools == [] and request.response_format is None
+
+
+async def test_the_kernels_tools_are_tool_call_syscalls_and_their_results_go_back(
+    client: Client,
+) -> None:
+    call = ToolCall(id="call-7", name="calculator", arguments='{"expression": "12 * 34"}')
+    kernel = FakeKernel(
+        replies=[
+            LLMResponse(text="", model=MODEL, usage=USAGE, tool_calls=[call]),
+            LLMResponse(text="408", model=MODEL, usage=USAGE),
+        ],
+        tool=lambda request: str(eval(json.loads(request.arguments)["expression"])),
+    )
+    task = "What is 12 * 34?"
+    async with started(client, kernel, "calculating", task, tools=["calculator"]) as (handle, _):
+        result = await handle.result()
+    assert result.output == "408"
+    assert result.syscalls == 3  # two model calls, one tool call
+    [made] = kernel.tool_calls
+    assert (made.name, made.arguments, made.call_id) == (call.name, call.arguments, "call-7")
+    first, second = kernel.chats
+    assert first.tools == ["calculator"] and first.tool_choice == "auto"
+    assert [(m.role, m.tool_call_id, m.content) for m in second.messages[2:]] == [
+        ("assistant", None, ""),
+        ("tool", "call-7", "408"),
+    ]
+    assert second.messages[2].tool_calls == [call]
+
+
+async def test_an_output_type_is_asked_for_as_a_json_schema_and_parsed(client: Client) -> None:
+    city = {"name": "Paris", "country": "France"}
+    kernel = FakeKernel(replies=[LLMResponse(text=json.dumps(city), model=MODEL, usage=USAGE)])
+    async with started(client, kernel, "typed", "France") as (handle, _):
+        result = await handle.result()
+    assert json.loads(result.output) == city
+    [request] = kernel.chats
+    assert request.response_format is not None
+    assert set(request.response_format.json_schema["properties"]) == {"name", "country"}
+    assert (request.sampling.temperature, request.sampling.max_tokens) == (0.0, 64)
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("tests.sdk_agents:inline", "tool 'shout' is not one of the kernel's"),
+        ("tests.sdk_agents:inline", "Register it with @kernos.tool"),
+        ("tests.sdk_agents:triage", "agent 'triage': handoffs are not supported"),
+        ("tests.sdk_agents:not_an_agent", "is neither a subclass of kernos.Agent nor an agent"),
+    ],
+)
+def test_what_kernos_cannot_run_is_refused_by_name_at_load(path: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        agent_registry.resolve(path)
+
+
+async def test_a_tool_using_agent_runs_through_the_real_kernel_every_call_audited(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path,
+    keep_history: KeepHistory,
+) -> None:  # fmt: skip
+    settings = tool_settings(temporal, postgres, tmp_path, agents=SDK_AGENTS)
+    backend = ScriptedBackend(
+        [calls(("calculator", {"expression": "12 * 34"})), answer("12 * 34 is 408.")]
+    )
+    tenant = f"sdk-{uuid.uuid4().hex[:8]}"
+    async with (
+        workers(settings, backends={"scripted": backend}),
+        await KernosClient.connect(settings) as client,
+    ):
+        handle = await client.submit(
+            RunSpec(agent="calculating", task="What is 12 * 34?", tenant=tenant)
+        )
+        result = await handle.result()
+        view = await client.show(handle.run_id)
+        await keep_history(client.temporal, handle.run_id, "openai-agents-tool-call")
+        rows = await ledger(client, tenant)
+    assert result.output == "12 * 34 is 408."
+    assert [
+        (c.syscall, c.resource, c.decision) for c in view.syscalls if c.syscall != "run.end"
+    ] == [
+        ("llm.chat", "llm:scripted", "allow"),
+        ("tool.call", "tool:calculator", "allow"),
+        ("llm.chat", "llm:scripted", "allow"),
+    ]
+    assert [(r["tool"], r["status"], r["attempts"], r["result"]) for r in rows] == [
+        ("calculator", "ok", 1, "408")
+    ]
+    # The model read the kernel's answer to its call (as text: this backend calls tools by
+    # constrained JSON).
+    seen = [m.content for m in backend.requests[1].messages]
+    assert any(c.startswith("Result of tool call ") and c.endswith("\n408") for c in seen), seen
