@@ -6,7 +6,9 @@ each object's kind inside the pool that runs it.
 
 from __future__ import annotations
 
-from agents import Agent, ModelSettings, function_tool
+from pathlib import Path
+
+from agents import Agent, ModelSettings, WebSearchTool, function_tool
 from pydantic import BaseModel
 
 #: The SDK agents the tests register, by path (the replay of their histories too).
@@ -14,6 +16,9 @@ SDK_AGENTS = {
     "plain": "tests.sdk_agents:plain",
     "typed": "tests.sdk_agents:typed",
     "calculating": "tests.sdk_tool_agents:calculating",
+    "shouting": "tests.sdk_agents:shouting",
+    "peeking": "tests.sdk_agents:peeking",
+    "triage": "tests.sdk_agents:triage",
 }
 
 plain = Agent(name="plain", instructions="Answer in one word.")
@@ -35,16 +40,39 @@ typed = Agent(
 
 
 @function_tool
-def shout(text: str) -> str:
+async def shout(text: str) -> str:
     """Upper-case `text`."""
     return text.upper()
 
 
-#: An inline function tool: it would run inside the workflow, so kernos refuses the agent.
-inline = Agent(name="inline", instructions="Shout.", tools=[shout])
+#: A function tool of its own, answered inside the run (it only computes).
+shouting = Agent(name="shouting", instructions="Shout what the user says.", tools=[shout])
 
-#: Handoffs are not supported yet: refused by name.
-triage = Agent(name="triage", instructions="Hand off.", handoffs=[plain])
+
+@function_tool
+async def peek() -> str:
+    """Read the machine's name: I/O, which code in a run cannot do."""
+    return Path("/etc/hostname").read_text()
+
+
+#: Its tool reaches outside the run: the run fails, naming it.
+peeking = Agent(name="peeking", instructions="Peek.", tools=[peek])
+
+
+@function_tool
+def whisper(text: str) -> str:
+    """Lower-case `text` (synchronous: the SDK would run it in a thread)."""
+    return text.lower()
+
+
+#: A synchronous function tool: kernos refuses the agent at load, saying what to change.
+whispering = Agent(name="whispering", instructions="Whisper.", tools=[whisper])
+
+#: Hands off to `plain`.
+triage = Agent(name="triage", instructions="Hand off to the right agent.", handoffs=[plain])
+
+#: A hosted tool: it needs OpenAI's servers, refused at load.
+searching = Agent(name="searching", instructions="Search.", tools=[WebSearchTool()])
 
 #: Not an agent of any kind.
 not_an_agent = {"name": "plain"}

@@ -11,8 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 
 from kernos import KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
@@ -88,12 +89,68 @@ async def test_an_output_type_is_asked_for_as_a_json_schema_and_parsed(client: C
     assert (request.sampling.temperature, request.sampling.max_tokens) == (0.0, 64)
 
 
+async def test_the_agents_own_tools_are_offered_and_answered_inside_the_run(
+    client: Client,
+) -> None:
+    call = ToolCall(id="call-1", name="shout", arguments='{"text": "hello"}')
+    kernel = FakeKernel(
+        replies=[
+            LLMResponse(text="", model=MODEL, usage=USAGE, tool_calls=[call]),
+            LLMResponse(text="HELLO it is", model=MODEL, usage=USAGE),
+        ]
+    )
+    async with started(client, kernel, "shouting", "hello") as (handle, _):
+        result = await handle.result()
+    assert result.output == "HELLO it is"
+    assert kernel.tool_calls == []  # no syscall: the SDK answered it in the run
+    first, second = kernel.chats
+    assert first.tools == [] and [spec.name for spec in first.agent_tools] == ["shout"]
+    assert first.agent_tools[0].parameters["properties"]["text"]["type"] == "string"
+    assert ("tool", "call-1", "HELLO") in [
+        (m.role, m.tool_call_id, m.content) for m in second.messages
+    ]
+
+
+async def test_a_function_tool_that_reaches_outside_the_run_fails_it_by_name(
+    client: Client,
+) -> None:
+    call = ToolCall(id="call-1", name="peek", arguments="{}")
+    kernel = FakeKernel(replies=[LLMResponse(text="", model=MODEL, usage=USAGE, tool_calls=[call])])
+    async with started(client, kernel, "peeking", "peek") as (handle, _):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "InvalidRequest"
+    assert "function tool 'peek' reached outside the run" in cause.message
+    assert "@kernos.tool" in cause.message
+
+
+async def test_a_handoff_is_the_models_call_and_the_next_agent_is_governed_too(
+    client: Client, keep_history: KeepHistory
+) -> None:
+    handoff = ToolCall(id="call-1", name="transfer_to_plain", arguments="{}")
+    kernel = FakeKernel(
+        replies=[
+            LLMResponse(text="", model=MODEL, usage=USAGE, tool_calls=[handoff]),
+            LLMResponse(text="Bonjour", model=MODEL, usage=USAGE),
+        ]
+    )
+    async with started(client, kernel, "triage", "Greet me in French.") as (handle, _):
+        result = await handle.result()
+        await keep_history(client, handle.id, "openai-agents-handoff")
+    assert (result.output, result.syscalls) == ("Bonjour", 2)
+    first, second = kernel.chats
+    assert [spec.name for spec in first.agent_tools] == ["transfer_to_plain"]
+    assert first.messages[0].content == "Hand off to the right agent."
+    assert second.messages[0].content == "Answer in one word."  # the agent handed off to
+
+
 @pytest.mark.parametrize(
     ("path", "problem"),
     [
-        ("tests.sdk_agents:inline", "tool 'shout' is not one of the kernel's"),
-        ("tests.sdk_agents:inline", "Register it with @kernos.tool"),
-        ("tests.sdk_agents:triage", "agent 'triage': handoffs are not supported"),
+        ("tests.sdk_agents:whispering", "function tool 'whisper' is synchronous"),
+        ("tests.sdk_agents:whispering", "make it `async def`"),
+        ("tests.sdk_agents:searching", "tool 'web_search' is a hosted tool"),
         ("tests.sdk_agents:not_an_agent", "is neither a subclass of kernos.Agent nor an agent"),
     ],
 )

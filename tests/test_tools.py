@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from kernos import (
     ConfigError,
@@ -24,7 +25,7 @@ from kernos import (
 )
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
+from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage, ToolSpec
 from kernos.kernel.tools import ToolArgumentsInvalid, calling, load_tools
 from kernos.testing.fake_openai import FakeOpenAIServer
 from kernos.testing.fake_sglang import FakeSGLangServer, calls_then_answers
@@ -197,6 +198,62 @@ def test_the_reply_is_parsed_into_calls(
 
 
 # --- through the kernel ---
+
+
+SHOUT = ToolSpec(
+    name="shout",
+    description="Upper-case text.",
+    parameters={"type": "object", "properties": {"text": {"type": "string"}}},
+)
+
+
+def test_an_agents_own_tools_are_offered_beside_the_kernels() -> None:
+    request = LLMRequest(
+        model="m", messages=[Message(role="user", content="hi")],
+        tools=["order"], agent_tools=[SHOUT],
+    )  # fmt: skip
+    registered = {"order": test_tools.order.spec()}
+    native = calling.offer(request, registered, native=True)
+    assert [spec.name for spec in native.tool_specs] == ["order", "shout"]
+    constrained = calling.offer(request, registered)
+    assert constrained.response_format is not None
+    offered = json.dumps(constrained.response_format.json_schema)
+    assert '{"const": "order"}' in offered and '{"const": "shout"}' in offered
+    assert "- shout(text?: string): Upper-case text." in constrained.messages[0].content
+    # As stored for a continuation: no tools left to validate against the format.
+    assert (constrained.tools, constrained.agent_tools) == ([], [])
+    reply = LLMResponse(
+        text=json.dumps({"tool_calls": [{"name": "shout", "arguments": {"text": "a"}}]}),
+        model="m", usage=TokenUsage(),
+    )  # fmt: skip
+    [call] = calling.parse(constrained, reply, "run/1").tool_calls
+    assert (call.name, json.loads(call.arguments)) == ("shout", {"text": "a"})
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"agent_tools": [SHOUT.model_copy(update={"name": "1shout"})]}, "is not a tool name"),
+        ({"tools": ["shout"], "agent_tools": [SHOUT]}, "named more than once"),
+        (
+            {"agent_tools": [SHOUT.model_copy(update={"parameters": {"properties": {"x": True}}})]},
+            "'properties' must map names to schemas",
+        ),
+        (
+            {"agent_tools": [SHOUT.model_copy(update={"parameters": {"type": "array"}})]},
+            "must be an object's schema",
+        ),
+        (
+            {"agent_tools": [SHOUT], "response_format": {"name": "f", "json_schema": {}}},
+            "tools and response_format cannot be combined",
+        ),
+    ],
+)
+def test_an_agents_own_tools_are_checked_by_name(change: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        LLMRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], **change}
+        )
 
 
 async def test_the_loop_runs_every_call_and_gives_results_back(

@@ -20,6 +20,7 @@ from kernos.kernel.syscalls.common import (
 )
 from kernos.kernel.syscalls.llm_calls import (
     MAX_TOOL_ARGUMENTS,
+    TOOL_NAME,
     Compaction,
     CompactRequest,
     ConversationOpen,
@@ -91,6 +92,7 @@ __all__ = [
     "CONVERSATIONS",
     "MAX_TOOL_ARGUMENTS",
     "NAME_PATTERN",
+    "TOOL_NAME",
     "ApprovalNotice",
     "Carried",
     "CompactRequest",

@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernos.kernel.syscalls.common import SyscallRequest, SyscallResponse, no_nul
 
-ToolName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+#: A tool's name: what models call it by (OpenAI's function-name rule, starting with a letter).
+TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+ToolName = Annotated[str, Field(pattern=TOOL_NAME.pattern)]
 """A tool's name: what models call it by (OpenAI's function-name rule, starting with a letter)."""
 MAX_TOOL_ARGUMENTS = 64 * 1024
 """Characters of a tool call's arguments that any request may carry; `[tools]
@@ -122,6 +125,22 @@ class JSONSchemaFormat(BaseModel):
     json_schema: dict[str, Any]
 
 
+def _object_schema(spec: ToolSpec) -> None:
+    """ValueError unless an agent tool's parameters are an object's JSON schema.
+
+    Its properties and definitions must be schemas: the kernel describes them to the model.
+    """
+    parameters = spec.parameters
+    for part in ("properties", "$defs"):
+        found = parameters.get(part, {})
+        if not (isinstance(found, dict) and all(isinstance(v, dict) for v in found.values())):
+            raise ValueError(
+                f"agent tool {spec.name!r}: its parameters' {part!r} must map names to schemas"
+            )
+    if parameters.get("type", "object") != "object":
+        raise ValueError(f"agent tool {spec.name!r}: its parameters must be an object's schema")
+
+
 class LLMRequest(SyscallRequest):
     """`llm.chat`: generate the next assistant message."""
 
@@ -143,13 +162,25 @@ class LLMRequest(SyscallRequest):
     tool_specs: list[ToolSpec] = []
     """Set by the kernel from its registry for a server that calls tools natively; whatever a
     workflow sends here is replaced."""
+    agent_tools: list[ToolSpec] = Field(default=[], max_length=64)
+    """Tools the agent's own code answers (a framework's handoffs, its functions that compute
+    in the run): offered to the model beside the kernel's `tools`, their calls come back in the
+    reply like any other. The kernel runs none of them; they are what the model is told."""
 
     @model_validator(mode="after")
     def _tools_or_format(self) -> Self:
-        if self.tools and self.response_format is not None:
+        if (self.tools or self.agent_tools) and self.response_format is not None:
             raise ValueError("tools and response_format cannot be combined in one request")
-        if len(set(self.tools)) != len(self.tools):
-            raise ValueError(f"tools are named more than once: {self.tools}")
+        names = [*self.tools, *(spec.name for spec in self.agent_tools)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tools are named more than once: {names}")
+        for spec in self.agent_tools:
+            if not TOOL_NAME.match(spec.name):
+                raise ValueError(
+                    f"agent tool {spec.name[:80]!r} is not a tool name: 1-64 letters, digits, "
+                    "'_' or '-', starting with a letter"
+                )
+            _object_schema(spec)
         return self
 
     def resource(self) -> str:

@@ -87,7 +87,7 @@ def offer(
     otherwise the kernel constrains the answer (`constrain`). Unknown tool names fail with
     UnknownTool; whatever `tool_specs` the workflow sent is replaced.
     """
-    if not request.tools:
+    if not (request.tools or request.agent_tools):
         return request.model_copy(update={"tool_specs": []}) if request.tool_specs else request
     specs = _specs(request, registered)
     if native:
@@ -96,12 +96,13 @@ def offer(
 
 
 def _specs(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> list[ToolSpec]:
+    """The kernel's tools the request names, from the registry, then the agent's own."""
     specs = []
     for name in request.tools:
         if name not in registered:
             raise UnknownTool(name, list(registered))
         specs.append(registered[name])
-    return specs
+    return [*specs, *request.agent_tools]
 
 
 def constrain(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> LLMRequest:
@@ -109,7 +110,7 @@ def constrain(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> LLMReq
 
     Unknown tool names fail with UnknownTool. A request without tools is returned as it is.
     """
-    if not request.tools:
+    if not (request.tools or request.agent_tools):
         return request
     specs = _specs(request, registered)
     described = "\n".join(_describe(spec) for spec in specs)
@@ -123,11 +124,12 @@ def constrain(request: LLMRequest, registered: Mapping[str, ToolSpec]) -> LLMReq
         messages[0] = Message(role="system", content=f"{messages[0].content}\n\n{instructions}")
     else:
         messages.insert(0, Message(role="system", content=instructions))
-    # model_copy: the stored request keeps `tools` empty, so it validates when reloaded.
+    # model_copy: the stored request keeps no tools, so it validates when reloaded.
     return request.model_copy(
         update={
             "messages": messages,
             "tools": [],
+            "agent_tools": [],
             "response_format": JSONSchemaFormat(
                 name=FORMAT_NAME, json_schema=schema(specs, required=required)
             ),
@@ -221,7 +223,9 @@ def _fields(schema: dict[str, Any]) -> str:
     )
 
 
-def _type_name(schema: dict[str, Any]) -> str:
+def _type_name(schema: Any) -> str:
+    if not isinstance(schema, dict):  # an agent's tool may say `true` for "anything"
+        return "any"
     if "$ref" in schema:
         return str(schema["$ref"]).rsplit("/", 1)[-1]
     if "anyOf" in schema:

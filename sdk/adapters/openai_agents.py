@@ -12,10 +12,13 @@ The run's messages cross in the SDK's own chat format (`Converter.items_to_messa
 model's answer comes back as the SDK's output items (`Converter.message_to_output_items`), so
 what the SDK makes of them (tool calls, the final output, `output_type`) is its own logic.
 
-Refused by name when the agent is loaded (nothing starts): tools that are not the kernel's
-(an inline `@function_tool` would run in the workflow, where I/O is impossible; hosted tools
-need OpenAI's servers) and handoffs. Not yet supported: streamed runs, MCP servers configured on
-the agent, the SDK's approvals.
+The agent's own function tools (`@function_tool`) and its handoffs stay the agent's: the model
+is told of them beside the kernel's tools (`LLMRequest.agent_tools`) and the SDK answers their
+calls inside the run, where code can compute but not reach anything; a tool that tries fails
+the run with an error naming it. Refused by name when the agent is loaded (nothing starts):
+hosted tools (they need OpenAI's servers), synchronous function tools (the SDK runs them in a
+thread, which a run does not have), MCP servers set on the agent. Not yet supported: streamed
+runs, the SDK's approvals.
 
 The SDK's tracing is switched off: it exports to OpenAI's platform from a thread of its own,
 which a confined pool cannot reach; the kernel's own tracing and audit cover the run.
@@ -27,13 +30,14 @@ import dataclasses
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pydantic_core
 from agents import (
     Agent as SDKAgent,
 )
 from agents import (
+    AgentsException,
     FunctionTool,
     Handoff,
     Model,
@@ -41,6 +45,7 @@ from agents import (
     ModelSettings,
     ModelTracing,
     RunConfig,
+    RunContextWrapper,
     Runner,
     Tool,
     Usage,
@@ -49,15 +54,17 @@ from agents import (
 from agents.agent_output import AgentOutputSchemaBase
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from agents.models.chatcmpl_converter import Converter
+from agents.tool import resolve_function_tool_failure_error_function
 from agents.tool_context import ToolContext
 from agents.tracing import setup as tracing_setup
 from agents.tracing.provider import DefaultTraceProvider
 from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageFunctionToolCall
 from openai.types.chat.chat_completion_message_function_tool_call import Function
 from pydantic import ValidationError
+from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 from kernos.agent import Agent
-from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest
+from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest, KernosError
 from kernos.kernel.syscalls import (
     JSONSchemaFormat,
     LLMRequest,
@@ -66,6 +73,7 @@ from kernos.kernel.syscalls import (
     Sampling,
     ToolCall,
     ToolCallRequest,
+    ToolSpec,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +83,8 @@ if TYPE_CHECKING:
 #: the tasks it starts (each run of a pool's process is a task of its own, with its context).
 _RUN: ContextVar[SyscallDispatcher] = ContextVar("kernos_openai_agents_run")
 
+#: How the SDK marks a function tool made of a synchronous function (run in a thread).
+_SYNC_MARKER = "__agents_sync_function_tool__"
 #: What kernos's JSON-schema formats may be named.
 _FORMAT_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -150,10 +160,8 @@ class KernosModel(Model):
         prompt: Any = None,
     ) -> ModelResponse:
         """The model's answer to the run's messages, as the SDK's output items."""
-        if handoffs:
-            raise InvalidRequest(_HANDOFFS)
         dispatcher = _dispatcher()
-        offered, choice = _offered(tools, model_settings)
+        offered, own, choice = _offered(tools, handoffs, model_settings)
         request = LLMRequest(
             model=self.model or dispatcher.run.spec.model or "",
             messages=_messages(system_instructions, input),
@@ -163,8 +171,9 @@ class KernosModel(Model):
                 max_tokens=model_settings.max_tokens,
             ),
             # kernos takes tools or a format, not both: with tools, the final answer is free.
-            response_format=None if offered else _format(output_schema),
+            response_format=None if offered or own else _format(output_schema),
             tools=offered,
+            agent_tools=own,
             tool_choice=choice,
         )
         return _model_response(await dispatcher.llm_chat(request))
@@ -185,9 +194,6 @@ class KernosModel(Model):
     ) -> AsyncIterator[TResponseStreamEvent]:
         """Not yet: a run's answers come whole (`Runner.run`)."""
         raise InvalidRequest("streamed runs (Runner.run_streamed) are not supported on kernos yet")
-
-
-_HANDOFFS = "handoffs are not supported on kernos yet: give the agent the other agents' tools"
 
 
 def _text(content: Any) -> str:
@@ -235,31 +241,41 @@ def _messages(system: str | None, input: str | list[TResponseInputItem]) -> list
     return messages
 
 
-def _offered(tools: Iterable[Tool], settings: ModelSettings) -> tuple[list[str], Any]:
-    """The kernel's tools to offer the model, and whether it must call one."""
-    names = []
+def _offered(
+    tools: Iterable[Tool], handoffs: Iterable[Handoff[Any, Any]], settings: ModelSettings
+) -> tuple[list[str], list[ToolSpec], Literal["auto", "required"]]:
+    """The kernel's tools to offer the model, the agent's own, and whether it must call one."""
+    kernel: list[str] = []
+    own: list[ToolSpec] = []
     for tool in tools:
-        if not isinstance(tool, KernosTool):
-            raise InvalidRequest(_not_the_kernels(tool))
-        names.append(tool.name)
+        if isinstance(tool, KernosTool):
+            kernel.append(tool.name)
+        elif isinstance(tool, FunctionTool):
+            own.append(ToolSpec(name=tool.name, description=tool.description,
+                                parameters=tool.params_json_schema))  # fmt: skip
+        else:
+            raise InvalidRequest(_hosted(tool))
+    for handoff in handoffs:
+        own.append(ToolSpec(name=handoff.tool_name, description=handoff.tool_description,
+                            parameters=handoff.input_json_schema))  # fmt: skip
     choice = settings.tool_choice
     if choice == "none":
-        return [], "auto"
+        return [], [], "auto"
     if choice in (None, "auto"):
-        return names, "auto"
+        return kernel, own, "auto"
     if choice == "required":
-        return names, "required"
+        return kernel, own, "required"
     named = str(choice)
-    if named not in names:
+    if named not in [*kernel, *(spec.name for spec in own)]:
         raise InvalidRequest(f"tool_choice names {named!r}, which the agent does not have")
-    return [named], "required"
+    return [n for n in kernel if n == named], [s for s in own if s.name == named], "required"
 
 
-def _not_the_kernels(tool: Tool) -> str:
+def _hosted(tool: Tool) -> str:
     return (
-        f"tool {tool.name!r} is not one of the kernel's: on kernos an agent's tools run on kernel "
-        "workers, decided and recorded. Register it with @kernos.tool and give the agent "
-        "kernos.adapters.openai_agents.tools(...)"
+        f"tool {tool.name!r} is a hosted tool ({type(tool).__name__}), which needs OpenAI's "
+        "servers: on kernos give the agent the kernel's tools, "
+        "kernos.adapters.openai_agents.tools(...), or a function tool of its own"
     )
 
 
@@ -299,18 +315,31 @@ def _model_response(response: LLMResponse) -> ModelResponse:
     )
 
 
-def check(agent: SDKAgent[Any]) -> None:
-    """ConfigError naming what kernos cannot run in `agent`, if anything."""
+def check(agent: SDKAgent[Any], seen: set[int] | None = None) -> None:
+    """ConfigError naming what kernos cannot run in `agent` or the agents it hands off to."""
+    seen = set() if seen is None else seen
+    if id(agent) in seen:
+        return
+    seen.add(id(agent))
     for tool in agent.tools:
-        if not isinstance(tool, KernosTool):
-            raise ConfigError(f"agent {agent.name!r}: {_not_the_kernels(tool)}")
-    if agent.handoffs:
-        raise ConfigError(f"agent {agent.name!r}: {_HANDOFFS}")
+        if isinstance(tool, KernosTool):
+            continue
+        if not isinstance(tool, FunctionTool):
+            raise ConfigError(f"agent {agent.name!r}: {_hosted(tool)}")
+        if getattr(tool.on_invoke_tool, _SYNC_MARKER, False):
+            raise ConfigError(
+                f"agent {agent.name!r}: function tool {tool.name!r} is synchronous, and the "
+                "SDK runs those in a thread, which a run does not have: make it `async def` "
+                "(it runs in the run: it may compute, not do I/O)"
+            )
     if agent.mcp_servers:
         raise ConfigError(
             f"agent {agent.name!r}: MCP servers on the agent are not supported on kernos yet; "
             "configure them in kernos ([[mcp]]) and give the agent their tools"
         )
+    for handoff in agent.handoffs:
+        if isinstance(handoff, SDKAgent):
+            check(handoff, seen)
 
 
 def _model_name(agent: SDKAgent[Any]) -> str | None:
@@ -346,11 +375,63 @@ def _without_sdk_tracing() -> None:
         set_trace_provider(_NoTracing())
 
 
+def _confined(tool: FunctionTool) -> FunctionTool:
+    """The agent's function tool, failing the run by name if it reaches outside the run.
+
+    The workflow sandbox refuses I/O, and a confined pool has no network: the tool's own
+    failure policy would show the model an error it cannot act on, so the run fails instead.
+    """
+    failing_as = resolve_function_tool_failure_error_function(tool)
+
+    def on_failure(context: RunContextWrapper[Any], error: Exception) -> Any:
+        if isinstance(error, RestrictedWorkflowAccessError | OSError):
+            raise InvalidRequest(
+                f"function tool {tool.name!r} reached outside the run ({error}): register "
+                f"what does I/O with @kernos.tool and give the agent "
+                f"kernos.adapters.openai_agents.tools({tool.name!r})"
+            ) from None
+        return failing_as(context, error) if failing_as is not None else None
+
+    return dataclasses.replace(
+        tool, _failure_error_function=on_failure, _use_default_failure_error_function=False
+    )
+
+
+def _governed(agent: SDKAgent[Any], seen: dict[int, SDKAgent[Any]]) -> SDKAgent[Any]:
+    """`agent` with kernos's model, its own tools confined, and its handoffs governed too."""
+    if id(agent) in seen:  # handoffs may go round in a circle
+        return seen[id(agent)]
+    governed = dataclasses.replace(agent, model=KernosModel(_model_name(agent)))
+    seen[id(agent)] = governed
+    governed.tools = [
+        tool if isinstance(tool, KernosTool) or not isinstance(tool, FunctionTool)
+        else _confined(tool)
+        for tool in agent.tools
+    ]  # fmt: skip
+    handoffs: list[SDKAgent[Any] | Handoff[Any, Any]] = []
+    for handoff in agent.handoffs:
+        if isinstance(handoff, SDKAgent):
+            handoffs.append(_governed(handoff, seen))
+            continue
+        invoke = handoff.on_invoke_handoff
+
+        async def governed_invoke(
+            context: RunContextWrapper[Any], arguments: str, invoke: Any = invoke
+        ) -> SDKAgent[Any]:
+            chosen = await invoke(context, arguments)
+            check(chosen)
+            return _governed(chosen, seen)
+
+        handoffs.append(dataclasses.replace(handoff, on_invoke_handoff=governed_invoke))
+    governed.handoffs = handoffs
+    return governed
+
+
 def wrap(agent: SDKAgent[Any]) -> type[Agent]:
     """A kernos agent that runs `agent` with the SDK's `Runner`, its calls as syscalls."""
     check(agent)
     _without_sdk_tracing()
-    governed = dataclasses.replace(agent, model=KernosModel(_model_name(agent)))
+    governed = _governed(agent, {})
 
     class OpenAIAgentsRun(Agent):
         name: ClassVar[str] = agent.name
@@ -367,6 +448,11 @@ def wrap(agent: SDKAgent[Any]) -> type[Agent]:
                 result = await Runner.run(
                     governed, task, run_config=RunConfig(tracing_disabled=True)
                 )
+            except AgentsException as exc:
+                # The SDK wraps what a tool raised: the kernel's own error ends the run as itself.
+                if isinstance(exc.__cause__, KernosError):
+                    raise exc.__cause__ from None
+                raise
             finally:
                 _RUN.reset(token)
             return _output(result.final_output)
