@@ -36,11 +36,18 @@ system:
 			echo "kernos: install bubblewrap (apt-get install bubblewrap) to confine agent code" >&2; \
 		fi; }
 
+# The OpenAI Agents SDK example (`make demo DEMO_AGENT=assistant`) is registered for its demo
+# only: importing the SDK would add a second to every pool's start-up check.
+ifeq ($(DEMO_AGENT),assistant)
+DEMO_ENV := KERNOS_AGENTS='{"planner": "kernos.examples.planner:PlannerAgent", "react": "kernos.examples.react:ReActAgent", "assistant": "kernos.examples.openai_assistant:assistant"}'
+DEMO_TASK := What is 12 * 34? Then save the answer to notes/answer.md.
+endif
+
 # The embedded stack (Temporal + UI, PostgreSQL, llama.cpp with Gemma 3 270M, workers), then the
 # example agent on a real task through the real model.
 demo: install
-	$(BIN)/kernos up
-	$(BIN)/kernos run $(DEMO_AGENT) "$(DEMO_TASK)"
+	$(DEMO_ENV) $(BIN)/kernos up
+	$(DEMO_ENV) $(BIN)/kernos run $(DEMO_AGENT) "$(DEMO_TASK)"
 
 down: install
 	$(BIN)/kernos down

@@ -451,3 +451,14 @@ AGENTS = {
     "other-memo": "tests.agents:MemoAgent",
     "forger": "tests.agents:ForgerAgent",
 }
+
+#: Agents written with the OpenAI Agents SDK (tests/sdk_agents.py), by path: apart from AGENTS,
+#: and named here so that importing them does not load the SDK into a test's process.
+SDK_AGENTS = {
+    "plain": "tests.sdk_agents:plain",
+    "typed": "tests.sdk_agents:typed",
+    "calculating": "tests.sdk_tool_agents:calculating",
+    "shouting": "tests.sdk_agents:shouting",
+    "peeking": "tests.sdk_agents:peeking",
+    "triage": "tests.sdk_agents:triage",
+}

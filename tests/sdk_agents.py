@@ -11,16 +11,6 @@ from pathlib import Path
 from agents import Agent, ModelSettings, WebSearchTool, function_tool
 from pydantic import BaseModel
 
-#: The SDK agents the tests register, by path (the replay of their histories too).
-SDK_AGENTS = {
-    "plain": "tests.sdk_agents:plain",
-    "typed": "tests.sdk_agents:typed",
-    "calculating": "tests.sdk_tool_agents:calculating",
-    "shouting": "tests.sdk_agents:shouting",
-    "peeking": "tests.sdk_agents:peeking",
-    "triage": "tests.sdk_agents:triage",
-}
-
 plain = Agent(name="plain", instructions="Answer in one word.")
 
 

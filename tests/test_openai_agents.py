@@ -6,6 +6,7 @@ makes of the answers); the servers tier runs one through the real kernel, audite
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -16,15 +17,16 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
 from kernos import KernosClient, RunSpec
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.errors import ConfigError
 from kernos.kernel.llm.scripted import ScriptedBackend
 from kernos.kernel.syscalls import LLMResponse, ToolCall
 from kernos.workflows import agent_registry
+from tests.agents import SDK_AGENTS
 from tests.conftest import KeepHistory, workers
 from tests.fake_kernel import MODEL, USAGE, FakeKernel, started
-from tests.sdk_agents import SDK_AGENTS
 from tests.test_tools import answer, calls, ledger, tool_settings
 
 
@@ -194,3 +196,27 @@ async def test_a_tool_using_agent_runs_through_the_real_kernel_every_call_audite
     # constrained JSON).
     seen = [m.content for m in backend.requests[1].messages]
     assert any(c.startswith("Result of tool call ") and c.endswith("\n408") for c in seen), seen
+
+
+async def test_the_example_completes_on_the_local_model_every_call_a_syscall(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, tmp_path: Path
+) -> None:
+    instance = {"name": "local", "kind": "llamacpp", "model": MODEL_ALIAS,
+                "base_url": llama.base_url, "slots": 4}  # fmt: skip
+    settings = tool_settings(
+        temporal, postgres, tmp_path, llm=[instance],
+        agents={"assistant": "kernos.examples.openai_assistant:assistant"},
+    )  # fmt: skip
+    task = "What is 12 * 34? Then save the answer to notes/answer.md."
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="assistant", task=task))
+        result = await asyncio.wait_for(handle.result(), 300)
+        view = await client.show(handle.run_id)
+    made = [(c.syscall, c.resource, c.decision) for c in view.syscalls if c.syscall != "run.end"]
+    # The first turn must call a tool (the example's tool_choice): the small model computes
+    # (the calls of one turn run at once, in no set order).
+    assert made[0] == ("llm.chat", f"llm:{MODEL_ALIAS}", "allow"), made
+    assert ("tool.call", "tool:calculator", "allow") in made, made
+    assert {syscall for syscall, _, _ in made} == {"llm.chat", "tool.call"}
+    assert result.syscalls == len(made)
+    assert result.output.strip()

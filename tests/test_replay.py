@@ -14,8 +14,7 @@ from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun
 from kernos.workflows.agent_worker import sandbox_runner
 from tests import workflow_sources
-from tests.agents import AGENTS
-from tests.sdk_agents import SDK_AGENTS
+from tests.agents import AGENTS, SDK_AGENTS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

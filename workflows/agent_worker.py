@@ -38,8 +38,6 @@ PASSTHROUGH = (
     # runner, its trace provider) is one per pool, never across tenants' pools.
     "agents",
     "openai",
-    "mcp",
-    "mcp_types",
 )
 
 
