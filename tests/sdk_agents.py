@@ -58,6 +58,16 @@ def whisper(text: str) -> str:
 #: A synchronous function tool: kernos refuses the agent at load, saying what to change.
 whispering = Agent(name="whispering", instructions="Whisper.", tools=[whisper])
 
+
+@function_tool(needs_approval=True)
+async def launch(target: str) -> str:
+    """Launch at `target` (the SDK asks a human first)."""
+    return f"launched at {target}"
+
+
+#: The SDK's own approval: kernos asks for approvals in its policy, so it refuses this at load.
+launching = Agent(name="launching", instructions="Launch.", tools=[launch])
+
 #: Hands off to `plain`.
 triage = Agent(name="triage", instructions="Hand off to the right agent.", handoffs=[plain])
 

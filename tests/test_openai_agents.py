@@ -21,7 +21,7 @@ from kernos import KernosClient, RunSpec
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.errors import ConfigError
+from kernos.kernel.errors import AccessDenied, ConfigError
 from kernos.kernel.llm.scripted import ScriptedBackend
 from kernos.kernel.syscalls import LLMResponse, ToolCall
 from kernos.testing.fake_openai import FakeOpenAIServer
@@ -95,6 +95,27 @@ async def test_an_output_type_is_asked_for_as_a_json_schema_and_parsed(client: C
     assert (request.sampling.temperature, request.sampling.max_tokens) == (0.0, 64)
 
 
+def test_an_sdk_of_another_version_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernos.adapters import openai_agents
+
+    monkeypatch.setattr(openai_agents, "agents_version", "0.30.1")
+    with pytest.raises(ConfigError, match=r"openai-agents 0\.30\.1 is installed; .* 0\.22\.x"):
+        agent_registry.resolve("tests.sdk_agents:plain")
+
+
+async def test_a_model_the_policy_denies_ends_the_run_as_access_denied(client: Client) -> None:
+    kernel = FakeKernel(refuse_first=AccessDenied("llm.chat on llm:fake-model denied by policy"))
+    async with started(client, kernel, "plain", "hi") as (handle, _):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert (cause.type, cause.message) == (
+        "AccessDenied",
+        "llm.chat on llm:fake-model denied by policy",
+    )
+
+
 async def test_the_agents_own_tools_are_offered_and_answered_inside_the_run(
     client: Client,
 ) -> None:
@@ -157,6 +178,7 @@ async def test_a_handoff_is_the_models_call_and_the_next_agent_is_governed_too(
         ("tests.sdk_agents:whispering", "function tool 'whisper' is synchronous"),
         ("tests.sdk_agents:whispering", "make it `async def`"),
         ("tests.sdk_agents:searching", "tool 'web_search' is a hosted tool"),
+        ("tests.sdk_agents:launching", "tool 'launch' sets needs_approval"),
         ("tests.sdk_agents:not_an_agent", "is neither a subclass of kernos.Agent nor an agent"),
     ],
 )

@@ -58,6 +58,7 @@ from agents.tool import resolve_function_tool_failure_error_function
 from agents.tool_context import ToolContext
 from agents.tracing import setup as tracing_setup
 from agents.tracing.provider import DefaultTraceProvider
+from agents.version import __version__ as agents_version
 from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageFunctionToolCall
 from openai.types.chat.chat_completion_message_function_tool_call import Function
 from pydantic import ValidationError
@@ -83,6 +84,8 @@ if TYPE_CHECKING:
 #: the tasks it starts (each run of a pool's process is a task of its own, with its context).
 _RUN: ContextVar[SyscallDispatcher] = ContextVar("kernos_openai_agents_run")
 
+#: The SDK versions this adapter is written and tested against (its seams change between them).
+SUPPORTED = "0.22"
 #: How the SDK marks a function tool made of a synchronous function (run in a thread).
 _SYNC_MARKER = "__agents_sync_function_tool__"
 #: What kernos's JSON-schema formats may be named.
@@ -317,15 +320,26 @@ def _model_response(response: LLMResponse) -> ModelResponse:
 
 def check(agent: SDKAgent[Any], seen: set[int] | None = None) -> None:
     """ConfigError naming what kernos cannot run in `agent` or the agents it hands off to."""
+    if not agents_version.startswith(f"{SUPPORTED}."):
+        raise ConfigError(
+            f"openai-agents {agents_version} is installed; kernos.adapters.openai_agents "
+            f"supports {SUPPORTED}.x (pip install 'kernos[openai-agents]')"
+        )
     seen = set() if seen is None else seen
     if id(agent) in seen:
         return
     seen.add(id(agent))
     for tool in agent.tools:
-        if isinstance(tool, KernosTool):
-            continue
         if not isinstance(tool, FunctionTool):
             raise ConfigError(f"agent {agent.name!r}: {_hosted(tool)}")
+        if tool.needs_approval:
+            raise ConfigError(
+                f"agent {agent.name!r}: tool {tool.name!r} sets needs_approval, which kernos "
+                "does not take from the SDK yet: ask for a human's approval in kernos's policy "
+                "instead (an `a` rule on the kernel's tool, decided with `kernos approve`)"
+            )
+        if isinstance(tool, KernosTool):
+            continue
         if getattr(tool.on_invoke_tool, _SYNC_MARKER, False):
             raise ConfigError(
                 f"agent {agent.name!r}: function tool {tool.name!r} is synchronous, and the "
