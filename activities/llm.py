@@ -92,9 +92,13 @@ class LLMActivities:
         """Generate the next assistant message, heartbeating the partial output."""
         run_id = caller().run_id
         key = activity_key()
-        resolved = calling.offer(
-            await self.context.resolve(request, run_id, key), self.tools, native=self.native_tools
-        )
+        context = await self.context.resolve(request, run_id, key)
+        try:
+            resolved = calling.offer(context, self.tools, native=self.native_tools)
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # Tools of the agent's own that the kernel cannot describe: the run's error to
+            # handle, never an attempt to retry.
+            raise InvalidRequest(f"the request's tools cannot be offered: {exc}") from None
         try:
             response, snapshot = await self._generate(resolved, _last_snapshot())
         except ContextTooLong:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents import Agent, ModelSettings, WebSearchTool, function_tool
+from agents import Agent, ModelRetrySettings, ModelSettings, WebSearchTool, function_tool
 from pydantic import BaseModel
 
 plain = Agent(name="plain", instructions="Answer in one word.")
@@ -67,6 +67,30 @@ async def launch(target: str) -> str:
 
 #: The SDK's own approval: kernos asks for approvals in its policy, so it refuses this at load.
 launching = Agent(name="launching", instructions="Launch.", tools=[launch])
+
+#: Another agent as a tool: its own run would not be governed, refused at load.
+consulting = Agent(
+    name="consulting",
+    instructions="Ask the expert.",
+    tools=[plain.as_tool(tool_name="ask_plain", tool_description="Ask plain.")],
+)
+
+#: The SDK's own retries of model calls (random delays a replay cannot repeat): refused.
+retrying = Agent(
+    name="retrying",
+    instructions="Retry.",
+    model_settings=ModelSettings(retry=ModelRetrySettings(max_retries=3)),
+)
+
+
+@function_tool(name_override="shout.loud")
+async def loud(text: str) -> str:
+    """Upper-case `text`, under a name no model can call."""
+    return text.upper()
+
+
+#: A tool name a model cannot call: refused at load rather than at the first model call.
+misnamed = Agent(name="misnamed", instructions="Shout.", tools=[loud])
 
 #: Hands off to `plain`.
 triage = Agent(name="triage", instructions="Hand off to the right agent.", handoffs=[plain])

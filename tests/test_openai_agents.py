@@ -179,6 +179,9 @@ async def test_a_handoff_is_the_models_call_and_the_next_agent_is_governed_too(
         ("tests.sdk_agents:whispering", "make it `async def`"),
         ("tests.sdk_agents:searching", "tool 'web_search' is a hosted tool"),
         ("tests.sdk_agents:launching", "tool 'launch' sets needs_approval"),
+        ("tests.sdk_agents:consulting", "tool 'ask_plain' is an agent run as a tool"),
+        ("tests.sdk_agents:retrying", "model_settings.retry would retry model calls"),
+        ("tests.sdk_agents:misnamed", "tool name 'shout.loud' is not one a model can call"),
         ("tests.sdk_agents:not_an_agent", "is neither a subclass of kernos.Agent nor an agent"),
     ],
 )

@@ -231,9 +231,36 @@ def test_an_agents_own_tools_are_offered_beside_the_kernels() -> None:
 
 
 @pytest.mark.parametrize(
+    "parameters",
+    [
+        {"type": "object", "required": 5},
+        {"type": "object", "properties": {"a": {"anyOf": 5}}},
+        {"type": "object", "$defs": {"X": {"properties": [1]}}},
+        {"type": "object", "properties": {"a": {"items": True, "type": "array"}}},
+    ],
+)
+def test_an_agents_tool_of_an_odd_shape_is_still_described(parameters: dict[str, Any]) -> None:
+    # What an agent sends is described as best the kernel can: never an error to retry.
+    odd = SHOUT.model_copy(update={"parameters": parameters})
+    request = LLMRequest(
+        model="m", messages=[Message(role="user", content="hi")], agent_tools=[odd]
+    )
+    constrained = calling.offer(request, {})
+    assert "- shout(" in constrained.messages[0].content
+
+
+@pytest.mark.parametrize(
     ("change", "problem"),
     [
         ({"agent_tools": [SHOUT.model_copy(update={"name": "1shout"})]}, "is not a tool name"),
+        (
+            {"agent_tools": [SHOUT.model_copy(update={"description": "nul \x00 here"})]},
+            "hold a NUL character",
+        ),
+        (
+            {"agent_tools": [SHOUT.model_copy(update={"description": "x" * 70_000})]},
+            "at most 65536",
+        ),
         ({"tools": ["shout"], "agent_tools": [SHOUT]}, "named more than once"),
         (
             {"agent_tools": [SHOUT.model_copy(update={"parameters": {"properties": {"x": True}}})]},

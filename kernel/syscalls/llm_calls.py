@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal, Self
 
@@ -15,6 +16,8 @@ from kernos.kernel.syscalls.common import SyscallRequest, SyscallResponse, no_nu
 #: A tool's name: what models call it by (OpenAI's function-name rule, starting with a letter).
 TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 ToolName = Annotated[str, Field(pattern=TOOL_NAME.pattern)]
+#: Characters of JSON the agent's own tools may take in one request: what the model is told.
+MAX_AGENT_TOOLS_CHARS = 64 * 1024
 """A tool's name: what models call it by (OpenAI's function-name rule, starting with a letter)."""
 MAX_TOOL_ARGUMENTS = 64 * 1024
 """Characters of a tool call's arguments that any request may carry; `[tools]
@@ -174,6 +177,15 @@ class LLMRequest(SyscallRequest):
         names = [*self.tools, *(spec.name for spec in self.agent_tools)]
         if len(set(names)) != len(names):
             raise ValueError(f"tools are named more than once: {names}")
+        if self.agent_tools:
+            told = json.dumps([spec.model_dump() for spec in self.agent_tools])
+            if "\\u0000" in told:
+                raise ValueError("agent tools hold a NUL character, which the kernel cannot store")
+            if len(told) > MAX_AGENT_TOOLS_CHARS:
+                raise ValueError(
+                    f"agent tools are {len(told)} characters of JSON; at most "
+                    f"{MAX_AGENT_TOOLS_CHARS}"
+                )
         for spec in self.agent_tools:
             if not TOOL_NAME.match(spec.name):
                 raise ValueError(

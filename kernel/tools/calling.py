@@ -203,7 +203,7 @@ def _describe(spec: ToolSpec) -> str:
     notes = "; ".join(
         f"{name}: {schema['description']}"
         for name, schema in properties.items()
-        if isinstance(schema.get("description"), str)
+        if isinstance(schema, dict) and isinstance(schema.get("description"), str)
     )
     types = "; ".join(
         f"{name} = {{{_fields(schema)}}}"
@@ -215,8 +215,12 @@ def _describe(spec: ToolSpec) -> str:
     )
 
 
-def _fields(schema: dict[str, Any]) -> str:
-    required = set(schema.get("required", []))
+def _fields(schema: Any) -> str:
+    # An agent's tool schema is its own: anything of the wrong shape reads as "any".
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties", {}), dict):
+        return ""
+    listed = schema.get("required", [])
+    required = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
     return ", ".join(
         f"{name}{'' if name in required else '?'}: {_type_name(field)}"
         for name, field in schema.get("properties", {}).items()
@@ -228,7 +232,7 @@ def _type_name(schema: Any) -> str:
         return "any"
     if "$ref" in schema:
         return str(schema["$ref"]).rsplit("/", 1)[-1]
-    if "anyOf" in schema:
+    if isinstance(schema.get("anyOf"), list):
         return " | ".join(_type_name(option) for option in schema["anyOf"])
     if schema.get("type") == "array":
         return f"list of {_type_name(schema.get('items', {}))}"

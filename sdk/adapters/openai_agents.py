@@ -26,12 +26,14 @@ which a confined pool cannot reach; the kernel's own tracing and audit cover the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import httpx
 import pydantic_core
 from agents import (
     Agent as SDKAgent,
@@ -59,9 +61,11 @@ from agents.tool_context import ToolContext
 from agents.tracing import setup as tracing_setup
 from agents.tracing.provider import DefaultTraceProvider
 from agents.version import __version__ as agents_version
+from openai import APIConnectionError
 from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageFunctionToolCall
 from openai.types.chat.chat_completion_message_function_tool_call import Function
 from pydantic import ValidationError
+from temporalio.exceptions import FailureError
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 from kernos.agent import Agent
@@ -76,6 +80,7 @@ from kernos.kernel.syscalls import (
     ToolCallRequest,
     ToolSpec,
 )
+from kernos.kernel.syscalls.llm_calls import TOOL_NAME
 
 if TYPE_CHECKING:
     from kernos.workflows.dispatcher import SyscallDispatcher
@@ -88,6 +93,8 @@ _RUN: ContextVar[SyscallDispatcher] = ContextVar("kernos_openai_agents_run")
 SUPPORTED = "0.22"
 #: How the SDK marks a function tool made of a synchronous function (run in a thread).
 _SYNC_MARKER = "__agents_sync_function_tool__"
+#: Errors of a client that could not reach its server (a confined pool has no network).
+_UNREACHABLE = (httpx.TransportError, APIConnectionError)
 #: What kernos's JSON-schema formats may be named.
 _FORMAT_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -122,9 +129,12 @@ def _kernos_tool(name: str) -> KernosTool:
         raise ConfigError(f"{name!r} cannot name a kernos tool: {exc.errors()[0]['msg']}") from None
 
     async def call(context: ToolContext[Any], arguments: str) -> str:
-        request = ToolCallRequest(
-            name=name, arguments=arguments or "{}", call_id=context.tool_call_id
-        )
+        try:
+            request = ToolCallRequest(
+                name=name, arguments=arguments or "{}", call_id=context.tool_call_id
+            )
+        except ValidationError as exc:  # arguments over any limit, say: the model's to mend
+            return f"error (InvalidRequest): {exc.errors()[0]['msg']}"
         try:
             result = await _dispatcher().tool_call(request)
         except (AccessDenied, InvalidRequest) as exc:
@@ -219,7 +229,8 @@ def _messages(system: str | None, input: str | list[TResponseInputItem]) -> list
     messages = [Message(role="system", content=system)] if system else []
     for item in Converter.items_to_messages(input):
         chat: dict[str, Any] = dict(item)
-        role, content = chat["role"], _text(chat.get("content"))
+        # An agent's own tool may answer with NUL, which a stored message cannot hold.
+        role, content = chat["role"], _text(chat.get("content")).replace("\x00", "\ufffd")
         if role in ("system", "developer"):
             messages.append(Message(role="system", content=content))
         elif role == "user":
@@ -329,9 +340,24 @@ def check(agent: SDKAgent[Any], seen: set[int] | None = None) -> None:
     if id(agent) in seen:
         return
     seen.add(id(agent))
+    if agent.model_settings.retry is not None:
+        raise ConfigError(
+            f"agent {agent.name!r}: model_settings.retry would retry model calls inside the "
+            "run, with random delays a replay cannot repeat: kernos retries them (leave it unset)"
+        )
     for tool in agent.tools:
         if not isinstance(tool, FunctionTool):
             raise ConfigError(f"agent {agent.name!r}: {_hosted(tool)}")
+        if not TOOL_NAME.match(tool.name):
+            raise ConfigError(
+                f"agent {agent.name!r}: tool name {tool.name!r} is not one a model can call: "
+                "1-64 letters, digits, '_' or '-', starting with a letter"
+            )
+        if tool._is_agent_tool:
+            raise ConfigError(
+                f"agent {agent.name!r}: tool {tool.name!r} is an agent run as a tool, whose "
+                "own run kernos does not govern yet: hand off to that agent instead"
+            )
         if tool.needs_approval:
             raise ConfigError(
                 f"agent {agent.name!r}: tool {tool.name!r} sets needs_approval, which kernos "
@@ -354,6 +380,11 @@ def check(agent: SDKAgent[Any], seen: set[int] | None = None) -> None:
     for handoff in agent.handoffs:
         if isinstance(handoff, SDKAgent):
             check(handoff, seen)
+        elif not TOOL_NAME.match(handoff.tool_name):
+            raise ConfigError(
+                f"agent {agent.name!r}: handoff tool {handoff.tool_name!r} is not a name a "
+                "model can call: give the handoff a tool_name_override"
+            )
 
 
 def _model_name(agent: SDKAgent[Any]) -> str | None:
@@ -398,7 +429,8 @@ def _confined(tool: FunctionTool) -> FunctionTool:
     failing_as = resolve_function_tool_failure_error_function(tool)
 
     def on_failure(context: RunContextWrapper[Any], error: Exception) -> Any:
-        if isinstance(error, RestrictedWorkflowAccessError | OSError):
+        reached = isinstance(error, (RestrictedWorkflowAccessError, OSError, *_UNREACHABLE))
+        if reached and not isinstance(error, TimeoutError):
             raise InvalidRequest(
                 f"function tool {tool.name!r} reached outside the run ({error}): register "
                 f"what does I/O with @kernos.tool and give the agent "
@@ -411,12 +443,18 @@ def _confined(tool: FunctionTool) -> FunctionTool:
     )
 
 
-def _governed(agent: SDKAgent[Any], seen: dict[int, SDKAgent[Any]]) -> SDKAgent[Any]:
+Governed = dict[int, tuple[SDKAgent[Any], SDKAgent[Any]]]
+"""Agents already governed, by their id: (the agent, its governed copy). The agent is kept, so
+that its id is not reused by another while the entry lives."""
+
+
+def _governed(agent: SDKAgent[Any], seen: Governed) -> SDKAgent[Any]:
     """`agent` with kernos's model, its own tools confined, and its handoffs governed too."""
-    if id(agent) in seen:  # handoffs may go round in a circle
-        return seen[id(agent)]
+    known = seen.get(id(agent))
+    if known is not None and known[0] is agent:  # handoffs may go round in a circle
+        return known[1]
     governed = dataclasses.replace(agent, model=KernosModel(_model_name(agent)))
-    seen[id(agent)] = governed
+    seen[id(agent)] = (agent, governed)
     governed.tools = [
         tool if isinstance(tool, KernosTool) or not isinstance(tool, FunctionTool)
         else _confined(tool)
@@ -434,7 +472,8 @@ def _governed(agent: SDKAgent[Any], seen: dict[int, SDKAgent[Any]]) -> SDKAgent[
         ) -> SDKAgent[Any]:
             chosen = await invoke(context, arguments)
             check(chosen)
-            return _governed(chosen, seen)
+            # Made anew at each call, maybe: governed apart, never from the shared cache.
+            return _governed(chosen, {})
 
         handoffs.append(dataclasses.replace(handoff, on_invoke_handoff=governed_invoke))
     governed.handoffs = handoffs
@@ -460,12 +499,18 @@ def wrap(agent: SDKAgent[Any]) -> type[Agent]:
             token = _RUN.set(self._dispatcher)
             try:
                 result = await Runner.run(
-                    governed, task, run_config=RunConfig(tracing_disabled=True)
+                    governed,
+                    task,
+                    run_config=RunConfig(tracing_disabled=True, trace_include_sensitive_data=False),
                 )
             except AgentsException as exc:
-                # The SDK wraps what a tool raised: the kernel's own error ends the run as itself.
-                if isinstance(exc.__cause__, KernosError):
-                    raise exc.__cause__ from None
+                # The SDK wraps what a tool raised: the kernel's own error, Temporal's failure
+                # or a cancellation ends the run as itself.
+                cause = exc.__cause__
+                while cause is not None:
+                    if isinstance(cause, KernosError | FailureError | asyncio.CancelledError):
+                        raise cause from None
+                    cause = cause.__cause__
                 raise
             finally:
                 _RUN.reset(token)
