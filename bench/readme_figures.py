@@ -414,7 +414,45 @@ def scheduling() -> str:
     return _table(["benchmark", "figure (last run)", "goal", ""], rows)
 
 
+def frameworks() -> str:
+    """`bench/frameworks.py`: an SDK agent directly, by Temporal's plugin, on kernos."""
+    result = _load("frameworks")
+    rows = []
+    for instances, ways in result["settings"].items():
+        direct = ways["direct"]["tasks_per_s"]
+        for way, figures in ways.items():
+            ratio = figures["tasks_per_s"] / direct
+            added = figures.get("added_ms_per_model_call")
+            rows.append(
+                [
+                    instances,
+                    way,
+                    f"{figures['tasks_per_s']:.1f}",
+                    f"{ratio:.2f}x",
+                    f"{figures['p50_s']:.2f}",
+                    f"{figures['p99_s']:.2f}",
+                    "" if added is None else f"{added:.0f}",
+                ]
+            )
+    one, four = result["settings"].get("1"), result["settings"].get("4")
+    goals = []
+    if one is not None:
+        share = one["kernos"]["tasks_per_s"] / one["direct"]["tasks_per_s"]
+        goals.append(f"kernos on one instance ≥ 0.95x direct: {share:.2f}x, {_met(share >= 0.95)}")
+    if four is not None:
+        share = four["kernos"]["tasks_per_s"] / four["direct"]["tasks_per_s"]
+        goals.append(f"on four ≥ 1.5x direct: {share:.2f}x, {_met(share >= 1.5)}")
+        kernos, plugin = (four[w]["added_ms_per_model_call"] for w in ("kernos", "plugin"))
+        goals.append(
+            f"ms added per model call ≤ 1.10x the plugin's (4 instances): {kernos:.0f} against "
+            f"{plugin:.0f}, {_met(kernos <= 1.10 * plugin)}"
+        )
+    header = ["instances", "way", "tasks/s", "of direct", "p50 s", "p99 s", "+ms per model call"]
+    return _table(header, rows) + "\nGoals: " + "; ".join(goals) + ".\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "frameworks": frameworks,
     "pools": pools,
     "syscall_overhead": syscall_overhead,
     "llm_throughput": llm_throughput,

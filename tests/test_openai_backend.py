@@ -200,3 +200,23 @@ async def test_the_fake_answers_whole_when_not_asked_to_stream() -> None:
     assert answer["choices"][0]["message"] == {"role": "assistant", "content": "one two"}
     assert answer["choices"][0]["finish_reason"] == "length"
     assert answer["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+
+
+async def test_the_fake_takes_a_tool_call_turn_without_content() -> None:
+    # OpenAI's clients send an assistant turn of tool calls with `content: null`.
+    messages = [
+        {"role": "user", "content": "12 * 34?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "c1", "type": "function",
+            "function": {"name": "calculator", "arguments": "{}"},
+        }]},
+        {"role": "tool", "tool_call_id": "c1", "content": "408"},
+    ]  # fmt: skip
+    body = {"model": "m", "messages": messages}
+    async with (
+        FakeOpenAIServer(lambda body: "408 it is") as fake,
+        httpx.AsyncClient(base_url=fake.base_url) as http,
+    ):
+        answer = (await http.post("/v1/chat/completions", json=body)).json()
+    assert answer["choices"][0]["message"]["content"] == "408 it is"
+    assert answer["usage"]["prompt_tokens"] == 4  # words of "12 * 34?" and "408"; null is 0

@@ -172,7 +172,8 @@ class FakeOpenAIServer:
             if self.token_delay_s:
                 await asyncio.sleep(self.token_delay_s)
             yield {"choices": [{"index": 0, "delta": {"content": piece}}]}
-        prompt = sum(len(m["content"].split()) for m in messages)
+        # An assistant turn of tool calls may have no content (OpenAI's clients send null).
+        prompt = sum(len((m.get("content") or "").split()) for m in messages)
         finish = "length" if len(sent) < len(remaining) else "stop"
         yield {
             "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],

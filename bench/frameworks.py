@@ -1,0 +1,235 @@
+"""Agents written with a framework, run three ways: directly, by Temporal's plugin, on kernos.
+
+The workload (`framework_agents.py`): an OpenAI Agents SDK agent that calls a calculator, then
+answers: two model calls and one tool call per task. `--tasks` tasks, `--at-once` in flight,
+each way on the same simulated model servers:
+- **direct**: the SDK's `Runner.run` against the servers itself, its model client picking an
+  instance round-robin, its calculator a function tool of its own;
+- **plugin**: Temporal's `OpenAIAgentsPlugin` on the same Temporal server, its model calls
+  activities on the workflow's worker (round-robin over the instances), its tool in the
+  workflow;
+- **kernos**: the agent registered by path, its model calls `llm.chat` syscalls pulled by each
+  instance's worker within its slots, its calculator the kernel's (`tool.call`, decided and
+  ledgered).
+
+The servers: OpenAI-compatible fakes with a fixed time per token and a fixed number of slots
+each (a request waits for a slot, as in llama-server), 1, 2 and 4 of them. Figures per way and
+instance count: tasks per second, p50 and p99 seconds per task, and the milliseconds each way
+adds per model call over the direct run (p50). `bench/results/frameworks.json`.
+Run: `python bench/frameworks.py [--instances 1 2 4] [--tasks 48] [--at-once 16]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import Any
+
+from agents import (
+    Model,
+    ModelProvider,
+    OpenAIChatCompletionsModel,
+    RunConfig,
+    Runner,
+    set_tracing_disabled,
+)
+from bench_results import run_benchmark, write_results
+from bench_stack import Services, kernel, services
+from framework_agents import TASK, PluginTask, direct_agent
+from openai import AsyncOpenAI
+from temporalio.client import Client
+from temporalio.openai_agents import ModelActivityParameters, OpenAIAgentsPlugin
+from temporalio.worker import Worker
+
+from kernos import RunSpec
+from kernos.testing.fake_openai import FakeOpenAIServer, Recorded
+
+MODEL = "sim"
+#: Per server: requests generated at once (llama-server's `-np`).
+SLOTS = 2
+#: The simulated model's time per token, about llama-server's on this machine.
+TOKEN_S = 0.012
+#: Tokens of the answer, and of a tool call (generated before the call is sent whole).
+ANSWER = "408" + " ." * 15
+CALL_TOKENS = 10
+
+
+def tool_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's calls: the calculator first, then none (it answers)."""
+    if any(message["role"] == "tool" for message in body["messages"]):
+        return []
+    return [{"name": "calculator", "arguments": {"expression": "12 * 34"}}]
+
+
+class SlottedServer(FakeOpenAIServer):
+    """A fake whose requests wait for one of its slots, as a real server's do."""
+
+    def __init__(self, slots: int) -> None:
+        super().__init__(lambda body: ANSWER, token_delay_s=TOKEN_S, tool_calls=tool_calls)
+        self.slots = asyncio.Semaphore(slots)
+
+    async def _stream(self, record: Recorded) -> AsyncIterator[Any]:
+        async with self.slots:
+            if record.body.get("tools") and tool_calls(record.body):
+                await asyncio.sleep(CALL_TOKENS * TOKEN_S)
+            async for chunk in super()._stream(record):
+                yield chunk
+
+
+class RoundRobin(ModelProvider):
+    """What an agent does without a kernel: each model call to the next instance in turn."""
+
+    def __init__(self, base_urls: list[str]) -> None:
+        clients = [AsyncOpenAI(base_url=f"{url}/v1", api_key="none") for url in base_urls]
+        self._clients = itertools.cycle(clients)
+
+    def get_model(self, model_name: str | None) -> Model:
+        return OpenAIChatCompletionsModel(model_name or MODEL, next(self._clients))
+
+
+async def timed(
+    one_task: Callable[[], Awaitable[str]], tasks: int, at_once: int
+) -> dict[str, float]:
+    """`tasks` tasks, `at_once` in flight: tasks per second, p50 and p99 seconds each."""
+    slots = asyncio.Semaphore(at_once)
+    seconds: list[float] = []
+
+    async def in_slot() -> None:
+        async with slots:
+            began = time.perf_counter()
+            output = await one_task()
+            assert output.startswith("408"), output
+            seconds.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(in_slot() for _ in range(tasks)))
+    wall = time.perf_counter() - began
+    ordered = sorted(seconds)
+    return {
+        "tasks_per_s": round(tasks / wall, 2),
+        "p50_s": round(statistics.median(ordered), 3),
+        "p99_s": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
+    }
+
+
+async def one_setting(
+    running: Services, instances: int, tasks: int, at_once: int
+) -> dict[str, Any]:
+    """The three ways on `instances` servers; each warmed by one task first."""
+    async with AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(SlottedServer(SLOTS)) for _ in range(instances)]
+        urls = [server.base_url for server in servers]
+        config = RunConfig(model_provider=RoundRobin(urls), tracing_disabled=True)
+
+        async def direct() -> str:
+            return str(
+                (await Runner.run(direct_agent(MODEL), TASK, run_config=config)).final_output
+            )
+
+        plugin = OpenAIAgentsPlugin(
+            model_params=ModelActivityParameters(start_to_close_timeout=timedelta(seconds=120)),
+            model_provider=RoundRobin(urls),
+        )
+        plugin_client = await Client.connect(running.temporal.address, plugins=[plugin])
+        queue = f"frameworks-{uuid.uuid4().hex[:8]}"
+        await stack.enter_async_context(
+            Worker(
+                plugin_client,
+                task_queue=queue,
+                workflows=[PluginTask],
+                max_concurrent_activities=1000,
+            )
+        )
+
+        async def through_plugin() -> str:
+            return await plugin_client.execute_workflow(
+                PluginTask.run, args=[TASK, MODEL], id=f"plugin-{uuid.uuid4().hex[:10]}",
+                task_queue=queue,
+            )  # fmt: skip
+
+        settings = running.settings(
+            llm=[
+                {
+                    "name": f"sim{number}",
+                    "kind": "openai",
+                    "model": MODEL,
+                    "base_url": url,
+                    "slots": SLOTS,
+                    "tool_calling": "native",
+                }
+                for number, url in enumerate(urls)
+            ],
+            agents={"calc": "framework_kernos_agent:calc"},
+        )
+        client = await stack.enter_async_context(kernel(settings))
+
+        async def through_kernos() -> str:
+            handle = await client.submit(RunSpec(agent="calc", task=TASK, model=MODEL))
+            return (await handle.result()).output
+
+        ways = {"direct": direct, "plugin": through_plugin, "kernos": through_kernos}
+        for one_task in ways.values():  # warm: the model clients, the pool's process, caches
+            await one_task()
+        measured = {way: await timed(one_task, tasks, at_once) for way, one_task in ways.items()}
+    base = measured["direct"]["p50_s"]
+    for way in ("plugin", "kernos"):
+        # Two model calls a task: what each adds per call over the framework alone.
+        measured[way]["added_ms_per_model_call"] = round(
+            (measured[way]["p50_s"] - base) * 1000 / 2, 1
+        )
+    return measured
+
+
+def show(results: dict[str, Any]) -> None:
+    print(f"{'instances':<10}{'way':<8}{'tasks/s':>9}{'p50 s':>8}{'p99 s':>8}{'+ms/call':>10}")
+    for instances, ways in results["settings"].items():
+        for way, figures in ways.items():
+            added = figures.get("added_ms_per_model_call", "")
+            print(f"{instances:<10}{way:<8}{figures['tasks_per_s']:>9}{figures['p50_s']:>8}"
+                  f"{figures['p99_s']:>8}{added:>10}")  # fmt: skip
+
+
+def same_agent_each_way() -> None:
+    """The kernos side's agent is told and set what the other ways' agent is."""
+    import framework_agents
+    import framework_kernos_agent
+
+    for name in ("INSTRUCTIONS", "SETTINGS"):
+        assert getattr(framework_agents, name) == getattr(framework_kernos_agent, name), name
+
+
+async def main() -> None:
+    # The Agents SDK's own tracing exports to OpenAI's platform: off, as where no key is set.
+    os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
+    set_tracing_disabled(True)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--tasks", type=int, default=48)
+    parser.add_argument("--at-once", type=int, default=16)
+    args = parser.parse_args()
+    same_agent_each_way()
+    results: dict[str, Any] = {
+        "tasks": args.tasks, "at_once": args.at_once, "slots_per_instance": SLOTS,
+        "token_s": TOKEN_S, "settings": {},
+    }  # fmt: skip
+    async with services() as running:
+        for instances in args.instances:
+            results["settings"][str(instances)] = await one_setting(
+                running, instances, args.tasks, args.at_once
+            )
+            print(json.dumps({instances: results["settings"][str(instances)]}))
+    show(results)
+    write_results("frameworks", results)
+
+
+if __name__ == "__main__":
+    run_benchmark(main)
