@@ -17,8 +17,9 @@ is told of them beside the kernel's tools (`LLMRequest.agent_tools`) and the SDK
 calls inside the run, where code can compute but not reach anything; a tool that tries fails
 the run with an error naming it. Refused by name when the agent is loaded (nothing starts):
 hosted tools (they need OpenAI's servers), synchronous function tools (the SDK runs them in a
-thread, which a run does not have), MCP servers set on the agent. Not yet supported: streamed
-runs, the SDK's approvals.
+thread, which a run does not have), a tool's `needs_approval` (kernos's policy asks for
+approvals), agents used as tools, `model_settings.retry`, names no model can call, MCP servers
+set on the agent, an SDK other than the one supported. Not yet supported: streamed runs.
 
 The SDK's tracing is switched off: it exports to OpenAI's platform from a thread of its own,
 which a confined pool cannot reach; the kernel's own tracing and audit cover the run.
