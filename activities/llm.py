@@ -16,7 +16,7 @@ from kernos.activities.context import ContextWindow, activity_key
 from kernos.activities.heartbeat import heartbeating, last_heartbeat
 from kernos.activities.interceptor import admitted, caller
 from kernos.kernel.config import SchedulerSettings
-from kernos.kernel.errors import ContextTooLong, InvalidRequest
+from kernos.kernel.errors import ContextTooLong, InvalidRequest, KernosError
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.llm.base import SLICE_END, LLMBackend, Placement, Snapshot
 from kernos.kernel.llm.http import ServerUnreachable
@@ -95,6 +95,8 @@ class LLMActivities:
         context = await self.context.resolve(request, run_id, key)
         try:
             resolved = calling.offer(context, self.tools, native=self.native_tools)
+        except KernosError:
+            raise  # UnknownTool and the like: already the kernel's, with their fields
         except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             # Tools of the agent's own that the kernel cannot describe: the run's error to
             # handle, never an attempt to retry.

@@ -331,6 +331,21 @@ async def test_the_loop_runs_every_call_and_gives_results_back(
     ]
 
 
+async def test_offering_a_tool_the_kernel_does_not_register_is_unknown_tool(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    settings = tool_settings(temporal, postgres, tmp_path)
+    step = {"op": "llm.chat", "messages": [{"role": "user", "content": "hi"}], "tools": ["nope"]}
+    async with (
+        workers(settings, backends={"scripted": ScriptedBackend([answer("never")])}),
+        await KernosClient.connect(settings) as client,
+    ):
+        [refused] = await run_memo(client, [step])
+    # The kernel's own error, by its own name: not turned into a plain InvalidRequest.
+    assert refused["error"] == "UnknownTool"
+    assert refused["message"].startswith("unknown tool 'nope'; registered tools: ")
+
+
 async def test_refusals_end_in_named_errors_and_touch_nothing(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
