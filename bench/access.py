@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_results import run_benchmark, write_results
+from bench_results import percentile, run_benchmark, write_results
 
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.kernel.access import AccessManager, Decision, Subject
@@ -169,8 +169,7 @@ async def timed(count: int, concurrency: int, call: Callable[[int], Awaitable[An
 
 
 def p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+    return round(percentile(values, q), 2)
 
 
 async def audit_costs(pool: Pool, count: int) -> dict[str, Any]:

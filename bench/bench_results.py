@@ -13,6 +13,12 @@ from kernos.infra.process import exit_process
 RESULTS = Path(__file__).parent / "results"
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The value at `share` (0.99: the p99) of `values`, nearest rank from below."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def write_results(name: str, result: dict[str, Any]) -> None:
     """Write `bench/results/<name>.json` and say so."""
     path = RESULTS / f"{name}.json"

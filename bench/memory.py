@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_results import run_benchmark, write_results
+from bench_results import percentile, run_benchmark, write_results
 
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.kernel.config import DatabaseSettings, MemorySettings
@@ -96,11 +96,6 @@ async def embeddings(texts: list[str]) -> np.ndarray:
     CACHE.mkdir(parents=True, exist_ok=True)
     np.save(path, array)
     return array
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def insert_through_store(
