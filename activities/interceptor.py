@@ -39,6 +39,8 @@ from kernos.kernel.syscalls import SyscallRequest, SyscallResponse, TokenUsage
 
 #: The run on whose behalf the current activity runs, as the kernel resolved it.
 CALLER: ContextVar[Caller] = ContextVar("kernos_caller")
+#: The rule an approval row names when the agent asked for the approval (`approval.ask`).
+ASKED_BY_AGENT = "asked for by the agent (its tool needs a human's approval)"
 
 
 def caller() -> Subject:
@@ -247,12 +249,14 @@ class _SyscallInbound(ActivityInboundInterceptor):
     ) -> tuple[Decision, bool, bool]:
         """The decision once approvals are counted: (decision, metered, waiting for a human).
 
-        What needs a human: the syscall itself (an `a` rule on its resource), or, for a metered
-        one, going past the tenant's budget (an `a` rule on `budget:<tenant>`), which then
-        waits instead of failing.
+        What needs a human: the syscall itself (an `a` rule on its resource, or a syscall that
+        asks for one), or, for a metered one, going past the tenant's budget (an `a` rule on
+        `budget:<tenant>`), which then waits instead of failing.
         """
         metered = syscall.metered
         target, rule = resource, decision.approval_rule
+        if rule is None and syscall.asks_human:
+            rule = ASKED_BY_AGENT
         if metered and decision.allowed and rule is None:
             budget = f"budget:{subject.tenant}"
             overrun = self.kernel.access.approval_rule(subject, syscall.name, budget)

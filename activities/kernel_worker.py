@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.service import ServiceClient
 from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 
+from kernos.activities import approval_asks
 from kernos.activities.context import ContextWindow, ConversationActivities
 from kernos.activities.interceptor import SyscallInterceptor
 from kernos.activities.llm import LLMActivities
@@ -128,6 +129,7 @@ class KernelWorkers:
                     "kernel",
                     [
                         RunActivities(kernel).finish,
+                        approval_asks.ask,
                         ConversationActivities(conversations).open,
                         *memory.all(),
                         *StorageActivities(storage, embedder, settings.memory.batch_size).all(),

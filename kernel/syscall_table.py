@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from temporalio.common import RetryPolicy
 
 from kernos.kernel.syscalls import (
+    ApprovalAsk,
+    ApprovalGiven,
     Compaction,
     CompactRequest,
     ConversationOpen,
@@ -89,6 +91,9 @@ class Syscall(Generic[Request, Response]):
     policy_checked: bool = True
     """Decided by the access manager and audited, and so open to `a` rules (a human's
     approval); the run's own bookkeeping is only identity-checked."""
+    asks_human: bool = False
+    """Once the `p` rules allow it, it always waits for a human's approval, `a` rule or not:
+    the agent asks for one."""
 
     def start_to_close(self, limits: SyscallLimits) -> timedelta:
         """How long one attempt may run."""
@@ -162,6 +167,11 @@ TOOL_CALL = Syscall(
     "tool.call", ToolCallRequest, ToolResult, "tool", "tool:<name>", "external",
     resource_source="served",
 )  # fmt: skip
+#: The agent's own tool asks a human first; the kernel records the decision and runs nothing.
+APPROVAL_ASK = Syscall(
+    "approval.ask", ApprovalAsk, ApprovalGiven, "kernel", "agent-tool:<name>", "lifecycle",
+    asks_human=True,
+)  # fmt: skip
 #: Sent only by runs begun before the kernel learned ends from Temporal (kernel/run_ends.py).
 RUN_FINISH = Syscall(
     "run.finish", RunOutcome, type(None), "kernel", "run:<own>", "lifecycle", policy_checked=False
@@ -173,7 +183,7 @@ SYSCALLS: dict[str, Syscall[Any, Any]] = {
         LLM_CHAT, LLM_CONTINUE, LLM_COMPACT, CONVERSATION_OPEN,
         MEMORY_ADD, MEMORY_SEARCH, MEMORY_GET, MEMORY_UPDATE, MEMORY_DELETE, MEMORY_LIST,
         STORAGE_WRITE, STORAGE_READ, STORAGE_VERSIONS, STORAGE_ROLLBACK, STORAGE_DELETE,
-        STORAGE_LIST, STORAGE_SEARCH, TOOL_CALL, RUN_FINISH,
+        STORAGE_LIST, STORAGE_SEARCH, TOOL_CALL, APPROVAL_ASK, RUN_FINISH,
     )
 }  # fmt: skip
 """Every syscall by name."""

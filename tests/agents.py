@@ -461,4 +461,6 @@ SDK_AGENTS = {
     "shouting": "tests.sdk_agents:shouting",
     "peeking": "tests.sdk_agents:peeking",
     "triage": "tests.sdk_agents:triage",
+    "launching": "tests.sdk_agents:launching",
+    "streaming": "tests.sdk_tool_agents:Streaming",
 }

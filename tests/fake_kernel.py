@@ -18,8 +18,10 @@ from temporalio.worker import Worker
 
 from kernos.activities.failures import to_application_error
 from kernos.kernel import errors, scheduler, visibility
-from kernos.kernel.syscall_table import AGENT_RUN, LLM_CHAT, STORAGE_WRITE, TOOL_CALL
+from kernos.kernel.syscall_table import AGENT_RUN, APPROVAL_ASK, LLM_CHAT, STORAGE_WRITE, TOOL_CALL
 from kernos.kernel.syscalls import (
+    ApprovalAsk,
+    ApprovalGiven,
     FileVersion,
     LLMRequest,
     LLMResponse,
@@ -47,6 +49,7 @@ class FakeKernel:
         refuse_first: errors.KernosError | None = None,
         replies: list[LLMResponse] | None = None,
         tool: Callable[[ToolCallRequest], str] | None = None,
+        refuse_asks: str | None = None,
     ) -> None:
         #: Raised, as the kernel's activity edge raises it, by the first `llm.chat` only.
         self.refuse_first = refuse_first
@@ -58,6 +61,9 @@ class FakeKernel:
         #: Raised by every `storage.write`.
         self.write_error: errors.KernosError = errors.InvalidPath("no file here")
         self.chats: list[LLMRequest] = []
+        #: The reason every `approval.ask` is denied with; None: each is approved.
+        self.refuse_asks = refuse_asks
+        self.asks: list[ApprovalAsk] = []
         self.priorities: list[int | None] = []
 
     @activity.defn(name=LLM_CHAT.name)
@@ -77,6 +83,14 @@ class FakeKernel:
         self.tool_calls.append(request)
         output = self.tool(request) if self.tool is not None else request.arguments
         return ToolResult(call_id=request.call_id, name=request.name, ok=True, content=output)
+
+    @activity.defn(name=APPROVAL_ASK.name)
+    async def ask(self, request: ApprovalAsk) -> ApprovalGiven:
+        """`approval.ask`: decided at once, approved unless `refuse_asks` says why not."""
+        self.asks.append(request)
+        if self.refuse_asks is not None:
+            raise to_application_error(errors.AccessDenied(self.refuse_asks))
+        return ApprovalGiven(tool=request.tool, call_id=request.call_id)
 
     @activity.defn(name=STORAGE_WRITE.name)
     async def write(self, request: StorageWrite) -> FileVersion:
@@ -106,7 +120,8 @@ async def started(
                    workflow_runner=sandbox_runner()),
             Worker(client, task_queue=scheduler.llm_task_queue(input.llm_queue_prefix, MODEL),
                    activities=[kernel.chat]),
-            Worker(client, task_queue=input.kernel_task_queue, activities=[kernel.write]),
+            Worker(client, task_queue=input.kernel_task_queue,
+                   activities=[kernel.write, kernel.ask]),
             *(
                 Worker(client, task_queue=f"{input.tool_queue_prefix}{name}",
                        activities=[kernel.call_tool])

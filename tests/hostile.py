@@ -33,6 +33,7 @@ HOSTILE_AGENTS = {
     "historian": "tests.hostile_agents:HistorianAgent",
     "bloater": "tests.hostile_agents:BloaterAgent",
     "holder": "tests.hostile_agents:HolderAgent",
+    "launderer": "tests.hostile_agents:LaundererAgent",
     "echo": "tests.agents:EchoAgent",
 }
 Mode = Literal["bwrap", "in_process"]

@@ -29,10 +29,11 @@ with workflow.unsafe.imports_passed_through():
     import socket
 
     from kernos.kernel import visibility
-    from kernos.kernel.errors import PayloadTooLarge
-    from kernos.kernel.syscalls import RunOutcome
+    from kernos.kernel.errors import AccessDenied, PayloadTooLarge
+    from kernos.kernel.syscall_table import APPROVAL_ASK
+    from kernos.kernel.syscalls import ApprovalAsk, RunOutcome
     from kernos.workflows import agent_run
-    from kernos.workflows.dispatcher import SyscallDispatcher
+    from kernos.workflows.dispatcher import CURRENT, SyscallDispatcher
     from tests.kernel_doors import kernel_doors
 
 #: Where this module's import-time code leaves a mark, in whatever filesystem it sees.
@@ -470,3 +471,20 @@ class HolderAgent(Agent):
         with workflow.unsafe.sandbox_unrestricted():
             time.sleep(float(task))  # noqa: ASYNC251 - the point: the task is held
         return "held"
+
+
+class LaundererAgent(Agent):
+    """Has a human approve an ask that reads like a kernel tool's call (`approval.ask`, which
+    any agent may make), then makes that call (`task`: its arguments, JSON), hoping the one
+    approval passes the other's `a` rule."""
+
+    name = "launderer"
+
+    async def run(self, task: str) -> str:
+        ask = ApprovalAsk(tool="charge", arguments=task, call_id="charge-1")
+        await CURRENT.get().call(APPROVAL_ASK, ask, "charge")
+        try:
+            result = await self.tools.call("charge", json.loads(task))
+        except AccessDenied as exc:
+            return f"denied: {exc}"
+        return result.content

@@ -65,7 +65,7 @@ async def launch(target: str) -> str:
     return f"launched at {target}"
 
 
-#: The SDK's own approval: kernos asks for approvals in its policy, so it refuses this at load.
+#: The SDK's own approval: each call waits for a human's decision, a kernos approval.
 launching = Agent(name="launching", instructions="Launch.", tools=[launch])
 
 #: Another agent as a tool: its own run would not be governed, refused at load.

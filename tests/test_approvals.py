@@ -19,6 +19,7 @@ from kernos.kernel import visibility
 from kernos.kernel.approvals import Approval, ApprovalStore
 from tests import tools as test_tools
 from tests.conftest import KeepHistory, workers
+from tests.hostile import HOSTILE_AGENTS
 from tests.test_cli import config_file, kernos
 from tests.test_tools import tool_settings
 from tests.waiting import eventually
@@ -115,6 +116,32 @@ async def test_a_marked_call_waits_for_an_allowed_approver_then_runs_once(
         ("run.end", "allow", "policy", "operator"),  # as Temporal has it, recorded by result()
     ]
     assert used.used_by is not None and used.decided_by == "alice"
+
+
+async def test_an_approved_ask_lets_no_kernel_tool_call_through(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # A hostile agent has alice approve an `approval.ask` that reads like a charge, then
+    # charges: the charge's own `a` rule still holds it for a decision of its own.
+    tenant = f"launder-{uuid.uuid4().hex[:8]}"
+    agents = {"launderer": HOSTILE_AGENTS["launderer"]}
+    settings = approval_settings(temporal, postgres, tmp_path, tenant, agents=agents)
+    arguments = json.dumps({"account": "acme", "cents": 900})
+    async with workers_and_client(settings) as client:
+        handle = await client.submit(RunSpec(agent="launderer", task=arguments, tenant=tenant))
+        asked = await pending_of(client, handle.run_id)
+        assert (asked.syscall, asked.resource) == ("approval.ask", "agent-tool:charge")
+        await client.approve(handle.run_id, user="alice", reason="looks fine")
+        charge_waits = await eventually(
+            lambda: ApprovalStore(client.pool).listing(run_id=handle.run_id),
+            what="the charge asking for an approval of its own", timeout_s=30,
+        )  # fmt: skip
+        assert [(a.syscall, a.resource) for a in charge_waits] == [("tool.call", "tool:charge")]
+        assert not (test_tools.EFFECTS / tenant).exists()  # nothing charged
+        await decide(client, handle.run_id, approver="alice", approve=False, reason="no")
+        output = (await handle.result()).output
+    assert output.startswith("denied: tool.call on tool:charge denied by 'alice'"), output
+    assert not (test_tools.EFFECTS / tenant).exists()
 
 
 async def test_a_denial_or_a_timeout_refuses_and_changes_nothing(

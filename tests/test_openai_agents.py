@@ -18,6 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
 from kernos import KernosClient, RunSpec
+from kernos.activities.interceptor import ASKED_BY_AGENT
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
@@ -30,6 +31,8 @@ from tests.agents import SDK_AGENTS
 from tests.conftest import KeepHistory, workers
 from tests.fake_kernel import MODEL, USAGE, FakeKernel, started
 from tests.processes import WorkerProcess, write_worker_configs
+from tests.test_approvals import audited, pending_of, until
+from tests.test_approvals import status_of as approval_status
 from tests.test_tools import answer, calls, ledger, tool_settings
 from tests.waiting import eventually
 
@@ -172,13 +175,71 @@ async def test_a_handoff_is_the_models_call_and_the_next_agent_is_governed_too(
     assert second.messages[0].content == "Answer in one word."  # the agent handed off to
 
 
+async def test_a_tool_that_needs_approval_runs_once_a_human_approves_it(client: Client) -> None:
+    call = ToolCall(id="call-1", name="launch", arguments='{"target": "the moon"}')
+    kernel = FakeKernel(
+        replies=[
+            LLMResponse(text="", model=MODEL, usage=USAGE, tool_calls=[call]),
+            LLMResponse(text="done", model=MODEL, usage=USAGE),
+        ]
+    )
+    async with started(client, kernel, "launching", "Launch.") as (handle, _):
+        result = await handle.result()
+    assert (result.output, result.syscalls) == ("done", 3)  # two model calls, one approval
+    [asked] = kernel.asks
+    assert (asked.tool, asked.arguments, asked.call_id) == (
+        "launch", '{"target": "the moon"}', "call-1",
+    )  # fmt: skip
+    assert ("tool", "call-1", "launched at the moon") in [
+        (m.role, m.tool_call_id, m.content) for m in kernel.chats[1].messages
+    ]
+
+
+async def test_a_denied_tool_does_not_run_and_the_model_reads_why(client: Client) -> None:
+    call = ToolCall(id="call-1", name="launch", arguments='{"target": "the moon"}')
+    kernel = FakeKernel(
+        replies=[
+            LLMResponse(text="", model=MODEL, usage=USAGE, tool_calls=[call]),
+            LLMResponse(text="understood", model=MODEL, usage=USAGE),
+        ],
+        refuse_asks="approval.ask on agent-tool:launch denied by 'alice': not today",
+    )
+    async with started(client, kernel, "launching", "Launch.") as (handle, _):
+        result = await handle.result()
+    assert result.output == "understood"
+    answered = {m.tool_call_id: m.content for m in kernel.chats[1].messages if m.role == "tool"}
+    assert answered == {
+        "call-1": "not approved: approval.ask on agent-tool:launch denied by 'alice': not today"
+    }
+
+
+async def test_a_kernos_agent_may_run_an_sdk_agent_streamed_its_calls_syscalls(
+    client: Client, keep_history: KeepHistory
+) -> None:
+    call = ToolCall(id="call-1", name="shout", arguments='{"text": "hello"}')
+    kernel = FakeKernel(
+        replies=[
+            LLMResponse(text="", model=MODEL, usage=USAGE, tool_calls=[call]),
+            LLMResponse(text="HELLO to you", model=MODEL, usage=USAGE),
+        ]
+    )
+    async with started(client, kernel, "streaming", "hello") as (handle, _):
+        result = await handle.result()
+        await keep_history(client, handle.id, "openai-agents-streamed")
+    seen = json.loads(result.output)
+    assert seen["final"] == "HELLO to you"
+    assert seen["deltas"] == ["HELLO to you"]
+    assert seen["items"] == ["tool_called", "tool_output", "message_output_created"]
+    assert result.syscalls == 2 and len(kernel.chats) == 2  # each model call an llm.chat
+    assert kernel.chats[0].messages[0].content == "Shout what the user says."
+
+
 @pytest.mark.parametrize(
     ("path", "problem"),
     [
         ("tests.sdk_agents:whispering", "function tool 'whisper' is synchronous"),
         ("tests.sdk_agents:whispering", "make it `async def`"),
         ("tests.sdk_agents:searching", "tool 'web_search' is a hosted tool"),
-        ("tests.sdk_agents:launching", "tool 'launch' sets needs_approval"),
         ("tests.sdk_agents:consulting", "tool 'ask_plain' is an agent run as a tool"),
         ("tests.sdk_agents:retrying", "model_settings.retry would retry model calls"),
         ("tests.sdk_agents:misnamed", "tool name 'shout.loud' is not one a model can call"),
@@ -225,6 +286,48 @@ async def test_a_tool_using_agent_runs_through_the_real_kernel_every_call_audite
     # constrained JSON).
     seen = [m.content for m in backend.requests[1].messages]
     assert any(c.startswith("Result of tool call ") and c.endswith("\n408") for c in seen), seen
+
+
+async def test_the_sdks_approval_is_a_kernos_approval_a_human_decides_audited(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path,
+    keep_history: KeepHistory,
+) -> None:  # fmt: skip
+    tenant = f"sdk-{uuid.uuid4().hex[:8]}"
+    settings = tool_settings(
+        temporal, postgres, tmp_path, agents=SDK_AGENTS,
+        policy=f"p, alice, *, {tenant}, agent-tool:*, approval.decide, allow\n",
+    )  # fmt: skip
+    backend = ScriptedBackend([calls(("launch", {"target": "the moon"})), answer("Launched.")])
+    async with (
+        workers(settings, backends={"scripted": backend}),
+        await KernosClient.connect(settings) as client,
+    ):
+        handle = await client.submit(RunSpec(agent="launching", task="Launch.", tenant=tenant))
+        waiting = await pending_of(client, handle.run_id)
+        assert (waiting.syscall, waiting.resource, waiting.rule) == (
+            "approval.ask", "agent-tool:launch", ASKED_BY_AGENT,
+        )  # fmt: skip
+        assert json.loads(waiting.request["arguments"]) == {"target": "the moon"}
+        await until(lambda: approval_status(client, handle.run_id), "awaiting-approval")
+        assert len(backend.requests) == 1  # the tool has not run: no answer for the model yet
+        with pytest.raises(AccessDenied, match="'mallory' may not decide approvals"):
+            await client.approve(handle.run_id, user="mallory")
+        await client.approve(handle.run_id, user="alice", reason="go")
+        result = await handle.result()
+        rows = await audited(client, handle.run_id)
+        await keep_history(client.temporal, handle.run_id, "openai-agents-approval")
+    assert result.output == "Launched."
+    assert [(syscall, decision, basis) for syscall, decision, basis, _ in rows] == [
+        ("llm.chat", "allow", "policy"),
+        ("approval.ask", "deny", "approval"),  # waiting
+        ("approval.decide", "deny", "policy"),  # mallory
+        ("approval.decide", "allow", "policy"),  # alice
+        ("approval.ask", "allow", "approval"),
+        ("llm.chat", "allow", "policy"),
+        ("run.end", "allow", "policy"),
+    ]
+    seen = [m.content for m in backend.requests[1].messages]
+    assert any(c.endswith("launched at the moon") for c in seen), seen
 
 
 async def test_the_example_completes_on_the_local_model_every_call_a_syscall(

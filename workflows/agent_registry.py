@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from kernos.kernel.errors import ConfigError, UnknownAgent
@@ -35,6 +36,7 @@ def resolve(path: str) -> type[Agent]:
         if not hasattr(target, part):
             raise ConfigError(f"module {module_name!r} has no {qualname!r} (agent path {path!r})")
         target = getattr(target, part)
+    _load_adapters()
     if isinstance(target, type) and issubclass(target, Agent):
         return target
     adapted = _adapted(target)
@@ -46,12 +48,30 @@ def resolve(path: str) -> type[Agent]:
     return adapted
 
 
+def _sdk() -> ModuleType | None:
+    """The OpenAI Agents SDK, if the agent's module imported it (and not a module of that name)."""
+    sdk = sys.modules.get("agents")
+    return sdk if sdk is not None and hasattr(sdk, "Runner") else None
+
+
+def _load_adapters() -> None:
+    """Load the adapter of each framework the agent's module imported.
+
+    So a `kernos.Agent` whose code calls the framework itself has its calls go through the
+    kernel too.
+    """
+    if _sdk() is not None:
+        from kernos.adapters.openai_agents import install
+
+        install()
+
+
 def _adapted(target: object) -> type[Agent] | None:
     """A framework's agent object as a kernos agent (kernos.adapters), if it is one.
 
     Recognised by its kind: only a framework the agent's own module imported is looked at.
     """
-    sdk = sys.modules.get("agents")
+    sdk = _sdk()
     if sdk is not None and isinstance(target, getattr(sdk, "Agent", ())):
         from kernos.adapters.openai_agents import wrap
 

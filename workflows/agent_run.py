@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from kernos.kernel.syscall_table import AGENT_RUN
     from kernos.kernel.syscalls import ApprovalNotice, Carried, RunInput, RunOutcome, RunResult
     from kernos.workflows import agent_registry
-    from kernos.workflows.dispatcher import SyscallDispatcher
+    from kernos.workflows.dispatcher import CURRENT, SyscallDispatcher
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
@@ -52,6 +52,7 @@ class AgentRun:
     async def run(self, input: RunInput) -> RunResult:
         """Instantiate the agent, run it, record the outcome."""
         dispatcher = self._dispatcher
+        CURRENT.set(dispatcher)  # this task's context, and the tasks the agent starts
         if input.carried is not None:
             dispatcher.syscalls = input.carried.syscalls
             dispatcher.usage = input.carried.usage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel
@@ -46,6 +47,11 @@ Answer = TypeVar("Answer")
 #: Once the first wait for an approval has ended, how long each later wait lasts: the kernel's
 #: own deadline is then at most moments away.
 _RECHECK_S = 5.0
+
+#: The syscalls of the run whose code is running, set by `AgentRun` for its agent's tasks: a
+#: framework's model or tool class (kernos.adapters), made by code that never sees the run,
+#: calls its own run's syscalls through it.
+CURRENT: ContextVar[SyscallDispatcher] = ContextVar("kernos_current_run")
 
 #: An instance's own queue turned the call away: it goes to the model's pool.
 AFFINITY_LOST = errors.AffinityLost.__name__

@@ -4,7 +4,7 @@ One module per subsystem; everything is also importable from here.
 
 - `common`: safe names, and the bases every request and response extends
 - `llm_calls`: `llm.chat`, `llm.continue`, `llm.compact`, `conversation.open`
-- `tool_calls`: `tool.call`
+- `tool_calls`: `tool.call`, and `approval.ask` for a tool the agent runs itself
 - `memory_calls`: `memory.*`
 - `storage_calls`: `storage.*`
 - `run_spec`: a run: its specification, limits, scheduling, input, result and outcome
@@ -84,6 +84,8 @@ from kernos.kernel.syscalls.storage_calls import (
     StorageWrite,
 )
 from kernos.kernel.syscalls.tool_calls import (
+    ApprovalAsk,
+    ApprovalGiven,
     ToolCallRequest,
     ToolResult,
 )
@@ -93,6 +95,8 @@ __all__ = [
     "MAX_TOOL_ARGUMENTS",
     "NAME_PATTERN",
     "TOOL_NAME",
+    "ApprovalAsk",
+    "ApprovalGiven",
     "ApprovalNotice",
     "Carried",
     "CompactRequest",

@@ -1,4 +1,7 @@
-"""The `tool.call` syscall's types: a registered tool's call and what it came to."""
+"""The tool syscalls' types: `tool.call` and what it came to; `approval.ask`.
+
+`approval.ask` is a human's approval for a tool the agent runs itself.
+"""
 
 from __future__ import annotations
 
@@ -49,3 +52,37 @@ class ToolResult(SyscallResponse):
         content = self.content if self.ok else f"error ({self.error_type}): {self.content}"
         content = content.replace("\x00", "\ufffd")  # a message is stored; NUL cannot be
         return Message(role="tool", content=content, tool_call_id=self.call_id or None)
+
+
+class ApprovalAsk(SyscallRequest):
+    """`approval.ask`: wait for a human to approve a call of the agent's own tool.
+
+    The tool `tool` would run with `arguments` once a human approves (a framework's
+    `needs_approval`); the run waits, as for an `a` rule. The kernel runs nothing: the tool
+    runs inside the run once the syscall returns. A denial or an expiry is an AccessDenied,
+    which the agent gives its model as the tool's answer.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tool: ToolName
+    arguments: str = Field(default="{}", max_length=MAX_TOOL_ARGUMENTS)
+    """As the model gave them: what the approver reads."""
+    call_id: str = Field(default="", max_length=128)
+    """The model's id of the call: two identical calls are two approvals."""
+
+    @field_validator("arguments")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        return no_nul(value, "tool call's arguments")
+
+    def resource(self) -> str:
+        """The agent's own tool, as `agent-tool:<name>`."""
+        return f"agent-tool:{self.tool}"
+
+
+class ApprovalGiven(SyscallResponse):
+    """`approval.ask`'s answer: a human approved this call (a denial is an AccessDenied)."""
+
+    tool: str
+    call_id: str

@@ -17,9 +17,18 @@ is told of them beside the kernel's tools (`LLMRequest.agent_tools`) and the SDK
 calls inside the run, where code can compute but not reach anything; a tool that tries fails
 the run with an error naming it. Refused by name when the agent is loaded (nothing starts):
 hosted tools (they need OpenAI's servers), synchronous function tools (the SDK runs them in a
-thread, which a run does not have), a tool's `needs_approval` (kernos's policy asks for
-approvals), agents used as tools, `model_settings.retry`, names no model can call, MCP servers
-set on the agent, an SDK other than the one supported. Not yet supported: streamed runs.
+thread, which a run does not have), agents used as tools, `model_settings.retry`, names no
+model can call, MCP servers set on the agent, an SDK other than the one supported.
+
+A tool's `needs_approval` is a kernos approval: each call the SDK holds for one is an
+`approval.ask` syscall, a durable wait (`awaiting-approval`) decided with `kernos approve`,
+audited; a denial reaches the model as the SDK's rejection (`decided`).
+
+Once loaded, this adapter is the SDK's default runner in the pool's process: inside a kernos
+run, `Runner.run` and `Runner.run_streamed` run the governed agent, whether the run was
+registered as an `agents.Agent` or is a `kernos.Agent` whose code calls the SDK itself (the
+registry loads the adapter for any agent module that imported the SDK). A streamed run's events
+come from each model answer whole: the kernel streams the generation, a run sees it complete.
 
 The SDK's tracing is switched off: it exports to OpenAI's platform from a thread of its own,
 which a confined pool cannot reach; the kernel's own tracing and audit cover the run.
@@ -31,8 +40,7 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Iterable
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 import pydantic_core
@@ -49,14 +57,19 @@ from agents import (
     ModelTracing,
     RunConfig,
     RunContextWrapper,
-    Runner,
+    RunResult,
+    RunResultStreaming,
+    RunState,
     Tool,
+    ToolApprovalItem,
     Usage,
     set_trace_provider,
 )
 from agents.agent_output import AgentOutputSchemaBase
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from agents.models.chatcmpl_converter import Converter
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from agents.run import AgentRunner, RunOptions, set_default_agent_runner
 from agents.tool import resolve_function_tool_failure_error_function
 from agents.tool_context import ToolContext
 from agents.tracing import setup as tracing_setup
@@ -65,13 +78,27 @@ from agents.version import __version__ as agents_version
 from openai import APIConnectionError
 from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageFunctionToolCall
 from openai.types.chat.chat_completion_message_function_tool_call import Function
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseCreatedEvent,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseOutputMessage,
+    ResponseTextDeltaEvent,
+    ResponseUsage,
+)
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from pydantic import ValidationError
 from temporalio.exceptions import FailureError
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
+from typing_extensions import Unpack
 
 from kernos.agent import Agent
 from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest, KernosError
+from kernos.kernel.syscall_table import APPROVAL_ASK
 from kernos.kernel.syscalls import (
+    ApprovalAsk,
     JSONSchemaFormat,
     LLMRequest,
     LLMResponse,
@@ -82,13 +109,7 @@ from kernos.kernel.syscalls import (
     ToolSpec,
 )
 from kernos.kernel.syscalls.llm_calls import TOOL_NAME
-
-if TYPE_CHECKING:
-    from kernos.workflows.dispatcher import SyscallDispatcher
-
-#: The run whose syscalls the SDK's model and tools make: set by the wrapped agent's `run` for
-#: the tasks it starts (each run of a pool's process is a task of its own, with its context).
-_RUN: ContextVar[SyscallDispatcher] = ContextVar("kernos_openai_agents_run")
+from kernos.workflows.dispatcher import CURRENT, SyscallDispatcher
 
 #: The SDK versions this adapter is written and tested against (its seams change between them).
 SUPPORTED = "0.22"
@@ -102,7 +123,7 @@ _FORMAT_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 def _dispatcher() -> SyscallDispatcher:
     try:
-        return _RUN.get()
+        return CURRENT.get()
     except LookupError:
         raise InvalidRequest(
             "a kernos model or tool was called outside a kernos run: register the agent with "
@@ -192,7 +213,7 @@ class KernosModel(Model):
         )
         return _model_response(await dispatcher.llm_chat(request))
 
-    def stream_response(
+    async def stream_response(
         self,
         system_instructions: str | None,
         input: str | list[TResponseInputItem],
@@ -206,8 +227,61 @@ class KernosModel(Model):
         conversation_id: str | None = None,
         prompt: Any = None,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        """Not yet: a run's answers come whole (`Runner.run`)."""
-        raise InvalidRequest("streamed runs (Runner.run_streamed) are not supported on kernos yet")
+        """The model's answer as the SDK's stream events, once the syscall has it whole.
+
+        The kernel streams the generation (and resumes it after a crash); a run sees each
+        answer complete, so each message's text is one delta.
+        """
+        answer = await self.get_response(
+            system_instructions, input, model_settings, tools, output_schema, handoffs, tracing
+        )
+        for event in _stream_events(answer):
+            yield event
+
+
+def _stream_events(answer: ModelResponse) -> list[TResponseStreamEvent]:
+    """A whole answer as the SDK's stream events.
+
+    Created; each item added, its text as one delta, done; completed with the items and usage.
+    """
+    started = Response(
+        id=FAKE_RESPONSES_ID, created_at=0, model="kernos", object="response", output=[],
+        tool_choice="auto", tools=[], parallel_tool_calls=False,
+    )  # fmt: skip
+    events: list[TResponseStreamEvent] = [
+        ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
+    ]
+    for index, item in enumerate(answer.output):
+        events.append(ResponseOutputItemAddedEvent(
+            type="response.output_item.added", item=item, output_index=index,
+            sequence_number=len(events),
+        ))  # fmt: skip
+        if isinstance(item, ResponseOutputMessage):
+            for part, content in enumerate(item.content):
+                if content.type == "output_text":
+                    events.append(ResponseTextDeltaEvent(
+                        type="response.output_text.delta", item_id=item.id,
+                        output_index=index, content_index=part, delta=content.text,
+                        logprobs=[], sequence_number=len(events),
+                    ))  # fmt: skip
+        events.append(ResponseOutputItemDoneEvent(
+            type="response.output_item.done", item=item, output_index=index,
+            sequence_number=len(events),
+        ))  # fmt: skip
+    usage = answer.usage
+    completed = started.model_copy(update={
+        "output": list(answer.output),
+        "usage": ResponseUsage(
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+            input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+        ),
+    })  # fmt: skip
+    events.append(ResponseCompletedEvent(
+        type="response.completed", response=completed, sequence_number=len(events)
+    ))  # fmt: skip
+    return events
 
 
 def _text(content: Any) -> str:
@@ -359,12 +433,6 @@ def check(agent: SDKAgent[Any], seen: set[int] | None = None) -> None:
                 f"agent {agent.name!r}: tool {tool.name!r} is an agent run as a tool, whose "
                 "own run kernos does not govern yet: hand off to that agent instead"
             )
-        if tool.needs_approval:
-            raise ConfigError(
-                f"agent {agent.name!r}: tool {tool.name!r} sets needs_approval, which kernos "
-                "does not take from the SDK yet: ask for a human's approval in kernos's policy "
-                "instead (an `a` rule on the kernel's tool, decided with `kernos approve`)"
-            )
         if isinstance(tool, KernosTool):
             continue
         if getattr(tool.on_invoke_tool, _SYNC_MARKER, False):
@@ -481,29 +549,115 @@ def _governed(agent: SDKAgent[Any], seen: Governed) -> SDKAgent[Any]:
     return governed
 
 
-def wrap(agent: SDKAgent[Any]) -> type[Agent]:
-    """A kernos agent that runs `agent` with the SDK's `Runner`, its calls as syscalls."""
+def _governing(agent: SDKAgent[Any]) -> SDKAgent[Any]:
+    """`agent` governed for the current run; one already governed as it is."""
+    if isinstance(agent.model, KernosModel):
+        return agent
     check(agent)
+    return _governed(agent, {})
+
+
+def _untraced(options: RunOptions[Any]) -> RunOptions[Any]:
+    config = options.get("run_config")
+    if not isinstance(config, RunConfig):
+        config = RunConfig(**(config or {}))
+    options["run_config"] = dataclasses.replace(
+        config, tracing_disabled=True, trace_include_sensitive_data=False
+    )
+    return options
+
+
+class GovernedRunner(AgentRunner):
+    """The SDK's runner once this adapter is loaded.
+
+    Inside a kernos run, `Runner.run` and `Runner.run_streamed` run the agent governed and
+    untraced; outside one, as the SDK would.
+    """
+
+    async def run(
+        self,
+        starting_agent: SDKAgent[Any],
+        input: str | list[TResponseInputItem] | RunState[Any],
+        **kwargs: Unpack[RunOptions[Any]],
+    ) -> RunResult:
+        """`Runner.run`, governed inside a kernos run."""
+        if CURRENT.get(None) is None:
+            return await super().run(starting_agent, input, **kwargs)
+        return await super().run(_governing(starting_agent), input, **_untraced(kwargs))
+
+    def run_streamed(
+        self,
+        starting_agent: SDKAgent[Any],
+        input: str | list[TResponseInputItem] | RunState[Any],
+        **kwargs: Unpack[RunOptions[Any]],
+    ) -> RunResultStreaming:
+        """`Runner.run_streamed`, governed inside a kernos run."""
+        if CURRENT.get(None) is None:
+            return super().run_streamed(starting_agent, input, **kwargs)
+        return super().run_streamed(_governing(starting_agent), input, **_untraced(kwargs))
+
+
+_RUNNER = GovernedRunner()
+
+
+def install() -> None:
+    """Make the SDK's runner kernos's, and its tracing silent, in this process (idempotent)."""
     _without_sdk_tracing()
+    set_default_agent_runner(_RUNNER)
+
+
+async def decided(result: RunResult | RunResultStreaming) -> RunState[Any]:
+    """`result`'s run state, each tool call it holds for approval decided by a human.
+
+    Each is an `approval.ask` syscall of the run: the run waits (`awaiting-approval` in the
+    Temporal UI) until someone `kernos approve`s or denies it, or its time is up (a denial). A
+    denied call is rejected; the model reads why as the tool's answer. Resume with
+    `Runner.run(agent, state)`.
+    """
+    state = result.to_state()
+    items = list(result.interruptions)
+    refusals = await asyncio.gather(*(_asked(item) for item in items))
+    for item, refusal in zip(items, refusals, strict=True):
+        if refusal is None:
+            state.approve(item)
+        else:
+            state.reject(item, rejection_message=refusal)
+    return state
+
+
+async def _asked(item: ToolApprovalItem) -> str | None:
+    """None once a human approved `item`'s call; otherwise what the model is told."""
+    raw = item.raw_item
+    call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
+    try:
+        request = ApprovalAsk(
+            tool=item.name or "", arguments=item.arguments or "{}", call_id=str(call_id or "")
+        )
+    except ValidationError as exc:
+        return f"not run (InvalidRequest): {exc.errors()[0]['msg']}"
+    try:
+        await _dispatcher().call(APPROVAL_ASK, request, f"{request.tool} {request.call_id}")
+    except AccessDenied as exc:
+        return f"not approved: {exc}"
+    return None
+
+
+def wrap(agent: SDKAgent[Any]) -> type[Agent]:
+    """A kernos agent that runs `agent` with the SDK's runner, its calls as syscalls."""
+    check(agent)
+    install()
     governed = _governed(agent, {})
 
     class OpenAIAgentsRun(Agent):
         name: ClassVar[str] = agent.name
         description: ClassVar[str] = agent.handoff_description or ""
 
-        def __init__(self, dispatcher: SyscallDispatcher) -> None:
-            super().__init__(dispatcher)
-            self._dispatcher = dispatcher
-
         async def run(self, task: str) -> str:
-            """Run the SDK's agent on `task`; its final output is the run's."""
-            token = _RUN.set(self._dispatcher)
+            """Run the SDK's agent on `task`, with humans deciding what it holds for them."""
             try:
-                result = await Runner.run(
-                    governed,
-                    task,
-                    run_config=RunConfig(tracing_disabled=True, trace_include_sensitive_data=False),
-                )
+                result = await _RUNNER.run(governed, task)
+                while result.interruptions:
+                    result = await _RUNNER.run(governed, await decided(result))
             except AgentsException as exc:
                 # The SDK wraps what a tool raised: the kernel's own error, Temporal's failure
                 # or a cancellation ends the run as itself.
@@ -513,8 +667,6 @@ def wrap(agent: SDKAgent[Any]) -> type[Agent]:
                         raise cause from None
                     cause = cause.__cause__
                 raise
-            finally:
-                _RUN.reset(token)
             return _output(result.final_output)
 
     OpenAIAgentsRun.__qualname__ = f"OpenAIAgentsRun[{agent.name}]"
