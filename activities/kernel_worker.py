@@ -194,7 +194,9 @@ class KernelWorkers:
                 if settings.scheduler.affinity_s
                 else None
             )
-            slots = InstanceSlots(instance.slots, _health_check(instance), affinity_queue=own)
+            slots = InstanceSlots(
+                instance.slots + instance.queued, _health_check(instance), affinity_queue=own
+            )
             gates.append(slots)
             llm = LLMActivities(
                 backend,

@@ -9,14 +9,19 @@ each way on the same simulated model servers:
   activities on the workflow's worker (round-robin over the instances), its tool in the
   workflow;
 - **kernos**: the agent registered by path, its model calls `llm.chat` syscalls pulled by each
-  instance's worker within its slots, its calculator the kernel's (`tool.call`, decided and
-  ledgered).
+  instance's worker within its slots and the calls it may queue at the server (`queued`, 1 by
+  default; a second kernos stack with 0 shows what that is worth), its calculator the kernel's
+  (`tool.call`, decided and ledgered).
 
 The servers: OpenAI-compatible fakes with a fixed time per token and a fixed number of slots
-each (a request waits for a slot, as in llama-server), 1, 2 and 4 of them. Figures per way and
-instance count: tasks per second, p50 and p99 seconds per task, and the milliseconds each way
-adds per model call over the direct run (p50). `bench/results/frameworks.json`.
-Run: `python bench/frameworks.py [--instances 1 2 4] [--tasks 48] [--at-once 16]`.
+each (a request waits for a slot, as in llama-server), 1, 2 and 4 of them; then the real
+llama-server (one, 4 slots, `--llama-tasks` tasks 4 at once), which every way speaks to as an
+OpenAI server (the SDK's own tool calling; a small model, so answers vary: the share with the
+product in them is kept). Figures per way and setting: tasks per second, p50 and p99 seconds
+per task, and the milliseconds each way adds per model call over the direct run (p50, two
+calls a task). `bench/results/frameworks.json`.
+Run: `python bench/frameworks.py [--instances 1 2 4] [--tasks 48] [--at-once 16]
+[--llama-tasks 16]`.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import itertools
 import json
 import os
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from agents import (
@@ -51,6 +58,10 @@ from temporalio.openai_agents import ModelActivityParameters, OpenAIAgentsPlugin
 from temporalio.worker import Worker
 
 from kernos import RunSpec
+from kernos.infra.daemons import stop
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model
+from kernos.infra.ports import free_port
+from kernos.kernel.config import LLMInstance
 from kernos.testing.fake_openai import FakeOpenAIServer, Recorded
 
 MODEL = "sim"
@@ -58,6 +69,10 @@ MODEL = "sim"
 SLOTS = 2
 #: The simulated model's time per token, about llama-server's on this machine.
 TOKEN_S = 0.012
+#: Tasks in flight on the real llama-server: one per slot.
+LLAMA_AT_ONCE = 4
+#: Calls each kernos instance holds beyond its slots (the default of `[[llm]] queued`).
+QUEUED = LLMInstance.model_fields["queued"].default
 #: Tokens of the answer, and of a tool call (generated before the call is sent whole).
 ANSWER = "408" + " ." * 15
 CALL_TOKENS = 10
@@ -88,26 +103,32 @@ class SlottedServer(FakeOpenAIServer):
 class RoundRobin(ModelProvider):
     """What an agent does without a kernel: each model call to the next instance in turn."""
 
-    def __init__(self, base_urls: list[str]) -> None:
+    def __init__(self, base_urls: list[str], model: str) -> None:
         clients = [AsyncOpenAI(base_url=f"{url}/v1", api_key="none") for url in base_urls]
         self._clients = itertools.cycle(clients)
+        self._model = model
 
     def get_model(self, model_name: str | None) -> Model:
-        return OpenAIChatCompletionsModel(model_name or MODEL, next(self._clients))
+        return OpenAIChatCompletionsModel(model_name or self._model, next(self._clients))
 
 
 async def timed(
-    one_task: Callable[[], Awaitable[str]], tasks: int, at_once: int
+    one_task: Callable[[], Awaitable[str]], tasks: int, at_once: int, *, exact: bool
 ) -> dict[str, float]:
-    """`tasks` tasks, `at_once` in flight: tasks per second, p50 and p99 seconds each."""
+    """`tasks` tasks, `at_once` in flight: tasks per second, p50 and p99 seconds each, and the
+    share of answers with the product in them. `exact`: every answer must start with it (the
+    simulated model's)."""
     slots = asyncio.Semaphore(at_once)
     seconds: list[float] = []
+    right = 0
 
     async def in_slot() -> None:
+        nonlocal right
         async with slots:
             began = time.perf_counter()
             output = await one_task()
-            assert output.startswith("408"), output
+            assert output.startswith("408") or not exact, output
+            right += "408" in output
             seconds.append(time.perf_counter() - began)
 
     began = time.perf_counter()
@@ -117,26 +138,51 @@ async def timed(
         "tasks_per_s": round(tasks / wall, 2),
         "p50_s": round(statistics.median(seconds), 3),
         "p99_s": round(percentile(seconds, 0.99), 3),
+        "right": round(right / tasks, 2),
     }
 
 
-async def one_setting(
+async def on_simulated(
     running: Services, instances: int, tasks: int, at_once: int
 ) -> dict[str, Any]:
-    """The three ways on `instances` servers; each warmed by one task first."""
+    """The ways on `instances` simulated servers."""
     async with AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(SlottedServer(SLOTS)) for _ in range(instances)]
         urls = [server.base_url for server in servers]
-        config = RunConfig(model_provider=RoundRobin(urls), tracing_disabled=True)
+        return await one_setting(running, urls, SLOTS, MODEL, tasks, at_once, exact=True)
+
+
+async def on_llama(running: Services, tasks: int, at_once: int) -> dict[str, Any]:
+    """The ways on the real llama-server (one, 4 slots), spoken to as an OpenAI server by all."""
+    work = Path(tempfile.mkdtemp())
+    model = local_model(Path.home() / ".cache" / "kernos" / "models")
+    llama = await LlamaServer.start(
+        model, port=free_port(), slots=4, context=8192, log_file=work / "llama.log"
+    )
+    try:
+        return await one_setting(
+            running, [llama.base_url], 4, MODEL_ALIAS, tasks, at_once, exact=False
+        )
+    finally:
+        stop(llama.pid)
+
+
+async def one_setting(
+    running: Services, urls: list[str], slots: int, model: str, tasks: int, at_once: int,
+    *, exact: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The ways on the servers at `urls` (`slots` each, serving `model`); each warmed first."""
+    async with AsyncExitStack() as stack:
+        config = RunConfig(model_provider=RoundRobin(urls, model), tracing_disabled=True)
 
         async def direct() -> str:
             return str(
-                (await Runner.run(direct_agent(MODEL), TASK, run_config=config)).final_output
+                (await Runner.run(direct_agent(model), TASK, run_config=config)).final_output
             )
 
         plugin = OpenAIAgentsPlugin(
             model_params=ModelActivityParameters(start_to_close_timeout=timedelta(seconds=120)),
-            model_provider=RoundRobin(urls),
+            model_provider=RoundRobin(urls, model),
         )
         plugin_client = await Client.connect(running.temporal.address, plugins=[plugin])
         queue = f"frameworks-{uuid.uuid4().hex[:8]}"
@@ -151,36 +197,49 @@ async def one_setting(
 
         async def through_plugin() -> str:
             return await plugin_client.execute_workflow(
-                PluginTask.run, args=[TASK, MODEL], id=f"plugin-{uuid.uuid4().hex[:10]}",
+                PluginTask.run, args=[TASK, model], id=f"plugin-{uuid.uuid4().hex[:10]}",
                 task_queue=queue,
             )  # fmt: skip
 
-        settings = running.settings(
-            llm=[
-                {
-                    "name": f"sim{number}",
-                    "kind": "openai",
-                    "model": MODEL,
-                    "base_url": url,
-                    "slots": SLOTS,
-                    "tool_calling": "native",
-                }
-                for number, url in enumerate(urls)
-            ],
-            agents={"calc": "framework_kernos_agent:calc"},
-        )
-        client = await stack.enter_async_context(kernel(settings))
+        async def on_kernos(queued: int) -> Callable[[], Awaitable[str]]:
+            """A kernos stack whose instances hold `queued` calls each beyond their slots."""
+            settings = running.settings(
+                llm=[
+                    {
+                        "name": f"server{number}",
+                        "kind": "openai",
+                        "model": model,
+                        "base_url": url,
+                        "slots": slots,
+                        "queued": queued,
+                        "tool_calling": "native",
+                    }
+                    for number, url in enumerate(urls)
+                ],
+                agents={"calc": "framework_kernos_agent:calc"},
+            )
+            client = await stack.enter_async_context(kernel(settings))
 
-        async def through_kernos() -> str:
-            handle = await client.submit(RunSpec(agent="calc", task=TASK, model=MODEL))
-            return (await handle.result()).output
+            async def one_task() -> str:
+                handle = await client.submit(RunSpec(agent="calc", task=TASK, model=model))
+                return (await handle.result()).output
 
-        ways = {"direct": direct, "plugin": through_plugin, "kernos": through_kernos}
+            return one_task
+
+        ways = {
+            "direct": direct,
+            "plugin": through_plugin,
+            "kernos": await on_kernos(QUEUED),
+            "kernos, queued 0": await on_kernos(0),
+        }
         for one_task in ways.values():  # warm: the model clients, the pool's process, caches
             await one_task()
-        measured = {way: await timed(one_task, tasks, at_once) for way, one_task in ways.items()}
+        measured = {
+            way: await timed(one_task, tasks, at_once, exact=exact)
+            for way, one_task in ways.items()
+        }
     base = measured["direct"]["p50_s"]
-    for way in ("plugin", "kernos"):
+    for way in measured.keys() - {"direct"}:
         # Two model calls a task: what each adds per call over the framework alone.
         measured[way]["added_ms_per_model_call"] = round(
             (measured[way]["p50_s"] - base) * 1000 / 2, 1
@@ -189,11 +248,14 @@ async def one_setting(
 
 
 def show(results: dict[str, Any]) -> None:
-    print(f"{'instances':<10}{'way':<8}{'tasks/s':>9}{'p50 s':>8}{'p99 s':>8}{'+ms/call':>10}")
-    for instances, ways in results["settings"].items():
+    settings = dict(results["settings"])
+    if "llama" in results:
+        settings["llama"] = results["llama"]["ways"]
+    print(f"{'servers':<9}{'way':<18}{'tasks/s':>8}{'p50 s':>8}{'p99 s':>8}{'+ms/call':>10}")
+    for servers, ways in settings.items():
         for way, figures in ways.items():
             added = figures.get("added_ms_per_model_call", "")
-            print(f"{instances:<10}{way:<8}{figures['tasks_per_s']:>9}{figures['p50_s']:>8}"
+            print(f"{servers:<9}{way:<18}{figures['tasks_per_s']:>8}{figures['p50_s']:>8}"
                   f"{figures['p99_s']:>8}{added:>10}")  # fmt: skip
 
 
@@ -214,6 +276,10 @@ async def main() -> None:
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--tasks", type=int, default=48)
     parser.add_argument("--at-once", type=int, default=16)
+    parser.add_argument(
+        "--llama-tasks", type=int, default=16,
+        help=f"tasks on the real llama-server, {LLAMA_AT_ONCE} at once (0: none)",
+    )  # fmt: skip
     args = parser.parse_args()
     same_agent_each_way()
     results: dict[str, Any] = {
@@ -222,10 +288,16 @@ async def main() -> None:
     }  # fmt: skip
     async with services() as running:
         for instances in args.instances:
-            results["settings"][str(instances)] = await one_setting(
+            results["settings"][str(instances)] = await on_simulated(
                 running, instances, args.tasks, args.at_once
             )
             print(json.dumps({instances: results["settings"][str(instances)]}))
+        if args.llama_tasks:
+            results["llama"] = {
+                "tasks": args.llama_tasks, "at_once": LLAMA_AT_ONCE, "slots": 4,
+                "ways": await on_llama(running, args.llama_tasks, LLAMA_AT_ONCE),
+            }  # fmt: skip
+            print(json.dumps({"llama": results["llama"]}))
     show(results)
     write_results("frameworks", results)
 

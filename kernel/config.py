@@ -107,6 +107,11 @@ class LLMInstance(BaseModel):
     api_key: SecretStr | None = None
     slots: int = Field(default=4, ge=1)
     """Concurrent generations this instance's worker takes (its measured saturation)."""
+    queued: int = Field(default=1, ge=0, le=64)
+    """Calls sent to the server beyond its slots, to wait there: as one generation ends the
+    server starts the next at once, where the kernel would first take it from the queue (a
+    poll, the decision). They wait in the server's order (SGLang's by priority, llama.cpp's
+    first come); 0 keeps every waiting call in Temporal's queue, in the kernel's order."""
     context_window: int | None = Field(default=None, ge=16)
     """Tokens the model sees at once. `llamacpp` and `sglang` servers report it themselves
     (a slot's context, the model's length); set it for `openai` and `scripted` instances."""

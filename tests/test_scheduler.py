@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -33,8 +34,11 @@ async def served_order(
         settings = make_settings(
             temporal,
             postgres,
-            llm=[{"name": "one", "model": "one", "base_url": server.base_url, "slots": 1}],
-        )
+            # Every waiting call in the kernel's queue (none sent ahead to wait in the server):
+            # the order measured is the kernel's.
+            llm=[{"name": "one", "model": "one", "base_url": server.base_url, "slots": 1,
+                  "queued": 0}],
+        )  # fmt: skip
         async with workers(settings), await KernosClient.connect(settings) as client:
             blocker = await client.submit(RunSpec(agent="echo", task="blocker"))
             await eventually(lambda: server.requests, what="the blocker's request", every_s=0.02)
@@ -125,6 +129,7 @@ async def test_instances_of_one_model_share_its_pool(
                     "model": "m",
                     "base_url": server.base_url,
                     "slots": 1,
+                    "queued": 0,
                 }
                 for name, server in (("a", a), ("b", b))
             ],
@@ -164,7 +169,12 @@ async def test_affinity_waits_for_the_instance_with_the_runs_cache(
                 update={
                     "llm": [
                         LLMInstance(
-                            name=name, kind="sglang", model="m", base_url=s.base_url, slots=1
+                            name=name,
+                            kind="sglang",
+                            model="m",
+                            base_url=s.base_url,
+                            slots=1,
+                            queued=0,
                         )
                     ]
                 }
@@ -306,7 +316,7 @@ async def heavy_tokens_before_light_is_done(
     async with FakeSGLangServer(max_running_requests=1, step_s=0.005, eos=False) as fake:
         instance = {
             "name": "gpu0", "kind": "sglang", "model": fake.served_model_name,
-            "base_url": fake.base_url, "slots": 1,
+            "base_url": fake.base_url, "slots": 1, "queued": 0,
         }  # fmt: skip
         scheduler = {"policy": "fair", "slice_tokens": 8, "fair_in_tokens": fair_in_tokens}
         # Both tenants in the worker's process: what is measured is the queue's fairness, not
@@ -354,3 +364,25 @@ async def test_fair_shares_tokens_not_calls(
     in_calls = await heavy_tokens_before_light_is_done(temporal, postgres, False)
     assert in_tokens <= 5 * 8, in_tokens
     assert in_calls >= 2 * 48, in_calls
+
+
+async def test_an_instance_sends_one_call_ahead_to_wait_at_its_server(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    """One slot and the default `queued` (1): while a generation runs, the server holds the
+    next call, to start it the moment the slot frees; the others wait in the kernel's queue."""
+    async with FakeSGLangServer(max_running_requests=1, step_s=0.02, eos=False) as fake:
+        instance = {"name": "gpu0", "kind": "sglang", "model": "m", "base_url": fake.base_url,
+                    "slots": 1}  # fmt: skip
+        settings = make_settings(temporal, postgres, llm=[instance])
+        async with workers(settings), await KernosClient.connect(settings) as client:
+            handles = [
+                await client.submit(RunSpec(agent="length", task=f"20 run {i}")) for i in range(4)
+            ]
+            done = asyncio.gather(*(handle.result() for handle in handles))
+            waiting_at_server = set()
+            while not done.done():
+                waiting_at_server.add(fake.load()["num_waiting_reqs"])
+                await asyncio.sleep(0.005)
+            await done
+    assert max(waiting_at_server) == 1, waiting_at_server

@@ -406,7 +406,8 @@ class FakeSGLangServer:
         }
         return JSONResponse({"object": "list", "data": [model]})
 
-    def _load(self) -> dict[str, Any]:
+    def load(self) -> dict[str, Any]:
+        """The engine's load now, as `/get_load` reports it: running and waiting requests."""
         total = self.prompt_tokens or 1
         return {
             "dp_rank": 0,
@@ -418,10 +419,10 @@ class FakeSGLangServer:
         }
 
     async def _loads(self, request: Request) -> JSONResponse:
-        return JSONResponse({"version": "fake", "loads": [self._load()]})
+        return JSONResponse({"version": "fake", "loads": [self.load()]})
 
     async def _metrics(self, request: Request) -> TextResponse:
-        load = self._load()
+        load = self.load()
         labels = f'{{model_name="{self.served_model_name}"}}'
         return TextResponse(
             f"sglang:num_running_reqs{labels} {load['num_running_reqs']}\n"
