@@ -72,7 +72,7 @@ TOKEN_S = 0.012
 #: Tasks in flight on the real llama-server: one per slot.
 LLAMA_AT_ONCE = 4
 #: Calls each kernos instance holds beyond its slots (the default of `[[llm]] queued`).
-QUEUED = LLMInstance.model_fields["queued"].default
+QUEUED: int = LLMInstance.model_fields["queued"].default
 #: Tokens of the answer, and of a tool call (generated before the call is sent whole).
 ANSWER = "408" + " ." * 15
 CALL_TOKENS = 10
