@@ -463,4 +463,5 @@ SDK_AGENTS = {
     "triage": "tests.sdk_agents:triage",
     "launching": "tests.sdk_agents:launching",
     "streaming": "tests.sdk_tool_agents:Streaming",
+    "adding": "tests.sdk_tool_agents:adding",
 }

@@ -11,6 +11,9 @@ from openai.types.responses import ResponseTextDeltaEvent
 import kernos
 from kernos.adapters.openai_agents import tools
 
+#: A tool of an MCP server configured in kernos (`[tools.mcp.test]`), as the kernel's.
+adding = Agent(name="adding", instructions="Add with the tool.", tools=tools("test__add"))
+
 calculating = Agent(
     name="calculating",
     instructions="Use the calculator for arithmetic, then answer with the number.",

@@ -33,6 +33,7 @@ from tests.fake_kernel import MODEL, USAGE, FakeKernel, started
 from tests.processes import WorkerProcess, write_worker_configs
 from tests.test_approvals import audited, pending_of, until
 from tests.test_approvals import status_of as approval_status
+from tests.test_mcp import SERVER as MCP_SERVER
 from tests.test_tools import answer, calls, ledger, tool_settings
 from tests.waiting import eventually
 
@@ -286,6 +287,32 @@ async def test_a_tool_using_agent_runs_through_the_real_kernel_every_call_audite
     # constrained JSON).
     seen = [m.content for m in backend.requests[1].messages]
     assert any(c.startswith("Result of tool call ") and c.endswith("\n408") for c in seen), seen
+
+
+async def test_an_mcp_servers_tool_configured_in_kernos_is_a_tool_call_syscall(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    settings = tool_settings(
+        temporal, postgres, tmp_path, agents=SDK_AGENTS, tools={"mcp": {"test": MCP_SERVER}}
+    )
+    backend = ScriptedBackend([calls(("test__add", {"a": 2, "b": 3})), answer("2 + 3 is 5.")])
+    async with (
+        workers(settings, backends={"scripted": backend}),
+        await KernosClient.connect(settings) as client,
+    ):
+        handle = await client.submit(RunSpec(agent="adding", task="What is 2 + 3?"))
+        result = await handle.result()
+        view = await client.show(handle.run_id)
+    assert result.output == "2 + 3 is 5."
+    assert [(c.syscall, c.resource) for c in view.syscalls if c.syscall != "run.end"] == [
+        ("llm.chat", "llm:scripted"),
+        ("tool.call", "tool:test__add"),
+        ("llm.chat", "llm:scripted"),
+    ]
+    # The kernel told the model the server's schema; the model read the server's answer.
+    assert "- test__add(a: integer, b: integer)" in backend.requests[0].messages[0].content
+    seen = [m.content for m in backend.requests[1].messages]
+    assert any(c.endswith("\n5") for c in seen), seen
 
 
 async def test_the_sdks_approval_is_a_kernos_approval_a_human_decides_audited(

@@ -41,8 +41,11 @@ async def test_queues_show_the_backlog(
         settings = make_settings(
             temporal,
             postgres,
-            llm=[{"name": "one", "model": "one", "base_url": server.base_url, "slots": 1}],
-        )
+            # Every waiting call stays in the queue the view shows (none sent ahead to wait
+            # at the server).
+            llm=[{"name": "one", "model": "one", "base_url": server.base_url, "slots": 1,
+                  "queued": 0}],
+        )  # fmt: skip
         async with workers(settings), await KernosClient.connect(settings) as client:
             handles = [
                 await client.submit(RunSpec(agent="echo", task=f"t{i}", priority=p))
