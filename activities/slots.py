@@ -33,6 +33,9 @@ class _Permit(SlotPermit):
 class InstanceSlots(CustomSlotSupplier):
     """About `slots` activities at once, and none while the server is down.
 
+    The kernel's workers count an instance's `slots + queued` here: the calls it generates and
+    those sent ahead to wait at its server.
+
     Temporal reserves a slot before each poll, so an idle poller holds one. The pool queue's
     pollers take slots outright. The affinity queue's pollers take "soft" slots that count only
     once they carry a task, so idle pollers of one queue never starve the other; the price is

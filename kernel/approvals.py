@@ -141,13 +141,20 @@ class ApprovalStore:
             row = await cursor.fetchone()
             if row is None:
                 # The run's tenant, user and agent come from its record, in the owner's function.
-                cursor = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM approval_request(%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        str(uuid.uuid4()), subject.run_id, syscall, resource, Jsonb(request),
-                        digest, rule, timeout_s,
-                    ),
-                )  # fmt: skip
+                try:
+                    cursor = await conn.execute(
+                        f"SELECT {_COLUMNS} FROM approval_request(%s, %s, %s, %s, %s, %s, %s, %s)",
+                        (
+                            str(uuid.uuid4()), subject.run_id, syscall, resource, Jsonb(request),
+                            digest, rule, timeout_s,
+                        ),
+                    )  # fmt: skip
+                except psycopg.DataError as exc:
+                    # Refused for good, not retried: the same request would fail the same way.
+                    raise InvalidRequest(
+                        f"{syscall} on {resource}: the request cannot be kept for a human's "
+                        f"approval ({exc.diag.message_primary or exc})"
+                    ) from None
                 created = await cursor.fetchone()
                 return Gate("pending", Approval.model_validate(created))
             if (row["syscall"], row["resource"], row["request"]) != (syscall, resource, request):

@@ -106,7 +106,8 @@ class LLMInstance(BaseModel):
     base_url: str | None = None
     api_key: SecretStr | None = None
     slots: int = Field(default=4, ge=1)
-    """Concurrent generations this instance's worker takes (its measured saturation)."""
+    """Concurrent generations the server runs (its measured saturation); the instance's
+    workers take `slots + queued` calls at once."""
     queued: int = Field(default=1, ge=0, le=64)
     """Calls sent to the server beyond its slots, to wait there: as one generation ends the
     server starts the next at once, where the kernel would first take it from the queue (a

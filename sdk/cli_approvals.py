@@ -57,6 +57,10 @@ async def cmd_approvals(settings: Settings, args: argparse.Namespace) -> int:
                 f"{a.id:<38}{a.status:<10}{a.run_id:<26}{a.syscall:<14}{a.resource:<24}"
                 f"{a.expires_at:%Y-%m-%d %H:%M:%S}"
             )
+            arguments = a.request.get("arguments")
+            if isinstance(arguments, str):  # what a tool call would be given: what is decided
+                shown = arguments if len(arguments) <= 200 else arguments[:200] + "..."
+                print(f"  arguments: {shown}")
         return 0
 
     return await with_client(settings, body)

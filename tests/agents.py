@@ -464,4 +464,5 @@ SDK_AGENTS = {
     "launching": "tests.sdk_agents:launching",
     "streaming": "tests.sdk_tool_agents:Streaming",
     "adding": "tests.sdk_tool_agents:adding",
+    "overriding": "tests.sdk_tool_agents:Overriding",
 }

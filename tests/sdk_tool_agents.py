@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from agents import Agent, Runner, function_tool
+from agents import Agent, RunConfig, Runner, function_tool
 from openai.types.responses import ResponseTextDeltaEvent
 
 import kernos
@@ -49,3 +49,14 @@ class Streaming(kernos.Agent):
             elif event.type == "run_item_stream_event":
                 items.append(event.name)
         return json.dumps({"deltas": deltas, "items": items, "final": streamed.final_output})
+
+
+class Overriding(kernos.Agent):
+    """Runs `shouting` with a run config whose model would replace the kernel's."""
+
+    name = "overriding"
+
+    async def run(self, task: str) -> str:
+        """Refused before any model call."""
+        result = await Runner.run(shouting, task, run_config=RunConfig(model="gpt-4o"))
+        return str(result.final_output)

@@ -214,6 +214,9 @@ async def test_approvals_from_the_cli(
         code, out, err = await kernos(config, "approvals", "--tenant", tenant, "--json")
         assert code == 0, err
         assert [a["id"] for a in json.loads(out)["approvals"]] == [waiting.id]
+        code, out, err = await kernos(config, "approvals", "--tenant", tenant)
+        assert code == 0, err
+        assert f"  arguments: {waiting.request['arguments']}" in out.splitlines()
         code, _, err = await kernos(config, "approve", handle.run_id, "--user", "mallory")
         assert code == 1 and "'mallory' may not decide approvals" in err
         code, out, err = await kernos(

@@ -235,6 +235,19 @@ async def test_a_kernos_agent_may_run_an_sdk_agent_streamed_its_calls_syscalls(
     assert kernel.chats[0].messages[0].content == "Shout what the user says."
 
 
+async def test_a_run_config_taking_model_calls_around_the_kernel_fails_the_run(
+    client: Client,
+) -> None:
+    kernel = FakeKernel()
+    async with started(client, kernel, "overriding", "hello") as (handle, _):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "ConfigError"
+    assert "run_config.model would replace every agent's model" in cause.message
+    assert kernel.chats == []
+
+
 @pytest.mark.parametrize(
     ("path", "problem"),
     [

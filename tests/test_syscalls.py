@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from kernos import LLMRequest, Message, RunSpec, TokenUsage
 from kernos.kernel.syscall_table import syscall_of
+from kernos.kernel.syscalls import ApprovalAsk, ToolCallRequest
 
 
 def test_defaults() -> None:
@@ -85,3 +86,19 @@ def test_llm_request_needs_a_message() -> None:
 def test_usage_adds_up() -> None:
     total = TokenUsage(input_tokens=3, output_tokens=4) + TokenUsage(input_tokens=1)
     assert (total.input_tokens, total.output_tokens, total.total_tokens) == (4, 4, 8)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a\x00b", "contains a NUL character"),
+        ("a\ud800b", "unable to parse raw data as a unicode string"),  # pydantic's own check
+    ],
+)
+@pytest.mark.parametrize("field", ["arguments", "call_id"])
+def test_what_the_store_cannot_hold_is_refused_by_name(text: str, problem: str, field: str) -> None:
+    # Kept in jsonb (the ledger, an approval's request): refused here, not failed and retried
+    # in the store.
+    for request, named in ((ToolCallRequest, {"name": "t"}), (ApprovalAsk, {"tool": "t"})):
+        with pytest.raises(ValidationError, match=f"{field}\\W.*{problem}"):
+            request(**named, **{field: text})

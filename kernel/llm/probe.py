@@ -22,7 +22,8 @@ class InstanceStatus(BaseModel):
     model: str
     base_url: str | None
     slots: int
-    """What the kernel lets this instance run at once (its worker's activity slots)."""
+    """What the kernel lets this instance run at once (`[[llm]] slots`; its workers take the
+    instance's `[[llm]] queued` more, sent ahead to wait at the server)."""
     healthy: bool
     running: int | None = None
     queued: int | None = None

@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from kernos.kernel.syscalls.common import SyscallRequest, SyscallResponse, no_nul
 from kernos.kernel.syscalls.llm_calls import MAX_TOOL_ARGUMENTS, Message, ToolName
+
+
+def _stored(value: str, info: ValidationInfo) -> str:
+    return no_nul(value, f"tool call's {info.field_name}")
 
 
 class ToolCallRequest(SyscallRequest):
@@ -21,10 +25,7 @@ class ToolCallRequest(SyscallRequest):
     """A JSON object, as text: validated against the tool's parameters by the kernel."""
     call_id: str = Field(default="", max_length=128)
 
-    @field_validator("arguments")
-    @classmethod
-    def _storable(cls, value: str) -> str:
-        return no_nul(value, "tool call's arguments")
+    _storable = field_validator("arguments", "call_id")(_stored)
 
     def resource(self) -> str:
         """The tool, as `tool:<name>`."""
@@ -71,10 +72,7 @@ class ApprovalAsk(SyscallRequest):
     call_id: str = Field(default="", max_length=128)
     """The model's id of the call: two identical calls are two approvals."""
 
-    @field_validator("arguments")
-    @classmethod
-    def _storable(cls, value: str) -> str:
-        return no_nul(value, "tool call's arguments")
+    _storable = field_validator("arguments", "call_id")(_stored)
 
     def resource(self) -> str:
         """The agent's own tool, as `agent-tool:<name>`."""

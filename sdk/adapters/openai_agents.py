@@ -557,10 +557,25 @@ def _governing(agent: SDKAgent[Any]) -> SDKAgent[Any]:
     return _governed(agent, {})
 
 
-def _untraced(options: RunOptions[Any]) -> RunOptions[Any]:
+def _in_run(options: RunOptions[Any]) -> RunOptions[Any]:
+    """The runner's options inside a kernos run, untraced.
+
+    ConfigError for a run config that would take model calls around the kernel, or retry them
+    inside the run.
+    """
     config = options.get("run_config")
     if not isinstance(config, RunConfig):
         config = RunConfig(**(config or {}))
+    if config.model is not None:
+        raise ConfigError(
+            "run_config.model would replace every agent's model, around the kernel: leave it "
+            "unset (an agent's model names a model kernos serves)"
+        )
+    if config.model_settings is not None and config.model_settings.retry is not None:
+        raise ConfigError(
+            "run_config.model_settings.retry would retry model calls inside the run, with "
+            "random delays a replay cannot repeat: kernos retries them (leave it unset)"
+        )
     options["run_config"] = dataclasses.replace(
         config, tracing_disabled=True, trace_include_sensitive_data=False
     )
@@ -583,7 +598,7 @@ class GovernedRunner(AgentRunner):
         """`Runner.run`, governed inside a kernos run."""
         if CURRENT.get(None) is None:
             return await super().run(starting_agent, input, **kwargs)
-        return await super().run(_governing(starting_agent), input, **_untraced(kwargs))
+        return await super().run(_governing(starting_agent), input, **_in_run(kwargs))
 
     def run_streamed(
         self,
@@ -594,7 +609,7 @@ class GovernedRunner(AgentRunner):
         """`Runner.run_streamed`, governed inside a kernos run."""
         if CURRENT.get(None) is None:
             return super().run_streamed(starting_agent, input, **kwargs)
-        return super().run_streamed(_governing(starting_agent), input, **_untraced(kwargs))
+        return super().run_streamed(_governing(starting_agent), input, **_in_run(kwargs))
 
 
 _RUNNER = GovernedRunner()
