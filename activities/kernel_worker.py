@@ -195,7 +195,9 @@ class KernelWorkers:
                 else None
             )
             slots = InstanceSlots(
-                instance.slots + instance.queued, _health_check(instance), affinity_queue=own
+                instance.slots + settings.queued(instance),
+                _health_check(instance),
+                affinity_queue=own,
             )
             gates.append(slots)
             llm = LLMActivities(

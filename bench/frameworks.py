@@ -9,8 +9,9 @@ each way on the same simulated model servers:
   activities on the workflow's worker (round-robin over the instances), its tool in the
   workflow;
 - **kernos**: the agent registered by path, its model calls `llm.chat` syscalls pulled by each
-  instance's worker within its slots and the calls it may queue at the server (`queued`, 1 by
-  default; a second kernos stack with 0 shows what that is worth), its calculator the kernel's
+  instance's worker within its slots and the calls it may send ahead to wait at the server
+  (`queued`: by default 1 for a model's only instance, 0 for several; a second kernos stack
+  with the other value shows what the choice is worth), its calculator the kernel's
   (`tool.call`, decided and ledgered).
 
 The servers: OpenAI-compatible fakes with a fixed time per token and a fixed number of slots
@@ -61,7 +62,6 @@ from kernos import RunSpec
 from kernos.infra.daemons import stop
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model
 from kernos.infra.ports import free_port
-from kernos.kernel.config import LLMInstance
 from kernos.testing.fake_openai import FakeOpenAIServer, Recorded
 
 MODEL = "sim"
@@ -71,8 +71,6 @@ SLOTS = 2
 TOKEN_S = 0.012
 #: Tasks in flight on the real llama-server: one per slot.
 LLAMA_AT_ONCE = 4
-#: Calls each kernos instance holds beyond its slots (the default of `[[llm]] queued`).
-QUEUED: int = LLMInstance.model_fields["queued"].default
 #: Tokens of the answer, and of a tool call (generated before the call is sent whole).
 ANSWER = "408" + " ." * 15
 CALL_TOKENS = 10
@@ -172,6 +170,7 @@ async def one_setting(
     *, exact: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """The ways on the servers at `urls` (`slots` each, serving `model`); each warmed first."""
+    default = 1 if len(urls) == 1 else 0  # as `Settings.queued` decides it
     async with AsyncExitStack() as stack:
         config = RunConfig(model_provider=RoundRobin(urls, model), tracing_disabled=True)
 
@@ -201,8 +200,9 @@ async def one_setting(
                 task_queue=queue,
             )  # fmt: skip
 
-        async def on_kernos(queued: int) -> Callable[[], Awaitable[str]]:
-            """A kernos stack whose instances hold `queued` calls each beyond their slots."""
+        async def on_kernos(queued: int | None) -> Callable[[], Awaitable[str]]:
+            """A kernos stack whose instances hold `queued` calls each beyond their slots
+            (None: the default)."""
             settings = running.settings(
                 llm=[
                     {
@@ -229,8 +229,9 @@ async def one_setting(
         ways = {
             "direct": direct,
             "plugin": through_plugin,
-            "kernos": await on_kernos(QUEUED),
-            "kernos, queued 0": await on_kernos(0),
+            # The default (1 for a model's only instance, 0 for several), and the other.
+            "kernos": await on_kernos(None),
+            f"kernos, queued {1 - default}": await on_kernos(1 - default),
         }
         for one_task in ways.values():  # warm: the model clients, the pool's process, caches
             await one_task()

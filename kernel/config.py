@@ -108,11 +108,13 @@ class LLMInstance(BaseModel):
     slots: int = Field(default=4, ge=1)
     """Concurrent generations the server runs (its measured saturation); the instance's
     workers take `slots + queued` calls at once."""
-    queued: int = Field(default=1, ge=0, le=64)
+    queued: int | None = Field(default=None, ge=0, le=64)
     """Calls sent to the server beyond its slots, to wait there: as one generation ends the
     server starts the next at once, where the kernel would first take it from the queue (a
     poll, the decision). They wait in the server's order (SGLang's by priority, llama.cpp's
-    first come); 0 keeps every waiting call in Temporal's queue, in the kernel's order."""
+    first come); 0 keeps every waiting call in Temporal's queue, in the kernel's order. Unset:
+    1 for a model's only instance, 0 when the model has several, where a call sent ahead to a
+    busy one would wait there while another comes free (`Settings.queued`)."""
     context_window: int | None = Field(default=None, ge=16)
     """Tokens the model sees at once. `llamacpp` and `sglang` servers report it themselves
     (a slot's context, the model's length); set it for `openai` and `scripted` instances."""
@@ -581,6 +583,13 @@ class Settings(BaseSettings):
         if model is None:
             raise ConfigError("no LLM instance is configured: add one under [[llm]]")
         return model
+
+    def queued(self, instance: LLMInstance) -> int:
+        """The calls `instance` sends ahead to wait at its server (`LLMInstance.queued`)."""
+        if instance.queued is not None:
+            return instance.queued
+        alone = sum(other.model == instance.model for other in self.llm) == 1
+        return 1 if alone else 0
 
     def models(self) -> list[str]:
         """Every model some configured instance serves."""

@@ -168,3 +168,18 @@ def test_llama_server_skips_amx_repacking_where_the_cpu_advertises_amx(tmp_path:
     cpuinfo.write_text("flags\t\t: fpu avx2 avx512f\n")
     assert not advertises_amx(cpuinfo)
     assert not advertises_amx(tmp_path / "missing")
+
+
+def test_an_instance_sends_a_call_ahead_only_where_it_strands_none() -> None:
+    def instance(name: str, model: str, **more: object) -> dict[str, object]:
+        return {"name": name, "model": model, "base_url": "http://127.0.0.1:1", **more}
+
+    settings = load_settings(
+        llm=[
+            instance("solo", "small"),  # the model's only instance: nowhere else to go
+            instance("a", "big"),  # two of a model: a call sent ahead could wait at a busy
+            instance("b", "big"),  # one while the other comes free
+            instance("c", "tuned", queued=3),
+        ]
+    )
+    assert [settings.queued(i) for i in settings.llm] == [1, 0, 0, 3]
