@@ -264,15 +264,21 @@ class _SyscallInbound(ActivityInboundInterceptor):
                 target, rule = budget, overrun
         if not decision.allowed or rule is None:
             return decision, metered, False
-        gate = await self.kernel.approvals.gate(
-            key=f"{key.workflow_id}/{key.execution_run_id}/{key.activity_id}",
-            subject=subject,
-            syscall=syscall.name,
-            resource=target,
-            request=request.model_dump(mode="json") if isinstance(request, SyscallRequest) else {},
-            rule=rule,
-            timeout_s=self.kernel.settings.limits.approval_timeout_s,
-        )
+        try:
+            gate = await self.kernel.approvals.gate(
+                key=f"{key.workflow_id}/{key.execution_run_id}/{key.activity_id}",
+                subject=subject,
+                syscall=syscall.name,
+                resource=target,
+                request=request.model_dump(mode="json")
+                if isinstance(request, SyscallRequest)
+                else {},
+                rule=rule,
+                timeout_s=self.kernel.settings.limits.approval_timeout_s,
+            )
+        except AccessDenied as exc:  # the run waits for as many humans as it may: refused
+            refused = Decision(False, rule=decision.rule, reason=str(exc), basis="approval")
+            return refused, metered, False
         approved = Decision(
             allowed=gate.state == "approved",
             rule=f"{decision.rule}; {rule}",

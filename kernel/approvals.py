@@ -149,6 +149,8 @@ class ApprovalStore:
                             digest, rule, timeout_s,
                         ),
                     )  # fmt: skip
+                except psycopg.errors.ProgramLimitExceeded as exc:
+                    raise AccessDenied(exc.diag.message_primary or str(exc)) from None
                 except psycopg.DataError as exc:
                     # Refused for good, not retried: the same request would fail the same way.
                     raise InvalidRequest(

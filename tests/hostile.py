@@ -34,6 +34,7 @@ HOSTILE_AGENTS = {
     "bloater": "tests.hostile_agents:BloaterAgent",
     "holder": "tests.hostile_agents:HolderAgent",
     "launderer": "tests.hostile_agents:LaundererAgent",
+    "asker": "tests.hostile_agents:AskerAgent",
     "echo": "tests.agents:EchoAgent",
 }
 Mode = Literal["bwrap", "in_process"]

@@ -488,3 +488,18 @@ class LaundererAgent(Agent):
         except AccessDenied as exc:
             return f"denied: {exc}"
         return result.content
+
+
+class AskerAgent(Agent):
+    """Asks for `task` approvals at once, each of other arguments: a row apiece in every
+    approver's list, if the kernel let it."""
+
+    name = "asker"
+
+    async def run(self, task: str) -> str:
+        asks = [
+            CURRENT.get().call(APPROVAL_ASK, ApprovalAsk(tool="spam", call_id=f"c{n}"), "spam")
+            for n in range(int(task))
+        ]
+        answers = await asyncio.gather(*asks, return_exceptions=True)
+        return json.dumps([str(answer) for answer in answers])

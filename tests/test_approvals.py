@@ -144,6 +144,29 @@ async def test_an_approved_ask_lets_no_kernel_tool_call_through(
     assert not (test_tools.EFFECTS / tenant).exists()
 
 
+async def test_a_run_may_keep_only_so_many_humans_waiting(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # A hostile agent asks for 70 approvals at once: 64 wait (and expire, undecided), the rest
+    # are refused at once, each refusal an audit row, instead of filling approvers' lists.
+    tenant = f"asker-{uuid.uuid4().hex[:8]}"
+    settings = approval_settings(
+        temporal, postgres, tmp_path, tenant, agents={"asker": HOSTILE_AGENTS["asker"]},
+        limits={"approval_timeout_s": 3.0},
+    )  # fmt: skip
+    async with workers_and_client(settings) as client:
+        handle = await client.submit(RunSpec(agent="asker", task="70", tenant=tenant))
+        answers = json.loads((await handle.result()).output)
+        history = await ApprovalStore(client.pool).listing(run_id=handle.run_id, pending_only=False)
+        rows = await audited(client, handle.run_id)
+    capped = [a for a in answers if "the most a run may" in a]
+    assert len(capped) == 6, answers
+    assert sum("expired undecided" in a for a in answers) == 64, answers
+    assert len(history) == 64
+    refusals = [r for r in rows if r[:3] == ("approval.ask", "deny", "approval")]
+    assert len(refusals) >= 64 + 6  # each wait and each refusal
+
+
 async def test_a_denial_or_a_timeout_refuses_and_changes_nothing(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:

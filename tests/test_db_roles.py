@@ -157,6 +157,7 @@ async def test_a_cluster_from_before_the_owner_role_is_converted(tmp_path: Path)
         assert await upgrade(postgres.dsn(role="owner")) == [
             "0016_kernel_role",
             "0017_operator_role",
+            "0018_approval_cap",
         ]
         stored = json.loads(data_dir.with_name("data.credentials.json").read_text())
         # No superuser's.
@@ -211,7 +212,10 @@ async def test_a_cluster_from_before_the_operator_role_gets_it(tmp_path: Path) -
     hba = (data_dir / "pg_hba.conf").read_text()
     postgres = EmbeddedPostgres.start(data_dir)
     try:
-        assert await upgrade(postgres.dsn(role="owner")) == ["0017_operator_role"]
+        assert await upgrade(postgres.dsn(role="owner")) == [
+            "0017_operator_role",
+            "0018_approval_cap",
+        ]
         stored = json.loads(data_dir.with_name("data.credentials.json").read_text())
         assert set(stored) == {"owner_password", "kernel_password", "operator_password"}
         assert stored["kernel_password"] == "old-kernel"
