@@ -20,6 +20,7 @@ from temporalio.worker import (
 
 from kernos.activities import heartbeat
 from kernos.activities.failures import Sealer, public_type, sealed_failure, to_application_error
+from kernos.activities.request_decoding import Undecodable
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.audit import AttemptKey
 from kernos.kernel.claims import Claims, Served, false_claim, lost_affinity
@@ -71,6 +72,8 @@ def _false_input(syscall: Syscall[Any, Any], args: Sequence[Any]) -> str | None:
     """Whether the activity carries what the syscall takes: one request of its type."""
     if len(args) == 1 and isinstance(args[0], syscall.request):
         return None
+    if len(args) == 1 and isinstance(args[0], Undecodable):
+        return f"the {syscall.name} request is invalid: {args[0].problem}"
     sent = ", ".join(type(arg).__name__ for arg in args) or "nothing"
     return f"{syscall.name} takes one {syscall.request.__name__}; the workflow sent {sent}"
 

@@ -16,6 +16,7 @@ from kernos.activities.context import ContextWindow, ConversationActivities
 from kernos.activities.interceptor import SyscallInterceptor
 from kernos.activities.llm import LLMActivities
 from kernos.activities.memory import MemoryActivities
+from kernos.activities.request_decoding import KERNEL_CONVERTER
 from kernos.activities.runs import RunActivities
 from kernos.activities.slots import HealthCheck, InstanceSlots
 from kernos.activities.storage import StorageActivities
@@ -53,6 +54,13 @@ async def _own_connection(client: Client) -> Client:
     """
     config = client.config()
     config["service_client"] = await ServiceClient.connect(client.service_client.config)
+    return Client(**config)
+
+
+def _reading_requests(client: Client) -> Client:
+    """`client` on its connection, with the kernel workers' converter (`request_decoding`)."""
+    config = client.config()
+    config["data_converter"] = KERNEL_CONVERTER
     return Client(**config)
 
 
@@ -113,6 +121,7 @@ class KernelWorkers:
         `backends` overrides instances by name, `embedder` the configured embedding model.
         """
         tools = load_tools(settings.tools.registry)  # a bad tool path fails before the pool
+        client = _reading_requests(client)
         kernel = await Kernel.open(settings, client)
         conversations = ConversationStore(kernel.pool)
         storage = StorageStore(kernel.pool, settings.storage)

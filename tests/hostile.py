@@ -35,6 +35,7 @@ HOSTILE_AGENTS = {
     "holder": "tests.hostile_agents:HolderAgent",
     "launderer": "tests.hostile_agents:LaundererAgent",
     "asker": "tests.hostile_agents:AskerAgent",
+    "forger": "tests.hostile_agents:ForgerAgent",
     "echo": "tests.agents:EchoAgent",
 }
 Mode = Literal["bwrap", "in_process"]

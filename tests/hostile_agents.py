@@ -503,3 +503,18 @@ class AskerAgent(Agent):
         ]
         answers = await asyncio.gather(*asks, return_exceptions=True)
         return json.dumps([str(answer) for answer in answers])
+
+
+class ForgerAgent(Agent):
+    """Sends a request built around its own validation (`model_construct`), with a NUL the
+    store cannot hold: the kernel worker's decoding refuses it, hoping for a retry loop."""
+
+    name = "forger"
+
+    async def run(self, task: str) -> str:
+        forged = ApprovalAsk.model_construct(tool="launch", arguments="{}", call_id="a\x00b")
+        try:
+            await CURRENT.get().call(APPROVAL_ASK, forged, "launch")
+        except AccessDenied as exc:
+            return f"denied: {exc}"
+        return "went through"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -165,6 +166,37 @@ async def test_a_run_may_keep_only_so_many_humans_waiting(
     assert len(history) == 64
     refusals = [r for r in rows if r[:3] == ("approval.ask", "deny", "approval")]
     assert len(refusals) >= 64 + 6  # each wait and each refusal
+
+
+async def test_a_request_built_around_validation_is_refused_not_retried(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # Temporal's worker fails an activity whose arguments do not decode, retryably: with a
+    # syscall's unbounded retries the run would wait forever, unaudited. The kernel's decoding
+    # names the problem and the interceptor refuses it, audited.
+    tenant = f"forger-{uuid.uuid4().hex[:8]}"
+    agents = {"forger": HOSTILE_AGENTS["forger"]}
+    settings = approval_settings(temporal, postgres, tmp_path, tenant, agents=agents)
+    async with workers_and_client(settings) as client:
+        handle = await client.submit(RunSpec(agent="forger", task="-", tenant=tenant))
+        output = (await asyncio.wait_for(handle.result(), 60)).output
+        async with client.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT syscall, decision, basis, reason FROM audit WHERE run_id = %s ORDER BY id",
+                (handle.run_id,),
+            )
+            first = await cursor.fetchone()
+    # Refused (the error's seal is over the request the kernel could not read, so the agent
+    # sees it as unsealed: a forger learns nothing more).
+    assert output.startswith("denied: "), output
+    assert first is not None
+    assert (first["syscall"], first["decision"], first["basis"]) == (
+        "approval.ask",
+        "deny",
+        "claim",
+    )
+    assert first["reason"].startswith("the approval.ask request is invalid: call_id: ")
+    assert "contains a NUL character" in first["reason"]
 
 
 async def test_a_denial_or_a_timeout_refuses_and_changes_nothing(
