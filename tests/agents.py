@@ -466,3 +466,15 @@ SDK_AGENTS = {
     "adding": "tests.sdk_tool_agents:adding",
     "overriding": "tests.sdk_tool_agents:Overriding",
 }
+
+#: LangGraph / LangChain graphs, registered by path (kernos.adapters.langgraph).
+GRAPH_AGENTS = {
+    "graph-closure": "tests.graph_agents:closure",
+    "graph-shouting": "tests.graph_agents:shouting",
+    "graph-peeking": "tests.graph_agents:peeking",
+    "graph-blocking": "tests.graph_agents:blocking",
+    "graph-launching": "tests.graph_agents:launching",
+    "graph-calculating": "tests.graph_tool_agents:calculating",
+    "graph-adding": "tests.graph_tool_agents:adding",
+    "graph-naming": "tests.graph_tool_agents:naming",
+}

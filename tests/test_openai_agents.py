@@ -10,7 +10,6 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -25,17 +24,15 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.errors import AccessDenied, ConfigError
 from kernos.kernel.llm.scripted import ScriptedBackend
 from kernos.kernel.syscalls import LLMResponse, ToolCall
-from kernos.testing.fake_openai import FakeOpenAIServer
 from kernos.workflows import agent_registry
 from tests.agents import SDK_AGENTS
 from tests.conftest import KeepHistory, workers
+from tests.crash_runs import killed_while_answering
 from tests.fake_kernel import MODEL, USAGE, FakeKernel, started
-from tests.processes import WorkerProcess, write_worker_configs
 from tests.test_approvals import audited, pending_of, until
 from tests.test_approvals import status_of as approval_status
 from tests.test_mcp import SERVER as MCP_SERVER
 from tests.test_tools import answer, calls, ledger, tool_settings
-from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -397,52 +394,12 @@ async def test_the_example_completes_on_the_local_model_every_call_a_syscall(
 async def test_workers_killed_mid_generation_the_sdk_agent_goes_on_and_no_tool_runs_twice(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
-    # The model calls the calculator at once, then streams its answer over ~1.5 s: both workers
-    # die while it streams. The new agent worker replays the SDK's run from the history (the
-    # first answer, the tool's result); the new kernel worker generates the answer again.
-    def calls(body: dict[str, Any]) -> list[dict[str, Any]]:
-        answered = any(m["role"] == "tool" for m in body["messages"])
-        return [] if answered else [{"name": "calculator", "arguments": {"expression": "12*34"}}]
-
-    async with FakeOpenAIServer(
-        lambda body: "408 it is" + " ." * 28, token_delay_s=0.05, tool_calls=calls
-    ) as server:
-        instance = {"name": "slow", "kind": "openai", "model": "slow",
-                    "base_url": server.base_url, "tool_calling": "native"}  # fmt: skip
-        settings = tool_settings(
-            temporal, postgres, tmp_path, llm=[instance], agents=SDK_AGENTS,
-            limits={"llm_heartbeat_s": 2.0},
-        )  # fmt: skip
-        config, agent_config = write_worker_configs(settings, tmp_path)
-        agent = await WorkerProcess(agent_config, "agent", tmp_path / "agent.log").start()
-        kernel = await WorkerProcess(config, "kernel", tmp_path / "kernel-1.log").start()
-        replacements: list[WorkerProcess] = []
-        tenant = f"crash-{uuid.uuid4().hex[:8]}"
-        try:
-            async with await KernosClient.connect(settings) as client:
-                handle = await client.submit(
-                    RunSpec(agent="calculating", task="What is 12 * 34?", tenant=tenant)
-                )
-
-                def answering() -> list[bool]:
-                    return [r.completed for r in server.requests if not calls(r.body)]
-
-                await eventually(lambda: answering() == [False], what="the answer streaming",
-                                 every_s=0.05)  # fmt: skip
-                agent.kill()
-                kernel.kill()
-                for kind, where, log in (("agent", agent_config, "agent-2.log"),
-                                         ("kernel", config, "kernel-2.log")):  # fmt: skip
-                    replacements.append(await WorkerProcess(where, kind, tmp_path / log).start())
-                result = await asyncio.wait_for(handle.result(), 120)
-                rows = await ledger(client, tenant)
-        finally:
-            for process in (agent, kernel, *replacements):
-                await process.stop()
-
-    assert result.output.startswith("408 it is")
-    assert result.syscalls == 3  # the call, the tool, the answer: none made twice
-    assert [(r["tool"], r["status"], r["attempts"]) for r in rows] == [("calculator", "ok", 1)]
+    crashed = await killed_while_answering(temporal, postgres, tmp_path, SDK_AGENTS, "calculating")
+    assert crashed.result.output.startswith("408 it is")
+    assert crashed.result.syscalls == 3  # the call, the tool, the answer: none made twice
+    assert [(r["tool"], r["status"], r["attempts"]) for r in crashed.ledger] == [
+        ("calculator", "ok", 1)
+    ]
     # The first answer was never asked again; the one cut by the kernel worker's death was.
-    assert [bool(calls(r.body)) for r in server.requests].count(True) == 1
-    assert answering() == [False, True]
+    assert crashed.tool_turns.count(True) == 1
+    assert crashed.answers_completed == [False, True]

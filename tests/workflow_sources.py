@@ -34,6 +34,7 @@ ROOTS = (
     "kernos.examples.react",
     "kernos.kernel.tools",
     "kernos.adapters.openai_agents",
+    "kernos.adapters.langgraph",
     "kernos.workflows.activation_check",
     "kernos.workflows.commands",
     "kernos.workflows.run_limits",

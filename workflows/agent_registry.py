@@ -6,10 +6,13 @@ inside Temporal's sandbox, where nondeterministic calls are caught.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+from temporalio import workflow
 
 from kernos.kernel.errors import ConfigError, UnknownAgent
 
@@ -43,7 +46,7 @@ def resolve(path: str) -> type[Agent]:
     if adapted is None:
         raise ConfigError(
             f"{path!r} is neither a subclass of kernos.Agent nor an agent of a framework kernos "
-            "adapts (an agents.Agent of the OpenAI Agents SDK)"
+            "adapts (an agents.Agent of the OpenAI Agents SDK, a compiled LangGraph graph)"
         )
     return adapted
 
@@ -54,16 +57,29 @@ def _sdk() -> ModuleType | None:
     return sdk if sdk is not None and hasattr(sdk, "Runner") else None
 
 
+def _langgraph() -> ModuleType | None:
+    """LangGraph's graphs, if the agent's module imported LangGraph."""
+    return sys.modules.get("langgraph.pregel")
+
+
 def _load_adapters() -> None:
     """Load the adapter of each framework the agent's module imported.
 
     So a `kernos.Agent` whose code calls the framework itself has its calls go through the
-    kernel too.
+    kernel too; and an OpenAI client anywhere in a run asks the kernel, not a server.
     """
     if _sdk() is not None:
         from kernos.adapters.openai_agents import install
 
         install()
+    if "openai" in sys.modules or "langchain_core" in sys.modules:
+        from kernos.adapters.openai_transport import install as install_transport
+
+        install_transport()
+        if workflow.in_workflow():
+            from kernos.adapters.run_threads import in_the_run
+
+            in_the_run(asyncio.get_running_loop())
 
 
 def _adapted(target: object) -> type[Agent] | None:
@@ -76,6 +92,17 @@ def _adapted(target: object) -> type[Agent] | None:
         from kernos.adapters.openai_agents import wrap
 
         return wrap(target)  # type: ignore[arg-type]  # checked by isinstance above
+    graphs = _langgraph()
+    if graphs is not None and isinstance(target, getattr(graphs, "Pregel", ())):
+        from kernos.adapters.langgraph import wrap as wrap_graph
+
+        return wrap_graph(target)  # type: ignore[arg-type]  # checked by isinstance above
+    builders = sys.modules.get("langgraph.graph.state")
+    if builders is not None and isinstance(target, getattr(builders, "StateGraph", ())):
+        raise ConfigError(
+            "the agent is a LangGraph StateGraph that was not compiled: register "
+            "graph.compile() (kernos gives it a checkpointer)"
+        )
     return None
 
 

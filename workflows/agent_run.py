@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from kernos.kernel.syscalls import ApprovalNotice, Carried, RunInput, RunOutcome, RunResult
     from kernos.workflows import agent_registry
     from kernos.workflows.dispatcher import CURRENT, SyscallDispatcher
+    from kernos.workflows.framework_errors import kernel_cause
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
@@ -66,13 +67,16 @@ class AgentRun:
                 raise InvalidRequest(
                     f"agent {input.spec.agent!r} returned {type(output).__name__}, not str"
                 )
-        except (asyncio.CancelledError, FailureError) as exc:
-            if not is_cancelled_exception(exc):
-                await self._fail(dispatcher, exc)
-            await self._end(dispatcher, RunOutcome(status="cancelled", error="cancelled"))
-            # Raised as asyncio's error, the run closes as Canceled rather than Failed.
-            raise asyncio.CancelledError("the run was cancelled") from exc
-        except Exception as exc:  # noqa: BLE001 - any bug in agent code ends the run, named
+        except (asyncio.CancelledError, Exception) as raised:  # noqa: BLE001
+            # Any bug in agent code ends the run, named; a framework's error as the kernel's
+            # error it wraps.
+            exc = kernel_cause(raised)
+            if isinstance(exc, asyncio.CancelledError | FailureError):
+                if not is_cancelled_exception(exc):
+                    await self._fail(dispatcher, exc)
+                await self._end(dispatcher, RunOutcome(status="cancelled", error="cancelled"))
+                # Raised as asyncio's error, the run closes as Canceled rather than Failed.
+                raise asyncio.CancelledError("the run was cancelled") from exc
             await self._fail(dispatcher, exc)
         await self._end(dispatcher, RunOutcome(status="completed", output=output))
         return RunResult(

@@ -35,9 +35,20 @@ PASSTHROUGH = (
     # Agent frameworks kernos adapts (kernos.adapters): imported again in every run they would
     # cost seconds against the SDK's deadlock timeout. Shared by the runs of one pool's
     # process, as kernos itself is: their module-level state (the OpenAI Agents SDK's default
-    # runner, its trace provider) is one per pool, never across tenants' pools.
+    # runner, its trace provider, httpx's transport once governed) is one per pool, never
+    # across tenants' pools.
     "agents",
     "openai",
+    # The HTTP stack of openai>=3 (a fork of httpx), whose transport kernos governs in a run;
+    # it imports the last two on first use, and they read the platform at import.
+    "httpx2",
+    "httpcore2",
+    "truststore",
+    "langchain",
+    "langchain_core",
+    "langchain_openai",
+    "langgraph",
+    "langsmith",
 )
 
 

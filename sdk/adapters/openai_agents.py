@@ -48,7 +48,6 @@ from agents import (
     Agent as SDKAgent,
 )
 from agents import (
-    AgentsException,
     FunctionTool,
     Handoff,
     Model,
@@ -90,12 +89,12 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from pydantic import ValidationError
-from temporalio.exceptions import FailureError
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 from typing_extensions import Unpack
 
+from kernos.adapters.kernel_tools import called
 from kernos.agent import Agent
-from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest, KernosError
+from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest
 from kernos.kernel.syscall_table import APPROVAL_ASK
 from kernos.kernel.syscalls import (
     ApprovalAsk,
@@ -151,18 +150,7 @@ def _kernos_tool(name: str) -> KernosTool:
         raise ConfigError(f"{name!r} cannot name a kernos tool: {exc.errors()[0]['msg']}") from None
 
     async def call(context: ToolContext[Any], arguments: str) -> str:
-        try:
-            request = ToolCallRequest(
-                name=name, arguments=arguments or "{}", call_id=context.tool_call_id
-            )
-        except ValidationError as exc:  # arguments over any limit, say: the model's to mend
-            return f"error (InvalidRequest): {exc.errors()[0]['msg']}"
-        try:
-            result = await _dispatcher().tool_call(request)
-        except (AccessDenied, InvalidRequest) as exc:
-            # The model reads the refusal as the tool's answer, as it reads a tool's own error.
-            return f"error ({type(exc).__name__}): {exc}"
-        return result.message().content
+        return await called(name, arguments or "{}", context.tool_call_id)
 
     return KernosTool(
         name=name,
@@ -669,19 +657,11 @@ def wrap(agent: SDKAgent[Any]) -> type[Agent]:
 
         async def run(self, task: str) -> str:
             """Run the SDK's agent on `task`, with humans deciding what it holds for them."""
-            try:
-                result = await _RUNNER.run(governed, task)
-                while result.interruptions:
-                    result = await _RUNNER.run(governed, await decided(result))
-            except AgentsException as exc:
-                # The SDK wraps what a tool raised: the kernel's own error, Temporal's failure
-                # or a cancellation ends the run as itself.
-                cause = exc.__cause__
-                while cause is not None:
-                    if isinstance(cause, KernosError | FailureError | asyncio.CancelledError):
-                        raise cause from None
-                    cause = cause.__cause__
-                raise
+            # What the SDK wraps of a tool's error (the kernel's own, Temporal's failure, a
+            # cancellation) ends the run as itself: workflows/framework_errors.py.
+            result = await _RUNNER.run(governed, task)
+            while result.interruptions:
+                result = await _RUNNER.run(governed, await decided(result))
             return _output(result.final_output)
 
     OpenAIAgentsRun.__qualname__ = f"OpenAIAgentsRun[{agent.name}]"

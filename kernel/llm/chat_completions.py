@@ -1,0 +1,256 @@
+"""OpenAI's chat-completions API read as kernos's `llm.chat`, and its answers written back.
+
+A request body becomes an `LLMRequest` (every field kernos cannot honour refused by name), and
+an `LLMResponse` becomes a completion or its stream of chunks. Used where code that speaks
+OpenAI's API meets the kernel: an OpenAI client inside a run (`kernos.adapters.openai_transport`).
+The other direction, kernos calling an OpenAI-compatible server, is `kernel/llm/openai.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any
+
+from pydantic import ValidationError
+
+from kernos.kernel.errors import InvalidRequest
+from kernos.kernel.syscalls import (
+    JSONSchemaFormat,
+    LLMRequest,
+    LLMResponse,
+    Message,
+    Sampling,
+    ToolCall,
+    ToolSpec,
+)
+
+#: Body fields kernos reads; any other field with a value that changes the answer is refused.
+_READ = {
+    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens",
+    "stop", "seed", "tools", "tool_choice", "response_format", "stream", "stream_options",
+    "n", "parallel_tool_calls",
+}  # fmt: skip
+#: Fields that only shape how the client is answered, or name who asks: no bearing here.
+_IGNORED = {
+    "user", "metadata", "store", "service_tier", "logprobs", "top_logprobs",
+    "frequency_penalty", "presence_penalty", "prompt_cache_key", "safety_identifier",
+}  # fmt: skip
+
+
+def request_from_body(body: Any, *, kernel_tools: Collection[str] = ()) -> LLMRequest:
+    """The `llm.chat` a chat-completions body asks for.
+
+    Tools named in `kernel_tools` are the kernel's registered tools (it tells the model their
+    schemas); every other function tool is the caller's own (`agent_tools`). InvalidRequest
+    names the field kernos cannot take.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("a chat-completions request must be a JSON object")
+    unknown = sorted(k for k, v in body.items() if k not in _READ | _IGNORED and v is not None)
+    if unknown:
+        raise InvalidRequest(f"chat-completions field {unknown[0]!r} is not supported by kernos")
+    if body.get("n") not in (None, 1):
+        raise InvalidRequest("chat-completions field 'n': kernos generates one choice")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("chat-completions field 'model' must name a model kernos serves")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    stop = body.get("stop")
+    try:
+        sampling = Sampling(
+            temperature=body.get("temperature"),
+            top_p=body.get("top_p"),
+            max_tokens=max_tokens,
+            stop=[stop] if isinstance(stop, str) else stop,
+            seed=body.get("seed"),
+        )
+        kernel, own, choice = _tools(body.get("tools") or [], body.get("tool_choice"), kernel_tools)
+        return LLMRequest(
+            model=model,
+            messages=[_message(m) for m in _list(body.get("messages"), "messages")],
+            sampling=sampling,
+            response_format=_format(body.get("response_format")),
+            tools=kernel,
+            agent_tools=own,
+            tool_choice=choice,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        raise InvalidRequest(f"chat-completions request: {where}: {error['msg']}") from None
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidRequest(f"chat-completions field {field!r} must be a list")
+    return value
+
+
+def _text(content: Any, where: str) -> str:
+    """A message's content as text: a string, or text parts (kernos's messages are text)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in _list(content, where):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            raise InvalidRequest(
+                f"chat-completions {where}: a part of type {kind!r}; kernos's messages are text"
+            )
+        texts.append(str(part.get("text", "")))
+    return "".join(texts)
+
+
+def _message(raw: Any) -> Message:
+    if not isinstance(raw, dict):
+        raise InvalidRequest("chat-completions field 'messages' must hold objects")
+    role = raw.get("role")
+    content = _text(raw.get("content"), f"{role} message content")
+    if role in ("system", "developer"):
+        return Message(role="system", content=content)
+    if role == "user":
+        return Message(role="user", content=content)
+    if role == "assistant":
+        calls = []
+        for call in raw.get("tool_calls") or []:
+            function = call.get("function") or {}
+            calls.append(ToolCall(id=call.get("id"), name=function.get("name"),
+                                  arguments=function.get("arguments") or "{}"))  # fmt: skip
+        return Message(role="assistant", content=content, tool_calls=calls)
+    if role == "tool":
+        return Message(role="tool", content=content, tool_call_id=raw.get("tool_call_id"))
+    raise InvalidRequest(
+        f"chat-completions message role {role!r}: kernos takes system, developer, user, "
+        "assistant and tool messages"
+    )
+
+
+def _tools(
+    raw: list[Any], choice: Any, kernel_tools: Collection[str]
+) -> tuple[list[str], list[ToolSpec], Any]:
+    kernel: list[str] = []
+    own: list[ToolSpec] = []
+    for tool in _list(raw, "tools"):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not function:
+            raise InvalidRequest("chat-completions field 'tools': kernos takes function tools")
+        name = function.get("name")
+        if name in kernel_tools:
+            kernel.append(name)
+        else:
+            own.append(ToolSpec(
+                name=name,
+                description=function.get("description") or "",
+                parameters=function.get("parameters") or {"type": "object"},
+            ))  # fmt: skip
+    if choice in (None, "auto"):
+        return kernel, own, "auto"
+    if choice == "none":
+        return [], [], "auto"
+    if choice == "required":
+        return kernel, own, "required"
+    named = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if named is None or named not in [*kernel, *(spec.name for spec in own)]:
+        raise InvalidRequest(
+            f"chat-completions field 'tool_choice' names {named!r}, which is not among 'tools'"
+        )
+    return [n for n in kernel if n == named], [s for s in own if s.name == named], "required"
+
+
+def _format(raw: Any) -> JSONSchemaFormat | None:
+    if raw is None or (isinstance(raw, dict) and raw.get("type") == "text"):
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("chat-completions field 'response_format' must be an object")
+    if raw.get("type") == "json_object":
+        return JSONSchemaFormat(name="json_object", json_schema={"type": "object"})
+    schema = raw.get("json_schema") if raw.get("type") == "json_schema" else None
+    if not isinstance(schema, dict) or not isinstance(schema.get("schema"), dict):
+        raise InvalidRequest(
+            "chat-completions field 'response_format': kernos takes text, json_object, or "
+            "json_schema with a 'schema'"
+        )
+    return JSONSchemaFormat(name=schema.get("name") or "output", json_schema=schema["schema"])
+
+
+def _finish(response: LLMResponse) -> str:
+    if response.tool_calls:
+        return "tool_calls"
+    return "length" if response.finish_reason == "length" else "stop"
+
+
+def _usage(response: LLMResponse) -> dict[str, int]:
+    usage = response.usage
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def _calls(response: LLMResponse, *, indexed: bool) -> list[dict[str, Any]]:
+    return [
+        {
+            **({"index": i} if indexed else {}),
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for i, call in enumerate(response.tool_calls)
+    ]
+
+
+def completion(response: LLMResponse, *, id: str, created: int) -> dict[str, Any]:
+    """The answer as a `chat.completion` object."""
+    message: dict[str, Any] = {"role": "assistant", "content": response.text or None}
+    if response.tool_calls:
+        message["tool_calls"] = _calls(response, indexed=False)
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": response.model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": _finish(response), "logprobs": None}
+        ],
+        "usage": _usage(response),
+    }
+
+
+def chunks(
+    response: LLMResponse, *, id: str, created: int, include_usage: bool
+) -> list[dict[str, Any]]:
+    """The answer as `chat.completion.chunk` objects.
+
+    The whole message in one delta, the finish in the next, and the usage in a last chunk with
+    no choices when asked for.
+    """
+
+    def chunk(choices: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+        return {"id": id, "object": "chat.completion.chunk", "created": created,
+                "model": response.model, "choices": choices, **more}  # fmt: skip
+
+    delta: dict[str, Any] = {"role": "assistant", "content": response.text}
+    if response.tool_calls:
+        delta["tool_calls"] = _calls(response, indexed=True)
+    made = [
+        chunk([{"index": 0, "delta": delta, "finish_reason": None}]),
+        chunk([{"index": 0, "delta": {}, "finish_reason": _finish(response)}]),
+    ]
+    if include_usage:
+        made.append(chunk([], usage=_usage(response)))
+    return made
+
+
+def server_sent(events: list[dict[str, Any]]) -> bytes:
+    """Chunks as a server-sent event stream, ended as OpenAI ends one."""
+    lines = [f"data: {json.dumps(event)}\n\n" for event in events]
+    return ("".join(lines) + "data: [DONE]\n\n").encode()
+
+
+def error_body(message: str, kind: str) -> dict[str, Any]:
+    """An error as OpenAI's API shapes one."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}

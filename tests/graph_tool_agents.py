@@ -1,0 +1,47 @@
+"""LangGraph and LangChain agents that import kernos: its chat model and its tools."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain.agents import create_agent
+from langgraph.graph import START, StateGraph
+from pydantic import BaseModel
+from typing_extensions import TypedDict
+
+from kernos.adapters.langgraph import KernosChatModel, tools
+
+#: `create_agent` on kernos's own model, given the kernel's calculator.
+calculating = create_agent(
+    model=KernosChatModel(),
+    tools=tools("calculator"),
+    system_prompt="Use the calculator for arithmetic, then answer with the number.",
+)
+
+#: A tool of an MCP server configured in kernos (`[tools.mcp.test]`), as the kernel's.
+adding = create_agent(model=KernosChatModel(), tools=tools("test__add"), system_prompt="Add.")
+
+
+class City(BaseModel):
+    """What `naming` answers with."""
+
+    name: str
+    country: str
+
+
+class Question(TypedDict, total=False):
+    """`naming`'s state: the country asked about, and the answer."""
+
+    country: str
+    city: dict[str, Any]
+
+
+async def name_capital(state: Question) -> dict[str, Any]:
+    """Asks for the capital as a `City`, decoded to its schema."""
+    model = KernosChatModel(temperature=0.0, max_tokens=64).with_structured_output(City)
+    city = await model.ainvoke(f"Name the capital of {state['country']}.")
+    return {"city": city.model_dump()}
+
+
+#: A graph whose state is not a conversation: its task is the input state, as JSON.
+naming = StateGraph(Question).add_node("name", name_capital).add_edge(START, "name").compile()
