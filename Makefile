@@ -36,10 +36,15 @@ system:
 			echo "kernos: install bubblewrap (apt-get install bubblewrap) to confine agent code" >&2; \
 		fi; }
 
-# The OpenAI Agents SDK example (`make demo DEMO_AGENT=assistant`) is registered for its demo
-# only: importing the SDK would add a second to every pool's start-up check.
+# The framework examples (`make demo DEMO_AGENT=assistant`, the OpenAI Agents SDK) are registered
+# for their demos only: importing a framework would add a second to every pool's start-up check.
 ifeq ($(DEMO_AGENT),assistant)
 DEMO_ENV := KERNOS_AGENTS='{"planner": "kernos.examples.planner:PlannerAgent", "react": "kernos.examples.react:ReActAgent", "assistant": "kernos.examples.openai_assistant:assistant"}'
+DEMO_TASK := What is 12 * 34? Then save the answer to notes/answer.md.
+endif
+# The same task written with LangChain's create_agent (`make demo DEMO_AGENT=graph-assistant`).
+ifeq ($(DEMO_AGENT),graph-assistant)
+DEMO_ENV := KERNOS_AGENTS='{"planner": "kernos.examples.planner:PlannerAgent", "react": "kernos.examples.react:ReActAgent", "graph-assistant": "kernos.examples.langgraph_assistant:assistant"}'
 DEMO_TASK := What is 12 * 34? Then save the answer to notes/answer.md.
 endif
 
