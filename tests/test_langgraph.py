@@ -24,11 +24,13 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.errors import AccessDenied, ConfigError
 from kernos.kernel.llm.scripted import ScriptedBackend
 from kernos.kernel.syscalls import LLMResponse, ToolCall
+from kernos.testing.fake_openai import FakeOpenAIServer
 from kernos.workflows import agent_registry
 from tests.agents import GRAPH_AGENTS
 from tests.conftest import KeepHistory, workers
 from tests.crash_runs import killed_while_answering
 from tests.fake_kernel import MODEL, USAGE, FakeKernel, started
+from tests.processes import WorkerProcess, write_worker_configs
 from tests.test_approvals import audited, pending_of, until
 from tests.test_approvals import status_of as approval_status
 from tests.test_mcp import SERVER as MCP_SERVER
@@ -108,7 +110,8 @@ async def test_a_hand_written_graph_runs_its_own_tool_and_a_human_approves_the_a
         (m.role, m.tool_call_id, m.content) for m in second.messages
     ]
     [asked] = kernel.asks
-    assert asked.tool == "confirm"  # the node that interrupted
+    # The node that interrupted; the ask known by its number in the run, which a replay repeats.
+    assert (asked.tool, asked.call_id) == ("confirm", "interrupt-1")
     assert json.loads(asked.arguments) == {"question": "May I answer?", "draft": "HELLO it is"}
 
 
@@ -133,6 +136,7 @@ async def test_create_agent_with_langchains_approval_middleware_and_a_typed_answ
     assert json.loads(result.output) == {"target": "the moon", "launched": True}
     [asked] = kernel.asks
     assert (asked.tool, json.loads(asked.arguments)) == ("launch", {"target": "the moon"})
+    assert asked.call_id == "interrupt-1-0"  # the first action of the run's first interrupt
     first, second = kernel.chats
     # The typed answer is a tool the model must call (LangChain's ToolStrategy).
     assert {spec.name for spec in first.agent_tools} == {"launch", "Launch"}
@@ -361,3 +365,48 @@ async def test_workers_killed_mid_generation_the_graph_goes_on_and_no_tool_runs_
     # The first answer was never asked again; the one cut by the kernel worker's death was.
     assert crashed.tool_turns.count(True) == 1
     assert crashed.answers_completed == [False, True]
+
+
+async def test_an_interrupt_waiting_across_a_new_agent_worker_is_asked_once(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # The agent worker dies while the run waits for a human; its replacement replays the graph
+    # (LangGraph's own ids for the interrupt come out different) and must ask the same thing,
+    # so the human's one approval lets the run go on.
+    async with FakeOpenAIServer(lambda body: "HELLO") as server:
+        tenant = f"graph-{uuid.uuid4().hex[:8]}"
+        instance = {"name": "fake", "kind": "openai", "model": MODEL,
+                    "base_url": server.base_url, "tool_calling": "native"}  # fmt: skip
+        settings = tool_settings(
+            temporal, postgres, tmp_path, llm=[instance], agents=GRAPH_AGENTS,
+            policy=f"p, alice, *, {tenant}, agent-tool:*, approval.decide, allow\n",
+        )  # fmt: skip
+        config, agent_config = write_worker_configs(settings, tmp_path)
+        agent = await WorkerProcess(agent_config, "agent", tmp_path / "agent.log").start()
+        kernel = await WorkerProcess(config, "kernel", tmp_path / "kernel.log").start()
+        replacement: WorkerProcess | None = None
+        try:
+            async with await KernosClient.connect(settings) as client:
+                handle = await client.submit(
+                    RunSpec(agent="graph-shouting", task="hello", tenant=tenant)
+                )
+                waiting = await pending_of(client, handle.run_id)
+                agent.kill()
+                replacement = await WorkerProcess(
+                    agent_config, "agent", tmp_path / "agent-2.log"
+                ).start()
+                await client.approve(handle.run_id, user="alice", reason="go")
+                result = await asyncio.wait_for(handle.result(), 60)
+                rows = await audited(client, handle.run_id)
+        finally:
+            for process in (agent, kernel, *([replacement] if replacement else [])):
+                await process.stop()
+    assert result.output == "HELLO"
+    assert [(syscall, decision) for syscall, decision, _, _ in rows] == [
+        ("llm.chat", "allow"),
+        ("approval.ask", "deny"),  # waiting
+        ("approval.decide", "allow"),
+        ("approval.ask", "allow"),  # the same ask, asked again by the new worker's replay
+        ("run.end", "allow"),
+    ]
+    assert waiting.request["call_id"] == "interrupt-1"

@@ -72,14 +72,15 @@ def _load_adapters() -> None:
         from kernos.adapters.openai_agents import install
 
         install()
-    if "openai" in sys.modules or "langchain_core" in sys.modules:
-        from kernos.adapters.openai_transport import install as install_transport
+    # Whatever the agent imports later, even inside its run: a client governed in one pool and
+    # not in another would make a history that replays differently.
+    from kernos.adapters.openai_transport import install as install_transport
 
-        install_transport()
-        if workflow.in_workflow():
-            from kernos.adapters.run_threads import in_the_run
+    install_transport()
+    if workflow.in_workflow():
+        from kernos.adapters.run_threads import in_the_run
 
-            in_the_run(asyncio.get_running_loop())
+        in_the_run(asyncio.get_running_loop())
 
 
 def _adapted(target: object) -> type[Agent] | None:

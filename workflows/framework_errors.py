@@ -3,9 +3,10 @@
 A framework reports what failed under it in its own types: the OpenAI Agents SDK wraps a tool's
 error in `AgentsException`, LangChain a tool's in `ToolException`, and an OpenAI client an error
 response in `APIStatusError` (where `kernos.adapters.openai_transport` leaves the kernel's error
-on the response). A run that ends on such an error ends as the kernel's error inside it: its
-type names what happened (`AccessDenied`, a cancellation), as it would for a `kernos.Agent`.
-An error the agent's own code raised is left as it is, whatever it was raised from.
+on the response). A run that ends on such an error ends as the error inside it: the kernel's (its
+type names what happened: `AccessDenied`, a cancellation), as it would for a `kernos.Agent`, or
+the agent's own. An error the agent's own code raised is left as it is, whatever it was raised
+from. The type is the agent's report (its code can raise any error); the audit is the kernel's.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def _framework(exc: BaseException) -> bool:
 
 
 def kernel_cause(exc: BaseException) -> BaseException:
-    """The kernel's error (or Temporal's failure, or a cancellation) wrapped in `exc`.
+    """The error a run ends as when agent code raised `exc`.
 
-    `exc` itself when it is not a framework's error or wraps none.
+    Through a framework's errors, to what they wrap: the kernel's error (or Temporal's failure,
+    or a cancellation), or the agent's own error. `exc` itself when it is not a framework's, or
+    wraps nothing but framework errors.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -41,10 +44,13 @@ def kernel_cause(exc: BaseException) -> BaseException:
         if isinstance(current, KernosError | FailureError | asyncio.CancelledError):
             return current
         if not _framework(current):
-            break
+            return current
         extensions = getattr(getattr(current, "response", None), "extensions", None)
         carried = extensions.get(KERNEL_ERROR) if isinstance(extensions, dict) else None
         if isinstance(carried, BaseException):
             return carried
-        current = current.__cause__ or current.__context__
+        # What it was raised from, or while handling unless that was suppressed (`from None`).
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
     return exc

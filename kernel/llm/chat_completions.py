@@ -9,7 +9,6 @@ The other direction, kernos calling an OpenAI-compatible server, is `kernel/llm/
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,7 +24,7 @@ from kernos.kernel.syscalls import (
     ToolSpec,
 )
 
-#: Body fields kernos reads; any other field with a value that changes the answer is refused.
+#: Body fields kernos reads.
 _READ = {
     "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens",
     "stop", "seed", "tools", "tool_choice", "response_format", "stream", "stream_options",
@@ -34,20 +33,28 @@ _READ = {
 #: Fields that only shape how the client is answered, or name who asks: no bearing here.
 _IGNORED = {
     "user", "metadata", "store", "service_tier", "logprobs", "top_logprobs",
-    "frequency_penalty", "presence_penalty", "prompt_cache_key", "safety_identifier",
+    "prompt_cache_key", "safety_identifier",
 }  # fmt: skip
+#: Fields kernos takes only at their neutral value (they would change the answer otherwise).
+_NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0}
+#: In a function tool's parameters: the tool is the kernel's registered tool of that name, whose
+#: schema the kernel tells the model (`kernos.adapters.langgraph.tools` marks its tools so).
+KERNEL_TOOL = "x-kernos-tool"
 
 
-def request_from_body(body: Any, *, kernel_tools: Collection[str] = ()) -> LLMRequest:
+def request_from_body(body: Any) -> LLMRequest:
     """The `llm.chat` a chat-completions body asks for.
 
-    Tools named in `kernel_tools` are the kernel's registered tools (it tells the model their
-    schemas); every other function tool is the caller's own (`agent_tools`). InvalidRequest
-    names the field kernos cannot take.
+    A function tool whose parameters hold `KERNEL_TOOL: true` is the kernel's registered tool;
+    every other one is the caller's own (`agent_tools`). InvalidRequest names the field kernos
+    cannot take.
     """
     if not isinstance(body, dict):
         raise InvalidRequest("a chat-completions request must be a JSON object")
-    unknown = sorted(k for k, v in body.items() if k not in _READ | _IGNORED and v is not None)
+    unknown = sorted(
+        k for k, v in body.items()
+        if k not in _READ | _IGNORED and v is not None and not (k in _NEUTRAL and v == _NEUTRAL[k])
+    )  # fmt: skip
     if unknown:
         raise InvalidRequest(f"chat-completions field {unknown[0]!r} is not supported by kernos")
     if body.get("n") not in (None, 1):
@@ -55,7 +62,10 @@ def request_from_body(body: Any, *, kernel_tools: Collection[str] = ()) -> LLMRe
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("chat-completions field 'model' must name a model kernos serves")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    _options(body)
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
     stop = body.get("stop")
     try:
         sampling = Sampling(
@@ -65,7 +75,7 @@ def request_from_body(body: Any, *, kernel_tools: Collection[str] = ()) -> LLMRe
             stop=[stop] if isinstance(stop, str) else stop,
             seed=body.get("seed"),
         )
-        kernel, own, choice = _tools(body.get("tools") or [], body.get("tool_choice"), kernel_tools)
+        kernel, own, choice = _tools(body.get("tools") or [], body.get("tool_choice"))
         return LLMRequest(
             model=model,
             messages=[_message(m) for m in _list(body.get("messages"), "messages")],
@@ -81,9 +91,30 @@ def request_from_body(body: Any, *, kernel_tools: Collection[str] = ()) -> LLMRe
         raise InvalidRequest(f"chat-completions request: {where}: {error['msg']}") from None
 
 
+def _options(body: dict[str, Any]) -> None:
+    """InvalidRequest unless `stream` and `stream_options` are what OpenAI's API takes."""
+    if not isinstance(body.get("stream", False), bool | None):
+        raise InvalidRequest("chat-completions field 'stream' must be true or false")
+    _dict(body.get("stream_options") or {}, "stream_options")
+
+
+def include_usage(body: dict[str, Any]) -> bool:
+    """Whether a streamed answer ends with a chunk of its usage.
+
+    Of a body `request_from_body` took, so `stream_options` is an object.
+    """
+    return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
 def _list(value: Any, field: str) -> list[Any]:
     if not isinstance(value, list):
         raise InvalidRequest(f"chat-completions field {field!r} must be a list")
+    return value
+
+
+def _dict(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"chat-completions field {field!r} must be an object")
     return value
 
 
@@ -96,64 +127,67 @@ def _text(content: Any, where: str) -> str:
     texts = []
     for part in _list(content, where):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text":
+        if kind != "text" or not isinstance(part.get("text", ""), str):
             raise InvalidRequest(
                 f"chat-completions {where}: a part of type {kind!r}; kernos's messages are text"
             )
-        texts.append(str(part.get("text", "")))
+        texts.append(part.get("text", ""))
     return "".join(texts)
 
 
 def _message(raw: Any) -> Message:
-    if not isinstance(raw, dict):
-        raise InvalidRequest("chat-completions field 'messages' must hold objects")
-    role = raw.get("role")
-    content = _text(raw.get("content"), f"{role} message content")
+    message = _dict(raw, "messages[]")
+    role = message.get("role")
+    content = _text(message.get("content"), f"{role} message content")
     if role in ("system", "developer"):
         return Message(role="system", content=content)
     if role == "user":
         return Message(role="user", content=content)
     if role == "assistant":
         calls = []
-        for call in raw.get("tool_calls") or []:
-            function = call.get("function") or {}
+        for call in _list(message.get("tool_calls") or [], "messages[].tool_calls"):
+            function = _dict(_dict(call, "messages[].tool_calls[]").get("function"),
+                             "messages[].tool_calls[].function")  # fmt: skip
             calls.append(ToolCall(id=call.get("id"), name=function.get("name"),
                                   arguments=function.get("arguments") or "{}"))  # fmt: skip
         return Message(role="assistant", content=content, tool_calls=calls)
     if role == "tool":
-        return Message(role="tool", content=content, tool_call_id=raw.get("tool_call_id"))
+        return Message(role="tool", content=content, tool_call_id=message.get("tool_call_id"))
     raise InvalidRequest(
         f"chat-completions message role {role!r}: kernos takes system, developer, user, "
         "assistant and tool messages"
     )
 
 
-def _tools(
-    raw: list[Any], choice: Any, kernel_tools: Collection[str]
-) -> tuple[list[str], list[ToolSpec], Any]:
+def _tools(raw: list[Any], choice: Any) -> tuple[list[str], list[ToolSpec], Any]:
     kernel: list[str] = []
     own: list[ToolSpec] = []
     for tool in _list(raw, "tools"):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not function:
+        function = _dict(tool, "tools[]").get("function")
+        if tool.get("type") != "function" or not isinstance(function, dict):
             raise InvalidRequest("chat-completions field 'tools': kernos takes function tools")
-        name = function.get("name")
-        if name in kernel_tools:
+        name, parameters = function.get("name"), function.get("parameters") or {"type": "object"}
+        if not isinstance(name, str):
+            raise InvalidRequest("chat-completions field 'tools': a function without a name")
+        if _dict(parameters, "tools[].function.parameters").get(KERNEL_TOOL) is True:
             kernel.append(name)
         else:
-            own.append(ToolSpec(
-                name=name,
-                description=function.get("description") or "",
-                parameters=function.get("parameters") or {"type": "object"},
-            ))  # fmt: skip
+            own.append(ToolSpec(name=name, description=str(function.get("description") or ""),
+                                parameters=parameters))  # fmt: skip
     if choice in (None, "auto"):
         return kernel, own, "auto"
     if choice == "none":
         return [], [], "auto"
     if choice == "required":
         return kernel, own, "required"
-    named = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
-    if named is None or named not in [*kernel, *(spec.name for spec in own)]:
+    function = choice.get("function") if isinstance(choice, dict) else None
+    named = function.get("name") if isinstance(function, dict) else None
+    if named is None:
+        raise InvalidRequest(
+            f"chat-completions field 'tool_choice': {choice!r} is not one kernos takes (auto, "
+            "none, required, or a function by name)"
+        )
+    if named not in [*kernel, *(spec.name for spec in own)]:
         raise InvalidRequest(
             f"chat-completions field 'tool_choice' names {named!r}, which is not among 'tools'"
         )
@@ -163,9 +197,7 @@ def _tools(
 def _format(raw: Any) -> JSONSchemaFormat | None:
     if raw is None or (isinstance(raw, dict) and raw.get("type") == "text"):
         return None
-    if not isinstance(raw, dict):
-        raise InvalidRequest("chat-completions field 'response_format' must be an object")
-    if raw.get("type") == "json_object":
+    if _dict(raw, "response_format").get("type") == "json_object":
         return JSONSchemaFormat(name="json_object", json_schema={"type": "object"})
     schema = raw.get("json_schema") if raw.get("type") == "json_schema" else None
     if not isinstance(schema, dict) or not isinstance(schema.get("schema"), dict):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -88,7 +89,12 @@ _REACHED_OUT = (RestrictedWorkflowAccessError, OSError, httpx.TransportError)
 _CALL_ID: ContextVar[str] = ContextVar("kernos_langchain_call_id", default="")
 #: Marks a graph's own tool already made to run in the run (a graph is loaded once per run).
 _GOVERNED = "__kernos_governed__"
-_ANY_OBJECT: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": True}
+#: A kernel tool's parameters as LangChain sees them: any object, marked as the kernel's (which
+#: tells the model the tool's schema) for whichever client sends it.
+_KERNEL_PARAMETERS: dict[str, Any] = {
+    "type": "object", "properties": {}, "additionalProperties": True,
+    chat_completions.KERNEL_TOOL: True,
+}  # fmt: skip
 
 Graph = Pregel[Any, Any, Any, Any]
 
@@ -116,7 +122,7 @@ class KernosTool(BaseTool):
     the kernel validates the arguments and tells the model what was wrong.
     """
 
-    args_schema: dict[str, Any] = _ANY_OBJECT
+    args_schema: dict[str, Any] = _KERNEL_PARAMETERS
 
     async def arun(self, tool_input: Any, *args: Any, tool_call_id: str | None = None,
                    **kwargs: Any) -> Any:  # fmt: skip
@@ -150,23 +156,19 @@ def tools(*names: str) -> list[BaseTool]:
             raise ConfigError(
                 f"{name!r} cannot name a kernos tool: {exc.errors()[0]['msg']}"
             ) from None
-        openai_transport.KERNEL_TOOLS.add(name)
         made.append(KernosTool(name=name, description=f"The kernel's tool {name!r}."))
     return made
 
 
-def _offered(tools: Sequence[Any], choice: Any) -> tuple[list[str], list[dict[str, Any]], Any]:
-    """The kernel's tools to offer, the graph's own as OpenAI tools, and the tool choice.
-
-    The choice as a chat-completions body says it (LangChain's "any" is "required").
-    """
-    kernel = [t.name for t in tools if isinstance(t, KernosTool)]
-    own = [convert_to_openai_tool(t) for t in tools if not isinstance(t, KernosTool)]
+def _choice(choice: Any) -> Any:
+    """LangChain's tool choice as a chat-completions body says it ("any" is "required")."""
     if choice == "any" or choice is True:
         choice = "required"
+    elif choice is False:
+        choice = "none"
     elif isinstance(choice, str) and choice not in ("auto", "none", "required"):
         choice = {"type": "function", "function": {"name": choice}}
-    return kernel, own, choice
+    return choice
 
 
 class KernosChatModel(BaseChatModel):
@@ -192,11 +194,14 @@ class KernosChatModel(BaseChatModel):
         tool_choice: str | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """The model with `tools` offered: the kernel's by name, the others by their schema."""
-        kernel, own, choice = _offered(tools, tool_choice)
+        """The model with `tools` offered.
+
+        The kernel's by name (their parameters say so), the others by their schema.
+        """
         kwargs.pop("strict", None)  # kernos decodes to the schema, strictly, where it can
         kwargs.pop("parallel_tool_calls", None)
-        return self.bind(kernos_tools=kernel, tools=own, tool_choice=choice, **kwargs)
+        offered = [convert_to_openai_tool(tool) for tool in tools]
+        return self.bind(tools=offered, tool_choice=_choice(tool_choice), **kwargs)
 
     def with_structured_output(
         self,
@@ -271,12 +276,7 @@ class KernosChatModel(BaseChatModel):
             "stop": stop,
             **kwargs,
         }
-        kernel = body.pop("kernos_tools", [])
-        body["tools"] = [
-            *body.get("tools", []),
-            *({"type": "function", "function": {"name": n}} for n in kernel),
-        ]
-        request = chat_completions.request_from_body(body, kernel_tools=kernel)
+        request = chat_completions.request_from_body(body)
         reply = await dispatcher.llm_chat(request)
         return ChatResult(generations=[ChatGeneration(message=_ai_message(reply))],
                           llm_output={"model_name": reply.model})  # fmt: skip
@@ -434,19 +434,25 @@ async def _ask(tool: str, arguments: Any, call_id: str) -> str | None:
     return None
 
 
-async def _decision(node: str, interrupt: Interrupt) -> Any:
-    """What the graph resumes with once humans decided `interrupt`."""
+async def _decision(node: str, interrupt: Interrupt, number: int) -> Any:
+    """What the graph resumes with once humans decided `interrupt`, the run's `number`th.
+
+    Asked by the interrupt's number in the run, not LangGraph's id for it: that id derives
+    from checkpoint ids made of the clock, which a replay does not repeat, and the kernel knows
+    an ask by what it asks.
+    """
     value = interrupt.value
     actions = value.get("action_requests") if isinstance(value, dict) else None
     if isinstance(actions, list):  # LangChain's HumanInTheLoopMiddleware
         decisions = []
         for index, action in enumerate(actions):
-            refusal = await _ask(str(action.get("name")), action.get("args", {}),
-                                 f"{interrupt.id}-{index}")  # fmt: skip
+            asked = action if isinstance(action, dict) else {}
+            refusal = await _ask(str(asked.get("name")), asked.get("args", {}),
+                                 f"interrupt-{number}-{index}")  # fmt: skip
             rejected = {"type": "reject", "message": f"not approved: {refusal}"}
             decisions.append({"type": "approve"} if refusal is None else rejected)
         return {"decisions": decisions}
-    refusal = await _ask(node, value, interrupt.id)
+    refusal = await _ask(node, value, f"interrupt-{number}")
     return {"approved": True} if refusal is None else {"approved": False, "reason": refusal}
 
 
@@ -483,6 +489,7 @@ def wrap(
             """Run the graph on `task`, with humans deciding each interrupt."""
             runnable = graph.copy(update={"checkpointer": InMemorySaver()})
             config: Any = {"configurable": {"thread_id": "run"}}
+            numbers = itertools.count(1)
             try:
                 state = await runnable.ainvoke(into(task), config)
                 while True:
@@ -490,7 +497,9 @@ def wrap(
                     asked = [(t.name, i) for t in snapshot.tasks for i in t.interrupts]
                     if not asked:
                         break
-                    resume = {i.id: await _decision(node, i) for node, i in asked}
+                    resume = {}
+                    for node, interrupt in asked:
+                        resume[interrupt.id] = await _decision(node, interrupt, next(numbers))
                     state = await runnable.ainvoke(Command(resume=resume), config)
             except _REACHED_OUT as exc:
                 if isinstance(exc, TimeoutError):

@@ -9,7 +9,7 @@ server would have answered it, streamed or not. Nothing leaves the process; the 
 URL and API key are ignored (the kernel's records say who asks and which servers serve).
 Outside a run, the transport is httpx's own.
 
-Any other request from inside a run is answered 403, naming what to use instead: a run reaches
+Any other request from inside a run is answered 400, naming what to use instead: a run reaches
 nothing but its syscalls. This is a convenience, not the boundary: the confined pool has no
 network, and code that goes around this module reaches nothing either.
 
@@ -26,11 +26,12 @@ import asyncio
 import contextlib
 import importlib
 import json
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
 import httpx
+from temporalio.exceptions import is_cancelled_exception
 
 from kernos.kernel.errors import (
     AccessDenied,
@@ -44,10 +45,6 @@ from kernos.kernel.llm import chat_completions
 from kernos.kernel.syscall_table import LLM_CHAT
 from kernos.workflows.dispatcher import CURRENT
 from kernos.workflows.framework_errors import KERNEL_ERROR
-
-#: The kernel's registered tools a client in this process offers by name (`tools(...)` of an
-#: adapter): told to the model by the kernel rather than by the client's schema.
-KERNEL_TOOLS: set[str] = set()
 
 
 def _http_stacks() -> list[ModuleType]:
@@ -98,28 +95,32 @@ def _refusal(request: Any, error: Exception) -> Any:
     return response
 
 
-async def answered(request: Any, kernel_tools: Collection[str]) -> Any:
+async def answered(request: Any) -> Any:
     """The response to `request` from inside a run: a chat completion by syscall, or a refusal."""
     if request.method != "POST" or not request.url.path.endswith("/chat/completions"):
-        return _refusal(request, AccessDenied(
+        return _refusal(request, InvalidRequest(
             f"{request.method} {request.url.path}: inside a kernos run an OpenAI client may ask "
             f"for chat completions only (each one an {LLM_CHAT.name} syscall); a run reaches "
             "nothing else but its syscalls"
         ))  # fmt: skip
     try:
         body = json.loads(await request.aread() or b"null")
-        llm_request = chat_completions.request_from_body(body, kernel_tools=kernel_tools)
+        llm_request = chat_completions.request_from_body(body)
         reply = await CURRENT.get().llm_chat(llm_request)
     except asyncio.CancelledError:
         raise  # not an HTTP failure: the run is being cancelled
     except json.JSONDecodeError as exc:
         return _refusal(request, InvalidRequest(f"chat-completions body is not JSON: {exc}"))
-    except Exception as exc:  # noqa: BLE001 - every failure is the client's to see, once
+    except Exception as exc:
+        if is_cancelled_exception(exc):
+            # Raised past the client (it retries Exceptions, not this), so no framework's
+            # retry or fallback asks again once the run is cancelled.
+            raise asyncio.CancelledError("the run was cancelled") from exc
         return _refusal(request, exc)
     made = f"chatcmpl-kernos-{CURRENT.get().syscalls}"
     if not body.get("stream"):
         return _response(request, 200, json=chat_completions.completion(reply, id=made, created=0))
-    usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    usage = chat_completions.include_usage(body)
     chunks = chat_completions.chunks(reply, id=made, created=0, include_usage=usage)
     return _response(
         request,
@@ -135,7 +136,7 @@ def _governed_async(
     async def handle_async_request(self: Any, request: Any) -> Any:
         if CURRENT.get(None) is None:
             return await own(self, request)
-        return await answered(request, KERNEL_TOOLS)
+        return await answered(request)
 
     return handle_async_request
 
