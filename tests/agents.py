@@ -477,4 +477,5 @@ GRAPH_AGENTS = {
     "graph-calculating": "tests.graph_tool_agents:calculating",
     "graph-adding": "tests.graph_tool_agents:adding",
     "graph-naming": "tests.graph_tool_agents:naming",
+    "graph-streaming": "tests.graph_tool_agents:Streaming",
 }

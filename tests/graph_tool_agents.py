@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from langchain.agents import create_agent
-from langgraph.graph import START, StateGraph
+from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_openai import ChatOpenAI
+from langgraph.graph import START, MessagesState, StateGraph
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
+import kernos
 from kernos.adapters.langgraph import KernosChatModel, tools
 
 #: `create_agent` on kernos's own model, given the kernel's calculator.
@@ -45,3 +49,32 @@ async def name_capital(state: Question) -> dict[str, Any]:
 
 #: A graph whose state is not a conversation: its task is the input state, as JSON.
 naming = StateGraph(Question).add_node("name", name_capital).add_edge(START, "name").compile()
+
+
+async def ask(state: MessagesState) -> dict[str, Any]:
+    """A node whose ChatOpenAI streams when LangGraph's messages mode asks it to."""
+    model = ChatOpenAI(model="fake-model", api_key="unused", stream_usage=True)
+    return {"messages": [await model.ainvoke(state["messages"])]}
+
+
+#: What `Streaming` streams (a pool sees this module alone, not `tests.graph_agents`).
+asking = StateGraph(MessagesState).add_node("ask", ask).add_edge(START, "ask").compile()
+
+
+class Streaming(kernos.Agent):
+    """Streams `asking`'s model tokens as LangGraph streams them (`stream_mode="messages"`):
+    its output is what it saw (JSON)."""
+
+    name = "graph-streaming"
+
+    async def run(self, task: str) -> str:
+        """The streamed chunks' texts and the usage they carried."""
+        texts: list[str] = []
+        usage: list[int] = []
+        stream = asking.astream({"messages": [HumanMessage(task)]}, stream_mode="messages")
+        async for chunk, _ in stream:
+            assert isinstance(chunk, AIMessageChunk), chunk
+            texts.append(chunk.text)
+            if chunk.usage_metadata:
+                usage.append(chunk.usage_metadata["output_tokens"])
+        return json.dumps({"texts": texts, "usage": usage})

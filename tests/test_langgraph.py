@@ -94,6 +94,21 @@ async def test_a_chatopenai_made_inside_a_node_asks_the_kernel(client: Client) -
     ]
 
 
+async def test_a_kernos_agent_streaming_a_graph_sees_the_answer_and_its_usage(
+    client: Client, keep_history: KeepHistory
+) -> None:
+    # ChatOpenAI streams (LangGraph's messages mode asks it to): the transport answers with
+    # server-sent chunks, and LangGraph hands them to the run's loop "from another thread".
+    kernel = FakeKernel(replies=[reply("Paris.")])
+    async with started(client, kernel, "graph-streaming", "Capital of France?") as (handle, _):
+        result = await handle.result()
+        await keep_history(client, handle.id, "langgraph-streamed")
+    seen = json.loads(result.output)
+    assert "".join(seen["texts"]) == "Paris.", seen
+    assert seen["usage"] == [USAGE.output_tokens]
+    assert result.syscalls == 1
+
+
 async def test_a_hand_written_graph_runs_its_own_tool_and_a_human_approves_the_answer(
     client: Client, keep_history: KeepHistory
 ) -> None:

@@ -4,7 +4,8 @@ LangChain and the OpenAI client move synchronous work off the event loop with
 `loop.run_in_executor` (a chat result's parsing, a synchronous tool, reading the platform), and
 a run's event loop has no threads (Temporal's workflow loop refuses). For a framework's own
 functions, the run's loop here runs them at once, in order, so a replay runs them the same way;
-any other code's thread is refused as before, naming what to change.
+any other code's thread is refused as before, naming what to change. What is handed to the
+loop "from another thread" (`call_soon_threadsafe`) is scheduled next, as `call_soon` would.
 """
 
 from __future__ import annotations
@@ -52,4 +53,7 @@ def in_the_run(loop: asyncio.AbstractEventLoop) -> None:
         return done
 
     loop.run_in_executor = run_in_executor  # type: ignore[method-assign,assignment]
+    # LangGraph hands its stream's items (`stream_mode="messages"`) to the loop "from another
+    # thread"; the run has no other, so that is scheduling them next, in order.
+    loop.call_soon_threadsafe = loop.call_soon  # type: ignore[method-assign]
     loop._kernos_in_the_run = True  # type: ignore[attr-defined]
