@@ -92,6 +92,7 @@ bench: install
 	$(BIN)/python bench/pools.py
 	$(BIN)/python bench/run_cost.py
 	$(BIN)/python bench/frameworks.py
+	$(BIN)/python bench/frameworks.py --framework langgraph
 	$(BIN)/python bench/llm_chat_steps.py
 	$(BIN)/python bench/plots.py
 	# The README's tables of figures, from the results just written (checked by the tests).

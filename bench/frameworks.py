@@ -1,8 +1,10 @@
 """Agents written with a framework, run three ways: directly, by Temporal's plugin, on kernos.
 
 The workload (`framework_agents.py`): an OpenAI Agents SDK agent that calls a calculator, then
-answers: two model calls and one tool call per task. `--tasks` tasks, `--at-once` in flight,
-each way on the same simulated model servers:
+answers: two model calls and one tool call per task; with `--framework langgraph`, the same as
+a LangGraph graph (`framework_graphs.py`: a model node, a tool node; directly and on kernos
+only, see `graph_ways`). `--tasks` tasks,
+`--at-once` in flight, each way on the same simulated model servers:
 - **direct**: the SDK's `Runner.run` against the servers itself, its model client picking an
   instance round-robin, its calculator a function tool of its own;
 - **plugin**: Temporal's `OpenAIAgentsPlugin` on the same Temporal server, its model calls
@@ -20,9 +22,9 @@ llama-server (one, 4 slots, `--llama-tasks` tasks 4 at once), which every way sp
 OpenAI server (the SDK's own tool calling; a small model, so answers vary: the share with the
 product in them is kept). Figures per way and setting: tasks per second, p50 and p99 seconds
 per task, and the milliseconds each way adds per model call over the direct run (p50, two
-calls a task). `bench/results/frameworks.json`.
-Run: `python bench/frameworks.py [--instances 1 2 4] [--tasks 48] [--at-once 16]
-[--llama-tasks 16]`.
+calls a task). `bench/results/frameworks.json` (`frameworks_langgraph.json`).
+Run: `python bench/frameworks.py [--framework openai-agents|langgraph] [--instances 1 2 4]
+[--tasks 48] [--at-once 16] [--llama-tasks 16]`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import framework_graphs
 from agents import (
     Model,
     ModelProvider,
@@ -141,16 +144,16 @@ async def timed(
 
 
 async def on_simulated(
-    running: Services, instances: int, tasks: int, at_once: int
+    running: Services, framework: str, instances: int, tasks: int, at_once: int
 ) -> dict[str, Any]:
     """The ways on `instances` simulated servers."""
     async with AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(SlottedServer(SLOTS)) for _ in range(instances)]
         urls = [server.base_url for server in servers]
-        return await one_setting(running, urls, SLOTS, MODEL, tasks, at_once, exact=True)
+        return await one_setting(running, framework, urls, SLOTS, MODEL, tasks, at_once, exact=True)
 
 
-async def on_llama(running: Services, tasks: int, at_once: int) -> dict[str, Any]:
+async def on_llama(running: Services, framework: str, tasks: int, at_once: int) -> dict[str, Any]:
     """The ways on the real llama-server (one, 4 slots), spoken to as an OpenAI server by all."""
     work = Path(tempfile.mkdtemp())
     model = local_model(Path.home() / ".cache" / "kernos" / "models")
@@ -159,46 +162,74 @@ async def on_llama(running: Services, tasks: int, at_once: int) -> dict[str, Any
     )
     try:
         return await one_setting(
-            running, [llama.base_url], 4, MODEL_ALIAS, tasks, at_once, exact=False
+            running, framework, [llama.base_url], 4, MODEL_ALIAS, tasks, at_once, exact=False
         )
     finally:
         stop(llama.pid)
 
 
+Way = Callable[[], Awaitable[str]]
+
+
+async def sdk_ways(stack: AsyncExitStack, address: str, urls: list[str], model: str) -> list[Way]:
+    """The OpenAI Agents SDK agent directly and by Temporal's plugin."""
+    config = RunConfig(model_provider=RoundRobin(urls, model), tracing_disabled=True)
+
+    async def direct() -> str:
+        return str((await Runner.run(direct_agent(model), TASK, run_config=config)).final_output)
+
+    plugin = OpenAIAgentsPlugin(
+        model_params=ModelActivityParameters(start_to_close_timeout=timedelta(seconds=120)),
+        model_provider=RoundRobin(urls, model),
+    )
+    plugin_client = await Client.connect(address, plugins=[plugin])
+    queue = f"frameworks-{uuid.uuid4().hex[:8]}"
+    await stack.enter_async_context(
+        Worker(
+            plugin_client, task_queue=queue, workflows=[PluginTask], max_concurrent_activities=1000
+        )
+    )
+
+    async def through_plugin() -> str:
+        return await plugin_client.execute_workflow(
+            PluginTask.run, args=[TASK, model], id=f"plugin-{uuid.uuid4().hex[:10]}",
+            task_queue=queue,
+        )  # fmt: skip
+
+    return [direct, through_plugin]
+
+
+async def graph_ways(stack: AsyncExitStack, address: str, urls: list[str], model: str) -> list[Way]:
+    """The LangGraph graph directly.
+
+    Not by Temporal's LangGraph plugin (`temporalio-langgraph` 0.1.0): its workflow, which
+    compiles the graph in the sandbox at each run, did not finish one run here in 150 s.
+    """
+    framework_graphs.serve_from(urls, model)
+    app = framework_graphs.builder().compile()
+
+    async def direct() -> str:
+        return framework_graphs.output(await app.ainvoke({"messages": [("user", TASK)]}))
+
+    return [direct]
+
+
+#: Per framework: its direct and plugin ways, and its agent on kernos by path.
+FRAMEWORKS = {
+    "openai-agents": (sdk_ways, "framework_kernos_agent:calc"),
+    "langgraph": (graph_ways, "framework_kernos_graph:calc"),
+}
+
+
 async def one_setting(
-    running: Services, urls: list[str], slots: int, model: str, tasks: int, at_once: int,
-    *, exact: bool,
+    running: Services, framework: str, urls: list[str], slots: int, model: str, tasks: int,
+    at_once: int, *, exact: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """The ways on the servers at `urls` (`slots` each, serving `model`); each warmed first."""
     default = 1 if len(urls) == 1 else 0  # as `Settings.queued` decides it
+    others, kernos_agent = FRAMEWORKS[framework]
     async with AsyncExitStack() as stack:
-        config = RunConfig(model_provider=RoundRobin(urls, model), tracing_disabled=True)
-
-        async def direct() -> str:
-            return str(
-                (await Runner.run(direct_agent(model), TASK, run_config=config)).final_output
-            )
-
-        plugin = OpenAIAgentsPlugin(
-            model_params=ModelActivityParameters(start_to_close_timeout=timedelta(seconds=120)),
-            model_provider=RoundRobin(urls, model),
-        )
-        plugin_client = await Client.connect(running.temporal.address, plugins=[plugin])
-        queue = f"frameworks-{uuid.uuid4().hex[:8]}"
-        await stack.enter_async_context(
-            Worker(
-                plugin_client,
-                task_queue=queue,
-                workflows=[PluginTask],
-                max_concurrent_activities=1000,
-            )
-        )
-
-        async def through_plugin() -> str:
-            return await plugin_client.execute_workflow(
-                PluginTask.run, args=[TASK, model], id=f"plugin-{uuid.uuid4().hex[:10]}",
-                task_queue=queue,
-            )  # fmt: skip
+        direct, *plugin = await others(stack, running.temporal.address, urls, model)
 
         async def on_kernos(queued: int | None) -> Callable[[], Awaitable[str]]:
             """A kernos stack whose instances hold `queued` calls each beyond their slots
@@ -216,7 +247,7 @@ async def one_setting(
                     }
                     for number, url in enumerate(urls)
                 ],
-                agents={"calc": "framework_kernos_agent:calc"},
+                agents={"calc": kernos_agent},
             )
             client = await stack.enter_async_context(kernel(settings))
 
@@ -228,7 +259,7 @@ async def one_setting(
 
         ways = {
             "direct": direct,
-            "plugin": through_plugin,
+            **({"plugin": plugin[0]} if plugin else {}),
             # The default (1 for a model's only instance, 0 for several), and the other.
             "kernos": await on_kernos(None),
             f"kernos, queued {1 - default}": await on_kernos(1 - default),
@@ -264,9 +295,12 @@ def same_agent_each_way() -> None:
     """The kernos side's agent is told and set what the other ways' agent is."""
     import framework_agents
     import framework_kernos_agent
+    import framework_kernos_graph
 
     for name in ("INSTRUCTIONS", "SETTINGS"):
         assert getattr(framework_agents, name) == getattr(framework_kernos_agent, name), name
+    for name in ("INSTRUCTIONS", "MAX_TOKENS"):
+        assert getattr(framework_graphs, name) == getattr(framework_kernos_graph, name), name
 
 
 async def main() -> None:
@@ -274,6 +308,7 @@ async def main() -> None:
     os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
     set_tracing_disabled(True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", choices=sorted(FRAMEWORKS), default="openai-agents")
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--tasks", type=int, default=48)
     parser.add_argument("--at-once", type=int, default=16)
@@ -284,23 +319,24 @@ async def main() -> None:
     args = parser.parse_args()
     same_agent_each_way()
     results: dict[str, Any] = {
-        "tasks": args.tasks, "at_once": args.at_once, "slots_per_instance": SLOTS,
-        "token_s": TOKEN_S, "settings": {},
+        "framework": args.framework, "tasks": args.tasks, "at_once": args.at_once,
+        "slots_per_instance": SLOTS, "token_s": TOKEN_S, "settings": {},
     }  # fmt: skip
     async with services() as running:
         for instances in args.instances:
             results["settings"][str(instances)] = await on_simulated(
-                running, instances, args.tasks, args.at_once
+                running, args.framework, instances, args.tasks, args.at_once
             )
             print(json.dumps({instances: results["settings"][str(instances)]}))
         if args.llama_tasks:
             results["llama"] = {
                 "tasks": args.llama_tasks, "at_once": LLAMA_AT_ONCE, "slots": 4,
-                "ways": await on_llama(running, args.llama_tasks, LLAMA_AT_ONCE),
+                "ways": await on_llama(running, args.framework, args.llama_tasks, LLAMA_AT_ONCE),
             }  # fmt: skip
             print(json.dumps({"llama": results["llama"]}))
     show(results)
-    write_results("frameworks", results)
+    named = "" if args.framework == "openai-agents" else f"_{args.framework}"
+    write_results(f"frameworks{named}", results)
 
 
 if __name__ == "__main__":

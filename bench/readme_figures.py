@@ -414,9 +414,8 @@ def scheduling() -> str:
     return _table(["benchmark", "figure (last run)", "goal", ""], rows)
 
 
-def frameworks() -> str:
-    """`bench/frameworks.py`: an SDK agent directly, by Temporal's plugin, on kernos."""
-    result = _load("frameworks")
+def _framework_table(result: dict[str, Any]) -> str:
+    """A framework's ways on each setting of servers, against the framework alone."""
     settings = {f"{n} simulated": ways for n, ways in result["settings"].items()}
     if "llama" in result:
         settings["llama-server"] = result["llama"]["ways"]
@@ -437,6 +436,13 @@ def frameworks() -> str:
                     "" if added is None else f"{added:.0f}",
                 ]
             )
+    header = ["servers", "way", "tasks/s", "of direct", "p50 s", "p99 s", "+ms per model call"]
+    return _table(header, rows)
+
+
+def frameworks() -> str:
+    """`bench/frameworks.py`: an SDK agent directly, by Temporal's plugin, on kernos."""
+    result = _load("frameworks")
     one, four = result["settings"].get("1"), result["settings"].get("4")
     goals = []
     if one is not None:
@@ -450,12 +456,17 @@ def frameworks() -> str:
             f"ms added per model call ≤ 1.10x the plugin's (4 instances): {kernos:.0f} against "
             f"{plugin:.0f}, {_met(kernos <= 1.10 * plugin)}"
         )
-    header = ["servers", "way", "tasks/s", "of direct", "p50 s", "p99 s", "+ms per model call"]
-    return _table(header, rows) + "\nGoals: " + "; ".join(goals) + ".\n"
+    return _framework_table(result) + "\nGoals: " + "; ".join(goals) + ".\n"
+
+
+def frameworks_langgraph() -> str:
+    """`bench/frameworks.py --framework langgraph`: a LangGraph graph directly and on kernos."""
+    return _framework_table(_load("frameworks_langgraph"))
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
     "frameworks": frameworks,
+    "frameworks_langgraph": frameworks_langgraph,
     "pools": pools,
     "syscall_overhead": syscall_overhead,
     "llm_throughput": llm_throughput,

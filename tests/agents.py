@@ -478,4 +478,5 @@ GRAPH_AGENTS = {
     "graph-adding": "tests.graph_tool_agents:adding",
     "graph-naming": "tests.graph_tool_agents:naming",
     "graph-streaming": "tests.graph_tool_agents:Streaming",
+    "graph-briefly": "tests.graph_first_import:briefly",
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 from datetime import timedelta
 
@@ -52,8 +54,30 @@ PASSTHROUGH = (
 )
 
 
+#: Passed-through packages whose `__init__` hands out its parts lazily (`__getattr__` and
+#: `importlib`), an import the sandbox does not see: made inside a run, it would give that run
+#: its own copy of a class (a `SystemMessage` that LangChain's own `isinstance` refuses).
+LAZY_PACKAGES = (
+    "langchain_core.messages", "langchain_core.outputs", "langchain_core.tools",
+    "langchain_core.language_models", "langchain_core.runnables", "langchain_core.callbacks",
+    "langchain_core.prompts", "langchain_core.output_parsers", "langchain_core.documents",
+    "langchain_core.tracers", "langchain_core.utils", "langchain_core.load",
+)  # fmt: skip
+
+
+def load_lazy_packages() -> None:
+    """Load each installed `LAZY_PACKAGES` whole, in this process, before any run imports them."""
+    if importlib.util.find_spec("langchain_core") is None:
+        return
+    for name in LAZY_PACKAGES:
+        package = importlib.import_module(name)
+        for attribute in getattr(package, "__all__", ()):
+            getattr(package, attribute, None)
+
+
 def sandbox_runner() -> SandboxedWorkflowRunner:
     """The workflow sandbox with kernos's modules passed through."""
+    load_lazy_packages()
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
