@@ -158,7 +158,10 @@ def _memory(secret_sha256: str | None) -> dict[str, Any]:
             # Plain containers and their strings only: a repr(), or a subclass's values() (a
             # lazy mapping of transformers'), may import, and importing an extension module
             # a second time fails in the sandbox.
-            values = dict.values(thing) if kind is dict else thing
+            try:
+                values = list(dict.values(thing) if kind is dict else thing)
+            except RuntimeError:  # another thread's run changed it meanwhile: an attacker
+                continue  # would look again, and the next object may hold it as well
             for value in values:
                 if isinstance(value, str) and len(value) < 100_000:
                     for candidate in SECRET.findall(value):
