@@ -77,7 +77,6 @@ def load_lazy_packages() -> None:
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
     """The workflow sandbox with kernos's modules passed through."""
-    load_lazy_packages()
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
@@ -105,6 +104,7 @@ def agent_worker(
             "[isolation] mode = 'in_process': AGENT CODE RUNS IN THIS WORKER'S OWN PROCESS, "
             "with everything it can reach; use it only for benchmarks and debugging"
         )
+        load_lazy_packages()
         agent_registry.register(settings.agents)
         runner = sandbox_runner()
     else:

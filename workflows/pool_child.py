@@ -40,7 +40,7 @@ from kernos.kernel.errors import ConfigError
 from kernos.kernel.result_seal import BY_HOST, SealCheckInterceptor
 from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun  # noqa: F401 - imported before any activation
-from kernos.workflows.agent_worker import sandbox_runner
+from kernos.workflows.agent_worker import load_lazy_packages, sandbox_runner
 from kernos.workflows.pool_wire import (
     ACTIVATE,
     COMPLETION,
@@ -70,6 +70,7 @@ class Child:
     def __init__(self, setup: ChildSetup, writer: FrameWriter) -> None:
         self.setup = setup
         self.writer = writer
+        load_lazy_packages()  # agents' code, not kernel workers', imports LangChain
         self.runner = sandbox_runner()
         self.instances: dict[int, WorkflowInstance] = {}
         #: Why an instance could not be made, until its activation reports it.

@@ -67,7 +67,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 from kernos.adapters import openai_transport
-from kernos.adapters.kernel_tools import called
+from kernos.adapters.kernel_tools import called, current_run
 from kernos.agent import Agent
 from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest
 from kernos.kernel.llm import chat_completions
@@ -78,7 +78,6 @@ from kernos.kernel.syscalls import (
     ToolCallRequest,
 )
 from kernos.kernel.syscalls.llm_calls import TOOL_NAME
-from kernos.workflows.dispatcher import CURRENT, SyscallDispatcher
 
 #: The versions this adapter is written and tested against (their seams change between them).
 SUPPORTED = {"langgraph": "1.2", "langchain-core": "1."}
@@ -97,16 +96,6 @@ _KERNEL_PARAMETERS: dict[str, Any] = {
 }  # fmt: skip
 
 Graph = Pregel[Any, Any, Any, Any]
-
-
-def _dispatcher() -> SyscallDispatcher:
-    try:
-        return CURRENT.get()
-    except LookupError:
-        raise InvalidRequest(
-            "a kernos model or tool was called outside a kernos run: register the graph with "
-            "kernos ([agents] or wrap(graph)) rather than invoking it yourself"
-        ) from None
 
 
 def _invalid(exc: ValidationError, what: str) -> InvalidRequest:
@@ -266,7 +255,7 @@ class KernosChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        dispatcher = _dispatcher()
+        dispatcher = current_run()
         body = {
             "model": self.model or dispatcher.run.spec.model or "",
             "messages": convert_to_openai_messages(messages),
@@ -428,7 +417,7 @@ async def _ask(tool: str, arguments: Any, call_id: str) -> str | None:
     except ValidationError as exc:
         raise _invalid(exc, f"the interrupt of {tool!r} cannot be asked of a human") from None
     try:
-        await _dispatcher().call(APPROVAL_ASK, request, f"{request.tool} {request.call_id}")
+        await current_run().call(APPROVAL_ASK, request, f"{request.tool} {request.call_id}")
     except AccessDenied as exc:
         return str(exc)
     return None

@@ -92,7 +92,7 @@ from pydantic import ValidationError
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 from typing_extensions import Unpack
 
-from kernos.adapters.kernel_tools import called
+from kernos.adapters.kernel_tools import called, current_run
 from kernos.agent import Agent
 from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest
 from kernos.kernel.syscall_table import APPROVAL_ASK
@@ -108,7 +108,7 @@ from kernos.kernel.syscalls import (
     ToolSpec,
 )
 from kernos.kernel.syscalls.llm_calls import TOOL_NAME
-from kernos.workflows.dispatcher import CURRENT, SyscallDispatcher
+from kernos.workflows.dispatcher import CURRENT
 
 #: The SDK versions this adapter is written and tested against (its seams change between them).
 SUPPORTED = "0.22"
@@ -118,16 +118,6 @@ _SYNC_MARKER = "__agents_sync_function_tool__"
 _UNREACHABLE = (httpx.TransportError, APIConnectionError)
 #: What kernos's JSON-schema formats may be named.
 _FORMAT_NAME = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def _dispatcher() -> SyscallDispatcher:
-    try:
-        return CURRENT.get()
-    except LookupError:
-        raise InvalidRequest(
-            "a kernos model or tool was called outside a kernos run: register the agent with "
-            "kernos ([agents] or wrap(agent)) rather than calling Runner.run yourself"
-        ) from None
 
 
 class KernosTool(FunctionTool):
@@ -183,7 +173,7 @@ class KernosModel(Model):
         prompt: Any = None,
     ) -> ModelResponse:
         """The model's answer to the run's messages, as the SDK's output items."""
-        dispatcher = _dispatcher()
+        dispatcher = current_run()
         offered, own, choice = _offered(tools, handoffs, model_settings)
         request = LLMRequest(
             model=self.model or dispatcher.run.spec.model or "",
@@ -639,7 +629,7 @@ async def _asked(item: ToolApprovalItem) -> str | None:
     except ValidationError as exc:
         return f"not run (InvalidRequest): {exc.errors()[0]['msg']}"
     try:
-        await _dispatcher().call(APPROVAL_ASK, request, f"{request.tool} {request.call_id}")
+        await current_run().call(APPROVAL_ASK, request, f"{request.tool} {request.call_id}")
     except AccessDenied as exc:
         return f"not approved: {exc}"
     return None
