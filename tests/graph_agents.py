@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware
-from langchain_core.messages import AnyMessage, SystemMessage
+from langchain_core.messages import AnyMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, StateGraph
@@ -65,8 +65,14 @@ def confirm(state: Chat) -> dict[str, Any]:
 
 
 async def shouting_model(state: Chat) -> dict[str, Any]:
-    """The model, offered `shout`, through ChatOpenAI's transport."""
-    model = ChatOpenAI(model=MODEL, api_key="unused").bind_tools([shout])
+    """The model, through ChatOpenAI's transport: made to call `shout` first, then to answer.
+
+    Bounded as graphs for small models are: offered the tool for ever, a 270M model calls it
+    for ever.
+    """
+    model: Any = ChatOpenAI(model=MODEL, api_key="unused", temperature=0.0, max_tokens=64)
+    if not any(isinstance(message, ToolMessage) for message in state["messages"]):
+        model = model.bind_tools([shout], tool_choice="required")
     return {"messages": [await model.ainvoke(state["messages"])]}
 
 

@@ -121,9 +121,11 @@ async def test_a_hand_written_graph_runs_its_own_tool_and_a_human_approves_the_a
     assert kernel.tool_calls == []  # the graph's own tool ran in the run (synchronously)
     first, second = kernel.chats
     assert first.tools == [] and [spec.name for spec in first.agent_tools] == ["shout"]
+    assert first.tool_choice == "required"
     assert ("tool", "call-1", "HELLO") in [
         (m.role, m.tool_call_id, m.content) for m in second.messages
     ]
+    assert second.agent_tools == []  # shouted once: now it must answer
     [asked] = kernel.asks
     # The node that interrupted; the ask known by its number in the run, which a replay repeats.
     assert (asked.tool, asked.call_id) == ("confirm", "interrupt-1")
@@ -364,6 +366,40 @@ async def test_the_example_completes_on_the_local_model_every_call_a_syscall(
     assert made[0] == ("llm.chat", f"llm:{MODEL_ALIAS}", "allow"), made
     assert {syscall for syscall, _, _ in made} == {"llm.chat", "tool.call"}, made
     assert result.syscalls == len(made), made
+
+
+async def test_the_hand_written_graph_on_the_local_model_shouts_and_waits_for_a_human(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, tmp_path: Path
+) -> None:
+    tenant = f"graph-{uuid.uuid4().hex[:8]}"
+    # The graph's ChatOpenAI names its model: the llama-server instance serves that name.
+    instance = {"name": "local", "kind": "llamacpp", "model": MODEL,
+                "base_url": llama.base_url, "slots": 4}  # fmt: skip
+    settings = tool_settings(
+        temporal, postgres, tmp_path, llm=[instance], agents=GRAPH_AGENTS,
+        policy=f"p, alice, *, {tenant}, agent-tool:*, approval.decide, allow\n",
+    )  # fmt: skip
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        task = "Shout the word hello."
+        handle = await client.submit(RunSpec(agent="graph-shouting", task=task, tenant=tenant))
+        waiting = await pending_of(client, handle.run_id, deadline_s=240)
+        draft = json.loads(waiting.request["arguments"])["draft"]
+        await client.approve(handle.run_id, user="alice", reason="go")
+        result = await asyncio.wait_for(handle.result(), 60)
+        rows = await audited(client, handle.run_id)
+        view = await client.show(handle.run_id)
+    # The model shouted (the tool ran inside the run, so no syscall), read the tool's answer,
+    # and answered; the human approved that answer, which became the run's output.
+    assert result.output == draft and draft.strip(), result.output
+    assert [(syscall, decision) for syscall, decision, _, _ in rows] == [
+        ("llm.chat", "allow"),
+        ("llm.chat", "allow"),
+        ("approval.ask", "deny"),  # waiting
+        ("approval.decide", "allow"),
+        ("approval.ask", "allow"),
+        ("run.end", "allow"),
+    ]
+    assert {c.resource for c in view.syscalls if c.syscall == "llm.chat"} == {f"llm:{MODEL}"}
 
 
 async def test_workers_killed_mid_generation_the_graph_goes_on_and_no_tool_runs_twice(
