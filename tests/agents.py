@@ -480,3 +480,14 @@ GRAPH_AGENTS = {
     "graph-streaming": "tests.graph_tool_agents:Streaming",
     "graph-briefly": "tests.graph_first_import:briefly",
 }
+
+#: Pydantic AI agents, registered by path (kernos.adapters.pydantic_ai).
+TYPED_AGENTS = {
+    "typed-plain": "tests.typed_agents:plain",
+    "typed-launching": "tests.typed_agents:launching",
+    "typed-peeking": "tests.typed_agents:peeking",
+    "typed-calculating": "tests.typed_tool_agents:calculating",
+    "typed-adding": "tests.typed_tool_agents:adding",
+    "typed-streaming": "tests.typed_tool_agents:Streaming",
+    "typed-greeting": "tests.typed_tool_agents:Greeting",
+}

@@ -14,7 +14,7 @@ from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun
 from kernos.workflows.agent_worker import sandbox_runner
 from tests import workflow_sources
-from tests.agents import AGENTS, GRAPH_AGENTS, SDK_AGENTS
+from tests.agents import AGENTS, GRAPH_AGENTS, SDK_AGENTS, TYPED_AGENTS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -25,7 +25,7 @@ def test_there_are_histories() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    agent_registry.register({**AGENTS, **SDK_AGENTS, **GRAPH_AGENTS})
+    agent_registry.register({**AGENTS, **SDK_AGENTS, **GRAPH_AGENTS, **TYPED_AGENTS})
     replayer = Replayer(
         workflows=[AgentRun],
         workflow_runner=sandbox_runner(),

@@ -35,6 +35,7 @@ ROOTS = (
     "kernos.kernel.tools",
     "kernos.adapters.openai_agents",
     "kernos.adapters.langgraph",
+    "kernos.adapters.pydantic_ai",
     "kernos.workflows.activation_check",
     "kernos.workflows.commands",
     "kernos.workflows.run_limits",

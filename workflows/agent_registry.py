@@ -46,7 +46,8 @@ def resolve(path: str) -> type[Agent]:
     if adapted is None:
         raise ConfigError(
             f"{path!r} is neither a subclass of kernos.Agent nor an agent of a framework kernos "
-            "adapts (an agents.Agent of the OpenAI Agents SDK, a compiled LangGraph graph)"
+            "adapts (an agents.Agent of the OpenAI Agents SDK, a compiled LangGraph graph, a "
+            "pydantic_ai.Agent)"
         )
     return adapted
 
@@ -60,6 +61,11 @@ def _sdk() -> ModuleType | None:
 def _langgraph() -> ModuleType | None:
     """LangGraph's graphs, if the agent's module imported LangGraph."""
     return sys.modules.get("langgraph.pregel")
+
+
+def _pydantic_ai() -> ModuleType | None:
+    """Pydantic AI, if the agent's module imported it."""
+    return sys.modules.get("pydantic_ai")
 
 
 def _load_adapters() -> None:
@@ -98,6 +104,11 @@ def _adapted(target: object) -> type[Agent] | None:
         from kernos.adapters.langgraph import wrap as wrap_graph
 
         return wrap_graph(target)  # type: ignore[arg-type]  # checked by isinstance above
+    typed = _pydantic_ai()
+    if typed is not None and isinstance(target, getattr(typed, "Agent", ())):
+        from kernos.adapters.pydantic_ai import wrap as wrap_typed
+
+        return wrap_typed(target)  # type: ignore[arg-type]  # checked by isinstance above
     builders = sys.modules.get("langgraph.graph.state")
     if builders is not None and isinstance(target, getattr(builders, "StateGraph", ())):
         raise ConfigError(

@@ -51,25 +51,44 @@ PASSTHROUGH = (
     "langchain_openai",
     "langgraph",
     "langsmith",
+    "pydantic_ai",
+    "pydantic_graph",
+    "genai_prices",
+    "griffe",
+    "logfire_api",
+    "typing_inspection",
+    "anyio",
+    "sniffio",
+    # What Pydantic AI imports at its own import (its docs' and prices' tooling).
+    "rich",
+    "pygments",
+    "click",
+    "h11",
+    "idna",
+    "zstandard",
+    "opentelemetry",
 )
 
 
-#: Passed-through packages whose `__init__` hands out its parts lazily (`__getattr__` and
-#: `importlib`), an import the sandbox does not see: made inside a run, it would give that run
-#: its own copy of a class (a `SystemMessage` that LangChain's own `isinstance` refuses).
+#: Passed-through packages that load parts of themselves lazily, an import the sandbox does not
+#: see. LangChain's `__init__`s hand out their parts by `__getattr__` and `importlib`: made
+#: inside a run, that would give the run its own copy of a class (a `SystemMessage` that
+#: LangChain's own `isinstance` refuses). anyio loads its asyncio backend on first use (Pydantic
+#: AI's tool calls), which defines a `Thread` subclass the sandbox refuses inside a run.
 LAZY_PACKAGES = (
     "langchain_core.messages", "langchain_core.outputs", "langchain_core.tools",
     "langchain_core.language_models", "langchain_core.runnables", "langchain_core.callbacks",
     "langchain_core.prompts", "langchain_core.output_parsers", "langchain_core.documents",
     "langchain_core.tracers", "langchain_core.utils", "langchain_core.load",
+    "anyio._backends._asyncio",
 )  # fmt: skip
 
 
 def load_lazy_packages() -> None:
     """Load each installed `LAZY_PACKAGES` whole, in this process, before any run imports them."""
-    if importlib.util.find_spec("langchain_core") is None:
-        return
     for name in LAZY_PACKAGES:
+        if importlib.util.find_spec(name.partition(".")[0]) is None:
+            continue
         package = importlib.import_module(name)
         for attribute in getattr(package, "__all__", ()):
             getattr(package, attribute, None)

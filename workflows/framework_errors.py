@@ -22,7 +22,7 @@ KERNEL_ERROR = "kernos_error"
 #: The packages whose errors wrap others': their own, never the agent's.
 FRAMEWORKS = (
     "agents", "openai", "langchain", "langchain_core", "langchain_openai", "langgraph",
-    "langsmith", "pydantic_ai",
+    "langsmith", "pydantic_ai", "pydantic_graph",
 )  # fmt: skip
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 from temporalio.exceptions import is_cancelled_exception
 
+from kernos.adapters.kernel_tools import current_run
 from kernos.kernel.errors import (
     AccessDenied,
     InvalidRequest,
@@ -104,9 +105,13 @@ async def answered(request: Any) -> Any:
             "nothing else but its syscalls"
         ))  # fmt: skip
     try:
+        dispatcher = current_run()
+    except InvalidRequest as exc:  # a client made to ask the kernel only, used outside a run
+        return _refusal(request, exc)
+    try:
         body = json.loads(await request.aread() or b"null")
         llm_request = chat_completions.request_from_body(body)
-        reply = await CURRENT.get().llm_chat(llm_request)
+        reply = await dispatcher.llm_chat(llm_request)
     except asyncio.CancelledError:
         raise  # not an HTTP failure: the run is being cancelled
     except json.JSONDecodeError as exc:
@@ -117,7 +122,7 @@ async def answered(request: Any) -> Any:
             # retry or fallback asks again once the run is cancelled.
             raise asyncio.CancelledError("the run was cancelled") from exc
         return _refusal(request, exc)
-    made = f"chatcmpl-kernos-{CURRENT.get().syscalls}"
+    made = f"chatcmpl-kernos-{dispatcher.syscalls}"
     if not body.get("stream"):
         return _response(request, 200, json=chat_completions.completion(reply, id=made, created=0))
     usage = chat_completions.include_usage(body)
