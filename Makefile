@@ -47,6 +47,11 @@ ifeq ($(DEMO_AGENT),graph-assistant)
 DEMO_ENV := KERNOS_AGENTS='{"planner": "kernos.examples.planner:PlannerAgent", "react": "kernos.examples.react:ReActAgent", "graph-assistant": "kernos.examples.langgraph_assistant:assistant"}'
 DEMO_TASK := What is 12 * 34? Then save the answer to notes/answer.md.
 endif
+# And with Pydantic AI (`make demo DEMO_AGENT=typed-assistant`).
+ifeq ($(DEMO_AGENT),typed-assistant)
+DEMO_ENV := KERNOS_AGENTS='{"planner": "kernos.examples.planner:PlannerAgent", "react": "kernos.examples.react:ReActAgent", "typed-assistant": "kernos.examples.pydantic_ai_assistant:assistant"}'
+DEMO_TASK := What is 12 * 34? Then save the answer to notes/answer.md.
+endif
 
 # The embedded stack (Temporal + UI, PostgreSQL, llama.cpp with Gemma 3 270M, workers), then the
 # example agent on a real task through the real model.

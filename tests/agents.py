@@ -490,4 +490,5 @@ TYPED_AGENTS = {
     "typed-adding": "tests.typed_tool_agents:adding",
     "typed-streaming": "tests.typed_tool_agents:Streaming",
     "typed-greeting": "tests.typed_tool_agents:Greeting",
+    "typed-driving": "tests.typed_tool_agents:Driving",
 }

@@ -6,6 +6,7 @@ makes of the answers); the servers tier runs them through the real kernel, audit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from kernos import KernosClient, RunSpec
 from kernos.activities.interceptor import ASKED_BY_AGENT
+from kernos.infra.llama import MODEL_ALIAS, LlamaServer
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.errors import AccessDenied, ConfigError
@@ -162,6 +164,28 @@ async def test_a_kernos_agent_streams_a_pydantic_ai_agent(client: Client) -> Non
     assert seen["output_tokens"] == USAGE.output_tokens
 
 
+async def test_a_kernos_agent_running_a_pydantic_ai_agent_itself_is_governed_the_same(
+    client: Client,
+) -> None:
+    shout = ToolCall(id="call-1", name="shout", arguments='{"text": "go"}')
+    launch = ToolCall(id="call-2", name="launch", arguments='{"target": "Mars"}')
+    answer = ToolCall(id="call-3", name="final_result",
+                      arguments='{"target": "Mars", "launched": false}')  # fmt: skip
+    kernel = FakeKernel(
+        replies=[reply("", shout, launch), reply("", answer)],
+        refuse_asks="approval.ask on agent-tool:launch denied: no",
+    )
+    async with started(client, kernel, "typed-driving", "Launch at Mars.") as (handle, _):
+        result = await handle.result()
+    assert json.loads(result.output) == {"target": "Mars", "launched": False}
+    [asked] = kernel.asks
+    assert (asked.tool, asked.call_id) == ("launch", "call-2")
+    answered = {m.tool_call_id: m.content for m in kernel.chats[1].messages if m.role == "tool"}
+    # The synchronous tool ran in the run; the denied one did not run.
+    assert answered == {"call-1": "GO", "call-2": "not approved: approval.ask on "
+                        "agent-tool:launch denied: no"}  # fmt: skip
+
+
 async def test_dependencies_are_made_inside_the_run_from_the_task(client: Client) -> None:
     kernel = FakeKernel(replies=[reply("Hello, Ada!")])
     async with started(client, kernel, "typed-greeting", "ada") as (handle, _):
@@ -304,3 +328,26 @@ async def test_workers_killed_mid_generation_the_agent_goes_on_and_no_tool_runs_
     ]
     assert crashed.tool_turns.count(True) == 1
     assert crashed.answers_completed == [False, True]
+
+
+async def test_the_example_completes_on_the_local_model_every_call_a_syscall(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, tmp_path: Path
+) -> None:
+    instance = {"name": "local", "kind": "llamacpp", "model": MODEL_ALIAS,
+                "base_url": llama.base_url, "slots": 4}  # fmt: skip
+    settings = tool_settings(
+        temporal, postgres, tmp_path, llm=[instance],
+        agents={"typed-assistant": "kernos.examples.pydantic_ai_assistant:assistant"},
+    )  # fmt: skip
+    task = "What is 12 * 34? Then save the answer to notes/answer.md."
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="typed-assistant", task=task))
+        result = await asyncio.wait_for(handle.result(), 300)
+        view = await client.show(handle.run_id)
+    made = [(c.syscall, c.resource, c.decision) for c in view.syscalls if c.syscall != "run.end"]
+    # The first turn must call a tool (the example's settings): the small model computes or
+    # saves; at most four model calls, the last one an answer.
+    assert made[0] == ("llm.chat", f"llm:{MODEL_ALIAS}", "allow"), made
+    assert {syscall for syscall, _, _ in made} == {"llm.chat", "tool.call"}, made
+    assert made[-1][0] == "llm.chat" and result.output.strip(), made
+    assert result.syscalls == len(made), made

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pydantic_ai import Agent, RunContext
 
 import kernos
-from kernos.adapters.pydantic_ai import KernosModel, tools, wrap
+from kernos.adapters.pydantic_ai import Governed, KernosModel, tools, wrap
+from tests.typed_agents import launching
 
 #: On kernos's own model (the run's), given the kernel's calculator.
 calculating = Agent(
@@ -57,3 +58,15 @@ def who(ctx: RunContext[Person]) -> str:
 
 #: Its dependencies made inside the run, from the task.
 Greeting = wrap(greeting, deps=lambda task: Person(name=task.title()))
+
+
+class Driving(kernos.Agent):
+    """Runs a Pydantic AI agent itself: its synchronous tool runs in the run, its call that
+    needs approval is asked of a human (`Governed`)."""
+
+    name = "typed-driving"
+
+    async def run(self, task: str) -> str:
+        """The launch report, as JSON."""
+        result = await launching.run(task, model=KernosModel(), capabilities=[Governed()])
+        return result.output.model_dump_json()

@@ -87,6 +87,10 @@ def _load_adapters() -> None:
         from kernos.adapters.run_threads import in_the_run
 
         in_the_run(asyncio.get_running_loop())
+        if _pydantic_ai() is not None:
+            from kernos.adapters.pydantic_ai import in_the_run as typed_in_the_run
+
+            typed_in_the_run()
 
 
 def _adapted(target: object) -> type[Agent] | None:

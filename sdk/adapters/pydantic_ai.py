@@ -51,7 +51,7 @@ from openai import AsyncOpenAI
 from pydantic import ValidationError
 from pydantic_ai import Agent as PydanticAgent
 from pydantic_ai import RunContext, Tool
-from pydantic_ai._utils import disable_threads
+from pydantic_ai._utils import _disable_threads as _threads_off
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.models import Model
@@ -159,10 +159,12 @@ async def _asked(call: ToolCallPart) -> str | None:
     return None
 
 
-class _Governed(AbstractCapability[Any]):
-    """What kernos adds to each run of the agent.
+class Governed(AbstractCapability[Any]):
+    """What kernos adds to each run of a Pydantic AI agent: the calls that need approval asked
+    of humans, and a tool that reaches outside the run named.
 
-    Approvals asked of humans, and a tool that reaches outside the run named.
+    Registered agents have it; a `kernos.Agent` that runs a Pydantic AI agent itself passes it
+    (`agent.run(..., capabilities=[Governed()])`).
     """
 
     @classmethod
@@ -254,6 +256,15 @@ def install() -> None:
     openai_transport.install()
 
 
+def in_the_run() -> None:
+    """Have Pydantic AI run synchronous tools and callbacks in the run, in this run's context.
+
+    Pydantic AI hands them to threads, which a run does not have (its own switch for sandboxed
+    event loops). Called by the registry as each run loads its agent.
+    """
+    _threads_off.set(True)
+
+
 def wrap(
     agent: PydanticAgent[Any, Any],
     *,
@@ -281,10 +292,9 @@ def wrap(
             prompt = input(task) if input else task
             made = deps(task) if deps else None
             try:
-                with disable_threads():
-                    result = await agent.run(
-                        prompt, model=KernosModel(named), deps=made, capabilities=[_Governed()]
-                    )
+                result = await agent.run(
+                    prompt, model=KernosModel(named), deps=made, capabilities=[Governed()]
+                )
             except _REACHED_OUT as exc:
                 if isinstance(exc, TimeoutError):
                     raise
