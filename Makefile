@@ -98,6 +98,8 @@ bench: install
 	$(BIN)/python bench/run_cost.py
 	$(BIN)/python bench/frameworks.py
 	$(BIN)/python bench/frameworks.py --framework langgraph
+	$(BIN)/python bench/frameworks.py --framework pydantic-ai
+	$(BIN)/python bench/frameworks.py --framework kernos
 	$(BIN)/python bench/llm_chat_steps.py
 	$(BIN)/python bench/plots.py
 	# The README's tables of figures, from the results just written (checked by the tests).

@@ -3,7 +3,10 @@
 The workload (`framework_agents.py`): an OpenAI Agents SDK agent that calls a calculator, then
 answers: two model calls and one tool call per task; with `--framework langgraph`, the same as
 a LangGraph graph (`framework_graphs.py`: a model node, a tool node; directly and on kernos
-only, see `graph_ways`). `--tasks` tasks,
+only, see `graph_ways`); with `--framework pydantic-ai`, a Pydantic AI agent
+(`framework_typed.py`; Temporal's way is Pydantic AI's own `TemporalDurability`); with
+`--framework kernos`, a `kernos.Agent` (`framework_kernos_own.py`) against the same loop written
+on the `openai` client alone (`framework_plain.py`). `--tasks` tasks,
 `--at-once` in flight, each way on the same simulated model servers:
 - **direct**: the SDK's `Runner.run` against the servers itself, its model client picking an
   instance round-robin, its calculator a function tool of its own;
@@ -22,9 +25,9 @@ llama-server (one, 4 slots, `--llama-tasks` tasks 4 at once), which every way sp
 OpenAI server (the SDK's own tool calling; a small model, so answers vary: the share with the
 product in them is kept). Figures per way and setting: tasks per second, p50 and p99 seconds
 per task, and the milliseconds each way adds per model call over the direct run (p50, two
-calls a task). `bench/results/frameworks.json` (`frameworks_langgraph.json`).
-Run: `python bench/frameworks.py [--framework openai-agents|langgraph] [--instances 1 2 4]
-[--tasks 48] [--at-once 16] [--llama-tasks 16]`.
+calls a task). `bench/results/frameworks.json` (`frameworks_<framework>.json` for the others).
+Run: `python bench/frameworks.py [--framework openai-agents|langgraph|pydantic-ai|kernos]
+[--instances 1 2 4] [--tasks 48] [--at-once 16] [--llama-tasks 16]`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import framework_graphs
+import framework_plain
+import framework_typed
 from agents import (
     Model,
     ModelProvider,
@@ -57,6 +62,7 @@ from bench_results import percentile, run_benchmark, write_results
 from bench_stack import Services, kernel, services
 from framework_agents import TASK, PluginTask, direct_agent
 from openai import AsyncOpenAI
+from pydantic_ai.durable_exec.temporal import AgentPlugin, PydanticAIPlugin
 from temporalio.client import Client
 from temporalio.openai_agents import ModelActivityParameters, OpenAIAgentsPlugin
 from temporalio.worker import Worker
@@ -214,10 +220,47 @@ async def graph_ways(stack: AsyncExitStack, address: str, urls: list[str], model
     return [direct]
 
 
+async def typed_ways(stack: AsyncExitStack, address: str, urls: list[str], model: str) -> list[Way]:
+    """The Pydantic AI agent directly and by its own Temporal capability (`TemporalDurability`)."""
+    framework_typed.servers.serve_from(urls, model)
+
+    async def direct() -> str:
+        return str((await framework_typed.direct.run(TASK)).output)
+
+    plugin_client = await Client.connect(address, plugins=[PydanticAIPlugin()])
+    queue = f"frameworks-{uuid.uuid4().hex[:8]}"
+    await stack.enter_async_context(
+        Worker(
+            plugin_client, task_queue=queue, workflows=[framework_typed.DurableTask],
+            plugins=[AgentPlugin(framework_typed.durable)], max_concurrent_activities=1000,
+        )
+    )  # fmt: skip
+
+    async def durable() -> str:
+        return await plugin_client.execute_workflow(
+            framework_typed.DurableTask.run, TASK, id=f"durable-{uuid.uuid4().hex[:10]}",
+            task_queue=queue,
+        )  # fmt: skip
+
+    return [direct, durable]
+
+
+async def plain_ways(stack: AsyncExitStack, address: str, urls: list[str], model: str) -> list[Way]:
+    """No framework: the function-calling loop on the `openai` client itself."""
+    loop = framework_plain.PlainLoop(urls, model)
+
+    async def direct() -> str:
+        return await loop.run(TASK)
+
+    return [direct]
+
+
 #: Per framework: its direct and plugin ways, and its agent on kernos by path.
 FRAMEWORKS = {
+    "kernos": (plain_ways, "framework_kernos_own:Calc"),
     "openai-agents": (sdk_ways, "framework_kernos_agent:calc"),
     "langgraph": (graph_ways, "framework_kernos_graph:calc"),
+    "pydantic-ai": (typed_ways, "framework_kernos_typed:calc"),
 }
 
 
@@ -296,11 +339,15 @@ def same_agent_each_way() -> None:
     import framework_agents
     import framework_kernos_agent
     import framework_kernos_graph
+    import framework_kernos_own
+    import framework_kernos_typed
 
     for name in ("INSTRUCTIONS", "SETTINGS"):
         assert getattr(framework_agents, name) == getattr(framework_kernos_agent, name), name
+        assert getattr(framework_typed, name) == getattr(framework_kernos_typed, name), name
     for name in ("INSTRUCTIONS", "MAX_TOKENS"):
         assert getattr(framework_graphs, name) == getattr(framework_kernos_graph, name), name
+        assert getattr(framework_plain, name) == getattr(framework_kernos_own, name), name
 
 
 async def main() -> None:

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from readme_figures import FRAMEWORK_RESULTS
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -93,7 +94,34 @@ def fairness(data: dict[str, Any]) -> None:
     save(figure, "fairness")
 
 
+def frameworks() -> None:
+    """Per framework and number of simulated servers: kernos against the framework alone."""
+    found = {name: data for name, file in FRAMEWORK_RESULTS.items() if (data := load(file))}
+    if not found:
+        return
+    figure, panels = plt.subplots(1, 2, figsize=(9, 3.4))
+    width = 0.8 / len(found)
+    for index, (name, data) in enumerate(found.items()):
+        settings = data["settings"]
+        xs = [i + (index - (len(found) - 1) / 2) * width for i in range(len(settings))]
+        ratios = {
+            "tasks_per_s": [w["kernos"]["tasks_per_s"] / w["direct"]["tasks_per_s"]
+                            for w in settings.values()],
+            "p99_s": [w["kernos"]["p99_s"] / w["direct"]["p99_s"] for w in settings.values()],
+        }  # fmt: skip
+        for panel, key in zip(panels, ratios, strict=True):
+            panel.bar(xs, ratios[key], width=width, label=name)
+            panel.set_xticks(range(len(settings)), [f"{n} servers" for n in settings])
+    panels[0].set(ylabel="kernos tasks/s ÷ direct", title="Throughput, of the framework alone")
+    panels[1].set(ylabel="kernos p99 ÷ direct", title="p99 per task, of the framework alone")
+    for panel in panels:
+        panel.axhline(1.0, color="grey", linewidth=0.8)
+    panels[0].legend(fontsize=7, loc="lower left")
+    save(figure, "frameworks")
+
+
 def main() -> None:
+    frameworks()
     for name, plot in (("calibration", calibration), ("throughput", throughput),
                        ("agents_vs_direct", agents), ("scaling", scaling),
                        ("fairness", fairness)):  # fmt: skip

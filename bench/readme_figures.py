@@ -19,6 +19,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
+#: Each framework's `bench/frameworks.py` results, by the name the README gives it.
+FRAMEWORK_RESULTS = {
+    "OpenAI Agents SDK": "frameworks",
+    "LangGraph": "frameworks_langgraph",
+    "Pydantic AI": "frameworks_pydantic-ai",
+    "kernos Agent": "frameworks_kernos",
+}
 _BLOCK = re.compile(
     r"(<!-- figures: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S
 )
@@ -464,9 +471,49 @@ def frameworks_langgraph() -> str:
     return _framework_table(_load("frameworks_langgraph"))
 
 
+def frameworks_pydantic_ai() -> str:
+    """`bench/frameworks.py --framework pydantic-ai`: directly, by Pydantic AI's Temporal
+    capability, on kernos."""
+    return _framework_table(_load("frameworks_pydantic-ai"))
+
+
+def frameworks_kernos() -> str:
+    """`bench/frameworks.py --framework kernos`: the loop on the `openai` client alone, and a
+    `kernos.Agent`."""
+    return _framework_table(_load("frameworks_kernos"))
+
+
+def frameworks_side_by_side() -> str:
+    """Each framework directly and on kernos, per setting of servers: the seed's comparison."""
+    rows = []
+    for name, file in FRAMEWORK_RESULTS.items():
+        result = _load(file)
+        settings = {f"{n} simulated": ways for n, ways in result["settings"].items()}
+        if "llama" in result:
+            settings["llama-server"] = result["llama"]["ways"]
+        for servers, ways in settings.items():
+            direct, kernos = ways["direct"], ways["kernos"]
+            rows.append(
+                [
+                    name,
+                    servers,
+                    f"{direct['tasks_per_s']:.1f} / {kernos['tasks_per_s']:.1f}",
+                    f"{kernos['tasks_per_s'] / direct['tasks_per_s']:.2f}x",
+                    f"{direct['p50_s']:.2f} / {kernos['p50_s']:.2f}",
+                    f"{direct['p99_s']:.2f} / {kernos['p99_s']:.2f}",
+                ]
+            )
+    header = ["framework", "servers", "tasks/s direct / kernos", "of direct",
+              "p50 s direct / kernos", "p99 s direct / kernos"]  # fmt: skip
+    return _table(header, rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "frameworks": frameworks,
     "frameworks_langgraph": frameworks_langgraph,
+    "frameworks_pydantic_ai": frameworks_pydantic_ai,
+    "frameworks_kernos": frameworks_kernos,
+    "frameworks_side_by_side": frameworks_side_by_side,
     "pools": pools,
     "syscall_overhead": syscall_overhead,
     "llm_throughput": llm_throughput,

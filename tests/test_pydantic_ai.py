@@ -195,6 +195,18 @@ async def test_dependencies_are_made_inside_the_run_from_the_task(client: Client
     assert request.messages[0].content == "Greet Ada by name."
 
 
+async def test_kernos_model_outside_a_run_says_so_and_reaches_nothing() -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.exceptions import ModelHTTPError
+
+    from kernos.adapters.pydantic_ai import KernosModel
+
+    with pytest.raises(ModelHTTPError) as refused:
+        await Agent(KernosModel("fake-model")).run("hello")
+    assert refused.value.status_code == 400
+    assert "called outside a kernos run" in str(refused.value.body)
+
+
 @pytest.mark.parametrize(
     ("path", "problem"),
     [

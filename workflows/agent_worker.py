@@ -85,13 +85,23 @@ LAZY_PACKAGES = (
 
 
 def load_lazy_packages() -> None:
-    """Load each installed `LAZY_PACKAGES` whole, in this process, before any run imports them."""
+    """Prepare this process for runs of framework agents, before any run imports them.
+
+    Each installed `LAZY_PACKAGES` is loaded whole, and the OpenAI client's reading of the
+    platform is done.
+    """
     for name in LAZY_PACKAGES:
         if importlib.util.find_spec(name.partition(".")[0]) is None:
             continue
         package = importlib.import_module(name)
         for attribute in getattr(package, "__all__", ()):
             getattr(package, attribute, None)
+    if importlib.util.find_spec("openai") is not None:
+        # The OpenAI client's platform headers, read once per process (cached): reading them
+        # runs `uname -p`, which the sandbox refuses inside a run, and refused, the client
+        # would try again at each request.
+        openai = importlib.import_module("openai")
+        openai.AsyncOpenAI(api_key="unused", base_url="http://unused.invalid").platform_headers()
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:

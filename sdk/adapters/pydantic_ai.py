@@ -51,6 +51,8 @@ from openai import AsyncOpenAI
 from pydantic import ValidationError
 from pydantic_ai import Agent as PydanticAgent
 from pydantic_ai import RunContext, Tool
+
+# The switch behind Pydantic AI's `disable_threads()`, set for a whole run (version pinned).
 from pydantic_ai._utils import _disable_threads as _threads_off
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ToolCallPart
@@ -160,20 +162,22 @@ async def _asked(call: ToolCallPart) -> str | None:
 
 
 class Governed(AbstractCapability[Any]):
-    """What kernos adds to each run of a Pydantic AI agent: the calls that need approval asked
-    of humans, and a tool that reaches outside the run named.
+    """What kernos adds to each run of a Pydantic AI agent.
 
-    Registered agents have it; a `kernos.Agent` that runs a Pydantic AI agent itself passes it
-    (`agent.run(..., capabilities=[Governed()])`).
+    The calls that need approval are asked of humans, and a tool that reaches outside the run
+    is named. Registered agents have it; a `kernos.Agent` that runs a Pydantic AI agent itself
+    passes it (`agent.run(..., capabilities=[Governed()])`).
     """
 
     @classmethod
     def get_serialization_name(cls) -> str | None:
+        """None: not part of an agent's spec (kernos adds it to each run)."""
         return None
 
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
     ) -> DeferredToolResults | None:
+        """Each call that needs approval asked of humans; a call deferred elsewhere refused."""
         if requests.calls:
             names = sorted({call.tool_name for call in requests.calls})
             raise InvalidRequest(
@@ -194,6 +198,7 @@ class Governed(AbstractCapability[Any]):
         self, ctx: RunContext[Any], *, call: ToolCallPart, tool_def: Any, args: Any,
         error: Exception,
     ) -> Any:  # fmt: skip
+        """A tool that reached outside the run, named; any other error as it is."""
         if isinstance(error, _REACHED_OUT) and not isinstance(error, TimeoutError):
             raise InvalidRequest(
                 f"tool {call.tool_name!r} reached outside the run ({error}): register what "
