@@ -486,6 +486,7 @@ TYPED_AGENTS = {
     "typed-plain": "tests.typed_agents:plain",
     "typed-launching": "tests.typed_agents:launching",
     "typed-peeking": "tests.typed_agents:peeking",
+    "typed-asking": "tests.typed_agents:asking",
     "typed-calculating": "tests.typed_tool_agents:calculating",
     "typed-adding": "tests.typed_tool_agents:adding",
     "typed-streaming": "tests.typed_tool_agents:Streaming",

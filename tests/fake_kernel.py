@@ -100,13 +100,16 @@ class FakeKernel:
 
 @asynccontextmanager
 async def started(
-    client: Client, kernel: FakeKernel, agent: str, task: str, **run: Any
+    client: Client, kernel: FakeKernel, agent: str, task: str, *, model: str = MODEL, **run: Any
 ) -> AsyncIterator[tuple[WorkflowHandle[Any, RunResult], RunInput]]:
-    """A run of `agent` on `task`, admitted as the kernel would, with workers for its queues."""
+    """A run of `agent` on `task`, admitted as the kernel would, with workers for its queues.
+
+    The run's model is `model`; the kernel serves it and `MODEL`.
+    """
     unique = uuid.uuid4().hex[:8]
     input = RunInput(
         run_id=f"fast-{agent}-{unique}",
-        spec=RunSpec(agent=agent, task=task, model=MODEL, priority=2),
+        spec=RunSpec(agent=agent, task=task, model=model, priority=2),
         kernel_task_queue=f"kernel-{unique}",
         llm_queue_prefix=f"llm-{unique}.",
         tool_queue_prefix=f"tools-{unique}.",
@@ -118,8 +121,11 @@ async def started(
         for worker in (
             Worker(client, task_queue=agents_queue, workflows=[AgentRun],
                    workflow_runner=sandbox_runner()),
-            Worker(client, task_queue=scheduler.llm_task_queue(input.llm_queue_prefix, MODEL),
-                   activities=[kernel.chat]),
+            *(
+                Worker(client, task_queue=scheduler.llm_task_queue(input.llm_queue_prefix, served),
+                       activities=[kernel.chat])
+                for served in sorted({MODEL, model})
+            ),
             Worker(client, task_queue=input.kernel_task_queue,
                    activities=[kernel.write, kernel.ask]),
             *(

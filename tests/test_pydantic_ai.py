@@ -47,10 +47,11 @@ def reply(text: str = "", *calls: ToolCall) -> LLMResponse:
     return LLMResponse(text=text, model=MODEL, usage=USAGE, tool_calls=list(calls))
 
 
-async def failure_of(handle: object) -> ApplicationError:
-    """The error a run ended with."""
-    with pytest.raises(WorkflowFailureError) as failed:
-        await handle.result()  # type: ignore[attr-defined]
+async def failure(client: Client, kernel: FakeKernel, agent: str, task: str) -> ApplicationError:
+    """The error a run of `agent` on `task` ended with."""
+    async with started(client, kernel, agent, task) as (handle, _):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError), cause
     return cause
@@ -60,11 +61,12 @@ async def test_a_plain_agent_answers_by_one_llm_chat_with_its_instructions(
     client: Client,
 ) -> None:
     kernel = FakeKernel(replies=[reply("Paris.")])
-    async with started(client, kernel, "typed-plain", "Capital of France?") as (handle, _):
+    task = "Capital of France?"
+    async with started(client, kernel, "typed-plain", task, model="run-model") as (handle, _):
         result = await handle.result()
     assert (result.output, result.syscalls) == ("Paris.", 1)
     [request] = kernel.chats
-    # The model the agent names ("openai:fake-model"), its instructions, the task.
+    # The model the agent names ("openai:fake-model"), not the run's; its instructions, the task.
     assert request.model == MODEL
     assert [(m.role, m.content) for m in request.messages] == [
         ("system", "Answer briefly."), ("user", "Capital of France?"),
@@ -114,12 +116,33 @@ async def test_a_denied_approval_reaches_the_model_and_the_tool_does_not_run(
     assert told == "not approved: approval.ask on agent-tool:launch denied: not today"
 
 
+async def test_calls_asked_at_once_and_one_a_tool_defers_to_the_app_is_refused_by_name(
+    client: Client,
+) -> None:
+    first = ToolCall(id="call-1", name="delete", arguments='{"path": "a.txt"}')
+    second = ToolCall(id="call-2", name="delete", arguments='{"path": "b.txt"}')
+    kernel = FakeKernel(replies=[reply("", first, second), reply("Deleted both.")])
+    async with started(client, kernel, "typed-asking", "Delete a.txt and b.txt.") as (handle, _):
+        result = await handle.result()
+    assert result.output == "Deleted both."
+    # The tool asked for approval itself (ApprovalRequired): both calls asked, in the model's order.
+    asked = [(a.tool, a.call_id) for a in kernel.asks]
+    assert asked == [("delete", "call-1"), ("delete", "call-2")]
+    answered = {m.tool_call_id: m.content for m in kernel.chats[1].messages if m.role == "tool"}
+    assert answered == {"call-1": "deleted a.txt", "call-2": "deleted b.txt"}
+
+    mail = ToolCall(id="call-3", name="mail", arguments='{"to": "bob"}')
+    kernel = FakeKernel(replies=[reply("", mail), reply("never")])
+    cause = await failure(client, kernel, "typed-asking", "Mail bob.")
+    assert cause.type == "InvalidRequest", cause
+    assert "tool 'mail' deferred its call to be run outside the agent" in str(cause)
+
+
 async def test_a_model_denied_by_policy_ends_the_run_as_access_denied_asked_once(
     client: Client,
 ) -> None:
     kernel = FakeKernel(refuse_first=AccessDenied("llm.chat on llm:fake-model denied"))
-    async with started(client, kernel, "typed-plain", "hello") as (handle, _):
-        cause = await failure_of(handle)
+    cause = await failure(client, kernel, "typed-plain", "hello")
     assert cause.type == "AccessDenied" and "llm:fake-model" in str(cause), cause
     assert len(kernel.chats) == 1
 
@@ -127,8 +150,7 @@ async def test_a_model_denied_by_policy_ends_the_run_as_access_denied_asked_once
 async def test_a_tool_that_reads_a_file_fails_the_run_naming_it(client: Client) -> None:
     peek = ToolCall(id="call-1", name="peek", arguments="{}")
     kernel = FakeKernel(replies=[reply("", peek), reply("never")])
-    async with started(client, kernel, "typed-peeking", "Where am I?") as (handle, _):
-        cause = await failure_of(handle)
+    cause = await failure(client, kernel, "typed-peeking", "Where am I?")
     assert cause.type == "InvalidRequest", cause
     assert "tool 'peek' reached outside the run" in str(cause)
     assert "kernos.adapters.pydantic_ai.tools('peek')" in str(cause)
@@ -212,6 +234,8 @@ async def test_kernos_model_outside_a_run_says_so_and_reaches_nothing() -> None:
     [
         ("tests.typed_agents:misnamed", "tool name 'shout.loud' is not one a model can call"),
         ("tests.typed_agents:external", "its toolset ExternalToolset is not function tools"),
+        ("tests.typed_agents:fetching", "its capability WebFetch would reach outside the run"),
+        ("tests.typed_agents:falling_back", "its model is a FallbackModel"),
     ],
 )
 def test_what_kernos_cannot_run_is_refused_by_name_at_load(path: str, problem: str) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import BaseModel
-from pydantic_ai import Agent
+from pydantic_ai import Agent, ApprovalRequired, CallDeferred, RunContext
+from pydantic_ai.capabilities import WebFetch
+from pydantic_ai.models.fallback import FallbackModel
+from pydantic_ai.models.test import TestModel
 from pydantic_ai.toolsets import ExternalToolset
 
 #: The model the fast tier's fake kernel serves (tests/fake_kernel.py). Named, not made: kernos
@@ -72,3 +75,28 @@ external = Agent(
     MODEL, name="external", defer_model_check=True,
     toolsets=[ExternalToolset([])],
 )  # fmt: skip
+
+
+#: Refused at load: Pydantic AI's own code would fetch from the web inside the run.
+fetching = Agent(MODEL, name="fetching", defer_model_check=True, capabilities=[WebFetch()])
+
+#: Refused at load: kernos chooses among a model's instances; a fallback chain is not a model.
+falling_back = Agent(FallbackModel(TestModel(), TestModel()), name="falling-back")
+
+
+#: A tool that asks for approval itself, and one deferred to be run outside the agent.
+asking = Agent(MODEL, name="asking", defer_model_check=True)
+
+
+@asking.tool
+async def delete(ctx: RunContext[object], path: str) -> str:
+    """Delete `path`, once a human approved (the tool decides it needs one)."""
+    if not ctx.tool_call_approved:
+        raise ApprovalRequired
+    return f"deleted {path}"
+
+
+@asking.tool_plain
+async def mail(to: str) -> str:
+    """Send a mail: deferred to the app, which a run does not have."""
+    raise CallDeferred

@@ -39,6 +39,7 @@ version supported.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from importlib.metadata import version
@@ -54,9 +55,11 @@ from pydantic_ai import RunContext, Tool
 
 # The switch behind Pydantic AI's `disable_threads()`, set for a whole run (version pinned).
 from pydantic_ai._utils import _disable_threads as _threads_off
-from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.capabilities import AbstractCapability, WrapRunHandler
+from pydantic_ai.capabilities.abstract import leaf_capabilities
 from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.models import Model
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDenied
@@ -70,6 +73,7 @@ from kernos.kernel.errors import AccessDenied, ConfigError, InvalidRequest
 from kernos.kernel.llm import chat_completions
 from kernos.kernel.syscall_table import APPROVAL_ASK
 from kernos.kernel.syscalls import ApprovalAsk, ToolCallRequest
+from kernos.kernel.syscalls.common import check_name
 from kernos.kernel.syscalls.llm_calls import TOOL_NAME
 from kernos.workflows.dispatcher import CURRENT
 
@@ -119,7 +123,7 @@ class KernosModel(OpenAIChatModel):
 
 
 def _kernel_tool(name: str) -> Tool[Any]:
-    async def call(ctx: RunContext[Any], **arguments: Any) -> str:
+    async def call(ctx: RunContext[Any], /, **arguments: Any) -> str:
         return await called(name, json.dumps(arguments), ctx.tool_call_id or "")
 
     return Tool.from_schema(
@@ -143,17 +147,18 @@ def tools(*names: str) -> list[Tool[Any]]:
 
 
 async def _asked(call: ToolCallPart) -> str | None:
-    """None once a human approved `call`; otherwise why not (a denial, an expiry)."""
+    """None once a human approved `call`; otherwise why not.
+
+    A denial, an expiry, or a call that cannot be asked.
+    """
     try:
         request = ApprovalAsk(
             tool=call.tool_name, arguments=call.args_as_json_str(), call_id=call.tool_call_id
         )
-    except ValidationError as exc:
+    except ValidationError as exc:  # the model's call: the model reads what was wrong
         error = exc.errors()[0]
-        raise InvalidRequest(
-            f"the call of {call.tool_name!r} cannot be asked of a human: "
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-        ) from None
+        where = ".".join(str(part) for part in error["loc"])
+        return f"the call cannot be asked of a human: {where}: {error['msg']}"
     try:
         await current_run().call(APPROVAL_ASK, request, f"{request.tool} {request.call_id}")
     except AccessDenied as exc:
@@ -174,6 +179,14 @@ class Governed(AbstractCapability[Any]):
         """None: not part of an agent's spec (kernos adds it to each run)."""
         return None
 
+    async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> Any:
+        """The run with synchronous tools and callbacks run in it (a run has no threads)."""
+        token = _threads_off.set(True)
+        try:
+            return await handler()
+        finally:
+            _threads_off.reset(token)
+
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
     ) -> DeferredToolResults | None:
@@ -186,12 +199,12 @@ class Governed(AbstractCapability[Any]):
                 "@kernos.tool and give the agent kernos.adapters.pydantic_ai.tools("
                 f"{names[0]!r})"
             )
-        approvals: dict[str, bool | ToolDenied] = {}
-        for call in requests.approvals:
-            refusal = await _asked(call)
-            approvals[call.tool_call_id] = (
-                True if refusal is None else ToolDenied(f"not approved: {refusal}")
-            )
+        # Asked at once, so humans see every call of the turn; in the model's order.
+        refusals = await asyncio.gather(*(_asked(call) for call in requests.approvals))
+        approvals: dict[str, bool | ToolDenied] = {
+            call.tool_call_id: True if refusal is None else ToolDenied(f"not approved: {refusal}")
+            for call, refusal in zip(requests.approvals, refusals, strict=True)
+        }
         return requests.build_results(approvals=approvals)
 
     async def on_tool_execute_error(
@@ -209,13 +222,53 @@ class Governed(AbstractCapability[Any]):
 
 
 def _model_name(agent: PydanticAgent[Any, Any]) -> str | None:
-    """The model the agent names: `"openai:<name>"` or `"<name>"`, or a model object's name."""
+    """The model the agent names, if one; ConfigError if kernos cannot ask for it.
+
+    `"openai:<name>"` or `"<name>"` (the provider is dropped: the kernel's records say which
+    servers serve a model), or a model object's name.
+    """
     model = agent.model
     if model is None:
         return None
+    if isinstance(model, FallbackModel):
+        raise ConfigError(
+            f"Pydantic AI agent {agent.name or 'agent'!r}: its model is a FallbackModel; kernos "
+            "chooses among a model's instances and retries them itself: name one model"
+        )
     if isinstance(model, Model):
-        return model.model_name or None
-    return str(model).partition(":")[2] or str(model)
+        name = model.model_name  # KernosModel(): none, so the run's
+    else:
+        name = str(model).partition(":")[2] or str(model)
+    if not name:
+        return None
+    try:
+        return check_name("model", name)
+    except ValueError as exc:
+        raise ConfigError(f"Pydantic AI agent {agent.name or 'agent'!r}: {exc}") from None
+
+
+#: Pydantic AI's own capabilities that only compute (an agent's own capability classes are its
+#: code, and run in the run like the rest of it). Any other of Pydantic AI's reaches outside the
+#: run from code the sandbox does not check (a workspace, the web, other models, MCP, threads).
+_COMPUTING = frozenset({
+    "AbstractCapability", "WrapperCapability", "CombinedCapability", "ToolSearch",
+    "PendingMessageDrainCapability", "Hooks", "PrepareTools", "PrepareOutputTools",
+    "ProcessHistory", "HistoryProcessor", "ProcessEventStream", "ReinjectSystemPrompt",
+    "SetToolMetadata", "IncludeToolReturnSchemas", "PrefixTools", "Thinking", "Instrumentation",
+    "HandleDeferredToolCalls", "Toolset",
+})  # fmt: skip
+
+
+def _reaching(capability: AbstractCapability[Any]) -> str | None:
+    """The name of a Pydantic AI class of `capability`'s that may reach outside the run.
+
+    None if it is made of computing classes only.
+    """
+    for cls in type(capability).__mro__:
+        own = cls.__module__.partition(".")[0] == "pydantic_ai"
+        if own and issubclass(cls, AbstractCapability) and cls.__name__ not in _COMPUTING:
+            return cls.__name__
+    return None
 
 
 def check(agent: object) -> PydanticAgent[Any, Any]:
@@ -229,8 +282,26 @@ def check(agent: object) -> PydanticAgent[Any, Any]:
     if not isinstance(agent, PydanticAgent):
         raise ConfigError(f"{type(agent).__name__} is not a pydantic_ai.Agent")
     label = agent.name or "agent"
+    _model_name(agent)
+    toolsets = list(agent.toolsets)
+    for capability in leaf_capabilities(agent.root_capability):
+        reaching = _reaching(capability)
+        if reaching is not None:
+            raise ConfigError(
+                f"Pydantic AI agent {label!r}: its capability {reaching} would reach outside "
+                "the run from Pydantic AI's own code: give the agent the kernel's tools "
+                "(kernos.adapters.pydantic_ai.tools) for what it needs from outside"
+            )
+        found = capability.get_toolset()
+        if found is not None:
+            if not isinstance(found, AbstractToolset):
+                raise ConfigError(
+                    f"Pydantic AI agent {label!r}: a capability's toolset is made at run time, "
+                    "which kernos cannot check before the run reaches it"
+                )
+            toolsets.append(found)
     leaves: list[AbstractToolset[Any]] = []
-    for toolset in agent.toolsets:
+    for toolset in toolsets:
         toolset.apply(leaves.append)
     for toolset in leaves:
         if not isinstance(toolset, FunctionToolset):
