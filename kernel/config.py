@@ -491,6 +491,12 @@ def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
 
+#: kernos's own agent, always registered: one chat-completions request of the gateway's
+#: OpenAI-compatible endpoint as a run (`kernos.chat_run`).
+CHAT_AGENT = "chat-completions"
+CHAT_AGENT_PATH = "kernos.chat_run:ChatCompletionRun"
+
+
 def _default_agents() -> dict[str, str]:
     return {
         "planner": "kernos.examples.planner:PlannerAgent",
@@ -559,6 +565,18 @@ class Settings(BaseSettings):
                 if file.is_file()
             ),
         )
+
+    @model_validator(mode="after")
+    def _chat_completions_registered(self) -> Self:
+        """The gateway's OpenAI-compatible endpoint admits runs of kernos's own agent."""
+        name, path = CHAT_AGENT, CHAT_AGENT_PATH
+        if self.agents.get(name, path) != path:
+            raise ValueError(
+                f"agent name {name!r} is kernos's own (the gateway's OpenAI-compatible "
+                "endpoint runs it): give your agent another name"
+            )
+        self.agents = {**self.agents, name: path}
+        return self
 
     @model_validator(mode="after")
     def _requests_fit_a_payload(self) -> Self:

@@ -10,10 +10,11 @@ either way), exactly as for `KernosClient.connect(api_key=...)`.
     GET  /v1/runs/{id}                 -> the run (the key's user's runs only; others are 404)
     GET  /v1/runs/{id}/result?wait_s=N -> 200 the result or the failure, 202 still going
     POST /v1/runs/{id}/cancel          -> 202
+    POST /v1/chat/completions, GET /v1/models: OpenAI's API (`kernos.gateway_openai`)
 
-Errors are JSON `{"error": {"type", "message"}}`: 401 for a missing, malformed, unknown,
-revoked or wrong key (one message for all), 403 for a refusal by policy, 400 for a spec the
-kernel refuses (naming the field) or a body that is not JSON or nests deeper than
+Errors are JSON `{"error": {"type", "message"}}` (OpenAI's shape): 401 for a missing,
+malformed, unknown, revoked or wrong key (one message for all), 403 for a refusal by policy,
+400 for a spec the kernel refuses (naming the field) or a body that is not JSON or nests deeper than
 `MAX_JSON_DEPTH`, 413 for a body over twice `max_task_bytes` (plus 64 KiB), 404 for a run the
 key may not see, as for one that does not exist. A key sees its user's runs in its tenant, and
 in the tenants its user may submit to (where it is `home/user`). Submissions and cancellations
@@ -31,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kernos.client import KernosClient, RunFailed
@@ -45,6 +46,7 @@ from kernos.kernel.api_keys import (
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import AccessDenied, KernosError, NotFound, RunNotFound, first_problem
+from kernos.kernel.llm import chat_completions
 from kernos.kernel.policy_store import load_access
 from kernos.kernel.run_store import RunRecord
 from kernos.kernel.syscall_table import RUN_CANCEL, RUN_SUBMIT
@@ -64,14 +66,19 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(rb"[\[\]{}]")
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, kind: str, message: str) -> None:
+class Refused(Exception):
+    """A request the gateway answers with an error: its status, the error's type, headers."""
+
+    def __init__(
+        self, status: int, kind: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
+        self.headers = headers
 
 
-Handler = Callable[[Request, KernosClient], Awaitable[JSONResponse]]
+Handler = Callable[[Request, KernosClient], Awaitable[Response]]
 
 
 def gateway_app(settings: Settings) -> Starlette:
@@ -86,13 +93,13 @@ def gateway_app(settings: Settings) -> Starlette:
         finally:
             await operator["client"].close()
 
-    def authenticated(handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
-        async def endpoint(request: Request) -> JSONResponse:
+    def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
             try:
                 client = await _as_key_holder(operator["client"], request)
                 return await handler(request, client)
-            except _Refused as exc:
-                return _error(exc.status, exc.kind, str(exc))
+            except Refused as exc:
+                return _error(exc.status, exc.kind, str(exc), exc.headers)
             except AuthenticationFailed as exc:
                 return _error(401, "AuthenticationFailed", str(exc))
             except AccessDenied as exc:
@@ -106,12 +113,17 @@ def gateway_app(settings: Settings) -> Starlette:
 
         return endpoint
 
+    # Here, not at the top: the OpenAI-compatible endpoints are built on this module's parts.
+    from kernos.gateway_openai import chat_completion, models
+
     return Starlette(
         routes=[
             Route("/v1/runs", authenticated(_submit), methods=["POST"]),
             Route("/v1/runs/{run_id}", authenticated(_show), methods=["GET"]),
             Route("/v1/runs/{run_id}/result", authenticated(_result), methods=["GET"]),
             Route("/v1/runs/{run_id}/cancel", authenticated(_cancel), methods=["POST"]),
+            Route("/v1/chat/completions", authenticated(chat_completion), methods=["POST"]),
+            Route("/v1/models", authenticated(models), methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -126,17 +138,22 @@ async def _as_key_holder(operator: KernosClient, request: Request) -> KernosClie
     return KernosClient(operator.settings, operator.temporal, operator.pool, principal)
 
 
-async def _submit(request: Request, client: KernosClient) -> JSONResponse:
-    # The spec's task is capped by max_task_bytes; the rest of a spec is small.
-    limit = client.settings.max_task_bytes * 2 + 64 * 1024
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body; a 413 once it passes `limit` bytes (the rest is not read)."""
     received = bytearray()
     async for chunk in request.stream():
         received += chunk
         if len(received) > limit:
-            raise _Refused(413, "PayloadTooLarge", f"the body is over {limit} bytes")
-    body = parse_json(bytes(received))
+            raise Refused(413, "PayloadTooLarge", f"the body is over {limit} bytes")
+    return bytes(received)
+
+
+async def _submit(request: Request, client: KernosClient) -> JSONResponse:
+    # The spec's task is capped by max_task_bytes; the rest of a spec is small.
+    limit = client.settings.max_task_bytes * 2 + 64 * 1024
+    body = parse_json(await read_body(request, limit))
     if not isinstance(body, dict):
-        raise _Refused(400, "InvalidRequest", "the body must be a JSON object (a run spec)")
+        raise Refused(400, "InvalidRequest", "the body must be a JSON object (a run spec)")
     handle = await client.submit(body)
     return JSONResponse({"run_id": handle.run_id, "status": "running"}, 201)
 
@@ -149,7 +166,7 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> object:
         if depth > deepest:
             deepest = depth
             if deepest > max_depth:
-                raise _Refused(
+                raise Refused(
                     400,
                     "InvalidRequest",
                     f"the body nests arrays or objects more than {max_depth} deep "
@@ -158,7 +175,7 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> object:
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise _Refused(400, "InvalidRequest", f"the body is not JSON: {exc}") from None
+        raise Refused(400, "InvalidRequest", f"the body is not JSON: {exc}") from None
 
 
 async def _own_run(request: Request, client: KernosClient) -> RunRecord:
@@ -194,7 +211,7 @@ async def _result(request: Request, client: KernosClient) -> JSONResponse:
     try:
         wait_s = min(MAX_WAIT_S, max(0.0, float(request.query_params.get("wait_s", "0"))))
     except ValueError as exc:
-        raise _Refused(400, "InvalidRequest", "wait_s must be a number of seconds") from exc
+        raise Refused(400, "InvalidRequest", "wait_s must be a number of seconds") from exc
     handle = client.handle(record.run_id)
     # Temporal says whether the run has closed: the record says so only once the end is learned.
     closed = await handle.closed()
@@ -230,5 +247,8 @@ async def _cancel(request: Request, client: KernosClient) -> JSONResponse:
     return JSONResponse({"run_id": record.run_id, "status": "cancelling"}, 202)
 
 
-def _error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message}}, status)
+def _error(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error as OpenAI's API shapes one (`type` and `message`, as every endpoint's)."""
+    return JSONResponse(chat_completions.error_body(message, kind), status, headers=headers)

@@ -20,6 +20,7 @@ from kernos import (
 )
 from kernos.client import connect_temporal
 from kernos.infra.postgres import EmbeddedPostgres
+from kernos.kernel.config import CHAT_AGENT
 from kernos.worker import WorkerGroup
 from tests.agents import AGENTS
 
@@ -39,7 +40,9 @@ async def counts(client: KernosClient) -> tuple[int, int]:
         (
             {"agent": "nobody", "task": "t"},
             UnknownAgent,
-            "unknown agent 'nobody'; registered agents: " + ", ".join(sorted(AGENTS)),
+            # The test agents, and kernos's own (the gateway's OpenAI-compatible endpoint).
+            "unknown agent 'nobody'; registered agents: "
+            + ", ".join(sorted([*AGENTS, CHAT_AGENT])),
         ),
         ({"agent": "echo", "task": "  "}, InvalidRunSpec, "task: task is empty"),
         ({"agent": "echo", "task": "a\x00b"}, InvalidRunSpec, "task contains a NUL character"),

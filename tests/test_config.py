@@ -79,6 +79,15 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
         load_settings(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.toml")
+    # kernos's own agent (the gateway's OpenAI-compatible endpoint) keeps its name, and is
+    # there whatever else is registered.
+    path.write_text('[agents]\n"chat-completions" = "my_app:Chat"\n')
+    with pytest.raises(ConfigError, match="agent name 'chat-completions' is kernos's own"):
+        load_settings(path)
+    path.write_text('[agents]\nmine = "my_app:Mine"\n')
+    assert load_settings(path).agents == {
+        "mine": "my_app:Mine", "chat-completions": "kernos.chat_run:ChatCompletionRun",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

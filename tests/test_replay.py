@@ -9,6 +9,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from kernos.kernel.config import CHAT_AGENT, CHAT_AGENT_PATH
 from kernos.kernel.result_seal import BY_HOST, SealCheckInterceptor
 from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun
@@ -25,7 +26,8 @@ def test_there_are_histories() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    agent_registry.register({**AGENTS, **SDK_AGENTS, **GRAPH_AGENTS, **TYPED_AGENTS})
+    own = {CHAT_AGENT: CHAT_AGENT_PATH}  # kernos's own, registered wherever kernos runs
+    agent_registry.register({**AGENTS, **SDK_AGENTS, **GRAPH_AGENTS, **TYPED_AGENTS, **own})
     replayer = Replayer(
         workflows=[AgentRun],
         workflow_runner=sandbox_runner(),

@@ -36,6 +36,7 @@ ROOTS = (
     "kernos.adapters.openai_agents",
     "kernos.adapters.langgraph",
     "kernos.adapters.pydantic_ai",
+    "kernos.chat_run",
     "kernos.workflows.activation_check",
     "kernos.workflows.commands",
     "kernos.workflows.run_limits",
