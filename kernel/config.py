@@ -475,8 +475,13 @@ class IsolationSettings(BaseModel):
         """The pool a run of `agent` in `tenant` runs in: the tenant, or `tenant/<split>`.
 
         A split is named inside its tenant, so no setting can put two tenants in one pool.
+        kernos's own `CHAT_AGENT` has a pool of its own unless a setting names one.
         """
         split = self.pools.get(f"{tenant}/{agent}")
+        if split is None and agent == CHAT_AGENT:
+            # The gateway's chat runs carry every key holder's prompts: no agent code of the
+            # tenant's shares their process.
+            split = CHAT_AGENT
         return tenant if split is None else f"{tenant}/{split}"
 
 
@@ -485,6 +490,9 @@ class GatewaySettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8780, ge=1, le=65535)
+    chat_timeout_s: float = Field(default=600.0, gt=0)
+    """Longest `POST /v1/chat/completions` waits for its run: then the run is cancelled and the
+    client answered 504 (as when the client goes away first, unanswered)."""
 
 
 def _default_llm() -> list[LLMInstance]:

@@ -35,5 +35,11 @@ class ChatCompletionRun(Agent):
             raise InvalidRequest(
                 f"a {CHAT_AGENT} run's task is a chat request (LLMRequest): {first_problem(exc)}"
             ) from None
+        # What the endpoint's requests never hold, refused from anyone who submits one directly:
+        # the kernel's tools (the caller runs its own) and a conversation the kernel keeps.
+        if request.tools or request.conversation is not None:
+            raise InvalidRequest(
+                f"a {CHAT_AGENT} run asks for a completion only: no kernel tools, no conversation"
+            )
         reply = await current_run().llm_chat(request)
         return reply.model_dump_json()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -45,12 +46,21 @@ from kernos.kernel.api_keys import (
 )
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
-from kernos.kernel.errors import AccessDenied, KernosError, NotFound, RunNotFound, first_problem
+from kernos.kernel.errors import (
+    AccessDenied,
+    ConfigError,
+    KernosError,
+    NotFound,
+    RunNotFound,
+    first_problem,
+)
 from kernos.kernel.llm import chat_completions
 from kernos.kernel.policy_store import load_access
 from kernos.kernel.run_store import RunRecord
 from kernos.kernel.syscall_table import RUN_CANCEL, RUN_SUBMIT
 from kernos.remote import GatewayResult, GatewayRun
+
+log = logging.getLogger(__name__)
 
 #: Longest a result request waits for its run before answering 202.
 MAX_WAIT_S = 60.0
@@ -67,14 +77,19 @@ _BRACKET = re.compile(rb"[\[\]{}]")
 
 
 class Refused(Exception):
-    """A request the gateway answers with an error: its status, the error's type, headers."""
+    """A request the gateway answers with an error.
+
+    Its status, the error's type, its code in OpenAI's terms, and headers.
+    """
 
     def __init__(
-        self, status: int, kind: str, message: str, *, headers: dict[str, str] | None = None
-    ) -> None:
+        self, status: int, kind: str, message: str, *, code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.status = status
         self.kind = kind
+        self.code = code
         self.headers = headers
 
 
@@ -99,7 +114,7 @@ def gateway_app(settings: Settings) -> Starlette:
                 client = await _as_key_holder(operator["client"], request)
                 return await handler(request, client)
             except Refused as exc:
-                return _error(exc.status, exc.kind, str(exc), exc.headers)
+                return _error(exc.status, exc.kind, str(exc), exc.headers, exc.code)
             except AuthenticationFailed as exc:
                 return _error(401, "AuthenticationFailed", str(exc))
             except AccessDenied as exc:
@@ -108,8 +123,13 @@ def gateway_app(settings: Settings) -> Starlette:
                 return _error(404, type(exc).__name__, str(exc))
             except ValidationError as exc:
                 return _error(400, "InvalidRequest", first_problem(exc))
+            except ConfigError as exc:  # the kernel's settings or policy: not the client's
+                return _error(500, type(exc).__name__, str(exc))
             except KernosError as exc:
                 return _error(400, type(exc).__name__, str(exc))
+            except Exception as exc:  # answered in the API's shape, and logged
+                log.exception("gateway: %s %s failed", request.method, request.url.path)
+                return _error(500, "internal_error", f"the gateway failed: {type(exc).__name__}")
 
         return endpoint
 
@@ -229,13 +249,19 @@ async def _result(request: Request, client: KernosClient) -> JSONResponse:
 
 async def _cancel(request: Request, client: KernosClient) -> JSONResponse:
     record = await _own_run(request, client)
+    await cancel_run(client, record, "cancelled through the gateway")
+    return JSONResponse({"run_id": record.run_id, "status": "cancelling"}, 202)
+
+
+async def cancel_run(client: KernosClient, record: RunRecord, why: str) -> None:
+    """Cancel the key holder's run, audited naming the key and `why`; terminated if it goes on."""
     principal = client.principal
     assert principal is not None
     await AuditLog(client.pool).record_operator(
         Subject(record.run_id, record.tenant, record.user, record.agent),
         RUN_CANCEL.name,
         f"run:{record.run_id}",
-        Decision(True, None, "cancelled through the gateway"),
+        Decision(True, None, why),
         key_id=principal.key_id,
     )
     handle = client.handle(record.run_id)
@@ -244,11 +270,11 @@ async def _cancel(request: Request, client: KernosClient) -> JSONResponse:
     ending = asyncio.create_task(handle.terminate_unless_stopped(CANCEL_GRACE_S))
     _ENDING.add(ending)
     ending.add_done_callback(_ENDING.discard)
-    return JSONResponse({"run_id": record.run_id, "status": "cancelling"}, 202)
 
 
 def _error(
-    status: int, kind: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None,
+    code: str | None = None,
+) -> JSONResponse:  # fmt: skip
     """An error as OpenAI's API shapes one (`type` and `message`, as every endpoint's)."""
-    return JSONResponse(chat_completions.error_body(message, kind), status, headers=headers)
+    return JSONResponse(chat_completions.error_body(message, kind, code), status, headers=headers)

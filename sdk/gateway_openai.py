@@ -24,14 +24,15 @@ budget or a server's rate limit, 503 when no server could answer.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from kernos.client import KernosClient, RunFailed
-from kernos.gateway import Refused, parse_json, read_body
+from kernos.client import KernosClient, RunFailed, RunHandle
+from kernos.gateway import Refused, cancel_run, parse_json, read_body
 from kernos.kernel import errors
 from kernos.kernel.access import Subject
 from kernos.kernel.config import CHAT_AGENT
@@ -39,36 +40,85 @@ from kernos.kernel.errors import PayloadTooLarge, UnknownModel
 from kernos.kernel.llm import chat_completions
 from kernos.kernel.policy_store import load_access
 from kernos.kernel.syscall_table import LLM_CHAT
-from kernos.kernel.syscalls import LLMResponse, RunSpec
+from kernos.kernel.syscalls import LLMResponse, RunResult, RunSpec, TokenUsage
 
 #: What a run's failure is answered with, by the kernel's error (or the nearest it derives from).
-_STATUS: tuple[tuple[type[errors.KernosError], int], ...] = (
-    (errors.PayloadTooLarge, 413),
-    (errors.UnknownModel, 404),
-    (errors.TokenBudgetExceeded, 429),
-    (errors.LLMRateLimited, 429),
-    (errors.AccessDenied, 403),
-    (errors.InvalidRequest, 400),
-    (errors.LLMBadRequest, 400),
-    (errors.LLMUnavailable, 503),
+_STATUS: tuple[tuple[type[errors.KernosError], int, str], ...] = (
+    (errors.PayloadTooLarge, 413, "request_too_large"),
+    (errors.UnknownModel, 404, "model_not_found"),
+    (errors.TokenBudgetExceeded, 429, "insufficient_quota"),
+    (errors.AccessDenied, 403, "permission_denied"),
+    (errors.InvalidRequest, 400, "invalid_request_error"),
+    (errors.LLMBadRequest, 400, "invalid_request_error"),
 )
-#: How long a client is told to wait before asking again after a 429.
-RETRY_AFTER_S = 5
+#: Every error of this endpoint tells OpenAI's client not to ask again by itself: each request
+#: is a run, so a retry is a second run (and a second charge), the caller's to decide.
+_NO_RETRY = {"x-should-retry": "false"}
+#: How often a waiting request looks whether its client is still there.
+_WATCH_S = 0.5
 
 
-def _failure_status(error_type: str) -> int:
-    """The status for a run that ended with the kernel's `error_type` (500: the kernel's own)."""
-    kind = getattr(errors, error_type, None)
+def _refused(status: int, code: str, message: str, run_id: str | None = None) -> Refused:
+    """An error answer with OpenAI's `code`, not to be retried.
+
+    It names the request's run once there is one.
+    """
+    headers = {**_NO_RETRY, **({"X-Kernos-Run": run_id} if run_id else {})}
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return Refused(status, kind, message, code=code, headers=headers)
+
+
+def _failure(exc: RunFailed) -> Refused:
+    """A run's failure as the client is answered: the kernel's error, or a cancelled run."""
+    kind = getattr(errors, exc.error_type, None)
     if isinstance(kind, type) and issubclass(kind, errors.KernosError):
-        for base, status in _STATUS:
+        for base, status, code in _STATUS:
             if issubclass(kind, base):
-                return status
-    return 500
+                return _refused(status, code, f"{exc.error_type}: {exc.message}", exc.run_id)
+    if exc.error_type in ("CancelledError", "TerminatedError"):
+        stopped = f"the request's run was stopped: {exc.message}"
+        return _refused(409, "run_cancelled", stopped, exc.run_id)
+    failed = f"the request's run failed: {exc.error_type}"
+    return _refused(500, "internal_error", failed, exc.run_id)
 
 
-def _refused(status: int, kind: str, message: str) -> Refused:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else None
-    return Refused(status, kind, message, headers=headers)
+def _kernel_tools(body: dict[str, Any]) -> None:
+    """A 400 if the body names the kernel's tools: a caller's tools are its own to run."""
+    for index, tool in enumerate(body.get("tools") or []):
+        parameters = (
+            (tool.get("function") or {}).get("parameters") if isinstance(tool, dict) else None
+        )
+        if isinstance(parameters, dict) and chat_completions.KERNEL_TOOL in parameters:
+            raise _refused(
+                400, "invalid_request_error",
+                f"tools[{index}].function.parameters.{chat_completions.KERNEL_TOOL}: the "
+                "endpoint offers the caller's own tools only (their calls come back to it)",
+            )  # fmt: skip
+
+
+async def _answer(request: Request, client: KernosClient, handle: RunHandle) -> RunResult:
+    """The run's result.
+
+    If the client goes away or the wait passes `[gateway] chat_timeout_s` first, the run is
+    cancelled (audited) and the client answered 504.
+    """
+    result = asyncio.ensure_future(handle.result())
+    deadline = asyncio.get_running_loop().time() + client.settings.gateway.chat_timeout_s
+    try:
+        while not result.done():
+            await asyncio.wait([result], timeout=_WATCH_S)
+            if result.done():
+                break
+            gone = await request.is_disconnected()
+            if gone or asyncio.get_running_loop().time() > deadline:
+                why = "the client went away" if gone else "the wait passed chat_timeout_s"
+                record = await client.runs.get(handle.run_id)
+                await cancel_run(client, record, f"chat completion cancelled: {why}")
+                late = f"no answer in time: run {handle.run_id} was cancelled ({why})"
+                raise _refused(504, "timeout", late, handle.run_id)
+        return result.result()
+    finally:
+        result.cancel()
 
 
 async def chat_completion(request: Request, client: KernosClient) -> Response:
@@ -77,18 +127,26 @@ async def chat_completion(request: Request, client: KernosClient) -> Response:
     body = parse_json(await read_body(request, limit))
     asked = chat_completions.request_from_body(body)  # InvalidRequest (400) unless an object
     assert isinstance(body, dict)
+    _kernel_tools(body)
     spec = RunSpec(agent=CHAT_AGENT, task=asked.model_dump_json(), model=asked.model)
     try:
         handle = await client.submit(spec)
     except UnknownModel as exc:
         raise _refused(404, "model_not_found", str(exc)) from None
     except PayloadTooLarge as exc:
-        raise _refused(413, type(exc).__name__, str(exc)) from None
+        raise _refused(413, "request_too_large", f"the request is {exc.size} bytes as the "
+                       f"kernel takes it, over max_task_bytes ({exc.limit})") from None  # fmt: skip
     try:
-        result = await handle.result()
+        result = await _answer(request, client, handle)
     except RunFailed as exc:
-        raise _refused(_failure_status(exc.error_type), exc.error_type, exc.message) from None
+        raise _failure(exc) from None
     reply = LLMResponse.model_validate_json(result.output)
+    # The usage the kernel recorded for the run, not what the run's output says.
+    record = await client.runs.get(handle.run_id)
+    reply = reply.model_copy(
+        update={"usage": TokenUsage(input_tokens=record.input_tokens,
+                                    output_tokens=record.output_tokens)}
+    )  # fmt: skip
     made, created = f"chatcmpl-{handle.run_id}", int(time.time())
     headers = {"X-Kernos-Run": handle.run_id}
     if not body.get("stream"):

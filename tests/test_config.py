@@ -88,6 +88,10 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
     assert load_settings(path).agents == {
         "mine": "my_app:Mine", "chat-completions": "kernos.chat_run:ChatCompletionRun",
     }  # fmt: skip
+    # Its runs carry every key holder's prompts: a pool of their own, away from agent code.
+    isolation = load_settings(path).isolation
+    assert isolation.pool_of("acme", "chat-completions") == "acme/chat-completions"
+    assert isolation.pool_of("acme", "mine") == "acme"
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,12 @@ framework app that only changed its `base_url`: each request a run of the key's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
@@ -19,10 +21,12 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import CHAT_AGENT
 from kernos.kernel.llm.scripted import ScriptedBackend
+from kernos.testing.fake_openai import FakeOpenAIServer
 from tests.conftest import KeepHistory, workers
 from tests.test_approvals import audited
 from tests.test_gateway import gateway, run_count, with_policy
 from tests.test_tools import calls
+from tests.waiting import eventually
 
 WEATHER: ChatCompletionToolParam = {
     "type": "function",
@@ -70,13 +74,13 @@ async def test_the_openai_client_uses_kernos_as_it_uses_openai(
 
         raw = await client.chat.completions.with_raw_response.create(
             model="scripted", messages=question, max_tokens=16, temperature=0.0, seed=7,
-            stop=["\n\n"],
+            stop=["\n\n"], user="mallory", metadata={"tenant": "other"},
         )  # fmt: skip
         answer = raw.parse()
         assert answer.choices[0].message.content == "Paris."
         assert answer.choices[0].finish_reason == "stop"
         assert answer.usage is not None and answer.usage.completion_tokens == 1
-        # A run of the key's user, in the key's tenant, audited: the body named none of it.
+        # A run of the key's user, in the key's tenant, audited: what the body says is ignored.
         view = await operator.show(raw.headers["x-kernos-run"])
         assert (view.record.agent, view.record.tenant, view.record.user, view.status) == (
             CHAT_AGENT, tenant, "bob", "completed",
@@ -161,21 +165,96 @@ async def test_errors_come_back_as_openais_and_nothing_is_admitted_for_a_bad_req
             await client.chat.completions.create(model="nope", messages=question)
         with pytest.raises(openai.BadRequestError, match="chat-completions field 'n'"):
             await client.chat.completions.create(model="scripted", messages=question, n=2)
-        huge: list[ChatCompletionMessageParam] = [
-            {"role": "user", "content": "x" * (settings.max_task_bytes * 3)}
-        ]
-        with pytest.raises(openai.APIStatusError) as too_large:
-            await client.chat.completions.create(model="scripted", messages=huge)
-        assert too_large.value.status_code == 413
+        with pytest.raises(openai.BadRequestError, match="field 'logit_bias' is not supported"):
+            await client.chat.completions.create(
+                model="scripted", messages=question, logit_bias={"1": 5}
+            )
+        # The kernel's tools are not the caller's to offer (their calls would come back to it).
+        kernels = {"type": "function", "function": {
+            "name": "calculator", "parameters": {"type": "object", "x-kernos-tool": True},
+        }}  # fmt: skip
+        with pytest.raises(openai.BadRequestError, match=r"parameters\.x-kernos-tool"):
+            await client.chat.completions.create(
+                model="scripted",
+                messages=question,
+                tools=[kernels],  # type: ignore[list-item]
+            )
+        for size in (settings.max_task_bytes * 3, settings.max_task_bytes * 3 // 2):
+            # Over the gateway's read limit, and under it but over the kernel's task limit.
+            huge: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x" * size}]
+            with pytest.raises(openai.APIStatusError) as too_large:
+                await client.chat.completions.create(model="scripted", messages=huge)
+            assert too_large.value.status_code == 413
+        assert "the request is" in too_large.value.message
         assert await run_count(operator) == before  # none of these was admitted
 
-        # Refused by policy: a run, audited, that ends denied.
-        with pytest.raises(openai.PermissionDeniedError, match="llm:secret"):
+        # Refused by policy: a run, audited, that ends denied; the client does not ask again.
+        with pytest.raises(openai.PermissionDeniedError, match="llm:secret") as denied:
             await client.chat.completions.create(model="secret", messages=question)
+        assert denied.value.response.headers["x-should-retry"] == "false"
+        assert await run_count(operator) == before + 1
+        rows = await audited(operator, denied.value.response.headers["x-kernos-run"])
+        assert ("llm.chat", "deny") in [(syscall, decision) for syscall, decision, _, _ in rows]
 
-        # Past the tenant's token budget: 429, with when to ask again.
+        # Past the tenant's token budget: 429, OpenAI's quota error, not asked again.
         await operator.set_budget(tenant, 1)
         await client.chat.completions.create(model="scripted", messages=question)  # spends it
         with pytest.raises(openai.RateLimitError) as limited:
             await client.chat.completions.create(model="scripted", messages=question)
-        assert limited.value.response.headers["retry-after"].isdigit()
+        assert limited.value.code == "insufficient_quota"
+        assert limited.value.response.headers["x-should-retry"] == "false"
+
+
+async def test_a_request_whose_client_leaves_or_waits_too_long_cancels_its_run(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"oa-{uuid.uuid4().hex[:8]}"
+    # A model that takes about 10 s to answer; the gateway waits 3 s at most.
+    async with FakeOpenAIServer(lambda body: "slow " * 200, token_delay_s=0.05) as server:
+        settings, _ = with_policy(
+            temporal, postgres, tmp_path, gateway={"chat_timeout_s": 3.0},
+            llm=[{"name": "slow", "kind": "openai", "model": "slow", "base_url": server.base_url}],
+        )  # fmt: skip
+        async with (
+            workers(settings),
+            gateway(settings) as url,
+            await KernosClient.connect(settings) as operator,
+        ):
+            _, key = await operator.create_key(user="bob", tenant=tenant)
+            body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+                waited = await http.post("/v1/chat/completions", json=body, timeout=30)
+                assert waited.status_code == 504, waited.text
+                assert waited.headers["x-should-retry"] == "false"
+                with pytest.raises(httpx.ReadTimeout):  # the client gives up first
+                    await http.post("/v1/chat/completions", json=body, timeout=1)
+            runs = await operator.list_runs(tenant=tenant)
+            assert len(runs) == 2
+            for run in runs:  # both cancelled, each audited naming why
+                run_id = run.record.run_id
+                await eventually(
+                    functools.partial(status_of, operator, run_id),
+                    until=lambda status: status == "cancelled", what="the run cancelled",
+                    timeout_s=30,
+                )  # fmt: skip
+                assert await cancelled_because(operator, run.record.run_id) == [
+                    "chat completion cancelled: "
+                    + ("the wait passed chat_timeout_s" if run is runs[-1] else
+                       "the client went away")
+                ]  # fmt: skip
+
+
+async def status_of(client: KernosClient, run_id: str) -> str:
+    """The run's status as the kernel recorded it."""
+    return (await client.show(run_id)).status
+
+
+async def cancelled_because(client: KernosClient, run_id: str) -> list[str]:
+    """Why the run's cancellations say it was cancelled (the audit's reasons)."""
+    async with client.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT reason FROM audit WHERE run_id = %s AND syscall = 'run.cancel' ORDER BY id",
+            (run_id,),
+        )
+        return [row["reason"] for row in await cursor.fetchall()]

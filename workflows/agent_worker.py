@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from kernos.kernel.config import Settings
+from kernos.kernel.config import CHAT_AGENT, CHAT_AGENT_PATH, Settings
 from kernos.kernel.result_seal import SealCheckInterceptor, check_key
 from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun
@@ -119,7 +119,9 @@ def agent_worker(
     results that kernel workers signed.
     """
     if agents is not None:
-        settings = settings.model_copy(update={"agents": agents})
+        # kernos's own agent too, as `Settings` registers it (model_copy does not validate).
+        own = {CHAT_AGENT: CHAT_AGENT_PATH}
+        settings = settings.model_copy(update={"agents": {**agents, **own}})
     key = settings.temporal.check_key_hex()
     if key is None:
         log.warning(

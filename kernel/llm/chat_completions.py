@@ -283,6 +283,6 @@ def server_sent(events: list[dict[str, Any]]) -> bytes:
     return ("".join(lines) + "data: [DONE]\n\n").encode()
 
 
-def error_body(message: str, kind: str) -> dict[str, Any]:
+def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
     """An error as OpenAI's API shapes one."""
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
