@@ -85,9 +85,8 @@ def _failure(exc: RunFailed) -> Refused:
 def _kernel_tools(body: dict[str, Any]) -> None:
     """A 400 if the body names the kernel's tools: a caller's tools are its own to run."""
     for index, tool in enumerate(body.get("tools") or []):
-        parameters = (
-            (tool.get("function") or {}).get("parameters") if isinstance(tool, dict) else None
-        )
+        function = tool.get("function") if isinstance(tool, dict) else None
+        parameters = function.get("parameters") if isinstance(function, dict) else None
         if isinstance(parameters, dict) and chat_completions.KERNEL_TOOL in parameters:
             raise _refused(
                 400, "invalid_request_error",
