@@ -22,8 +22,8 @@ it reaches goes through the kernel:
   syscall: the run waits (`awaiting-approval`) until `kernos approve` decides; a denial reaches
   the model as Pydantic AI's `ToolDenied`, with the reason. A call deferred for execution
   elsewhere (`CallDeferred`) has no one outside the run to run it: the run fails, naming it.
-- **Streamed runs** (`agent.run_stream`, `agent.iter`) work inside a `kernos.Agent` that drives
-  the agent itself; each model answer streams whole.
+- **Streamed runs** (`agent.run_stream`) work inside a `kernos.Agent` that drives the agent
+  itself (with `capabilities=[Governed()]` for its approvals); each model answer streams whole.
 
 The task is the run's user prompt; the output is the agent's output, as text, or JSON for a
 typed one. **Dependencies** (`deps`) are made inside the run by `wrap(agent, deps=...)` from the
@@ -33,8 +33,9 @@ for I/O, and plain values as its deps.
 
 Refused by name when the agent is loaded (nothing starts): toolsets other than function tools
 (an MCP server's toolset would start or reach a server from inside the run: register the server
-with kernos and use `tools(...)`), tool names no model can call, a Pydantic AI other than the
-version supported.
+with kernos and use `tools(...)`), Pydantic AI's own capabilities that reach outside the run, a
+`FallbackModel` or a model name kernos cannot serve, tool names no model can call, a Pydantic AI
+other than the version supported.
 """
 
 from __future__ import annotations
