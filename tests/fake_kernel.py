@@ -8,7 +8,7 @@ the kernel's side is replaced, so a test sees what a run does with what the kern
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -50,9 +50,12 @@ class FakeKernel:
         replies: list[LLMResponse] | None = None,
         tool: Callable[[ToolCallRequest], str] | None = None,
         refuse_asks: str | None = None,
+        before_refusing: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         #: Raised, as the kernel's activity edge raises it, by the first `llm.chat` only.
         self.refuse_first = refuse_first
+        #: Awaited, with the run's id, by that `llm.chat` before it raises `refuse_first`.
+        self.before_refusing = before_refusing
         #: What `llm.chat` answers, in turn; without them, `reply <n>` for the n-th call.
         self.replies = list(replies) if replies is not None else None
         #: What `tool.call` answers (the tool's output); without it, the arguments back.
@@ -72,6 +75,9 @@ class FakeKernel:
         self.chats.append(request)
         self.priorities.append(activity.info().priority.priority_key)
         if self.refuse_first is not None and len(self.chats) == 1:
+            run_id = activity.info().workflow_id
+            if self.before_refusing is not None and run_id is not None:
+                await self.before_refusing(run_id)
             raise to_application_error(self.refuse_first)
         if self.replies is not None:
             return self.replies.pop(0).model_copy(update={"model": request.model})

@@ -9,6 +9,7 @@ here; what the kernel decides is tested against the real servers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -21,6 +22,7 @@ from kernos.kernel import errors, scheduler
 from kernos.kernel.syscalls import ApprovalNotice, SyscallLimits
 from kernos.workflows import agent_registry
 from tests.agents import AGENTS
+from tests.conftest import KeepHistory
 from tests.fake_kernel import MODEL, USAGE, FakeKernel, started, status_of
 from tests.waiting import eventually
 
@@ -82,6 +84,28 @@ async def test_a_syscall_awaiting_approval_waits_for_a_decision_then_asks_the_ke
         assert len(kernel.chats) == 1
         await handle.execute_update("approval", ApprovalNotice(approval_id="a", status="approved"))
         result = await handle.result()
+    assert result.output == "reply 2"
+    assert len(kernel.chats) == 2
+    assert await status_of(handle) == "completed"
+
+
+async def test_a_decision_that_comes_while_the_kernel_is_asked_wakes_the_run(
+    client: Client, keep_history: KeepHistory
+) -> None:
+    # The human decides before the run has read the kernel's "awaiting approval": as when a
+    # replacement agent worker replays the run with the decision already queued. The run must
+    # ask again at once, not wait a whole approval timeout for a second decision.
+    async def approve(run_id: str) -> None:
+        notice = ApprovalNotice(approval_id="a", status="approved")
+        await client.get_workflow_handle(run_id).execute_update("approval", notice)
+
+    kernel = FakeKernel(
+        refuse_first=errors.ApprovalRequired("llm:fake-model awaits alice"),
+        before_refusing=approve,
+    )
+    async with started(client, kernel, "echo", "hello") as (handle, _):
+        result = await asyncio.wait_for(handle.result(), 60)
+        await keep_history(client, handle.id, "decided-while-asked")
     assert result.output == "reply 2"
     assert len(kernel.chats) == 2
     assert await status_of(handle) == "completed"

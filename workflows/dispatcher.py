@@ -44,6 +44,9 @@ Result = TypeVar("Result", LLMResponse, Compaction)
 Request = TypeVar("Request", bound=BaseModel)
 Response = TypeVar("Response", bound=BaseModel)
 Answer = TypeVar("Answer")
+#: A decision announced while the kernel was being asked wakes the syscall at once; before this
+#: patch the wake-up was lost and the syscall slept until the approval's timeout.
+DECIDED_WHILE_ASKED_PATCH = "kernos-decision-while-asked-wakes"
 #: Once the first wait for an approval has ended, how long each later wait lasts: the kernel's
 #: own deadline is then at most moments away.
 _RECHECK_S = 5.0
@@ -152,6 +155,7 @@ class SyscallDispatcher:
         self._check_size(syscall, request)
         timeout = self.run.limits.approval_timeout_s
         while True:
+            asked = self._decisions
             try:
                 answer = await self.turns.run(
                     execute,
@@ -164,6 +168,11 @@ class SyscallDispatcher:
                 cause = exc.cause
                 if not (isinstance(cause, ApplicationError) and cause.type == "ApprovalRequired"):
                     raise
+                if self._decisions > asked and workflow.patched(DECIDED_WHILE_ASKED_PATCH):
+                    # A decision came before the run read the kernel's answer (a replacement
+                    # worker replaying the run sees both in one activation): it may be this
+                    # syscall's, so ask again now rather than wait for another.
+                    continue
                 seen = self._decisions
                 self._wait_starts(cause.message)
                 try:
