@@ -37,6 +37,7 @@ from kernos.kernel.managers import Kernel
 from kernos.kernel.memory_store import MemoryStore
 from kernos.kernel.policy_store import watch
 from kernos.kernel.run_ends import RunEnds
+from kernos.kernel.run_events import RunEventLog
 from kernos.kernel.scheduler import affinity_task_queue, llm_task_queue
 from kernos.kernel.syscall_table import Queue, on_queue
 from kernos.kernel.tools import load_tools
@@ -219,6 +220,8 @@ class KernelWorkers:
                 tools=specs,
                 native_tools=instance.tool_calling == "native",
                 on_unreachable=slots.mark_down,
+                events=RunEventLog(kernel.pool),
+                token_interval_s=settings.events.token_interval_s,
             )
             tuner = WorkerTuner.create_composite(
                 workflow_supplier=FixedSizeSlotSupplier(1),

@@ -15,11 +15,13 @@ from temporalio import activity
 from kernos.activities.context import ContextWindow, activity_key
 from kernos.activities.heartbeat import heartbeating, last_heartbeat
 from kernos.activities.interceptor import admitted, caller
+from kernos.activities.token_stream import TokenStream
 from kernos.kernel.config import SchedulerSettings
 from kernos.kernel.errors import ContextTooLong, InvalidRequest, KernosError
 from kernos.kernel.generations import GenerationStore
 from kernos.kernel.llm.base import SLICE_END, LLMBackend, Placement, Snapshot
 from kernos.kernel.llm.http import ServerUnreachable
+from kernos.kernel.run_events import RunEventLog
 from kernos.kernel.syscall_table import LLM_CHAT, LLM_COMPACT, LLM_CONTINUE
 from kernos.kernel.syscalls import (
     Compaction,
@@ -62,6 +64,8 @@ class LLMActivities:
         on_unreachable: Callable[[], None] = lambda: None,
         tools: Mapping[str, ToolSpec] | None = None,
         native_tools: bool = False,
+        events: RunEventLog | None = None,
+        token_interval_s: float = 0.0,
     ) -> None:
         self.backend = backend
         self.generations = generations
@@ -75,6 +79,9 @@ class LLMActivities:
         self.tools = dict(tools or {})
         #: The server calls tools itself (OpenAI's `tools`), rather than under the kernel's schema.
         self.native_tools = native_tools
+        #: Where a generation's text goes as it grows (`llm.delta`), every `token_interval_s`.
+        self.events = events if token_interval_s > 0 else None
+        self.token_interval_s = token_interval_s
 
     def _placement(self) -> Placement:
         """Where the server puts this attempt: its request id, the run's priority and slice."""
@@ -102,7 +109,7 @@ class LLMActivities:
             # handle, never an attempt to retry.
             raise InvalidRequest(f"the request's tools cannot be offered: {exc}") from None
         try:
-            response, snapshot = await self._generate(resolved, _last_snapshot())
+            response, snapshot = await self._generate(resolved, _last_snapshot(), run_id, key)
         except ContextTooLong:
             if request.conversation is None:
                 raise
@@ -133,7 +140,9 @@ class LLMActivities:
         beat = _last_snapshot()
         resume = beat if beat is not None and beat.length > stored.length else stored
         charged = suspended.charged_for(key)
-        response, snapshot = await self._generate(suspended.request, resume)
+        response, snapshot = await self._generate(
+            suspended.request, resume, run_id, continuation.generation
+        )
         # Earlier slices were charged for their tokens, and this one's prompt is mostly cached.
         usage = TokenUsage(
             input_tokens=response.usage.input_tokens,
@@ -172,8 +181,17 @@ class LLMActivities:
             return await self.context.compact(request, caller().run_id, activity_key(), beat)
 
     async def _generate(
-        self, request: LLMRequest, resume: Snapshot | None
+        self, request: LLMRequest, resume: Snapshot | None, run_id: str, generation: str
     ) -> tuple[LLMResponse, Snapshot]:
+        """Generate on the backend, heartbeating and streaming the text as it grows."""
+        stream = (
+            None
+            if self.events is None
+            else TokenStream(
+                self.events, run_id, generation, request.model,
+                resume.text if resume is not None else "", self.token_interval_s,
+            )
+        )  # fmt: skip
         tracer = trace.get_tracer(TRACER)
         with tracer.start_as_current_span(
             f"chat {request.model}", kind=SpanKind.CLIENT, attributes=self._attributes(request)
@@ -189,13 +207,19 @@ class LLMActivities:
                         nonlocal last
                         last = snapshot
                         beat(snapshot)
+                        if stream is not None:
+                            stream.note(snapshot.text)
 
                     response = await self.backend.chat(request, progress, resume, placement)
-            except Exception as exc:
+            except BaseException as exc:  # a cancelled attempt's too: its stream stops
+                if stream is not None:
+                    stream.abandon()
                 span.set_attribute("error.type", type(exc).__name__)
                 if isinstance(exc, ServerUnreachable):
                     self.on_unreachable()
                 raise
+            if stream is not None:
+                await stream.finish(response.text)
             _record_response(span, response)
             response = response.model_copy(update={"instance": self.instance})
             return response, last.model_copy(update={"text": response.text})

@@ -495,6 +495,14 @@ class GatewaySettings(BaseModel):
     client answered 504 (as when the client goes away first, unanswered)."""
 
 
+class EventSettings(BaseModel):
+    """A run's live events (`kernos run`, `GET /v1/runs/{id}/events`, `KernosClient.stream`)."""
+
+    token_interval_s: float = Field(default=0.2, ge=0, le=10)
+    """How often a generation's new text is written as an `llm.delta` event; 0: never (a
+    follower then sees each syscall, not its tokens). Each write is one row per generation."""
+
+
 def _default_llm() -> list[LLMInstance]:
     return [LLMInstance(name="scripted", kind="scripted", model="scripted")]
 
@@ -537,6 +545,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     audit: AuditSettings = AuditSettings()
     gateway: GatewaySettings = GatewaySettings()
+    events: EventSettings = EventSettings()
     tools: ToolSettings = ToolSettings()
     isolation: IsolationSettings = IsolationSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()

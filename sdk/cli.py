@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,11 @@ from kernos.kernel import telemetry
 from kernos.kernel.config import Settings, load_settings
 from kernos.kernel.db.migrate import upgrade
 from kernos.kernel.errors import ConfigError, KernosError
+from kernos.kernel.run_events import RunEvent
 from kernos.kernel.syscalls import RunResult
+
+#: Longest `kernos run` waits, once it has the result, for the run's end to show.
+FOLLOW_GRACE_S = 3.0
 
 
 def _view_json(view: RunView) -> dict[str, Any]:
@@ -136,13 +141,12 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 print(handle.run_id)
             return 0
-        if not args.json:
-            print(
-                f"run {handle.run_id}: {handle.ui_url()}",
-                file=sys.stderr,
-                flush=True,
-            )
-        _print_result(await handle.result(), args.json, handle.ui_url())
+        if args.json:
+            _print_result(await handle.result(), True, handle.ui_url())
+            return 0
+        print(f"run {handle.run_id}: {handle.ui_url()}", file=sys.stderr, flush=True)
+        shown = await _followed(handle.run_id, client.stream(handle.run_id), handle.result())
+        _print_result(shown[0], False, handle.ui_url(), shown[1])
         return 0
 
     return await with_client(settings, body, api_key=api_key)
@@ -161,15 +165,43 @@ async def _run_through_gateway(
         if args.no_wait:
             print_json({"run_id": run_id}) if args.json else print(run_id)
             return 0
-        if not args.json:
-            print(f"run {run_id} (through {url})", file=sys.stderr, flush=True)
-        result = await remote.result(run_id)
-    _print_result(result, args.json, None)
+        if args.json:
+            _print_result(await remote.result(run_id), True, None)
+            return 0
+        print(f"run {run_id} (through {url})", file=sys.stderr, flush=True)
+        result, shown = await _followed(run_id, remote.stream(run_id), remote.result(run_id))
+    _print_result(result, False, None, shown)
     return 0
 
 
-def _print_result(result: RunResult, as_json: bool, ui: str | None) -> None:
-    """A finished run: its output on stdout, its figures on stderr (or all as JSON)."""
+async def _followed(
+    run_id: str, events: AsyncIterator[RunEvent], result: Awaitable[RunResult]
+) -> tuple[RunResult, str]:
+    """The run's result, its events shown meanwhile; and the text shown last, if any.
+
+    Live on a terminal (the answer as it is written), plain lines otherwise.
+    """
+    from kernos.cli_follow import RunFollower
+
+    follower = RunFollower(run_id, sys.stdout, sys.stderr, live=sys.stdout.isatty())
+    following = asyncio.create_task(follower.follow(events))
+    try:
+        finished = await result
+        # The end's event follows the result within moments: what was shown is then complete.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(following), FOLLOW_GRACE_S)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await following
+    return finished, follower.last_text if follower.live else ""
+
+
+def _print_result(result: RunResult, as_json: bool, ui: str | None, shown: str = "") -> None:
+    """A finished run: its output on stdout, its figures on stderr (or all as JSON).
+
+    The output is not printed again where it is the text the terminal showed last, live.
+    """
     if as_json:
         data: dict[str, Any] = {"run_id": result.run_id}
         if ui is not None:
@@ -184,7 +216,8 @@ def _print_result(result: RunResult, as_json: bool, ui: str | None) -> None:
             }
         )
         return
-    print(result.output)
+    if not shown or shown.strip() != result.output.strip():
+        print(result.output)
     where = f"\nin the Temporal UI: {ui}" if ui is not None else ""
     print(
         f"run {result.run_id}: {result.syscalls} syscalls, "

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -33,20 +34,23 @@ from kernos.kernel.api_keys import OPERATOR, ApiKey, ApiKeyStore, Principal
 from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings, load_settings
-from kernos.kernel.db.pool import Pool, open_pool
+from kernos.kernel.db.pool import Pool, dsn, open_pool
 from kernos.kernel.errors import (
     AccessDenied,
     InvalidRequest,
     InvalidRunSpec,
     KernosError,
     PayloadTooLarge,
+    RunNotFound,
     UnknownAgent,
     UnknownModel,
     first_problem,
 )
+from kernos.kernel.policy_store import load_access
 from kernos.kernel.run_ends import ended_as, record_and_audit_end
+from kernos.kernel.run_events import EventFeed, RunEvent, RunEventLog
 from kernos.kernel.run_store import RunRecord, RunStore
-from kernos.kernel.syscall_table import AGENT_RUN
+from kernos.kernel.syscall_table import AGENT_RUN, RUN_SUBMIT
 from kernos.kernel.syscalls import RunInput, RunOutcome, RunResult, RunSpec, check_name
 
 log = logging.getLogger(__name__)
@@ -214,6 +218,7 @@ class KernosClient:
         pool: Pool,
         principal: Principal | None = None,
         api_key: str | None = None,
+        feed: EventFeed | None = None,
     ) -> None:
         self.settings = settings
         self.temporal = temporal
@@ -224,6 +229,9 @@ class KernosClient:
         #: The key itself: the proof the database asks of an approver (it keeps only a hash).
         self._api_key = api_key
         self._operator_pool: Pool | None = None
+        #: What wakes this client's followers of runs' events; a client's own unless shared.
+        self._feed = feed
+        self._owns_feed = feed is None
 
     @classmethod
     async def connect(
@@ -249,9 +257,17 @@ class KernosClient:
 
     async def close(self) -> None:
         """Release the database pools."""
+        if self._feed is not None and self._owns_feed:
+            await self._feed.close()
         await self.pool.close()
         if self._operator_pool is not None:
             await self._operator_pool.close()
+
+    def event_feed(self) -> EventFeed:
+        """What wakes this client's followers of runs' events (one listening connection)."""
+        if self._feed is None:
+            self._feed = EventFeed(dsn(self.settings.database))
+        return self._feed
 
     async def operator_pool(self, what: str) -> Pool:
         """The operator's connections, for `what` (a decision over the record).
@@ -338,6 +354,36 @@ class KernosClient:
         assert handle.first_execution_run_id is not None
         await self.runs.bind(run_id, handle.first_execution_run_id)
         return RunHandle(self, run_id, handle.first_execution_run_id)
+
+    async def stream(self, run_id: str, *, after: int = 0) -> AsyncIterator[RunEvent]:
+        """The run's events after the `after`-th, as they happen, until it finishes.
+
+        Syscalls with their decisions and results, a generation's text as it grows, approvals,
+        memory and file writes, the end (`kernos.kernel.run_events`). With an API key, only
+        the key's user's runs: another's is RunNotFound, as one that does not exist.
+        """
+        record = await self.runs.get(run_id)
+        if not await self.owns(record):
+            raise RunNotFound(run_id)
+        async for event in RunEventLog(self.pool).follow(run_id, self.event_feed(), after):
+            yield event
+
+    async def owns(self, record: RunRecord) -> bool:
+        """Whether this client may see the run.
+
+        The operator sees any; an API key its user's runs in its tenant, or in a tenant the
+        user may submit to.
+        """
+        principal = self.principal
+        if principal is None:
+            return True
+        if record.user != principal.user_in(record.tenant):
+            return False
+        if record.tenant == principal.tenant:
+            return True
+        access = await load_access(self.settings)
+        subject = Subject("", record.tenant, record.user, record.agent)
+        return access.decide(subject, RUN_SUBMIT.name, f"tenant:{record.tenant}").allowed
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""

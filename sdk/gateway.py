@@ -10,6 +10,8 @@ either way), exactly as for `KernosClient.connect(api_key=...)`.
     GET  /v1/runs/{id}                 -> the run (the key's user's runs only; others are 404)
     GET  /v1/runs/{id}/result?wait_s=N -> 200 the result or the failure, 202 still going
     POST /v1/runs/{id}/cancel          -> 202
+    GET  /v1/runs/{id}/events          -> the run's events as server-sent events, live, until it
+                                          ends; `Last-Event-ID` (or ?after=N) resumes after N
     POST /v1/chat/completions, GET /v1/models: OpenAI's API (`kernos.gateway_openai`)
 
 Errors are JSON `{"error": {"type", "message"}}` (OpenAI's shape): 401 for a missing,
@@ -33,17 +35,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kernos.client import KernosClient, RunFailed
 from kernos.kernel.access import Decision, Subject
-from kernos.kernel.api_keys import (
-    FAILED_AUTHENTICATION,
-    ApiKeyStore,
-    AuthenticationFailed,
-    Principal,
-)
+from kernos.kernel.api_keys import FAILED_AUTHENTICATION, ApiKeyStore, AuthenticationFailed
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import (
@@ -55,9 +52,9 @@ from kernos.kernel.errors import (
     first_problem,
 )
 from kernos.kernel.llm import chat_completions
-from kernos.kernel.policy_store import load_access
+from kernos.kernel.run_events import RunEvent
 from kernos.kernel.run_store import RunRecord
-from kernos.kernel.syscall_table import RUN_CANCEL, RUN_SUBMIT
+from kernos.kernel.syscall_table import RUN_CANCEL
 from kernos.remote import GatewayResult, GatewayRun
 
 log = logging.getLogger(__name__)
@@ -66,6 +63,8 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 60.0
 #: How long a cancelled run may take to stop before it is terminated.
 CANCEL_GRACE_S = 10.0
+#: Longest an event stream stays silent: then a comment keeps proxies from closing it.
+KEEPALIVE_S = 15.0
 #: Terminations waiting on cancelled runs (kept so they are not collected mid-wait).
 _ENDING: set[asyncio.Task[bool]] = set()
 #: Deepest nesting of arrays and objects a body may have: a run spec is flat, and Python's
@@ -142,6 +141,7 @@ def gateway_app(settings: Settings) -> Starlette:
             Route("/v1/runs/{run_id}", authenticated(_show), methods=["GET"]),
             Route("/v1/runs/{run_id}/result", authenticated(_result), methods=["GET"]),
             Route("/v1/runs/{run_id}/cancel", authenticated(_cancel), methods=["POST"]),
+            Route("/v1/runs/{run_id}/events", authenticated(_events), methods=["GET"]),
             Route("/v1/chat/completions", authenticated(chat_completion), methods=["POST"]),
             Route("/v1/models", authenticated(models), methods=["GET"]),
         ],
@@ -155,7 +155,10 @@ async def _as_key_holder(operator: KernosClient, request: Request) -> KernosClie
     if scheme.lower() != "bearer" or not key.strip():
         raise AuthenticationFailed(FAILED_AUTHENTICATION)
     principal = await ApiKeyStore(operator.pool).authenticate(key.strip())
-    return KernosClient(operator.settings, operator.temporal, operator.pool, principal)
+    return KernosClient(
+        operator.settings, operator.temporal, operator.pool, principal,
+        feed=operator.event_feed(),
+    )  # fmt: skip
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -201,24 +204,12 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> object:
 async def _own_run(request: Request, client: KernosClient) -> RunRecord:
     """The path's run, if it is the key's user's in the key's tenant; 404 otherwise."""
     run_id = request.path_params["run_id"]
-    principal = client.principal
-    assert principal is not None
+    assert client.principal is not None
     record = await client.runs.get(run_id)
-    if not await _owns(client.settings, principal, record):
+    if not await client.owns(record):
         # The same answer as for a run that does not exist: ids are not probed this way.
         raise RunNotFound(run_id)
     return record
-
-
-async def _owns(settings: Settings, principal: Principal, record: RunRecord) -> bool:
-    """The key's user's run: in the key's tenant, or in one the user may submit to."""
-    if record.user != principal.user_in(record.tenant):
-        return False
-    if record.tenant == principal.tenant:
-        return True
-    access = await load_access(settings)
-    subject = Subject("", record.tenant, record.user, record.agent)
-    return access.decide(subject, RUN_SUBMIT.name, f"tenant:{record.tenant}").allowed
 
 
 async def _show(request: Request, client: KernosClient) -> JSONResponse:
@@ -245,6 +236,57 @@ async def _result(request: Request, client: KernosClient) -> JSONResponse:
         failed = GatewayResult(status="failed", error_type=exc.error_type, message=exc.message)
         return JSONResponse(failed.model_dump())
     return JSONResponse(GatewayResult(status="completed", result=result).model_dump())
+
+
+async def _events(request: Request, client: KernosClient) -> Response:
+    """The run's events from after `Last-Event-ID` (or `?after=`) on, as they happen."""
+    record = await _own_run(request, client)
+    given = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        after = int(given)
+    except ValueError:
+        after = -1
+    if after < 0:
+        raise Refused(
+            400, "InvalidRequest", f"Last-Event-ID (or after) is an event's number: {given!r}"
+        )
+    events = client.stream(record.run_id, after=after)
+    return StreamingResponse(
+        server_sent_events(events, KEEPALIVE_S), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )  # fmt: skip
+
+
+async def server_sent_events(
+    events: AsyncIterator[RunEvent], keepalive_s: float
+) -> AsyncIterator[str]:
+    """Each event as a server-sent event (`id` its number, `event` its kind, `data` its JSON).
+
+    A comment goes out after `keepalive_s` without one, so proxies keep the stream open.
+    """
+    upcoming = aiter(events)
+    next_event: asyncio.Future[RunEvent] | None = None
+    try:
+        while True:
+            if next_event is None:
+                next_event = asyncio.ensure_future(anext(upcoming))
+            done, _ = await asyncio.wait([next_event], timeout=keepalive_s)
+            if not done:
+                yield ": keep-alive\n\n"
+                continue
+            try:
+                event = next_event.result()
+            except StopAsyncIteration:
+                return
+            next_event = None
+            yield f"id: {event.seq}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
+    finally:
+        if next_event is not None:
+            next_event.cancel()
+        closing = getattr(upcoming, "aclose", None)
+        if closing is not None:
+            with contextlib.suppress(Exception):
+                await closing()
 
 
 async def _cancel(request: Request, client: KernosClient) -> JSONResponse:

@@ -13,8 +13,9 @@ The body is read as any OpenAI client's is inside a run (`kernel/llm/chat_comple
 messages, `tools` and `tool_choice` (the caller's own tools: the model's calls come back to the
 caller, the kernel runs none), `response_format` with a JSON schema (decoded to it), sampling
 (`max_tokens`, `temperature`, `top_p`, `stop`, `seed`) and `stream_options.include_usage`. A
-streamed answer is sent as OpenAI's chunks once the run has it whole: the kernel streams the
-generation to the run, not yet to the gateway.
+streamed answer's text is sent as the model writes it (the run's `llm.delta` events), its end
+as the run returned it; with `tools`, whole once the run has it (a call is known only whole).
+Nothing is sent before the first text, so a refusal is answered with its status even then.
 
 Errors come back in OpenAI's shape, with its statuses: 401 without a good key, 403 when policy
 denies the model, 404 for a model no instance serves, 400 naming the field kernos cannot take,
@@ -25,11 +26,13 @@ budget or a server's rate limit, 503 when no server could answer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kernos.client import KernosClient, RunFailed, RunHandle
 from kernos.gateway import Refused, cancel_run, parse_json, read_body
@@ -39,8 +42,11 @@ from kernos.kernel.config import CHAT_AGENT
 from kernos.kernel.errors import PayloadTooLarge, UnknownModel
 from kernos.kernel.llm import chat_completions
 from kernos.kernel.policy_store import load_access
+from kernos.kernel.run_events import RunEvent, RunFinished, TokenDelta
 from kernos.kernel.syscall_table import LLM_CHAT
 from kernos.kernel.syscalls import LLMResponse, RunResult, RunSpec, TokenUsage
+
+log = logging.getLogger(__name__)
 
 #: What a run's failure is answered with, by the kernel's error (or the nearest it derives from).
 _STATUS: tuple[tuple[type[errors.KernosError], int, str], ...] = (
@@ -56,6 +62,9 @@ _STATUS: tuple[tuple[type[errors.KernosError], int, str], ...] = (
 _NO_RETRY = {"x-should-retry": "false"}
 #: How often a waiting request looks whether its client is still there.
 _WATCH_S = 0.5
+#: Cancellations of runs whose streamed answer was cut off (kept until done).
+_CANCELLING: set[asyncio.Future[None]] = set()
+Answer = TypeVar("Answer")
 
 
 def _refused(status: int, code: str, message: str, run_id: str | None = None) -> Refused:
@@ -95,29 +104,46 @@ def _kernel_tools(body: dict[str, Any]) -> None:
             )  # fmt: skip
 
 
-async def _answer(request: Request, client: KernosClient, handle: RunHandle) -> RunResult:
-    """The run's result.
+class _GaveUp(Exception):
+    """The client went away, or the wait passed `[gateway] chat_timeout_s`.
 
-    If the client goes away or the wait passes `[gateway] chat_timeout_s` first, the run is
-    cancelled (audited) and the client answered 504.
+    The run is cancelled by then (audited).
     """
-    result = asyncio.ensure_future(handle.result())
-    deadline = asyncio.get_running_loop().time() + client.settings.gateway.chat_timeout_s
+
+
+async def _waited(
+    request: Request, client: KernosClient, handle: RunHandle, waiting: Awaitable[Answer],
+    deadline: float,
+) -> Answer:  # fmt: skip
+    """What `waiting` comes to; _GaveUp, the run cancelled, if the client goes or time is up."""
+    pending = asyncio.ensure_future(waiting)
+    loop = asyncio.get_running_loop()
     try:
-        while not result.done():
-            await asyncio.wait([result], timeout=_WATCH_S)
-            if result.done():
+        while not pending.done():
+            await asyncio.wait([pending], timeout=_WATCH_S)
+            if pending.done():
                 break
             gone = await request.is_disconnected()
-            if gone or asyncio.get_running_loop().time() > deadline:
+            if gone or loop.time() > deadline:
                 why = "the client went away" if gone else "the wait passed chat_timeout_s"
                 record = await client.runs.get(handle.run_id)
                 await cancel_run(client, record, f"chat completion cancelled: {why}")
-                late = f"no answer in time: run {handle.run_id} was cancelled ({why})"
-                raise _refused(504, "timeout", late, handle.run_id)
-        return result.result()
+                raise _GaveUp(f"no answer in time: run {handle.run_id} was cancelled ({why})")
+        return pending.result()
     finally:
-        result.cancel()
+        pending.cancel()
+
+
+def _deadline(client: KernosClient) -> float:
+    return asyncio.get_running_loop().time() + client.settings.gateway.chat_timeout_s
+
+
+async def _reply(client: KernosClient, handle: RunHandle, result: RunResult) -> LLMResponse:
+    """The run's answer, with the usage the kernel recorded (not what its output says)."""
+    reply = LLMResponse.model_validate_json(result.output)
+    record = await client.runs.get(handle.run_id)
+    usage = TokenUsage(input_tokens=record.input_tokens, output_tokens=record.output_tokens)
+    return reply.model_copy(update={"usage": usage})
 
 
 async def chat_completion(request: Request, client: KernosClient) -> Response:
@@ -135,27 +161,111 @@ async def chat_completion(request: Request, client: KernosClient) -> Response:
     except PayloadTooLarge as exc:
         raise _refused(413, "request_too_large", f"the request is {exc.size} bytes as the "
                        f"kernel takes it, over max_task_bytes ({exc.limit})") from None  # fmt: skip
-    try:
-        result = await _answer(request, client, handle)
-    except RunFailed as exc:
-        raise _failure(exc) from None
-    reply = LLMResponse.model_validate_json(result.output)
-    # The usage the kernel recorded for the run, not what the run's output says.
-    record = await client.runs.get(handle.run_id)
-    reply = reply.model_copy(
-        update={"usage": TokenUsage(input_tokens=record.input_tokens,
-                                    output_tokens=record.output_tokens)}
-    )  # fmt: skip
     made, created = f"chatcmpl-{handle.run_id}", int(time.time())
     headers = {"X-Kernos-Run": handle.run_id}
-    if not body.get("stream"):
+    deadline = _deadline(client)
+    streamed = bool(body.get("stream"))
+    usage = chat_completions.include_usage(body)
+    try:
+        if streamed and not asked.tools:
+            # Text as it is generated; a call of the caller's tools is known only once whole.
+            first = await _waited(request, client, handle, _first_text(client, handle), deadline)
+            if first is not None:
+                live = _live(request, client, handle, first, deadline, made, created, usage)
+                return StreamingResponse(live, media_type="text/event-stream", headers=headers)
+        result = await _waited(request, client, handle, handle.result(), deadline)
+    except _GaveUp as exc:
+        raise _refused(504, "timeout", str(exc), handle.run_id) from None
+    except RunFailed as exc:
+        raise _failure(exc) from None
+    reply = await _reply(client, handle, result)
+    if not streamed:
         answer = chat_completions.completion(reply, id=made, created=created)
         return JSONResponse(answer, headers=headers)
-    usage = chat_completions.include_usage(body)
     chunks = chat_completions.chunks(reply, id=made, created=created, include_usage=usage)
     return Response(
         chat_completions.server_sent(chunks), media_type="text/event-stream", headers=headers
     )
+
+
+async def _first_text(client: KernosClient, handle: RunHandle) -> _Following | None:
+    """The run's events up to its first text; None if it ends without any.
+
+    Nothing is answered before: a run refused or failed before it says a word is answered
+    with its error's status, as when not streamed.
+    """
+    events = aiter(client.stream(handle.run_id))
+    async for event in events:
+        if isinstance(event, TokenDelta) and event.text:
+            return _Following(events, event)
+        if isinstance(event, RunFinished):
+            break
+    return None
+
+
+class _Following:
+    """A run's events being followed, and the first text they held."""
+
+    def __init__(self, events: AsyncIterator[RunEvent], first: TokenDelta) -> None:
+        self.events = events
+        self.first = first
+
+
+async def _live(
+    request: Request, client: KernosClient, handle: RunHandle, following: _Following,
+    deadline: float, made: str, created: int, usage: bool,
+) -> AsyncIterator[str]:  # fmt: skip
+    """The answer's chunks as the model writes them, then its end as the run returned it.
+
+    A failure after the first chunk comes as an error event (the status is sent by then). A
+    client that goes away, or a wait past `chat_timeout_s`, cancels the run.
+    """
+    model = following.first.model
+    sent, finished = "", False
+    try:
+        delta: RunEvent | None = following.first
+        while delta is not None and not isinstance(delta, RunFinished):
+            if isinstance(delta, TokenDelta):
+                text = delta.apply(sent)
+                if text.startswith(sent) and len(text) > len(sent):
+                    chunk = chat_completions.text_chunk(
+                        text[len(sent) :], first=not sent, id=made, created=created, model=model
+                    )
+                    yield chat_completions.server_sent_chunk(chunk)
+                    sent = text
+            delta = await _waited(request, client, handle, anext(following.events, None), deadline)
+        try:
+            result = await _waited(request, client, handle, handle.result(), deadline)
+        except RunFailed as exc:
+            refused = _failure(exc)
+            error = chat_completions.error_body(str(refused), refused.kind, refused.code)
+            yield chat_completions.server_sent_chunk(error)
+        else:
+            reply = await _reply(client, handle, result)
+            for chunk in chat_completions.chunks(
+                reply, id=made, created=created, include_usage=usage, sent=sent
+            ):
+                yield chat_completions.server_sent_chunk(chunk)
+        yield chat_completions.STREAM_END
+        finished = True
+    except _GaveUp as exc:
+        error = chat_completions.error_body(str(exc), "server_error", "timeout")
+        yield chat_completions.server_sent_chunk(error)
+        finished = True
+    finally:
+        if not finished:  # the response was cut off (the client went away): so is the run
+            ending = asyncio.ensure_future(_cancel_quietly(client, handle))
+            _CANCELLING.add(ending)
+            ending.add_done_callback(_CANCELLING.discard)
+
+
+async def _cancel_quietly(client: KernosClient, handle: RunHandle) -> None:
+    try:
+        record = await client.runs.get(handle.run_id)
+        if not record.finished:
+            await cancel_run(client, record, "chat completion cancelled: the client went away")
+    except Exception:  # the stream is gone: the gateway's log says why
+        log.exception("run %s: not cancelled after its client went away", handle.run_id)
 
 
 async def models(request: Request, client: KernosClient) -> JSONResponse:

@@ -1,8 +1,9 @@
 """A client of the kernel's HTTP gateway: an API key and a URL, no other credentials.
 
 For client apps off the kernel's hosts. `RemoteClient` submits runs as the key's user in the
-key's tenant, waits for their results and cancels them; `KernosClient` is the operator's client
-on the kernel's side (it holds the database's credentials).
+key's tenant, follows them as they happen, waits for their results and cancels them;
+`KernosClient` is the operator's client on the kernel's side (it holds the database's
+credentials).
 
     async with RemoteClient("http://kernel:8780", api_key) as kernos:
         run_id = await kernos.submit({"agent": "echo", "task": "hello"})
@@ -11,8 +12,10 @@ on the kernel's side (it holds the database's credentials).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import httpx
 from pydantic import BaseModel
@@ -26,6 +29,7 @@ from kernos.kernel.errors import (
     NotFound,
     RunNotFound,
 )
+from kernos.kernel.run_events import EVENT, RunEvent, RunFinished
 from kernos.kernel.run_store import RunRecord
 from kernos.kernel.syscalls import RunResult, RunSpec
 
@@ -64,6 +68,10 @@ class GatewayResult(BaseModel):
     result: RunResult | None = None
     error_type: str | None = None
     message: str | None = None
+
+
+#: Times in a row `RemoteClient.stream` reconnects to a broken event stream before it gives up.
+RECONNECTS = 5
 
 
 class GatewayError(KernosError):
@@ -130,6 +138,38 @@ class RemoteClient:
         """Ask the run to stop."""
         await self._call("POST", f"/v1/runs/{run_id}/cancel")
 
+    async def stream(self, run_id: str, *, after: int = 0) -> AsyncIterator[RunEvent]:
+        """The run's events after the `after`-th, as they happen, until it finishes.
+
+        A broken connection is resumed after the last event seen (`Last-Event-ID`), up to
+        `RECONNECTS` times in a row; past that, GatewayError.
+        """
+        path = f"/v1/runs/{run_id}/events"
+        failures = 0
+        while True:
+            try:
+                async with self._http.stream(
+                    "GET", path, headers={"Last-Event-ID": str(after)},
+                    timeout=httpx.Timeout(None, connect=self._http.timeout.connect),
+                ) as response:  # fmt: skip
+                    if response.status_code >= 400:
+                        await response.aread()
+                        self._raise_for(response, path)
+                    async for event in _server_sent(response.aiter_lines()):
+                        failures = 0
+                        after = event.seq
+                        yield event
+                        if isinstance(event, RunFinished):
+                            return
+                    return  # the gateway ended the stream: the run had ended
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > RECONNECTS:
+                    raise GatewayError(
+                        f"the event stream of run {run_id} broke {failures} times: {exc}"
+                    ) from exc
+                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, path, **kwargs)
@@ -137,6 +177,11 @@ class RemoteClient:
             raise GatewayError(f"cannot reach the gateway at {self._http.base_url}: {exc}") from exc
         if response.status_code < 400:
             return response
+        self._raise_for(response, path)
+
+    @staticmethod
+    def _raise_for(response: httpx.Response, path: str) -> NoReturn:
+        """The SDK's error for the gateway's error answer."""
         try:
             error = response.json()["error"]
             kind, message = str(error["type"]), str(error["message"])
@@ -153,3 +198,15 @@ class RemoteClient:
         if response.status_code in (400, 413):
             raise InvalidRequest(f"{kind}: {message}" if kind else message)
         raise GatewayError(f"the gateway answered {response.status_code}: {message}")
+
+
+async def _server_sent(lines: AsyncIterator[str]) -> AsyncIterator[RunEvent]:
+    """Run events from a stream of server-sent events (comments and unknown fields skipped)."""
+    data: list[str] = []
+    async for line in lines:
+        if line == "":
+            if data:
+                yield EVENT.validate_json("\n".join(data))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))

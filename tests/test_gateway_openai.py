@@ -258,3 +258,65 @@ async def cancelled_because(client: KernosClient, run_id: str) -> list[str]:
             (run_id,),
         )
         return [row["reason"] for row in await cursor.fetchall()]
+
+
+async def test_a_streamed_answer_comes_as_the_model_writes_it_and_a_reader_that_leaves_stops_it(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    tenant = f"oa-{uuid.uuid4().hex[:8]}"
+    words = " ".join(f"w{n}" for n in range(30))
+
+    def reply(body: dict[str, object]) -> str:
+        # About 1.2 s of words; a "long" question, about 10 s.
+        return "long " * 200 if "long" in json.dumps(body["messages"]) else words
+
+    async with FakeOpenAIServer(reply, token_delay_s=0.04) as server:
+        settings, _ = with_policy(
+            temporal, postgres, tmp_path, events={"token_interval_s": 0.1},
+            # The generation learns of a cancellation at its next heartbeat, a second apart.
+            limits={"llm_heartbeat_s": 3.0},
+            llm=[{"name": "fake", "kind": "openai", "model": "fake", "base_url": server.base_url}],
+        )  # fmt: skip
+        async with (
+            workers(settings),
+            gateway(settings) as url,
+            await KernosClient.connect(settings) as operator,
+        ):
+            _, key = await operator.create_key(user="bob", tenant=tenant)
+            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+            stream = await client.chat.completions.create(
+                model="fake", messages=[{"role": "user", "content": "count"}], stream=True,
+                stream_options={"include_usage": True},
+            )  # fmt: skip
+            pieces, finish, usage = [], None, None
+            answered_when_first_seen: int | None = None
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        if answered_when_first_seen is None:
+                            answered_when_first_seen = len(server.completed())
+                        pieces.append(choice.delta.content)
+                    finish = choice.finish_reason or finish
+                usage = chunk.usage or usage
+            # The text came in pieces, the first while the model was still writing.
+            assert "".join(pieces) == words and len(pieces) >= 3, pieces
+            assert answered_when_first_seen == 0
+            assert finish == "stop" and usage is not None and usage.completion_tokens == 30
+
+            leaving = await client.chat.completions.with_raw_response.create(
+                model="fake", messages=[{"role": "user", "content": "long"}], stream=True,
+            )  # fmt: skip
+            run_id = leaving.headers["x-kernos-run"]
+            chunks = leaving.parse()
+            async for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    break  # the reader has what it wanted: it closes the stream
+            await chunks.close()
+            await eventually(
+                functools.partial(status_of, operator, run_id),
+                until=lambda status: status == "cancelled", what="the run cancelled",
+                timeout_s=30,
+            )  # fmt: skip
+            assert await cancelled_because(operator, run_id) == [
+                "chat completion cancelled: the client went away"
+            ]

@@ -252,35 +252,60 @@ def completion(response: LLMResponse, *, id: str, created: int) -> dict[str, Any
     }
 
 
+def chunk(
+    choices: list[dict[str, Any]], *, id: str, created: int, model: str, **more: Any
+) -> dict[str, Any]:
+    """One `chat.completion.chunk` object."""
+    return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": choices, **more}  # fmt: skip
+
+
+def text_chunk(text: str, *, first: bool, id: str, created: int, model: str) -> dict[str, Any]:
+    """A chunk of the message's text as it is generated (the first also names the role)."""
+    delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {"content": text}
+    choice = {"index": 0, "delta": delta, "finish_reason": None}
+    return chunk([choice], id=id, created=created, model=model)
+
+
 def chunks(
-    response: LLMResponse, *, id: str, created: int, include_usage: bool
+    response: LLMResponse, *, id: str, created: int, include_usage: bool, sent: str | None = None
 ) -> list[dict[str, Any]]:
-    """The answer as `chat.completion.chunk` objects.
+    """The answer as `chat.completion.chunk` objects, after the text already `sent` (if any).
 
-    The whole message in one delta, the finish in the next, and the usage in a last chunk with
-    no choices when asked for.
+    The message (or its rest) in one delta, the finish in the next, and the usage in a last
+    chunk with no choices when asked for.
     """
-
-    def chunk(choices: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
-        return {"id": id, "object": "chat.completion.chunk", "created": created,
-                "model": response.model, "choices": choices, **more}  # fmt: skip
-
-    delta: dict[str, Any] = {"role": "assistant", "content": response.text}
+    model = response.model
+    delta: dict[str, Any] = {"content": response.text}
+    if sent is None:
+        delta["role"] = "assistant"
+    elif response.text.startswith(sent):
+        delta["content"] = response.text[len(sent) :]
     if response.tool_calls:
         delta["tool_calls"] = _calls(response, indexed=True)
     made = [
-        chunk([{"index": 0, "delta": delta, "finish_reason": None}]),
-        chunk([{"index": 0, "delta": {}, "finish_reason": _finish(response)}]),
-    ]
+        chunk([{"index": 0, "delta": delta, "finish_reason": None}],
+              id=id, created=created, model=model),
+        chunk([{"index": 0, "delta": {}, "finish_reason": _finish(response)}],
+              id=id, created=created, model=model),
+    ]  # fmt: skip
     if include_usage:
-        made.append(chunk([], usage=_usage(response)))
+        made.append(chunk([], id=id, created=created, model=model, usage=_usage(response)))
     return made
+
+
+def server_sent_chunk(event: dict[str, Any]) -> str:
+    """One chunk (or an error) as a server-sent event."""
+    return f"data: {json.dumps(event)}\n\n"
+
+
+#: How OpenAI's API ends a stream of chunks.
+STREAM_END = "data: [DONE]\n\n"
 
 
 def server_sent(events: list[dict[str, Any]]) -> bytes:
     """Chunks as a server-sent event stream, ended as OpenAI ends one."""
-    lines = [f"data: {json.dumps(event)}\n\n" for event in events]
-    return ("".join(lines) + "data: [DONE]\n\n").encode()
+    return ("".join(server_sent_chunk(event) for event in events) + STREAM_END).encode()
 
 
 def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
