@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from kernos.kernel.run_events import RunEventLog
@@ -16,6 +17,8 @@ class TokenStream:
     Followers already hold `sent` (earlier slices, or what a crashed attempt had heartbeated):
     the first event starts where it ends. A write that fails is logged and skipped; the next
     one carries its text, since each says where it starts. A generation never waits for one.
+    One that ends within its first interval, from nothing, writes none: its text comes with
+    the syscall's result, and the syscalls of a run cost no more write for it.
     """
 
     def __init__(
@@ -35,6 +38,10 @@ class TokenStream:
         self._latest = sent
         self._interval_s = interval_s
         self._pending: asyncio.Task[None] | None = None
+        #: Followers have (or were sent) part of this generation's text.
+        self._streaming = bool(sent)
+        #: The pending write has woken and is writing: it is let finish, not cancelled.
+        self._writing = False
 
     def note(self, text: str) -> None:
         """The generation's text so far; written within `interval_s`."""
@@ -45,20 +52,28 @@ class TokenStream:
     async def finish(self, text: str) -> None:
         """The generation's whole text: what followers lack of it is written now."""
         if self._pending is not None:
-            await self._pending
+            self.abandon()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pending
         self._latest = text
-        await self._write()
+        if self._streaming:
+            await self._write()
 
     def abandon(self) -> None:
         """The attempt failed: nothing more is written (a retry goes on from its heartbeat)."""
-        if self._pending is not None:
+        if self._pending is not None and not self._writing:
             self._pending.cancel()
 
     async def _write_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        await self._write()
+        self._writing = True
+        try:
+            await self._write()
+        finally:
+            self._writing = False
 
     async def _write(self) -> None:
+        self._streaming = True
         latest, sent = self._latest, self._sent
         offset = _shared_prefix(sent, latest)
         if offset == len(sent) == len(latest):

@@ -25,6 +25,8 @@ Run: `make bench` (writes bench/results/syscall_overhead.json).
 `python bench/syscall_overhead.py --without-audit-writes` is a diagnostic, printed only: the
 same measurement with the audit's two statements per syscall (the decision row, the result
 row) replaced by no-ops, to show what the audit costs. The kernel has no such setting.
+`--without-run-events` is another: the run events' triggers disabled and no `llm.delta` written
+(`[events] token_interval_s = 0`), to show what a run's live events cost.
 `--parallel-only` measures the parallel row alone (the median of 3, sides interleaved), for
 comparing two versions of the code in turn; also printed only.
 """
@@ -40,6 +42,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import psycopg
 from bench_results import run_benchmark, write_results
 from bench_workloads import NoopBackend, RawLoop, raw_noop
 from temporalio.client import Client
@@ -179,9 +182,21 @@ def skip_audit_writes() -> None:
     AuditLog.record_result = result  # type: ignore[method-assign]
 
 
+async def without_run_events(owner_dsn: str) -> None:
+    """The diagnostic: the triggers that write runs' events, disabled."""
+    async with await psycopg.AsyncConnection.connect(owner_dsn, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT tgrelid::regclass::text AS table_name, tgname FROM pg_trigger"
+            " WHERE tgname LIKE 'run_events_%'"
+        )
+        for table, trigger in await cursor.fetchall():
+            await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--without-audit-writes", action="store_true")
+    parser.add_argument("--without-run-events", action="store_true")
     parser.add_argument("--parallel-only", action="store_true")
     options = parser.parse_args()
     if options.without_audit_writes:
@@ -190,6 +205,8 @@ async def main() -> None:
     temporal = await TemporalDevServer.start(headless=True)
     try:
         await upgrade(postgres.dsn(role="owner"))
+        if options.without_run_events:
+            await without_run_events(postgres.dsn(role="owner"))
         settings = load_settings(
             # Results sealed and checked, as on every kernel `kernos up` starts.
             temporal={"address": temporal.address, "result_signing_key": new_signing_key()},
@@ -197,6 +214,7 @@ async def main() -> None:
             llm=[{"name": "noop", "kind": "scripted", "model": "noop", "slots": 64}],
             default_model="noop",  # not the embedded stack's model, if one was set up here
             agents={"loop": "bench_workloads:LoopAgent"},
+            events={"token_interval_s": 0 if options.without_run_events else 0.2},
         )
         raw_client = await connect_temporal(settings)
         raw_workers = [
@@ -263,7 +281,7 @@ async def main() -> None:
             f"ms, in process {whole['kernel_in_process_ms']} ms, raw {whole['raw_ms']} ms, "
             f"raw eager {whole['raw_eager_ms']} ms"
         )
-    if options.parallel_only or options.without_audit_writes:
+    if options.parallel_only or options.without_audit_writes or options.without_run_events:
         print("(a partial or diagnostic measurement: not written to results)")
         return
     write_results(
