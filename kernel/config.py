@@ -493,6 +493,24 @@ class GatewaySettings(BaseModel):
     chat_timeout_s: float = Field(default=600.0, gt=0)
     """Longest `POST /v1/chat/completions` waits for its run: then the run is cancelled and the
     client answered 504 (as when the client goes away first, unanswered)."""
+    tls_cert: Path | None = None
+    """A PEM certificate (chain) the gateway serves HTTPS with, with `tls_key`."""
+    tls_key: Path | None = None
+    """The certificate's PEM private key."""
+    allow_plain_http: bool = False
+    """Serve plain HTTP on an address other than the loopback's: only behind a TLS proxy."""
+    key_requests_per_minute: int | None = Field(default=600, ge=1)
+    """Requests one API key may make of one gateway process per minute, in bursts of as many
+    (a token bucket); past it 429 with `Retry-After`. None: no limit."""
+    key_running_runs: int | None = Field(default=100, ge=1)
+    """Runs of one API key that may be going at once, checked at each admission (through the
+    gateway or `KernosClient.connect(api_key=...)`); past it RateLimited (429). None: no limit."""
+
+    @model_validator(mode="after")
+    def _tls_whole(self) -> GatewaySettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: set both (HTTPS) or neither")
+        return self
 
 
 class EventSettings(BaseModel):

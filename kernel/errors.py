@@ -193,6 +193,19 @@ class EmbeddingMismatch(ConfigError):
         )
 
 
+class RateLimited(KernosError):
+    """An API key past its limit of requests or of running runs (`[gateway]`).
+
+    Nothing was done: the same request may succeed after `retry_after_s`.
+    """
+
+    fields = ("retry_after_s",)
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class LLMError(KernosError):
     """A failure of an LLM server, translated at the activity edge."""
 

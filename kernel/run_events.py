@@ -5,7 +5,7 @@ and end, each syscall's decision and result, approvals asked for and decided, me
 file versions written. Kernel workers add the one thing recorded nowhere else, a generation's
 text as it grows (`llm.delta`). Agent code writes none. Each run's events are numbered from 1
 in commit order, so a follower resumes after the last it saw and misses nothing, across a
-gateway's or a client's restart; a commit wakes followers with NOTIFY.
+gateway's or a client's restart; a commit wakes the run's followers with NOTIFY.
 
     async for event in client.stream(run_id):       # KernosClient, RemoteClient
         if isinstance(event, TokenDelta): ...
@@ -35,6 +35,9 @@ CHANNEL = "kernos_run_events"
 POLL_S = 1.0
 #: Events read per query.
 PAGE = 500
+#: How long a follower's mark lasts; it renews it a third of the way: only runs that someone
+#: follows notify (a NOTIFY costs every notifying commit a shared lock).
+FOLLOWED_S = 60.0
 
 
 class _Event(BaseModel):
@@ -196,6 +199,11 @@ class RunEventLog:
             rows = await cursor.fetchall()
         return [event_of(row) for row in rows]
 
+    async def _mark_followed(self, run_id: str) -> None:
+        """Ask for the run's events to notify for the next `FOLLOWED_S`."""
+        async with self._pool.connection() as conn:
+            await conn.execute("SELECT run_event_follow(%s, %s)", (run_id, FOLLOWED_S))
+
     async def finished(self, run_id: str) -> bool:
         """Whether the kernel has recorded the run's end (or has no record of the run)."""
         async with self._pool.connection() as conn:
@@ -212,7 +220,12 @@ class RunEventLog:
         that finished before events were kept, or followed from past its end).
         """
         with feed.watch(run_id) as woken:
+            marked = -FOLLOWED_S
             while True:
+                now = asyncio.get_running_loop().time()
+                if now - marked > FOLLOWED_S / 3:
+                    await self._mark_followed(run_id)
+                    marked = now
                 woken.clear()
                 events = await self.read(run_id, after)
                 for event in events:

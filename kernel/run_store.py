@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kernos.kernel.db.pool import Connection, Pool, connection
-from kernos.kernel.errors import RunNotFound
+from kernos.kernel.errors import RateLimited, RunNotFound
 from kernos.kernel.syscalls import RunInput, RunOutcome, RunSpec, Scheduling, SyscallLimits
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
@@ -65,11 +65,36 @@ class RunStore:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    async def admit(self, run: RunInput, *, api_key_id: str | None = None) -> None:
-        """Record a run before its workflow starts: who it is for, and how it is scheduled."""
+    async def admit(
+        self, run: RunInput, *, api_key_id: str | None = None, key_running: int | None = None
+    ) -> None:
+        """Record a run before its workflow starts: who it is for, and how it is scheduled.
+
+        RateLimited, and nothing recorded, if the API key has `key_running` runs going already
+        (counted under a lock of the key's, so concurrent admissions cannot pass it together).
+        """
         spec = run.spec
         assert spec.model is not None, "admission fills in the model"
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
+            if api_key_id is not None and key_running is not None:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('runs of key ' || %s, 0))",
+                    (api_key_id,),
+                )
+                cursor = await conn.execute(
+                    "SELECT count(*) AS going FROM runs"
+                    " WHERE api_key_id = %s AND finished_at IS NULL",
+                    (api_key_id,),
+                )
+                row = await cursor.fetchone()
+                going = int(row["going"]) if row is not None else 0
+                if going >= key_running:
+                    raise RateLimited(
+                        f"API key {api_key_id} has {going} runs going, the most it may "
+                        f"([gateway] key_running_runs = {key_running}): submit again once one "
+                        "has ended",
+                        retry_after_s=1.0,
+                    )
             await conn.execute(
                 "INSERT INTO runs (run_id, tenant, user_name, agent, priority, model, spec,"
                 " scheduling, limits, api_key_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -125,6 +150,28 @@ class RunStore:
                 " ORDER BY created_at DESC LIMIT %(limit)s",
                 {"tenant": tenant, "limit": limit},
             )
+            rows = await cursor.fetchall()
+        return [RunRecord.from_row(row) for row in rows]
+
+    async def of_user(
+        self, tenant: str, user: str, qualified: str, *, status: str | None = None,
+        agent: str | None = None, before: datetime | None = None, limit: int = 50,
+    ) -> list[RunRecord]:  # fmt: skip
+        """A user's runs, newest first: `user` in `tenant`, and as `qualified` anywhere else.
+
+        Only those with `status` and `agent` if given, and created before `before`.
+        """
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT * FROM runs WHERE ((tenant = %(tenant)s AND user_name = %(user)s)"
+                "   OR (tenant <> %(tenant)s AND user_name = %(qualified)s))"
+                " AND (%(status)s::text IS NULL OR status = %(status)s)"
+                " AND (%(agent)s::text IS NULL OR agent = %(agent)s)"
+                " AND (%(before)s::timestamptz IS NULL OR created_at < %(before)s)"
+                " ORDER BY created_at DESC LIMIT %(limit)s",
+                {"tenant": tenant, "user": user, "qualified": qualified, "status": status,
+                 "agent": agent, "before": before, "limit": limit},
+            )  # fmt: skip
             rows = await cursor.fetchall()
         return [RunRecord.from_row(row) for row in rows]
 

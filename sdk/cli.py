@@ -101,15 +101,9 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the gateway until SIGINT or SIGTERM."""
     import uvicorn
 
-    from kernos.gateway import gateway_app
+    from kernos.gateway import gateway_config
 
-    config = uvicorn.Config(
-        gateway_app(settings),
-        host=args.host or settings.gateway.host,
-        port=args.port or settings.gateway.port,
-        log_level="info",
-    )
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(gateway_config(settings, args.host, args.port)).serve()
     return 0
 
 

@@ -330,7 +330,11 @@ class KernosClient:
             pool=self.settings.isolation.pool_of(checked.tenant, checked.agent),
             reports_end=False,
         )
-        await self.runs.admit(run, api_key_id=self.principal.key_id if self.principal else None)
+        await self.runs.admit(
+            run,
+            api_key_id=self.principal.key_id if self.principal else None,
+            key_running=self.settings.gateway.key_running_runs,
+        )
         try:
             handle = await self.temporal.start_workflow(
                 AGENT_RUN,

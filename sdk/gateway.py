@@ -7,6 +7,7 @@ another user, and another tenant needs a rule allowing `run.submit` on `tenant:<
 either way), exactly as for `KernosClient.connect(api_key=...)`.
 
     POST /v1/runs                      {"agent", "task", ...RunSpec}  -> 201 {"run_id", "status"}
+    GET  /v1/runs?status=&agent=&limit=&before=  -> the key's user's runs, newest first, a page
     GET  /v1/runs/{id}                 -> the run (the key's user's runs only; others are 404)
     GET  /v1/runs/{id}/result?wait_s=N -> 200 the result or the failure, 202 still going
     POST /v1/runs/{id}/cancel          -> 202
@@ -27,11 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
+import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,6 +54,7 @@ from kernos.kernel.errors import (
     ConfigError,
     KernosError,
     NotFound,
+    RateLimited,
     RunNotFound,
     first_problem,
 )
@@ -55,7 +62,7 @@ from kernos.kernel.llm import chat_completions
 from kernos.kernel.run_events import RunEvent
 from kernos.kernel.run_store import RunRecord
 from kernos.kernel.syscall_table import RUN_CANCEL
-from kernos.remote import GatewayResult, GatewayRun
+from kernos.remote import GatewayResult, GatewayRun, GatewayRuns
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,10 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 60.0
 #: How long a cancelled run may take to stop before it is terminated.
 CANCEL_GRACE_S = 10.0
+#: Most runs one page of `GET /v1/runs` lists.
+MAX_LISTED = 100
+#: What `GET /v1/runs?status=` takes.
+RUN_STATUSES = ("admitted", "running", "completed", "failed", "cancelled")
 #: Longest an event stream stays silent: then a comment keeps proxies from closing it.
 KEEPALIVE_S = 15.0
 #: Terminations waiting on cancelled runs (kept so they are not collected mid-wait).
@@ -95,6 +106,42 @@ class Refused(Exception):
 Handler = Callable[[Request, KernosClient], Awaitable[Response]]
 
 
+def gateway_config(
+    settings: Settings, host: str | None = None, port: int | None = None, log_level: str = "info"
+) -> uvicorn.Config:
+    """How uvicorn serves the gateway: HTTPS with `[gateway] tls_cert`, else plain HTTP.
+
+    Plain HTTP only on the loopback address, unless `allow_plain_http` says a TLS proxy is in
+    front: ConfigError otherwise, before anything listens.
+    """
+    gateway = settings.gateway
+    host = host or gateway.host
+    cert = key = None
+    if gateway.tls_cert is not None and gateway.tls_key is not None:
+        for what, path in (("tls_cert", gateway.tls_cert), ("tls_key", gateway.tls_key)):
+            if not path.is_file():
+                raise ConfigError(f"[gateway] {what}: no file at {path}")
+        cert, key = str(gateway.tls_cert), str(gateway.tls_key)
+    elif not _loopback(host) and not gateway.allow_plain_http:
+        raise ConfigError(
+            f"the gateway would serve API keys over plain HTTP on {host}: set [gateway] "
+            "tls_cert and tls_key, bind 127.0.0.1, or (behind a TLS proxy) allow_plain_http"
+        )
+    return uvicorn.Config(
+        gateway_app(settings), host=host, port=port or gateway.port, log_level=log_level,
+        ssl_certfile=cert, ssl_keyfile=key,
+    )  # fmt: skip
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def gateway_app(settings: Settings) -> Starlette:
     """The gateway's ASGI app; it connects to Temporal and PostgreSQL when it starts."""
     operator: dict[str, KernosClient] = {}
@@ -107,11 +154,18 @@ def gateway_app(settings: Settings) -> Starlette:
         finally:
             await operator["client"].close()
 
+    rates = KeyRates(settings.gateway.key_requests_per_minute)
+
     def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
                 client = await _as_key_holder(operator["client"], request)
+                assert client.principal is not None
+                rates.take(client.principal.key_id)
                 return await handler(request, client)
+            except RateLimited as exc:
+                wait = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+                return _error(429, "RateLimited", str(exc), wait, "rate_limit_exceeded")
             except Refused as exc:
                 return _error(exc.status, exc.kind, str(exc), exc.headers, exc.code)
             except AuthenticationFailed as exc:
@@ -138,6 +192,7 @@ def gateway_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/runs", authenticated(_submit), methods=["POST"]),
+            Route("/v1/runs", authenticated(_list), methods=["GET"]),
             Route("/v1/runs/{run_id}", authenticated(_show), methods=["GET"]),
             Route("/v1/runs/{run_id}/result", authenticated(_result), methods=["GET"]),
             Route("/v1/runs/{run_id}/cancel", authenticated(_cancel), methods=["POST"]),
@@ -147,6 +202,35 @@ def gateway_app(settings: Settings) -> Starlette:
         ],
         lifespan=lifespan,
     )
+
+
+class KeyRates:
+    """Each API key's requests of this gateway process.
+
+    A bucket of `per_minute` requests, filled at `per_minute` a minute (None: no limit).
+    """
+
+    def __init__(self, per_minute: int | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        #: Each key's requests left, and when that was counted.
+        self._left: dict[str, tuple[float, float]] = {}
+
+    def take(self, key_id: str) -> None:
+        """Count one request of `key_id`; RateLimited if it has none left."""
+        if self.per_minute is None:
+            return
+        now = self._clock()
+        left, then = self._left.get(key_id, (float(self.per_minute), now))
+        left = min(float(self.per_minute), left + (now - then) * self.per_minute / 60)
+        if left < 1:
+            self._left[key_id] = (left, now)
+            raise RateLimited(
+                f"API key {key_id} made more than {self.per_minute} requests in a minute "
+                "([gateway] key_requests_per_minute)",
+                retry_after_s=(1 - left) * 60 / self.per_minute,
+            )
+        self._left[key_id] = (left - 1, now)
 
 
 async def _as_key_holder(operator: KernosClient, request: Request) -> KernosClient:
@@ -199,6 +283,36 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> object:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise Refused(400, "InvalidRequest", f"the body is not JSON: {exc}") from None
+
+
+async def _list(request: Request, client: KernosClient) -> JSONResponse:
+    """The key's user's runs, newest first; `next_before` pages on (None: no more)."""
+    principal = client.principal
+    assert principal is not None
+    query = request.query_params
+    status = query.get("status")
+    if status is not None and status not in RUN_STATUSES:
+        raise Refused(400, "InvalidRequest", f"status: one of {', '.join(RUN_STATUSES)}")
+    try:
+        limit = int(query.get("limit", "20"))
+        before = datetime.fromisoformat(query["before"]) if "before" in query else None
+    except ValueError as exc:
+        raise Refused(
+            400, "InvalidRequest", f"limit is a number of runs, before a time (ISO 8601): {exc}"
+        ) from None
+    if not 1 <= limit <= MAX_LISTED:
+        raise Refused(400, "InvalidRequest", f"limit: from 1 to {MAX_LISTED}, not {limit}")
+    if before is not None and before.tzinfo is None:
+        before = before.replace(tzinfo=UTC)
+    records = await client.runs.of_user(
+        principal.tenant, principal.user, principal.qualified, status=status,
+        agent=query.get("agent"), before=before, limit=limit,
+    )  # fmt: skip
+    listed = GatewayRuns(
+        data=[GatewayRun.of(record) for record in records if await client.owns(record)],
+        next_before=records[-1].created_at.isoformat() if len(records) == limit else None,
+    )
+    return JSONResponse(listed.model_dump())
 
 
 async def _own_run(request: Request, client: KernosClient) -> RunRecord:

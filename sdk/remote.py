@@ -13,6 +13,7 @@ credentials).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
@@ -27,6 +28,7 @@ from kernos.kernel.errors import (
     InvalidRequest,
     KernosError,
     NotFound,
+    RateLimited,
     RunNotFound,
 )
 from kernos.kernel.run_events import EVENT, RunEvent, RunFinished
@@ -61,6 +63,14 @@ class GatewayRun(BaseModel):
         )
 
 
+class GatewayRuns(BaseModel):
+    """A page of the key's user's runs, newest first."""
+
+    data: list[GatewayRun]
+    next_before: str | None
+    """Where the next page starts (`before=`); None: this is the last."""
+
+
 class GatewayResult(BaseModel):
     """A finished run's result, or its failure."""
 
@@ -88,12 +98,19 @@ class RemoteClient:
         *,
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | str | bool = True,
     ) -> None:
+        """A client of the gateway at `url`, as the key's user.
+
+        `verify` says how the gateway's certificate is checked: the system's CAs by default, or
+        a CA file or SSL context of your own.
+        """
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=timeout_s,
             transport=transport,
+            verify=verify,
         )
 
     async def close(self) -> None:
@@ -117,6 +134,17 @@ class RemoteClient:
     async def get(self, run_id: str) -> GatewayRun:
         """The run's record as the gateway shows it."""
         return GatewayRun.model_validate((await self._call("GET", f"/v1/runs/{run_id}")).json())
+
+    async def list_runs(
+        self, *, status: str | None = None, agent: str | None = None, limit: int = 20,
+        before: str | None = None,
+    ) -> GatewayRuns:  # fmt: skip
+        """The key's user's runs, newest first; pass `next_before` as `before` for the next page."""
+        params = {"status": status, "agent": agent, "limit": limit, "before": before}
+        given = {name: value for name, value in params.items() if value is not None}
+        return GatewayRuns.model_validate(
+            (await self._call("GET", "/v1/runs", params=given)).json()
+        )
 
     async def result(self, run_id: str, timeout_s: float | None = None) -> RunResult:
         """Wait for the run to finish (long polls of up to a minute); RunFailed if it failed."""
@@ -195,6 +223,9 @@ class RemoteClient:
             raise NotFound(message)
         if response.status_code == 404:
             raise RunNotFound(path.split("/")[3] if path.count("/") >= 3 else path)
+        if response.status_code == 429:
+            wait = response.headers.get("retry-after", "1")
+            raise RateLimited(message, retry_after_s=float(wait) if wait.isdigit() else 1.0)
         if response.status_code in (400, 413):
             raise InvalidRequest(f"{kind}: {message}" if kind else message)
         raise GatewayError(f"the gateway answered {response.status_code}: {message}")

@@ -15,7 +15,7 @@ import uvicorn
 
 from kernos import AccessDenied, KernosClient, RunSpec
 from kernos.client import RunFailed
-from kernos.gateway import gateway_app
+from kernos.gateway import gateway_config
 from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
@@ -34,16 +34,15 @@ DEFAULT_POLICY = (Path(__file__).parents[1] / "policies" / "policy.csv").read_te
 async def gateway(settings: Settings) -> AsyncIterator[str]:
     """The gateway served by uvicorn on a free port, as `kernos gateway` serves it."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(gateway_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(gateway_config(settings, "127.0.0.1", port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
             await serving
         await asyncio.sleep(0.02)
+    scheme = "https" if settings.gateway.tls_cert is not None else "http"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await serving

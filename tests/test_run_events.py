@@ -19,6 +19,7 @@ import pytest
 from kernos import KernosClient, RunSpec, Settings
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel import run_events
 from kernos.kernel.errors import RunNotFound
 from kernos.kernel.run_events import (
     EVENT,
@@ -276,3 +277,18 @@ async def test_kernos_run_on_a_terminal_shows_the_answer_as_the_model_writes_it(
     assert shown.count(ANSWER) == 1, shown
     assert "\x1b[2K" in shown and " syscalls · " in shown
     assert "1 syscalls" in shown.splitlines()[-2]
+
+
+async def test_a_follower_is_woken_by_the_database_not_by_its_own_clock(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # With its own look every two minutes, only the NOTIFY of a run it follows brings it the
+    # run's events before the test's wait ends.
+    monkeypatch.setattr(run_events, "POLL_S", 120.0)
+    settings = approval_settings(temporal, postgres, tmp_path, "events")
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        handle = await client.submit(RunSpec(agent="pausing", task="2"))
+        events = await asyncio.wait_for(_collect(client.stream(handle.run_id)), 60)
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "completed"
+    assert sum(isinstance(e, SyscallFinished) and e.syscall == "llm.chat" for e in events) == 2
