@@ -84,6 +84,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/syscall_overhead.py
+	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/llm_throughput.py
 	$(BIN)/python bench/transfer_poll_rate.py
 	$(BIN)/python bench/calibrate.py

@@ -136,6 +136,18 @@ def syscall_overhead() -> str:
     return _table(header, rows)
 
 
+def cli_startup() -> str:
+    """`bench/cli_startup.py`: how quickly the `kernos` command answers."""
+    result = _load("cli_startup")
+    rows = [
+        ["`kernos --help`", f"{result['help_s']:.3f}"],
+        ["`kernos ps`, against a running kernel", f"{result['ps_s']:.3f}"],
+        ["Python starting and doing nothing", f"{result['python_s']:.3f}"],
+        ["Python importing what every command imported before", f"{result['eager_imports_s']:.3f}"],
+    ]
+    return _table(["median of fresh processes", "seconds"], rows)
+
+
 def llm_throughput() -> str:
     """`bench/llm_throughput.py`: the local model's tokens per second, direct and through kernos."""
     result = _load("llm_throughput")
@@ -516,6 +528,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "frameworks_side_by_side": frameworks_side_by_side,
     "pools": pools,
     "syscall_overhead": syscall_overhead,
+    "cli_startup": cli_startup,
     "llm_throughput": llm_throughput,
     "memory": memory,
     "storage": storage,

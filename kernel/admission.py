@@ -23,7 +23,6 @@ from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.db.pool import Pool
 from kernos.kernel.errors import AccessDenied
-from kernos.kernel.policy_store import load_access
 from kernos.kernel.syscall_table import RUN_SUBMIT
 from kernos.kernel.syscalls import RunSpec
 
@@ -82,6 +81,10 @@ async def _ruled(
     settings: Settings, subject: Subject, principal: Principal, checks: list[tuple[str, str]]
 ) -> tuple[list[str], str | None]:
     """The rules that allow each (resource, what) check, or why the first is refused."""
+    # Here: the policy store (Casbin's adapter, SQLAlchemy) is loaded by the commands that
+    # admit, not by every command that imports the client.
+    from kernos.kernel.policy_store import load_access
+
     access = await load_access(settings)
     rules: list[str] = []
     for resource, what in checks:

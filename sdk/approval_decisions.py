@@ -13,7 +13,6 @@ from kernos.kernel.access import Decision, Subject
 from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.errors import AccessDenied, InvalidRequest, NotFound
-from kernos.kernel.policy_store import load_access
 from kernos.kernel.syscall_table import APPROVAL_DECIDE
 from kernos.kernel.syscalls import ApprovalNotice
 
@@ -63,6 +62,8 @@ async def decide(
                 f"API key {key.key_id} is {key.qualified!r}'s: it cannot decide as {approver!r}"
             )
         approver = key.user_in(approval.tenant)
+    from kernos.kernel.policy_store import load_access  # Casbin's adapter: on first use
+
     access = await load_access(client.settings)
     subject = Subject(run_id, approval.tenant, approver, approval.agent)
     decision = access.decide(subject, DECIDE, approval.resource)

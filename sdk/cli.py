@@ -10,10 +10,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
-from typing import Any
-
-import psycopg
-from temporalio.service import RPCError
+from typing import TYPE_CHECKING, Any
 
 from kernos.cli_admin import cmd_budget, cmd_instances, cmd_llm_serve, cmd_queues, cmd_usage
 from kernos.cli_approvals import add_approval_commands
@@ -25,14 +22,13 @@ from kernos.cli_policy import add_policy_commands
 from kernos.cli_stack import cmd_down, cmd_logs, cmd_status, cmd_trace, cmd_up
 from kernos.cli_storage import add_storage_commands
 from kernos.cli_tools import add_tools_commands
-from kernos.client import KernosClient, RunView, check_spec, connect_temporal, ui_url
-from kernos.infra.process import exit_process
-from kernos.kernel import telemetry
-from kernos.kernel.config import Settings, load_settings
-from kernos.kernel.db.migrate import upgrade
 from kernos.kernel.errors import ConfigError, KernosError
-from kernos.kernel.run_events import RunEvent
-from kernos.kernel.syscalls import RunResult
+
+if TYPE_CHECKING:
+    from kernos.client import KernosClient, RunView
+    from kernos.kernel.config import Settings
+    from kernos.kernel.run_events import RunEvent
+    from kernos.kernel.syscalls import RunResult
 
 #: Longest `kernos run` waits, once it has the result, for the run's end to show.
 FOLLOW_GRACE_S = 3.0
@@ -67,6 +63,8 @@ async def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     """Apply pending schema migrations, as the schema's owner role."""
+    from kernos.kernel.db.migrate import upgrade
+
     if settings.database.owner_dsn is None:
         raise ConfigError(
             "migrations run as the schema's owner role: set [database] owner_dsn or "
@@ -79,6 +77,7 @@ async def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Run workers until SIGINT or SIGTERM."""
+    from kernos.client import connect_temporal
     from kernos.worker import WorkerGroup
 
     client = await connect_temporal(settings, f"{args.kind}-worker")
@@ -109,6 +108,8 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Submit a run; wait for its result unless --no-wait."""
+    from kernos.client import check_spec
+
     spec: dict[str, Any] = {
         "agent": args.agent,
         "task": args.task,
@@ -143,7 +144,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         _print_result(shown[0], False, handle.ui_url(), shown[1])
         return 0
 
-    return await with_client(settings, body, api_key=api_key)
+    return await with_client(settings, body, api_key=api_key, traced=True)
 
 
 async def _run_through_gateway(
@@ -244,6 +245,7 @@ async def cmd_ps(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     """Show one run: status, each syscall with its decision and tokens, the result."""
+    from kernos.client import ui_url
 
     async def body(client: KernosClient) -> int:
         view = await client.show(args.run_id)
@@ -436,7 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: every error is one line on stderr and a non-zero exit, never a traceback."""
+    """Entry point: every error is one line on stderr and a non-zero exit, never a traceback.
+
+    What a command needs is imported when it runs: `kernos --help` loads no client, and `ps`
+    no policy engine (`bench/cli_startup.py` measures them).
+    """
     args = build_parser().parse_args(argv)
     try:
         # Agent workers run untrusted code: they never read the kernel's credentials file. No
@@ -450,24 +456,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             status: int = asyncio.run(args.handler(settings, args))
         finally:
-            telemetry.flush()
+            telemetry = sys.modules.get("kernos.kernel.telemetry")
+            if telemetry is not None:
+                telemetry.flush()
     except KernosError as exc:
         print(f"kernos: error: {exc}", file=sys.stderr)
         return 1
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"kernos: error: cannot reach the database: {reason}", file=sys.stderr)
-        return 1
-    except RPCError as exc:
-        print(f"kernos: error: Temporal refused: {exc.message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # The database's and Temporal's errors, by their modules: a command that reached
+        # neither has not imported them.
+        said = _unreachable(exc)
+        if said is None:
+            raise
+        print(f"kernos: error: {said}", file=sys.stderr)
+        return 1
     return status
+
+
+def load_settings(config: Path | None, *, credentials: bool, operator: bool) -> Settings:
+    """The settings (`kernos.kernel.config.load_settings`), loaded once a command runs."""
+    from kernos.kernel.config import load_settings as load
+
+    return load(config, credentials=credentials, operator=operator)
+
+
+def _unreachable(exc: Exception) -> str | None:
+    """What to say of the database's or Temporal's error; None for any other."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot reach the database: {reason}"
+    service = sys.modules.get("temporalio.service")
+    if service is not None and isinstance(exc, service.RPCError):
+        return f"Temporal refused: {exc.message}"
+    return None
 
 
 def entry() -> None:
     """The console script: `main`, then an exit the Temporal client cannot turn into a crash."""
+    from kernos.infra.process import exit_process
+
     exit_process(main())
 
 

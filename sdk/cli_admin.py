@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import os
 import shlex
+from typing import TYPE_CHECKING
 
 from kernos.cli_output import print_json, with_client
-from kernos.client import KernosClient, connect_temporal
-from kernos.kernel.config import Settings
+
+if TYPE_CHECKING:
+    from kernos.client import KernosClient
+    from kernos.kernel.config import Settings
 
 
 async def cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
@@ -71,6 +74,7 @@ async def cmd_instances(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
     """Each kernel task queue's backlog and pollers."""
+    from kernos.client import connect_temporal
     from kernos.kernel.queues import describe_queues
 
     queues = await describe_queues(await connect_temporal(settings), settings)

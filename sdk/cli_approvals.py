@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-from kernos.approval_decisions import decide
 from kernos.cli_output import print_json, with_client
-from kernos.client import KernosClient
-from kernos.kernel.api_keys import OPERATOR
-from kernos.kernel.approvals import ApprovalStore
-from kernos.kernel.config import Settings
-from kernos.kernel.syscall_table import APPROVAL_DECIDE
+
+if TYPE_CHECKING:
+    from kernos.client import KernosClient
+    from kernos.kernel.config import Settings
 
 
 def add_approval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +29,7 @@ def add_approval_commands(commands: argparse._SubParsersAction[argparse.Argument
     approve.add_argument(
         "--user",
         default="operator",
-        help=f"who decides; policy says who may ({APPROVAL_DECIDE.name})",
+        help="who decides; a rule must let them",
     )
     approve.add_argument(
         "--api-key",
@@ -43,6 +42,7 @@ def add_approval_commands(commands: argparse._SubParsersAction[argparse.Argument
 
 async def cmd_approvals(settings: Settings, args: argparse.Namespace) -> int:
     """List approvals, oldest first."""
+    from kernos.kernel.approvals import ApprovalStore
 
     async def body(client: KernosClient) -> int:
         found = await ApprovalStore(client.pool).listing(
@@ -68,6 +68,9 @@ async def cmd_approvals(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
     """Record a decision on a run's waiting request and wake the run."""
+    from kernos.approval_decisions import decide
+    from kernos.kernel.api_keys import OPERATOR
+
     api_key = args.api_key or os.environ.get("KERNOS_API_KEY") or None
 
     async def body(client: KernosClient) -> int:

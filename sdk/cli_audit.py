@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from kernos.cli_output import print_json, with_client
-from kernos.client import KernosClient
-from kernos.kernel.audit_anchor import all_anchors
-from kernos.kernel.audit_chain import AuditRow, select_rows, verify
-from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from kernos.client import KernosClient
+    from kernos.kernel.audit_chain import AuditRow
+    from kernos.kernel.config import Settings
 
 
 def add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,6 +60,8 @@ def _line(row: AuditRow) -> str:
 
 async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     """List audit rows, oldest first; `--json` writes JSON lines for export."""
+    from kernos.kernel.audit_chain import select_rows
+
     if args.last is not None and args.last < 1:
         raise InvalidRequest(f"--last must be at least 1, not {args.last}")
 
@@ -79,6 +83,8 @@ async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Verify every chain against its hashes and its anchor; exit 1 if any is broken."""
+    from kernos.kernel.audit_anchor import all_anchors
+    from kernos.kernel.audit_chain import verify
 
     async def body(client: KernosClient) -> int:
         anchors = await all_anchors(client.temporal, settings)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from kernos.cli_output import print_json, with_client
-from kernos.client import KernosClient
-from kernos.kernel.api_keys import ApiKeyStore
-from kernos.kernel.config import Settings
+
+if TYPE_CHECKING:
+    from kernos.client import KernosClient
+    from kernos.kernel.config import Settings
 
 
 def add_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +32,7 @@ def add_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     """Create, list or revoke API keys; creations and revocations are audited."""
+    from kernos.kernel.api_keys import ApiKeyStore
 
     async def body(client: KernosClient) -> int:
         if args.keys_command == "list":

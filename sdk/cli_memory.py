@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from kernos.cli_output import print_json, with_client
-from kernos.client import KernosClient
-from kernos.kernel.config import Settings
-from kernos.kernel.embeddings import build_embedder
 from kernos.kernel.errors import InvalidRequest
-from kernos.kernel.memory_store import MemoryStore
-from kernos.kernel.syscall_table import MEMORY_ERASE
-from kernos.kernel.syscalls import MemoryItem, check_name
+
+if TYPE_CHECKING:
+    from kernos.client import KernosClient
+    from kernos.kernel.config import Settings
+    from kernos.kernel.syscalls import MemoryItem
 
 
 def add_memory_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +40,8 @@ def add_memory_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _scope(args: argparse.Namespace) -> str:
+    from kernos.kernel.syscalls import check_name
+
     try:
         check_name("tenant", args.tenant)
         if args.scope is not None:
@@ -64,6 +66,10 @@ def _print(items: list[MemoryItem], as_json: bool) -> None:
 
 async def cmd_memory(settings: Settings, args: argparse.Namespace) -> int:
     """List, search or delete a tenant's memory items in one scope."""
+    from kernos.kernel.embeddings import build_embedder
+    from kernos.kernel.memory_store import MemoryStore
+    from kernos.kernel.syscall_table import MEMORY_ERASE
+
     scope = _scope(args)
 
     async def body(client: KernosClient) -> int:

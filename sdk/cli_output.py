@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernos.client import KernosClient
-from kernos.kernel.config import Settings
+if TYPE_CHECKING:
+    from kernos.client import KernosClient
+    from kernos.kernel.config import Settings
 
 
 def print_json(data: Any) -> None:
@@ -19,9 +20,16 @@ async def with_client(
     settings: Settings,
     body: Callable[[KernosClient], Awaitable[int]],
     api_key: str | None = None,
+    *,
+    traced: bool = False,
 ) -> int:
-    """Run `body` with a connected client (as an API key's user, if given), closed afterwards."""
-    client = await KernosClient.connect(settings, api_key=api_key)
+    """Run `body` with a connected client (as an API key's user, if given), closed afterwards.
+
+    Its calls are traced only if `traced` (a command that starts work, not one that reads).
+    """
+    from kernos.client import KernosClient
+
+    client = await KernosClient.connect(settings, api_key=api_key, traced=traced)
     try:
         return await body(client)
     finally:

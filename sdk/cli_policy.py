@@ -5,18 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kernos.kernel.access import AccessManager, Decision, Subject, check_rule, read_policy_file
-from kernos.kernel.audit import AuditLog
-from kernos.kernel.config import Settings
-from kernos.kernel.db.pool import open_pool, operator_dsn
 from kernos.kernel.errors import AccessDenied, ConfigError
-from kernos.kernel.policy_store import PolicyStore, load_access
-from kernos.kernel.syscall_table import POLICY_EDIT
+
+if TYPE_CHECKING:
+    from kernos.kernel.access import AccessManager
+    from kernos.kernel.config import Settings
 
 #: What an edit of the rules for tenant T is decided as: `policy.edit` on `policy:T` (`policy:*`
 #: for a rule of every tenant).
-EDIT = POLICY_EDIT.name
 
 
 def add_policy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,15 +29,21 @@ def add_policy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     for name, text in [("add", "add a rule"), ("remove", "remove a rule")]:
         edit = sub.add_parser(name, help=f"{text} (database store; workers reload at once)")
         edit.add_argument("rule", nargs="+", help="as in a CSV policy: p|g|a and its fields")
-        edit.add_argument("--user", default="operator", help=f"who edits; needs {EDIT}")
+        edit.add_argument("--user", default="operator", help="who edits; a rule must let them")
     load = sub.add_parser("import", help="add a CSV policy file's rules to the database")
     load.add_argument("file", type=Path)
-    load.add_argument("--user", default="operator", help=f"who edits; needs {EDIT} on policy:*")
+    load.add_argument(
+        "--user", default="operator", help="who edits; a rule must let them edit policy:*"
+    )
     policy.set_defaults(handler=cmd_policy)
 
 
 async def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
     """Run one `policy` subcommand."""
+    from kernos.kernel.access import check_rule, read_policy_file
+    from kernos.kernel.db.pool import operator_dsn
+    from kernos.kernel.policy_store import PolicyStore, load_access
+
     if settings.policy.store == "file" and args.policy_command in ("add", "remove", "import"):
         raise ConfigError(
             f"the rules are in {settings.policy.resolved_policy_path()} ([policy] store = "
@@ -85,6 +89,8 @@ async def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _read(access: AccessManager, args: argparse.Namespace) -> int:
+    from kernos.kernel.access import Subject
+
     if args.policy_command == "list":
         rules = access.rules()
         if args.json:
@@ -115,9 +121,15 @@ async def _may_edit(
     A `bootstrap` (the first rules of an empty table) is allowed to the operator's role. The
     attempt is appended on the operator's connection: the kernel's role appends no allowed edit.
     """
+    from kernos.kernel.access import Decision, Subject
+    from kernos.kernel.audit import AuditLog
+    from kernos.kernel.db.pool import open_pool
+    from kernos.kernel.syscall_table import POLICY_EDIT
+
+    edit = POLICY_EDIT.name
     subject = Subject("", tenant, user, "*")
     resource = f"policy:{tenant}"
-    decision = access.decide(subject, EDIT, resource)
+    decision = access.decide(subject, edit, resource)
     if bootstrap:
         decision = Decision(True, "bootstrap: the rules table was empty", None)
     recorded = Decision(
@@ -126,12 +138,12 @@ async def _may_edit(
         what
         if decision.allowed
         else f"{user!r} may not edit rules of tenant {tenant!r} "
-        f"(no rule allows {EDIT} on {resource})",
+        f"(no rule allows {edit} on {resource})",
         "policy",
     )
     pool = await open_pool(settings.database, operator=True)
     try:
-        await AuditLog(pool).record_operator(subject, EDIT, resource, recorded)
+        await AuditLog(pool).record_operator(subject, edit, resource, recorded)
     finally:
         await pool.close()
     if not decision.allowed:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kernos.cli_output import print_json
-from kernos.infra import confine
-from kernos.infra.stack import ComponentStatus
-from kernos.kernel import telemetry
-from kernos.kernel.config import Settings, state_dir
 from kernos.kernel.errors import ConfigError
-from kernos.workflows.pool_status import HostPools, fresh_reports
+
+if TYPE_CHECKING:
+    from kernos.infra.stack import ComponentStatus
+    from kernos.kernel.config import Settings
+    from kernos.workflows.pool_status import HostPools
 
 
 def _status_table(components: list[ComponentStatus]) -> None:
@@ -45,7 +46,8 @@ def _pools_table(hosts: list[HostPools]) -> None:
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Start the embedded stack (or reuse what runs)."""
-    from kernos.infra import stack
+    from kernos.infra import confine, stack
+    from kernos.kernel.config import state_dir
 
     components = await stack.up(settings, state_dir())
     if args.json:
@@ -59,7 +61,9 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Report each component of the embedded stack."""
-    from kernos.infra import stack
+    from kernos.infra import confine, stack
+    from kernos.kernel.config import state_dir
+    from kernos.workflows.pool_status import fresh_reports
 
     components = await stack.status(state_dir())
     confined, isolation = confine.report(
@@ -84,6 +88,7 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     """Stop what `kernos up` started."""
     from kernos.infra import stack
+    from kernos.kernel.config import state_dir
 
     stopped = stack.down(state_dir())
     print("stopped: " + ", ".join(stopped) if stopped else "nothing was running")
@@ -93,6 +98,7 @@ async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     """Print the end of a component's log."""
     from kernos.infra import stack
+    from kernos.kernel.config import state_dir
 
     logs = {c.name: c.log for c in await stack.status(state_dir()) if c.log}
     if args.component not in logs:
@@ -108,6 +114,8 @@ def _tail(path: Path, lines: int) -> list[str]:
 
 async def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
     """Print a run's spans as a tree."""
+    from kernos.kernel import telemetry
+
     path = settings.telemetry.spans_file
     if path is None:
         raise ConfigError(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from kernos.cli_output import print_json, with_client
-from kernos.client import KernosClient
-from kernos.kernel.config import Settings
 from kernos.kernel.errors import InvalidRequest
-from kernos.kernel.file_store import StorageStore
-from kernos.kernel.paths import check_path, check_prefix
-from kernos.kernel.syscall_table import STORAGE_PURGE
-from kernos.kernel.syscalls import check_name
+
+if TYPE_CHECKING:
+    from kernos.client import KernosClient
+    from kernos.kernel.config import Settings
 
 
 def add_storage_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +32,11 @@ def add_storage_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 async def cmd_storage(settings: Settings, args: argparse.Namespace) -> int:
     """List an agent's files, or purge its deleted ones."""
+    from kernos.kernel.file_store import StorageStore
+    from kernos.kernel.paths import check_path, check_prefix
+    from kernos.kernel.syscall_table import STORAGE_PURGE
+    from kernos.kernel.syscalls import check_name
+
     try:
         check_name("tenant", args.tenant)
         check_name("agent", args.agent)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from kernos.cli_output import print_json
-from kernos.kernel.config import Settings
-from kernos.kernel.tools import RunnableTool, load_tools
-from kernos.kernel.tools.mcp_servers import MCPServers
+
+if TYPE_CHECKING:
+    from kernos.kernel.config import Settings
+    from kernos.kernel.tools import RunnableTool
 
 
 def add_tools_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +21,9 @@ def add_tools_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 async def cmd_tools(settings: Settings, args: argparse.Namespace) -> int:
     """List the registered tools and MCP servers' tools (a bad registration is named here)."""
+    from kernos.kernel.tools import load_tools
+    from kernos.kernel.tools.mcp_servers import MCPServers
+
     tools: dict[str, RunnableTool] = dict(load_tools(settings.tools.registry))
     servers = await MCPServers.open(settings.tools.mcp) if settings.tools.mcp else None
     if servers is not None:

@@ -27,7 +27,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from kernos.approval_decisions import Decided, decide
-from kernos.kernel import telemetry, visibility
+from kernos.kernel import visibility
 from kernos.kernel.access import Decision, Subject
 from kernos.kernel.admission import admitted_spec
 from kernos.kernel.api_keys import OPERATOR, ApiKey, ApiKeyStore, Principal
@@ -46,7 +46,6 @@ from kernos.kernel.errors import (
     UnknownModel,
     first_problem,
 )
-from kernos.kernel.policy_store import load_access
 from kernos.kernel.run_ends import ended_as, record_and_audit_end
 from kernos.kernel.run_events import EventFeed, RunEvent, RunEventLog
 from kernos.kernel.run_store import RunRecord, RunStore
@@ -235,7 +234,7 @@ class KernosClient:
 
     @classmethod
     async def connect(
-        cls, settings: Settings | None = None, *, api_key: str | None = None
+        cls, settings: Settings | None = None, *, api_key: str | None = None, traced: bool = True
     ) -> KernosClient:
         """Connect to Temporal and to the kernel's database.
 
@@ -244,7 +243,7 @@ class KernosClient:
         `tenant:<other>`. A bad or revoked key fails here.
         """
         settings = settings or load_settings()
-        temporal = await connect_temporal(settings)
+        temporal = await connect_temporal(settings, traced=traced)
         pool = await open_pool(settings.database)
         principal = None
         if api_key is not None:
@@ -385,6 +384,8 @@ class KernosClient:
             return False
         if record.tenant == principal.tenant:
             return True
+        from kernos.kernel.policy_store import load_access
+
         access = await load_access(self.settings)
         subject = Subject("", record.tenant, record.user, record.agent)
         return access.decide(subject, RUN_SUBMIT.name, f"tenant:{record.tenant}").allowed
@@ -545,14 +546,25 @@ def check_spec(settings: Settings, spec: RunSpec | dict[str, Any]) -> RunSpec:
     return parsed.model_copy(update={"model": model})
 
 
-async def connect_temporal(settings: Settings, component: str = "client") -> Client:
-    """A Temporal client with the pydantic data converter (payloads read as JSON) and tracing."""
+async def connect_temporal(
+    settings: Settings, component: str = "client", *, traced: bool = True
+) -> Client:
+    """A Temporal client with the pydantic data converter (payloads read as JSON).
+
+    `traced`: its calls are spans (`[telemetry]`); a command that only reads goes without
+    (and without loading OpenTelemetry).
+    """
+    plugins = []
+    if traced:
+        from kernos.kernel import telemetry
+
+        plugins = telemetry.configure(settings.telemetry, component)
     try:
         return await Client.connect(
             settings.temporal.address,
             namespace=settings.temporal.namespace,
             data_converter=pydantic_data_converter,
-            plugins=telemetry.configure(settings.telemetry, component),
+            plugins=plugins,
         )
     except RuntimeError as exc:
         raise KernosError(
