@@ -502,6 +502,9 @@ class GatewaySettings(BaseModel):
     key_requests_per_minute: int | None = Field(default=600, ge=1)
     """Requests one API key may make of one gateway process per minute, in bursts of as many
     (a token bucket); past it 429 with `Retry-After`. None: no limit."""
+    key_streams: int | None = Field(default=16, ge=1)
+    """Event streams (`GET /v1/runs/{id}/events`) one API key may hold open on one gateway
+    process; past it 429. None: no limit."""
     key_running_runs: int | None = Field(default=100, ge=1)
     """Runs of one API key that may be going at once, checked at each admission (through the
     gateway or `KernosClient.connect(api_key=...)`); past it RateLimited (429). None: no limit."""

@@ -33,6 +33,8 @@ CHANNEL = "kernos_run_events"
 #: Longest a follower waits without a notification before it looks anyway: a notification
 #: lost with the listening connection costs at most this.
 POLL_S = 1.0
+#: How many times longer a follower waits between its own looks while the feed listens.
+LISTENING_POLLS = 15
 #: Events read per query.
 PAGE = 500
 #: How long a follower's mark lasts; it renews it a third of the way: only runs that someone
@@ -240,8 +242,11 @@ class RunEventLog:
                     for event in await self.read(run_id, after):
                         yield event
                     return
+                # While the feed listens, the database wakes the follower; its own looks are
+                # for a notification lost in between, and need not be frequent.
+                wait = POLL_S * (LISTENING_POLLS if feed.listening else 1)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), POLL_S)
+                    await asyncio.wait_for(woken.wait(), wait)
 
 
 class EventFeed:
@@ -254,6 +259,8 @@ class EventFeed:
         self._dsn = dsn
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: The connection listens: followers are woken by the database.
+        self.listening = False
 
     @contextlib.contextmanager
     def watch(self, run_id: str) -> Iterator[asyncio.Event]:
@@ -274,6 +281,7 @@ class EventFeed:
         try:
             async with await AsyncConnection.connect(self._dsn, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
+                self.listening = True
                 # Followers that started before the LISTEN read once more.
                 self._wake_all()
                 async for notice in conn.notifies():
@@ -281,6 +289,9 @@ class EventFeed:
                         woken.set()
         except psycopg.Error as exc:  # followers poll until the next watch listens again
             log.warning("run events: listening stopped (%s); followers poll", exc)
+        finally:
+            self.listening = False
+            self._wake_all()
 
     def _wake_all(self) -> None:
         for watchers in self._watchers.values():

@@ -41,7 +41,9 @@ class RunFollower:
         self.syscalls = 0
         self.tokens = 0
         self.doing = "starting"
-        #: Each generation's text as shown, and the one being shown now.
+        #: Each generation's text as generated, what of it is on the screen, and the one being
+        #: shown now.
+        self.generated: dict[str, str] = {}
         self.shown: dict[str, str] = {}
         self.current: str | None = None
         self._started = time.monotonic()
@@ -51,7 +53,7 @@ class RunFollower:
 
     @property
     def last_text(self) -> str:
-        """The text of the generation shown last ("" if none was)."""
+        """What the screen shows of the generation shown last ("" if none was)."""
         return self.shown.get(self.current, "") if self.current is not None else ""
 
     async def follow(self, events: AsyncIterator[RunEvent]) -> None:
@@ -95,9 +97,9 @@ class RunFollower:
         self._draw_status()
 
     def _text(self, delta: TokenDelta) -> None:
+        generated = delta.apply(self.generated.get(delta.generation, ""))
+        self.generated[delta.generation] = generated
         before = self.shown.get(delta.generation, "")
-        after = delta.apply(before)
-        self.shown[delta.generation] = after
         if not self.live:
             self.current = delta.generation
             return
@@ -107,10 +109,11 @@ class RunFollower:
                 self._end_line()
                 self.out.write("\n")
             self.current = delta.generation
-        # A retried attempt may rewrite what was shown: what is on the screen stays, and the
-        # text goes on from where the screen's ends.
-        added = after[len(before) :] if after.startswith(before) else ""
+        # A retried attempt may rewrite what was shown: what is on the screen stays, and only
+        # text that extends it is added (the answer is printed whole at the end if it differs).
+        added = generated[len(before) :] if generated.startswith(before) else ""
         if added:
+            self.shown[delta.generation] = generated
             self.out.write(added)
             self.out.flush()
             self._mid_line = not added.endswith("\n")

@@ -43,6 +43,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from kernos.client import KernosClient, RunFailed
 from kernos.kernel.access import Decision, Subject
@@ -70,6 +71,10 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 60.0
 #: How long a cancelled run may take to stop before it is terminated.
 CANCEL_GRACE_S = 10.0
+#: How long a stopping gateway lets open streams go on before it cuts them.
+SHUTDOWN_GRACE_S = 5
+#: What a stream of server-sent events is sent with: no cache, no buffering by a proxy.
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: Most runs one page of `GET /v1/runs` lists.
 MAX_LISTED = 100
 #: What `GET /v1/runs?status=` takes.
@@ -130,6 +135,9 @@ def gateway_config(
     return uvicorn.Config(
         gateway_app(settings), host=host, port=port or gateway.port, log_level=log_level,
         ssl_certfile=cert, ssl_keyfile=key,
+        # Open event streams would hold a shutdown forever: they are cut after this, and their
+        # clients resume after the last event they saw.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )  # fmt: skip
 
 
@@ -189,7 +197,7 @@ def gateway_app(settings: Settings) -> Starlette:
     # Here, not at the top: the OpenAI-compatible endpoints are built on this module's parts.
     from kernos.gateway_openai import chat_completion, models
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/runs", authenticated(_submit), methods=["POST"]),
             Route("/v1/runs", authenticated(_list), methods=["GET"]),
@@ -202,6 +210,8 @@ def gateway_app(settings: Settings) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    app.state.streams = OpenStreams(settings.gateway.key_streams)
+    return app
 
 
 class KeyRates:
@@ -231,6 +241,58 @@ class KeyRates:
                 retry_after_s=(1 - left) * 60 / self.per_minute,
             )
         self._left[key_id] = (left - 1, now)
+
+
+class ClosingStream(StreamingResponse):
+    """A streamed response that calls `on_close` however it ends.
+
+    Sent whole, cut off by the client, or cancelled before its body began (where the body's
+    own `finally` never runs).
+    """
+
+    def __init__(
+        self, content: AsyncIterator[str], *, on_close: Callable[[], None],
+        headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the response, then `on_close`."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+class OpenStreams:
+    """Each API key's event streams open on this gateway process, up to `most` at once."""
+
+    def __init__(self, most: int | None) -> None:
+        self.most = most
+        self._open: dict[str, int] = {}
+
+    def open(self, key_id: str) -> Callable[[], None]:
+        """Count a stream of `key_id` open (RateLimited past `most`); what closes it, once."""
+        going = self._open.get(key_id, 0)
+        if self.most is not None and going >= self.most:
+            raise RateLimited(
+                f"API key {key_id} has {going} event streams open, the most it may "
+                f"([gateway] key_streams): close one",
+                retry_after_s=1.0,
+            )
+        self._open[key_id] = going + 1
+        closed = False
+
+        def close() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                self._open[key_id] -= 1
+                if not self._open[key_id]:
+                    del self._open[key_id]
+
+        return close
 
 
 async def _as_key_holder(operator: KernosClient, request: Request) -> KernosClient:
@@ -308,8 +370,14 @@ async def _list(request: Request, client: KernosClient) -> JSONResponse:
         principal.tenant, principal.user, principal.qualified, status=status,
         agent=query.get("agent"), before=before, limit=limit,
     )  # fmt: skip
+    # The query's rows of the key's tenant are its user's; another tenant's are seen where the
+    # user may submit there (the policy read once per tenant, not per row).
+    seen: dict[str, bool] = {principal.tenant: True}
+    for record in records:
+        if record.tenant not in seen:
+            seen[record.tenant] = await client.owns(record)
     listed = GatewayRuns(
-        data=[GatewayRun.of(record) for record in records if await client.owns(record)],
+        data=[GatewayRun.of(record) for record in records if seen[record.tenant]],
         next_before=records[-1].created_at.isoformat() if len(records) == limit else None,
     )
     return JSONResponse(listed.model_dump())
@@ -364,11 +432,12 @@ async def _events(request: Request, client: KernosClient) -> Response:
         raise Refused(
             400, "InvalidRequest", f"Last-Event-ID (or after) is an event's number: {given!r}"
         )
+    assert client.principal is not None
+    close = request.app.state.streams.open(client.principal.key_id)
     events = client.stream(record.run_id, after=after)
-    return StreamingResponse(
-        server_sent_events(events, KEEPALIVE_S), media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )  # fmt: skip
+    return ClosingStream(
+        server_sent_events(events, KEEPALIVE_S), on_close=close, headers=STREAM_HEADERS
+    )
 
 
 async def server_sent_events(

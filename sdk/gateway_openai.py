@@ -32,10 +32,17 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from kernos.client import KernosClient, RunFailed, RunHandle
-from kernos.gateway import Refused, cancel_run, parse_json, read_body
+from kernos.gateway import (
+    STREAM_HEADERS,
+    ClosingStream,
+    Refused,
+    cancel_run,
+    parse_json,
+    read_body,
+)
 from kernos.kernel import errors
 from kernos.kernel.access import Subject
 from kernos.kernel.config import CHAT_AGENT
@@ -171,8 +178,17 @@ async def chat_completion(request: Request, client: KernosClient) -> Response:
             # Text as it is generated; a call of the caller's tools is known only once whole.
             first = await _waited(request, client, handle, _first_text(client, handle), deadline)
             if first is not None:
-                live = _live(request, client, handle, first, deadline, made, created, usage)
-                return StreamingResponse(live, media_type="text/event-stream", headers=headers)
+                answered = _Answered()
+                live = _live(request, client, handle, first, deadline, made, created, usage,
+                             answered)  # fmt: skip
+
+                def closed() -> None:
+                    if not answered.done:  # cut off, or never begun: so is the run
+                        ending = asyncio.ensure_future(_cancel_quietly(client, handle))
+                        _CANCELLING.add(ending)
+                        ending.add_done_callback(_CANCELLING.discard)
+
+                return ClosingStream(live, on_close=closed, headers=headers | STREAM_HEADERS)
         result = await _waited(request, client, handle, handle.result(), deadline)
     except _GaveUp as exc:
         raise _refused(504, "timeout", str(exc), handle.run_id) from None
@@ -203,6 +219,12 @@ async def _first_text(client: KernosClient, handle: RunHandle) -> _Following | N
     return None
 
 
+class _Answered:
+    """Whether a live answer was sent to its end."""
+
+    done = False
+
+
 class _Following:
     """A run's events being followed, and the first text they held."""
 
@@ -213,26 +235,28 @@ class _Following:
 
 async def _live(
     request: Request, client: KernosClient, handle: RunHandle, following: _Following,
-    deadline: float, made: str, created: int, usage: bool,
+    deadline: float, made: str, created: int, usage: bool, answered: _Answered,
 ) -> AsyncIterator[str]:  # fmt: skip
     """The answer's chunks as the model writes them, then its end as the run returned it.
 
-    A failure after the first chunk comes as an error event (the status is sent by then). A
-    client that goes away, or a wait past `chat_timeout_s`, cancels the run.
+    A failure after the first chunk comes as an error event (the status is sent by then). Only
+    what extends the text sent so far is sent: a retried attempt that rewrites the text (with
+    sampling, after a crash) sends nothing until it writes past it.
     """
     model = following.first.model
-    sent, finished = "", False
+    generated, sent = "", ""
     try:
         delta: RunEvent | None = following.first
         while delta is not None and not isinstance(delta, RunFinished):
             if isinstance(delta, TokenDelta):
-                text = delta.apply(sent)
-                if text.startswith(sent) and len(text) > len(sent):
+                generated = delta.apply(generated)
+                if generated.startswith(sent) and len(generated) > len(sent):
                     chunk = chat_completions.text_chunk(
-                        text[len(sent) :], first=not sent, id=made, created=created, model=model
-                    )
+                        generated[len(sent) :], first=not sent, id=made, created=created,
+                        model=model,
+                    )  # fmt: skip
                     yield chat_completions.server_sent_chunk(chunk)
-                    sent = text
+                    sent = generated
             delta = await _waited(request, client, handle, anext(following.events, None), deadline)
         try:
             result = await _waited(request, client, handle, handle.result(), deadline)
@@ -247,16 +271,11 @@ async def _live(
             ):
                 yield chat_completions.server_sent_chunk(chunk)
         yield chat_completions.STREAM_END
-        finished = True
+        answered.done = True
     except _GaveUp as exc:
         error = chat_completions.error_body(str(exc), "server_error", "timeout")
         yield chat_completions.server_sent_chunk(error)
-        finished = True
-    finally:
-        if not finished:  # the response was cut off (the client went away): so is the run
-            ending = asyncio.ensure_future(_cancel_quietly(client, handle))
-            _CANCELLING.add(ending)
-            ending.add_done_callback(_CANCELLING.discard)
+        answered.done = True
 
 
 async def _cancel_quietly(client: KernosClient, handle: RunHandle) -> None:

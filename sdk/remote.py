@@ -189,14 +189,19 @@ class RemoteClient:
                         yield event
                         if isinstance(event, RunFinished):
                             return
-                    return  # the gateway ended the stream: the run had ended
+                # Ended without the run's end: the run had ended (followed from past its
+                # end), or something between cut the stream (a proxy, a gateway stopping).
+                if (await self.get(run_id)).finished_at is not None:
+                    return
+                cut: Exception = GatewayError("the stream ended before the run")
             except httpx.TransportError as exc:
-                failures += 1
-                if failures > RECONNECTS:
-                    raise GatewayError(
-                        f"the event stream of run {run_id} broke {failures} times: {exc}"
-                    ) from exc
-                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+                cut = exc
+            failures += 1
+            if failures > RECONNECTS:
+                raise GatewayError(
+                    f"the event stream of run {run_id} broke {failures} times: {cut}"
+                ) from cut
+            await asyncio.sleep(min(5.0, 0.2 * 2**failures))
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

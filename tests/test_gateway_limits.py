@@ -25,6 +25,7 @@ from kernos.kernel.errors import ConfigError, RateLimited
 from kernos.remote import RemoteClient
 from tests.conftest import workers
 from tests.test_gateway import gateway, kernel_and_gateway, run_count, with_policy
+from tests.waiting import eventually
 
 
 async def test_a_key_lists_its_users_own_runs_newest_first_a_page_at_a_time(
@@ -161,3 +162,31 @@ async def test_the_gateway_serves_https_with_its_certificate_and_plain_http_on_l
     )
     with pytest.raises(ConfigError, match="tls_key: no file at"):
         gateway_config(missing)
+
+
+async def test_a_key_holds_so_many_event_streams_open_and_one_closed_is_one_free(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    settings, _ = with_policy(temporal, postgres, tmp_path, gateway={"key_streams": 1})
+    # No worker polls: the run stays going, and its stream open.
+    async with gateway(settings) as url, await KernosClient.connect(settings) as operator:
+        _, key = await operator.create_key(user="bob", tenant=f"s-{uuid.uuid4().hex[:6]}")
+        auth = {"Authorization": f"Bearer {key}"}
+        async with RemoteClient(url, key) as remote, httpx.AsyncClient(base_url=url) as http:
+            run_id = await remote.submit({"agent": "echo", "task": "hi"})
+            path = f"/v1/runs/{run_id}/events"
+            async with http.stream("GET", path, headers=auth, timeout=30) as first:
+                assert first.status_code == 200
+                lines = first.aiter_lines()
+                assert (await anext(lines)).startswith("id: 1")  # run.started
+                second = await http.get(path, headers=auth)
+            assert second.status_code == 429 and "1 event streams open" in second.text
+            assert int(second.headers["retry-after"]) >= 1
+
+            async def reopened() -> int:
+                async with http.stream("GET", path, headers=auth, timeout=30) as again:
+                    return again.status_code
+
+            # The first one closed: its place is free again.
+            await eventually(reopened, lambda status: status == 200, what="a stream reopened")
+        await operator.temporal.get_workflow_handle(run_id).terminate("test over")

@@ -279,8 +279,10 @@ def chunks(
     delta: dict[str, Any] = {"content": response.text}
     if sent is None:
         delta["role"] = "assistant"
-    elif response.text.startswith(sent):
-        delta["content"] = response.text[len(sent) :]
+    else:
+        # What extends the text sent; nothing where the answer no longer does (a retried
+        # attempt that sampled otherwise): sent text cannot be taken back.
+        delta["content"] = response.text[len(sent) :] if response.text.startswith(sent) else ""
     if response.tool_calls:
         delta["tool_calls"] = _calls(response, indexed=True)
     made = [
