@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -498,6 +499,14 @@ class KernosClient:
                 raise
             return RunView(record=record, temporal_status="NOT_FOUND", waiting_on=None)
         status = description.status or WorkflowExecutionStatus.RUNNING
+        if status != WorkflowExecutionStatus.RUNNING:
+            # Temporal has the end and the kernel's record not yet: recorded now, as a client
+            # waiting for the result records it, rather than shown closed without its output.
+            with contextlib.suppress(RunFailed, RPCError):
+                await self.handle(record.run_id).result()
+            recorded = await self.runs.get(record.run_id)
+            if recorded.finished:
+                return RunView(record=recorded, temporal_status=None, waiting_on=None)
         waiting = None
         for pending in description.raw_description.pending_activities:
             if pending.attempt > 1:
