@@ -167,6 +167,9 @@ def gateway_app(settings: Settings) -> Starlette:
     def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
+                # A key out of requests is answered before its check costs the database a
+                # lookup and a write; only a request it proves its own is counted.
+                rates.check(_claimed_key_id(request))
                 client = await _as_key_holder(operator["client"], request)
                 assert client.principal is not None
                 rates.take(client.principal.key_id)
@@ -228,19 +231,30 @@ class KeyRates:
 
     def take(self, key_id: str) -> None:
         """Count one request of `key_id`; RateLimited if it has none left."""
+        left = self._refused_unless_left(key_id)
+        if left is not None:
+            self._left[key_id] = (left - 1, self._clock())
+
+    def check(self, key_id: str | None) -> None:
+        """RateLimited if `key_id` has no request left; nothing is counted."""
+        if key_id is not None and key_id in self._left:
+            self._refused_unless_left(key_id)
+
+    def _refused_unless_left(self, key_id: str) -> float | None:
+        """The key's requests left now (None: no limit); RateLimited if under one."""
         if self.per_minute is None:
-            return
+            return None
         now = self._clock()
         left, then = self._left.get(key_id, (float(self.per_minute), now))
         left = min(float(self.per_minute), left + (now - then) * self.per_minute / 60)
+        self._left[key_id] = (left, now)
         if left < 1:
-            self._left[key_id] = (left, now)
             raise RateLimited(
                 f"API key {key_id} made more than {self.per_minute} requests in a minute "
                 "([gateway] key_requests_per_minute)",
                 retry_after_s=(1 - left) * 60 / self.per_minute,
             )
-        self._left[key_id] = (left - 1, now)
+        return left
 
 
 class ClosingStream(StreamingResponse):
@@ -293,6 +307,13 @@ class OpenStreams:
                     del self._open[key_id]
 
         return close
+
+
+def _claimed_key_id(request: Request) -> str | None:
+    """The key id the bearer token names, unchecked (`kn_<id>_<secret>`)."""
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    parts = token.split("_")
+    return parts[1] if len(parts) >= 3 and parts[0] == "kn" else None
 
 
 async def _as_key_holder(operator: KernosClient, request: Request) -> KernosClient:

@@ -40,3 +40,18 @@ def test_no_limit_counts_nothing() -> None:
     rates = KeyRates(None)
     for _ in range(10_000):
         rates.take("k1")
+
+
+def test_a_check_counts_nothing_and_refuses_a_key_with_none_left() -> None:
+    clock = Clock()
+    rates = KeyRates(2, clock)
+    rates.check("k1")  # an unknown key: nothing to refuse, nothing counted
+    rates.check(None)
+    rates.take("k1")
+    rates.check("k1")
+    rates.take("k1")
+    with pytest.raises(RateLimited):
+        rates.check("k1")
+    clock.now = 30.0  # a minute's half fills one request back
+    rates.check("k1")
+    rates.take("k1")
