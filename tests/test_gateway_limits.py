@@ -23,7 +23,6 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.errors import ConfigError, RateLimited
 from kernos.remote import RemoteClient
-from tests.conftest import workers
 from tests.test_gateway import gateway, kernel_and_gateway, run_count, with_policy
 from tests.waiting import eventually
 
@@ -131,11 +130,7 @@ async def test_the_gateway_serves_https_with_its_certificate_and_plain_http_on_l
         temporal, postgres, tmp_path, gateway={"tls_cert": str(cert), "tls_key": str(key_file)}
     )
     trusted = ssl.create_default_context(cafile=str(cert))
-    async with (
-        workers(settings),
-        gateway(settings) as url,
-        await KernosClient.connect(settings) as operator,
-    ):
+    async with kernel_and_gateway(settings) as (url, operator):
         assert url.startswith("https://")
         _, key = await operator.create_key(user="bob", tenant="tls")
         async with RemoteClient(url, key, verify=trusted) as remote:

@@ -24,7 +24,7 @@ from kernos.kernel.llm.scripted import ScriptedBackend
 from kernos.testing.fake_openai import FakeOpenAIServer
 from tests.conftest import KeepHistory, workers
 from tests.test_approvals import audited
-from tests.test_gateway import gateway, run_count, with_policy
+from tests.test_gateway import gateway, kernel_and_gateway, run_count, with_policy
 from tests.test_tools import calls
 from tests.waiting import eventually
 
@@ -277,11 +277,7 @@ async def test_a_streamed_answer_comes_as_the_model_writes_it_and_a_reader_that_
             limits={"llm_heartbeat_s": 3.0},
             llm=[{"name": "fake", "kind": "openai", "model": "fake", "base_url": server.base_url}],
         )  # fmt: skip
-        async with (
-            workers(settings),
-            gateway(settings) as url,
-            await KernosClient.connect(settings) as operator,
-        ):
+        async with kernel_and_gateway(settings) as (url, operator):
             _, key = await operator.create_key(user="bob", tenant=tenant)
             client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
             stream = await client.chat.completions.create(

@@ -40,7 +40,7 @@ from tests.conftest import workers
 from tests.processes import environment
 from tests.test_approvals import approval_settings, charge
 from tests.test_cli import config_file
-from tests.test_gateway import gateway
+from tests.test_gateway import kernel_and_gateway
 from tests.test_memory import CountingEmbedder
 
 ANSWER = " ".join(f"word{n}" for n in range(30))
@@ -155,11 +155,7 @@ async def test_a_key_holder_follows_its_own_runs_through_the_gateway_and_resumes
 ) -> None:
     tenant = f"events-{uuid.uuid4().hex[:8]}"
     settings = approval_settings(temporal, postgres, tmp_path, tenant)
-    async with (
-        workers(settings),
-        gateway(settings) as url,
-        await KernosClient.connect(settings) as operator,
-    ):
+    async with kernel_and_gateway(settings) as (url, operator):
         _, bobs = await operator.create_key(user="bob", tenant=tenant)
         _, eves = await operator.create_key(user="eve", tenant=tenant)
         async with RemoteClient(url, bobs) as bob, RemoteClient(url, eves) as eve:
