@@ -135,6 +135,11 @@ class LLMInstance(BaseModel):
     generation resumes by its text. `prefill`: a final assistant message is continued
     (llama.cpp's default); `continue_final_message`: vLLM's flags for the same; `none`: the
     server cannot (hosted APIs), so a retry starts over and `rr` does not cut."""
+    turn_markers: bool = True
+    """`llamacpp`: a generation also stops at the chat template's turn markers (`<|im_end|>`,
+    `<|im_start|>`), read off the server's rendering. A model without a template of its own is
+    served llama.cpp's fallback, whose markers it writes as text and then invents the next
+    turns. Off: only the model's end token, the request's `stop` and `max_tokens` end it."""
     script: list[str] | None = None
     """Replies of a `scripted` instance, in order; without one it echoes."""
 

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from kernos import KernosClient, RunSpec, Settings
+from kernos import KernosClient, LLMRequest, Message, RunSpec, Sampling, Settings
 from kernos.infra.daemons import kill, stop
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model, slot_load
 from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.llm.base import SLICE_END, Placement, Snapshot
+from kernos.kernel.llm.llamacpp import LlamaCppBackend
 from kernos.kernel.tools.builtin import calculator, read_file
 from tests.agents import City
 from tests.conftest import MODELS, make_settings, workers
@@ -40,6 +42,8 @@ async def test_example_agent_on_the_local_model(
         result = await asyncio.wait_for(handle.result(), 120)
         view = await client.show(handle.run_id)
     assert result.output.strip()
+    if kind == "llamacpp":  # the embedded stack's kind: the demo's answer is clean
+        assert not any(token in result.output for token in TEMPLATE_TOKENS), result.output
     assert result.syscalls == 2
     # Tokens as the server counted them: the plan's 128-token cap bounds the first answer.
     assert result.usage.input_tokens > 20
@@ -125,3 +129,58 @@ async def test_server_killed_mid_run_then_restarted(
     assert len(result.output.split(" | ")) >= 4  # (a reply may hold " | " itself)
     failed = [c for c in view.syscalls if c.outcome == "error"]
     assert failed and all(c.error_type == "LLMUnavailable" for c in failed)
+
+
+#: What the fallback chat template (ChatML) writes around turns, and Gemma's own.
+TEMPLATE_TOKENS = ("<|im_end|>", "<|im_start|>", "<end_of_turn>", "<start_of_turn>")
+CHATS = (
+    [Message(role="user", content="Name a primary colour.")],
+    [Message(role="user", content="Plan a day in Paris.")],
+    # After a tool's answer this model closes its turn before writing anything: a reply the
+    # backend begins again, with that first token barred, rather than return it empty.
+    [
+        Message(role="user", content="What is 12 * 34?"),
+        Message(role="assistant", content='{"name": "calculator", "arguments": "12 * 34"}'),
+        Message(role="tool", content="408"),
+    ],
+)
+
+
+async def answers(backend: LlamaCppBackend, slice_tokens: int | None) -> list[str]:
+    """The model's greedy answer to each chat, generated in slices of `slice_tokens`."""
+    texts = []
+    for messages in CHATS:
+        request = LLMRequest(
+            model=MODEL_ALIAS, messages=messages, sampling=Sampling(temperature=0.0, max_tokens=64)
+        )
+        done: list[Snapshot] = []
+        resume: Snapshot | None = None
+        while True:
+            response = await backend.chat(
+                request, done.append, resume, Placement(slice_tokens=slice_tokens)
+            )
+            if response.finish_reason != SLICE_END:
+                break
+            resume = Snapshot(text=response.text, tokens=done[-1].tokens)
+        texts.append(response.text)
+    return texts
+
+
+async def test_answers_from_the_local_model_hold_no_template_tokens(llama: LlamaServer) -> None:
+    """The packaged model has no chat template: llama.cpp serves ChatML, whose markers the
+    model writes as text. The kernel stops there, in one request or across time slices."""
+    clean = LlamaCppBackend("local", llama.base_url)
+    raw = LlamaCppBackend("local", llama.base_url, turn_markers=False)
+    try:
+        whole = await answers(clean, None)
+        # Eight-token slices: a marker's tokens can fall across a cut, out of the server's sight.
+        sliced = await answers(clean, 8)
+        unstopped = await answers(raw, None)
+    finally:
+        await clean.aclose()
+        await raw.aclose()
+    assert whole == sliced
+    for text in whole:
+        assert text.strip() and not any(token in text for token in TEMPLATE_TOKENS), text
+    # The control: without the markers the same model writes them (the test can fail).
+    assert any("<|im_end|>" in text for text in unstopped), unstopped

@@ -22,13 +22,18 @@ QUESTION = "List the planets of the solar system, one per line, with a fact abou
 
 
 def local_instance(llama: LlamaServer) -> dict[str, object]:
-    """The llama.cpp fixture as a one-slot instance."""
+    """The llama.cpp fixture as a one-slot instance whose generations run long.
+
+    The base model echoes a question and closes its turn; these tests need a generation long
+    enough to cut, so it goes on past the template's turn markers.
+    """
     return {
         "name": "local",
         "kind": "llamacpp",
         "model": MODEL_ALIAS,
         "base_url": llama.base_url,
         "slots": 1,
+        "turn_markers": False,
     }
 
 
@@ -50,7 +55,7 @@ async def generate(
 
 
 async def test_resumed_generation_equals_uninterrupted(llama: LlamaServer) -> None:
-    backend = LlamaCppBackend("local", llama.base_url)
+    backend = LlamaCppBackend("local", llama.base_url, turn_markers=False)
     try:
         whole, whole_text, _ = await generate(backend, 48)
         assert len(whole) > 20, "the model stopped too early for this test"

@@ -29,7 +29,9 @@ def build_backend(instance: LLMInstance) -> LLMBackend:
             tool_call_parser=instance.tool_call_parser,
         )
     if instance.kind == "llamacpp":
-        return LlamaCppBackend(instance.name, instance.base_url, api_key=api_key)
+        return LlamaCppBackend(
+            instance.name, instance.base_url, api_key=api_key, turn_markers=instance.turn_markers
+        )
     return OpenAIBackend(
         instance.name,
         instance.base_url,

@@ -5,6 +5,9 @@
 interrupted generation (a worker crash, the end of a time slice) continues from its snapshot with
 nothing re-tokenised at the cut; with greedy decoding the result equals an uninterrupted one,
 token for token. The prompt cache (`cache_prompt`) makes the resumed prefill cheap.
+
+A generation also stops at the template's turn markers (`kernel/llm/stops.py`): a model without
+a chat template of its own is served llama.cpp's fallback, whose markers it writes as text.
 """
 
 from __future__ import annotations
@@ -16,13 +19,23 @@ from kernos.kernel.errors import LLMUnavailable
 from kernos.kernel.llm.base import Placement, Progress, Snapshot
 from kernos.kernel.llm.http import error_for_status
 from kernos.kernel.llm.resumable import ResumableBackend
+from kernos.kernel.llm.stops import PROBE, template_markers
 from kernos.kernel.syscalls import LLMRequest, TokenUsage
+
+#: How often a reply the model closed before writing anything is begun again.
+UNBEGUN_TRIES = 3
 
 
 class LlamaCppBackend(ResumableBackend):
     """A llama.cpp `llama-server`."""
 
     _window: int | None = None
+    _markers: list[str] | None = None
+
+    def __init__(self, name: str, base_url: str, *, turn_markers: bool = True, **http: Any) -> None:
+        super().__init__(name, base_url, **http)
+        if not turn_markers:
+            self._markers = []
 
     async def prompt_tokens(self, request: LLMRequest) -> tuple[list[int], int | None]:
         """The request's messages in the model's chat template as ids, and a slot's context.
@@ -38,7 +51,17 @@ class LlamaCppBackend(ResumableBackend):
             props = (await self._client.get("/props")).json()
             window = (props.get("default_generation_settings") or {}).get("n_ctx")
             self._window = int(window) if window else None
+        if self._markers is None:
+            probe = await self._post(
+                "/apply-template", {"messages": [{"role": "user", "content": PROBE}]}
+            )
+            self._markers = template_markers(str(probe["prompt"]))
         return [int(token) for token in tokenized["tokens"]], self._window
+
+    def stops(self, request: LLMRequest) -> list[str]:
+        """The request's stop strings, then the template's turn markers."""
+        stops = super().stops(request)
+        return stops + [marker for marker in self._markers or [] if marker not in stops]
 
     async def detokenize(self, tokens: list[int]) -> str:
         """The text of `tokens`, from `/detokenize`."""
@@ -57,7 +80,7 @@ class LlamaCppBackend(ResumableBackend):
             ("temperature", sampling.temperature),
             ("top_p", sampling.top_p),
             ("seed", sampling.seed),
-            ("stop", sampling.stop),
+            ("stop", self.stops(request) or None),
         ):
             if value is not None:
                 body[key] = value
@@ -75,9 +98,34 @@ class LlamaCppBackend(ResumableBackend):
         progress: Progress,
         usage: TokenUsage,
     ) -> str | None:
-        """Stream `/completion` from the ids (n_predict -1: until the model stops)."""
+        """Stream `/completion` from the ids (n_predict -1: until the model stops).
+
+        A model that does not know its template may close the turn before writing anything
+        (a marker first, seen after a tool's answer): that reply is begun again with its first
+        token barred, up to `UNBEGUN_TRIES` times, rather than returned empty.
+        """
         body = self._body(request, input_ids, -1 if max_new is None else max_new)
-        finish = None
+        base_tokens, base_text = list(done.tokens), done.text
+        barred: list[int] = []
+        while True:
+            finish, stopped_at = await self._stream(body, done, progress, usage)
+            new = done.tokens[len(base_tokens) :]
+            if (
+                stopped_at not in (self._markers or [])
+                or done.text.strip()
+                or not new
+                or len(barred) == UNBEGUN_TRIES
+            ):
+                return finish
+            barred.append(new[0])
+            body["logit_bias"] = [[token, False] for token in barred]
+            done.tokens, done.text = list(base_tokens), base_text
+            progress(done)
+
+    async def _stream(
+        self, body: dict[str, Any], done: Snapshot, progress: Progress, usage: TokenUsage
+    ) -> tuple[str | None, str | None]:
+        """One `/completion` onto `done`: its finish reason, and the stop string it ended at."""
         async with self._client.stream("POST", "/completion", json=body) as response:
             if response.status_code >= 400:
                 await response.aread()
@@ -99,6 +147,7 @@ class LlamaCppBackend(ResumableBackend):
                 if chunk.get("stop"):
                     timings = chunk.get("timings") or {}
                     usage.cached_input_tokens = int(timings.get("cache_n") or 0)
-                    finish = "length" if chunk.get("stop_type") == "limit" else "stop"
-                    break
-        return finish
+                    if chunk.get("stop_type") == "limit":
+                        return "length", None
+                    return "stop", chunk.get("stopping_word") or None
+        return None, None

@@ -19,6 +19,7 @@ from kernos.kernel.llm.base import (
     token_budget,
 )
 from kernos.kernel.llm.http import HTTPBackend, error_for_status, transport_errors
+from kernos.kernel.llm.stops import first_stop
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, TokenUsage
 
 
@@ -38,6 +39,10 @@ class ResumableBackend(HTTPBackend):
     async def detokenize(self, tokens: list[int]) -> str:
         """The text of `tokens`."""
         raise NotImplementedError
+
+    def stops(self, request: LLMRequest) -> list[str]:
+        """Where the server stops the generation: the request's own stop strings."""
+        return list(request.sampling.stop or [])
 
     async def measure(self, request: LLMRequest) -> PromptSize:
         """The prompt's ids counted, with the window the server reports."""
@@ -100,6 +105,10 @@ class ResumableBackend(HTTPBackend):
             if resumed_from:
                 # The cut may have fallen inside a character the server had not yet emitted.
                 done.text = await self.detokenize(done.tokens)
+                # Or inside a stop, which the server matches within one request only.
+                stop = first_stop(done.text, self.stops(request))
+                if stop is not None:
+                    done.text, finish = done.text[:stop], "stop"
             usage.output_tokens = len(done.tokens)
             response = LLMResponse(
                 text=done.text,

@@ -133,7 +133,7 @@ class SGLangBackend(ResumableBackend):
         for key, value in (
             ("temperature", sampling.temperature),
             ("top_p", sampling.top_p),
-            ("stop", sampling.stop),
+            ("stop", self.stops(request) or None),
             ("sampling_seed", sampling.seed),
         ):
             if value is not None:
