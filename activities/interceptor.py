@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 from pydantic import BaseModel
@@ -227,7 +228,7 @@ class _SyscallInbound(ActivityInboundInterceptor):
             if isinstance(getattr(result, "usage", None), TokenUsage):
                 usage = result.usage
             if self.served.kind == "llm":
-                self.served.recent.note(subject.run_id)
+                await self._served(admitted())
             return result
         except BaseException as exc:
             error_type = public_type(exc) if isinstance(exc, KernosError) else type(exc).__name__
@@ -240,6 +241,21 @@ class _SyscallInbound(ActivityInboundInterceptor):
                 usage=usage,
                 duration_ms=(time.monotonic() - started) * 1000,
             )
+
+    async def _served(self, record: RunRecord) -> None:
+        """Note that this instance served the run, and its session, for cache affinity.
+
+        The session's record is a hint for its next run: a failure to write it is logged, never
+        the syscall's (its result is in hand).
+        """
+        self.served.recent.note(record)
+        session, instance, model = record.spec.session, self.served.instance, self.served.model
+        if session is None or self.served.affinity_queue is None or not instance or not model:
+            return
+        try:
+            await self.kernel.sessions.served(record.tenant, record.user, session, model, instance)
+        except psycopg.Error as exc:
+            activity.logger.warning("session %s: instance not recorded (%s)", session, exc)
 
     async def _approval(
         self,

@@ -231,7 +231,13 @@ class KernelWorkers:
             )
             connection = await _own_connection(client)
             queues = [pool] if own is None else [pool, own]
-            served = Served("llm", frozenset(queues), model=instance.model, affinity_queue=own)
+            served = Served(
+                "llm",
+                frozenset(queues),
+                model=instance.model,
+                affinity_queue=own,
+                instance=instance.name,
+            )
             for queue in queues:
                 workers.append(
                     Worker(

@@ -27,7 +27,7 @@ _CLOCK_SLACK_S = 1.0
 
 
 class RecentRuns:
-    """The runs an LLM instance served lately: only their calls may wait on its own queue.
+    """The runs and sessions an LLM instance served lately: only theirs wait on its queue.
 
     Kept in memory (a bounded LRU): after a restart an honest run's call on the instance's
     queue is turned away as `AffinityLost`, and its dispatcher sends it to the model's pool.
@@ -35,17 +35,28 @@ class RecentRuns:
 
     def __init__(self, size: int = 10_000) -> None:
         self._size = size
-        self._runs: OrderedDict[str, None] = OrderedDict()
+        self._served: OrderedDict[tuple[str, ...], None] = OrderedDict()
 
-    def note(self, run_id: str) -> None:
-        """The instance has served `run_id`."""
-        self._runs[run_id] = None
-        self._runs.move_to_end(run_id)
-        if len(self._runs) > self._size:
-            self._runs.popitem(last=False)
+    def note(self, record: RunRecord) -> None:
+        """The instance has served a call of the run."""
+        for key in _served_keys(record):
+            self._served[key] = None
+            self._served.move_to_end(key)
+        while len(self._served) > self._size:
+            self._served.popitem(last=False)
 
-    def __contains__(self, run_id: object) -> bool:
-        return run_id in self._runs
+    def __contains__(self, record: object) -> bool:
+        """Whether the instance served the run, or its session, lately."""
+        if not isinstance(record, RunRecord):
+            return False
+        return any(key in self._served for key in _served_keys(record))
+
+
+def _served_keys(record: RunRecord) -> list[tuple[str, ...]]:
+    keys: list[tuple[str, ...]] = [("run", record.run_id)]
+    if record.spec.session is not None:
+        keys.append(("session", record.tenant, record.user, record.spec.session))
+    return keys
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ class Served:
     names itself (the run, knowing only the server, routes every such name here)."""
     affinity_queue: str | None = None
     """An LLM instance's own queue (cache affinity), where only runs it served may wait."""
+    instance: str | None = None
+    """The LLM instance's name."""
     recent: RecentRuns = field(default_factory=RecentRuns)
 
     def serves_tool(self, name: object) -> bool:
@@ -179,14 +192,14 @@ def false_claim(
 def lost_affinity(claims: Claims, record: RunRecord, served: Served) -> str | None:
     """Why a call on an instance's own queue is not served there, if it is not.
 
-    The instance has not served the run lately: a forged routing, or a restart since. Checked
-    after `false_claim`.
+    The instance has not served the run, or its session, lately: a forged routing, or a
+    restart since. Checked after `false_claim`.
     """
-    if claims.task_queue != served.affinity_queue or record.run_id in served.recent:
+    if claims.task_queue != served.affinity_queue or record in served.recent:
         return None
     return (
         f"run {record.run_id} waited on instance queue {claims.task_queue!r}, but the instance "
-        "has not served it lately: its calls go to the model's pool"
+        "has served neither it nor its session lately: its calls go to the model's pool"
     )
 
 

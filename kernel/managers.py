@@ -12,6 +12,7 @@ from kernos.kernel.db.pool import Pool, open_pool
 from kernos.kernel.identity import IdentityResolver
 from kernos.kernel.policy_store import PolicyStore, open_access
 from kernos.kernel.run_store import RunStore
+from kernos.kernel.sessions import SessionStore
 
 
 class Kernel:
@@ -27,6 +28,7 @@ class Kernel:
         self.runs = RunStore(pool)
         self.audit = AuditLog(pool)
         self.approvals = ApprovalStore(pool)
+        self.sessions = SessionStore(pool)
         self.identity = IdentityResolver(self.runs, self._first_run_of)
         #: Set when the rules live in PostgreSQL: the kernel worker watches it for changes.
         self.policy_store: PolicyStore | None = None

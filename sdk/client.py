@@ -50,8 +50,16 @@ from kernos.kernel.errors import (
 from kernos.kernel.run_ends import ended_as, record_and_audit_end
 from kernos.kernel.run_events import EventFeed, RunEvent, RunEventLog
 from kernos.kernel.run_store import RunRecord, RunStore
+from kernos.kernel.sessions import SessionStore
 from kernos.kernel.syscall_table import AGENT_RUN, RUN_SUBMIT
-from kernos.kernel.syscalls import RunInput, RunOutcome, RunResult, RunSpec, check_name
+from kernos.kernel.syscalls import (
+    RunInput,
+    RunOutcome,
+    RunResult,
+    RunSpec,
+    Scheduling,
+    check_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +325,7 @@ class KernosClient:
         checked = await admitted_spec(
             self.settings, self.pool, self.principal, self.validate(spec), run_id
         )
+        scheduling = self.settings.scheduler.scheduling(checked.policy, checked.tenant)
         run = RunInput(
             run_id=run_id,
             spec=checked,
@@ -326,8 +335,9 @@ class KernosClient:
             tool_queue_prefix=self.settings.tools.queue_prefix,
             tools=sorted(self.settings.tools.registry),
             mcp_servers=sorted(self.settings.tools.mcp),
-            scheduling=self.settings.scheduler.scheduling(checked.policy, checked.tenant),
+            scheduling=scheduling,
             pool=self.settings.isolation.pool_of(checked.tenant, checked.agent),
+            instances=await self._session_instances(checked, scheduling),
             reports_end=False,
         )
         await self.runs.admit(
@@ -358,6 +368,12 @@ class KernosClient:
         assert handle.first_execution_run_id is not None
         await self.runs.bind(run_id, handle.first_execution_run_id)
         return RunHandle(self, run_id, handle.first_execution_run_id)
+
+    async def _session_instances(self, spec: RunSpec, scheduling: Scheduling) -> dict[str, str]:
+        """Where the run's first calls wait: the instances that served its session last."""
+        if spec.session is None or not scheduling.affinity_s:
+            return {}
+        return await SessionStore(self.pool).instances(spec.tenant, spec.user, spec.session)
 
     async def stream(self, run_id: str, *, after: int = 0) -> AsyncIterator[RunEvent]:
         """The run's events after the `after`-th, as they happen, until it finishes.

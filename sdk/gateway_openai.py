@@ -7,7 +7,10 @@ The bearer is a kernos API key (`OpenAI(base_url=".../v1", api_key="kn_...")`). 
 they may use (`llm:<model>`), their budget, queue, priority and fair share all come from the
 kernel's records for that key; the body says only what to generate. Each request is admitted as
 a run of kernos's own agent (`kernos.chat_run`): durable, in `kernos ps` and the Temporal UI,
-scheduled with everyone else's work, audited. Its id comes back in `X-Kernos-Run`.
+scheduled with everyone else's work, audited. Its id comes back in `X-Kernos-Run`. A client's
+consecutive requests that carry one `X-Kernos-Session` are runs of one session: with cache
+affinity on (`[scheduler] affinity_s`), each goes first to the instance that served the last,
+whose cache holds the conversation so far (`kernel/sessions.py`).
 
 The body is read as any OpenAI client's is inside a run (`kernel/llm/chat_completions.py`):
 messages, `tools` and `tool_choice` (the caller's own tools: the model's calls come back to the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -52,6 +56,7 @@ from kernos.kernel.policy_store import load_access
 from kernos.kernel.run_events import RunEvent, RunFinished, TokenDelta
 from kernos.kernel.syscall_table import LLM_CHAT
 from kernos.kernel.syscalls import LLMResponse, RunResult, RunSpec, TokenUsage
+from kernos.kernel.syscalls.run_spec import SESSION_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,8 @@ _STATUS: tuple[tuple[type[errors.KernosError], int, str], ...] = (
     (errors.InvalidRequest, 400, "invalid_request_error"),
     (errors.LLMBadRequest, 400, "invalid_request_error"),
 )
+#: The header that names a client's session (its requests' runs share cache affinity).
+SESSION_HEADER = "X-Kernos-Session"
 #: Every error of this endpoint tells OpenAI's client not to ask again by itself: each request
 #: is a run, so a retry is a second run (and a second charge), the caller's to decide.
 _NO_RETRY = {"x-should-retry": "false"}
@@ -141,6 +148,17 @@ async def _waited(
         pending.cancel()
 
 
+def _session(request: Request) -> str | None:
+    """The request's `X-Kernos-Session`, if it carries a well-formed one."""
+    session = request.headers.get(SESSION_HEADER)
+    if session is not None and not re.fullmatch(SESSION_PATTERN, session):
+        raise _refused(
+            400, "invalid_request_error", f"header {SESSION_HEADER} must be 1 to 128 printable "
+            "ASCII characters without spaces",
+        )  # fmt: skip
+    return session
+
+
 def _deadline(client: KernosClient) -> float:
     return asyncio.get_running_loop().time() + client.settings.gateway.chat_timeout_s
 
@@ -160,7 +178,9 @@ async def chat_completion(request: Request, client: KernosClient) -> Response:
     asked = chat_completions.request_from_body(body)  # InvalidRequest (400) unless an object
     assert isinstance(body, dict)
     _kernel_tools(body)
-    spec = RunSpec(agent=CHAT_AGENT, task=asked.model_dump_json(), model=asked.model)
+    spec = RunSpec(
+        agent=CHAT_AGENT, task=asked.model_dump_json(), model=asked.model, session=_session(request)
+    )
     try:
         handle = await client.submit(spec)
     except UnknownModel as exc:

@@ -253,7 +253,7 @@ async def test_an_instance_queue_takes_only_runs_the_instance_served(
             # A run the instance never served cannot wait on its own queue, ahead of the pool.
             _, output, calls = await forge(client, tenant, {"queue": own_queue})
             assert output.startswith("refused AffinityLost: "), output
-            assert "has not served it lately" in output
+            assert "has served neither it nor its session lately" in output
             assert [(c.decision, c.basis) for c in calls] == [("deny", "claim")]
             # An honest run's later calls go there, and are served.
             steps = await client.submit(RunSpec(agent="steps", task="3", tenant=tenant))
@@ -297,10 +297,14 @@ async def test_a_run_without_affinity_cannot_use_an_instance_queue(
     assert "llm.chat takes one LLMRequest; the workflow sent dict, str" in wrong
 
 
-def fair_record(affinity_s: float = 2.0) -> RunRecord:
-    spec = RunSpec(agent="a", task="x", tenant="acme", model="m", priority=4)
+def fair_record(
+    affinity_s: float = 2.0, run_id: str = "run-1", user: str = "u", session: str | None = None
+) -> RunRecord:
+    spec = RunSpec(
+        agent="a", task="x", tenant="acme", model="m", priority=4, user=user, session=session
+    )
     return RunRecord(
-        run_id="run-1", first_execution_run_id="e", tenant="acme", user="u", agent="a",
+        run_id=run_id, first_execution_run_id="e", tenant="acme", user=user, agent="a",
         priority=4, model="m", spec=spec, status="running", created_at=datetime.now(UTC),
         scheduling=Scheduling(policy="fair", fairness_weight=2.5, affinity_s=affinity_s),
         limits=SyscallLimits(), finished_at=None, output=None, error=None, input_tokens=0,
@@ -367,10 +371,27 @@ def test_only_runs_an_instance_served_wait_on_its_queue() -> None:
     served = Served("llm", frozenset({"llm.m", "llm.m@i1"}), model="m", affinity_queue="llm.m@i1")
     on_own = Claims.honest(LLM_CHAT, record, "llm.m@i1")
     assert lost_affinity(Claims.honest(LLM_CHAT, record, "llm.m"), record, served) is None
-    assert "has not served it lately" in (lost_affinity(on_own, record, served) or "")
-    served.recent.note("run-1")
+    assert "has served neither it nor its session lately" in (
+        lost_affinity(on_own, record, served) or ""
+    )
+    served.recent.note(record)
     assert lost_affinity(on_own, record, served) is None
     without = fair_record(affinity_s=0)
     request = LLMRequest(model="m", messages=[Message(role="user", content="hi")])
     found = false_claim(LLM_CHAT, on_own, request, without, served)
     assert found is not None and "admitted without cache affinity" in found
+
+
+def test_a_sessions_next_run_waits_on_the_instance_that_served_the_session() -> None:
+    """A session's runs share the instance's cache; another user's session of the same name,
+    or a run without one, does not."""
+    served = Served("llm", frozenset({"llm.m", "llm.m@i1"}), model="m", affinity_queue="llm.m@i1")
+    served.recent.note(fair_record(run_id="run-1", session="chat-7"))
+    on_own = Claims.honest(LLM_CHAT, fair_record(), "llm.m@i1")
+    assert lost_affinity(on_own, fair_record(run_id="run-2", session="chat-7"), served) is None
+    for stranger in (
+        fair_record(run_id="run-3", session="chat-8"),
+        fair_record(run_id="run-4", session="chat-7", user="mallory"),
+        fair_record(run_id="run-5"),
+    ):
+        assert lost_affinity(on_own, stranger, served) is not None, stranger.run_id

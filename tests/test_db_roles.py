@@ -160,6 +160,7 @@ async def test_a_cluster_from_before_the_owner_role_is_converted(tmp_path: Path)
             "0018_approval_cap",
             "0019_run_events",
             "0020_run_listing",
+            "0021_session_instances",
         ]
         stored = json.loads(data_dir.with_name("data.credentials.json").read_text())
         # No superuser's.
@@ -219,6 +220,7 @@ async def test_a_cluster_from_before_the_operator_role_gets_it(tmp_path: Path) -
             "0018_approval_cap",
             "0019_run_events",
             "0020_run_listing",
+            "0021_session_instances",
         ]
         stored = json.loads(data_dir.with_name("data.credentials.json").read_text())
         assert set(stored) == {"owner_password", "kernel_password", "operator_password"}

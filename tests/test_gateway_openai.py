@@ -75,6 +75,7 @@ async def test_the_openai_client_uses_kernos_as_it_uses_openai(
         raw = await client.chat.completions.with_raw_response.create(
             model="scripted", messages=question, max_tokens=16, temperature=0.0, seed=7,
             stop=["\n\n"], user="mallory", metadata={"tenant": "other"},
+            extra_headers={"X-Kernos-Session": "chat-7"},
         )  # fmt: skip
         answer = raw.parse()
         assert answer.choices[0].message.content == "Paris."
@@ -85,6 +86,7 @@ async def test_the_openai_client_uses_kernos_as_it_uses_openai(
         assert (view.record.agent, view.record.tenant, view.record.user, view.status) == (
             CHAT_AGENT, tenant, "bob", "completed",
         )  # fmt: skip
+        assert view.record.spec.session == "chat-7"  # the header names the run's session
         rows = await audited(operator, view.record.run_id)
         await keep_history(operator.temporal, view.record.run_id, "chat-completions-run")
         assert [(syscall, decision) for syscall, decision, _, _ in rows] == [
@@ -165,6 +167,10 @@ async def test_errors_come_back_as_openais_and_nothing_is_admitted_for_a_bad_req
             await client.chat.completions.create(model="nope", messages=question)
         with pytest.raises(openai.BadRequestError, match="chat-completions field 'n'"):
             await client.chat.completions.create(model="scripted", messages=question, n=2)
+        with pytest.raises(openai.BadRequestError, match="header X-Kernos-Session must be"):
+            await client.chat.completions.create(
+                model="scripted", messages=question, extra_headers={"X-Kernos-Session": "a b"}
+            )
         with pytest.raises(openai.BadRequestError, match="field 'logit_bias' is not supported"):
             await client.chat.completions.create(
                 model="scripted", messages=question, logit_bias={"1": 5}

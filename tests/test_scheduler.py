@@ -200,6 +200,49 @@ async def test_affinity_waits_for_the_instance_with_the_runs_cache(
     assert runs_on(servers, run.run_id) == expected
 
 
+@pytest.mark.parametrize(("session", "expected"), [("chat-1", "a"), (None, "b")])
+async def test_a_sessions_next_run_waits_for_the_instance_that_served_the_session(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, session: str | None, expected: str
+) -> None:
+    """A chat's first turn was served by instance a; a is busy when its next turn, a new run,
+    comes and b is free: the turn of the same session waits for a (its cache holds the chat),
+    a run without the session goes to b."""
+    async with FakeSGLangServer(step_s=0.05, eos=False) as a, FakeSGLangServer() as b:
+        servers = {"a": a, "b": b}
+        settings = make_settings(temporal, postgres, scheduler={"affinity_s": 10.0})
+        only = {
+            name: settings.model_copy(update={"llm": [LLMInstance(
+                name=name, kind="sglang", model="m", base_url=s.base_url, slots=1, queued=0,
+            )]})
+            for name, s in servers.items()
+        }  # fmt: skip
+        agents = settings.model_copy(update={"database": DatabaseSettings()})
+        async with (
+            workers(agents, kind="agent"),
+            await KernosClient.connect(only["a"]) as client,
+            workers(only["a"], kind="kernel"),
+        ):
+            first = await client.submit(
+                RunSpec(agent="length", task="2 turn 1", model="m", session="chat-1")
+            )
+            await asyncio.wait_for(first.result(), 60)
+            # Only a polls: this long run takes a's one slot.
+            blocker = await client.submit(RunSpec(agent="length", task="60 block", model="m"))
+            await eventually(
+                lambda: len(a.requests) >= 2, what="the blocker at instance a", every_s=0.01
+            )
+            async with workers(only["b"], kind="kernel"):
+                turn = await client.submit(
+                    RunSpec(agent="length", task="2 turn 2", model="m", session=session)
+                )
+                await asyncio.wait_for(turn.result(), 60)
+                await asyncio.wait_for(blocker.result(), 60)
+            record = await client.runs.get(turn.run_id)
+    assert runs_on(servers, first.run_id) == ["a"]
+    assert runs_on(servers, turn.run_id) == [expected]
+    assert record.spec.session == session
+
+
 async def first_call_done(client: KernosClient, run_id: str) -> None:
     """Wait until the run's first activity has completed."""
     handle = client.temporal.get_workflow_handle(run_id)

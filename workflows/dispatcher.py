@@ -117,8 +117,9 @@ class SyscallDispatcher:
         self.run = run
         self.usage = TokenUsage()
         self.syscalls = 0
-        #: The instance that last served each model, where cache affinity sends the next call.
-        self._instances: dict[str, str] = {}
+        #: The instance that last served each model, where cache affinity sends the next call
+        #: (at first, the instance that served the run's session last, as the kernel recorded).
+        self._instances: dict[str, str] = dict(run.instances)
         self._retry = retry_policy(run.limits)
         #: Every syscall of the run carries the priority the kernel fixed at admission.
         self._priority = scheduler.priority_of(run.spec, run.scheduling)

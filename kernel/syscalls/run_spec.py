@@ -16,6 +16,10 @@ Policy = Literal["fifo", "rr", "priority", "fair"]
 """How a run's LLM syscalls are ordered in their model's queue (kernel.scheduler)."""
 
 
+#: A session name: printable ASCII without spaces, as a header can carry it.
+SESSION_PATTERN = r"^[!-~]{1,128}$"
+
+
 class RunSpec(BaseModel):
     """What a client asks the kernel to run: an agent, its task, and on whose behalf."""
 
@@ -30,6 +34,11 @@ class RunSpec(BaseModel):
     """The LLM model the agent's calls use unless they name another; the kernel fills it in."""
     policy: Policy | None = None
     """The scheduling policy of this run; the kernel's default if unset."""
+    session: str | None = Field(default=None, pattern=SESSION_PATTERN)
+    """A client's name for a series of its runs (the turns of one chat; the gateway's
+    `X-Kernos-Session`). With cache affinity on, a run's first LLM call waits for the instance
+    that served the series last, whose cache holds the chat so far. Grouping only: it grants
+    nothing, and one user's session is no other user's."""
 
     @field_validator("agent", "tenant")
     @classmethod
@@ -159,6 +168,9 @@ class RunInput(BaseModel):
     split the tenant's agents); unset in runs admitted before pools, which ran as the tenant."""
     carried: Carried | None = None
     """Set by the run itself when it continues as new; never by a client."""
+    instances: dict[str, str] = {}
+    """The instance that served the run's session last, by model, where its first call to
+    that model waits (cache affinity); read from the kernel's records at admission."""
     reports_end: bool = True
     """Whether the run sends `run.finish` as it ends: only runs admitted before the kernel
     learned every end from Temporal (`kernel/run_ends.py`) do. Fixed in the input, not by
