@@ -245,15 +245,20 @@ class _SyscallInbound(ActivityInboundInterceptor):
     async def _served(self, record: RunRecord) -> None:
         """Note that this instance served the run, and its session, for cache affinity.
 
-        The session's record is a hint for its next run: a failure to write it is logged, never
-        the syscall's (its result is in hand).
+        The session's record is a hint for its next run, written when this instance first serves
+        the session (lately): a failure to write it is logged, never the syscall's (its result
+        is in hand).
         """
-        self.served.recent.note(record)
+        new_session = self.served.recent.note(record)
         session, instance, model = record.spec.session, self.served.instance, self.served.model
-        if session is None or self.served.affinity_queue is None or not instance or not model:
+        if not new_session or session is None or self.served.affinity_queue is None:
+            return
+        if not instance or not model:
             return
         try:
-            await self.kernel.sessions.served(record.tenant, record.user, session, model, instance)
+            await self.kernel.sessions.served(
+                record.tenant, record.user, record.agent, session, model, instance
+            )
         except psycopg.Error as exc:
             activity.logger.warning("session %s: instance not recorded (%s)", session, exc)
 

@@ -37,13 +37,16 @@ class RecentRuns:
         self._size = size
         self._served: OrderedDict[tuple[str, ...], None] = OrderedDict()
 
-    def note(self, record: RunRecord) -> None:
-        """The instance has served a call of the run."""
-        for key in _served_keys(record):
+    def note(self, record: RunRecord) -> bool:
+        """The instance has served a call of the run; whether it is new to the run's session."""
+        keys = _served_keys(record)
+        new = len(keys) > 1 and keys[1] not in self._served
+        for key in keys:
             self._served[key] = None
             self._served.move_to_end(key)
         while len(self._served) > self._size:
             self._served.popitem(last=False)
+        return new
 
     def __contains__(self, record: object) -> bool:
         """Whether the instance served the run, or its session, lately."""
@@ -55,7 +58,7 @@ class RecentRuns:
 def _served_keys(record: RunRecord) -> list[tuple[str, ...]]:
     keys: list[tuple[str, ...]] = [("run", record.run_id)]
     if record.spec.session is not None:
-        keys.append(("session", record.tenant, record.user, record.spec.session))
+        keys.append(("session", record.tenant, record.user, record.agent, record.spec.session))
     return keys
 
 

@@ -139,7 +139,8 @@ class LLMInstance(BaseModel):
     """`llamacpp`: a generation also stops at the chat template's turn markers (`<|im_end|>`,
     `<|im_start|>`), read off the server's rendering. A model without a template of its own is
     served llama.cpp's fallback, whose markers it writes as text and then invents the next
-    turns. Off: only the model's end token, the request's `stop` and `max_tokens` end it."""
+    turns; a reply it closes before writing anything is begun again from one token of text.
+    Off: only the model's end token, the request's `stop` and `max_tokens` end it."""
     script: list[str] | None = None
     """Replies of a `scripted` instance, in order; without one it echoes."""
 

@@ -373,7 +373,9 @@ class KernosClient:
         """Where the run's first calls wait: the instances that served its session last."""
         if spec.session is None or not scheduling.affinity_s:
             return {}
-        return await SessionStore(self.pool).instances(spec.tenant, spec.user, spec.session)
+        return await SessionStore(self.pool).instances(
+            spec.tenant, spec.user, spec.agent, spec.session
+        )
 
     async def stream(self, run_id: str, *, after: int = 0) -> AsyncIterator[RunEvent]:
         """The run's events after the `after`-th, as they happen, until it finishes.

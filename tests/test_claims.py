@@ -298,13 +298,17 @@ async def test_a_run_without_affinity_cannot_use_an_instance_queue(
 
 
 def fair_record(
-    affinity_s: float = 2.0, run_id: str = "run-1", user: str = "u", session: str | None = None
+    affinity_s: float = 2.0,
+    run_id: str = "run-1",
+    user: str = "u",
+    session: str | None = None,
+    agent: str = "a",
 ) -> RunRecord:
     spec = RunSpec(
-        agent="a", task="x", tenant="acme", model="m", priority=4, user=user, session=session
+        agent=agent, task="x", tenant="acme", model="m", priority=4, user=user, session=session
     )
     return RunRecord(
-        run_id=run_id, first_execution_run_id="e", tenant="acme", user=user, agent="a",
+        run_id=run_id, first_execution_run_id="e", tenant="acme", user=user, agent=agent,
         priority=4, model="m", spec=spec, status="running", created_at=datetime.now(UTC),
         scheduling=Scheduling(policy="fair", fairness_weight=2.5, affinity_s=affinity_s),
         limits=SyscallLimits(), finished_at=None, output=None, error=None, input_tokens=0,
@@ -383,8 +387,8 @@ def test_only_runs_an_instance_served_wait_on_its_queue() -> None:
 
 
 def test_a_sessions_next_run_waits_on_the_instance_that_served_the_session() -> None:
-    """A session's runs share the instance's cache; another user's session of the same name,
-    or a run without one, does not."""
+    """A session's runs share the instance's cache; another user's or agent's session of the
+    same name, or a run without one, does not."""
     served = Served("llm", frozenset({"llm.m", "llm.m@i1"}), model="m", affinity_queue="llm.m@i1")
     served.recent.note(fair_record(run_id="run-1", session="chat-7"))
     on_own = Claims.honest(LLM_CHAT, fair_record(), "llm.m@i1")
@@ -392,6 +396,7 @@ def test_a_sessions_next_run_waits_on_the_instance_that_served_the_session() -> 
     for stranger in (
         fair_record(run_id="run-3", session="chat-8"),
         fair_record(run_id="run-4", session="chat-7", user="mallory"),
+        fair_record(run_id="run-6", session="chat-7", agent="another"),
         fair_record(run_id="run-5"),
     ):
         assert lost_affinity(on_own, stranger, served) is not None, stranger.run_id

@@ -137,7 +137,7 @@ CHATS = (
     [Message(role="user", content="Name a primary colour.")],
     [Message(role="user", content="Plan a day in Paris.")],
     # After a tool's answer this model closes its turn before writing anything: a reply the
-    # backend begins again, with that first token barred, rather than return it empty.
+    # backend begins again from one token of text, rather than return it empty.
     [
         Message(role="user", content="What is 12 * 34?"),
         Message(role="assistant", content='{"name": "calculator", "arguments": "12 * 34"}'),

@@ -22,8 +22,9 @@ from kernos.kernel.llm.resumable import ResumableBackend
 from kernos.kernel.llm.stops import PROBE, template_markers
 from kernos.kernel.syscalls import LLMRequest, TokenUsage
 
-#: How often a reply the model closed before writing anything is begun again.
-UNBEGUN_TRIES = 3
+#: A reply begun again starts with a character of text (no space, no marker's opening); the
+#: one token sampled under it may be a whole word.
+BEGUN = r"root ::= [^<|/ \t\r\n] [^\x00]*"
 
 
 class LlamaCppBackend(ResumableBackend):
@@ -59,8 +60,14 @@ class LlamaCppBackend(ResumableBackend):
         return [int(token) for token in tokenized["tokens"]], self._window
 
     def stops(self, request: LLMRequest) -> list[str]:
-        """The request's stop strings, then the template's turn markers."""
+        """The request's stop strings, then the template's turn markers.
+
+        Not the markers under a JSON schema: its grammar ends the reply, and a marker written
+        inside one of its strings would cut the JSON short.
+        """
         stops = super().stops(request)
+        if request.response_format is not None:
+            return stops
         return stops + [marker for marker in self._markers or [] if marker not in stops]
 
     async def detokenize(self, tokens: list[int]) -> str:
@@ -100,27 +107,36 @@ class LlamaCppBackend(ResumableBackend):
     ) -> str | None:
         """Stream `/completion` from the ids (n_predict -1: until the model stops).
 
-        A model that does not know its template may close the turn before writing anything
-        (a marker first, seen after a tool's answer): that reply is begun again with its first
-        token barred, up to `UNBEGUN_TRIES` times, rather than returned empty.
+        A model that does not know its template may close the turn before writing anything (a
+        marker first, seen after a tool's answer). Such a reply is begun again with one token
+        that starts with a character of text (`BEGUN`, a grammar), then the model goes on as it
+        will, to the next marker: an answer rather than an empty one.
         """
         body = self._body(request, input_ids, -1 if max_new is None else max_new)
         base_tokens, base_text = list(done.tokens), done.text
-        barred: list[int] = []
-        while True:
-            finish, stopped_at = await self._stream(body, done, progress, usage)
-            new = done.tokens[len(base_tokens) :]
-            if (
-                stopped_at not in (self._markers or [])
-                or done.text.strip()
-                or not new
-                or len(barred) == UNBEGUN_TRIES
-            ):
-                return finish
-            barred.append(new[0])
-            body["logit_bias"] = [[token, False] for token in barred]
-            done.tokens, done.text = list(base_tokens), base_text
-            progress(done)
+        finish, stopped_at = await self._stream(body, done, progress, usage)
+        if (
+            stopped_at not in (self._markers or [])
+            or done.text.strip()
+            or request.response_format is not None  # its grammar begins the reply
+        ):
+            return finish
+        # The closed turn was generated: charged, though not kept.
+        usage.output_tokens += len(done.tokens) - len(base_tokens)
+        done.tokens, done.text = list(base_tokens), base_text
+        progress(done)
+        finish, _ = await self._stream(
+            {**body, "n_predict": 1, "grammar": BEGUN}, done, progress, usage
+        )
+        if finish != "length" or max_new == 1:
+            return finish
+        begun = {
+            **body,
+            "prompt": input_ids + done.tokens[len(base_tokens) :],
+            "n_predict": -1 if max_new is None else max_new - 1,
+        }
+        finish, _ = await self._stream(begun, done, progress, usage)
+        return finish
 
     async def _stream(
         self, body: dict[str, Any], done: Snapshot, progress: Progress, usage: TokenUsage

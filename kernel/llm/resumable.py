@@ -109,7 +109,7 @@ class ResumableBackend(HTTPBackend):
                 stop = first_stop(done.text, self.stops(request))
                 if stop is not None:
                     done.text, finish = done.text[:stop], "stop"
-            usage.output_tokens = len(done.tokens)
+            usage.output_tokens += len(done.tokens)  # (plus what the backend discarded)
             response = LLMResponse(
                 text=done.text,
                 model=request.model,
