@@ -24,6 +24,7 @@ from kernos.infra.ports import free_port
 from kernos.infra.postgres import OWNER_ROLE, EmbeddedPostgres
 from kernos.infra.process import exit_process
 from kernos.infra.temporal_dev import TemporalDevServer
+from kernos.kernel.config import EmbeddedSettings
 from kernos.kernel.db import upgrade
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.llm.base import LLMBackend
@@ -50,7 +51,7 @@ os.environ["KERNOS_STATE_DIR"] = str(_EMPTY_CONFIG.parent / "state")
 #: directly or not, is marked `servers`, and the fast tier (`make test-fast`, `-m "not
 #: servers"`) leaves it out. The Temporal dev server alone does not count: it starts in a
 #: fraction of a second, and the fast tier runs workflows on it (tests/test_workflow_logic.py).
-SERVER_FIXTURES = frozenset({"postgres", "llama"})
+SERVER_FIXTURES = frozenset({"postgres", "llama", "stack_llama"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -224,6 +225,27 @@ async def llama(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Llama
         slots=4,
         context=4096,
         log_file=tmp_path_factory.mktemp("llama") / "llama.log",
+    )
+    yield server
+    stop(server.pid)
+
+
+@pytest.fixture
+async def stack_llama(tmp_path: Path) -> AsyncIterator[LlamaServer]:
+    """llama.cpp as `kernos up` runs it (its slots and context: 2,048 tokens a slot), for the
+    examples the demo runs, whose tool-calling turns outgrow the `llama` fixture's 1,024.
+
+    A fresh server for each test: a small model's path through a multi-turn example depends
+    on what the server's prompt cache already held (a cached prefix is not recomputed, and its
+    numbers differ in the last bits), so a shared one made the tests depend on their order.
+    """
+    embedded = EmbeddedSettings()
+    server = await LlamaServer.start(
+        local_model(MODELS),
+        port=free_port(),
+        slots=embedded.llm_slots,
+        context=embedded.llm_context,
+        log_file=tmp_path / "stack-llama.log",
     )
     yield server
     stop(server.pid)

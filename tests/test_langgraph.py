@@ -347,10 +347,13 @@ async def test_an_interrupt_is_a_kernos_approval_a_human_decides_once_audited(
 
 
 async def test_the_example_completes_on_the_local_model_every_call_a_syscall(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, tmp_path: Path
+    temporal: TemporalDevServer,
+    postgres: EmbeddedPostgres,
+    stack_llama: LlamaServer,
+    tmp_path: Path,
 ) -> None:
     instance = {"name": "local", "kind": "llamacpp", "model": MODEL_ALIAS,
-                "base_url": llama.base_url, "slots": 4}  # fmt: skip
+                "base_url": stack_llama.base_url, "slots": 4}  # fmt: skip
     settings = tool_settings(
         temporal, postgres, tmp_path, llm=[instance],
         agents={"graph-assistant": "kernos.examples.langgraph_assistant:assistant"},

@@ -368,10 +368,13 @@ async def test_workers_killed_mid_generation_the_agent_goes_on_and_no_tool_runs_
 
 
 async def test_the_example_completes_on_the_local_model_every_call_a_syscall(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, llama: LlamaServer, tmp_path: Path
+    temporal: TemporalDevServer,
+    postgres: EmbeddedPostgres,
+    stack_llama: LlamaServer,
+    tmp_path: Path,
 ) -> None:
     instance = {"name": "local", "kind": "llamacpp", "model": MODEL_ALIAS,
-                "base_url": llama.base_url, "slots": 4}  # fmt: skip
+                "base_url": stack_llama.base_url, "slots": 4}  # fmt: skip
     settings = tool_settings(
         temporal, postgres, tmp_path, llm=[instance],
         agents={"typed-assistant": "kernos.examples.pydantic_ai_assistant:assistant"},

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernos.kernel.llm.llamacpp import LlamaCppBackend
 from kernos.kernel.llm.stops import PROBE, first_stop, template_markers
-from kernos.kernel.syscalls import JSONSchemaFormat, LLMRequest, Message, Sampling
 
 
 @pytest.mark.parametrize(
@@ -34,19 +32,3 @@ def test_the_first_stop_wins_wherever_it_is() -> None:
     assert first_stop("Paris.<|im_end|>\n<|im_start|>user", stops) == len("Paris.")
     assert first_stop("Paris.", stops) is None
     assert first_stop("x", ["", "y"]) is None  # an empty stop matches nothing
-
-
-async def test_a_json_schema_reply_is_not_cut_at_a_marker_its_strings_may_hold() -> None:
-    backend = LlamaCppBackend("local", "http://127.0.0.1:9")
-    backend._markers = ["<|im_end|>", "<|im_start|>"]  # as read off the server's template
-    asked = LLMRequest(
-        model="m",
-        messages=[Message(role="user", content="hi")],
-        sampling=Sampling(stop=["\n\n"]),
-    )
-    try:
-        assert backend.stops(asked) == ["\n\n", "<|im_end|>", "<|im_start|>"]
-        schema = JSONSchemaFormat(name="city", json_schema={"type": "object"})
-        assert backend.stops(asked.model_copy(update={"response_format": schema})) == ["\n\n"]
-    finally:
-        await backend.aclose()

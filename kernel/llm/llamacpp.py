@@ -62,12 +62,11 @@ class LlamaCppBackend(ResumableBackend):
     def stops(self, request: LLMRequest) -> list[str]:
         """The request's stop strings, then the template's turn markers.
 
-        Not the markers under a JSON schema: its grammar ends the reply, and a marker written
-        inside one of its strings would cut the JSON short.
+        Under a JSON schema too: a small model that writes a marker inside one of its strings
+        is ending its turn, and the cut JSON comes back as text (`calling.parse`) rather than
+        a call that keeps the run looping to the end of its context.
         """
         stops = super().stops(request)
-        if request.response_format is not None:
-            return stops
         return stops + [marker for marker in self._markers or [] if marker not in stops]
 
     async def detokenize(self, tokens: list[int]) -> str:
