@@ -251,9 +251,7 @@ class _SyscallInbound(ActivityInboundInterceptor):
         """
         new_session = self.served.recent.note(record)
         session, instance, model = record.spec.session, self.served.instance, self.served.model
-        if not new_session or session is None or self.served.affinity_queue is None:
-            return
-        if not instance or not model:
+        if not (new_session and session and self.served.affinity_queue and instance and model):
             return
         try:
             await self.kernel.sessions.served(

@@ -25,6 +25,12 @@ OPERATOR = "operator"
 _KEY = re.compile(r"^kn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
 
+def claimed_key_id(token: str) -> str | None:
+    """The key id a token names if it is shaped as a key, unchecked: not proof of the key."""
+    match = _KEY.match(token.strip())
+    return match.group(1) if match is not None else None
+
+
 class Principal(BaseModel):
     """Who an API key says the client is: a user of its home tenant."""
 

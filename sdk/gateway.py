@@ -47,7 +47,12 @@ from starlette.types import Receive, Scope, Send
 
 from kernos.client import KernosClient, RunFailed
 from kernos.kernel.access import Decision, Subject
-from kernos.kernel.api_keys import FAILED_AUTHENTICATION, ApiKeyStore, AuthenticationFailed
+from kernos.kernel.api_keys import (
+    FAILED_AUTHENTICATION,
+    ApiKeyStore,
+    AuthenticationFailed,
+    claimed_key_id,
+)
 from kernos.kernel.audit import AuditLog
 from kernos.kernel.config import Settings
 from kernos.kernel.errors import (
@@ -309,19 +314,24 @@ class OpenStreams:
         return close
 
 
+def _bearer(request: Request) -> str | None:
+    """The request's bearer token, if it sends one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def _claimed_key_id(request: Request) -> str | None:
-    """The key id the bearer token names, unchecked (`kn_<id>_<secret>`)."""
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    parts = token.split("_")
-    return parts[1] if len(parts) >= 3 and parts[0] == "kn" else None
+    """The key id the bearer token names, unchecked."""
+    token = _bearer(request)
+    return claimed_key_id(token) if token is not None else None
 
 
 async def _as_key_holder(operator: KernosClient, request: Request) -> KernosClient:
     """A client acting as the request's API key; AuthenticationFailed without a good one."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    token = _bearer(request)
+    if token is None:
         raise AuthenticationFailed(FAILED_AUTHENTICATION)
-    principal = await ApiKeyStore(operator.pool).authenticate(key.strip())
+    principal = await ApiKeyStore(operator.pool).authenticate(token)
     return KernosClient(
         operator.settings, operator.temporal, operator.pool, principal,
         feed=operator.event_feed(),
