@@ -416,7 +416,9 @@ class IsolationSettings(BaseModel):
     agent code can reach. True lets it serve several anyway: isolation is then off."""
     activation_timeout_s: float = Field(default=30.0, gt=0)
     """How long the host waits for a pool's child to answer one activation before it takes
-    the child for dead, kills it and lets the pool's runs replay in a new one."""
+    the child for dead, kills it and lets the pool's runs replay in a new one. In process
+    (`in_process`), how long the SDK's deadlock check lets one activation run (its own is 2 s,
+    which a cold import on a busy host exceeds)."""
     max_child_deaths: int = Field(default=3, ge=1)
     """A run whose activations ended its pool's process this many times (a crash, a limit, no
     answer in time) fails, `PoolLimitExceeded`, rather than replay and end it again."""

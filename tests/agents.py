@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -327,6 +328,20 @@ class PausingAgent(Agent):
         return f"{first.text} | {second.text}"
 
 
+class DawdlerAgent(Agent):
+    """Busy in its workflow code for `task` seconds at its first activation, then answers:
+    slow (a cold import on a busy host), not stuck."""
+
+    name = "dawdler"
+
+    async def run(self, task: str) -> str:
+        with workflow.unsafe.sandbox_unrestricted():
+            until = time.monotonic() + float(task)
+            while time.monotonic() < until:
+                pass
+        return "awake"
+
+
 class MemoAgent(Agent):
     """Runs a script of memory syscalls (the task, as JSON) and returns each one's result.
 
@@ -447,6 +462,7 @@ AGENTS = {
     "catcher": "tests.agents:CatcherAgent",
     "chatter": "tests.agents:ChatterAgent",
     "pausing": "tests.agents:PausingAgent",
+    "dawdler": "tests.agents:DawdlerAgent",
     "memo": "tests.agents:MemoAgent",
     "other-memo": "tests.agents:MemoAgent",
     "forger": "tests.agents:ForgerAgent",

@@ -77,6 +77,24 @@ async def test_a_run_outlives_its_pools_process(
     assert result.output.count("scripted reply") == 2
 
 
+@pytest.mark.parametrize("mode", ["bwrap", "in_process"])
+async def test_an_activation_slower_than_the_sdks_two_seconds_is_no_deadlock(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, mode: str
+) -> None:
+    """The SDK takes an activation over 2 s for a deadlock and retries it after a growing
+    backoff; `[isolation] activation_timeout_s` is how long one may take, in either mode."""
+    settings = make_settings(temporal, postgres, isolation={"mode": mode})
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        run = await client.submit(
+            RunSpec(agent="dawdler", task="3", tenant=f"slow-{uuid.uuid4().hex[:6]}")
+        )
+        result = await asyncio.wait_for(run.result(), timeout=60)
+        history = await client.temporal.get_workflow_handle(run.run_id).fetch_history()
+    assert result.output == "awake"
+    failed = [e for e in history.events if e.HasField("workflow_task_failed_event_attributes")]
+    assert failed == []
+
+
 async def test_without_confinement_a_host_serves_one_pool(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres
 ) -> None:

@@ -154,31 +154,34 @@ def agent_worker(
         # A dead worker's runs move to another within seconds, not the default ten.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
-    if pools is not None:
-        _pools_time_their_tasks(worker, settings.isolation.activation_timeout_s)
+    # Pools: the host's own check comes first and names what happened. (Not after a child's
+    # start as well: the SDK waits as long for an eviction while it shuts down.)
+    after_s = _AFTER_THE_HOST_S if pools is not None else 0.0
+    _activations_may_take(worker, settings.isolation.activation_timeout_s + after_s)
     return worker, pools
 
 
-def _pools_time_their_tasks(worker: Worker, activation_timeout_s: float) -> None:
-    """Leave the timing of each activation to the pool's host.
+def _activations_may_take(worker: Worker, seconds: float) -> None:
+    """Let one activation take `seconds` (`[isolation] activation_timeout_s`), not the SDK's 2 s.
 
     The SDK fails a workflow task whose activation takes over 2 s as a deadlock, and Temporal
     gives a task that failed more than once again only after its timeout, with backoff up to
-    10 minutes. A pool's host waits for its child itself, and ends a child that does not answer
-    within `activation_timeout_s`; a task that waits for a child to start, or for a CPU on a
-    crowded host, is not a deadlock. (The SDK has no setting for this: the attribute is its
+    10 minutes. A task that waits for a pool's child to start, for a cold import of an agent's
+    modules in the sandbox, or for a CPU on a crowded host, is not a deadlock. A pool's host
+    ends a child that does not answer in time itself; in process, the SDK's check is the only
+    one, now at the setting's time. (The SDK has no setting for this: the attribute is its
     own, and its absence is said.)
     """
     inner = getattr(worker, "_workflow_worker", None)
     if inner is None or not hasattr(inner, "_deadlock_timeout_seconds"):
         log.warning(
-            "agent worker: this Temporal SDK's deadlock check could not be left to the pools: "
-            "tasks over 2 s (a pool starting on a busy host) fail and are retried later"
+            "agent worker: this Temporal SDK's deadlock check could not be set from "
+            "[isolation] activation_timeout_s: tasks over 2 s (a pool starting on a busy host) "
+            "fail and are retried later"
         )
         return
-    inner._deadlock_timeout_seconds = activation_timeout_s + _AFTER_THE_HOST_S
+    inner._deadlock_timeout_seconds = seconds
 
 
-#: The SDK's check comes this long after the host's own, which names what happened. (Not
-#: after a child's start as well: the SDK waits as long for an eviction while it shuts down.)
+#: The SDK's check comes this long after a pool host's own.
 _AFTER_THE_HOST_S = 5.0
