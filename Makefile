@@ -10,7 +10,7 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 DEMO_AGENT ?= planner
 DEMO_TASK ?= Explain in two sentences why durable execution matters for LLM agents.
 
-.PHONY: install system demo test test-fast lint typecheck pytest bench clean down
+.PHONY: install system test-system demo test test-fast lint typecheck pytest bench clean down
 
 # The editable install is strict (a tree of links), so mypy can follow the package-dir mapping;
 # it must be redone when a module is added, hence the package directories as prerequisites.
@@ -71,8 +71,26 @@ typecheck: install
 	$(BIN)/mypy -p kernos
 	$(BIN)/mypy tests $(wildcard bench/*.py)
 
-pytest: install
+pytest: install test-system
 	$(BIN)/python -m pytest
+
+# The deployment tests' servers (tests/tls_servers.py): nginx as an mTLS gRPC proxy in front of
+# Temporal, and PostgreSQL with OpenSSL (the embedded one has none). Debian's packages, installed
+# where missing and we are root (as in CI); the services their packages start are stopped: the
+# tests start their own, on free ports.
+test-system:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=""; \
+		command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+		ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+			service nginx stop >/dev/null 2>&1 || true; \
+			service postgresql stop >/dev/null 2>&1 || true; \
+		fi; \
+	elif ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+		echo "kernos: the deployment tests need nginx and postgresql (apt-get install nginx postgresql)" >&2; \
+	fi
 
 test: lint pytest
 

@@ -30,11 +30,68 @@ from kernos.kernel.syscalls import Policy, Priority, Scheduling, SyscallLimits, 
 DEFAULT_CONFIG_FILE = "kernos.toml"
 
 
-class TemporalSettings(BaseModel):
-    """Where the Temporal service is."""
+#: The kinds of process that connect to Temporal, each with credentials of its own where
+#: `[temporal.<kind>]` gives them: `client` is the CLI and an app's `KernosClient`.
+ProcessKind = Literal["client", "gateway", "kernel_worker", "agent_worker"]
+PROCESS_KINDS: tuple[ProcessKind, ...] = ("client", "gateway", "kernel_worker", "agent_worker")
+
+
+class TemporalCredentials(BaseModel):
+    """What a process presents to Temporal, and what it trusts: TLS, mTLS, an API key.
+
+    Files are read when the process connects, so a renewed certificate is taken at the next
+    start without a change of settings.
+    """
+
+    tls: bool | None = None
+    """Speak TLS to Temporal. Unset: TLS where any setting below is given, plaintext where none
+    is (the embedded dev server)."""
+    server_ca_file: Path | None = None
+    """PEM file of the CA certificates the server's certificate must chain to (a self-hosted
+    cluster's own CA); unset: the system's trusted roots (Temporal Cloud)."""
+    server_name: str | None = None
+    """The name the server's certificate must carry, and the TLS server name sent, where it is
+    not the host of `address` (a cluster reached by IP or through a proxy)."""
+    client_cert_file: Path | None = None
+    """PEM file of this process's client certificate, for a server that demands mTLS (with
+    `client_key_file`; a chain may follow the certificate)."""
+    client_key_file: Path | None = None
+    """PEM file of the private key of `client_cert_file` (unencrypted; keep it mode 0600)."""
+    api_key: SecretStr | None = None
+    """An API key (Temporal Cloud), sent as a bearer token over TLS; prefer `api_key_file` or
+    `KERNOS_TEMPORAL__API_KEY` to writing it in a settings file."""
+    api_key_file: Path | None = None
+    """A file holding the API key (a mounted secret); its surrounding whitespace is dropped."""
+
+    @model_validator(mode="after")
+    def _paired(self) -> Self:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError(
+                "client_cert_file and client_key_file go together: mTLS needs the certificate "
+                "and its key"
+            )
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("give api_key or api_key_file, not both")
+        return self
+
+
+class TemporalSettings(TemporalCredentials):
+    """Where the Temporal service is, and how each kind of process connects to it.
+
+    The credentials here are every process's; `[temporal.<kind>]` (`client`, `gateway`,
+    `kernel_worker`, `agent_worker`) replaces those it sets for that kind alone, so agent
+    workers, which run untrusted code, can hold a certificate that reaches only their queues.
+    The address and namespace are one for all: every process must meet in the same namespace.
+    """
 
     address: str = "localhost:7233"
     namespace: str = "default"
+    client: TemporalCredentials | None = None
+    """The CLI's and an app's `KernosClient`'s credentials."""
+    gateway: TemporalCredentials | None = None
+    kernel_worker: TemporalCredentials | None = None
+    """Kernel workers' (and `kernos worker --kind all`'s, which runs the kernel's work)."""
+    agent_worker: TemporalCredentials | None = None
     ui_url: str = "http://localhost:8233"
     agent_task_queue: str = "kernos.agents"
     kernel_task_queue: str = "kernos.kernel"
@@ -670,18 +727,35 @@ class Settings(BaseSettings):
             data["audit"]["anchor_key"] = "********"
         if self.temporal.result_signing_key is not None:
             data["temporal"]["result_signing_key"] = "********"
+        for kind in (None, *PROCESS_KINDS):
+            credentials = self.temporal if kind is None else getattr(self.temporal, kind)
+            shown = data["temporal"] if kind is None else data["temporal"][kind]
+            if credentials is not None and credentials.api_key is not None:
+                shown["api_key"] = "********"
         return data
 
 
+#: A DSN's parameters that are secrets: the role's password, and the one of an encrypted
+#: client key (`sslkey`).
+_DSN_SECRETS = ("password", "sslpassword")
+
+
 def mask_dsn(dsn: str) -> str:
-    """Hide the password in a PostgreSQL URL or key=value DSN."""
+    """Hide the passwords in a PostgreSQL URL or key=value DSN."""
     if "://" in dsn:
         parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    words = ["password=********" if word.startswith("password=") else word for word in dsn.split()]
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", ":********@", 1)
+        query = "&".join(
+            f"{name}=********" if name in _DSN_SECRETS else f"{name}{sep}{value}"
+            for name, sep, value in (part.partition("=") for part in parts.query.split("&") if part)
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    words = [
+        f"{word.partition('=')[0]}=********" if word.partition("=")[0] in _DSN_SECRETS else word
+        for word in dsn.split()
+    ]
     return " ".join(words)
 
 
@@ -724,4 +798,9 @@ def load_settings(
     if not credentials and settings.temporal.result_signing_key is not None:
         settings.temporal.result_check_key = settings.temporal.check_key_hex()
         settings.temporal.result_signing_key = None
+    if not credentials:
+        # Other kinds' Temporal credentials: an agent worker keeps `[temporal]`'s and its own.
+        for kind in PROCESS_KINDS:
+            if kind != "agent_worker":
+                setattr(settings.temporal, kind, None)
     return settings

@@ -78,9 +78,9 @@ async def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Run workers until SIGINT or SIGTERM."""
     from kernos.client import connect_temporal
-    from kernos.worker import WorkerGroup
+    from kernos.worker import WorkerGroup, process_of
 
-    client = await connect_temporal(settings, f"{args.kind}-worker")
+    client = await connect_temporal(settings, process_of(args.kind))
     group = await WorkerGroup.create(client, settings, args.kind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

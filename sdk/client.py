@@ -34,7 +34,7 @@ from kernos.kernel.admission import admitted_spec
 from kernos.kernel.api_keys import OPERATOR, ApiKey, ApiKeyStore, Principal
 from kernos.kernel.approvals import Approval, ApprovalStore
 from kernos.kernel.audit import AuditLog
-from kernos.kernel.config import Settings, load_settings
+from kernos.kernel.config import ProcessKind, Settings, load_settings
 from kernos.kernel.db.pool import Pool, dsn, open_pool
 from kernos.kernel.errors import (
     AccessDenied,
@@ -243,16 +243,22 @@ class KernosClient:
 
     @classmethod
     async def connect(
-        cls, settings: Settings | None = None, *, api_key: str | None = None, traced: bool = True
+        cls,
+        settings: Settings | None = None,
+        *,
+        api_key: str | None = None,
+        traced: bool = True,
+        process: ProcessKind = "client",
     ) -> KernosClient:
         """Connect to Temporal and to the kernel's database.
 
         With an `api_key`, the client acts as the key's user in the key's tenant: its runs are
         theirs, and a run for another tenant needs a rule allowing `run.submit` on
-        `tenant:<other>`. A bad or revoked key fails here.
+        `tenant:<other>`. A bad or revoked key fails here. `process`: whose Temporal credentials
+        it connects with (`[temporal.<kind>]`); the gateway has its own.
         """
         settings = settings or load_settings()
-        temporal = await connect_temporal(settings, traced=traced)
+        temporal = await connect_temporal(settings, process, traced=traced)
         pool = await open_pool(settings.database)
         principal = None
         if api_key is not None:
@@ -574,27 +580,32 @@ def check_spec(settings: Settings, spec: RunSpec | dict[str, Any]) -> RunSpec:
 
 
 async def connect_temporal(
-    settings: Settings, component: str = "client", *, traced: bool = True
+    settings: Settings, process: ProcessKind = "client", *, traced: bool = True
 ) -> Client:
-    """A Temporal client with the pydantic data converter (payloads read as JSON).
+    """A Temporal client with `process`'s credentials and the pydantic data converter.
 
-    `traced`: its calls are spans (`[telemetry]`); a command that only reads goes without
-    (and without loading OpenTelemetry).
+    The credentials are `[temporal.<kind>]`'s over `[temporal]`'s. Its certificate files are
+    checked first: a bad one is a ConfigError naming its setting, and a refused connection one
+    line saying what to mend; either way nothing has started. `traced`: its calls are spans
+    (`[telemetry]`); a command that only reads goes without (and without loading OpenTelemetry).
     """
+    from kernos.kernel.temporal_credentials import connect_options, presented, refused
+
+    credentials = presented(settings.temporal, process)
+    options = connect_options(credentials)
     plugins = []
     if traced:
         from kernos.kernel import telemetry
 
-        plugins = telemetry.configure(settings.telemetry, component)
+        plugins = telemetry.configure(settings.telemetry, process.replace("_", "-"))
     try:
         return await Client.connect(
             settings.temporal.address,
             namespace=settings.temporal.namespace,
             data_converter=pydantic_data_converter,
             plugins=plugins,
+            tls=options.tls,
+            api_key=options.api_key,
         )
     except RuntimeError as exc:
-        raise KernosError(
-            f"cannot reach Temporal at {settings.temporal.address} "
-            f"(setting temporal.address): {exc}"
-        ) from exc
+        raise refused(exc, settings.temporal.address, credentials) from exc

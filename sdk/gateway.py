@@ -161,7 +161,7 @@ def gateway_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        operator["client"] = await KernosClient.connect(settings)
+        operator["client"] = await KernosClient.connect(settings, process="gateway")
         try:
             yield
         finally:

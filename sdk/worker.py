@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from kernos.activities.kernel_worker import KernelWorkers
-from kernos.kernel.config import Settings
+from kernos.kernel.config import ProcessKind, Settings
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.errors import KernosWarning
 from kernos.kernel.llm.base import LLMBackend
@@ -19,6 +19,11 @@ from kernos.workflows.agent_worker import agent_worker
 from kernos.workflows.pool_host import PoolRunner
 
 WorkerKind = Literal["agent", "kernel", "all"]
+
+
+def process_of(kind: WorkerKind) -> ProcessKind:
+    """Whose Temporal credentials workers of `kind` connect with: `all` runs the kernel's work."""
+    return "agent_worker" if kind == "agent" else "kernel_worker"
 
 
 class WorkerGroup:

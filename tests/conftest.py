@@ -29,7 +29,7 @@ from kernos.kernel.db import upgrade
 from kernos.kernel.embeddings import Embedder
 from kernos.kernel.llm.base import LLMBackend
 from kernos.kernel.result_seal import new_signing_key
-from kernos.worker import RunningWorkers, WorkerGroup, WorkerKind
+from kernos.worker import RunningWorkers, WorkerGroup, WorkerKind, process_of
 from tests.agents import AGENTS
 
 #: Kernel workers of the tests sign syscall results with this key; agent workers check them.
@@ -132,9 +132,12 @@ def new_database(postgres: EmbeddedPostgres) -> str:
 
 
 def make_settings(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, **overrides: Any
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, /, **overrides: Any
 ) -> Settings:
-    """Settings on the session's servers, with task queues of this test's own."""
+    """Settings on the session's servers, with task queues of this test's own.
+
+    `temporal={...}` adds to (or replaces) the `[temporal]` settings, as for any section.
+    """
     unique = uuid.uuid4().hex[:8]
     values: dict[str, Any] = {
         "temporal": {
@@ -185,7 +188,7 @@ async def workers(
     embedder: Embedder | None = None,
 ) -> AsyncIterator[WorkerGroup]:
     """Agent and kernel workers polling in this process for the duration of the block."""
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, process_of(kind))
     group = await WorkerGroup.create(
         client,
         settings,

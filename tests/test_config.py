@@ -8,6 +8,7 @@ import pytest
 
 from kernos import ConfigError, load_settings
 from kernos.kernel.config import mask_dsn
+from kernos.kernel.temporal_credentials import presented
 
 TOML = """
 default_model = "gemma"
@@ -63,10 +64,68 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
         ("postgresql://u:pw@h:5432/d", "postgresql://u:********@h:5432/d"),
         ("postgresql://u@h/d", "postgresql://u@h/d"),
         ("host=h user=u password=pw dbname=d", "host=h user=u password=******** dbname=d"),
+        # A client key's passphrase too; the certificates' paths are no secret.
+        (
+            "postgresql://u:pw@h/d?sslmode=verify-full&sslkey=/k.key&sslpassword=pp",
+            "postgresql://u:********@h/d?sslmode=verify-full&sslkey=/k.key&sslpassword=********",
+        ),
+        ("host=h sslcert=/c.pem sslpassword=pp", "host=h sslcert=/c.pem sslpassword=********"),
     ],
 )
 def test_mask_dsn(dsn: str, shown: str) -> None:
     assert mask_dsn(dsn) == shown
+
+
+TEMPORAL_TLS = """
+[temporal]
+address = "temporal.example.com:7233"
+server_ca_file = "/etc/kernos/temporal-ca.pem"
+client_cert_file = "/etc/kernos/kernos.pem"
+client_key_file = "/etc/kernos/kernos.key"
+api_key = "tc-shared-key"
+
+[temporal.agent_worker]
+client_cert_file = "/etc/kernos/agents.pem"
+client_key_file = "/etc/kernos/agents.key"
+
+[temporal.gateway]
+api_key = "tc-gateway-key"
+"""
+
+
+def test_each_kind_of_process_connects_to_temporal_with_its_own_credentials(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kernos.toml"
+    path.write_text(TEMPORAL_TLS)
+    settings = load_settings(path)
+    agents = presented(settings.temporal, "agent_worker")
+    assert agents.tls
+    assert agents.credentials.client_cert_file == Path("/etc/kernos/agents.pem")
+    assert agents.setting("client_key_file") == "[temporal.agent_worker] client_key_file"
+    assert agents.setting("server_ca_file") == "[temporal] server_ca_file"
+    kernel = presented(settings.temporal, "kernel_worker")
+    assert kernel.credentials.client_cert_file == Path("/etc/kernos/kernos.pem")
+    # An API key and its file go together: the gateway's key replaces the shared one.
+    gateway = presented(settings.temporal, "gateway")
+    assert gateway.credentials.api_key is not None
+    assert gateway.credentials.api_key.get_secret_value() == "tc-gateway-key"
+    # Printed, every API key is masked; the files' paths are shown.
+    text = repr(settings.masked())
+    assert "tc-shared-key" not in text and "tc-gateway-key" not in text
+    assert settings.masked()["temporal"]["agent_worker"]["client_key_file"] == (
+        "/etc/kernos/agents.key"
+    )
+    # An agent worker runs untrusted code: it keeps `[temporal]`'s and its own, no one else's.
+    untrusted = load_settings(path, credentials=False).temporal
+    assert untrusted.agent_worker is not None
+    assert (untrusted.gateway, untrusted.kernel_worker, untrusted.client) == (None, None, None)
+    # The embedded dev server: no TLS setting, plaintext.
+    path.write_text('[temporal]\naddress = "localhost:7233"\n')
+    assert not presented(load_settings(path).temporal, "client").tls
+    path.write_text("[temporal.kernel_worker]\nclient_cert_file = '/c'\n")
+    with pytest.raises(ConfigError, match="client_cert_file and client_key_file go together"):
+        load_settings(path)
 
 
 def test_bad_settings_are_named(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import IO, Literal
 
 from kernos.infra import confine
 from kernos.infra.pool_limits import ChildCgroups, PoolLimits, cgroups_shortfall, rlimits
-from kernos.kernel.config import IsolationSettings, Settings, state_dir
+from kernos.kernel.config import PROCESS_KINDS, IsolationSettings, Settings, state_dir
 from kernos.kernel.errors import ConfigError
 from kernos.workflows.pool_wire import (
     ACTIVATE,
@@ -123,9 +123,25 @@ def child_spec(settings: Settings) -> ChildSpec:
 
 
 def hidden_paths(settings: Settings) -> list[Path]:
-    """What a child must not see, should its view include it: state, settings, spans, anchors."""
+    """What a child must not see, should its view include it.
+
+    State, settings, spans, anchors, and the files of every Temporal credential (a key or an
+    API key kept in a checkout, say).
+    """
     hidden = [state_dir(), Path(".kernos"), Path(os.environ.get("KERNOS_CONFIG", "kernos.toml"))]
     hidden += [path for path in (settings.audit.anchor_sink, settings.telemetry.spans_file) if path]
+    temporal = settings.temporal
+    for credentials in (temporal, *(getattr(temporal, kind) for kind in PROCESS_KINDS)):
+        if credentials is not None:
+            hidden += [
+                path
+                for path in (
+                    credentials.client_key_file,
+                    credentials.client_cert_file,
+                    credentials.api_key_file,
+                )
+                if path is not None
+            ]
     return [path for path in hidden if path.exists()]
 
 
