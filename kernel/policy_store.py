@@ -23,19 +23,18 @@ log = logging.getLogger(__name__)
 CHANNEL = "kernos_policy"
 
 
-def sqlalchemy_url(dsn: str) -> str:
-    """The libpq URL as SQLAlchemy's psycopg 3 dialect takes it."""
-    for prefix in ("postgresql://", "postgres://"):
-        if dsn.startswith(prefix):
-            return "postgresql+psycopg://" + dsn[len(prefix) :]
-    return dsn
-
-
 class PolicyStore:
     """The rules table, through the adapter; closes its engine on `aclose`."""
 
     def __init__(self, dsn: str) -> None:
-        self.engine: AsyncEngine = create_async_engine(sqlalchemy_url(dsn), pool_size=2)
+        # The engine's connections are psycopg's own, made from the DSN as libpq reads it: a
+        # key=value DSN, and every libpq parameter (sslmode, sslrootcert, sslcert, ...), work
+        # as for the kernel's pool, which SQLAlchemy's URL form would not promise.
+        self.engine: AsyncEngine = create_async_engine(
+            "postgresql+psycopg://",
+            async_creator=lambda: psycopg.AsyncConnection.connect(dsn),
+            pool_size=2,
+        )
         self.adapter = Adapter(self.engine)
 
     async def add(self, rule: list[str]) -> None:

@@ -203,10 +203,18 @@ def refused(exc: BaseException, address: str, presented: Presented) -> KernosErr
             f"Temporal at {address} did not answer plaintext gRPC (a TLS endpoint?): set "
             f"{presented.setting('server_ca_file')}, or {presented.setting('tls')} = true"
         )
-    if "Unauthenticated" in said or "PermissionDenied" in said:
+    lowered = said.lower()
+    denied = ("unauthenticated", "permissiondenied", "401 unauthorized", "403 forbidden")
+    if any(word in lowered for word in denied):
+        key = "api_key_file" if c.api_key_file is not None else "api_key"
+        what = (
+            presented.setting(key)
+            if c.api_key is not None or c.api_key_file is not None
+            else f"{presented.setting('client_cert_file')}, or {presented.setting('api_key')}"
+        )
         return ConfigError(
-            f"Temporal at {address} refused this {presented.kind}'s credentials "
-            f"({presented.setting('api_key')} or its certificate): {_first_line(said)}"
+            f"Temporal at {address} refused this {presented.kind}'s credentials ({what}): "
+            f"{_reason(said)}"
         )
     return KernosError(
         f"cannot reach Temporal at {address} (setting [temporal] address): {_first_line(said)}"
@@ -224,6 +232,18 @@ def _refused_by_peer(said: str) -> bool:
     if "alert" in lowered and any(alert in lowered.replace(" ", "") for alert in alerts):
         return True
     return "status: 400 bad request" in lowered or "400 bad request" in lowered
+
+
+def _reason(said: str) -> str:
+    """What the server said: its gRPC message, or the HTTP status a proxy answered with.
+
+    Never the transport's metadata dump, which may carry headers.
+    """
+    http = re.search(r"response with status: (\d{3} [A-Za-z ]+)", said)
+    if http is not None:
+        return f"HTTP {http.group(1).strip()}"
+    message = re.search(r'message: "([^"]*)"', said)
+    return message.group(1) if message is not None else _first_line(said.split(", metadata")[0])
 
 
 def _first_line(said: str) -> str:

@@ -42,7 +42,7 @@ Mode = Literal["bwrap", "in_process"]
 
 
 def hostile_settings(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, mode: Mode, **overrides: Any
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, mode: Mode, /, **overrides: Any
 ) -> Settings:
     """Settings whose agents are the hostile ones, confined by `mode`."""
     return make_settings(

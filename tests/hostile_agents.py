@@ -50,12 +50,12 @@ def _environment(text: str) -> list[str]:
 
 
 def _readable(path: str) -> bool:
+    """Whether the file's content can be read (a file masked by /dev/null reads as empty)."""
     try:
         with open(path, "rb") as file:
-            file.read(1)
+            return bool(file.read(1))
     except OSError:
         return False
-    return True
 
 
 def probe_process() -> dict[str, Any]:

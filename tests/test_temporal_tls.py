@@ -10,6 +10,8 @@ naming the setting, and nothing has started.
 
 from __future__ import annotations
 
+import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from kernos.kernel.errors import ConfigError, KernosError
 from kernos.remote import RemoteClient
 from tests.certificates import TestCA
 from tests.conftest import make_settings, workers
+from tests.hostile import Mode, hostile_settings, probe
 from tests.test_cli import assert_one_line_error, config_file, kernos
 from tests.test_gateway import gateway
 from tests.tls_servers import GrpcTlsProxy, grpc_tls_proxy
@@ -165,12 +168,67 @@ async def test_a_worker_with_a_bad_certificate_file_says_which_and_never_polls(
     assert len(secured.proxy.subjects()) == before
 
 
-async def test_an_api_key_goes_over_tls_only(
-    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
-) -> None:
+async def test_an_api_key_is_presented_over_tls_only(
+    secured: SecuredTemporal, temporal: TemporalDevServer, postgres: EmbeddedPostgres,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Temporal Cloud's way: no client certificate, the key (from a file) as the bearer."""
     key_file = tmp_path / "temporal-api-key"
-    key_file.write_text("tc-key-123\n")
-    settings = make_settings(temporal, postgres, temporal={"api_key_file": str(key_file),
-                                                           "tls": False})  # fmt: skip
+    key_file.write_text(secured.proxy.api_key + "\n")
+    settings = make_settings(
+        temporal, postgres,
+        temporal={
+            "address": secured.proxy.key_address, "server_ca_file": str(secured.ca.ca),
+            "server_name": SERVER_NAME, "api_key_file": str(key_file),
+        },
+    )  # fmt: skip
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        run = await client.submit(RunSpec(agent="echo", task="with a key"))
+        assert "with a key" in (await run.result()).output
+    key_file.write_text("tc-not-the-key\n")
+    with pytest.raises(ConfigError) as refused:
+        await connect_temporal(settings, "kernel_worker", traced=False)
+    said = str(refused.value)
+    assert "refused this kernel_worker's credentials ([temporal] api_key_file)" in said
+    assert "tc-not-the-key" not in said and "\n" not in said
+    # Never in the clear.
+    plain = make_settings(
+        temporal, postgres, temporal={"api_key_file": str(key_file), "tls": False}
+    )
     with pytest.raises(ConfigError, match="an API key would then cross the network in the clear"):
-        await connect_temporal(settings, traced=False)
+        await connect_temporal(plain, traced=False)
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "in_process"])
+async def test_agent_code_cannot_read_its_workers_temporal_key(
+    secured: SecuredTemporal, temporal: TemporalDevServer, postgres: EmbeddedPostgres,
+    mode: Mode,
+) -> None:  # fmt: skip
+    """The agent worker's own key, kept where a confined child's view reaches (the venv, bound
+    read-only for imports), is masked there; in the worker's own process it is not."""
+    kept = Path(sys.prefix) / f"kernos-test-secrets-{uuid.uuid4().hex[:8]}"
+    kept.mkdir()
+    try:
+        issued = secured.ca.client("agent_worker", "agent_worker")
+        cert, key = kept / "agents.pem", kept / "agents.key"
+        shutil.copyfile(issued.cert, cert)
+        shutil.copyfile(issued.key, key)
+        settings = hostile_settings(
+            temporal, postgres, mode,
+            temporal={
+                "address": secured.proxy.address, "server_ca_file": str(secured.ca.ca),
+                "server_name": SERVER_NAME, **secured.credentials("kernel_worker"),
+                "agent_worker": {"client_cert_file": str(cert), "client_key_file": str(key)},
+            },
+        )  # fmt: skip
+        agents = settings.model_copy(update={"database": DatabaseSettings()})
+        async with (
+            workers(settings, kind="kernel"),
+            workers(agents, kind="agent"),
+            await KernosClient.connect(settings) as client,
+        ):
+            found = await probe(client, f"evil-{uuid.uuid4().hex[:6]}", files=[str(key)])
+    finally:
+        shutil.rmtree(kept)
+    assert "CN=agent_worker" in secured.proxy.subjects()
+    assert found["read"] == ([] if mode == "bwrap" else [str(key)])

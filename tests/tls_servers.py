@@ -11,11 +11,15 @@ they keep no kernel records there).
 
 from __future__ import annotations
 
+import functools
+import glob
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +57,20 @@ http {{
             grpc_pass grpc://{upstream};
         }}
     }}
+    # Temporal Cloud's other door: TLS without a client certificate, an API key as the bearer.
+    server {{
+        listen 127.0.0.1:{key_port} ssl http2;
+        ssl_certificate {server_cert};
+        ssl_certificate_key {server_key};
+        grpc_read_timeout 300s;
+        grpc_send_timeout 300s;
+        location / {{
+            if ($http_authorization != "Bearer {api_key}") {{
+                return 401;
+            }}
+            grpc_pass grpc://{upstream};
+        }}
+    }}
 }}
 """
 
@@ -83,9 +101,13 @@ def _until_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> 
 
 @dataclass(frozen=True)
 class GrpcTlsProxy:
-    """nginx in front of Temporal: its address, and who connected (their certificates)."""
+    """nginx in front of Temporal: its addresses, and who connected (their certificates)."""
 
     address: str
+    """Where a client certificate signed by the proxy's client CA is demanded."""
+    key_address: str
+    """Where the API key `api_key` is demanded instead (no client certificate)."""
+    api_key: str
     access_log: Path
 
     def subjects(self) -> set[str]:
@@ -99,15 +121,19 @@ class GrpcTlsProxy:
 def grpc_tls_proxy(
     upstream: str, server: Issued, client_ca: Path, folder: Path
 ) -> Iterator[GrpcTlsProxy]:
-    """nginx terminating TLS on a free port, demanding a certificate signed by `client_ca`."""
+    """nginx terminating TLS on free ports, demanding a certificate signed by `client_ca` on
+    one and an API key on the other."""
     nginx = debian_binary("nginx", "/usr/sbin/nginx")
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, key_port = free_port(), free_port()
+    api_key = f"tc-{uuid.uuid4().hex}"
     conf = folder / "nginx.conf"
     conf.write_text(
         NGINX_CONF.format(
             folder=folder,
             port=port,
+            key_port=key_port,
+            api_key=api_key,
             upstream=upstream,
             server_cert=server.cert,
             server_key=server.key,
@@ -122,7 +148,10 @@ def grpc_tls_proxy(
     )  # fmt: skip
     try:
         _until_listening(port, process, folder / "error.log")
-        yield GrpcTlsProxy(f"127.0.0.1:{port}", folder / "access.log")
+        _until_listening(key_port, process, folder / "error.log")
+        yield GrpcTlsProxy(
+            f"127.0.0.1:{port}", f"127.0.0.1:{key_port}", api_key, folder / "access.log"
+        )
     finally:
         process.terminate()
         try:
@@ -130,3 +159,70 @@ def grpc_tls_proxy(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+#: Who may connect, and how: the kernel's role by password, a role by its certificate alone,
+#: both over TLS only; anything without TLS is refused by name.
+PG_HBA = """\
+local   all  postgres                 trust
+hostssl all  kernos       127.0.0.1/32 scram-sha-256
+hostssl all  kernos_cert  127.0.0.1/32 cert
+host    all  all          127.0.0.1/32 reject
+"""
+
+
+@dataclass(frozen=True)
+class TlsPostgres:
+    """A PostgreSQL cluster that takes TLS only, on 127.0.0.1:`port`."""
+
+    port: int
+    #: The password of role `kernos`; role `kernos_cert` logs in by certificate (its CN).
+    password: str
+
+
+@contextmanager
+def tls_postgres(server: Issued, client_ca: Path) -> Iterator[TlsPostgres]:
+    """Debian's PostgreSQL in a throwaway cluster: `server`'s certificate, client
+    certificates checked against `client_ca`; removed afterwards."""
+    initdb = debian_binary("initdb", *sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")))
+    binaries = Path(initdb).resolve().parent  # Debian links some into /usr/local/bin
+    # PostgreSQL refuses to run as root: as root, the cluster is Debian's `postgres` user's,
+    # in a folder of its own (the test's own is root's alone).
+    user = "postgres" if os.geteuid() == 0 else None
+    folder = Path(tempfile.mkdtemp(prefix="kernos-tls-pg-"))
+    data = folder / "data"
+    port = free_port()
+    password = uuid.uuid4().hex
+    try:
+        for name, source in (("server.crt", server.cert), ("server.key", server.key),
+                             ("client-ca.crt", client_ca)):  # fmt: skip
+            shutil.copyfile(source, folder / name)
+            (folder / name).chmod(0o600)
+        if user is not None:
+            for path in (folder, *folder.iterdir()):
+                shutil.chown(path, user, user)
+        run = functools.partial(subprocess.run, check=True, capture_output=True, user=user,
+                                timeout=60)  # fmt: skip
+        run([initdb, "-D", str(data), "-U", "postgres", "--auth=trust"])
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+                f"unix_socket_directories = '{folder}'\nssl = on\n"
+                f"ssl_cert_file = '{folder}/server.crt'\nssl_key_file = '{folder}/server.key'\n"
+                f"ssl_ca_file = '{folder}/client-ca.crt'\n"
+            )
+        (data / "pg_hba.conf").write_text(PG_HBA)
+        run([str(binaries / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
+             "start"])  # fmt: skip
+        psql = [str(binaries / "psql"), "-h", str(folder), "-p", str(port), "-U", "postgres",
+                "-v", "ON_ERROR_STOP=1", "-c"]  # fmt: skip
+        run([*psql, f"CREATE ROLE kernos LOGIN PASSWORD '{password}'"])
+        run([*psql, "CREATE ROLE kernos_cert LOGIN"])
+        yield TlsPostgres(port, password)
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                [str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                capture_output=True, user=user, timeout=60,
+            )  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from kernos.kernel.config import DatabaseSettings
-from kernos.kernel.errors import ConfigError
+from kernos.kernel.errors import ConfigError, KernosError
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 Connection = AsyncConnection[DictRow]
@@ -24,6 +24,17 @@ async def connection(pool: Pool, within: Connection | None = None) -> AsyncItera
         return
     async with pool.connection() as conn:
         yield conn
+
+
+def unreachable(exc: OperationalError, setting: str) -> KernosError:
+    """The error for a refused connection: libpq's reason on one line, and the setting.
+
+    libpq names the server and the file at fault: `root certificate file ... does not exist`,
+    `certificate verify failed`, `server certificate for "db" does not match host name ...`,
+    or the server's `connection requires a valid client certificate`.
+    """
+    reason = "; ".join(" ".join(line.split()) for line in str(exc).splitlines() if line.strip())
+    return KernosError(f"cannot connect to PostgreSQL ({setting}): {reason or type(exc).__name__}")
 
 
 def dsn(settings: DatabaseSettings) -> str:
@@ -49,9 +60,14 @@ def operator_dsn(settings: DatabaseSettings) -> str:
 async def open_pool(settings: DatabaseSettings, *, operator: bool = False) -> Pool:
     """Open a pool on the kernel's DSN (or the operator's); rows come back as dicts."""
     url = operator_dsn(settings) if operator else dsn(settings)
-    # One plain connection first: a wrong password or host fails now, with the server's reason,
-    # rather than after the pool's timeout of retrying in the background.
-    probe = await AsyncConnection.connect(url, connect_timeout=10)
+    # One plain connection first: a wrong password or host, or a certificate refused either
+    # way, fails now with the server's or libpq's reason, rather than after the pool's timeout
+    # of retrying in the background.
+    try:
+        probe = await AsyncConnection.connect(url, connect_timeout=10)
+    except OperationalError as exc:
+        setting = "[database] operator_dsn" if operator else "[database] dsn"
+        raise unreachable(exc, setting) from exc
     await probe.close()
     pool: Pool = AsyncConnectionPool(
         url,
