@@ -100,9 +100,14 @@ async def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the gateway until SIGINT or SIGTERM."""
     import uvicorn
 
-    from kernos.gateway import gateway_config
+    from kernos.client import KernosClient
+    from kernos.gateway import gateway_config, served_tls
 
-    await uvicorn.Server(gateway_config(settings, args.host, args.port)).serve()
+    served_tls(settings, args.host or settings.gateway.host)  # bad settings before connecting
+    # Connected before it listens: a refused connection (a certificate, an address) is one
+    # line and an exit, not a traceback from the app's start-up.
+    client = await KernosClient.connect(settings, process="gateway")
+    await uvicorn.Server(gateway_config(settings, args.host, args.port, client=client)).serve()
     return 0
 
 

@@ -117,33 +117,48 @@ Handler = Callable[[Request, KernosClient], Awaitable[Response]]
 
 
 def gateway_config(
-    settings: Settings, host: str | None = None, port: int | None = None, log_level: str = "info"
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str = "info",
+    client: KernosClient | None = None,
 ) -> uvicorn.Config:
     """How uvicorn serves the gateway: HTTPS with `[gateway] tls_cert`, else plain HTTP.
 
     Plain HTTP only on the loopback address, unless `allow_plain_http` says a TLS proxy is in
-    front: ConfigError otherwise, before anything listens.
+    front: ConfigError otherwise, before anything listens. `client`: the gateway's connection
+    to Temporal and PostgreSQL, made already (`kernos gateway` connects before it listens, so a
+    refused one is one line); the app closes it when it stops.
     """
     gateway = settings.gateway
     host = host or gateway.host
-    cert = key = None
-    if gateway.tls_cert is not None and gateway.tls_key is not None:
-        for what, path in (("tls_cert", gateway.tls_cert), ("tls_key", gateway.tls_key)):
-            if not path.is_file():
-                raise ConfigError(f"[gateway] {what}: no file at {path}")
-        cert, key = str(gateway.tls_cert), str(gateway.tls_key)
-    elif not _loopback(host) and not gateway.allow_plain_http:
-        raise ConfigError(
-            f"the gateway would serve API keys over plain HTTP on {host}: set [gateway] "
-            "tls_cert and tls_key, bind 127.0.0.1, or (behind a TLS proxy) allow_plain_http"
-        )
+    cert, key = served_tls(settings, host)
     return uvicorn.Config(
-        gateway_app(settings), host=host, port=port or gateway.port, log_level=log_level,
+        gateway_app(settings, client), host=host, port=port or gateway.port, log_level=log_level,
         ssl_certfile=cert, ssl_keyfile=key,
         # Open event streams would hold a shutdown forever: they are cut after this, and their
         # clients resume after the last event they saw.
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )  # fmt: skip
+
+
+def served_tls(settings: Settings, host: str) -> tuple[str | None, str | None]:
+    """The certificate and key files the gateway serves HTTPS with (none: plain HTTP).
+
+    ConfigError for a missing file, or for plain HTTP anywhere but loopback.
+    """
+    gateway = settings.gateway
+    if gateway.tls_cert is not None and gateway.tls_key is not None:
+        for what, path in (("tls_cert", gateway.tls_cert), ("tls_key", gateway.tls_key)):
+            if not path.is_file():
+                raise ConfigError(f"[gateway] {what}: no file at {path}")
+        return str(gateway.tls_cert), str(gateway.tls_key)
+    if not _loopback(host) and not gateway.allow_plain_http:
+        raise ConfigError(
+            f"the gateway would serve API keys over plain HTTP on {host}: set [gateway] "
+            "tls_cert and tls_key, bind 127.0.0.1, or (behind a TLS proxy) allow_plain_http"
+        )
+    return None, None
 
 
 def _loopback(host: str) -> bool:
@@ -155,13 +170,17 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def gateway_app(settings: Settings) -> Starlette:
-    """The gateway's ASGI app; it connects to Temporal and PostgreSQL when it starts."""
+def gateway_app(settings: Settings, client: KernosClient | None = None) -> Starlette:
+    """The gateway's ASGI app.
+
+    It connects to Temporal and PostgreSQL when it starts, unless given its `client`; either
+    way it closes the client when it stops.
+    """
     operator: dict[str, KernosClient] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        operator["client"] = await KernosClient.connect(settings, process="gateway")
+        operator["client"] = client or await KernosClient.connect(settings, process="gateway")
         try:
             yield
         finally:

@@ -22,6 +22,7 @@ import pytest
 
 from kernos import KernosClient, RunSpec, Settings
 from kernos.client import connect_temporal
+from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import DatabaseSettings
@@ -137,6 +138,25 @@ async def test_a_refused_connection_names_what_to_mend(
         await connect_temporal(settings, "kernel_worker", traced=False)
     assert said in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("command", [["worker", "--kind", "kernel"], ["gateway"], ["ps"]])
+async def test_a_process_with_another_cas_certificate_is_refused_in_one_line(
+    secured: SecuredTemporal, temporal: TemporalDevServer, postgres: EmbeddedPostgres,
+    tmp_path: Path, command: list[str],
+) -> None:  # fmt: skip
+    them = TestCA(tmp_path / "stranger", "stranger CA").client("them", "them")
+    settings = secured.settings(
+        temporal, postgres, client_cert_file=str(them.cert), client_key_file=str(them.key)
+    )
+    if command == ["gateway"]:
+        command = ["gateway", "--port", str(free_port())]
+    code, out, err = await kernos(config_file(settings, tmp_path), *command)
+    assert_one_line_error(
+        code, err, f"Temporal at {secured.proxy.address} refused the client certificate in "
+        "[temporal] client_cert_file"
+    )  # fmt: skip
+    assert "polling" not in out and "Uvicorn running" not in out + err
 
 
 async def test_a_worker_with_a_bad_certificate_file_says_which_and_never_polls(
