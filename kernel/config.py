@@ -75,6 +75,10 @@ class TemporalCredentials(BaseModel):
         return self
 
 
+#: The settings of `TemporalCredentials` that name files whose content is a credential.
+CREDENTIAL_FILES = ("client_cert_file", "client_key_file", "api_key_file")
+
+
 class TemporalSettings(TemporalCredentials):
     """Where the Temporal service is, and how each kind of process connects to it.
 
@@ -752,11 +756,37 @@ def mask_dsn(dsn: str) -> str:
             for name, sep, value in (part.partition("=") for part in parts.query.split("&") if part)
         )
         return urlunsplit(parts._replace(netloc=netloc, query=query))
-    words = [
-        f"{word.partition('=')[0]}=********" if word.partition("=")[0] in _DSN_SECRETS else word
-        for word in dsn.split()
-    ]
-    return " ".join(words)
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    # key=value, as libpq reads it (`password = x`, `password='a b'`): parsed, not split.
+    try:
+        parameters = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        return "******** (a DSN libpq cannot read)"
+    masked = {k: "********" if k in _DSN_SECRETS else v for k, v in parameters.items()}
+    return make_conninfo("", **masked)
+
+
+#: A DSN's parameters that name files whose content is a credential.
+_DSN_FILES = ("sslkey", "sslcert", "passfile")
+
+
+def dsn_files(database: DatabaseSettings) -> list[Path]:
+    """The credential files (a client key, its certificate, a password file) the DSNs name."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    files: list[Path] = []
+    for secret in (database.dsn, database.owner_dsn, database.operator_dsn):
+        if secret is None:
+            continue
+        try:
+            parameters = conninfo_to_dict(secret.get_secret_value())
+        except ProgrammingError:
+            continue
+        files += [Path(str(parameters[name])) for name in _DSN_FILES if parameters.get(name)]
+    return files
 
 
 def load_settings(
@@ -799,8 +829,12 @@ def load_settings(
         settings.temporal.result_check_key = settings.temporal.check_key_hex()
         settings.temporal.result_signing_key = None
     if not credentials:
-        # Other kinds' Temporal credentials: an agent worker keeps `[temporal]`'s and its own.
+        # Other kinds' Temporal credentials: an agent worker connects with `[temporal]`'s and
+        # its own. Of the others' it keeps the files' paths alone, never an API key, so that
+        # its pools' view masks those files too (`hidden_paths`).
         for kind in PROCESS_KINDS:
-            if kind != "agent_worker":
-                setattr(settings.temporal, kind, None)
+            other = getattr(settings.temporal, kind)
+            if kind != "agent_worker" and other is not None:
+                paths = other.model_dump(include=set(CREDENTIAL_FILES), exclude_none=True)
+                setattr(settings.temporal, kind, TemporalCredentials(**paths))
     return settings

@@ -10,7 +10,7 @@ server refuses is said the same way, from the transport's error.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,13 @@ from kernos.kernel.config import ProcessKind, TemporalCredentials, TemporalSetti
 from kernos.kernel.errors import ConfigError, KernosError
 
 #: Settings that travel together: a kind that sets one of a group takes the whole group from
-#: its own section (a certificate with another section's key would be no pair).
+#: its own section. Who a process is (its certificate and key, or its API key) is one group:
+#: a kind given a certificate of its own presents no shared API key besides it.
 _GROUPS = (
     ("tls",),
     ("server_ca_file",),
     ("server_name",),
-    ("client_cert_file", "client_key_file"),
-    ("api_key", "api_key_file"),
+    ("client_cert_file", "client_key_file", "api_key", "api_key_file"),
 )
 
 
@@ -69,8 +69,8 @@ def presented(temporal: TemporalSettings, kind: ProcessKind) -> Presented:
 class ConnectOptions:
     """What `Client.connect` takes from the credentials: its `tls` and `api_key`."""
 
-    tls: Any  # temporalio.service.TLSConfig | bool; the SDK is imported when needed
-    api_key: str | None
+    tls: Any = field(repr=False)  # temporalio.service.TLSConfig | bool (it holds a key)
+    api_key: str | None = field(repr=False)
 
 
 def connect_options(presented: Presented, *, now: datetime | None = None) -> ConnectOptions:
@@ -94,10 +94,16 @@ def connect_options(presented: Presented, *, now: datetime | None = None) -> Con
     config = TLSConfig(domain=c.server_name)
     if c.server_ca_file is not None:
         config.server_root_ca_cert = _read(presented, "server_ca_file")
-        _check_certificates(presented, "server_ca_file", config.server_root_ca_cert, when)
+        # A bundle may keep an old CA beside its successor while certificates rotate: only a
+        # bundle with no CA valid now is refused.
+        _check_certificates(
+            presented, "server_ca_file", config.server_root_ca_cert, when, bundle=True
+        )
     if c.client_cert_file is not None and c.client_key_file is not None:
         config.client_cert = _read(presented, "client_cert_file")
         config.client_private_key = _read(presented, "client_key_file")
+        # The process's own certificate comes first; what follows is its chain, checked by
+        # the server.
         leaf = _check_certificates(presented, "client_cert_file", config.client_cert, when)
         _check_key(presented, config.client_private_key, leaf)
     return ConnectOptions(tls=config, api_key=api_key)
@@ -113,8 +119,13 @@ def _read(presented: Presented, name: str) -> bytes:
         ) from exc
 
 
-def _check_certificates(presented: Presented, name: str, pem: bytes, now: datetime) -> Any:
-    """The file's certificates are PEM and valid now; the first (a client's own) is returned."""
+def _check_certificates(
+    presented: Presented, name: str, pem: bytes, now: datetime, *, bundle: bool = False
+) -> Any:
+    """The file's first certificate, checked: PEM, and valid now.
+
+    A `bundle` (of CAs) passes where any of its certificates is valid now.
+    """
     from cryptography import x509
 
     path = getattr(presented.credentials, name)
@@ -124,20 +135,27 @@ def _check_certificates(presented: Presented, name: str, pem: bytes, now: dateti
         certificates = []
     if not certificates:
         raise ConfigError(f"{presented.setting(name)} ({path}) holds no PEM certificate")
-    for certificate in certificates:
-        subject = certificate.subject.rfc4514_string() or "(no subject)"
-        if certificate.not_valid_after_utc < now:
-            raise ConfigError(
-                f"{presented.setting(name)} ({path}): the certificate {subject} expired on "
-                f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; renew it"
-            )
-        if certificate.not_valid_before_utc > now:
-            raise ConfigError(
-                f"{presented.setting(name)} ({path}): the certificate {subject} is not valid "
-                f"before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (or this "
-                "machine's clock is wrong)"
-            )
-    return certificates[0]
+    checked = certificates if bundle else certificates[:1]
+    if any(_invalid_now(certificate, now) is None for certificate in checked):
+        return certificates[0]
+    raise ConfigError(f"{presented.setting(name)} ({path}): {_invalid_now(checked[0], now)}")
+
+
+def _invalid_now(certificate: Any, now: datetime) -> str | None:
+    """Why the certificate is not valid at `now`; None where it is."""
+    subject = certificate.subject.rfc4514_string() or "(no subject)"
+    if certificate.not_valid_after_utc < now:
+        return (
+            f"the certificate {subject} expired on "
+            f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; renew it"
+        )
+    if certificate.not_valid_before_utc > now:
+        return (
+            f"the certificate {subject} is not valid before "
+            f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (or this machine's clock "
+            "is wrong)"
+        )
+    return None
 
 
 def _check_key(presented: Presented, pem: bytes, certificate: Any) -> None:
@@ -163,7 +181,9 @@ def _check_key(presented: Presented, pem: bytes, certificate: Any) -> None:
         )
 
 
-def refused(exc: BaseException, address: str, presented: Presented) -> KernosError:
+def refused(
+    exc: BaseException, address: str, presented: Presented, namespace: str = "default"
+) -> KernosError:
     """One line for a failed connection to Temporal, naming the setting that would mend it."""
     said = str(exc)
     c = presented.credentials
@@ -181,16 +201,24 @@ def refused(exc: BaseException, address: str, presented: Presented) -> KernosErr
             f"Temporal at {address}: its certificate is not for {host!r}: set "
             f"{presented.setting('server_name')} to a name the certificate carries"
         )
+    if re.search(r"InvalidCertificate\((Expired|NotValidYet)", said):
+        return ConfigError(
+            f"Temporal at {address}: its certificate (the server's) is expired or not yet "
+            "valid: the server's to renew, or this machine's clock is wrong"
+        )
     if _refused_by_peer(said):
+        # A TLS alert is the server's word; an HTTP 400 is what nginx answers a request whose
+        # certificate it refuses, and what some other proxy may answer for another reason.
+        how = "" if "alert" in said.lower() else " (it answered HTTP 400, as a proxy does)"
         if c.client_cert_file is None:
             return ConfigError(
-                f"Temporal at {address} refused this {presented.kind} (it demands a client "
-                f"certificate): set {presented.setting('client_cert_file')} and "
+                f"Temporal at {address} refused this {presented.kind}{how}; it demands a client "
+                f"certificate: set {presented.setting('client_cert_file')} and "
                 f"{presented.setting('client_key_file')}"
             )
         return ConfigError(
             f"Temporal at {address} refused the client certificate in "
-            f"{presented.setting('client_cert_file')} ({c.client_cert_file}): not one it "
+            f"{presented.setting('client_cert_file')} ({c.client_cert_file}){how}: not one it "
             "trusts (another CA's, or revoked)"
         )
     if presented.tls and ("InvalidContentType" in said or "CorruptMessage" in said):
@@ -212,9 +240,14 @@ def refused(exc: BaseException, address: str, presented: Presented) -> KernosErr
             if c.api_key is not None or c.api_key_file is not None
             else f"{presented.setting('client_cert_file')}, or {presented.setting('api_key')}"
         )
+        scope = (
+            f", or they do not admit it to namespace {namespace!r}"
+            if "permissiondenied" in lowered
+            else ""
+        )
         return ConfigError(
-            f"Temporal at {address} refused this {presented.kind}'s credentials ({what}): "
-            f"{_reason(said)}"
+            f"Temporal at {address} refused this {presented.kind}'s credentials ({what}"
+            f"{scope}): {_reason(said)}"
         )
     return KernosError(
         f"cannot reach Temporal at {address} (setting [temporal] address): {_first_line(said)}"

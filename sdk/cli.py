@@ -80,7 +80,9 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from kernos.client import connect_temporal
     from kernos.worker import WorkerGroup, process_of
 
-    client = await connect_temporal(settings, process_of(args.kind))
+    client = await connect_temporal(
+        settings, process_of(args.kind), component=f"{args.kind}-worker"
+    )
     group = await WorkerGroup.create(client, settings, args.kind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -580,14 +580,19 @@ def check_spec(settings: Settings, spec: RunSpec | dict[str, Any]) -> RunSpec:
 
 
 async def connect_temporal(
-    settings: Settings, process: ProcessKind = "client", *, traced: bool = True
+    settings: Settings,
+    process: ProcessKind = "client",
+    *,
+    traced: bool = True,
+    component: str | None = None,
 ) -> Client:
     """A Temporal client with `process`'s credentials and the pydantic data converter.
 
     The credentials are `[temporal.<kind>]`'s over `[temporal]`'s. Its certificate files are
     checked first: a bad one is a ConfigError naming its setting, and a refused connection one
     line saying what to mend; either way nothing has started. `traced`: its calls are spans
-    (`[telemetry]`); a command that only reads goes without (and without loading OpenTelemetry).
+    (`[telemetry]`, as `component`, by default the kind); a command that only reads goes
+    without (and without loading OpenTelemetry).
     """
     from kernos.kernel.temporal_credentials import connect_options, presented, refused
 
@@ -597,7 +602,7 @@ async def connect_temporal(
     if traced:
         from kernos.kernel import telemetry
 
-        plugins = telemetry.configure(settings.telemetry, process.replace("_", "-"))
+        plugins = telemetry.configure(settings.telemetry, component or process.replace("_", "-"))
     try:
         return await Client.connect(
             settings.temporal.address,
@@ -608,4 +613,6 @@ async def connect_temporal(
             api_key=options.api_key,
         )
     except RuntimeError as exc:
-        raise refused(exc, settings.temporal.address, credentials) from exc
+        raise refused(
+            exc, settings.temporal.address, credentials, settings.temporal.namespace
+        ) from exc

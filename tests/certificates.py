@@ -50,7 +50,9 @@ class TestCA:
 
     __test__ = False  # a helper, not a test class
 
-    def __init__(self, folder: Path, name: str = "kernos test CA") -> None:
+    def __init__(
+        self, folder: Path, name: str = "kernos test CA", *, expired: bool = False
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self._key = ec.generate_private_key(ec.SECP256R1())
@@ -66,8 +68,8 @@ class TestCA:
             .issuer_name(_name(name))
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=2))
+            .not_valid_before(now - timedelta(days=3 if expired else 0, hours=1))
+            .not_valid_after(now + (timedelta(days=-1) if expired else timedelta(days=2)))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(usage, critical=True)
             .sign(self._key, hashes.SHA256())
@@ -75,7 +77,7 @@ class TestCA:
         slug = name.replace(" ", "-")
         self.ca = _write(folder, slug, self._key, self._cert).cert
 
-    def server(self, stem: str, *names: str) -> Issued:
+    def server(self, stem: str, *names: str, expired: bool = False) -> Issued:
         """A server certificate for DNS names and IP addresses (`127.0.0.1`)."""
         alternatives: list[x509.GeneralName] = []
         for name in names:
@@ -85,7 +87,7 @@ class TestCA:
                 alternatives.append(x509.DNSName(name))
         return self._issue(
             stem, names[0], ExtendedKeyUsageOID.SERVER_AUTH,
-            x509.SubjectAlternativeName(alternatives),
+            x509.SubjectAlternativeName(alternatives), expired=expired,
         )  # fmt: skip
 
     def client(self, stem: str, common_name: str, *, expired: bool = False) -> Issued:

@@ -123,8 +123,9 @@ async def test_unreachable_services_are_named(settings: Settings, tmp_path: Path
         settings, tmp_path, database=settings.database.model_copy(update={"dsn": SecretStr(wrong)})
     )
     code, _, err = await kernos(config, "ps")
-    assert_one_line_error(code, err, "cannot reach the database: ")
+    assert_one_line_error(code, err, "cannot connect to PostgreSQL ([database] dsn): ")
     assert "password authentication failed" in err
+    assert wrong.split(":")[2].split("@")[0] not in err  # the password it was given
 
     config = config_file(
         settings,

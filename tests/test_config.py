@@ -63,13 +63,17 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
     [
         ("postgresql://u:pw@h:5432/d", "postgresql://u:********@h:5432/d"),
         ("postgresql://u@h/d", "postgresql://u@h/d"),
-        ("host=h user=u password=pw dbname=d", "host=h user=u password=******** dbname=d"),
+        ("host=h user=u password=pw dbname=d", "user=u password=******** dbname=d host=h"),
+        # libpq's other spellings of a key=value password.
+        ("host=h password = pw dbname=d", "password=******** dbname=d host=h"),
+        ("host=h password='a b c' user=u", "user=u password=******** host=h"),
         # A client key's passphrase too; the certificates' paths are no secret.
         (
             "postgresql://u:pw@h/d?sslmode=verify-full&sslkey=/k.key&sslpassword=pp",
             "postgresql://u:********@h/d?sslmode=verify-full&sslkey=/k.key&sslpassword=********",
         ),
         ("host=h sslcert=/c.pem sslpassword=pp", "host=h sslcert=/c.pem sslpassword=********"),
+        ("host=h password='unclosed", "******** (a DSN libpq cannot read)"),
     ],
 )
 def test_mask_dsn(dsn: str, shown: str) -> None:
@@ -90,6 +94,10 @@ client_key_file = "/etc/kernos/agents.key"
 
 [temporal.gateway]
 api_key = "tc-gateway-key"
+
+[temporal.kernel_worker]
+client_cert_file = "/etc/kernos/kernel.pem"
+client_key_file = "/etc/kernos/kernel.key"
 """
 
 
@@ -102,10 +110,15 @@ def test_each_kind_of_process_connects_to_temporal_with_its_own_credentials(
     agents = presented(settings.temporal, "agent_worker")
     assert agents.tls
     assert agents.credentials.client_cert_file == Path("/etc/kernos/agents.pem")
+    # Who it is comes whole from its own section: its certificate, no shared API key besides.
+    assert agents.credentials.api_key is None
     assert agents.setting("client_key_file") == "[temporal.agent_worker] client_key_file"
     assert agents.setting("server_ca_file") == "[temporal] server_ca_file"
     kernel = presented(settings.temporal, "kernel_worker")
-    assert kernel.credentials.client_cert_file == Path("/etc/kernos/kernos.pem")
+    assert kernel.credentials.client_cert_file == Path("/etc/kernos/kernel.pem")
+    shared = presented(settings.temporal, "client")
+    assert shared.credentials.client_cert_file == Path("/etc/kernos/kernos.pem")
+    assert shared.setting("client_cert_file") == "[temporal] client_cert_file"
     # An API key and its file go together: the gateway's key replaces the shared one.
     gateway = presented(settings.temporal, "gateway")
     assert gateway.credentials.api_key is not None
@@ -116,10 +129,14 @@ def test_each_kind_of_process_connects_to_temporal_with_its_own_credentials(
     assert settings.masked()["temporal"]["agent_worker"]["client_key_file"] == (
         "/etc/kernos/agents.key"
     )
-    # An agent worker runs untrusted code: it keeps `[temporal]`'s and its own, no one else's.
+    # An agent worker runs untrusted code: it connects with `[temporal]`'s and its own; of the
+    # others it keeps the files' paths (its pools' view masks them), never an API key.
     untrusted = load_settings(path, credentials=False).temporal
     assert untrusted.agent_worker is not None
-    assert (untrusted.gateway, untrusted.kernel_worker, untrusted.client) == (None, None, None)
+    assert untrusted.client is None
+    assert untrusted.gateway is not None and untrusted.gateway.api_key is None
+    assert untrusted.kernel_worker is not None
+    assert untrusted.kernel_worker.client_key_file == Path("/etc/kernos/kernel.key")
     # The embedded dev server: no TLS setting, plaintext.
     path.write_text('[temporal]\naddress = "localhost:7233"\n')
     assert not presented(load_settings(path).temporal, "client").tls

@@ -25,6 +25,9 @@ from kernos.kernel.policy_store import PolicyStore
 from tests.certificates import TestCA
 from tests.tls_servers import TlsPostgres, tls_postgres
 
+#: A server of Debian's: not in the fast tier (`make test-fast`).
+pytestmark = pytest.mark.servers
+
 SSL_OF_THIS_SESSION = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
 

@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 
-from kernos import KernosClient, RunSpec, Settings
+from kernos import KernosClient, RunSpec, Settings, load_settings
 from kernos.client import connect_temporal
 from kernos.infra.ports import free_port
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.config import DatabaseSettings
+from kernos.kernel.config import DatabaseSettings, TemporalSettings
 from kernos.kernel.errors import ConfigError, KernosError
+from kernos.kernel.temporal_credentials import connect_options, presented
 from kernos.remote import RemoteClient
 from tests.certificates import TestCA
 from tests.conftest import make_settings, workers
@@ -94,13 +95,14 @@ async def test_each_kind_of_process_reaches_temporal_with_its_own_certificate(
         assert code == 0, err
         assert run.run_id in out and remote_run in out
     assert secured.proxy.subjects() >= {f"CN={kind}" for kind in KINDS}
-    assert "" not in secured.proxy.subjects()  # every request came with a certificate
+    assert "-" not in secured.proxy.subjects()  # every request came with a certificate
 
 
 @pytest.mark.parametrize(
     ("case", "said"),
     [
-        ("no certificate", "refused this kernel_worker (it demands a client certificate): set "
+        ("no certificate", "refused this kernel_worker (it answered HTTP 400, as a proxy does); "
+         "it demands a client certificate: set "
          "[temporal] client_cert_file and [temporal] client_key_file"),
         ("a stranger's certificate", "refused the client certificate in "
          "[temporal.kernel_worker] client_cert_file"),
@@ -159,6 +161,34 @@ async def test_a_process_with_another_cas_certificate_is_refused_in_one_line(
     assert "polling" not in out and "Uvicorn running" not in out + err
 
 
+async def test_a_server_certificate_out_of_date_is_named(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    ca = TestCA(tmp_path / "ca")
+    stale = ca.server("stale", SERVER_NAME, expired=True)
+    with grpc_tls_proxy(temporal.address, stale, ca.ca, tmp_path / "nginx") as proxy:
+        settings = make_settings(
+            temporal, postgres,
+            temporal={"address": proxy.address, "server_ca_file": str(ca.ca),
+                      "server_name": SERVER_NAME, **SecuredTemporal(ca, proxy).credentials("k")},
+        )  # fmt: skip
+        with pytest.raises(ConfigError, match=r"its certificate \(the server's\) is expired"):
+            await connect_temporal(settings, traced=False)
+
+
+def test_a_ca_bundle_passes_while_one_of_its_cas_is_valid(tmp_path: Path) -> None:
+    """Rotating CAs: the old one, expired, beside its successor is no reason to refuse."""
+    old, new = TestCA(tmp_path / "old", "old CA", expired=True), TestCA(tmp_path / "new")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(old.ca.read_bytes() + new.ca.read_bytes())
+    temporal = TemporalSettings(server_ca_file=bundle)
+    assert connect_options(presented(temporal, "client")).tls is not False
+    bundle.write_bytes(old.ca.read_bytes())
+    with pytest.raises(ConfigError, match=r"\[temporal\] server_ca_file .*: the certificate "
+                       r"CN=old CA expired on"):  # fmt: skip
+        connect_options(presented(temporal, "client"))
+
+
 async def test_a_worker_with_a_bad_certificate_file_says_which_and_never_polls(
     secured: SecuredTemporal, temporal: TemporalDevServer, postgres: EmbeddedPostgres,
     tmp_path: Path,
@@ -178,14 +208,14 @@ async def test_a_worker_with_a_bad_certificate_file_says_which_and_never_polls(
         ({"client_cert_file": str(secured.ca.ca.with_suffix(".key")),
           "client_key_file": str(expired.key)}, "holds no PEM certificate"),
     ]  # fmt: skip
-    before = len(secured.proxy.subjects())
+    before = len(secured.proxy.requests())
     for kernel_worker, said in cases:
         settings = secured.settings(temporal, postgres, kernel_worker=kernel_worker)
         code, out, err = await kernos(config_file(settings, tmp_path), "worker", "--kind", "kernel")
         assert_one_line_error(code, err, said)
         assert "polling" not in out
     # Checked before connecting: the proxy saw none of them.
-    assert len(secured.proxy.subjects()) == before
+    assert len(secured.proxy.requests()) == before
 
 
 async def test_an_api_key_is_presented_over_tls_only(
@@ -220,35 +250,41 @@ async def test_an_api_key_is_presented_over_tls_only(
 
 
 @pytest.mark.parametrize("mode", ["bwrap", "in_process"])
-async def test_agent_code_cannot_read_its_workers_temporal_key(
+async def test_agent_code_cannot_read_the_temporal_keys_on_its_host(
     secured: SecuredTemporal, temporal: TemporalDevServer, postgres: EmbeddedPostgres,
-    mode: Mode,
+    tmp_path: Path, mode: Mode,
 ) -> None:  # fmt: skip
-    """The agent worker's own key, kept where a confined child's view reaches (the venv, bound
-    read-only for imports), is masked there; in the worker's own process it is not."""
+    """The agent worker's own key and the kernel worker's, kept where a confined child's view
+    reaches (the venv, bound read-only for imports), are masked there: the agent worker loads
+    its settings as `kernos worker --kind agent` does, which keeps no other kind's credential
+    but the paths of its files. In the worker's own process, agent code reads both."""
     kept = Path(sys.prefix) / f"kernos-test-secrets-{uuid.uuid4().hex[:8]}"
     kept.mkdir()
     try:
-        issued = secured.ca.client("agent_worker", "agent_worker")
-        cert, key = kept / "agents.pem", kept / "agents.key"
-        shutil.copyfile(issued.cert, cert)
-        shutil.copyfile(issued.key, key)
+        files: dict[str, dict[str, str]] = {}
+        for kind in ("agent_worker", "kernel_worker"):
+            issued = secured.ca.client(kind, kind)
+            cert, key = kept / f"{kind}.pem", kept / f"{kind}.key"
+            shutil.copyfile(issued.cert, cert)
+            shutil.copyfile(issued.key, key)
+            files[kind] = {"client_cert_file": str(cert), "client_key_file": str(key)}
         settings = hostile_settings(
             temporal, postgres, mode,
             temporal={
                 "address": secured.proxy.address, "server_ca_file": str(secured.ca.ca),
-                "server_name": SERVER_NAME, **secured.credentials("kernel_worker"),
-                "agent_worker": {"client_cert_file": str(cert), "client_key_file": str(key)},
+                "server_name": SERVER_NAME, **secured.credentials("client"), **files,
             },
         )  # fmt: skip
-        agents = settings.model_copy(update={"database": DatabaseSettings()})
+        agents = load_settings(config_file(settings, tmp_path), credentials=False)
+        agents = agents.model_copy(update={"database": DatabaseSettings()})
+        keys = [files[kind]["client_key_file"] for kind in ("agent_worker", "kernel_worker")]
         async with (
             workers(settings, kind="kernel"),
             workers(agents, kind="agent"),
             await KernosClient.connect(settings) as client,
         ):
-            found = await probe(client, f"evil-{uuid.uuid4().hex[:6]}", files=[str(key)])
+            found = await probe(client, f"evil-{uuid.uuid4().hex[:6]}", files=keys)
     finally:
         shutil.rmtree(kept)
-    assert "CN=agent_worker" in secured.proxy.subjects()
-    assert found["read"] == ([] if mode == "bwrap" else [str(key)])
+    assert {"CN=agent_worker", "CN=kernel_worker"} <= secured.proxy.subjects()
+    assert found["read"] == ([] if mode == "bwrap" else keys)

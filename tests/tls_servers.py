@@ -110,11 +110,16 @@ class GrpcTlsProxy:
     api_key: str
     access_log: Path
 
+    def requests(self) -> list[str]:
+        """Each request it passed on or refused, as its client certificate's subject (`-` for
+        none), in order."""
+        if not self.access_log.exists():
+            return []
+        return [line.strip() for line in self.access_log.read_text().splitlines()]
+
     def subjects(self) -> set[str]:
         """The subjects of the client certificates of the requests it passed on or refused."""
-        if not self.access_log.exists():
-            return set()
-        return {line.strip() for line in self.access_log.read_text().splitlines()}
+        return set(self.requests())
 
 
 @contextmanager
@@ -142,10 +147,10 @@ def grpc_tls_proxy(
     )
     if os.geteuid() != 0:  # the directive is root's alone
         conf.write_text(conf.read_text().replace("user root;\n", ""))
-    process = subprocess.Popen(
-        [nginx, "-p", str(folder), "-c", str(conf)],
-        stdout=subprocess.DEVNULL, stderr=(folder / "stderr.log").open("wb"),
-    )  # fmt: skip
+    with (folder / "stderr.log").open("wb") as stderr:
+        process = subprocess.Popen(
+            [nginx, "-p", str(folder), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
     try:
         _until_listening(port, process, folder / "error.log")
         _until_listening(key_port, process, folder / "error.log")

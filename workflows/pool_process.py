@@ -28,7 +28,14 @@ from typing import IO, Literal
 
 from kernos.infra import confine
 from kernos.infra.pool_limits import ChildCgroups, PoolLimits, cgroups_shortfall, rlimits
-from kernos.kernel.config import PROCESS_KINDS, IsolationSettings, Settings, state_dir
+from kernos.kernel.config import (
+    CREDENTIAL_FILES,
+    PROCESS_KINDS,
+    IsolationSettings,
+    Settings,
+    dsn_files,
+    state_dir,
+)
 from kernos.kernel.errors import ConfigError
 from kernos.workflows.pool_wire import (
     ACTIVATE,
@@ -133,16 +140,9 @@ def hidden_paths(settings: Settings) -> list[Path]:
     temporal = settings.temporal
     for credentials in (temporal, *(getattr(temporal, kind) for kind in PROCESS_KINDS)):
         if credentials is not None:
-            hidden += [
-                path
-                for path in (
-                    credentials.client_key_file,
-                    credentials.client_cert_file,
-                    credentials.api_key_file,
-                )
-                if path is not None
-            ]
-    return [path for path in hidden if path.exists()]
+            hidden += [getattr(credentials, name) for name in CREDENTIAL_FILES]
+    hidden += dsn_files(settings.database)
+    return [path for path in hidden if path is not None and path.exists()]
 
 
 def child_command(
