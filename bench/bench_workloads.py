@@ -180,6 +180,45 @@ class BurnerAgent(Agent):
         return "burnt"
 
 
+class ThreadedBurnerAgent(Agent):
+    """A greedy neighbour on every core: `task` turns in which four threads hash for 1.5 s
+    (hashlib lets go of the GIL, so one process takes as many cores as it has threads), a
+    timer between. What a pool's CPU share is for where one pool's process can take more than
+    one core."""
+
+    name = "threaded-burner"
+
+    async def run(self, task: str) -> str:
+        for _ in range(int(task)):
+            with workflow.unsafe.sandbox_unrestricted():
+                _hash_in_threads(threads=4, seconds=1.5)
+            await workflow.sleep(timedelta(milliseconds=10))
+        return "burnt"
+
+
+def _hash_in_threads(threads: int, seconds: float) -> None:
+    """Hash on `threads` threads for `seconds`; the caller's thread (outside the sandbox's
+    restrictions, which its new threads do not inherit) keeps the time."""
+    import hashlib
+    import os
+    import threading
+
+    data = os.urandom(8 << 20)
+    done = [False]  # the threads may touch nothing the sandbox restricts, not even an Event
+
+    def burn() -> None:
+        while not done[0]:
+            hashlib.sha256(data).digest()
+
+    workers = [threading.Thread(target=burn) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    time.sleep(seconds)
+    done[0] = True
+    for worker in workers:
+        worker.join()
+
+
 class HolderAgent(Agent):
     """A neighbour that holds its workflow tasks: `task` turns of 1.5 s blocked in workflow
     code (a synchronous call), a timer between; what a pool's share of the slots is for."""

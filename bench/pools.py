@@ -12,11 +12,15 @@
   40 runs block their first task 6 s each on a host of 20 workflow-task slots, once with each
   pool held to its share (a quarter) and once without (`pool_share = 1`), then 120 runs on a
   host of the default 100 slots; and how many tasks of each tenant were turned or given back;
+- a neighbour on every core (`cpu`): the same burst, alone and while another tenant's run
+  hashes on four threads (hashlib lets go of the GIL), with cgroups, without (each pool's
+  process a session, weighted by its scheduling group's nice), and without autogroups either
+  (as root, the kernel's switch is turned off for that part and back after);
 - a crowd: 2,000 runs open at once over 100 tenants (100 pools on one host), each waiting on
   a timer then making one syscall: how long the 2,000 take to submit, the time each takes
   beyond its wait (p50, p99), the pools' processes and the memory they take.
 
-Run: `python bench/pools.py [single|slots|crowd ...]` (all parts by default; writes each part's
+Run: `python bench/pools.py [single|slots|cpu|crowd ...]` (all parts by default; writes each part's
 figures into bench/results/pools.json as it ends, keeping the others'). As root for cgroups.
 """
 
@@ -29,7 +33,8 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from bench_results import RESULTS, run_benchmark, write_results
@@ -61,6 +66,7 @@ AGENTS = {
     "loop": "bench_workloads:LoopAgent",
     "burner": "bench_workloads:BurnerAgent",
     "holder": "bench_workloads:HolderAgent",
+    "threaded-burner": "bench_workloads:ThreadedBurnerAgent",
     "waiter": "bench_workloads:WaiterAgent",
 }
 
@@ -203,7 +209,7 @@ def idle_memory(pools: PoolRunner) -> dict[str, float] | None:
 
 @contextlib.asynccontextmanager
 async def kernel(
-    running: Services, **isolation: float
+    running: Services, **isolation: float | bool
 ) -> AsyncIterator[tuple[KernosClient, PoolRunner]]:
     """Workers on the embedded stack, with `isolation` settings, and a client."""
     settings = running.settings(
@@ -270,7 +276,48 @@ async def part_crowd(running: Services, result: dict[str, Any]) -> None:
     )
 
 
-PARTS = {"single": part_single, "slots": part_slots, "crowd": part_crowd}
+@contextlib.contextmanager
+def autogroups(enabled: bool) -> Iterator[bool]:
+    """The kernel's autogroup scheduling set for the block (as root); whether it was."""
+    knob = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    try:
+        before = knob.read_text().strip()
+        knob.write_text("1" if enabled else "0")
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        knob.write_text(before)
+
+
+async def part_cpu(running: Services, result: dict[str, Any]) -> None:
+    """The honest burst next to a pool whose threads take every core (hashing without the GIL):
+    with cgroups (a CPU share), and without (rlimits: each pool's process is a session of its
+    own, so the kernel's autogroups share the CPU between pools), and without autogroups."""
+    shares: dict[str, dict[str, float]] = {}
+    variants: tuple[tuple[str, dict[str, bool], bool], ...] = (
+        ("cgroups", {}, True),
+        ("no cgroups", {"cgroups": False}, True),
+        ("no cgroups, no autogroups", {"cgroups": False}, False),
+    )
+    for label, isolation, grouped in variants:
+        with autogroups(grouped) as set_here:
+            if not set_here and not grouped:
+                continue
+            async with kernel(running, **isolation) as (client, pools):
+                shares[label] = await beside(client, pools, "threaded-burner", "8", 1)
+        held = shares[label]
+        print(
+            f"next to a pool hashing on 4 threads, {label}: {held['alone_wall_ms']} ms alone, "
+            f"{held['crowded_wall_ms']} ms crowded ({held['wall_ratio']}x); p99 "
+            f"{held['p99_ratio']}x"
+        )
+    result["threaded_neighbour"] = shares
+
+
+PARTS = {"single": part_single, "slots": part_slots, "crowd": part_crowd, "cpu": part_cpu}
 
 
 async def main() -> None:

@@ -69,6 +69,14 @@ def pools() -> str:
             f"{burner['p99_ratio']:.2f}x the p99",
         ],
     ]
+    for variant, threaded in result.get("threaded_neighbour", {}).items():
+        rows.append(
+            [
+                f"the same burst next to a pool whose four threads hash on every core, {variant}",
+                f"**{threaded['wall_ratio']:.2f}x** the wall time alone "
+                f"({_s(threaded['crowded_wall_ms'])} against {_s(threaded['alone_wall_ms'])})",
+            ]
+        )
     for host, held in result["holding_neighbour"].items():
         rows.append(
             [

@@ -11,7 +11,9 @@ exactly: the child's address space is bounded (`RLIMIT_AS`: its memory limit, pl
 `ADDRESS_ALLOWANCE_MIB` for what its interpreter and threads reserve but do not use), so a
 hog meets `MemoryError`, which its host counts as the pool's memory limit; and the child may
 start no process at all (`seccomp`, `single_process`), since the kernel counts processes per
-user, and every pool's user is the same. Its CPU share is then not bounded.
+user, and every pool's user is the same. Its CPU share is then its session group's
+(`SessionWeight`): where the kernel has autogroups, each session weighs as one, at the nice
+nearest `cpu_shares`.
 
 The child is placed in its cgroups by a shell that writes its own pid into each and then
 becomes the confined command, so nothing of the child ever runs outside them.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import shutil
 import time
@@ -190,3 +193,95 @@ def rlimits(argv: list[str], limits: PoolLimits, *, cgrouped: bool) -> list[str]
         # Threads' stacks at the size the allowance counts, whatever the host's `ulimit -s`.
         bounds.append(f"--stack={THREAD_STACK_MIB << 20}")
     return [prlimit, *bounds, "--", *argv]
+
+
+#: Where the kernel says whether it schedules sessions as groups (CONFIG_SCHED_AUTOGROUP).
+AUTOGROUPS = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+@functools.cache
+def autogroups_shortfall() -> str | None:
+    """Why a cgroup-less child's CPU weight cannot be set here, or None if it can."""
+    try:
+        enabled = AUTOGROUPS.read_text().strip() == "1"
+    except OSError:
+        return "this kernel schedules no session groups (no CONFIG_SCHED_AUTOGROUP)"
+    return None if enabled else "kernel.sched_autogroup_enabled is 0"
+
+
+def autogroup_nice(cpu_shares: int) -> int:
+    """The nice whose CFS weight is nearest `cpu_shares` (1024 at nice 0, 1.25x a step)."""
+    return max(0, min(19, round(math.log(1024 / cpu_shares, 1.25))))
+
+
+class SessionWeight:
+    """A cgroup-less child's CPU weight: the nice of its session's scheduling group.
+
+    Each child runs in a session of its own (and bubblewrap's `--new-session` makes the
+    confined command's another), and the kernel's autogroups share the CPU between sessions,
+    not threads: a pool's process that hashes on four threads gets one group's share. The
+    group's nice sets that share against the host's own processes, as `cpu.shares` does in a
+    cgroup. The child may set its own group's nice back to 0 (Linux asks no privilege for a
+    nice of 0 or more): the host looks again at every turn of its pools' loop, sets it again,
+    and says so.
+    """
+
+    def __init__(self, pid: int, cpu_shares: int) -> None:
+        self.pid = pid
+        self.nice = autogroup_nice(cpu_shares)
+        #: A process of the child's session: the confined command's, or the child itself.
+        self._member: int | None = None
+        #: How often the child's group was found at another nice and set again.
+        self.restored = 0
+
+    def keep(self) -> bool:
+        """Set the group's nice where it is not; whether it had to be (after the first time)."""
+        member = self._member or _session_member(self.pid)
+        if member is None:
+            return False
+        path = Path(f"/proc/{member}/autogroup")
+        try:
+            if path.read_text().split()[-1] == str(self.nice):
+                self._member = member
+                return False
+            path.write_text(str(self.nice))
+        except (OSError, IndexError):
+            # Gone, or (without CAP_SYS_ADMIN) the kernel's ten such writes a second are
+            # spent: the next turn looks again.
+            self._member = None
+            return False
+        changed = self._member is not None
+        self._member = member
+        self.restored += changed
+        return changed
+
+
+def _session_member(pid: int) -> int | None:
+    """A process of the session the child's command runs in.
+
+    The first descendant of `pid` in another session than `pid`'s (bubblewrap's
+    `--new-session`), else `pid` itself.
+    """
+    own = _session(pid)
+    if own is None:
+        return None
+    queue = [pid]
+    while queue:
+        parent = queue.pop(0)
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            if _session(child) not in (None, own):
+                return child
+            queue.append(child)
+    return pid
+
+
+def _session(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[3])

@@ -500,7 +500,8 @@ class IsolationSettings(BaseModel):
     cpu_shares: int = Field(default=128, ge=2)
     """Each pool's weight for a contended CPU (cgroup `cpu.shares`), against the host's own
     processes' 1024 (the host, and the kernel's workers, Temporal and PostgreSQL where they
-    share the machine): agent code gets what is idle, and little of what the kernel needs."""
+    share the machine): agent code gets what is idle, and little of what the kernel needs.
+    Without cgroups, the nice of the pool's session group (Linux autogroups) nearest it."""
     open_files: int = Field(default=1024, ge=64)
     """Open files per pool's process (rlimit)."""
     task_slots: int = Field(default=100, ge=2)

@@ -27,6 +27,7 @@ HOSTILE_AGENTS = {
     "forker": "tests.hostile_agents:ForkerAgent",
     "spinner": "tests.hostile_agents:SpinnerAgent",
     "crasher": "tests.hostile_agents:CrasherAgent",
+    "reweigher": "tests.hostile_agents:ReweigherAgent",
     "flooder": "tests.hostile_agents:FlooderAgent",
     "continuer": "tests.hostile_agents:ContinuerAgent",
     "timers": "tests.hostile_agents:TimerAgent",

@@ -362,6 +362,31 @@ class SpinnerAgent(Agent):
             spins += 1
 
 
+class ReweigherAgent(Agent):
+    """Sets its own pool's CPU weight back to a host process's (its session group's nice to
+    0), then looks again after a timer: what it wrote, and what its nice was each time."""
+
+    name = "reweigher"
+
+    async def run(self, task: str) -> str:
+        with workflow.unsafe.sandbox_unrestricted():
+            first = _autogroup_nice()
+            try:
+                Path("/proc/self/autogroup").write_text("0")
+                wrote = "0"
+            except OSError as exc:
+                wrote = type(exc).__name__
+            after = _autogroup_nice()
+        await asyncio.sleep(2)
+        with workflow.unsafe.sandbox_unrestricted():
+            later = _autogroup_nice()
+        return json.dumps({"first": first, "wrote": wrote, "after": after, "later": later})
+
+
+def _autogroup_nice() -> int:
+    return int(Path("/proc/self/autogroup").read_text().split()[-1])
+
+
 class CrasherAgent(Agent):
     """Ends its own process from its workflow code, at every activation."""
 

@@ -32,7 +32,7 @@ import pytest
 
 from kernos import KernosClient, RunFailed, RunSpec
 from kernos.client import connect_temporal
-from kernos.infra.pool_limits import cgroups_shortfall
+from kernos.infra.pool_limits import autogroups_shortfall, cgroups_shortfall
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
@@ -114,6 +114,22 @@ async def test_without_cgroups_a_pool_starts_no_process(
     settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=limits)
     said = await bomb_beside_a_victim(settings)
     assert said == "forked 0, then PermissionError"
+
+
+@pytest.mark.skipif(autogroups_shortfall() is not None, reason=str(autogroups_shortfall()))
+async def test_without_cgroups_a_pool_that_raises_its_cpu_weight_is_set_back(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    """Its session group's nice is its share of a contended CPU (`cpu_shares` 128: nice 9)."""
+    settings = make_settings(
+        temporal, postgres, agents=HOSTILE_AGENTS, isolation={**LIMITS, "cgroups": False}
+    )
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        run = await client.submit(
+            RunSpec(agent="reweigher", task="go", tenant=f"evil-{uuid.uuid4().hex[:6]}")
+        )
+        said = json.loads((await run.result()).output)
+    assert said == {"first": 9, "wrote": "0", "after": 0, "later": 9}
 
 
 async def bomb_beside_a_victim(settings: Settings) -> str:

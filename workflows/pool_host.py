@@ -37,7 +37,7 @@ from temporalio.bridge.proto.workflow_completion import WorkflowActivationComple
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 
 from kernos.infra import confine
-from kernos.infra.pool_limits import cgroups_shortfall, sweep
+from kernos.infra.pool_limits import autogroups_shortfall, cgroups_shortfall, sweep
 from kernos.kernel.config import Settings, state_dir
 from kernos.kernel.result_seal import check_key
 from kernos.kernel.syscalls import RunInput
@@ -108,11 +108,15 @@ class PoolRunner(WorkflowRunner):
         if not self.spec.cgrouped:
             log.warning(
                 "pools have no cgroups on this host (%s): their memory is bounded as address "
-                "space, %s, and their CPU is NOT shared out",
+                "space, %s, and %s",
                 cgroups_shortfall() or "[isolation] cgroups = false",
                 "no process of theirs may start another"
                 if self.how.confined and confine.seccomp_shortfall() is None
                 else "their processes are NOT bounded (no seccomp filter here)",
+                "their CPU is shared out by session groups (autogroups), each weighted by "
+                "[isolation] cpu_shares"
+                if autogroups_shortfall() is None
+                else f"their CPU is NOT shared out ({autogroups_shortfall()})",
             )
         sweep()
         self._agents = dict(settings.agents)
@@ -266,6 +270,12 @@ class PoolRunner(WorkflowRunner):
         with self._lock:
             children = list(self._children.values())
         for child in children:
+            if child.keep_weight():
+                log.warning(
+                    "pool %s: its process set its own CPU weight; set back to the pool's "
+                    "([isolation] cpu_shares)",
+                    child.pool,
+                )
             if (run := child.overdue()) is not None:
                 self.died_running(
                     run,

@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import IO, Literal
 
 from kernos.infra import confine
-from kernos.infra.pool_limits import ChildCgroups, PoolLimits, cgroups_shortfall, rlimits
+from kernos.infra.pool_limits import (
+    ChildCgroups,
+    PoolLimits,
+    SessionWeight,
+    autogroups_shortfall,
+    cgroups_shortfall,
+    rlimits,
+)
 from kernos.kernel.config import (
     CREDENTIAL_FILES,
     PROCESS_KINDS,
@@ -255,6 +262,12 @@ class PoolChild:
         #: runs it was running are not charged with its end.
         self._ended_for: str | None = None
         self.pool: str | None = None
+        #: Without cgroups, its CPU weight: its session's scheduling group's nice.
+        self._weight = (
+            SessionWeight(self.process.pid, spec.limits.cpu_shares)
+            if not spec.cgrouped and autogroups_shortfall() is None
+            else None
+        )
         for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
             threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
 
@@ -262,7 +275,12 @@ class PoolChild:
         """Make this child the pool's: from now on it serves only `setup.pool`'s runs."""
         self.pool = setup.pool
         self.since = self.last_used = time.monotonic()
+        self.keep_weight()
         self._send(SETUP, 0, pickle.dumps(setup))
+
+    def keep_weight(self) -> bool:
+        """Without cgroups, set its CPU weight where it is not; whether its code had changed it."""
+        return self._weight is not None and self._weight.keep()
 
     def _send(self, kind: bytes, request: int, body: bytes) -> None:
         self._outbox.put(FrameWriter.frame(kind, request, body))
