@@ -167,7 +167,9 @@ def bwrap_argv(
             argv += ["--tmpfs", str(resolved)]
         elif resolved.is_file() and any(resolved.is_relative_to(root) for root in roots):
             argv += ["--ro-bind", "/dev/null", str(resolved)]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
+    # Its /proc read-only: among what agent code could write there is its own session group's
+    # nice, its CPU weight where there are no cgroups (`pool_limits.SessionWeight`).
+    argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
     for name, value in environment.items():
         argv += ["--setenv", name, value]
     if seccomp_fd is not None:

@@ -221,25 +221,28 @@ class SessionWeight:
     confined command's another), and the kernel's autogroups share the CPU between sessions,
     not threads: a pool's process that hashes on four threads gets one group's share. The
     group's nice sets that share against the host's own processes, as `cpu.shares` does in a
-    cgroup. The child may set its own group's nice back to 0 (Linux asks no privilege for a
-    nice of 0 or more): the host looks again at every turn of its pools' loop, sets it again,
-    and says so.
+    cgroup. Confined, the child's /proc is read-only, so its code cannot set the nice back (Linux
+    asks no privilege for a nice of 0 or more); the host looks again at every turn of its pools'
+    loop all the same. Unconfined (`process` mode), code that starts a process in a session of
+    its own escapes the weight, as it escapes everything else there.
     """
 
-    def __init__(self, pid: int, cpu_shares: int) -> None:
+    def __init__(self, pid: int, cpu_shares: int, *, confined: bool) -> None:
         self.pid = pid
         self.nice = autogroup_nice(cpu_shares)
-        #: A process of the child's session: the confined command's, or the child itself.
-        self._member: int | None = None
-        #: How often the child's group was found at another nice and set again.
-        self.restored = 0
+        self.confined = confined
+        #: A process of the child's session, and when it started (a pid can be reused).
+        self._member: tuple[int, int] | None = None
 
     def keep(self) -> bool:
-        """Set the group's nice where it is not; whether it had to be (after the first time)."""
-        member = self._member or _session_member(self.pid)
-        if member is None:
-            return False
-        path = Path(f"/proc/{member}/autogroup")
+        """Set the group's nice where it is not; whether it had been changed since it was set."""
+        member = self._member
+        if member is None or _started(member[0]) != member[1]:
+            found = _session_member(self.pid, confined=self.confined)
+            if found is None:
+                return False  # its session is not made yet: the next turn looks again
+            member = (found, _started(found) or 0)
+        path = Path(f"/proc/{member[0]}/autogroup")
         try:
             if path.read_text().split()[-1] == str(self.nice):
                 self._member = member
@@ -250,21 +253,20 @@ class SessionWeight:
             # spent: the next turn looks again.
             self._member = None
             return False
-        changed = self._member is not None
-        self._member = member
-        self.restored += changed
+        changed, self._member = self._member is not None, member
         return changed
 
 
-def _session_member(pid: int) -> int | None:
-    """A process of the session the child's command runs in.
+def _session_member(pid: int, *, confined: bool) -> int | None:
+    """A process of the session the child's command runs in, once it is there.
 
-    The first descendant of `pid` in another session than `pid`'s (bubblewrap's
-    `--new-session`), else `pid` itself.
+    Confined: the first descendant of `pid` that leads a session of its own (bubblewrap's
+    `--new-session`; None until it has made it). Unconfined: `pid`, which leads its own.
     """
-    own = _session(pid)
-    if own is None:
+    if _session(pid) is None:
         return None
+    if not confined:
+        return pid
     queue = [pid]
     while queue:
         parent = queue.pop(0)
@@ -273,15 +275,26 @@ def _session_member(pid: int) -> int | None:
         except OSError:
             continue
         for child in map(int, children):
-            if _session(child) not in (None, own):
+            if _session(child) == child:
                 return child
             queue.append(child)
-    return pid
+    return None
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after its name (which may hold anything)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def _session(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[3])
+    fields = _stat(pid)
+    return int(fields[3]) if fields is not None else None
+
+
+def _started(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with its pid, who it is."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None else None

@@ -9,6 +9,7 @@ what is there to find.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
@@ -375,7 +376,7 @@ class ReweigherAgent(Agent):
                 Path("/proc/self/autogroup").write_text("0")
                 wrote = "0"
             except OSError as exc:
-                wrote = type(exc).__name__
+                wrote = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
             after = _autogroup_nice()
         await asyncio.sleep(2)
         with workflow.unsafe.sandbox_unrestricted():

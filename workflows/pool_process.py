@@ -264,7 +264,7 @@ class PoolChild:
         self.pool: str | None = None
         #: Without cgroups, its CPU weight: its session's scheduling group's nice.
         self._weight = (
-            SessionWeight(self.process.pid, spec.limits.cpu_shares)
+            SessionWeight(self.process.pid, spec.limits.cpu_shares, confined=spec.how.confined)
             if not spec.cgrouped and autogroups_shortfall() is None
             else None
         )
@@ -279,8 +279,13 @@ class PoolChild:
         self._send(SETUP, 0, pickle.dumps(setup))
 
     def keep_weight(self) -> bool:
-        """Without cgroups, set its CPU weight where it is not; whether its code had changed it."""
-        return self._weight is not None and self._weight.keep()
+        """Without cgroups, set its CPU weight where it is not; whether its code had changed it.
+
+        Never once the process has been reaped: its pid may then be another's.
+        """
+        if self._weight is None or self.process.poll() is not None:
+            return False
+        return self._weight.keep()
 
     def _send(self, kind: bytes, request: int, body: bytes) -> None:
         self._outbox.put(FrameWriter.frame(kind, request, body))
