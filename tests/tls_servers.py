@@ -15,7 +15,6 @@ import functools
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernos.infra.ports import free_port
+from kernos.infra.ports import free_port, port_in_use
 from tests.certificates import Issued
 
 # Temporal's long polls last about 70 s: the proxy must wait longer for an answer (nginx's
@@ -91,11 +90,9 @@ def _until_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited: {log.read_text() if log.exists() else '?'}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
+        if port_in_use(port):
+            return
+        time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after 20 s")
 
 
