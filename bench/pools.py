@@ -40,6 +40,7 @@ from typing import Any
 from bench_results import RESULTS, run_benchmark, write_results
 from bench_stack import Services, services
 from bench_workloads import NoopBackend
+from temporalio.api.enums.v1 import EventType
 
 from kernos import KernosClient, RunSpec
 from kernos.client import connect_temporal
@@ -62,6 +63,8 @@ WAIT_S = 60.0
 SUBMITTERS = 32
 #: Runs whose end the crowd waits for at once (a server limits concurrent long polls).
 WAITERS = 200
+#: Runs of the crowd whose histories are read for where their time went.
+SURVEYED = 200
 AGENTS = {
     "loop": "bench_workloads:LoopAgent",
     "burner": "bench_workloads:BurnerAgent",
@@ -156,12 +159,14 @@ async def crowd(client: KernosClient, pools: PoolRunner) -> dict[str, float]:
     gate = asyncio.Semaphore(SUBMITTERS)
     waits = asyncio.Semaphore(WAITERS)
     submitted: list[float] = []
+    ids: list[str] = []
     all_submitted = asyncio.Event()
 
     async def run(spec: RunSpec) -> float:
         async with gate:
             handle = await client.submit(spec)
             submitted.append(time.perf_counter())
+            ids.append(handle.run_id)
             if len(submitted) == len(specs):
                 all_submitted.set()
         async with waits:
@@ -182,6 +187,7 @@ async def crowd(client: KernosClient, pools: PoolRunner) -> dict[str, float]:
     state = pools.status()
     memory = [p.memory_bytes for p in state.pools if p.memory_bytes]
     extra = await asyncio.gather(*tasks)
+    surveyed = await survey(client, [run_id for run_id in ids[:: max(1, len(ids) // SURVEYED)]])
     return {
         "runs": len(specs),
         "tenants": TENANTS,
@@ -192,6 +198,36 @@ async def crowd(client: KernosClient, pools: PoolRunner) -> dict[str, float]:
         "runs_cached": sum(p.runs for p in state.pools),
         "pools_memory_gib": round(sum(memory) / 2**30, 2) if memory else 0.0,
         "turned_back": sum(p.turned_back for p in pools.status().pools),
+        **surveyed,
+    }
+
+
+async def survey(client: KernosClient, run_ids: list[str]) -> dict[str, float]:
+    """Where the surveyed runs' time went, from their histories: how long the first workflow
+    task took to complete after the run started, and how many workflow tasks timed out or
+    failed (Temporal writes a task that fails again and again once, so these are at least)."""
+    first_task_s, timed_out, failed = [], 0, 0
+    for run_id in run_ids:
+        history = await client.temporal.get_workflow_handle(run_id).fetch_history()
+        started = history.events[0].event_time.ToDatetime()
+        completed = [
+            e
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        ]
+        first_task_s.append((completed[0].event_time.ToDatetime() - started).total_seconds())
+        timed_out += sum(
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT for e in history.events
+        )
+        failed += sum(
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in history.events
+        )
+    return {
+        "surveyed": len(run_ids),
+        "first_task_s_p50": round(statistics.median(first_task_s), 1),
+        "first_task_s_p99": round(percentile(first_task_s, 0.99), 1),
+        "tasks_timed_out": timed_out,
+        "tasks_failed": failed,
     }
 
 
@@ -272,7 +308,9 @@ async def part_crowd(running: Services, result: dict[str, Any]) -> None:
         f"crowd: {many['runs']} runs over {many['tenants']} tenants in {many['pools']} pools "
         f"({many['pools_memory_gib']} GiB), submitted in {many['submit_s']} s; beyond each "
         f"run's wait: {many['extra_ms_p50']} ms p50, {many['extra_ms_p99']} ms p99; "
-        f"{many['turned_back']} tasks turned back"
+        f"{many['turned_back']} tasks turned back; of {many['surveyed']} runs: first task "
+        f"{many['first_task_s_p50']} s p50, {many['first_task_s_p99']} s p99 after the start, "
+        f"{many['tasks_timed_out']} tasks timed out, {many['tasks_failed']} failed"
     )
 
 

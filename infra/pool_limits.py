@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -214,6 +215,32 @@ def autogroup_nice(cpu_shares: int) -> int:
     return max(0, min(19, round(math.log(1024 / cpu_shares, 1.25))))
 
 
+class SessionMember:
+    """The process a child's command runs as, once it is there: its session's leader.
+
+    Known by its pid and when it started (a pid can be reused), and looked for again when
+    that is no longer so.
+    """
+
+    def __init__(self, pid: int, *, confined: bool) -> None:
+        self.root = pid
+        self.confined = confined
+        self._member: tuple[int, int] | None = None
+
+    def pid(self) -> int | None:
+        """Its pid, or None while bubblewrap has not made it yet (or once it has ended)."""
+        member = self._member
+        if member is None or _started(member[0]) != member[1]:
+            found = _session_member(self.root, confined=self.confined)
+            member = (found, _started(found) or 0) if found is not None else None
+            self._member = member
+        return member[0] if member is not None else None
+
+    def forget(self) -> None:
+        """Look for it again next time."""
+        self._member = None
+
+
 class SessionWeight:
     """A cgroup-less child's CPU weight: the nice of its session's scheduling group.
 
@@ -227,34 +254,105 @@ class SessionWeight:
     its own escapes the weight, as it escapes everything else there.
     """
 
-    def __init__(self, pid: int, cpu_shares: int, *, confined: bool) -> None:
-        self.pid = pid
+    def __init__(self, member: SessionMember, cpu_shares: int) -> None:
+        self.member = member
         self.nice = autogroup_nice(cpu_shares)
-        self.confined = confined
-        #: A process of the child's session, and when it started (a pid can be reused).
-        self._member: tuple[int, int] | None = None
+        #: The member whose group's nice was seen set: a change after is its code's.
+        self._set_for: int | None = None
 
     def keep(self) -> bool:
         """Set the group's nice where it is not; whether it had been changed since it was set."""
-        member = self._member
-        if member is None or _started(member[0]) != member[1]:
-            found = _session_member(self.pid, confined=self.confined)
-            if found is None:
-                return False  # its session is not made yet: the next turn looks again
-            member = (found, _started(found) or 0)
-        path = Path(f"/proc/{member[0]}/autogroup")
+        pid = self.member.pid()
+        if pid is None:
+            return False  # its session is not made yet: the next turn looks again
+        path = Path(f"/proc/{pid}/autogroup")
         try:
             if path.read_text().split()[-1] == str(self.nice):
-                self._member = member
+                self._set_for = pid
                 return False
             path.write_text(str(self.nice))
         except (OSError, IndexError):
             # Gone, or (without CAP_SYS_ADMIN) the kernel's ten such writes a second are
             # spent: the next turn looks again.
-            self._member = None
+            self.member.forget()
+            self._set_for = None
             return False
-        changed, self._member = self._member is not None, member
+        changed, self._set_for = self._set_for == pid, pid
         return changed
+
+
+class CpuWait:
+    """How long a child's process has waited for a CPU, as the kernel counts it.
+
+    The sum of the run delays of its session's threads (`/proc/<pid>/task/<tid>/schedstat`:
+    time runnable but not running, on a CPU others had), so that an activation's time is not
+    charged for the host being crowded. Each thread's delay is counted from when it is first
+    seen; a thread's that ended between two looks is lost, so the sum errs low (the run is
+    charged more, not less). Looked up at most every `_FRESH_S`: many activations may ask at
+    once.
+    """
+
+    def __init__(self, member: SessionMember) -> None:
+        self.member = member
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._threads: dict[int, int] = {}
+        self._total_ns = 0
+        self._looked = -math.inf
+
+    def seconds(self) -> float:
+        """The time waited so far (only its growth means anything)."""
+        with self._lock:
+            if time.monotonic() - self._looked >= _FRESH_S:
+                self._look()
+            return self._total_ns / 1e9
+
+    def _look(self) -> None:
+        self._looked = time.monotonic()
+        pid = self.member.pid()
+        if pid is None:
+            return
+        if pid != self._pid:
+            self._pid, self._threads = pid, {}
+        seen: dict[int, int] = {}
+        for process in [pid, *descendants(pid, _MOST_PROCESSES)]:
+            try:
+                threads = os.listdir(f"/proc/{process}/task")
+            except OSError:
+                continue
+            for name in threads:
+                try:
+                    schedstat = Path(f"/proc/{process}/task/{name}/schedstat").read_text()
+                    delay = int(schedstat.split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                tid = int(name)
+                seen[tid] = delay
+                self._total_ns += max(0, delay - self._threads.get(tid, delay))
+        self._threads = seen
+
+
+def descendants(pid: int, most: int) -> list[int]:
+    """Up to `most` of `pid`'s descendant processes, nearest first."""
+    found: list[int] = []
+    queue = [pid]
+    while queue and len(found) < most:
+        parent = queue.pop(0)
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        found.extend(map(int, children))
+        queue.extend(map(int, children))
+    return found[:most]
+
+
+#: The processes of a child whose threads' waits are counted (bubblewrap's, the interpreter,
+#: the first it may have started): a fork bomb's are not looked through.
+_MOST_PROCESSES = 8
+#: How old a child's CPU wait may be when asked for: each look reads a file per thread, and on
+#: a crowded host every pool's activations ask (100 pools of 25 threads: 2,500 files a second).
+_FRESH_S = 1.0
 
 
 def _session_member(pid: int, *, confined: bool) -> int | None:
@@ -267,18 +365,7 @@ def _session_member(pid: int, *, confined: bool) -> int | None:
         return None
     if not confined:
         return pid
-    queue = [pid]
-    while queue:
-        parent = queue.pop(0)
-        try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            if _session(child) == child:
-                return child
-            queue.append(child)
-    return None
+    return next((c for c in descendants(pid, _MOST_PROCESSES) if _session(c) == c), None)
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -342,6 +342,22 @@ class DawdlerAgent(Agent):
         return "awake"
 
 
+class CruncherAgent(Agent):
+    """After a timer, computes for `task` seconds on a CPU in one workflow task and says how
+    long that took on the wall: honest work, slow only where its process waits for a CPU."""
+
+    name = "cruncher"
+
+    async def run(self, task: str) -> str:
+        await workflow.sleep(timedelta(seconds=3))
+        with workflow.unsafe.sandbox_unrestricted():
+            began, used = time.monotonic(), time.thread_time()
+            while time.thread_time() - used < float(task):
+                pass
+            took = time.monotonic() - began
+        return f"{took:.1f}"
+
+
 class MemoAgent(Agent):
     """Runs a script of memory syscalls (the task, as JSON) and returns each one's result.
 
@@ -463,6 +479,7 @@ AGENTS = {
     "chatter": "tests.agents:ChatterAgent",
     "pausing": "tests.agents:PausingAgent",
     "dawdler": "tests.agents:DawdlerAgent",
+    "cruncher": "tests.agents:CruncherAgent",
     "memo": "tests.agents:MemoAgent",
     "other-memo": "tests.agents:MemoAgent",
     "forger": "tests.agents:ForgerAgent",

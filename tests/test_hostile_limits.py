@@ -23,16 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from kernos import KernosClient, RunFailed, RunSpec
 from kernos.client import connect_temporal
-from kernos.infra.pool_limits import autogroups_shortfall, cgroups_shortfall
+from kernos.infra.pool_limits import (
+    SessionMember,
+    autogroups_shortfall,
+    cgroups_shortfall,
+    descendants,
+)
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
@@ -357,6 +365,62 @@ async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
         assert charged == 1 and "did not answer within 6 s" in why
         await stuck.cancel()
         await bystander.cancel()
+
+
+async def test_an_activation_slow_for_want_of_a_cpu_is_not_charged(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # A run's 0.6 s of work, while its pool's process shares one CPU with three busy processes
+    # of the host's, takes longer than the 3 s activation timeout on the wall: its process
+    # waited for the CPU, so the run is not charged and the process not ended (ended, every
+    # run in it would replay: more work for a host that has too much already).
+    isolation = {"mode": "bwrap", "activation_timeout_s": 3}
+    settings = make_settings(temporal, postgres, isolation=isolation)
+    tenant = f"crowded-{uuid.uuid4().hex[:6]}"
+    async with host_counting_deaths(settings) as (client, pools, deaths):
+
+        def pool() -> PoolState | None:
+            return next((p for p in pools.status().pools if p.pool == tenant), None)
+
+        run = await client.submit(RunSpec(agent="cruncher", task="0.6", tenant=tenant))
+        await until(lambda: (state := pool()) is not None and state.pid is not None)
+        before = pool()
+        assert before is not None and before.pid is not None
+        member = SessionMember(before.pid, confined=True)
+        await until(lambda: member.pid() is not None)
+        session = member.pid()
+        assert session is not None
+        # Its first task done (its agent imported), within the 3 s timer before its work:
+        handle = client.temporal.get_workflow_handle(run.run_id)
+        for _ in range(100):
+            history = await handle.fetch_history()
+            if any(e.HasField("timer_started_event_attributes") for e in history.events):
+                break
+            await asyncio.sleep(0.05)
+        with crowded_cpu([session, *descendants(session, 8)], busy=3):
+            took = float((await run.result()).output)
+        after = pool()
+    assert took > 3, f"not slowed past the activation timeout: {took} s"
+    assert await deaths(run.run_id) == (0, "")
+    assert after is not None and after.pid == before.pid and after.restarts == 0
+
+
+@contextlib.contextmanager
+def crowded_cpu(processes: list[int], *, busy: int) -> Iterator[None]:
+    """The threads of `processes` pinned to one CPU, beside `busy` processes spinning on it."""
+    cpu = min(os.sched_getaffinity(0))
+    for pid in processes:
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(thread), {cpu})
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    try:
+        for spinner in spinners:
+            os.sched_setaffinity(spinner.pid, {cpu})
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from kernos.kernel.result_seal import SealCheckInterceptor, check_key
 from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun
 from kernos.workflows.pool_host import PoolRunner
+from kernos.workflows.pool_process import CROWDED_TIMES
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,13 @@ def agent_worker(
         # A dead worker's runs move to another within seconds, not the default ten.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
-    # Pools: the host's own check comes first and names what happened. (Not after a child's
-    # start as well: the SDK waits as long for an eviction while it shuts down.)
-    after_s = _AFTER_THE_HOST_S if pools is not None else 0.0
-    _activations_may_take(worker, settings.isolation.activation_timeout_s + after_s)
+    # Pools: the host's own check comes first and names what happened, at the most it lets an
+    # activation take on a crowded host. (Not after a child's start as well: the SDK waits as
+    # long for an eviction while it shuts down.)
+    timeout = settings.isolation.activation_timeout_s
+    _activations_may_take(
+        worker, CROWDED_TIMES * timeout + _AFTER_THE_HOST_S if pools is not None else timeout
+    )
     return worker, pools
 
 

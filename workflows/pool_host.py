@@ -257,15 +257,14 @@ class PoolRunner(WorkflowRunner):
         A task given back still has its activation's time to end in its pool's process: past
         it, the process is ended and the run charged, as for any activation.
         """
-        timeout = self.isolation.activation_timeout_s
         while not self._closed.wait(_REBALANCE_S):
             try:
-                self._rebalance(timeout)
+                self._rebalance()
             except Exception:
                 # The thread must outlive one bad turn.
                 log.exception("the pools' shares of the slots could not be kept this time")
 
-    def _rebalance(self, timeout: float) -> None:
+    def _rebalance(self) -> None:
         self.shares.rebalance()
         with self._lock:
             children = list(self._children.values())
@@ -276,11 +275,12 @@ class PoolRunner(WorkflowRunner):
                     "([isolation] cpu_shares)",
                     child.pool,
                 )
-            if (run := child.overdue()) is not None:
+            if (late := child.overdue()) is not None:
+                run, over = late
                 self.died_running(
                     run,
                     f"an activation given back to Temporal, over its pool's share of the "
-                    f"slots, still ran after {timeout:.0f} s ([isolation] activation_timeout_s)",
+                    f"slots, did not answer {over}",
                 )
 
     def _stop_idle(self) -> None:

@@ -29,7 +29,9 @@ from typing import IO, Literal
 from kernos.infra import confine
 from kernos.infra.pool_limits import (
     ChildCgroups,
+    CpuWait,
     PoolLimits,
+    SessionMember,
     SessionWeight,
     autogroups_shortfall,
     cgroups_shortfall,
@@ -70,6 +72,12 @@ MAX_LOG_LINES = 1000
 MAX_LOG_LINE = 2000
 #: How long a new child may take to start (import the kernel and Temporal's SDK).
 CHILD_START_S = 60.0
+#: How many times `[isolation] activation_timeout_s` an activation may take in all, while its
+#: pool's process waits for a CPU on a crowded host (which the timeout does not count).
+CROWDED_TIMES = 4
+#: When an activation's wait is first looked at, and how often after.
+_FIRST_LOOK_S = 1.0
+_LOOK_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -251,9 +259,9 @@ class PoolChild:
         self._stdout = self.process.stdout
         self._requests = itertools.count(1)
         self._pending: dict[int, concurrent.futures.Future[Frame]] = {}
-        #: Activations given back while the child still runs them -> by when each must end,
-        #: and whose run it is: their answers are dropped.
-        self._given_back: dict[int, tuple[float, str]] = {}
+        #: Activations given back while the child still runs them (their answers are dropped),
+        #: each with the time it has had.
+        self._given_back: dict[int, ActivationTime] = {}
         self._lock = threading.Lock()
         self._ready = concurrent.futures.Future[None]()
         self._limit: str | None = None
@@ -262,12 +270,15 @@ class PoolChild:
         #: runs it was running are not charged with its end.
         self._ended_for: str | None = None
         self.pool: str | None = None
+        member = SessionMember(self.process.pid, confined=spec.how.confined)
         #: Without cgroups, its CPU weight: its session's scheduling group's nice.
         self._weight = (
-            SessionWeight(self.process.pid, spec.limits.cpu_shares, confined=spec.how.confined)
+            SessionWeight(member, spec.limits.cpu_shares)
             if not spec.cgrouped and autogroups_shortfall() is None
             else None
         )
+        #: How long its process has waited for a CPU: not counted against its activations.
+        self.cpu_wait = CpuWait(member)
         for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
             threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
 
@@ -341,7 +352,7 @@ class PoolChild:
         which must still be within `timeout` (`overdue`).
         """
         request = next(self._requests)
-        deadline = time.monotonic() + timeout
+        had = ActivationTime(run, timeout, self.cpu_wait)
         answer = concurrent.futures.Future[Frame]()
         with self._lock:
             if self._retired:
@@ -350,52 +361,58 @@ class PoolChild:
                 raise ChildDied("the pool's process has exited")
             self._pending[request] = answer
         if can_give_back is not None:
-            can_give_back(lambda reason: self._give_back(request, reason, (deadline, run)))
+            can_give_back(lambda reason: self._give_back(request, reason, had))
         try:
             self._send(ACTIVATE, request, instance_id.to_bytes(8, "big") + activation)
-            return answer.result(timeout)
+            wait = min(timeout, _FIRST_LOOK_S)
+            while True:
+                try:
+                    return answer.result(wait)
+                except concurrent.futures.TimeoutError:
+                    over = had.over()
+                    if over is not None:
+                        self.end("another run's activation did not answer in time")
+                        raise ChildDied(
+                            f"the pool's process did not answer {over}", limit="activation time"
+                        ) from None
+                    wait = _LOOK_EVERY_S
         except FrameError as exc:
             raise ChildDied(f"the activation could not be sent: {exc}") from exc
         except GivenBack:
             self._send(DROP, instance_id, b"")
             raise
-        except concurrent.futures.TimeoutError:
-            self.end("another run's activation did not answer in time")
-            raise ChildDied(
-                f"the pool's process did not answer within {timeout:.0f} s "
-                "([isolation] activation_timeout_s)",
-                limit="activation time",
-            ) from None
         finally:
             self.last_used = time.monotonic()
             with self._lock:
                 self._pending.pop(request, None)
 
-    def _give_back(self, request: int, reason: str, due: tuple[float, str]) -> None:
+    def _give_back(self, request: int, reason: str, had: ActivationTime) -> None:
         """End the wait for `request`'s answer with `GivenBack`; its answer will be dropped."""
         with self._lock:
             answer = self._pending.pop(request, None)
             if answer is None or answer.done():
                 return
-            self._given_back[request] = due
+            self._given_back[request] = had
         answer.set_exception(GivenBack(reason))
 
-    def overdue(self) -> str | None:
-        """The run of an activation given back that the child still runs past its timeout.
+    def overdue(self) -> tuple[str, str] | None:
+        """An activation given back that the child still runs past its time: its run, and how.
 
         The child is then ended, as for any activation that does not answer in time (the
         other runs it ran are not charged), and the caller charges that run.
         """
-        now = time.monotonic()
         with self._lock:
             if not self.alive:
                 # Ended already, by whatever ended it: nothing is running any more.
                 self._given_back.clear()
                 return None
-            late = next((run for due, run in self._given_back.values() if now > due), None)
-            if late is not None:
-                self._given_back.clear()
+            given_back = list(self._given_back.values())
+        late = next(
+            ((had.run, over) for had in given_back if (over := had.over()) is not None), None
+        )
         if late is not None:
+            with self._lock:
+                self._given_back.clear()
             self.end("another run's activation did not answer in time")
         return late
 
@@ -490,6 +507,46 @@ class PoolChild:
         for future in waiting_now:
             future.set_exception(died)
         self.kill()
+
+
+class ActivationTime:
+    """The time one activation has had in its pool's process, and whether it is over.
+
+    `[isolation] activation_timeout_s` counts the time the process ran or slept, not the time
+    it waited for a CPU the host gave others: on a crowded host an honest activation is slow,
+    not stuck, and ending its process would only make every run in it replay, more work for a
+    host that has too much. A process's wait counts from about the activation's first second on
+    (`_FIRST_LOOK_S`, as last looked up); in all, an activation has `CROWDED_TIMES` the timeout
+    at most, whatever its process waited (code that keeps several threads runnable at once
+    waits on each of them).
+    """
+
+    def __init__(self, run: str, timeout: float, cpu_wait: CpuWait) -> None:
+        self.run = run
+        self.timeout = timeout
+        self._cpu_wait = cpu_wait
+        self._sent = time.monotonic()
+        #: The process's CPU wait when first looked at: what it has waited since counts.
+        self._waited_before: float | None = None
+
+    def over(self) -> str | None:
+        """How the activation is over its time (to follow "did not answer"), or None."""
+        took = time.monotonic() - self._sent
+        if took < min(self.timeout, _FIRST_LOOK_S):
+            return None
+        waited = self._cpu_wait.seconds()
+        if self._waited_before is None:
+            self._waited_before = waited
+        crowded = max(0.0, waited - self._waited_before)
+        if took - crowded >= self.timeout:
+            also = f", and waited {crowded:.0f} s for a CPU" if crowded >= 1 else ""
+            return f"within {self.timeout:.0f} s ([isolation] activation_timeout_s{also})"
+        if took >= CROWDED_TIMES * self.timeout:
+            return (
+                f"within {took:.0f} s, though it waited {crowded:.0f} s of them for a CPU "
+                f"({CROWDED_TIMES} times [isolation] activation_timeout_s at most)"
+            )
+        return None
 
 
 class GivenBack(Exception):
