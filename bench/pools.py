@@ -18,7 +18,8 @@
   switch off for that part (as root; it holds for processes started meanwhile: the pools');
 - a crowd: 2,000 runs open at once over 100 tenants (100 pools on one host), each waiting on
   a timer then making one syscall: how long the 2,000 take to submit, the time each takes
-  beyond its wait (p50, p99), the pools' processes and the memory they take.
+  beyond its wait (p50, p99), the pools' processes and the memory they take; and, from 200 of
+  the runs' histories, when their first workflow task was done and how many tasks timed out.
 
 Run: `python bench/pools.py [single|slots|cpu|crowd ...]` (all parts by default; writes each part's
 figures into bench/results/pools.json as it ends, keeping the others'). As root for cgroups.
