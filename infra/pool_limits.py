@@ -29,6 +29,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,45 +283,67 @@ class SessionWeight:
 
 
 class CpuWait:
-    """How long a child's process has waited for a CPU, as the kernel counts it.
+    """How long a child's process has waited for a CPU, and its CPU time, as Linux counts them.
 
-    The sum of the run delays of its session's threads (`/proc/<pid>/task/<tid>/schedstat`:
-    time runnable but not running, on a CPU others had), so that an activation's time is not
-    charged for the host being crowded. Each thread's delay is counted from when it is first
-    seen; a thread's that ended between two looks is lost, so the sum errs low (the run is
-    charged more, not less). Looked up at most every `_FRESH_S`: many activations may ask at
-    once.
+    The wait is the sum of the run delays of its session's threads
+    (`/proc/<pid>/task/<tid>/schedstat`: time runnable but not running), so that an
+    activation's time is not charged for the host being crowded; the CPU time (its processes'
+    `stat`) bounds what may be taken for crowding: a process whose own threads queue for the
+    CPUs it is using waits on each of them, but is not crowded out (`crowded_s`). Each
+    thread's delay is counted from when it is first seen, and at most `_MOST_THREADS` threads
+    are read a look; a thread's that ended between two looks is lost: the sum errs low (the run
+    is charged more, not less). Looked up at most every `_FRESH_S`: many activations may ask at
+    once. Once frozen (the host stops), or its process gone, it no longer grows.
     """
 
-    def __init__(self, member: SessionMember) -> None:
+    def __init__(self, member: SessionMember, alive: Callable[[], bool]) -> None:
         self.member = member
+        self._alive = alive
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._threads: dict[int, int] = {}
-        self._total_ns = 0
-        self._looked = -math.inf
+        self._waited_ns = 0
+        self._cpu_ticks = 0
+        self._last = CpuLook(time.monotonic(), 0.0, 0.0)
+        self._frozen = False
 
-    def seconds(self) -> float:
-        """The time waited so far (only its growth means anything)."""
+    def look(self) -> CpuLook:
+        """The last look: when (monotonic), the time waited and the CPU used so far.
+
+        Only their growth means anything.
+        """
         with self._lock:
-            if time.monotonic() - self._looked >= _FRESH_S:
-                self._look()
-            return self._total_ns / 1e9
+            if not self._frozen and time.monotonic() - self._last.at >= _FRESH_S:
+                if self._alive():
+                    self._look()
+                else:
+                    self._frozen = True
+            return self._last
+
+    def freeze(self) -> None:
+        """Grow no more: the host is stopping, and times its activations on the wall again."""
+        with self._lock:
+            self._frozen = True
 
     def _look(self) -> None:
-        self._looked = time.monotonic()
+        at = time.monotonic()
         pid = self.member.pid()
         if pid is None:
             return
         if pid != self._pid:
             self._pid, self._threads = pid, {}
         seen: dict[int, int] = {}
+        cpu = 0
         for process in [pid, *descendants(pid, _MOST_PROCESSES)]:
+            fields = _stat(process)
+            if fields is None:
+                continue
+            cpu += int(fields[11]) + int(fields[12])
             try:
                 threads = os.listdir(f"/proc/{process}/task")
             except OSError:
                 continue
-            for name in threads:
+            for name in threads[: _MOST_THREADS - len(seen)]:
                 try:
                     schedstat = Path(f"/proc/{process}/task/{name}/schedstat").read_text()
                     delay = int(schedstat.split()[1])
@@ -328,8 +351,30 @@ class CpuWait:
                     continue
                 tid = int(name)
                 seen[tid] = delay
-                self._total_ns += max(0, delay - self._threads.get(tid, delay))
+                self._waited_ns += max(0, delay - self._threads.get(tid, delay))
         self._threads = seen
+        self._cpu_ticks = max(self._cpu_ticks, cpu)
+        self._last = CpuLook(at, self._waited_ns / 1e9, self._cpu_ticks / _TICKS)
+
+
+@dataclass(frozen=True)
+class CpuLook:
+    """One look at a child's process: when, the time it had waited for a CPU, its CPU time."""
+
+    at: float
+    waited_s: float
+    cpu_s: float
+
+    def crowded_s(self, since: CpuLook) -> float:
+        """The time since `since` that the process was kept from a CPU by others.
+
+        No more than its wait, and no more than the time it did not use a CPU: its own
+        threads queueing for the CPUs it is using do not count.
+        """
+        return max(
+            0.0,
+            min(self.waited_s - since.waited_s, (self.at - since.at) - (self.cpu_s - since.cpu_s)),
+        )
 
 
 def descendants(pid: int, most: int) -> list[int]:
@@ -350,6 +395,11 @@ def descendants(pid: int, most: int) -> list[int]:
 #: The processes of a child whose threads' waits are counted (bubblewrap's, the interpreter,
 #: the first it may have started): a fork bomb's are not looked through.
 _MOST_PROCESSES = 8
+#: The threads read a look (a pool's process runs up to 100 activations at once): code that
+#: starts thousands cannot make each look cost the host more.
+_MOST_THREADS = 128
+#: Clock ticks a second, as /proc counts CPU time.
+_TICKS = os.sysconf("SC_CLK_TCK")
 #: How old a child's CPU wait may be when asked for: each look reads a file per thread, and on
 #: a crowded host every pool's activations ask (100 pools of 25 threads: 2,500 files a second).
 _FRESH_S = 1.0

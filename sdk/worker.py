@@ -92,6 +92,8 @@ class WorkerGroup:
 
     async def shutdown(self) -> None:
         """Stop every worker of the group."""
+        if self.pools is not None:
+            self.pools.drain()
         if self.agent is not None:
             await self.agent.shutdown()
         if self.pools is not None:

@@ -1,5 +1,5 @@
 """How long an activation may take in its pool's process: the timeout counts the time the
-process ran or slept, not the time it waited for a CPU, up to a cap (`ActivationTime`)."""
+process ran or slept, not the time others kept it from a CPU, up to a cap (`ActivationTime`)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,25 @@ import time
 
 import pytest
 
+from kernos.infra.pool_limits import CpuLook
 from kernos.workflows.pool_process import CROWDED_TIMES, ActivationTime
 
 
 class Clock:
-    """The wall clock, and how long the process has waited for a CPU, as the test sets them."""
+    """The wall clock, and what the process waited for a CPU and used of one, as set here."""
 
     def __init__(self) -> None:
         self.now = 1000.0
         self.waited = 50.0
+        self.cpu = 20.0
 
-    def seconds(self) -> float:
-        return self.waited
+    def look(self) -> CpuLook:
+        return CpuLook(self.now, self.waited, self.cpu)
+
+    def passes(self, seconds: float, *, waiting: float = 0.0, using: float = 0.0) -> None:
+        self.now += seconds
+        self.waited += waiting
+        self.cpu += using
 
 
 @pytest.fixture
@@ -28,41 +35,53 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-def passes(clock: Clock, seconds: float, waiting: float = 0.0) -> None:
-    clock.now += seconds
-    clock.waited += waiting
+def timed(clock: Clock) -> ActivationTime:
+    return ActivationTime("run", 10.0, clock)  # type: ignore[arg-type]
 
 
 def test_a_process_that_runs_or_sleeps_has_the_timeout(clock: Clock) -> None:
-    had = ActivationTime("run", 10.0, clock)  # type: ignore[arg-type]
-    passes(clock, 1.0)
+    had = timed(clock)
+    clock.passes(1.0)
     assert had.over() is None  # the first look: what the process waited before is not counted
-    passes(clock, 8.5)
+    clock.passes(8.5, using=8.5)
     assert had.over() is None
-    passes(clock, 0.5)
+    clock.passes(0.5)
     assert had.over() == "within 10 s ([isolation] activation_timeout_s)"
+    clock.passes(0.5)
+    assert had.over() is None  # said once: one thread ends the process and charges the run
 
 
-def test_the_time_a_process_waits_for_a_cpu_is_not_counted(clock: Clock) -> None:
-    had = ActivationTime("run", 10.0, clock)  # type: ignore[arg-type]
-    passes(clock, 1.0, waiting=1.0)
+def test_the_time_others_keep_a_process_from_a_cpu_is_not_counted(clock: Clock) -> None:
+    had = timed(clock)
+    clock.passes(1.0, waiting=1.0)
     assert had.over() is None
-    passes(clock, 20.0, waiting=15.0)  # 6 s of its own so far
+    clock.passes(20.0, waiting=15.0, using=2.0)  # 5 s of its own so far
     assert had.over() is None
-    passes(clock, 4.0)
+    clock.passes(5.0)
     assert had.over() == (
-        "within 10 s ([isolation] activation_timeout_s, and waited 15 s for a CPU)"
+        "within 10 s ([isolation] activation_timeout_s; it waited 15 s more for a CPU)"
     )
 
 
+def test_its_own_threads_queueing_for_the_cpus_it_uses_are_not_a_crowd(clock: Clock) -> None:
+    # Eight threads spinning on two CPUs: each waits three quarters of the time, but the
+    # process has both CPUs all along.
+    had = timed(clock)
+    clock.passes(1.0)
+    assert had.over() is None
+    clock.passes(9.0, waiting=8 * 9.0 * 0.75, using=2 * 9.0)
+    assert had.over() == "within 10 s ([isolation] activation_timeout_s)"
+
+
 def test_waiting_for_a_cpu_has_a_cap(clock: Clock) -> None:
-    had = ActivationTime("run", 10.0, clock)  # type: ignore[arg-type]
-    passes(clock, 1.0)
+    had = timed(clock)
+    clock.passes(1.0)
     assert had.over() is None
-    passes(clock, CROWDED_TIMES * 10.0 - 1.5, waiting=CROWDED_TIMES * 10.0)
+    wall = CROWDED_TIMES * 10.0
+    clock.passes(wall - 1.5, waiting=wall - 2.0)
     assert had.over() is None
-    passes(clock, 0.5)
+    clock.passes(0.5)
     assert had.over() == (
-        f"within {CROWDED_TIMES * 10} s, though it waited {CROWDED_TIMES * 10} s of them for a "
-        f"CPU ({CROWDED_TIMES} times [isolation] activation_timeout_s at most)"
+        f"within 10 s ([isolation] activation_timeout_s, and {CROWDED_TIMES} times that at "
+        f"most while it waited for a CPU: {wall:.0f} s, {wall - 2:.0f} s of them waiting)"
     )

@@ -187,5 +187,6 @@ def _activations_may_take(worker: Worker, seconds: float) -> None:
     inner._deadlock_timeout_seconds = seconds
 
 
-#: The SDK's check comes this long after a pool host's own.
-_AFTER_THE_HOST_S = 5.0
+#: The SDK's check comes this long after a pool host's own: past its last look at an
+#: activation (`pool_process._LOOK_EVERY_S`, `pool_limits._FRESH_S`) and the end of its process.
+_AFTER_THE_HOST_S = 10.0

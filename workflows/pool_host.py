@@ -324,6 +324,16 @@ class PoolRunner(WorkflowRunner):
             spare = self._spare
         spare.wait_ready(CHILD_START_S)
 
+    def drain(self) -> None:
+        """Time activations on the wall clock again, crowded or not: the host is stopping.
+
+        The SDK waits for the activations in flight, as long as its check lets them take.
+        """
+        with self._lock:
+            children = list(self._children.values())
+        for child in children:
+            child.cpu_wait.freeze()
+
     def close(self) -> None:
         """Stop every child."""
         self._closed.set()

@@ -29,6 +29,7 @@ from typing import IO, Literal
 from kernos.infra import confine
 from kernos.infra.pool_limits import (
     ChildCgroups,
+    CpuLook,
     CpuWait,
     PoolLimits,
     SessionMember,
@@ -277,8 +278,8 @@ class PoolChild:
             if not spec.cgrouped and autogroups_shortfall() is None
             else None
         )
-        #: How long its process has waited for a CPU: not counted against its activations.
-        self.cpu_wait = CpuWait(member)
+        #: How long others kept its process from a CPU: not counted against its activations.
+        self.cpu_wait = CpuWait(member, lambda: self.process.poll() is None)
         for target, name in ((self._read, "reader"), (self._write, "writer"), (self._log, "log")):
             threading.Thread(target=target, name=f"pool-child-{name}", daemon=True).start()
 
@@ -513,12 +514,12 @@ class ActivationTime:
     """The time one activation has had in its pool's process, and whether it is over.
 
     `[isolation] activation_timeout_s` counts the time the process ran or slept, not the time
-    it waited for a CPU the host gave others: on a crowded host an honest activation is slow,
-    not stuck, and ending its process would only make every run in it replay, more work for a
-    host that has too much. A process's wait counts from about the activation's first second on
-    (`_FIRST_LOOK_S`, as last looked up); in all, an activation has `CROWDED_TIMES` the timeout
-    at most, whatever its process waited (code that keeps several threads runnable at once
-    waits on each of them).
+    others kept it from a CPU (`CpuLook.crowded_s`): on a crowded host an honest activation is
+    slow, not stuck, and ending its process would only make every run in it replay, more work
+    for a host that has too much. That time counts from the activation's first look on
+    (`_FIRST_LOOK_S`); in all, an activation has `CROWDED_TIMES` the timeout at most. It is
+    over once: the thread that waits for it and the host's loop (for one given back) may ask
+    at the same moment, and only one ends the process and charges the run.
     """
 
     def __init__(self, run: str, timeout: float, cpu_wait: CpuWait) -> None:
@@ -526,26 +527,37 @@ class ActivationTime:
         self.timeout = timeout
         self._cpu_wait = cpu_wait
         self._sent = time.monotonic()
-        #: The process's CPU wait when first looked at: what it has waited since counts.
-        self._waited_before: float | None = None
+        #: The first look at the process: what it was kept from a CPU since is not counted.
+        self._first: CpuLook | None = None
+        self._lock = threading.Lock()
+        self._over = False
 
     def over(self) -> str | None:
-        """How the activation is over its time (to follow "did not answer"), or None."""
+        """How the activation is over its time (to follow "did not answer"), or None.
+
+        Said once: asked again after, None.
+        """
         took = time.monotonic() - self._sent
         if took < min(self.timeout, _FIRST_LOOK_S):
             return None
-        waited = self._cpu_wait.seconds()
-        if self._waited_before is None:
-            self._waited_before = waited
-        crowded = max(0.0, waited - self._waited_before)
-        if took - crowded >= self.timeout:
-            also = f", and waited {crowded:.0f} s for a CPU" if crowded >= 1 else ""
-            return f"within {self.timeout:.0f} s ([isolation] activation_timeout_s{also})"
-        if took >= CROWDED_TIMES * self.timeout:
-            return (
-                f"within {took:.0f} s, though it waited {crowded:.0f} s of them for a CPU "
-                f"({CROWDED_TIMES} times [isolation] activation_timeout_s at most)"
-            )
+        look = self._cpu_wait.look()
+        with self._lock:
+            if self._over:
+                return None
+            if self._first is None and look.at >= self._sent:
+                self._first = look
+            crowded = look.crowded_s(self._first) if self._first is not None else 0.0
+            own = f"within {self.timeout:.0f} s ([isolation] activation_timeout_s"
+            if took - crowded >= self.timeout:
+                self._over = True
+                also = f"; it waited {crowded:.0f} s more for a CPU" if crowded >= 1 else ""
+                return f"{own}{also})"
+            if took >= CROWDED_TIMES * self.timeout:
+                self._over = True
+                return (
+                    f"{own}, and {CROWDED_TIMES} times that at most while it waited for a CPU: "
+                    f"{took:.0f} s, {crowded:.0f} s of them waiting)"
+                )
         return None
 
 
