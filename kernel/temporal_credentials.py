@@ -226,7 +226,10 @@ def refused(
             f"Temporal at {address} does not speak TLS: unset the TLS settings, or set "
             f"{presented.setting('tls')} = false"
         )
-    if not presented.tls and ("FRAME_SIZE_ERROR" in said or "http2 error" in said):
+    # Plaintext HTTP/2 to a TLS endpoint: its TLS alert read as a frame, or (nginx, at times)
+    # the connection closed before the client read anything.
+    hung_up = ("FRAME_SIZE_ERROR", "http2 error", "connection closed")
+    if not presented.tls and any(sign in said for sign in hung_up):
         return ConfigError(
             f"Temporal at {address} did not answer plaintext gRPC (a TLS endpoint?): set "
             f"{presented.setting('server_ca_file')}, or {presented.setting('tls')} = true"

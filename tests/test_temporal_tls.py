@@ -27,7 +27,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import DatabaseSettings, TemporalSettings
 from kernos.kernel.errors import ConfigError, KernosError
-from kernos.kernel.temporal_credentials import connect_options, presented
+from kernos.kernel.temporal_credentials import connect_options, presented, refused
 from kernos.remote import RemoteClient
 from tests.certificates import TestCA
 from tests.conftest import make_settings, workers
@@ -288,3 +288,20 @@ async def test_agent_code_cannot_read_the_temporal_keys_on_its_host(
         shutil.rmtree(kept)
     assert {"CN=agent_worker", "CN=kernel_worker"} <= secured.proxy.subjects()
     assert found["read"] == ([] if mode == "bwrap" else keys)
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "protocol error: frame with invalid size (FRAME_SIZE_ERROR)",
+        'Failed client connect: `get_system_info` call error: hyper::Error(Canceled, "connection '
+        'closed")',
+    ],
+    ids=["alert-read-as-a-frame", "hung-up"],
+)
+def test_plaintext_to_a_tls_endpoint_is_named_however_it_hangs_up(said: str) -> None:
+    # nginx answers a plaintext HTTP/2 client with a TLS alert, or at times only closes the
+    # connection: both are the same mistake, and are named so.
+    plain = presented(TemporalSettings(), "kernel_worker")
+    error = refused(RuntimeError(said), "127.0.0.1:7233", plain)
+    assert "did not answer plaintext gRPC (a TLS endpoint?)" in str(error)
