@@ -93,14 +93,10 @@ def pools() -> str:
             "60 s then making one syscall",
             f"{crowd['pools']} pools ({crowd['pools_memory_gib']:.1f} GiB), submitted in "
             f"{crowd['submit_s']:.0f} s; **{crowd['extra_ms_p50'] / 1000:.0f} s p50, "
-            f"{crowd['extra_ms_p99'] / 1000:.0f} s p99 beyond each run's wait**"
-            + (
-                f"; of {crowd['surveyed']} runs' histories: the first task done "
-                f"{crowd['first_task_s_p50']:.0f} s p50 after the run's start, "
-                f"{crowd['tasks_timed_out']} tasks timed out"
-                if "surveyed" in crowd
-                else ""
-            ),
+            f"{crowd['extra_ms_p99'] / 1000:.0f} s p99 beyond each run's wait**; of "
+            f"{crowd['surveyed']} runs' histories: the first task done "
+            f"{crowd['first_task_s_p50']:.0f} s p50 after the run's start, "
+            f"{crowd['tasks_timed_out']} tasks timed out",
         ]
     )
     return _table(["", "figure (goal for a neighbour: ≤ 1.2x)"], rows)

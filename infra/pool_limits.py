@@ -217,10 +217,11 @@ def autogroup_nice(cpu_shares: int) -> int:
 
 
 class SessionMember:
-    """The process a child's command runs as, once it is there: its session's leader.
+    """The leader of the session a child's command runs in, once it is there.
 
-    Known by its pid and when it started (a pid can be reused), and looked for again when
-    that is no longer so.
+    Confined, bubblewrap's own process inside the sandbox (the command is its child);
+    unconfined, the child itself. Known by its pid and when it started (a pid can be reused),
+    and looked for again when that is no longer so.
     """
 
     def __init__(self, pid: int, *, confined: bool) -> None:
@@ -338,7 +339,9 @@ class CpuWait:
             fields = _stat(process)
             if fields is None:
                 continue
-            cpu += int(fields[11]) + int(fields[12])
+            # Its threads' time, and its children's once it has reaped them: a process that
+            # ends does not take the CPU it used out of the count.
+            cpu += sum(int(field) for field in fields[11:15])
             try:
                 threads = os.listdir(f"/proc/{process}/task")
             except OSError:
@@ -353,6 +356,7 @@ class CpuWait:
                 seen[tid] = delay
                 self._waited_ns += max(0, delay - self._threads.get(tid, delay))
         self._threads = seen
+        # (Never less than before: a child's own child that ended unreaped is out of the count.)
         self._cpu_ticks = max(self._cpu_ticks, cpu)
         self._last = CpuLook(at, self._waited_ns / 1e9, self._cpu_ticks / _TICKS)
 
