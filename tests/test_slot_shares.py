@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kernos.workflows.slot_shares import CONTESTED_S, HELD_S, SlotShares
+from kernos.workflows.slot_shares import CONTESTED_S, HELD_S, REMEMBERED_S, SlotShares
 
 
 class Clock:
@@ -134,3 +134,27 @@ def test_a_share_of_one_turns_it_off() -> None:
     assert shares.starts("other", 0) is None
     assert shares.rebalance() == 0 and log == []
     assert shares.turned_back() == {}
+
+
+def test_a_pool_held_to_its_share_is_held_to_it_as_its_tasks_come_back() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    log = given_back_log(shares, "holder", fill(shares, "holder", 16))
+    assert shares.starts("honest", 0) is None
+    clock.now += HELD_S + 0.5
+    assert shares.rebalance() == 11
+    for task in range(16):
+        shares.ends("holder", task)
+    # Its runs' tasks come back together (cancelled, retried): new, none held yet, but the
+    # pool was held to its share, so past it they are turned back while others want slots.
+    clock.now += 1.0
+    assert shares.starts("honest", 1) is None
+    assert len(fill(shares, "holder", 12, first=100)) == 5
+    reason = shares.starts("holder", 200)
+    assert reason is not None and "had a task turned back 0.0 s ago" in reason and len(log) == 11
+    # Remembered for a while only; a pool never held to its share is never turned back so.
+    clock.now += REMEMBERED_S + 1
+    for task in range(100, 105):
+        shares.ends("holder", task)
+    assert shares.starts("honest", 2) is None
+    assert len(fill(shares, "holder", 12, first=300)) == 12

@@ -8,7 +8,10 @@ contested while another pool started a task in the last `CONTESTED_S`; the host 
 once fewer slots than a share are free. Then:
 
 - a pool at its share that holds a task, on a crowded host or contested, has its next task
-  turned back: Temporal gives it again later;
+  turned back: Temporal gives it again later; so does one that had a task turned or given back
+  in the last `REMEMBERED_S`, however new its tasks (a holder's tasks come back together,
+  its runs cancelled or their tasks retried, and would each take a slot for a second before
+  they counted as held);
 - on a crowded host, each contested pool over its share gives back its held tasks, the latest
   first, down to its share; on a full host, an uncontested one gives back one (at most one
   each `CONTESTED_S`), so that the SDK polls again and a waiting tenant's task is seen. The
@@ -32,6 +35,10 @@ from dataclasses import dataclass
 HELD_S = 1.0
 #: How long another pool's task start counts as that pool wanting slots.
 CONTESTED_S = 2.0
+
+#: How long a pool that had a task turned or given back is held to its share as it arrives
+#: (Temporal gives a task again at once the first time, then after its 10 s timeout).
+REMEMBERED_S = 30.0
 
 #: Gives a task back: its host answers Temporal at once, with this reason.
 GiveBack = Callable[[str], None]
@@ -60,6 +67,8 @@ class SlotShares:
         #: When a task was last given back for a full host (one per `CONTESTED_S`).
         self._freed_at = float("-inf")
         self._turned_back: collections.Counter[str] = collections.Counter()
+        #: Pool -> when a task of it was last turned or given back.
+        self._held_to_share: dict[str, float] = {}
 
     def starts(self, pool: str, task: int) -> str | None:
         """Count `task` of `pool` as running; or why it is turned back, over the pool's share."""
@@ -68,18 +77,32 @@ class SlotShares:
             running = self._tasks.setdefault(pool, {})
             if len(running) >= self.share:
                 held_s = now - min(t.started for t in running.values())
-                if held_s > HELD_S and (self._crowded() or self._contested(pool, now)):
-                    self._turned_back[pool] += 1
+                holder = held_s > HELD_S or self._remembered(pool, now)
+                if holder and (self._crowded() or self._contested(pool, now)):
+                    since = now - self._held_to_share.get(pool, now)
+                    how = (
+                        f"one for {held_s:.1f} s"
+                        if held_s > HELD_S
+                        else f"and had a task turned back {since:.1f} s ago"
+                    )
+                    self._count_turned_back(pool, now)
                     return (
                         f"pool {pool!r} holds {len(running)} of this host's {self.slots} "
-                        f"workflow-task slots, its share ([isolation] pool_share), one for "
-                        f"{held_s:.1f} s, while other pools may need them: this task waits for "
-                        "Temporal to give it again"
+                        f"workflow-task slots, its share ([isolation] pool_share), {how}, "
+                        "while other pools may need them: this task waits for Temporal to give "
+                        "it again"
                     )
             running[task] = _Task(now)
             self._running += 1
             self._started[pool] = now
         return None
+
+    def _remembered(self, pool: str, now: float) -> bool:
+        return now - self._held_to_share.get(pool, float("-inf")) <= REMEMBERED_S
+
+    def _count_turned_back(self, pool: str, now: float) -> None:
+        self._turned_back[pool] += 1
+        self._held_to_share[pool] = now
 
     def _crowded(self) -> bool:
         return self._running >= self.slots - self.share
@@ -113,6 +136,11 @@ class SlotShares:
             self._started = {
                 pool: when for pool, when in self._started.items() if now - when <= CONTESTED_S
             }
+            self._held_to_share = {
+                pool: when
+                for pool, when in self._held_to_share.items()
+                if self._remembered(pool, now)
+            }
             if not self._crowded():
                 return 0
             kept = {
@@ -140,7 +168,7 @@ class SlotShares:
                     task.given_back = True
                     if not contested:
                         self._freed_at, full = now, False
-                    self._turned_back[pool] += 1
+                    self._count_turned_back(pool, now)
                     chosen.append(
                         (
                             task.give_back,
