@@ -13,7 +13,8 @@ hog meets `MemoryError`, which its host counts as the pool's memory limit; and t
 start no process at all (`seccomp`, `single_process`), since the kernel counts processes per
 user, and every pool's user is the same. Its CPU share is then its session group's
 (`SessionWeight`): where the kernel has autogroups, each session weighs as one, at the nice
-nearest `cpu_shares`.
+nearest `cpu_shares`; where it has none, each of its threads weighs as one, at that nice
+(`rlimits`), which its code may not lower (`RLIMIT_NICE` 0).
 
 The child is placed in its cgroups by a shell that writes its own pid into each and then
 becomes the confined command, so nothing of the child ever runs outside them.
@@ -187,13 +188,23 @@ THREAD_STACK_MIB = 8
 
 
 def rlimits(argv: list[str], limits: PoolLimits, *, cgrouped: bool) -> list[str]:
-    """`argv` under `prlimit`: open files, and the address space where no cgroup bounds memory."""
+    """`argv` under `prlimit`: open files, and more where no cgroup bounds the child.
+
+    Without cgroups, its address space, and the nice its threads start at and may not lower.
+    """
     prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
     bounds = [f"--nofile={limits.open_files}"]
     if not cgrouped:
         bounds.append(f"--as={(limits.memory_mib + ADDRESS_ALLOWANCE_MIB) << 20}")
         # Threads' stacks at the size the allowance counts, whatever the host's `ulimit -s`.
         bounds.append(f"--stack={THREAD_STACK_MIB << 20}")
+        # Each thread at `cpu_shares`' nice, which is its CPU weight where the kernel has no
+        # session groups (without the privilege to, RLIMIT_NICE 0 lets no nice be lowered;
+        # raising it needs none). With them, its session group's nice sets its share instead
+        # (`SessionWeight`), and its threads' only weigh among themselves.
+        bounds.append("--nice=0")
+        nice = shutil.which("nice") or "/usr/bin/nice"
+        argv = [nice, "-n", str(autogroup_nice(limits.cpu_shares)), *argv]
     return [prlimit, *bounds, "--", *argv]
 
 
@@ -201,7 +212,6 @@ def rlimits(argv: list[str], limits: PoolLimits, *, cgrouped: bool) -> list[str]
 AUTOGROUPS = Path("/proc/sys/kernel/sched_autogroup_enabled")
 
 
-@functools.cache
 def autogroups_shortfall() -> str | None:
     """Why a cgroup-less child's CPU weight cannot be set here, or None if it can."""
     try:

@@ -28,6 +28,7 @@ HOSTILE_AGENTS = {
     "spinner": "tests.hostile_agents:SpinnerAgent",
     "crasher": "tests.hostile_agents:CrasherAgent",
     "reweigher": "tests.hostile_agents:ReweigherAgent",
+    "renicer": "tests.hostile_agents:RenicerAgent",
     "flooder": "tests.hostile_agents:FlooderAgent",
     "continuer": "tests.hostile_agents:ContinuerAgent",
     "timers": "tests.hostile_agents:TimerAgent",

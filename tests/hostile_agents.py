@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -382,6 +383,36 @@ class ReweigherAgent(Agent):
         with workflow.unsafe.sandbox_unrestricted():
             later = _autogroup_nice()
         return json.dumps({"first": first, "wrote": wrote, "after": after, "later": later})
+
+
+class RenicerAgent(Agent):
+    """Lowers its own threads' nice back to a host process's (0), as code would where the
+    kernel weighs each thread by its nice: what its nice was, what lowering it said, and the
+    nice of a thread it starts after."""
+
+    name = "renicer"
+
+    async def run(self, task: str) -> str:
+        with workflow.unsafe.sandbox_unrestricted():
+            first = os.getpriority(os.PRIO_PROCESS, 0)
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, 0)
+                lowered = "0"
+            except OSError as exc:
+                lowered = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            seen: list[object] = []
+
+            def look() -> None:
+                try:
+                    with workflow.unsafe.sandbox_unrestricted():
+                        seen.append(os.getpriority(os.PRIO_PROCESS, 0))
+                except Exception as exc:  # noqa: BLE001 - said, not raised: the test reads it
+                    seen.append(repr(exc))
+
+            thread = threading.Thread(target=look)
+            thread.start()
+            thread.join()
+        return json.dumps({"first": first, "lowered": lowered, "thread": seen})
 
 
 def _autogroup_nice() -> int:

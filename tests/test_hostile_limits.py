@@ -147,6 +147,21 @@ async def test_without_cgroups_a_pool_cannot_keep_a_higher_cpu_weight(
         assert json.loads((await run.result()).output) == said
 
 
+async def test_without_cgroups_a_pools_threads_cannot_lower_their_nice(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    """Where the kernel has no session groups, each thread's nice is its CPU weight: 9 (of
+    `cpu_shares` 128), for the threads it starts too, and not to be lowered."""
+    isolation = {**LIMITS, "cgroups": False}
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
+    async with workers(settings), await KernosClient.connect(settings) as client:
+        run = await client.submit(
+            RunSpec(agent="renicer", task="go", tenant=f"evil-{uuid.uuid4().hex[:6]}")
+        )
+        said = json.loads((await run.result()).output)
+    assert said == {"first": 9, "lowered": "EACCES", "thread": [9]}, said
+
+
 async def bomb_beside_a_victim(settings: Settings) -> str:
     """What a fork bomb said of itself; another tenant's run completed after it."""
     async with workers(settings), await KernosClient.connect(settings) as client:

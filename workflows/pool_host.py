@@ -116,7 +116,8 @@ class PoolRunner(WorkflowRunner):
                 "their CPU is shared out by session groups (autogroups), each weighted by "
                 "[isolation] cpu_shares"
                 if autogroups_shortfall() is None
-                else f"their CPU is NOT shared out ({autogroups_shortfall()})",
+                else f"their CPU is shared out by thread ({autogroups_shortfall()}), each at "
+                "the nice nearest [isolation] cpu_shares: a pool's busy threads each weigh that",
             )
         sweep()
         self._agents = dict(settings.agents)
