@@ -44,6 +44,7 @@ from kernos.infra.pool_limits import (
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
+from kernos.workflows.pool_deaths import POOL_DEATH
 from kernos.workflows.pool_host import PoolRunner
 from kernos.workflows.pool_status import PoolState
 from tests.conftest import KeepHistory, make_settings, workers
@@ -96,6 +97,52 @@ async def test_an_attacker_that_keeps_ending_its_pool_fails_alone(
     # At least the limit's count: a death the SDK had already given up on counts too.
     assert re.search(r"broke its pool's process [2-9] times", failed.value.message)
     assert named in failed.value.message
+
+
+async def test_a_runs_pool_deaths_count_on_every_host_after(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # A run that ends its pool's process at every activation breaks it a few times on one
+    # host, which then stops (restarted, or another host takes its runs): the next host reads
+    # those from the run's history, and fails the run once it has broken six in all, rather
+    # than allow it six of its own (after every restart, on every host).
+    isolation = {**LIMITS, "max_child_deaths": 6}
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
+    async with await KernosClient.connect(settings) as client:
+        async with workers(settings) as first:
+            assert first.pools is not None
+            pools = first.pools
+            run = await client.submit(
+                RunSpec(agent="crasher", task="go", tenant=f"evil-{uuid.uuid4().hex[:6]}")
+            )
+            handle = client.temporal.get_workflow_handle(run.run_id)
+            key = f"{run.run_id}/{(await handle.describe()).run_id}"
+            await eventually(lambda: pools.deaths(key)[0], lambda n: n >= 2, what="two deaths")
+        before = pools.deaths(key)[0]
+        assert before < 6, "the first host ended the run itself: nothing left to count"
+        async with workers(settings) as second:
+            assert second.pools is not None
+            charged_here: list[str] = []
+            charge = second.pools.died_running
+
+            def counting(run_id: str, reason: str) -> int:
+                charged_here.append(reason)
+                return charge(run_id, reason)
+
+            second.pools.died_running = counting  # type: ignore[method-assign]
+            with pytest.raises(RunFailed) as failed:
+                await run.result()
+        history = await handle.fetch_history()
+    assert failed.value.error_type == "PoolLimitExceeded", failed.value
+    assert "broke its pool's process 6 times" in failed.value.message
+    assert len(charged_here) == 6 - before, (before, charged_here)
+    # Each death is in the run's history, as the Temporal UI shows it.
+    said = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert said.count(POOL_DEATH) >= before, said
 
 
 async def test_a_fork_bomb_is_bounded_by_its_pool(

@@ -11,10 +11,11 @@ child sees it, so that none of an outsider's bytes reach agent code unvouched fo
   error's type and message only. An answer that does not verify (unsealed, sealed for another
   run or request, an encoding the kernel never writes) becomes the host's own `UnsealedResult`
   error. Timeouts and cancellations, which the server reports, keep their kind only;
-- **signals** are dropped (agent runs take none); **queries** keep their type if it is one of
-  Temporal's own, and lose their arguments; **updates** pass only as `approval`, with an input
-  that is an `ApprovalNotice`; **cancellations** lose their reason; headers and the starter's
-  identity and memo are dropped everywhere.
+- **signals** are dropped (agent runs take none; the host reads its own first, `pool_deaths`);
+  **queries** keep their type if it is one of Temporal's own, and lose their arguments;
+  **updates** pass only as `approval`, with an input that is an `ApprovalNotice`;
+  **cancellations** lose their reason; headers and the starter's identity and memo are dropped
+  everywhere.
 The child's runs then trust the answers they are handed (`result_seal.BY_HOST`).
 """
 

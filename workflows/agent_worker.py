@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import logging
@@ -15,6 +16,7 @@ from kernos.kernel.config import CHAT_AGENT, CHAT_AGENT_PATH, Settings
 from kernos.kernel.result_seal import SealCheckInterceptor, check_key
 from kernos.workflows import agent_registry
 from kernos.workflows.agent_run import AgentRun
+from kernos.workflows.pool_deaths import DeathRecorder
 from kernos.workflows.pool_host import PoolRunner
 from kernos.workflows.pool_process import CROWDED_TIMES
 
@@ -142,6 +144,7 @@ def agent_worker(
     else:
         # Started (`PoolRunner.start`) by the caller, off its event loop.
         pools = PoolRunner(settings)
+        pools.recorder = DeathRecorder(client, asyncio.get_running_loop())
         runner = pools
     worker = Worker(
         client,

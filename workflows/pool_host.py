@@ -44,6 +44,7 @@ from kernos.kernel.syscalls import RunInput
 from kernos.workflows.activation_check import ActivationCheck
 from kernos.workflows.agent_check import broken_agents
 from kernos.workflows.commands import CommandCheck
+from kernos.workflows.pool_deaths import DeathRecorder, PoolDeath, deaths_in
 from kernos.workflows.pool_process import (
     CHILD_START_S,
     ChildDied,
@@ -133,6 +134,9 @@ class PoolRunner(WorkflowRunner):
         #: Run (execution) id -> how many times its activations ended its pool's process, and
         #: what ended it the last time.
         self._deaths: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
+        #: Writes each death into its run's history, for every host after this one to count
+        #: (`pool_deaths`); set by the worker that runs this host.
+        self.recorder: DeathRecorder | None = None
         #: Execution that continued as new -> when (workflow time) the syscalls it and the
         #: executions before it left running have surely stopped: they are the kernel's to run
         #: still. Keyed by execution, so only the next one reads it, never a replay of its own.
@@ -205,13 +209,31 @@ class PoolRunner(WorkflowRunner):
         ended.append(now)
 
     def died_running(self, run_id: str, reason: str) -> int:
-        """Count one more end of a pool's process while it ran `run_id`; the count so far."""
+        """Count one more end of a pool's process while it ran `run_id`; the count so far.
+
+        Recorded in the run's history too, for the hosts that run it next.
+        """
         with self._lock:
             count = self._deaths.pop(run_id, (0, ""))[0] + 1
-            self._deaths[run_id] = (count, reason)
-            while len(self._deaths) > _DEATHS_KEPT:
-                self._deaths.popitem(last=False)
+            self._keep_deaths(run_id, count, reason)
+        if self.recorder is not None:
+            self.recorder.record(run_id.rpartition("/")[0], count, reason)
         return count
+
+    def saw_deaths(self, run_id: str, death: PoolDeath) -> None:
+        """Count what `run_id`'s history says of its deaths, where it says more than this host.
+
+        Another host charged them, or this one before a restart.
+        """
+        with self._lock:
+            if death.count > self._deaths.get(run_id, (0, ""))[0]:
+                self._deaths.pop(run_id, None)
+                self._keep_deaths(run_id, death.count, death.reason)
+
+    def _keep_deaths(self, run_id: str, count: int, reason: str) -> None:
+        self._deaths[run_id] = (count, reason)
+        while len(self._deaths) > _DEATHS_KEPT:
+            self._deaths.popitem(last=False)
 
     def continued(self, execution: str, left_running: list[float]) -> None:
         """`execution` (a run id) continued as new, leaving syscalls running until these times.
@@ -443,6 +465,8 @@ class PoolInstance(WorkflowInstance):
             return self._evict(act)
         if self._ended is not None:
             return _fail_run(act.run_id, *self._ended)
+        if (said := deaths_in(act)) is not None:
+            self._runner.saw_deaths(self._run, said)
         deaths, last = self._runner.deaths(self._run)
         if deaths >= self._runner.isolation.max_child_deaths and not act.is_replaying:
             # Decided here, before the child runs the code again: an activation that took
