@@ -29,6 +29,7 @@ figures into bench/results/pools.json as it ends, keeping the others'). As root 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import statistics
@@ -42,7 +43,7 @@ from typing import Any
 from bench_results import RESULTS, run_benchmark, write_results
 from bench_stack import Services, services
 from bench_workloads import NoopBackend
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 
 from kernos import KernosClient, RunSpec
 from kernos.client import connect_temporal
@@ -213,9 +214,11 @@ async def crowd(client: KernosClient, pools: PoolRunner) -> dict[str, float]:
 
 async def survey(client: KernosClient, run_ids: list[str]) -> dict[str, float]:
     """Where the surveyed runs' time went, from their histories: how long the first workflow
-    task took to complete after the run started, and how many workflow tasks timed out or
-    failed (Temporal writes a task that fails again and again once, so these are at least)."""
-    first_task_s, timed_out, failed = [], 0, 0
+    task took to complete after the run started, and how many workflow tasks timed out (on a
+    host, past Temporal's start-to-close timeout, their work thrown away; or waiting on a
+    host's sticky queue, past its schedule-to-start timeout) or failed (Temporal writes a task
+    that fails again and again once, so these are at least)."""
+    first_task_s, timed_out, failed = [], collections.Counter[int](), 0
     for run_id in run_ids:
         history = await client.temporal.get_workflow_handle(run_id).fetch_history()
         started = history.events[0].event_time.ToDatetime()
@@ -225,8 +228,10 @@ async def survey(client: KernosClient, run_ids: list[str]) -> dict[str, float]:
             if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
         ]
         first_task_s.append((completed[0].event_time.ToDatetime() - started).total_seconds())
-        timed_out += sum(
-            e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT for e in history.events
+        timed_out.update(
+            e.workflow_task_timed_out_event_attributes.timeout_type
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
         )
         failed += sum(
             e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in history.events
@@ -235,7 +240,9 @@ async def survey(client: KernosClient, run_ids: list[str]) -> dict[str, float]:
         "surveyed": len(run_ids),
         "first_task_s_p50": round(statistics.median(first_task_s), 1),
         "first_task_s_p99": round(percentile(first_task_s, 0.99), 1),
-        "tasks_timed_out": timed_out,
+        "tasks_timed_out": timed_out.total(),
+        "tasks_timed_out_running": timed_out[TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE],
+        "tasks_timed_out_waiting": timed_out[TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START],
         "tasks_failed": failed,
     }
 
@@ -319,7 +326,9 @@ async def part_crowd(running: Services, result: dict[str, Any]) -> None:
         f"run's wait: {many['extra_ms_p50']} ms p50, {many['extra_ms_p99']} ms p99; "
         f"{many['turned_back']} tasks turned back; of {many['surveyed']} runs: first task "
         f"{many['first_task_s_p50']} s p50, {many['first_task_s_p99']} s p99 after the start, "
-        f"{many['tasks_timed_out']} tasks timed out, {many['tasks_failed']} failed"
+        f"{many['tasks_timed_out']} tasks timed out ({many['tasks_timed_out_running']} running, "
+        f"{many['tasks_timed_out_waiting']} waiting on a sticky queue), "
+        f"{many['tasks_failed']} failed"
     )
 
 

@@ -96,7 +96,8 @@ def pools() -> str:
             f"{crowd['extra_ms_p99'] / 1000:.0f} s p99 beyond each run's wait**; of "
             f"{crowd['surveyed']} runs' histories: the first task done "
             f"{crowd['first_task_s_p50']:.0f} s p50 after the run's start, "
-            f"{crowd['tasks_timed_out']} tasks timed out",
+            f"{crowd['tasks_timed_out']} tasks timed out ({crowd['tasks_timed_out_running']} "
+            f"on a host, {crowd['tasks_timed_out_waiting']} on a sticky queue)",
         ]
     )
     return _table(["", "figure (goal for a neighbour: ≤ 1.2x)"], rows)
