@@ -7,7 +7,9 @@ get that many on every host, and again after every restart. So the host that cha
 also signals it, `POOL_DEATH`, with the count so far: the signal is an event of the run's
 history, seen by whichever host replays the run next (which drops it before agent code sees
 it, as it drops every signal), and shown in the Temporal UI beside the task that failed.
-The count is the most any such signal says: signals sent twice, or late, count once.
+The count is the most any such signal says: signals sent twice, or late, count once. An
+execution that continued as new has a history of its own: across that, only a host's own
+count carries the deaths over.
 
 Only holders of the namespace's credentials (the kernel's processes and its hosts) can signal
 a run; agent code has none. Signalled falsely, a run fails early: no more than whoever holds
@@ -18,14 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +76,10 @@ class DeathRecorder:
         except RuntimeError:  # the loop is closed: the host is gone
             log.warning("run %s: its pool death could not be recorded", workflow_id)
 
-    def _signal(self, workflow_id: str, death: PoolDeath) -> Coroutine[Any, Any, None]:
-        async def signal() -> None:
-            try:
-                handle = self._client.get_workflow_handle(workflow_id)
-                await handle.signal(POOL_DEATH, death.model_dump())
-            except RPCError as exc:  # ended meanwhile, or Temporal out of reach
-                log.info("run %s: pool death %d not recorded: %s", workflow_id, death.count, exc)
-
-        return signal()
+    async def _signal(self, workflow_id: str, death: PoolDeath) -> None:
+        # (Nobody awaits this: whatever goes wrong is logged here, or lost.)
+        try:
+            handle = self._client.get_workflow_handle(workflow_id)
+            await handle.signal(POOL_DEATH, death.model_dump())
+        except Exception as exc:  # noqa: BLE001 - ended meanwhile, Temporal out of reach
+            log.warning("run %s: pool death %d not recorded: %s", workflow_id, death.count, exc)

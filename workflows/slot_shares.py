@@ -79,11 +79,11 @@ class SlotShares:
                 held_s = now - min(t.started for t in running.values())
                 holder = held_s > HELD_S or self._remembered(pool, now)
                 if holder and (self._crowded() or self._contested(pool, now)):
-                    since = now - self._held_to_share.get(pool, now)
                     how = (
                         f"one for {held_s:.1f} s"
                         if held_s > HELD_S
-                        else f"and had a task turned back {since:.1f} s ago"
+                        else f"and had a task turned back {now - self._held_to_share[pool]:.1f} s "
+                        "ago"
                     )
                     self._count_turned_back(pool, now)
                     return (
