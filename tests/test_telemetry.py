@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,10 @@ from kernos import KernosClient, RunSpec
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel import telemetry
+from tests.agents import AGENTS
 from tests.conftest import make_settings, workers
+from tests.hostile import HOSTILE_AGENTS
+from tests.waiting import eventually
 
 # One tracer provider per process: every test that traces shares this file.
 SPANS = Path(tempfile.mkdtemp(prefix="kernos-spans-")) / "spans.jsonl"
@@ -59,3 +64,45 @@ async def test_run_is_one_linked_trace(
     tree = telemetry.render_tree(spans)
     assert tree[0].startswith("StartWorkflow:AgentRun")
     assert any(line.startswith("    ") and "chat scripted" in line for line in tree)
+
+
+async def test_a_run_whose_first_task_was_turned_back_has_one_workflow_span(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    """A task turned back over its pool's share of the slots never reaches the pool: the run's
+    workflow span is made once, where its code first runs, not at each attempt."""
+    # Five slots, a pool's share one: the tenant's holder takes its share for 4 s, and
+    # another tenant's run makes the slots contested, so the tenant's next run waits.
+    isolation = {"mode": "bwrap", "task_slots": 6, "pool_share": 0.2}
+    settings = make_settings(
+        temporal,
+        postgres,
+        agents={**AGENTS, **HOSTILE_AGENTS},
+        isolation=isolation,
+        telemetry={"spans_file": str(SPANS)},
+    )
+    tenant = f"held-{uuid.uuid4().hex[:6]}"
+    async with workers(settings) as group, await KernosClient.connect(settings) as client:
+        pools = group.pools
+        assert pools is not None
+
+        def turned_back() -> int:
+            return sum(p.turned_back for p in pools.status().pools if p.pool == tenant)
+
+        holder = await client.submit(RunSpec(agent="holder", task="4", tenant=tenant))
+        await eventually(
+            lambda: any(p.pool == tenant and p.tasks for p in pools.status().pools),
+            what="the holder's task runs",
+        )
+        await asyncio.sleep(1.5)  # held, by now
+        other = await client.submit(RunSpec(agent="echo", task="hi", tenant="someone-else"))
+        handle = await client.submit(RunSpec(agent="planner", task="trace me", tenant=tenant))
+        await eventually(turned_back, what="the run's first task turned back")
+        await other.result()
+        await holder.result()
+        await handle.result()
+    telemetry.flush()
+
+    names = [span["name"] for span in telemetry.run_spans(SPANS, handle.run_id)]
+    assert names.count("RunWorkflow:AgentRun") == 1, names
+    assert names.count("RunActivity:llm.chat") == 2

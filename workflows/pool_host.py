@@ -25,9 +25,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import temporalio.api.common.v1
 import temporalio.converter
 import temporalio.workflow
 from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
@@ -458,6 +460,9 @@ class PoolInstance(WorkflowInstance):
         #: Why the host ended the run, and the error's type: every activation after is failed.
         self._ended: tuple[str, str] | None = None
         self._trace: RunTrace | None = None
+        #: The run's first activation's headers (its trace's context), and whether it replayed.
+        self._headers: Mapping[str, temporalio.api.common.v1.Payload] = {}
+        self._resumed = False
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
         """Run the activation in the child, then let through only what the run may do."""
@@ -473,26 +478,30 @@ class PoolInstance(WorkflowInstance):
             # longer than the SDK's deadlock timeout (2 s) could not end the run itself.
             return self._give_up(act, deaths, last)
         try:
-            if self._child is None or not self._child.alive:
-                self._start(act)
-            assert self._child is not None and self._check is not None
-            assert self._bounds is not None
+            if self._check is None:
+                self._read_run(act)
+            assert self._check is not None and self._bounds is not None
             self._inbound.check(act)
             self._bounds.arrived(act)
         except _Refused as exc:
             self._ended = (str(exc), REFUSED)
             return _fail_run(act.run_id, *self._ended)
-        except PoolRefused as exc:
-            return _fail_run(act.run_id, str(exc))
-        except (ChildDied, PoolExhausted) as exc:
-            # The run replays in a new child at its next workflow task.
-            self._child = None
-            return _fail_task(act.run_id, f"the pool's process failed: {exc}")
+        # Before the pool's process hears of the run: a task turned back costs it nothing.
         shares = self._runner.shares
         turned_back = shares.starts(self._pool, self._id)
         if turned_back is not None:
             return _fail_task(act.run_id, turned_back)
         try:
+            try:
+                if self._child is None or not self._child.alive:
+                    self._start(act)
+            except PoolRefused as exc:
+                return _fail_run(act.run_id, str(exc))
+            except (ChildDied, PoolExhausted) as exc:
+                # The run replays in a new child at its next workflow task.
+                self._child = None
+                return _fail_task(act.run_id, f"the pool's process failed: {exc}")
+            assert self._child is not None
             return self._in_child(act, self._child, self._check, self._bounds)
         finally:
             shares.ends(self._pool, self._id)
@@ -650,24 +659,27 @@ class PoolInstance(WorkflowInstance):
         completion.successful.SetInParent()
         return completion
 
+    def _read_run(self, act: WorkflowActivation) -> None:
+        """Find the run's input and pool in its first activation."""
+        run = _run_input(act)
+        self._check = CommandCheck(run, self._info.task_queue)
+        self._bounds = RunBounds(run.limits, self._runner.left_running(self._info.continued_run_id))
+        self._pool = run.pool or run.spec.tenant
+        self._runner.run_arrived(self._pool)
+        self._headers = next(
+            job.initialize_workflow.headers
+            for job in act.jobs
+            if job.HasField("initialize_workflow")
+        )
+        self._resumed = act.is_replaying
+
     def _start(self, act: WorkflowActivation) -> None:
-        """Find the run's input and pool in its first activation, and give the child the spec."""
-        if self._check is None:
-            run = _run_input(act)
-            self._check = CommandCheck(run, self._info.task_queue)
-            self._bounds = RunBounds(
-                run.limits, self._runner.left_running(self._info.continued_run_id)
-            )
-            self._pool = run.pool or run.spec.tenant
-            self._runner.run_arrived(self._pool)
-            headers = next(
-                job.initialize_workflow.headers
-                for job in act.jobs
-                if job.HasField("initialize_workflow")
-            )
+        """Give the pool's child the run's spec (ChildDied if it must replay there)."""
+        if self._trace is None:
             # A run that replays here (it left a cache, or another host) made its workflow
-            # span the first time; its new syscalls' spans still join the run's trace.
-            self._trace = RunTrace(headers, self._info.workflow_type, resumed=act.is_replaying)
+            # span the first time; its new syscalls' spans still join the run's trace. (Made
+            # here, not for a task turned back: its next attempt would make the span again.)
+            self._trace = RunTrace(self._headers, self._info.workflow_type, resumed=self._resumed)
         elif act.jobs and not any(job.HasField("initialize_workflow") for job in act.jobs):
             # A new child knows nothing of this run: it must replay from the start.
             raise ChildDied("the run's pool process was replaced; replaying")
