@@ -32,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -82,9 +83,13 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-async def one_run(client: KernosClient, tenant: str, syscalls: int = 1) -> float:
+async def one_run(
+    client: KernosClient, tenant: str, syscalls: int = 1, ids: list[str] | None = None
+) -> float:
     started = time.perf_counter()
     handle = await client.submit(RunSpec(agent="loop", task=str(syscalls), tenant=tenant))
+    if ids is not None:
+        ids.append(handle.run_id)
     await handle.result()
     return (time.perf_counter() - started) * 1000
 
@@ -105,25 +110,110 @@ async def cold_starts(client: KernosClient) -> dict[str, float]:
     }
 
 
-async def honest_burst(client: KernosClient, tenant: str) -> tuple[float, float]:
-    """Wall time of the burst, and the p99 of its runs, in ms."""
+async def honest_burst(
+    client: KernosClient,
+    tenant: str,
+    ids: list[str] | None = None,
+    cpu: list[dict[str, float]] | None = None,
+) -> tuple[float, float]:
+    """Wall time of the burst, and the p99 of its runs, in ms (their ids land in `ids`, the
+    machine's CPU seconds meanwhile in `cpu`)."""
+    before = cpu_s()
     started = time.perf_counter()
     each = await asyncio.gather(
-        *(one_run(client, tenant, HONEST_SYSCALLS) for _ in range(HONEST_RUNS))
+        *(one_run(client, tenant, HONEST_SYSCALLS, ids) for _ in range(HONEST_RUNS))
     )
-    return (time.perf_counter() - started) * 1000, percentile(list(each), 0.99)
+    took = (time.perf_counter() - started) * 1000
+    if cpu is not None:
+        after = cpu_s()
+        cpu.append({what: after[what] - before.get(what, 0.0) for what in after})
+    return took, percentile(list(each), 0.99)
+
+
+def cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by the machine's processes, by what they are: Temporal's
+    server, PostgreSQL, pools' processes, this one (the kernel's workers, the pool host, the
+    client), and the rest."""
+    used: dict[str, float] = collections.defaultdict(float)
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                name, fields = stat.read().split(" (", 1)[1].rsplit(") ", 1)
+                args = cmd.read()
+        except OSError:
+            continue  # ended meanwhile
+        if int(pid) == os.getpid():
+            what = "bench"
+        elif b"kernos.workflows.pool_child" in args:
+            what = "pools"
+        elif name in ("temporal", "postgres"):
+            what = name
+        else:
+            what = "other"
+        utime, stime = fields.split()[11:13]
+        used[what] += (int(utime) + int(stime)) / ticks
+    return dict(used)
+
+
+#: Where a run's time goes, as its history has it: (from, to) event types of each phase.
+PHASES = {
+    "task_wait": (
+        EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    ),
+    "task_run": (
+        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    ),
+    "activity_wait": (
+        EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
+    ),
+    "activity_run": (
+        EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+    ),
+}
+
+
+async def phases(client: KernosClient, run_ids: list[str]) -> dict[str, float]:
+    """Each phase's time per run (ms, the mean): each phase's end event is paired with the last
+    start before it (workflow tasks run one at a time; activities here, one at a time too);
+    the first task's wait, on the host's task queue (the others wait on its sticky queue), is
+    given apart too."""
+    totals = dict.fromkeys([*PHASES, "first_task_wait"], 0.0)
+    for run_id in run_ids:
+        history = await client.temporal.get_workflow_handle(run_id).fetch_history()
+        began: dict[int, float] = {}
+        for event in history.events:
+            at = event.event_time.ToMicroseconds() / 1000
+            for phase, (start, end) in PHASES.items():
+                if event.event_type == start:
+                    began[start] = at
+                elif event.event_type == end and start in began:
+                    took = at - began.pop(start)
+                    totals[phase] += took
+                    if phase == "task_wait" and event.event_id <= 3:
+                        # The run's first task, on the host's task queue (not its sticky one).
+                        totals["first_task_wait"] += took
+    return {phase: round(total / len(run_ids), 1) for phase, total in totals.items()}
 
 
 async def beside(
     client: KernosClient, pools: PoolRunner, agent: str, task: str, count: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The honest burst alone, and next to `count` runs of `agent` in another tenant."""
     honest = f"honest-{uuid.uuid4().hex[:6]}"
     await one_run(client, honest)
     alone, crowded = [], []
+    alone_ids: list[str] = []
+    crowded_ids: list[str] = []
+    alone_cpu: list[dict[str, float]] = []
+    crowded_cpu: list[dict[str, float]] = []
     neighbours = []
     for _ in range(REPEATS):
-        alone.append(await honest_burst(client, honest))
+        alone.append(await honest_burst(client, honest, alone_ids, alone_cpu))
         neighbour = f"{agent}-{uuid.uuid4().hex[:6]}"
         neighbours.append(neighbour)
         handles = [
@@ -131,7 +221,7 @@ async def beside(
             for _ in range(count)
         ]
         await asyncio.sleep(2.0)  # the neighbour is at it
-        crowded.append(await honest_burst(client, honest))
+        crowded.append(await honest_burst(client, honest, crowded_ids, crowded_cpu))
         # Ended at once, not cancelled: a cancelled run that blocks its tasks replays its
         # blocking code at each task until its cancellation is seen, and the next repeat's
         # burst, alone or not, would run beside the lot (the README gives that cost apart).
@@ -155,6 +245,20 @@ async def beside(
         # Workflow tasks turned back or given back over a pool's share, in all.
         "honest_turned_back": sum(p.turned_back for p in turned_back if p.pool == honest),
         "neighbour_turned_back": sum(p.turned_back for p in turned_back if p.pool in neighbours),
+        # Where an honest run's time went, alone and crowded (ms per run, from histories).
+        "alone_phases_ms": await phases(client, alone_ids),
+        "crowded_phases_ms": await phases(client, crowded_ids),
+        # The machine's CPU seconds during a burst, by process (the median of each).
+        "alone_cpu_s": median_of_each(alone_cpu),
+        "crowded_cpu_s": median_of_each(crowded_cpu),
+    }
+
+
+def median_of_each(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Each key's median over the samples (0 where one lacks it), rounded."""
+    keys = sorted({key for sample in samples for key in sample})
+    return {
+        key: round(statistics.median(sample.get(key, 0.0) for sample in samples), 2) for key in keys
     }
 
 
@@ -311,7 +415,10 @@ async def part_slots(running: Services, result: dict[str, Any]) -> None:
             f"next to {holders} runs holding their tasks, {slots} slots, pool_share {share}: "
             f"{held['alone_wall_ms']} ms alone, {held['crowded_wall_ms']} ms crowded "
             f"({held['wall_ratio']}x); tasks turned or given back: {held['honest_turned_back']} "
-            f"of the honest tenant's, {held['neighbour_turned_back']} of its neighbour's"
+            f"of the honest tenant's, {held['neighbour_turned_back']} of its neighbour's; "
+            f"an honest run's phases (ms), alone {held['alone_phases_ms']}, crowded "
+            f"{held['crowded_phases_ms']}; CPU seconds of a burst, alone {held['alone_cpu_s']}, "
+            f"crowded {held['crowded_cpu_s']}"
         )
     result["holding_neighbour"] = shares
 

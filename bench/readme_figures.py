@@ -36,6 +36,21 @@ def _load(name: str) -> dict[str, Any]:
     return loaded
 
 
+def _where_it_went(held: dict[str, Any]) -> str:
+    """An honest run's wait for its workflow tasks, and the machine's CPU in the burst."""
+    if "crowded_phases_ms" not in held:
+        return ""
+    waits = held["crowded_phases_ms"]["task_wait"], held["alone_phases_ms"]["task_wait"]
+    cpu = held["crowded_cpu_s"], held["alone_cpu_s"]
+    return (
+        f"; an honest run's workflow tasks waited {waits[0]:.0f} ms for a host ({waits[1]:.0f} "
+        f"alone); CPU in the burst: Temporal {cpu[0]['temporal']:.1f} s "
+        f"({cpu[1]['temporal']:.1f}), kernel, host and client (one process) "
+        f"{cpu[0]['bench']:.1f} s "
+        f"({cpu[1]['bench']:.1f}), pools {cpu[0]['pools']:.1f} s ({cpu[1]['pools']:.1f})"
+    )
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -84,7 +99,8 @@ def pools() -> str:
                 f"**{held['wall_ratio']:.2f}x** the wall time alone "
                 f"({_s(held['crowded_wall_ms'])} against {_s(held['alone_wall_ms'])}); "
                 f"tasks turned or given back: {held['neighbour_turned_back']} of the "
-                f"neighbour's, {held['honest_turned_back']} of the honest tenant's",
+                f"neighbour's, {held['honest_turned_back']} of the honest tenant's"
+                + _where_it_went(held),
             ]
         )
     rows.append(

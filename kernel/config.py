@@ -511,8 +511,9 @@ class IsolationSettings(BaseModel):
     """The share of the slots a pool keeps while other pools want them: past it, its tasks
     held over a second (a loop, a blocking call) are given back to Temporal, to be retried,
     and its next ones turned back (`kernos/workflows/slot_shares.py`). Quick tasks are never
-    held to it, and a pool alone may use every slot (on a full host of held tasks it gives
-    one back, so that others' tasks can be seen). 1: no share."""
+    held to it, and a pool alone may use every slot (once its tasks are held, it gives back
+    those that leave less than a share free, so that another pool's find a slot). 1: no
+    share."""
 
     def task_polls(self) -> int:
         """Polls for workflow tasks the host keeps open (`max_concurrent_workflow_task_polls`).

@@ -36,21 +36,28 @@ def given_back_log(shares: SlotShares, pool: str, tasks: list[int]) -> list[tupl
     return log
 
 
-def test_a_pool_alone_takes_every_slot_and_gives_one_back_once_they_are_held() -> None:
+def test_a_pool_alone_takes_every_slot_and_leaves_a_share_free_once_they_are_held() -> None:
     clock = Clock()
     shares = SlotShares(slots=20, share=5, clock=clock)
     log = given_back_log(shares, "big", fill(shares, "big", 20))
     assert shares.tasks() == {"big": 20}
     assert shares.rebalance() == 0  # quick, so far
     clock.now += HELD_S + 0.5
-    # Held, on a full host: one is given back, so that the SDK can poll for other pools.
-    assert shares.rebalance() == 1 and [task for task, _ in log] == [19]
-    assert "the host was full" in log[0][1]
-    assert shares.rebalance() == 0  # until it ends
-    shares.ends("big", 19)
-    reason = shares.starts("big", 99)  # and its next is turned back
+    # Held: the latest are given back until a share of the slots is free, so that the SDK
+    # polls on and a tenant that comes finds a slot at once.
+    assert shares.rebalance() == 5 and [task for task, _ in log] == [19, 18, 17, 16, 15]
+    assert "the slots kept free for other pools were taken" in log[0][1]
+    assert shares.rebalance() == 0  # until they end
+    for task in range(15, 20):
+        shares.ends("big", task)
+    assert shares.rebalance() == 0  # and not again: the line is kept
+    # Its next are turned back while they would leave less than a share free...
+    reason = shares.starts("big", 99)
     assert reason is not None and "pool_share" in reason
-    assert shares.turned_back() == {"big": 2}
+    assert shares.turned_back() == {"big": 6}
+    # ...and another pool's are let in.
+    assert fill(shares, "small", 5, first=200) == list(range(200, 205))
+    assert shares.tasks() == {"big": 15, "small": 5}
 
 
 def test_a_crowded_pool_over_its_share_is_turned_back_once_its_tasks_are_held() -> None:
@@ -66,24 +73,39 @@ def test_a_crowded_pool_over_its_share_is_turned_back_once_its_tasks_are_held() 
     assert shares.tasks() == {"big": 15, "small": 1}
 
 
-def test_held_tasks_over_a_share_are_given_back_when_another_pool_waits() -> None:
+def test_held_tasks_over_a_share_are_given_back_as_other_pools_take_the_free_ones() -> None:
     clock = Clock()
     shares = SlotShares(slots=20, share=5, clock=clock)
-    holder = fill(shares, "holder", 19)
-    log = given_back_log(shares, "holder", holder)
+    log = given_back_log(shares, "holder", fill(shares, "holder", 19))
     clock.now += HELD_S + 0.5
-    assert shares.rebalance() == 0  # nobody waits: a pool alone keeps what it holds
-    assert shares.starts("honest", 0) is None  # under its share, on a crowded host
-    assert shares.rebalance() == 14
+    assert shares.rebalance() == 4  # a share of the slots is left free for whoever comes
+    # Another pool takes them (on a crowded host, under its share): the holder gives back as
+    # many, down to its share and no further.
+    for batch, expected in enumerate([5, 5, 0]):
+        for task, _ in log:
+            shares.ends("holder", task)
+        assert fill(shares, "honest", 5, first=batch * 5) == list(range(batch * 5, batch * 5 + 5))
+        assert shares.rebalance() == expected
     # The latest held go first; the pool keeps its share, the oldest.
     assert sorted(task for task, _ in log) == list(range(5, 19))
-    assert "other pools wanted them" in log[0][1] and "pool_share" in log[0][1]
+    assert "other pools were taken" in log[0][1] and "pool_share" in log[0][1]
     # Until they end, they are not given back twice.
     assert shares.rebalance() == 0
-    for task, _ in log:
-        shares.ends("holder", task)
-    assert shares.tasks() == {"holder": 5, "honest": 1}
+    assert shares.tasks() == {"holder": 5, "honest": 15}
     assert shares.turned_back() == {"holder": 14}
+
+
+def test_the_pool_furthest_over_its_share_gives_back_first() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    given_back_log(shares, "wide", fill(shares, "wide", 13))
+    given_back_log(shares, "narrow", fill(shares, "narrow", 7, first=100))
+    clock.now += HELD_S + 0.5
+    assert shares.rebalance() == 5
+    assert shares.turned_back() == {"wide": 5}
+    for task in range(8, 13):
+        shares.ends("wide", task)
+    assert shares.tasks() == {"wide": 8, "narrow": 7}
 
 
 def test_quick_tasks_are_never_given_back() -> None:
@@ -123,7 +145,7 @@ def test_a_wait_counts_for_a_while_only() -> None:
     assert shares.starts("honest", 0) is None
     shares.ends("honest", 0)
     clock.now += CONTESTED_S + 0.5
-    assert shares.rebalance() == 0
+    assert shares.rebalance() == 3  # not down to its share: to leave a share free only
 
 
 def test_a_share_of_one_turns_it_off() -> None:
@@ -142,7 +164,7 @@ def test_a_pool_held_to_its_share_is_held_to_it_as_its_tasks_come_back() -> None
     log = given_back_log(shares, "holder", fill(shares, "holder", 16))
     assert shares.starts("honest", 0) is None
     clock.now += HELD_S + 0.5
-    assert shares.rebalance() == 11
+    assert shares.rebalance() == 2  # back to the line: a share free
     for task in range(16):
         shares.ends("holder", task)
     # Its runs' tasks come back together (cancelled, retried): new, none held yet, but the
@@ -151,7 +173,7 @@ def test_a_pool_held_to_its_share_is_held_to_it_as_its_tasks_come_back() -> None
     assert shares.starts("honest", 1) is None
     assert len(fill(shares, "holder", 12, first=100)) == 5
     reason = shares.starts("holder", 200)
-    assert reason is not None and "had a task turned back 0.0 s ago" in reason and len(log) == 11
+    assert reason is not None and "had a task turned back 0.0 s ago" in reason and len(log) == 2
     # Remembered for a while only; a pool never held to its share is never turned back so.
     clock.now += REMEMBERED_S + 1
     for task in range(100, 105):

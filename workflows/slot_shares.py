@@ -5,19 +5,20 @@ every slot is taken: a pool whose code holds its tasks (a blocking call, a loop)
 them all and leave every other tenant unserved, with no sign on the host that anyone waits.
 A task counts as held once it has run `HELD_S` (a quick one takes milliseconds); a pool is
 contested while another pool started a task in the last `CONTESTED_S`; the host is crowded
-once fewer slots than a share are free. Then:
+once no more than a share of its slots are free. Then:
 
 - a pool at its share that holds a task, on a crowded host or contested, has its next task
   turned back: Temporal gives it again later; so does one that had a task turned or given back
   in the last `REMEMBERED_S`, however new its tasks (a holder's tasks come back together,
   its runs cancelled or their tasks retried, and would each take a slot for a second before
   they counted as held);
-- on a crowded host, each contested pool over its share gives back its held tasks, the latest
-  first, down to its share; on a full host, an uncontested one gives back one (at most one
-  each `CONTESTED_S`), so that the SDK polls again and a waiting tenant's task is seen. The
-  host answers Temporal for a task given back at once (it is retried; its run replays in a
-  fresh instance), and the pool's process drops its instance once its code lets go, within
-  the activation timeout still.
+- held tasks of pools over their share are given back, the latest first and from the pool
+  furthest over its share, until a share of the slots is free again: the SDK keeps polling, a
+  tenant that comes finds a slot at once (not once one frees), and as it takes them, holders
+  give back more, down to their share. Each task given back costs its run a replay, so no more
+  are given back than keep that share free. The host answers Temporal for a task given back
+  at once (it is retried; its run replays in a fresh instance), and the pool's process drops
+  its instance once its code lets go, within the activation timeout still.
 
 Quick tasks are never given back, and a pool that holds none is never turned back: a pool
 bursting many short runs keeps every slot it can use.
@@ -64,8 +65,6 @@ class SlotShares:
         self._running = 0
         #: Pool -> when a task of it last started.
         self._started: dict[str, float] = {}
-        #: When a task was last given back for a full host (one per `CONTESTED_S`).
-        self._freed_at = float("-inf")
         self._turned_back: collections.Counter[str] = collections.Counter()
         #: Pool -> when a task of it was last turned or given back.
         self._held_to_share: dict[str, float] = {}
@@ -143,42 +142,44 @@ class SlotShares:
             }
             if not self._crowded():
                 return 0
-            kept = {
-                pool: [t for t in running.values() if not t.given_back]
+            counts = {
+                pool: sum(not t.given_back for t in running.values())
                 for pool, running in self._tasks.items()
             }
-            full = (
-                sum(len(tasks) for tasks in kept.values()) >= self.slots
-                and now - self._freed_at > CONTESTED_S
-            )
-            for pool, tasks in kept.items():
-                if len(tasks) <= self.share:
-                    continue
-                # Down to its share if others want slots; one, on a full host, so that the SDK
-                # can poll again and others' tasks be seen.
-                contested = self._contested(pool, now)
-                # (A pool alone replays what it gives back: once in a while, no more.)
-                wanted = len(tasks) - self.share if contested else int(full)
-                # The latest first (in order of start, where they started at once).
-                held = [t for t in tasks if t.give_back is not None and now - t.started > HELD_S]
-                held.sort(key=lambda t: t.started)
-                held.reverse()
-                for task in held[:wanted]:
-                    assert task.give_back is not None
-                    task.given_back = True
-                    if not contested:
-                        self._freed_at, full = now, False
-                    self._count_turned_back(pool, now)
-                    chosen.append(
-                        (
-                            task.give_back,
-                            f"pool {pool!r} held {len(tasks)} of this host's {self.slots} "
-                            "workflow-task slots, over its share ([isolation] pool_share), "
-                            f"this one for {now - task.started:.1f} s, while other pools "
-                            "wanted them or the host was full: the task is given back, to be "
-                            "retried",
-                        )
+            # Each pool's tasks that may be given back: held, the latest last.
+            held = {
+                pool: sorted(
+                    (
+                        t
+                        for t in running.values()
+                        if not t.given_back and t.give_back is not None and now - t.started > HELD_S
+                    ),
+                    key=lambda t: t.started,
+                )
+                for pool, running in self._tasks.items()
+            }
+            # Tasks past the line that leaves a share of the slots free for whoever comes.
+            crowding = sum(counts.values()) - (self.slots - self.share)
+            while crowding > 0:
+                over = [p for p, count in counts.items() if count > self.share and held[p]]
+                if not over:
+                    break
+                pool = max(over, key=lambda p: counts[p])
+                task = held[pool].pop()
+                assert task.give_back is not None
+                task.given_back = True
+                chosen.append(
+                    (
+                        task.give_back,
+                        f"pool {pool!r} held {counts[pool]} of this host's {self.slots} "
+                        "workflow-task slots, over its share ([isolation] pool_share), this one "
+                        f"for {now - task.started:.1f} s, and the slots kept free for other "
+                        "pools were taken: the task is given back, to be retried",
                     )
+                )
+                counts[pool] -= 1
+                crowding -= 1
+                self._count_turned_back(pool, now)
         for give_back, reason in chosen:
             give_back(reason)  # (a task that has just ended is not given back: no harm)
         return len(chosen)
