@@ -45,6 +45,7 @@ from kernos.kernel.tools.ledger import ToolCallStore
 from kernos.kernel.tools.mcp_servers import MCPServers
 from kernos.workflows.agent_worker import sandbox_runner
 from kernos.workflows.audit_anchor_workflow import AuditAnchor
+from kernos.workflows.host_reports_workflow import HostReports
 
 
 async def _own_connection(client: Client) -> Client:
@@ -148,8 +149,9 @@ class KernelWorkers:
                 interceptors=[
                     SyscallInterceptor(kernel, Served("kernel", frozenset([kernel_queue])))
                 ],
-                # The audit anchor is kernel code: it runs here, never in an agent worker.
-                workflows=[AuditAnchor],
+                # The audit anchor and the hosts' reports are kernel code: they run here,
+                # never in an agent worker.
+                workflows=[AuditAnchor, HostReports],
                 workflow_runner=sandbox_runner(),
             )
         ]

@@ -514,6 +514,10 @@ class IsolationSettings(BaseModel):
     held to it, and a pool alone may use every slot (once its tasks are held, it gives back
     those that leave less than a share free, so that another pool's find a slot). 1: no
     share."""
+    reports_workflow_id: str = "kernos-host-reports"
+    """The workflow each agent host signals its pools' report to every few seconds, where
+    `kernos status` on any machine reads them (it runs in kernel workers); "" keeps reports
+    on the host's machine only (`kernos/workflows/host_reports_workflow.py`)."""
 
     def task_polls(self) -> int:
         """Polls for workflow tasks the host keeps open (`max_concurrent_workflow_task_polls`).

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from kernos.workflows.pool_status import HostPools
 
 
+#: How long `kernos status` waits for the agent hosts' reports held in Temporal.
+_REPORTS_S = 5.0
+
+
 def _status_table(components: list[ComponentStatus]) -> None:
     print(f"{'COMPONENT':<15}{'HEALTHY':<9}{'PID':>8}  ADDRESS")
     for c in components:
@@ -27,7 +31,7 @@ def _status_table(components: list[ComponentStatus]) -> None:
 def _pools_table(hosts: list[HostPools]) -> None:
     """The pools of each agent host that reported lately."""
     if not hosts:
-        print("pools: no agent host on this machine has reported")
+        print("pools: no agent host has reported lately")
         return
     print(f"{'POOL':<28}{'HOST':<24}{'PID':>8}{'RUNS':>6}{'AGE':>8}{'IDLE':>8}{'MEMORY':>10}")
     for host in hosts:
@@ -63,26 +67,54 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Report each component of the embedded stack."""
     from kernos.infra import confine, stack
     from kernos.kernel.config import state_dir
-    from kernos.workflows.pool_status import fresh_reports
+    from kernos.workflows.pool_status import fresh_reports, merged
 
     components = await stack.status(state_dir())
     confined, isolation = confine.report(
         settings.isolation.mode, settings.isolation.shared_unconfined
     )
-    hosts = fresh_reports(state_dir())
+    elsewhere, unread = await _reports_in_temporal(settings)
+    hosts = merged(fresh_reports(state_dir()), elsewhere)
     if args.json:
         print_json(
             {
                 "components": [c.model_dump() for c in components],
                 "isolation": {"confined": confined, "said": isolation},
                 "agent_hosts": [host.model_dump(mode="json") for host in hosts],
+                "agent_hosts_unread": unread,
             }
         )
     else:
         _status_table(components)
         print(f"isolation: {isolation}")
         _pools_table(hosts)
+        if unread:
+            print(f"(agent hosts on other machines not read: {unread})")
     return 0 if all(c.healthy for c in components) else 3
+
+
+async def _reports_in_temporal(settings: Settings) -> tuple[list[HostPools], str | None]:
+    """The agent hosts' reports held in Temporal, from every machine; or why none were read."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from kernos.client import connect_temporal
+    from kernos.workflows.pool_status import temporal_reports
+
+    workflow_id = settings.isolation.reports_workflow_id
+    if not workflow_id:
+        return [], "[isolation] reports_workflow_id is off"
+    try:
+        async with asyncio.timeout(_REPORTS_S):
+            client = await connect_temporal(settings)
+            return await temporal_reports(client, workflow_id), None
+    except TimeoutError:
+        return [], f"Temporal did not answer within {_REPORTS_S:.0f} s (are kernel workers up?)"
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return [], None  # no host has reported yet
+        return [], f"Temporal: {exc}"
+    except (OSError, RuntimeError) as exc:
+        return [], f"Temporal out of reach: {exc}"
 
 
 async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:

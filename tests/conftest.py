@@ -153,6 +153,8 @@ def make_settings(
         # Anchoring starts a workflow that outlives the test's worker: only its own tests do it.
         "audit": {"anchor_interval_s": 0, "anchor_workflow_id": f"anchor-{unique}"},
         "tools": {"queue_prefix": f"tools-{unique}."},
+        # The hosts' reports in Temporal, likewise: a workflow the test's kernel workers run.
+        "isolation": {"reports_workflow_id": ""},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from kernos import KernosClient, RunFailed, RunSpec
 from kernos.cli_stack import cmd_status
 from kernos.infra.pool_limits import cgroups_shortfall
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
-from kernos.kernel.config import state_dir
+from kernos.kernel.config import DatabaseSettings, state_dir
 from kernos.worker import WorkerGroup
+from kernos.workflows.host_reports_workflow import HostReports
 from kernos.workflows.pool_host import PoolExhausted, PoolRunner
 from kernos.workflows.pool_status import fresh_reports
 from tests.conftest import make_settings, workers
@@ -173,6 +179,67 @@ def test_a_pool_whose_process_keeps_ending_waits_for_another(
     with pytest.raises(PoolExhausted, match="its process ended 10 times in 5 minutes"):
         runner._restarted("crashy")
     runner._restarted("another")  # the budget is the pool's own
+
+
+async def test_kernos_status_lists_the_pools_of_an_agent_host_on_another_machine(
+    temporal: TemporalDevServer,
+    postgres: EmbeddedPostgres,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # An agent host on a "machine" of its own (a state directory nobody else reads), and
+    # `kernos status` on another, beside kernel workers: it sees the host's pool through
+    # Temporal, and no longer once the host stops.
+    reports = f"hosts-{uuid.uuid4().hex[:6]}"
+    settings = make_settings(temporal, postgres, isolation={"reports_workflow_id": reports})
+    agent_only = settings.model_copy(update={"database": DatabaseSettings()})
+    tenant = f"far-{uuid.uuid4().hex[:6]}"
+    for machine in ("agents", "status"):
+        (tmp_path / machine).mkdir()
+
+    async def status() -> dict[str, Any]:
+        await cmd_status(settings, argparse.Namespace(json=True))
+        said: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return said
+
+    def pools(said: dict[str, Any]) -> list[str]:
+        return [pool["pool"] for host in said["agent_hosts"] for pool in host["pools"]]
+
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(workers(settings, kind="kernel"))
+        client = await stack.enter_async_context(await KernosClient.connect(settings))
+        monkeypatch.setenv("KERNOS_STATE_DIR", str(tmp_path / "agents"))
+        host = contextlib.AsyncExitStack()
+        await stack.enter_async_context(host)  # closed with the rest, if not before
+        group = await host.enter_async_context(workers(agent_only, kind="agent"))
+        run = await client.submit(RunSpec(agent="pausing", task="30", tenant=tenant))
+        stack.push_async_callback(run.cancel)
+        pid = await until_pool(group, tenant)
+        monkeypatch.setenv("KERNOS_STATE_DIR", str(tmp_path / "status"))
+
+        said = await eventually(status, lambda said: tenant in pools(said), what="the pool")
+        assert said["agent_hosts_unread"] is None
+        assert [p["pid"] for h in said["agent_hosts"] for p in h["pools"]] == [pid]
+        # Read from Temporal: the agent host's report is in its own machine's directory only.
+        assert list((tmp_path / "agents" / "pools").glob("*.json"))
+        assert not (tmp_path / "status" / "pools").exists()
+        # The host stops: its report is withdrawn.
+        await host.aclose()
+        await eventually(status, lambda said: tenant not in pools(said), what="withdrawn")
+        # With reports kept on each machine only, `kernos status` says what it did not read.
+        off = settings.isolation.model_copy(update={"reports_workflow_id": ""})
+        await cmd_status(
+            settings.model_copy(update={"isolation": off}), argparse.Namespace(json=True)
+        )
+        assert (
+            "reports_workflow_id is off"
+            in json.loads(capsys.readouterr().out)["agent_hosts_unread"]
+        )
+        # Its history replays with the code that wrote it.
+        history = await client.temporal.get_workflow_handle(reports).fetch_history()
+        replayer = Replayer(workflows=[HostReports], data_converter=pydantic_data_converter)
+        await replayer.replay_workflow(history)
 
 
 async def test_kernos_status_lists_each_hosts_pools(

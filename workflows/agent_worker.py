@@ -19,6 +19,7 @@ from kernos.workflows.agent_run import AgentRun
 from kernos.workflows.pool_deaths import DeathRecorder
 from kernos.workflows.pool_host import PoolRunner
 from kernos.workflows.pool_process import CROWDED_TIMES
+from kernos.workflows.pool_status import TemporalReports
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,13 @@ def agent_worker(
         # Started (`PoolRunner.start`) by the caller, off its event loop.
         pools = PoolRunner(settings)
         pools.recorder = DeathRecorder(client, asyncio.get_running_loop())
+        if settings.isolation.reports_workflow_id:
+            pools.reports = TemporalReports(
+                client,
+                asyncio.get_running_loop(),
+                settings.isolation.reports_workflow_id,
+                settings.temporal.kernel_task_queue,
+            )
         runner = pools
     worker = Worker(
         client,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from kernos.workflows.long_lived import until_history_is_long
+
 with workflow.unsafe.imports_passed_through():
     from kernos.kernel.audit_chain import AnchoredHeads, ChainHead
 
@@ -28,13 +30,7 @@ class AuditAnchor:
     @workflow.run
     async def run(self, carried: AnchoredHeads) -> None:
         """Wait for heads; hand them to a fresh execution when the history grows."""
-        await workflow.wait_condition(
-            lambda: (
-                self._signals >= SIGNALS_PER_EXECUTION
-                or workflow.info().is_continue_as_new_suggested()
-            )
-        )
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await until_history_is_long(lambda: self._signals, SIGNALS_PER_EXECUTION)
         workflow.continue_as_new(AnchoredHeads(heads=sorted(self._heads.values(), key=_chain)))
 
     @workflow.signal

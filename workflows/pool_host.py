@@ -54,7 +54,14 @@ from kernos.workflows.pool_process import (
     PoolChild,
     child_spec,
 )
-from kernos.workflows.pool_status import EVERY_S, HostPools, PoolState, publish, withdraw
+from kernos.workflows.pool_status import (
+    EVERY_S,
+    HostPools,
+    PoolState,
+    TemporalReports,
+    publish,
+    withdraw,
+)
 from kernos.workflows.pool_tracing import RunTrace
 from kernos.workflows.pool_wire import (
     CPU_TIME_BYTES,
@@ -139,6 +146,9 @@ class PoolRunner(WorkflowRunner):
         #: Writes each death into its run's history, for every host after this one to count
         #: (`pool_deaths`); set by the worker that runs this host.
         self.recorder: DeathRecorder | None = None
+        #: Sends this host's reports to Temporal, for `kernos status` on any machine; set by
+        #: the worker that runs this host, unless `[isolation] reports_workflow_id` is "".
+        self.reports: TemporalReports | None = None
         #: Execution that continued as new -> when (workflow time) the syscalls it and the
         #: executions before it left running have surely stopped: they are the kernel's to run
         #: still. Keyed by execution, so only the next one reads it, never a replay of its own.
@@ -422,16 +432,21 @@ class PoolRunner(WorkflowRunner):
         )
 
     def _publish(self) -> None:
-        """Keep this host's report in the state directory fresh until it closes."""
+        """Keep this host's report fresh (in the state directory, in Temporal) until it closes."""
         directory = state_dir()
         while True:
+            report = self.status()
             try:
-                publish(directory, self.status())
+                publish(directory, report)
             except OSError as exc:
                 log.warning("the pools' report could not be written: %s", exc)
+            if self.reports is not None:
+                self.reports.send(report)
             if self._closed.wait(EVERY_S):
                 break
         withdraw(directory)
+        if self.reports is not None:
+            self.reports.send(report, withdraw=True)
 
 
 class PoolRefused(Exception):

@@ -1,20 +1,26 @@
-"""What each agent host says of its pools, for `kernos status`: a file per host, kept fresh.
+"""What each agent host says of its pools, for `kernos status`: kept fresh, in two places.
 
 A host writes its report (pools, their processes, runs, age, memory, restarts, workflow
 tasks) every few seconds into the state directory's `pools/` folder, which no pool's child can
-see, and removes it when it stops; `kernos status` reads the reports that are fresh. A host
-that died leaves a stale report, which is not shown.
+see, and signals it to the `HostReports` workflow in Temporal, which `kernos status` reads on
+any machine (`host_reports_workflow.py`); it removes both when it stops. A host that died
+leaves a stale report, which is not shown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
+from temporalio.client import Client
+
+log = logging.getLogger(__name__)
 
 #: How often a host rewrites its report, and how old a report may be and still be shown.
 EVERY_S = 5.0
@@ -89,3 +95,60 @@ def fresh_reports(directory: Path) -> list[HostPools]:
         if report.updated >= oldest:
             reports.append(report)
     return reports
+
+
+class TemporalReports:
+    """Signals this host's reports to the `HostReports` workflow, from any thread."""
+
+    def __init__(
+        self, client: Client, loop: asyncio.AbstractEventLoop, workflow_id: str, task_queue: str
+    ) -> None:
+        self._client = client
+        self._loop = loop
+        self._workflow_id = workflow_id
+        self._task_queue = task_queue
+
+    def send(self, report: HostPools, *, withdraw: bool = False) -> None:
+        """Signal `report` (or that it is withdrawn), waiting at most `EVERY_S`.
+
+        Best effort: the next report replaces it.
+        """
+        try:
+            done = asyncio.run_coroutine_threadsafe(self._signal(report, withdraw), self._loop)
+            done.result(EVERY_S)
+        except Exception as exc:  # noqa: BLE001 - the loop closed, Temporal out of reach
+            log.warning("the pools' report could not be sent to Temporal: %s", exc)
+
+    async def _signal(self, report: HostPools, withdraw: bool) -> None:
+        await self._client.start_workflow(
+            "HostReports",  # by name: the kernel's workers run it, not this host
+            {"reports": []},
+            id=self._workflow_id,
+            task_queue=self._task_queue,
+            start_signal="withdraw" if withdraw else "report",
+            start_signal_args=[report],
+        )
+
+
+async def temporal_reports(client: Client, workflow_id: str) -> list[HostPools]:
+    """The fresh reports the `HostReports` workflow holds (none where there is none)."""
+    handle = client.get_workflow_handle(workflow_id)
+    received = await handle.query("reports", result_type=list[dict[str, object]])
+    oldest = datetime.now(UTC) - timedelta(seconds=FRESH_S)
+    reports = []
+    for each in received:
+        report = HostPools.model_validate(each["report"])
+        if report.updated >= oldest:
+            reports.append(report)
+    return reports
+
+
+def merged(*sources: list[HostPools]) -> list[HostPools]:
+    """Each host's latest report, from whichever source had it."""
+    latest: dict[tuple[str, int], HostPools] = {}
+    for reports in sources:
+        for report in reports:
+            known = latest.get((report.host, report.pid))
+            if known is None or report.updated > known.updated:
+                latest[(report.host, report.pid)] = report
+    return [latest[key] for key in sorted(latest)]
