@@ -44,8 +44,8 @@ def _where_it_went(held: dict[str, Any]) -> str:
     cpu = held["crowded_cpu_s"], held["alone_cpu_s"]
     return (
         f"; an honest run's workflow tasks waited {waits[0]:.0f} ms for a host ({waits[1]:.0f} "
-        f"alone); CPU in the burst: Temporal {cpu[0]['temporal']:.1f} s "
-        f"({cpu[1]['temporal']:.1f}), kernel, host and client (one process) "
+        f"alone); CPU in the burst: Temporal {cpu[0].get('temporal', 0):.1f} s "
+        f"({cpu[1].get('temporal', 0):.1f}), kernel, host and client (one process) "
         f"{cpu[0]['bench']:.1f} s "
         f"({cpu[1]['bench']:.1f}), pools {cpu[0]['pools']:.1f} s ({cpu[1]['pools']:.1f})"
     )

@@ -512,8 +512,8 @@ class IsolationSettings(BaseModel):
     held over a second (a loop, a blocking call) are given back to Temporal, to be retried,
     and its next ones turned back (`kernos/workflows/slot_shares.py`). Quick tasks are never
     held to it, and a pool alone may use every slot (once its tasks are held, it gives back
-    those that leave less than a share free, so that another pool's find a slot). 1: no
-    share."""
+    those that leave less than a share free, so that another pool's tasks find one). 1:
+    no share."""
     reports_workflow_id: str = "kernos-host-reports"
     """The workflow each agent host signals its pools' report to every few seconds, where
     `kernos status` on any machine reads them (it runs in kernel workers); "" keeps reports

@@ -105,7 +105,7 @@ async def _reports_in_temporal(settings: Settings) -> tuple[list[HostPools], str
         return [], "[isolation] reports_workflow_id is off"
     try:
         async with asyncio.timeout(_REPORTS_S):
-            client = await connect_temporal(settings)
+            client = await connect_temporal(settings, traced=False)
             return await temporal_reports(client, workflow_id), None
     except TimeoutError:
         return [], f"Temporal did not answer within {_REPORTS_S:.0f} s (are kernel workers up?)"
@@ -113,8 +113,9 @@ async def _reports_in_temporal(settings: Settings) -> tuple[list[HostPools], str
         if exc.status == RPCStatusCode.NOT_FOUND:
             return [], None  # no host has reported yet
         return [], f"Temporal: {exc}"
-    except (OSError, RuntimeError) as exc:
-        return [], f"Temporal out of reach: {exc}"
+    except Exception as exc:  # noqa: BLE001 - the status of the rest is still worth printing
+        # Temporal down (the stack is), credentials refused, a query the workers do not know.
+        return [], f"{type(exc).__name__}: {exc}"
 
 
 async def cmd_down(settings: Settings, args: argparse.Namespace) -> int:

@@ -141,11 +141,13 @@ def test_a_pool_that_holds_its_tasks_is_turned_back_at_its_share_while_contested
 def test_a_wait_counts_for_a_while_only() -> None:
     clock = Clock()
     shares = SlotShares(slots=20, share=5, clock=clock)
-    given_back_log(shares, "holder", fill(shares, "holder", 18))
+    fill(shares, "holder", 5)
+    clock.now += HELD_S + 0.5
     assert shares.starts("honest", 0) is None
     shares.ends("honest", 0)
+    assert shares.starts("holder", 5) is not None  # at its share, holding, and contested
     clock.now += CONTESTED_S + 0.5
-    assert shares.rebalance() == 3  # not down to its share: to leave a share free only
+    assert shares.starts("holder", 6) is None  # the other pool's start counts no longer
 
 
 def test_a_share_of_one_turns_it_off() -> None:

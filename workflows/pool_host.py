@@ -25,7 +25,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -476,8 +475,10 @@ class PoolInstance(WorkflowInstance):
         self._ended: tuple[str, str] | None = None
         self._trace: RunTrace | None = None
         #: The run's first activation's headers (its trace's context), and whether it replayed.
-        self._headers: Mapping[str, temporalio.api.common.v1.Payload] = {}
+        self._headers: dict[str, temporalio.api.common.v1.Payload] = {}
         self._resumed = False
+        #: Whether a child has had the run's instance (its trace is made then, once).
+        self._created = False
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
         """Run the activation in the child, then let through only what the run may do."""
@@ -492,6 +493,9 @@ class PoolInstance(WorkflowInstance):
             # Decided here, before the child runs the code again: an activation that took
             # longer than the SDK's deadlock timeout (2 s) could not end the run itself.
             return self._give_up(act, deaths, last)
+        # Whether the run's code must run from its start, read before the check below takes
+        # out the jobs a run may not see.
+        from_start = not act.jobs or any(job.HasField("initialize_workflow") for job in act.jobs)
         try:
             if self._check is None:
                 self._read_run(act)
@@ -501,23 +505,31 @@ class PoolInstance(WorkflowInstance):
         except _Refused as exc:
             self._ended = (str(exc), REFUSED)
             return _fail_run(act.run_id, *self._ended)
-        # Before the pool's process hears of the run: a task turned back costs it nothing.
+        try:
+            # The pool's process first: the wait for its start is not a task holding a slot.
+            child = self._child
+            if child is None or not child.alive:
+                child = self._runner.child_of(self._pool)
+        except PoolRefused as exc:
+            return _fail_run(act.run_id, str(exc))
+        except (ChildDied, PoolExhausted) as exc:
+            # The run replays in a new child at its next workflow task.
+            self._child = None
+            return _fail_task(act.run_id, f"the pool's process failed: {exc}")
+        # Then the pool's share, before its process hears of the run: a task turned back
+        # costs that process nothing.
         shares = self._runner.shares
         turned_back = shares.starts(self._pool, self._id)
         if turned_back is not None:
             return _fail_task(act.run_id, turned_back)
         try:
-            try:
-                if self._child is None or not self._child.alive:
-                    self._start(act)
-            except PoolRefused as exc:
-                return _fail_run(act.run_id, str(exc))
-            except (ChildDied, PoolExhausted) as exc:
-                # The run replays in a new child at its next workflow task.
-                self._child = None
-                return _fail_task(act.run_id, f"the pool's process failed: {exc}")
-            assert self._child is not None
-            return self._in_child(act, self._child, self._check, self._bounds)
+            if child is not self._child:
+                try:
+                    self._create_in(child, from_start)
+                except ChildDied as exc:
+                    self._child = None
+                    return _fail_task(act.run_id, f"the pool's process failed: {exc}")
+            return self._in_child(act, child, self._check, self._bounds)
         finally:
             shares.ends(self._pool, self._id)
 
@@ -681,26 +693,27 @@ class PoolInstance(WorkflowInstance):
         self._bounds = RunBounds(run.limits, self._runner.left_running(self._info.continued_run_id))
         self._pool = run.pool or run.spec.tenant
         self._runner.run_arrived(self._pool)
-        self._headers = next(
-            job.initialize_workflow.headers
-            for job in act.jobs
-            if job.HasField("initialize_workflow")
-        )
+        start = next(j.initialize_workflow for j in act.jobs if j.HasField("initialize_workflow"))
+        for key, header in start.headers.items():
+            # A copy: the activation (the run's input with it) is not kept for the run's sake.
+            self._headers[key] = temporalio.api.common.v1.Payload()
+            self._headers[key].CopyFrom(header)
         self._resumed = act.is_replaying
 
-    def _start(self, act: WorkflowActivation) -> None:
-        """Give the pool's child the run's spec (ChildDied if it must replay there)."""
-        if self._trace is None:
+    def _create_in(self, child: PoolChild, from_start: bool) -> None:
+        """Give `child` the run's spec (ChildDied if the run must replay there from its start)."""
+        if self._created and not from_start:
+            # A new child knows nothing of this run: it must replay from the start.
+            raise ChildDied("the run's pool process was replaced; replaying")
+        if not self._created:
             # A run that replays here (it left a cache, or another host) made its workflow
             # span the first time; its new syscalls' spans still join the run's trace. (Made
             # here, not for a task turned back: its next attempt would make the span again.)
             self._trace = RunTrace(self._headers, self._info.workflow_type, resumed=self._resumed)
-        elif act.jobs and not any(job.HasField("initialize_workflow") for job in act.jobs):
-            # A new child knows nothing of this run: it must replay from the start.
-            raise ChildDied("the run's pool process was replaced; replaying")
-        self._child = self._runner.child_of(self._pool)
+            self._created = True
+        self._child = child
         det = self._det
-        self._child.create(
+        child.create(
             self._id,
             InstanceSpec(
                 workflow=(det.defn.cls.__module__, det.defn.cls.__qualname__),

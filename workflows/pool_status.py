@@ -113,10 +113,17 @@ class TemporalReports:
 
         Best effort: the next report replaces it.
         """
+        signal = self._signal(report, withdraw)
         try:
-            done = asyncio.run_coroutine_threadsafe(self._signal(report, withdraw), self._loop)
+            done = asyncio.run_coroutine_threadsafe(signal, self._loop)
+        except RuntimeError:  # the loop is closed: the host is gone
+            signal.close()
+            return
+        try:
             done.result(EVERY_S)
-        except Exception as exc:  # noqa: BLE001 - the loop closed, Temporal out of reach
+        except Exception as exc:  # noqa: BLE001 - Temporal out of reach, or slow
+            # Not left to land later, after a newer report (or the withdrawal).
+            done.cancel()
             log.warning("the pools' report could not be sent to Temporal: %s", exc)
 
     async def _signal(self, report: HostPools, withdraw: bool) -> None:
