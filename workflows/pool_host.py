@@ -28,7 +28,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import temporalio.api.common.v1
 import temporalio.converter
 import temporalio.workflow
 from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
@@ -474,10 +473,7 @@ class PoolInstance(WorkflowInstance):
         #: Why the host ended the run, and the error's type: every activation after is failed.
         self._ended: tuple[str, str] | None = None
         self._trace: RunTrace | None = None
-        #: The run's first activation's headers (its trace's context), and whether it replayed.
-        self._headers: dict[str, temporalio.api.common.v1.Payload] = {}
-        self._resumed = False
-        #: Whether a child has had the run's instance (its trace is made then, once).
+        #: Whether a child has had the run's instance (its trace begins then, once).
         self._created = False
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
@@ -694,23 +690,18 @@ class PoolInstance(WorkflowInstance):
         self._pool = run.pool or run.spec.tenant
         self._runner.run_arrived(self._pool)
         start = next(j.initialize_workflow for j in act.jobs if j.HasField("initialize_workflow"))
-        for key, header in start.headers.items():
-            # A copy: the activation (the run's input with it) is not kept for the run's sake.
-            self._headers[key] = temporalio.api.common.v1.Payload()
-            self._headers[key].CopyFrom(header)
-        self._resumed = act.is_replaying
+        # A run that replays here (it left a cache, or another host) made its workflow span
+        # the first time; its new syscalls' spans still join the run's trace.
+        self._trace = RunTrace(start.headers, self._info.workflow_type, resumed=act.is_replaying)
 
     def _create_in(self, child: PoolChild, from_start: bool) -> None:
         """Give `child` the run's spec (ChildDied if the run must replay there from its start)."""
         if self._created and not from_start:
             # A new child knows nothing of this run: it must replay from the start.
             raise ChildDied("the run's pool process was replaced; replaying")
-        if not self._created:
-            # A run that replays here (it left a cache, or another host) made its workflow
-            # span the first time; its new syscalls' spans still join the run's trace. (Made
-            # here, not for a task turned back: its next attempt would make the span again.)
-            self._trace = RunTrace(self._headers, self._info.workflow_type, resumed=self._resumed)
-            self._created = True
+        if not self._created and self._trace is not None:
+            self._trace.begin()
+        self._created = True
         self._child = child
         det = self._det
         child.create(

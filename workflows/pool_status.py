@@ -86,15 +86,18 @@ def withdraw(directory: Path) -> None:
 def fresh_reports(directory: Path) -> list[HostPools]:
     """The reports of the hosts that wrote one lately."""
     reports = []
-    oldest = datetime.now(UTC) - timedelta(seconds=FRESH_S)
     for path in sorted((directory / "pools").glob("*.json")):
         try:
-            report = HostPools.model_validate_json(path.read_text())
+            reports.append(HostPools.model_validate_json(path.read_text()))
         except (OSError, ValidationError):
             continue
-        if report.updated >= oldest:
-            reports.append(report)
-    return reports
+    return _fresh(reports)
+
+
+def _fresh(reports: list[HostPools]) -> list[HostPools]:
+    """Those written in the last `FRESH_S` (by their host's clock)."""
+    oldest = datetime.now(UTC) - timedelta(seconds=FRESH_S)
+    return [report for report in reports if report.updated >= oldest]
 
 
 class TemporalReports:
@@ -141,13 +144,7 @@ async def temporal_reports(client: Client, workflow_id: str) -> list[HostPools]:
     """The fresh reports the `HostReports` workflow holds (none where there is none)."""
     handle = client.get_workflow_handle(workflow_id)
     received = await handle.query("reports", result_type=list[dict[str, object]])
-    oldest = datetime.now(UTC) - timedelta(seconds=FRESH_S)
-    reports = []
-    for each in received:
-        report = HostPools.model_validate(each["report"])
-        if report.updated >= oldest:
-            reports.append(report)
-    return reports
+    return _fresh([HostPools.model_validate(each["report"]) for each in received])
 
 
 def merged(*sources: list[HostPools]) -> list[HostPools]:

@@ -44,13 +44,23 @@ class RunTrace:
                 decoded = None
             if isinstance(decoded, dict):
                 carrier = {str(k): str(v) for k, v in decoded.items()}
-        tracer = trace.get_tracer(__name__)
-        self._tracer = tracer
+        self._tracer = trace.get_tracer(__name__)
         self._parent = extract(carrier)
         self._span: trace.Span | None = None
-        if not resumed:
-            self._span = tracer.start_span(
-                f"RunWorkflow:{workflow_type}", context=self._parent, kind=trace.SpanKind.SERVER
+        self._workflow_type = workflow_type
+        self._resumed = resumed
+
+    def begin(self) -> None:
+        """The run's code runs here: its workflow span starts, unless it ran before (resumed).
+
+        Not at the trace's making: a task turned back before its code runs would make the span
+        again at its next attempt.
+        """
+        if not self._resumed and self._span is None:
+            self._span = self._tracer.start_span(
+                f"RunWorkflow:{self._workflow_type}",
+                context=self._parent,
+                kind=trace.SpanKind.SERVER,
             )
             self._parent = trace.set_span_in_context(self._span)
 
