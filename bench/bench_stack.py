@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,3 +83,49 @@ async def kernel(settings: Settings) -> AsyncIterator[KernosClient]:
     group = await WorkerGroup.create(await connect_temporal(settings), settings)
     async with RunningWorkers(group), await KernosClient.connect(settings) as client:
         yield client
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user and system) each part of the stack has used so far, from /proc.
+
+    The parts: the Temporal server, PostgreSQL, this process (the client, the workers, the
+    pools' host and the fake model server, in-process on both sides) and its children (the
+    pools' confined processes, where agent code runs).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    used: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        # utime, stime, and those of its children that ended (PostgreSQL's backends), so
+        # that a process gone before the second look still counts.
+        used[int(entry.name)] = (command, sum(int(field) for field in fields[11:15]) / tick)
+
+    def part(pid: int, command: str) -> str | None:
+        if pid == me:
+            return "this process"
+        if "temporal" in command.split(" ")[0]:
+            return "temporal server"
+        if "postgres" in command:
+            return "postgresql"
+        while pid in parents and pid > 1:
+            pid = parents[pid]
+            if pid == me:
+                return "pool children"
+        return None
+
+    parts: dict[str, float] = defaultdict(float)
+    for pid, (command, seconds) in used.items():
+        found = part(pid, command)
+        if found is not None:
+            parts[found] += seconds
+    return dict(parts)

@@ -32,7 +32,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_results import RESULTS, run_benchmark, write_results
-from bench_stack import Services, services
+from bench_stack import Services, cpu_seconds, services
 from bench_workloads import NoopBackend
 from temporalio.api.enums.v1 import EventType, TimeoutType
 
@@ -118,42 +117,16 @@ async def honest_burst(
 ) -> tuple[float, float]:
     """Wall time of the burst, and the p99 of its runs, in ms (their ids land in `ids`, the
     machine's CPU seconds meanwhile in `cpu`)."""
-    before = cpu_s()
+    before = cpu_seconds()
     started = time.perf_counter()
     each = await asyncio.gather(
         *(one_run(client, tenant, HONEST_SYSCALLS, ids) for _ in range(HONEST_RUNS))
     )
     took = (time.perf_counter() - started) * 1000
     if cpu is not None:
-        after = cpu_s()
+        after = cpu_seconds()
         cpu.append({what: after[what] - before.get(what, 0.0) for what in after})
     return took, percentile(list(each), 0.99)
-
-
-def cpu_s() -> dict[str, float]:
-    """CPU seconds used so far by the machine's processes, by what they are: Temporal's
-    server, PostgreSQL, pools' processes, this one (the kernel's workers, the pool host, the
-    client), and the rest."""
-    used: dict[str, float] = collections.defaultdict(float)
-    ticks = os.sysconf("SC_CLK_TCK")
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                name, fields = stat.read().split(" (", 1)[1].rsplit(") ", 1)
-                args = cmd.read()
-        except OSError:
-            continue  # ended meanwhile
-        if int(pid) == os.getpid():
-            what = "bench"
-        elif b"kernos.workflows.pool_child" in args:
-            what = "pools"
-        elif name in ("temporal", "postgres"):
-            what = name
-        else:
-            what = "other"
-        utime, stime = fields.split()[11:13]
-        used[what] += (int(utime) + int(stime)) / ticks
-    return dict(used)
 
 
 #: Where a run's time goes, as its history has it: (from, to) event types of each phase.
@@ -178,25 +151,26 @@ PHASES = {
 
 
 async def phases(client: KernosClient, run_ids: list[str]) -> dict[str, float]:
-    """Each phase's time per run (ms, the mean): each phase's end event is paired with the last
-    start before it (workflow tasks run one at a time; activities here, one at a time too);
-    the first task's wait, on the host's task queue (the others wait on its sticky queue), is
-    given apart too."""
+    """Each phase's time per run (ms, the mean), from the run's history: a wait from the first
+    time its task was scheduled (one that timed out on a sticky queue is scheduled again) to
+    its start, a run from its last start to its end; the first task's wait, on the host's task
+    queue (the others wait on its sticky queue), is given apart too."""
     totals = dict.fromkeys([*PHASES, "first_task_wait"], 0.0)
     for run_id in run_ids:
         history = await client.temporal.get_workflow_handle(run_id).fetch_history()
         began: dict[int, float] = {}
+        first = True
         for event in history.events:
             at = event.event_time.ToMicroseconds() / 1000
             for phase, (start, end) in PHASES.items():
-                if event.event_type == start:
+                if event.event_type == start and (phase.endswith("_run") or start not in began):
                     began[start] = at
                 elif event.event_type == end and start in began:
                     took = at - began.pop(start)
                     totals[phase] += took
-                    if phase == "task_wait" and event.event_id <= 3:
-                        # The run's first task, on the host's task queue (not its sticky one).
+                    if phase == "task_wait" and first:
                         totals["first_task_wait"] += took
+                        first = False
     return {phase: round(total / len(run_ids), 1) for phase, total in totals.items()}
 
 

@@ -41,13 +41,15 @@ def _where_it_went(held: dict[str, Any]) -> str:
     if "crowded_phases_ms" not in held:
         return ""
     waits = held["crowded_phases_ms"]["task_wait"], held["alone_phases_ms"]["task_wait"]
-    cpu = held["crowded_cpu_s"], held["alone_cpu_s"]
+    crowded, alone = held["crowded_cpu_s"], held["alone_cpu_s"]
+
+    def cpu(part: str) -> str:
+        return f"{crowded.get(part, 0):.1f} s ({alone.get(part, 0):.1f})"
+
     return (
         f"; an honest run's workflow tasks waited {waits[0]:.0f} ms for a host ({waits[1]:.0f} "
-        f"alone); CPU in the burst: Temporal {cpu[0].get('temporal', 0):.1f} s "
-        f"({cpu[1].get('temporal', 0):.1f}), kernel, host and client (one process) "
-        f"{cpu[0]['bench']:.1f} s "
-        f"({cpu[1]['bench']:.1f}), pools {cpu[0]['pools']:.1f} s ({cpu[1]['pools']:.1f})"
+        f"alone); CPU in the burst: Temporal {cpu('temporal server')}, kernel, host and client "
+        f"(one process) {cpu('this process')}, pools {cpu('pool children')}"
     )
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 from agents import OpenAIProvider, set_tracing_disabled
 from bench_results import RESULTS, run_benchmark, write_results
-from bench_stack import Services, kernel, services
+from bench_stack import Services, cpu_seconds, kernel, services
 from cost_prompt import PROMPT, SYSTEM, TOKENS
 from openai import AsyncOpenAI
 from plugin_workflow import PluginCalls
@@ -170,52 +170,6 @@ def p50(runs: list[Phases]) -> dict[str, float]:
     for name in names:
         figures[name] = statistics.median(run.by_phase.get(name, 0.0) for run in runs)
     return {name: round(value, 1) for name, value in figures.items()}
-
-
-def cpu_seconds() -> dict[str, float]:
-    """CPU time (user and system) each part of the stack has used so far, from /proc.
-
-    The parts: the Temporal server, PostgreSQL, this process (the client, the workers, the
-    pools' host and the fake model server, in-process on both sides) and its children (the
-    pools' confined processes, where agent code runs).
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    me = os.getpid()
-    parents: dict[int, int] = {}
-    used: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # gone meanwhile
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-        # utime, stime, and those of its children that ended (PostgreSQL's backends), so
-        # that a process gone before the second look still counts.
-        used[int(entry.name)] = (command, sum(int(field) for field in fields[11:15]) / tick)
-
-    def part(pid: int, command: str) -> str | None:
-        if pid == me:
-            return "this process"
-        if "temporal" in command.split(" ")[0]:
-            return "temporal server"
-        if "postgres" in command:
-            return "postgresql"
-        while pid in parents and pid > 1:
-            pid = parents[pid]
-            if pid == me:
-                return "pool children"
-        return None
-
-    parts: dict[str, float] = defaultdict(float)
-    for pid, (command, seconds) in used.items():
-        found = part(pid, command)
-        if found is not None:
-            parts[found] += seconds
-    return dict(parts)
 
 
 #: The Temporal server's counters of work done: requests to each service, by operation, and
