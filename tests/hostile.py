@@ -31,6 +31,7 @@ HOSTILE_AGENTS = {
     "renicer": "tests.hostile_agents:RenicerAgent",
     "flooder": "tests.hostile_agents:FlooderAgent",
     "continuer": "tests.hostile_agents:ContinuerAgent",
+    "wanderer": "tests.hostile_agents:WandererAgent",
     "timers": "tests.hostile_agents:TimerAgent",
     "historian": "tests.hostile_agents:HistorianAgent",
     "bloater": "tests.hostile_agents:BloaterAgent",

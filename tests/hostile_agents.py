@@ -463,6 +463,27 @@ class FlooderAgent(Agent):
         return f"listed {len(listed)} times"
 
 
+class WandererAgent(Agent):
+    """Breaks its pool's process, then continues as new, hoping to land on a host that never
+    saw it: its first execution ends its process at every activation for 2 s, then continues;
+    the next waits `task` seconds on a timer (time for its first host to go) and ends its
+    process at every activation after."""
+
+    name = "wanderer"
+
+    async def run(self, task: str) -> str:
+        info = workflow.info()
+        if info.continued_run_id is None:
+            with workflow.unsafe.sandbox_unrestricted():
+                # (The clock: the workflow's time is each attempt's start.)
+                if time.time() - info.workflow_start_time.timestamp() < 2:
+                    os._exit(3)
+            workflow.continue_as_new(self.llm._dispatcher.run)
+        await workflow.sleep(float(task))
+        with workflow.unsafe.sandbox_unrestricted():
+            os._exit(3)
+
+
 class ContinuerAgent(Agent):
     """Lists its files N times without waiting for any, then continues as new, for ever: each
     execution alone stays under the limit, while the syscalls it left keep running."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowHandle
 
 from kernos import KernosClient, RunFailed, RunSpec
 from kernos.client import connect_temporal
@@ -44,6 +46,7 @@ from kernos.infra.pool_limits import (
 from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.kernel.config import Settings
+from kernos.workflows.host_carry import HOST_CARRY
 from kernos.workflows.pool_deaths import POOL_DEATH
 from kernos.workflows.pool_host import PoolRunner
 from kernos.workflows.pool_status import PoolState
@@ -99,6 +102,47 @@ async def test_an_attacker_that_keeps_ending_its_pool_fails_alone(
     assert named in failed.value.message
 
 
+@dataclasses.dataclass
+class TwoHosts:
+    """A hostile run that broke its pool's process on one host, then on a second, until it
+    failed: how it failed, what the second host charged it for, and its handle."""
+
+    failed: RunFailed
+    charged_on_second: list[str]
+    handle: WorkflowHandle[Any, Any]
+
+
+async def on_two_hosts(
+    settings: Settings,
+    agent: str,
+    task: str,
+    first_host_done: Callable[[WorkflowHandle[Any, Any], PoolRunner], Awaitable[object]],
+) -> TwoHosts:
+    """Run `agent` on a host until `first_host_done`, then on a second host until it fails."""
+    async with await KernosClient.connect(settings) as client:
+        async with workers(settings) as first:
+            assert first.pools is not None
+            run = await client.submit(
+                RunSpec(agent=agent, task=task, tenant=f"evil-{uuid.uuid4().hex[:6]}")
+            )
+            handle = client.temporal.get_workflow_handle(run.run_id)
+            await first_host_done(handle, first.pools)
+        async with workers(settings) as second:
+            assert second.pools is not None
+            charged: list[str] = []
+            charge = second.pools.died_running
+
+            def counting(run_id: str, reason: str) -> int:
+                charged.append(reason)
+                return charge(run_id, reason)
+
+            second.pools.died_running = counting  # type: ignore[method-assign]
+            with pytest.raises(RunFailed) as failed:
+                await run.result()
+    assert failed.value.error_type == "PoolLimitExceeded", failed.value
+    return TwoHosts(failed.value, charged, handle)
+
+
 async def test_a_runs_pool_deaths_count_on_every_host_after(
     temporal: TemporalDevServer, postgres: EmbeddedPostgres
 ) -> None:
@@ -108,41 +152,54 @@ async def test_a_runs_pool_deaths_count_on_every_host_after(
     # than allow it six of its own (after every restart, on every host).
     isolation = {**LIMITS, "max_child_deaths": 6}
     settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
-    async with await KernosClient.connect(settings) as client:
-        async with workers(settings) as first:
-            assert first.pools is not None
-            pools = first.pools
-            run = await client.submit(
-                RunSpec(agent="crasher", task="go", tenant=f"evil-{uuid.uuid4().hex[:6]}")
-            )
-            handle = client.temporal.get_workflow_handle(run.run_id)
-            key = f"{run.run_id}/{(await handle.describe()).run_id}"
-            await eventually(lambda: pools.deaths(key)[0], lambda n: n >= 2, what="two deaths")
-        before = pools.deaths(key)[0]
-        assert before < 6, "the first host ended the run itself: nothing left to count"
-        async with workers(settings) as second:
-            assert second.pools is not None
-            charged_here: list[str] = []
-            charge = second.pools.died_running
+    on_first: list[int] = []
 
-            def counting(run_id: str, reason: str) -> int:
-                charged_here.append(reason)
-                return charge(run_id, reason)
+    async def two_deaths(handle: WorkflowHandle[Any, Any], pools: PoolRunner) -> None:
+        key = f"{handle.id}/{(await handle.describe()).run_id}"
+        await eventually(lambda: pools.deaths(key)[0], lambda n: n >= 2, what="two deaths")
+        on_first.append(pools.deaths(key)[0])
 
-            second.pools.died_running = counting  # type: ignore[method-assign]
-            with pytest.raises(RunFailed) as failed:
-                await run.result()
-        history = await handle.fetch_history()
-    assert failed.value.error_type == "PoolLimitExceeded", failed.value
-    assert "broke its pool's process 6 times" in failed.value.message
-    assert len(charged_here) == 6 - before, (before, charged_here)
+    hosts = await on_two_hosts(settings, "crasher", "go", two_deaths)
+    before = on_first[-1]
+    assert before < 6, "the first host ended the run itself: nothing left to count"
+    assert "broke its pool's process 6 times" in hosts.failed.message
+    assert len(hosts.charged_on_second) == 6 - before, (before, hosts.charged_on_second)
     # Each death is in the run's history, as the Temporal UI shows it.
+    history = await hosts.handle.fetch_history()
     said = [
         e.workflow_execution_signaled_event_attributes.signal_name
         for e in history.events
         if e.HasField("workflow_execution_signaled_event_attributes")
     ]
     assert said.count(POOL_DEATH) >= before, said
+
+
+async def test_a_run_takes_its_pool_deaths_into_its_next_execution_on_another_host(
+    temporal: TemporalDevServer, postgres: EmbeddedPostgres
+) -> None:
+    # The wanderer breaks its pool's process on the first host (at each attempt of its first
+    # task for 2 s), continues as new, and breaks it again on a second host (the first has
+    # stopped): that host fails it once it has broken five in all, rather than allow it five
+    # of its own. (A header of the run's own on its continue-as-new is refused: CommandCheck.)
+    isolation = {**LIMITS, "max_child_deaths": 5}
+    settings = make_settings(temporal, postgres, agents=HOSTILE_AGENTS, isolation=isolation)
+
+    async def continued(handle: WorkflowHandle[Any, Any], pools: PoolRunner) -> None:
+        first = (await handle.describe()).run_id
+
+        async def latest() -> str:
+            return (await handle.describe()).run_id
+
+        await eventually(latest, lambda now: now != first, what="a continuation")
+
+    hosts = await on_two_hosts(settings, "wanderer", "8", continued)
+    assert "broke its pool's process 5 times" in hosts.failed.message
+    # What the first host counted started the continued execution.
+    history = await hosts.handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    carry = json.loads(started.header.fields[HOST_CARRY].data)
+    assert carry["deaths"] is not None, carry
+    assert len(hosts.charged_on_second) == 5 - carry["deaths"]["count"], (carry, hosts)
 
 
 async def test_a_fork_bomb_is_bounded_by_its_pool(

@@ -8,8 +8,8 @@ also signals it, `POOL_DEATH`, with the count so far: the signal is an event of 
 history, seen by whichever host replays the run next (which drops it before agent code sees
 it, as it drops every signal), and shown in the Temporal UI beside the task that failed.
 The count is the most any such signal says: signals sent twice, or late, count once. An
-execution that continued as new has a history of its own: across that, only a host's own
-count carries the deaths over.
+execution that continued as new has a history of its own: the host that let it continue wrote
+the count into its start (`host_carry`).
 
 Only holders of the namespace's credentials (the kernel's processes and its hosts) can signal
 a run; agent code has none. Signalled falsely, a run fails early: no more than whoever holds
@@ -41,6 +41,11 @@ class PoolDeath(BaseModel):
     count: int = Field(ge=1)
     reason: str = Field(max_length=_REASON_CHARS)
 
+    @classmethod
+    def said(cls, count: int, reason: str) -> PoolDeath:
+        """The count, and as much of the reason as a signal carries."""
+        return cls(count=count, reason=reason[:_REASON_CHARS])
+
 
 def deaths_in(act: WorkflowActivation) -> PoolDeath | None:
     """The highest count this activation's `POOL_DEATH` signals say, if any does."""
@@ -70,7 +75,7 @@ class DeathRecorder:
 
     def record(self, workflow_id: str, count: int, reason: str) -> None:
         """Signal the run's latest execution (best effort: its host counts this death anyway)."""
-        death = PoolDeath(count=count, reason=reason[:_REASON_CHARS])
+        death = PoolDeath.said(count, reason)
         try:
             asyncio.run_coroutine_threadsafe(self._signal(workflow_id, death), self._loop)
         except RuntimeError:  # the loop is closed: the host is gone

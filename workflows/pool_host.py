@@ -44,6 +44,7 @@ from kernos.kernel.syscalls import RunInput
 from kernos.workflows.activation_check import ActivationCheck
 from kernos.workflows.agent_check import broken_agents
 from kernos.workflows.commands import CommandCheck
+from kernos.workflows.host_carry import HostCarry, carried, write_carry
 from kernos.workflows.pool_deaths import DeathRecorder, PoolDeath, deaths_in
 from kernos.workflows.pool_process import (
     CHILD_START_S,
@@ -138,8 +139,8 @@ class PoolRunner(WorkflowRunner):
         self._instances = itertools.count(1)
         #: Agent name -> why its module does not import, once the start-up check is done.
         self.checked = concurrent.futures.Future[dict[str, str]]()
-        #: Run (execution) id -> how many times its activations ended its pool's process, and
-        #: what ended it the last time.
+        #: Run (across its continuations: its first execution) -> how many times its
+        #: activations ended its pool's process, and what ended it the last time.
         self._deaths: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
         #: Writes each death into its run's history, for every host after this one to count
         #: (`pool_deaths`); set by the worker that runs this host.
@@ -147,10 +148,6 @@ class PoolRunner(WorkflowRunner):
         #: Sends this host's reports to Temporal, for `kernos status` on any machine; set by
         #: the worker that runs this host, unless `[isolation] reports_workflow_id` is "".
         self.reports: TemporalReports | None = None
-        #: Execution that continued as new -> when (workflow time) the syscalls it and the
-        #: executions before it left running have surely stopped: they are the kernel's to run
-        #: still. Keyed by execution, so only the next one reads it, never a replay of its own.
-        self._left_running: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self._closed = threading.Event()
         #: When each pool's process ended unasked, lately: a pool that keeps ending it waits.
         self._restarts: dict[str, collections.deque[float]] = {}
@@ -245,32 +242,15 @@ class PoolRunner(WorkflowRunner):
         while len(self._deaths) > _DEATHS_KEPT:
             self._deaths.popitem(last=False)
 
-    def continued(self, execution: str, left_running: list[float]) -> None:
-        """`execution` (a run id) continued as new, leaving syscalls running until these times.
-
-        A continue-as-new that Temporal refused (new events came meanwhile) is recorded again
-        when the execution, replayed, continues anew.
-        """
-        with self._lock:
-            self._left_running.pop(execution, None)
-            self._left_running[execution] = left_running
-            while len(self._left_running) > _DEATHS_KEPT:
-                self._left_running.popitem(last=False)
-
-    def left_running(self, continued_from: str | None) -> list[float]:
-        """When the syscalls `continued_from` (an execution) and those before it left stop.
-
-        What the execution that continued it starts with.
-        """
-        if continued_from is None:
-            return []
-        with self._lock:
-            return list(self._left_running.get(continued_from, ()))
-
     def deaths(self, run_id: str) -> tuple[int, str]:
         """How many times `run_id`'s activations ended its pool's process, and the last why."""
         with self._lock:
             return self._deaths.get(run_id, (0, ""))
+
+    def death(self, run_id: str) -> PoolDeath | None:
+        """`deaths` as a signal says them (None if none)."""
+        count, reason = self.deaths(run_id)
+        return PoolDeath.said(count, reason) if count else None
 
     def start(self) -> None:
         """Check the agents' modules, stop idle pools from now on, and start the spare child.
@@ -482,20 +462,20 @@ class PoolInstance(WorkflowInstance):
             return self._evict(act)
         if self._ended is not None:
             return _fail_run(act.run_id, *self._ended)
-        if (said := deaths_in(act)) is not None:
-            self._runner.saw_deaths(self._run, said)
-        deaths, last = self._runner.deaths(self._run)
-        if deaths >= self._runner.isolation.max_child_deaths and not act.is_replaying:
-            # Decided here, before the child runs the code again: an activation that took
-            # longer than the SDK's deadlock timeout (2 s) could not end the run itself.
-            return self._give_up(act, deaths, last)
         # Whether the run's code must run from its start, read before the check below takes
-        # out the jobs a run may not see.
+        # out the jobs a run may not see (the death signals among them).
         from_start = not act.jobs or any(job.HasField("initialize_workflow") for job in act.jobs)
         try:
             if self._check is None:
                 self._read_run(act)
             assert self._check is not None and self._bounds is not None
+            if (said := deaths_in(act)) is not None:
+                self._runner.saw_deaths(self._run, said)
+            deaths, last = self._runner.deaths(self._run)
+            if deaths >= self._runner.isolation.max_child_deaths and not act.is_replaying:
+                # Decided here, before the child runs the code again: an activation that took
+                # longer than the SDK's deadlock timeout (2 s) could not end the run itself.
+                return self._give_up(act, deaths, last)
             self._inbound.check(act)
             self._bounds.arrived(act)
         except _Refused as exc:
@@ -605,7 +585,13 @@ class PoolInstance(WorkflowInstance):
                         without_payloads(command.fail_workflow_execution.failure)
                     self._end_trace()
                     if command.HasField("continue_as_new_workflow_execution"):
-                        self._runner.continued(act.run_id, bounds.left_running(act))
+                        write_carry(
+                            command.continue_as_new_workflow_execution,
+                            HostCarry(
+                                deaths=self._runner.death(self._run),
+                                left_running=bounds.left_running(act),
+                            ),
+                        )
         return completion
 
     def _end(self, act: WorkflowActivation, reason: str, kind: str) -> WorkflowActivationCompletion:
@@ -686,10 +672,13 @@ class PoolInstance(WorkflowInstance):
         """Find the run's input and pool in its first activation."""
         run = _run_input(act)
         self._check = CommandCheck(run, self._info.task_queue)
-        self._bounds = RunBounds(run.limits, self._runner.left_running(self._info.continued_run_id))
+        start = next(j.initialize_workflow for j in act.jobs if j.HasField("initialize_workflow"))
+        carry = carried(start)
+        if carry.deaths is not None:
+            self._runner.saw_deaths(self._run, carry.deaths)
+        self._bounds = RunBounds(run.limits, carry.left_running)
         self._pool = run.pool or run.spec.tenant
         self._runner.run_arrived(self._pool)
-        start = next(j.initialize_workflow for j in act.jobs if j.HasField("initialize_workflow"))
         # A run that replays here (it left a cache, or another host) made its workflow span
         # the first time; its new syscalls' spans still join the run's trace.
         self._trace = RunTrace(start.headers, self._info.workflow_type, resumed=act.is_replaying)
