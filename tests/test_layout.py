@@ -45,7 +45,7 @@ INSTALLED_PATH = re.compile(r"`kernos/([\w/]+\.py)`")
 PACKAGE_DIRS = {"kernel", "activities", "workflows", "infra", "policies"}
 
 
-@pytest.mark.parametrize("document", ["ARCHITECTURE.md", "README.md"])
+@pytest.mark.parametrize("document", ["ARCHITECTURE.md", "README.md", "bench/README.md"])
 def test_every_path_a_document_names_exists(document: str) -> None:
     text = (ROOT / document).read_text()
     named = set(NAMED_PATH.findall(text))
