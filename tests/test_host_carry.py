@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import ContinueAsNewInitiator
 from temporalio.bridge.proto.workflow_activation import InitializeWorkflow
 from temporalio.bridge.proto.workflow_commands import ContinueAsNewWorkflowExecution
 
@@ -15,6 +16,7 @@ def started_from(command: ContinueAsNewWorkflowExecution, continued: bool) -> In
     start = InitializeWorkflow(workflow_id="run")
     if continued:
         start.continued_from_execution_run_id = "before"
+        start.continued_initiator = ContinueAsNewInitiator.CONTINUE_AS_NEW_INITIATOR_WORKFLOW
     for name, payload in command.headers.items():
         start.headers[name].CopyFrom(payload)
     return start
@@ -34,6 +36,10 @@ def test_a_run_started_afresh_carries_nothing_whatever_its_starter_wrote() -> No
     command = ContinueAsNewWorkflowExecution()
     write_carry(command, HostCarry(deaths=PoolDeath.said(1, "x")))
     assert carried(started_from(command, continued=False)) == HostCarry()
+    # A retry names the execution before it too, with its starter's headers: no host's carry.
+    retried = started_from(command, continued=True)
+    retried.continued_initiator = ContinueAsNewInitiator.CONTINUE_AS_NEW_INITIATOR_RETRY
+    assert carried(retried) == HostCarry()
 
 
 def test_an_unreadable_carry_counts_for_nothing() -> None:

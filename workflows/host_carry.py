@@ -11,7 +11,7 @@ So the host that lets a continue-as-new through writes what it counted into the 
 headers, under `HOST_CARRY`, and the next execution's host reads it from that execution's
 start. Agent code cannot write it (a continue-as-new with headers of the code's own is refused,
 `CommandCheck`, and the host writes this one after) nor read it (its pool's process gets the
-run's info without headers). A run that did not continue from another carries nothing: a
+run's info without headers). A run that did not continue as new from another carries nothing: a
 header there came from its starter, not from a host.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 
 from pydantic import BaseModel, Field, ValidationError
+from temporalio.api.enums.v1 import ContinueAsNewInitiator
 from temporalio.bridge.proto.workflow_activation import InitializeWorkflow
 from temporalio.bridge.proto.workflow_commands import ContinueAsNewWorkflowExecution
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -51,7 +52,11 @@ def write_carry(command: ContinueAsNewWorkflowExecution, carry: HostCarry) -> No
 
 def carried(start: InitializeWorkflow) -> HostCarry:
     """What the execution that `start` continued carried (nothing for a run started afresh)."""
-    if not start.continued_from_execution_run_id or HOST_CARRY not in start.headers:
+    # (A retry or a cron run also names the execution before it, with its starter's headers.)
+    continued = (
+        start.continued_initiator == ContinueAsNewInitiator.CONTINUE_AS_NEW_INITIATOR_WORKFLOW
+    )
+    if not continued or HOST_CARRY not in start.headers:
         return HostCarry()
     try:
         return HostCarry.model_validate(_CONVERTER.from_payloads([start.headers[HOST_CARRY]])[0])
