@@ -41,6 +41,7 @@ from kernos.kernel.syscall_table import (
 )
 from kernos.kernel.syscalls import Carried, RunInput, RunSpec, Scheduling, TokenUsage
 from kernos.workflows.commands import CommandCheck
+from kernos.workflows.host_carry import HOST_CARRY
 from kernos.workflows.pool_host import without_payloads
 
 RUN = RunInput(
@@ -189,6 +190,12 @@ def test_continuing_as_new_keeps_the_admitted_run() -> None:
 
     other_tenant = RUN.model_copy(update={"spec": RUN.spec.model_copy(update={"tenant": "v"})})
     assert "other than the one the kernel admitted" in (refusal(continued(other_tenant)) or "")
+    # Headers of the code's own, the host's carry among them (`host_carry`): the host writes
+    # that one only after this check, so the code cannot say it broke nothing.
+    for header in (HOST_CARRY, "x"):
+        forged = continued(RUN)
+        forged.continue_as_new_workflow_execution.headers[header].CopyFrom(payload({}))
+        assert "headers or search attributes of its own" in (refusal(forged) or ""), header
     assert "workflow type 'Other'" in (refusal(continued(RUN, workflow_type="Other")) or "")
     assert "task queue 'llm.m'" in (refusal(continued(RUN, task_queue="llm.m")) or "")
 

@@ -43,8 +43,10 @@ def test_a_run_started_afresh_carries_nothing_whatever_its_starter_wrote() -> No
 
 
 def test_an_unreadable_carry_counts_for_nothing() -> None:
-    command = ContinueAsNewWorkflowExecution()
-    command.headers[HOST_CARRY].CopyFrom(
-        Payload(metadata={"encoding": b"json/plain"}, data=b'{"left_running": "soon"}')
-    )
-    assert carried(started_from(command, continued=True)) == HostCarry()
+    for unreadable in (
+        Payload(metadata={"encoding": b"json/plain"}, data=b'{"left_running": "soon"}'),
+        Payload(metadata={"encoding": b"binary/zstd"}, data=b"\x28\xb5"),  # (a KeyError)
+    ):
+        command = ContinueAsNewWorkflowExecution()
+        command.headers[HOST_CARRY].CopyFrom(unreadable)
+        assert carried(started_from(command, continued=True)) == HostCarry()

@@ -11,7 +11,8 @@ So the host that lets a continue-as-new through writes what it counted into the 
 headers, under `HOST_CARRY`, and the next execution's host reads it from that execution's
 start. Agent code cannot write it (a continue-as-new with headers of the code's own is refused,
 `CommandCheck`, and the host writes this one after) nor read it (its pool's process gets the
-run's info without headers). A run that did not continue as new from another carries nothing: a
+run's info without headers, and its first activation with the start's headers cleared,
+`activation_check`). A run that did not continue as new from another carries nothing: a
 header there came from its starter, not from a host.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from temporalio.api.enums.v1 import ContinueAsNewInitiator
 from temporalio.bridge.proto.workflow_activation import InitializeWorkflow
 from temporalio.bridge.proto.workflow_commands import ContinueAsNewWorkflowExecution
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 #: The header's name (seen in the Temporal UI on the continued execution's start).
 HOST_CARRY = "kernos-host-carry"
-#: The most syscalls a run may have pending (`SyscallLimits.max_pending_syscalls` at most).
-_MOST_LEFT_RUNNING = 2000
 _CONVERTER = pydantic_data_converter.payload_converter
 
 
@@ -42,7 +41,8 @@ class HostCarry(BaseModel):
     #: Its breaks of its pool's process so far, and the last one's cause.
     deaths: PoolDeath | None = None
     #: When (workflow time) each syscall the run's executions left running has surely stopped.
-    left_running: list[float] = Field(default_factory=list, max_length=_MOST_LEFT_RUNNING)
+    #: (Only a host writes it: no bound but the run's own limit on what it has pending.)
+    left_running: list[float] = Field(default_factory=list)
 
 
 def write_carry(command: ContinueAsNewWorkflowExecution, carry: HostCarry) -> None:
@@ -60,7 +60,8 @@ def carried(start: InitializeWorkflow) -> HostCarry:
         return HostCarry()
     try:
         return HostCarry.model_validate(_CONVERTER.from_payloads([start.headers[HOST_CARRY]])[0])
-    except (ValidationError, ValueError, TypeError) as exc:
-        # Only a host writes it: unreadable, it is a host's bug, and counts start again.
+    except Exception as exc:  # noqa: BLE001 - a stuck run would be worse than counts lost
+        # Only a host writes it: unreadable (another version's, another encoding), it is a
+        # host's bug, and counts start again rather than the run failing every task.
         log.warning("run %s: its %s header is unreadable: %s", start.workflow_id, HOST_CARRY, exc)
         return HostCarry()
