@@ -35,6 +35,7 @@ from temporalio.worker import (
     WorkflowInstanceDetails,
     WorkflowInterceptorClassInput,
 )
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from kernos.kernel.errors import ConfigError
 from kernos.kernel.result_seal import BY_HOST, SealCheckInterceptor
@@ -67,11 +68,12 @@ ACTIVATION_THREADS = 100
 class Child:
     """The instances of one pool, answering the host's activations."""
 
-    def __init__(self, setup: ChildSetup, writer: FrameWriter) -> None:
+    def __init__(
+        self, setup: ChildSetup, writer: FrameWriter, runner: SandboxedWorkflowRunner
+    ) -> None:
         self.setup = setup
         self.writer = writer
-        load_lazy_packages()  # agents' code, not kernel workers', imports LangChain
-        self.runner = sandbox_runner()
+        self.runner = runner
         self.instances: dict[int, WorkflowInstance] = {}
         #: Why an instance could not be made, until its activation reports it.
         self.broken: dict[int, str] = {}
@@ -215,12 +217,16 @@ def check(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     """Answer the host until it closes the pipe."""
     writer = FrameWriter(stdout)
+    # Agents' code, not kernel workers', imports LangChain and the like: loaded here, while the
+    # process is a spare, not once a pool's first run waits for it (about a second).
+    load_lazy_packages()
+    runner = sandbox_runner()
     # Started, with the kernel and the SDK imported: a spare, until the host names its pool.
     writer.send(READY, 0, b"")
     first = receive(stdin)
     if first.kind != SETUP:
         raise FrameError("the host's first frame is not the setup")
-    child = Child(pickle.loads(first.body), writer)
+    child = Child(pickle.loads(first.body), writer, runner)
     asyncio.run(_serve(child, stdin))
 
 
