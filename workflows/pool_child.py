@@ -217,12 +217,14 @@ def check(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     """Answer the host until it closes the pipe."""
     writer = FrameWriter(stdout)
-    # Agents' code, not kernel workers', imports LangChain and the like: loaded here, while the
-    # process is a spare, not once a pool's first run waits for it (about a second).
-    load_lazy_packages()
-    runner = sandbox_runner()
     # Started, with the kernel and the SDK imported: a spare, until the host names its pool.
     writer.send(READY, 0, b"")
+    # Agents' code, not kernel workers', imports LangChain and the like (about a second): loaded
+    # while the process waits for its pool, not once a pool's first run waits for it. After
+    # READY, which the host's start timeout waits for: a hundred processes started at once on
+    # a small host must not all spend it on this before they answer.
+    load_lazy_packages()
+    runner = sandbox_runner()
     first = receive(stdin)
     if first.kind != SETUP:
         raise FrameError("the host's first frame is not the setup")
