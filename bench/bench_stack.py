@@ -33,13 +33,10 @@ AGENTS = {
 class Services:
     """Temporal and PostgreSQL, started for one benchmark."""
 
-    def __init__(
-        self, temporal: TemporalDevServer, postgres: EmbeddedPostgres, metrics_port: int
-    ) -> None:
+    def __init__(self, temporal: TemporalDevServer, postgres: EmbeddedPostgres) -> None:
+        #: Started with a metrics port: its counters are `temporal.counters()`.
         self.temporal = temporal
         self.postgres = postgres
-        #: Where the Temporal server's counters are (Prometheus's text format).
-        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
     def settings(self, **overrides: Any) -> Settings:
         """Kernel settings on these services, with task queues no other configuration uses."""
@@ -67,11 +64,10 @@ class Services:
 async def services() -> AsyncIterator[Services]:
     """Start the dev server and an embedded PostgreSQL; stop them after."""
     postgres = EmbeddedPostgres.start(Path(tempfile.mkdtemp()) / "data")
-    metrics_port = free_port()
-    temporal = await TemporalDevServer.start(headless=True, metrics_port=metrics_port)
+    temporal = await TemporalDevServer.start(headless=True, metrics_port=free_port())
     try:
         await upgrade(postgres.dsn(role="owner"))
-        yield Services(temporal, postgres, metrics_port)
+        yield Services(temporal, postgres)
     finally:
         temporal.stop()
         postgres.stop(delete=True)

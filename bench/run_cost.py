@@ -26,7 +26,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import re
 import statistics
 import tempfile
 import time
@@ -37,7 +36,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from agents import OpenAIProvider, set_tracing_disabled
 from bench_results import RESULTS, run_benchmark, write_results
 from bench_stack import Services, cpu_seconds, kernel, services
@@ -53,6 +51,7 @@ from kernos import KernosClient, RunSpec
 from kernos.infra.daemons import stop
 from kernos.infra.llama import MODEL_ALIAS, LlamaServer, local_model
 from kernos.infra.ports import free_port
+from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.testing.fake_openai import FakeOpenAIServer
 
 #: Runs in flight when measuring runs per second at saturation (the fake answers any number).
@@ -172,33 +171,6 @@ def p50(runs: list[Phases]) -> dict[str, float]:
     return {name: round(value, 1) for name, value in figures.items()}
 
 
-#: The Temporal server's counters of work done: requests to each service, by operation, and
-#: what they asked of its persistence and of its visibility store.
-SERVER_COUNTERS = ("service_requests", "persistence_requests", "visibility_persistence_requests")
-_COUNTER = re.compile(r"^(\w+)\{(.*)\} ([0-9.e+]+)$")
-#: The server hands its counters to /metrics once a second (its metrics library's interval):
-#: read sooner, a window would miss its last second's work (measured: 0.85 starts a run).
-_COUNTERS_FLUSHED_S = 1.5
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-
-async def server_counters(metrics_url: str) -> dict[str, float]:
-    """The server's counters now, as `<counter> <service or store> <operation>`."""
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(metrics_url, timeout=10)).text
-    counters: dict[str, float] = defaultdict(float)
-    for line in text.splitlines():
-        found = _COUNTER.match(line)
-        if found is None or found[1] not in SERVER_COUNTERS:
-            continue
-        labels = dict(_LABEL.findall(found[2]))
-        where = labels.get("service_name", "")
-        counters[f"{found[1]} {where} {labels.get('operation', '?')}".replace("  ", " ")] += float(
-            found[3]
-        )
-    return counters
-
-
 @dataclasses.dataclass
 class Rate:
     """One side's runs at saturation."""
@@ -210,7 +182,7 @@ class Rate:
 
 
 async def runs_per_second(
-    one_run: Callable[[], Awaitable[object]], runs: int, at_once: int, metrics_url: str
+    one_run: Callable[[], Awaitable[object]], runs: int, at_once: int, server: TemporalDevServer
 ) -> Rate:
     """One-call runs per second with `at_once` in flight, `runs` in all; the CPU milliseconds
     each part of the stack spent per run meanwhile, and the Temporal server's work per run."""
@@ -220,17 +192,15 @@ async def runs_per_second(
         async with slots:
             await one_run()
 
-    await asyncio.sleep(_COUNTERS_FLUSHED_S)
-    counted = await server_counters(metrics_url)
+    counted = await server.counters()
     before = cpu_seconds()
     began = time.perf_counter()
     await asyncio.gather(*(in_slot() for _ in range(runs)))
     rate = runs / (time.perf_counter() - began)
     after = cpu_seconds()
-    await asyncio.sleep(_COUNTERS_FLUSHED_S)
     work = {
         name: round((value - counted.get(name, 0.0)) / runs, 2)
-        for name, value in (await server_counters(metrics_url)).items()
+        for name, value in (await server.counters()).items()
     }
     return Rate(
         rate,
@@ -241,14 +211,14 @@ async def runs_per_second(
 
 async def saturation(
     plugin: Callable[[], Awaitable[object]], kernos: Callable[[], Awaitable[object]],
-    runs: int, at_once: int, metrics_url: str,
+    runs: int, at_once: int, server: TemporalDevServer,
 ) -> dict[str, Any]:  # fmt: skip
     """Each side's one-call runs per second at saturation (two rounds each, alternated; the
     better of two, the machine being shared), and the CPU each part spent per run then."""
     best: dict[str, Rate] = {}
     for _ in range(2):
         for side, one_run in (("plugin", plugin), ("kernos", kernos)):
-            measured = await runs_per_second(one_run, runs, at_once, metrics_url)
+            measured = await runs_per_second(one_run, runs, at_once, server)
             if side not in best or measured.runs_per_second > best[side].runs_per_second:
                 best[side] = measured
     return {
@@ -292,7 +262,7 @@ async def measure(
         rates = (
             await saturation(
                 lambda: plugin_call(plugin_client, queue), lambda: kernos_call(client),
-                saturating, SATURATING_AT_ONCE, running.metrics_url,
+                saturating, SATURATING_AT_ONCE, running.temporal,
             )
             if saturating
             else None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 from temporalio.client import Client
 
 from kernos.infra.daemons import spawn, stop
@@ -39,6 +42,16 @@ DYNAMIC_CONFIG = (
 )
 
 
+#: The server's counters of work done: requests to each service, by operation, and what they
+#: asked of its persistence and of its visibility store.
+COUNTERS = ("service_requests", "persistence_requests", "visibility_persistence_requests")
+_COUNTER = re.compile(r"^(\w+)\{(.*)\} ([0-9.e+]+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+#: The server's metrics library hands its counters over once a second: a read waits this long
+#: (read at once after a round of runs, 0.85 starts a run were counted).
+_COUNTERS_HANDED_OVER_S = 1.5
+
+
 def temporal_binary() -> str:
     """The `temporal` CLI installed beside this interpreter, or on PATH."""
     beside = Path(sys.executable).parent / "temporal"
@@ -53,10 +66,17 @@ def temporal_binary() -> str:
 class TemporalDevServer:
     """A running `temporal server start-dev`."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, ui_port: int) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        port: int,
+        ui_port: int,
+        metrics_port: int | None = None,
+    ) -> None:
         self.process = process
         self.port = port
         self.ui_port = ui_port
+        self.metrics_port = metrics_port
 
     @property
     def address(self) -> str:
@@ -67,6 +87,33 @@ class TemporalDevServer:
     def ui_url(self) -> str:
         """The web UI."""
         return f"http://127.0.0.1:{self.ui_port}"
+
+    async def counters(self) -> dict[str, float]:
+        """The server's counters of work done, as `<counter> <service> <operation>`.
+
+        The server hands them to its metrics endpoint once a second, so this first waits out
+        one hand-over: read at once, a window's last second of work would be missing.
+        Only for a server started with `metrics_port`.
+        """
+        if self.metrics_port is None:
+            raise ConfigError("the Temporal dev server was started without a metrics port")
+        await asyncio.sleep(_COUNTERS_HANDED_OVER_S)
+        async with httpx.AsyncClient() as http:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            text = (await http.get(url, timeout=10)).text
+        counted: dict[str, float] = defaultdict(float)
+        for line in text.splitlines():
+            found = _COUNTER.match(line)
+            if found is None or found[1] not in COUNTERS:
+                continue
+            labels = dict(_LABEL.findall(found[2]))
+            name = " ".join(
+                part
+                for part in (found[1], labels.get("service_name"), labels.get("operation", "?"))
+                if part
+            )
+            counted[name] += float(found[3])
+        return counted
 
     @classmethod
     async def start(
@@ -111,7 +158,7 @@ class TemporalDevServer:
             # Prometheus's text format on /metrics (otherwise on a port of the server's choice).
             args += ["--metrics-port", str(metrics_port)]
         process = await asyncio.to_thread(spawn, args, log_file or Path(os.devnull))
-        server = cls(process, port, ui_port)
+        server = cls(process, port, ui_port, metrics_port)
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if process.poll() is not None:
