@@ -106,6 +106,7 @@ bench: install
 	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/llm_throughput.py
 	$(BIN)/python bench/transfer_poll_rate.py
+	$(BIN)/python bench/search_attribute_cache.py
 	$(BIN)/python bench/calibrate.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/agents_vs_direct.py

@@ -8,6 +8,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 from kernos import Agent
+from kernos.kernel import visibility
 from kernos.kernel.llm.base import Placement, Progress, PromptSize, Snapshot
 from kernos.kernel.syscalls import LLMRequest, LLMResponse, Message, TokenUsage
 
@@ -40,6 +41,17 @@ class RawLoop:
                 start_to_close_timeout=timedelta(seconds=30),
                 heartbeat_timeout=timedelta(seconds=30),
             )
+        return "done"
+
+
+@workflow.defn(name="RawStatus")
+class RawStatus:
+    """A bare workflow that does what a run does with kernos's search attributes: started with
+    them (bench/search_attribute_cache.py), it sets its status once and ends."""
+
+    @workflow.run
+    async def run(self) -> str:
+        workflow.upsert_search_attributes([visibility.STATUS.value_set("completed")])
         return "done"
 
 
