@@ -138,6 +138,16 @@ def test_a_pool_that_holds_its_tasks_is_turned_back_at_its_share_while_contested
     assert reason is not None and "other pools may need them" in reason
 
 
+def test_a_pool_whose_process_is_starting_already_contests_the_slots() -> None:
+    clock = Clock()
+    shares = SlotShares(slots=20, share=5, clock=clock)
+    fill(shares, "holder", 5)
+    clock.now += HELD_S + 0.5
+    shares.arrives("newcomer")  # its task waits for its pool's process, not yet started
+    reason = shares.starts("holder", 5)
+    assert reason is not None and "other pools may need them" in reason
+
+
 def test_a_wait_counts_for_a_while_only() -> None:
     clock = Clock()
     shares = SlotShares(slots=20, share=5, clock=clock)
