@@ -48,6 +48,7 @@ from kernos.workflows.pool_wire import (
     CREATE,
     DROP,
     ERROR,
+    LOADED,
     READY,
     SETUP,
     ChildSetup,
@@ -225,6 +226,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     # a small host must not all spend it on this before they answer.
     load_lazy_packages()
     runner = sandbox_runner()
+    # Before this, the process did the kernel's work, not a run's: a first activation sent
+    # meanwhile is not charged for that time.
+    writer.send(LOADED, 0, b"")
     first = receive(stdin)
     if first.kind != SETUP:
         raise FrameError("the host's first frame is not the setup")

@@ -53,6 +53,7 @@ from kernos.workflows.pool_wire import (
     CREATE,
     DROP,
     ERROR,
+    LOADED,
     READY,
     SETUP,
     ChildSetup,
@@ -265,6 +266,8 @@ class PoolChild:
         self._given_back: dict[int, ActivationTime] = {}
         self._lock = threading.Lock()
         self._ready = concurrent.futures.Future[None]()
+        #: When it had loaded the packages every pool's process loads (None: not yet).
+        self.loaded_at: float | None = None
         self._limit: str | None = None
         self._retired = False
         #: Why the host ended the child, where one run's activation was the cause: the other
@@ -353,7 +356,7 @@ class PoolChild:
         which must still be within `timeout` (`overdue`).
         """
         request = next(self._requests)
-        had = ActivationTime(run, timeout, self.cpu_wait)
+        had = ActivationTime(run, timeout, self.cpu_wait, lambda: self.loaded_at)
         answer = concurrent.futures.Future[Frame]()
         with self._lock:
             if self._retired:
@@ -483,6 +486,9 @@ class PoolChild:
                 if frame.kind == READY and not self._ready.done():
                     self._ready.set_result(None)
                     continue
+                if frame.kind == LOADED and self._ready.done() and self.loaded_at is None:
+                    self.loaded_at = time.monotonic()
+                    continue
                 # Whoever takes a request out of `_pending` (here, `_give_back`, the end below)
                 # is the one to settle its future: never two at once.
                 with self._lock:
@@ -513,21 +519,32 @@ class PoolChild:
 class ActivationTime:
     """The time one activation has had in its pool's process, and whether it is over.
 
-    `[isolation] activation_timeout_s` counts the time the process ran or slept, not the time
-    others kept it from a CPU (`CpuLook.crowded_s`): on a crowded host an honest activation is
-    slow, not stuck, and ending its process would only make every run in it replay, more work
-    for a host that has too much. That time counts from the activation's first look on
-    (`_FIRST_LOOK_S`); in all, an activation has `CROWDED_TIMES` the timeout at most. It is
-    over once: the thread that waits for it and the host's loop (for one given back) may ask
-    at the same moment, and only one ends the process and charges the run.
+    `[isolation] activation_timeout_s` counts the time the process ran or slept for the run,
+    not the time others kept it from a CPU (`CpuLook.crowded_s`): on a crowded host an honest
+    activation is slow, not stuck, and ending its process would only make every run in it
+    replay, more work for a host that has too much. Nor does it count the time before the
+    process had loaded what every pool's process loads (a new pool's first activation may be
+    sent while it does: the kernel's work, seconds on a busy host). That time counts from the
+    activation's first look after both (`_FIRST_LOOK_S`); in all, an activation has
+    `CROWDED_TIMES` the timeout at most. It is over once: the thread that waits for it and the
+    host's loop (for one given back) may ask at the same moment, and only one ends the process
+    and charges the run.
     """
 
-    def __init__(self, run: str, timeout: float, cpu_wait: CpuWait) -> None:
+    def __init__(
+        self,
+        run: str,
+        timeout: float,
+        cpu_wait: CpuWait,
+        loaded_at: Callable[[], float | None],
+    ) -> None:
         self.run = run
         self.timeout = timeout
         self._cpu_wait = cpu_wait
+        self._loaded_at = loaded_at
         self._sent = time.monotonic()
-        #: The first look at the process: what it was kept from a CPU since is not counted.
+        #: The first look at the process once its time counts: what it was kept from a CPU
+        #: since is not counted.
         self._first: CpuLook | None = None
         self._lock = threading.Lock()
         self._over = False
@@ -537,26 +554,31 @@ class ActivationTime:
 
         Said once: asked again after, None.
         """
-        took = time.monotonic() - self._sent
+        now = time.monotonic()
+        took = now - self._sent
         if took < min(self.timeout, _FIRST_LOOK_S):
             return None
+        loaded = self._loaded_at()
+        counts_from = None if loaded is None else max(self._sent, loaded)
         look = self._cpu_wait.look()
         with self._lock:
             if self._over:
                 return None
-            if self._first is None and look.at >= self._sent:
+            if self._first is None and counts_from is not None and look.at >= counts_from:
                 self._first = look
             crowded = look.crowded_s(self._first) if self._first is not None else 0.0
+            counted = 0.0 if counts_from is None else now - counts_from
             own = f"within {self.timeout:.0f} s ([isolation] activation_timeout_s"
-            if took - crowded >= self.timeout:
+            if counted - crowded >= self.timeout:
                 self._over = True
                 also = f"; it waited {crowded:.0f} s more for a CPU" if crowded >= 1 else ""
                 return f"{own}{also})"
             if took >= CROWDED_TIMES * self.timeout:
                 self._over = True
                 return (
-                    f"{own}, and {CROWDED_TIMES} times that at most while it waited for a CPU: "
-                    f"{took:.0f} s, {crowded:.0f} s of them waiting)"
+                    f"{own}, and {CROWDED_TIMES} times that at most while it waited for a CPU "
+                    f"or for its process to load: {took:.0f} s, {took - counted + crowded:.0f} "
+                    "s of them waiting)"
                 )
         return None
 

@@ -20,10 +20,11 @@ import temporalio.workflow
 #: (body: the instance's id, 8 bytes, then the activation), an instance to drop once its
 #: activation running now is done (request: the instance's id; its answer is not awaited).
 SETUP, CREATE, ACTIVATE, DROP = b"S", b"C", b"A", b"D"
-#: Child to host: it has started (sent once, before the setup), an activation's completion
-#: (body: the CPU time its thread spent on it, in microseconds, 8 bytes, then the completion),
-#: an error's message.
-READY, COMPLETION, ERROR = b"R", b"K", b"E"
+#: Child to host: it has started (sent once, before the setup), it has loaded the packages any
+#: pool's code may import (sent once, after READY), an activation's completion (body: the CPU
+#: time its thread spent on it, in microseconds, 8 bytes, then the completion), an error's
+#: message.
+READY, LOADED, COMPLETION, ERROR = b"R", b"L", b"K", b"E"
 
 #: The largest frame either side accepts: completions carry payloads (2 MiB each at most).
 MAX_FRAME = 256 * 1024 * 1024
