@@ -153,7 +153,7 @@ async def test_a_run_may_keep_only_so_many_humans_waiting(
     tenant = f"asker-{uuid.uuid4().hex[:8]}"
     settings = approval_settings(
         temporal, postgres, tmp_path, tenant, agents={"asker": HOSTILE_AGENTS["asker"]},
-        limits={"approval_timeout_s": 3.0},
+        limits={"approval_timeout_s": 10.0},
     )  # fmt: skip
     async with workers_and_client(settings) as client:
         handle = await client.submit(RunSpec(agent="asker", task="70", tenant=tenant))
@@ -204,12 +204,12 @@ async def test_a_denial_or_a_timeout_refuses_and_changes_nothing(
 ) -> None:
     tenant = f"deny-{uuid.uuid4().hex[:8]}"
     settings = approval_settings(
-        temporal, postgres, tmp_path, tenant, limits={"approval_timeout_s": 2.0}
+        temporal, postgres, tmp_path, tenant, limits={"approval_timeout_s": 6.0}
     )
     steps = [
         {"op": "storage.write", "path": "keep.md", "content": "precious"},
         {"op": "storage.delete", "path": "keep.md"},
-        charge(5),  # nobody decides: expires after 2 s
+        charge(5),  # nobody decides: expires after 6 s
         {"op": "storage.read", "path": "keep.md"},
     ]
     async with workers_and_client(settings) as client:
@@ -236,7 +236,7 @@ async def test_a_waiting_run_survives_its_workers_and_sees_a_decision_made_meanw
 ) -> None:
     tenant = f"restart-{uuid.uuid4().hex[:8]}"
     settings = approval_settings(
-        temporal, postgres, tmp_path, tenant, limits={"approval_timeout_s": 4.0}
+        temporal, postgres, tmp_path, tenant, limits={"approval_timeout_s": 12.0}
     )
     async with workers_and_client(settings) as client:
         handle = await client.submit(

@@ -52,7 +52,7 @@ from kernos.workflows.pool_host import PoolRunner
 from kernos.workflows.pool_status import PoolState
 from tests.conftest import KeepHistory, make_settings, workers
 from tests.hostile import HOSTILE_AGENTS
-from tests.waiting import eventually
+from tests.waiting import eventually, until_timer
 
 LIMITS: dict[str, Any] = {
     "mode": "bwrap",
@@ -409,17 +409,24 @@ async def test_a_pool_that_holds_its_tasks_leaves_a_share_of_the_slots_free_for_
         # Alone on the host, the pool takes every slot; once they are held, it gives back those
         # that leave less than a share free (and its next tasks are turned back), so that
         # others' tasks come in at once.
-        await until(lambda: evil_pool().tasks == 4 and evil_pool().turned_back >= 1)
+        await eventually(
+            lambda: evil_pool().tasks == 4 and evil_pool().turned_back >= 1,
+            what="the pool at four tasks, one given back",
+        )
         before = evil_pool()
         await asyncio.sleep(1.5)  # held, by now
+        # The victim holds its task 2 s too (within its share): long enough for the host's
+        # next look, every 0.25 s, to find the slots crowded with it.
         victim = await client.submit(
-            RunSpec(agent="echo", task="unharmed", tenant=f"honest-{uuid.uuid4().hex[:6]}")
+            RunSpec(agent="holder", task="2", tenant=f"honest-{uuid.uuid4().hex[:6]}")
         )
-        assert "unharmed" in (await victim.result()).output
-        # Its first task took the free slot at once. The holders' tasks are still turned back
-        # (their retries; and one more is given back to keep a share free if the victim's task
-        # is still running at the host's next look, every 0.25 s).
-        await until(lambda: evil_pool().turned_back > before.turned_back)
+        assert (await victim.result()).output == "held"
+        # Its first task took the free slot at once, and one more of the holders' was given
+        # back to keep a share free while it ran.
+        await eventually(
+            lambda: evil_pool().turned_back > before.turned_back,
+            what="a holder's task given back while the victim's ran",
+        )
         # Given back, not failed: retried (or done, if their 8 s passed meanwhile).
         statuses = {(await client.show(h.run_id)).status for h in holders}
         assert statuses <= {"running", "completed"}, statuses
@@ -446,9 +453,9 @@ async def test_a_task_given_back_must_still_end_within_the_activation_timeout(
         kept = [
             await client.submit(RunSpec(agent="holder", task="8", tenant=evil)) for _ in range(3)
         ]
-        await until(lambda: tasks() == 3)
+        await eventually(lambda: tasks() == 3, what="three held tasks")
         given = await client.submit(RunSpec(agent="holder", task="60", tenant=evil))
-        await until(lambda: tasks() == 4)
+        await eventually(lambda: tasks() == 4, what="four held tasks")
         await asyncio.sleep(1.5)
         other = await client.submit(
             RunSpec(agent="holder", task="3", tenant=f"honest-{uuid.uuid4().hex[:6]}")
@@ -476,10 +483,16 @@ async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
     tenant = f"pool-{uuid.uuid4().hex[:6]}"
     async with host_counting_deaths(settings) as (client, pools, deaths):
         stuck = await client.submit(RunSpec(agent="holder", task="20", tenant=tenant))
-        await until(lambda: any(p.pool == tenant and p.tasks for p in pools.status().pools))
+        await eventually(
+            lambda: any(p.pool == tenant and p.tasks for p in pools.status().pools),
+            what="the stuck run's task held",
+        )
         await asyncio.sleep(3)
         bystander = await client.submit(RunSpec(agent="holder", task="20", tenant=tenant))
-        await until(lambda: any(p.pool == tenant and p.tasks == 2 for p in pools.status().pools))
+        await eventually(
+            lambda: any(p.pool == tenant and p.tasks == 2 for p in pools.status().pools),
+            what="both runs' tasks held",
+        )
         for _ in range(200):
             if (await deaths(stuck.run_id))[0]:
                 break
@@ -510,20 +523,18 @@ async def test_an_activation_slow_for_want_of_a_cpu_is_not_charged(
             return next((p for p in pools.status().pools if p.pool == tenant), None)
 
         run = await client.submit(RunSpec(agent="cruncher", task="5", tenant=tenant))
-        await until(lambda: (state := pool()) is not None and state.pid is not None)
+        await eventually(
+            lambda: (state := pool()) is not None and state.pid is not None,
+            what="the pool's process",
+        )
         before = pool()
         assert before is not None and before.pid is not None
         member = SessionMember(before.pid, confined=True)
-        await until(lambda: member.pid() is not None)
+        await eventually(lambda: member.pid() is not None, what="the process's session")
         session = member.pid()
         assert session is not None
         # Its first task done (its agent imported), within the 3 s timer before its work:
-        handle = client.temporal.get_workflow_handle(run.run_id)
-        for _ in range(100):
-            history = await handle.fetch_history()
-            if any(e.HasField("timer_started_event_attributes") for e in history.events):
-                break
-            await asyncio.sleep(0.05)
+        await until_timer(client.temporal, run.run_id)
         with crowded_cpu([session, *descendants(session, 8)], busy=3):
             cpu = float((await run.result()).output)
         after = pool()
@@ -569,8 +580,3 @@ async def host_counting_deaths(
             return pools.deaths(f"{run_id}/{first}")
 
         yield client, pools, deaths
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (up to 30 s) until `condition` holds."""
-    await eventually(condition, what="the condition")

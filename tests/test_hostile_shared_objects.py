@@ -8,7 +8,6 @@ Confined, each tenant's pool is its own process: neither reaches the other.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 
@@ -20,6 +19,7 @@ from kernos.infra.temporal_dev import TemporalDevServer
 from kernos.workflows.dispatcher import SyscallDispatcher
 from tests.conftest import workers
 from tests.hostile import Mode, hostile_settings, keep_secret, probe
+from tests.waiting import until_timer
 
 
 @pytest.mark.parametrize("mode", ["bwrap", "in_process"])
@@ -33,7 +33,7 @@ async def test_a_patched_dispatcher_reaches_another_pool_only_unconfined(
             patcher = await client.submit(
                 RunSpec(agent="patcher", task="5", tenant=f"evil-{uuid.uuid4().hex[:6]}")
             )
-            await _until_timer(client, patcher.run_id)
+            await until_timer(client.temporal, patcher.run_id)
             victim = await client.submit(
                 RunSpec(agent="echo", task="hello", tenant=f"victim-{uuid.uuid4().hex[:6]}")
             )
@@ -59,14 +59,3 @@ async def test_another_tenants_secret_is_out_of_reach_only_confined(
         found = await probe(client, f"evil-{uuid.uuid4().hex[:6]}", secret_sha256=digest)
         assert (await kept.result()).output == secret
     assert found["secret_seen"] is (mode == "in_process")
-
-
-async def _until_timer(client: KernosClient, run_id: str) -> None:
-    """Wait until the patcher has patched: it has made no syscall, so watch its history."""
-    handle = client.temporal.get_workflow_handle(run_id)
-    for _ in range(300):
-        history = await handle.fetch_history()
-        if any(event.HasField("timer_started_event_attributes") for event in history.events):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{run_id} never started its timer")

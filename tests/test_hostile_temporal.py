@@ -17,6 +17,7 @@ from kernos.infra.postgres import EmbeddedPostgres
 from kernos.infra.temporal_dev import TemporalDevServer
 from tests.conftest import workers
 from tests.hostile import Mode, hostile_settings, keep_secret, probe, until_recorded
+from tests.waiting import until_timer
 
 
 @pytest.mark.parametrize("mode", ["bwrap", "in_process"])
@@ -87,6 +88,9 @@ async def test_a_run_that_ignores_its_cancellation_is_terminated(
         handle = await client.submit(
             RunSpec(agent="stubborn", task="stay", tenant=f"evil-{uuid.uuid4().hex[:6]}")
         )
+        # In its loop, so that it is its code that ignores the cancellation (one sent before
+        # its first task would end the run before that code could catch it).
+        await until_timer(client.temporal, handle.run_id)
         assert await handle.cancel(terminate_after_s=2) is True
         view = await until_recorded(client, handle.run_id)
     assert view.record.status == "cancelled"

@@ -8,7 +8,6 @@ from elsewhere). Each is refused with UnsealedResult, its content unread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -48,6 +47,7 @@ from kernos.kernel.syscalls import (
 )
 from tests.conftest import RESULT_KEY, make_settings, workers
 from tests.hostile import HOSTILE_AGENTS
+from tests.waiting import until_timer
 
 KERNEL_KEY = signing_key(RESULT_KEY)
 
@@ -297,9 +297,9 @@ async def test_an_outsiders_signals_queries_and_updates_reach_a_confined_run_onl
     settings = make_settings(temporal, postgres, isolation={"mode": "bwrap"})
     outsider = await connect_temporal(settings)
     async with workers(settings), await KernosClient.connect(settings) as client:
-        run = await client.submit(RunSpec(agent="pausing", task="3"))
+        run = await client.submit(RunSpec(agent="pausing", task="6"))
         handle = outsider.get_workflow_handle(run.run_id)
-        await asyncio.sleep(1)  # the run is in its timer
+        await until_timer(client.temporal, run.run_id)  # the run is in its timer
         await handle.signal("ROGUE_signal", "ROGUE")
         stack = await handle.query("__stack_trace", "ROGUE argument")
         assert isinstance(stack, str) and "ROGUE" not in stack

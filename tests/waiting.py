@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
+import temporalio.client
+
 T = TypeVar("T")
 
 
@@ -56,3 +58,13 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last seen: {seen!r:.800})")
         await asyncio.sleep(every_s)
+
+
+async def until_timer(temporal: temporalio.client.Client, run_id: str) -> None:
+    """Wait until the run's history holds a timer: its code has got as far as its first sleep."""
+
+    async def has_timer() -> bool:
+        history = await temporal.get_workflow_handle(run_id).fetch_history()
+        return any(event.HasField("timer_started_event_attributes") for event in history.events)
+
+    await eventually(has_timer, what=f"a timer in run {run_id}'s history", every_s=0.05)
