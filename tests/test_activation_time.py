@@ -111,6 +111,22 @@ def test_the_time_a_new_process_takes_to_load_is_not_counted(clock: Clock) -> No
     assert had.over() == "within 10 s ([isolation] activation_timeout_s)"
 
 
+def test_loading_and_waiting_for_a_cpu_after_are_each_not_counted(clock: Clock) -> None:
+    loaded: list[float] = []
+    had = timed(clock, lambda: loaded[0] if loaded else None)
+    clock.passes(6.0, waiting=6.0)  # the process loads, on a crowded host
+    assert had.over() is None
+    loaded.append(clock.now)
+    clock.passes(1.0, waiting=1.0)
+    assert had.over() is None  # its first look: the waits before it are not counted
+    clock.passes(14.0, waiting=7.0, using=7.0)  # 7 s of its own
+    assert had.over() is None
+    clock.passes(3.0, using=3.0)
+    assert had.over() == (
+        "within 10 s ([isolation] activation_timeout_s; it waited 7 s more for a CPU)"
+    )
+
+
 def test_a_process_that_never_loads_has_the_cap(clock: Clock) -> None:
     had = timed(clock, lambda: None)
     wall = CROWDED_TIMES * 10.0

@@ -196,6 +196,9 @@ class PoolRunner(WorkflowRunner):
             )
             self._children[pool] = child
             self._spare = self._new_child()
+        # The pool wants a slot from now on: other pools' holders are held to their share
+        # while its process starts, which may take seconds on a busy host.
+        self.shares.arrives(pool)
         child.wait_ready(CHILD_START_S)
         return child
 
@@ -481,9 +484,6 @@ class PoolInstance(WorkflowInstance):
         except _Refused as exc:
             self._ended = (str(exc), REFUSED)
             return _fail_run(act.run_id, *self._ended)
-        # The pool wants a slot from now on: other pools' holders are held to their share
-        # while its process starts, which may take seconds on a busy host.
-        self._runner.shares.arrives(self._pool)
         try:
             # The pool's process first: the wait for its start is not a task holding a slot.
             child = self._child

@@ -75,7 +75,8 @@ MAX_LOG_LINE = 2000
 #: How long a new child may take to start (import the kernel and Temporal's SDK).
 CHILD_START_S = 60.0
 #: How many times `[isolation] activation_timeout_s` an activation may take in all, while its
-#: pool's process waits for a CPU on a crowded host (which the timeout does not count).
+#: pool's process waits for a CPU on a crowded host or a new process loads what every pool's
+#: process loads (neither of which the timeout counts).
 CROWDED_TIMES = 4
 #: When an activation's wait is first looked at, and how often after.
 _FIRST_LOOK_S = 1.0

@@ -4,9 +4,9 @@ A slot is taken for as long as a workflow task runs, and Temporal's SDK polls fo
 every slot is taken: a pool whose code holds its tasks (a blocking call, a loop) could take
 them all and leave every other tenant unserved, with no sign on the host that anyone waits.
 A task counts as held once it has run `HELD_S` (a quick one takes milliseconds); a pool is
-contested while a task of another pool arrived in the last `CONTESTED_S` (counted as it
-arrives: a newcomer whose process must start first wants a slot all the while); the host is
-crowded once no more than a share of its slots are free. Then:
+contested while another pool started a task in the last `CONTESTED_S` (or began to start its
+process for one: a newcomer wants a slot all the while); the host is crowded once no more than
+a share of its slots are free. Then:
 
 - a pool at its share that holds a task, on a crowded host or contested, has its next task
   turned back: Temporal gives it again later; so does one that had a task turned or given back
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 #: A task held this long counts as held (a quick one takes milliseconds).
 HELD_S = 1.0
-#: How long another pool's task arrival counts as that pool wanting slots.
+#: How long another pool's task start counts as that pool wanting slots.
 CONTESTED_S = 2.0
 
 #: How long a pool that had a task turned or given back is held to its share as it arrives
@@ -64,17 +64,17 @@ class SlotShares:
         self._lock = threading.Lock()
         self._tasks: dict[str, dict[int, _Task]] = {}
         self._running = 0
-        #: Pool -> when a task of it last arrived.
-        self._arrived: dict[str, float] = {}
+        #: Pool -> when it last wanted a slot: a task of it started, or its process began to start.
+        self._wanted: dict[str, float] = {}
         self._turned_back: collections.Counter[str] = collections.Counter()
         #: Pool -> when a task of it was last turned or given back.
         self._held_to_share: dict[str, float] = {}
 
     def arrives(self, pool: str) -> None:
-        """A task of `pool` has come: the pool wants a slot from now, before `starts` is asked."""
+        """A task of `pool` waits for the pool's process to start: it wants a slot from now."""
         now = self._clock()
         with self._lock:
-            self._arrived[pool] = now
+            self._wanted[pool] = now
 
     def starts(self, pool: str, task: int) -> str | None:
         """Count `task` of `pool` as running; or why it is turned back, over the pool's share."""
@@ -100,7 +100,7 @@ class SlotShares:
                     )
             running[task] = _Task(now)
             self._running += 1
-            self._arrived[pool] = now
+            self._wanted[pool] = now
         return None
 
     def _remembered(self, pool: str, now: float) -> bool:
@@ -115,7 +115,7 @@ class SlotShares:
 
     def _contested(self, pool: str, now: float) -> bool:
         return any(
-            other != pool and now - when <= CONTESTED_S for other, when in self._arrived.items()
+            other != pool and now - when <= CONTESTED_S for other, when in self._wanted.items()
         )
 
     def can_give_back(self, pool: str, task: int, give_back: GiveBack) -> None:
@@ -139,8 +139,8 @@ class SlotShares:
         now = self._clock()
         chosen: list[tuple[GiveBack, str]] = []
         with self._lock:
-            self._arrived = {
-                pool: when for pool, when in self._arrived.items() if now - when <= CONTESTED_S
+            self._wanted = {
+                pool: when for pool, when in self._wanted.items() if now - when <= CONTESTED_S
             }
             self._held_to_share = {
                 pool: when
