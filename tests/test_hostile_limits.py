@@ -461,11 +461,11 @@ async def test_a_task_given_back_must_still_end_within_the_activation_timeout(
             RunSpec(agent="holder", task="3", tenant=f"honest-{uuid.uuid4().hex[:6]}")
         )
         assert (await other.result()).output == "held"
-        for _ in range(300):
-            charged, why = await deaths(given.run_id)
-            if charged:
-                break
-            await asyncio.sleep(0.1)
+        charged, why = await eventually(
+            lambda: deaths(given.run_id),
+            lambda death: death[0],
+            what="the given-back run charged with its process's end",
+        )
         assert charged == 1 and "given back to Temporal" in why and "20 s" in why, why
         for run in kept:
             assert await deaths(run.run_id) == (0, "")
@@ -493,10 +493,13 @@ async def test_only_the_run_that_did_not_answer_is_charged_with_its_pools_end(
             lambda: any(p.pool == tenant and p.tasks == 2 for p in pools.status().pools),
             what="both runs' tasks held",
         )
-        for _ in range(200):
-            if (await deaths(stuck.run_id))[0]:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: deaths(stuck.run_id),
+            lambda death: death[0],
+            what="the stuck run charged with its process's end",
+            timeout_s=10,
+            every_s=0.05,
+        )
         # The bystander's own timeout is 6 s after its next attempt starts: not yet.
         assert await deaths(bystander.run_id) == (0, "")
         charged, why = await deaths(stuck.run_id)
