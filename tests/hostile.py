@@ -27,6 +27,7 @@ HOSTILE_AGENTS = {
     "forker": "tests.hostile_agents:ForkerAgent",
     "spinner": "tests.hostile_agents:SpinnerAgent",
     "crasher": "tests.hostile_agents:CrasherAgent",
+    "loader": "tests.hostile_agents:LoaderAgent",
     "reweigher": "tests.hostile_agents:ReweigherAgent",
     "renicer": "tests.hostile_agents:RenicerAgent",
     "flooder": "tests.hostile_agents:FlooderAgent",

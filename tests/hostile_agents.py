@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import stat
 import threading
 import time
 from datetime import timedelta
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from kernos.kernel.syscalls import ApprovalAsk, RunOutcome
     from kernos.workflows import agent_run
     from kernos.workflows.dispatcher import CURRENT, SyscallDispatcher
+    from kernos.workflows.pool_wire import LOADED, FrameWriter
     from tests.kernel_doors import kernel_doors
 
 #: Where this module's import-time code leaves a mark, in whatever filesystem it sees.
@@ -427,6 +429,26 @@ class CrasherAgent(Agent):
     async def run(self, task: str) -> str:
         with workflow.unsafe.sandbox_unrestricted():
             os._exit(3)
+
+
+class LoaderAgent(Agent):
+    """Tells its pool's host, on the pipe the child answers on, that its process has only now
+    loaded what every pool's process loads (a forged `LOADED` frame), hoping the 10 s its
+    activation then holds are not counted against it."""
+
+    name = "loader"
+
+    async def run(self, task: str) -> str:
+        with workflow.unsafe.sandbox_unrestricted():
+            forged = FrameWriter.frame(LOADED, 0, b"")
+            for fd in range(3, 256):  # the pipe to the host is a duplicate of the first stdout
+                try:
+                    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                        os.write(fd, forged)
+                except OSError:
+                    continue
+            time.sleep(10)  # noqa: ASYNC251 - the point: the task is held
+        return "not ended"
 
 
 def _around_the_sdk(agent: Agent) -> SyscallDispatcher:

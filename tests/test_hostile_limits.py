@@ -1,7 +1,8 @@
 """Denial of service: a tenant whose agent code exhausts its pool hurts only its own runs.
 
 Each attacker is agent code in a confined pool with small limits: a memory hog, a fork bomb,
-a busy loop in workflow code, and code that ends its own process at every activation. Each
+a busy loop in workflow code, code that ends its own process at every activation, and code
+that forges a frame of the child's protocol on its pipe to the host. Each
 is contained by its pool's limits (cgroups here, as root; rlimits and seccomp with
 `cgroups = false`, as on a rootless host) and the host's count of how often a run's code ended
 its pool's process: the attacker's run fails, `PoolLimitExceeded`, naming
@@ -70,8 +71,15 @@ LIMITS: dict[str, Any] = {
         ("hog", False, "over its memory limit (400 MiB, as address space"),
         ("spinner", True, "did not answer within 3 s"),
         ("crasher", True, "the pool's process exited"),
+        ("loader", True, "sent an answer to nothing it was asked"),
     ],
-    ids=["memory-hog", "memory-hog-without-cgroups", "busy-loop", "crash-at-every-activation"],
+    ids=[
+        "memory-hog",
+        "memory-hog-without-cgroups",
+        "busy-loop",
+        "crash-at-every-activation",
+        "forged-loaded-frame",
+    ],
 )
 async def test_an_attacker_that_keeps_ending_its_pool_fails_alone(
     temporal: TemporalDevServer,
